@@ -1,0 +1,101 @@
+"""The one place where ember reads environment variables.
+
+Everything else receives a frozen config object, so behaviour is explicit and testable.
+
+| variable | meaning |
+| --- | --- |
+| ``EMBER_BACKEND`` | backend used by the implicit ``init`` (default ``local``) |
+| ``EMBER_ADDRESS`` | address for the ``ray`` backend's implicit ``init`` |
+| ``EMBER_OBJECT_STORE_MEMORY`` | shared-memory capacity in bytes (default 30% of RAM) |
+| ``EMBER_SPILL_DIR`` | where objects spill when the store is full (default: the temp dir) |
+| ``EMBER_INLINE_THRESHOLD`` | buffers smaller than this travel inside messages (default 100 KiB) |
+| ``EMBER_LOG_LEVEL`` | level of the ``ember`` logger |
+| ``CUDA_VISIBLE_DEVICES`` | GPUs the local backend may hand out (default: those the driver sees) |
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+SHM_DIR = "/dev/shm"
+SEGMENT_PREFIX = "ember-"
+
+
+def _total_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 1024**3
+
+
+def _detect_gpus() -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        return [str(i) for i in range(len(os.listdir("/proc/driver/nvidia/gpus")))]
+    except OSError:
+        return []
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """Settings of the local backend, resolved once at ``init``."""
+
+    num_cpus: float
+    gpu_ids: tuple[str, ...]
+    resources: dict[str, float] = field(default_factory=dict)
+    object_store_memory: int = 0
+    spill_dir: str = ""
+    inline_threshold: int = 100 * 1024
+    namespace: str = "default"
+
+
+def resolve_local_config(
+    *,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict[str, float] | None,
+    object_store_memory: int | None,
+    namespace: str | None,
+) -> LocalConfig:
+    gpus = _detect_gpus()
+    if num_gpus is not None:
+        if num_gpus < 0:
+            raise ValueError(f"num_gpus={num_gpus} must be >= 0")
+        if int(num_gpus) <= len(gpus):
+            gpus = gpus[: int(num_gpus)]
+        else:  # more GPUs than detected: trust the caller, number them after the known ones
+            gpus = gpus + [str(i) for i in range(len(gpus), int(num_gpus))]
+    if num_cpus is not None and num_cpus < 0:
+        raise ValueError(f"num_cpus={num_cpus} must be >= 0")
+    for name, amount in (resources or {}).items():
+        if name in ("CPU", "GPU"):
+            raise ValueError(f"resources may not name {name!r}: use num_cpus / num_gpus instead")
+        if amount < 0:
+            raise ValueError(f"resource {name!r}={amount} must be >= 0")
+    store = object_store_memory
+    if store is None:
+        env = os.environ.get("EMBER_OBJECT_STORE_MEMORY")
+        store = int(env) if env else int(_total_memory() * 0.3)
+    if store <= 0:
+        raise ValueError(f"object_store_memory={store} must be a positive number of bytes")
+    return LocalConfig(
+        num_cpus=float(num_cpus if num_cpus is not None else (os.cpu_count() or 1)),
+        gpu_ids=tuple(gpus),
+        resources=dict(resources or {}),
+        object_store_memory=store,
+        spill_dir=os.environ.get("EMBER_SPILL_DIR") or tempfile.gettempdir(),
+        inline_threshold=int(os.environ.get("EMBER_INLINE_THRESHOLD", 100 * 1024)),
+        namespace=namespace or "default",
+    )
+
+
+def default_backend() -> tuple[str, str | None]:
+    return os.environ.get("EMBER_BACKEND", "local"), os.environ.get("EMBER_ADDRESS")
+
+
+def log_level() -> str | None:
+    return os.environ.get("EMBER_LOG_LEVEL")

@@ -1,0 +1,53 @@
+"""``ember.get_runtime_context()``: who and where the calling code is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    """Facts about the process calling ``get_runtime_context()``.
+
+    In the driver, ``task_id`` and ``actor_id`` are ``None``; inside a task or actor they name it.
+    """
+
+    backend: str
+    job_id: str
+    node_id: str
+    namespace: str
+    worker_id: str
+    task_id: str | None = None
+    actor_id: str | None = None
+    accelerator_ids: dict[str, list[str]] = field(default_factory=dict)
+    assigned_resources: dict[str, float] = field(default_factory=dict)
+    was_current_actor_reconstructed: bool = False
+
+    def get_job_id(self) -> str:
+        return self.job_id
+
+    def get_node_id(self) -> str:
+        return self.node_id
+
+    def get_task_id(self) -> str | None:
+        return self.task_id
+
+    def get_actor_id(self) -> str | None:
+        return self.actor_id
+
+    def get_worker_id(self) -> str:
+        return self.worker_id
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        """``{"GPU": ["0", ...]}``: the accelerators assigned to this task or actor."""
+        return {k: list(v) for k, v in self.accelerator_ids.items()} or {"GPU": []}
+
+    def get_assigned_resources(self) -> dict[str, float]:
+        return dict(self.assigned_resources)
+
+    def get(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend, "job_id": self.job_id, "node_id": self.node_id,
+            "namespace": self.namespace, "task_id": self.task_id, "actor_id": self.actor_id,
+        }

@@ -1,0 +1,287 @@
+"""``@ember.remote`` functions and actor classes, and the handles they give."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ember.core import _options, _serialization
+
+
+def _effective_returns(explicit: dict[str, Any], is_generator: bool) -> Any:
+    if "num_returns" in explicit:
+        return explicit["num_returns"]
+    return "streaming" if is_generator else 1
+
+
+class RemoteFunction:
+    """A function that runs as a task: ``f.remote(*args)`` returns an ``ObjectRef`` at once."""
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        options: dict[str, Any],
+        *,
+        _shared: dict[str, Any] | None = None,
+    ) -> None:
+        _options.validate_task_options(options)
+        self._function = function
+        self._explicit = dict(options)
+        self._is_generator = inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(
+            function
+        )
+        merged = {**_options.TASK_DEFAULTS, **options}
+        merged["num_returns"] = _effective_returns(options, self._is_generator)
+        self._options = merged
+        self._name = getattr(function, "__qualname__", repr(function))
+        # The pickled code and its id are shared between .options() variants: code ships once.
+        self._shared = _shared if _shared is not None else {"id": os.urandom(8).hex()}
+        self.__doc__ = function.__doc__
+        self.__wrapped__ = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"remote function {self._name}() cannot be called directly; "
+            f"use {self._name}.remote(...) (or .options(...).remote(...))"
+        )
+
+    def __repr__(self) -> str:
+        return f"RemoteFunction({self._name})"
+
+    @property
+    def function_id(self) -> str:
+        return str(self._shared["id"])
+
+    def pickled(self) -> bytes:
+        code = self._shared.get("code")
+        if code is None:
+            code = self._shared["code"] = _serialization.dumps_function(self._function)
+        return code
+
+    def options(self, **options: Any) -> RemoteFunction:
+        """A copy of this function with some options changed for the next ``.remote`` calls."""
+        return RemoteFunction(self._function, {**self._explicit, **options}, _shared=self._shared)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        from ember.core._api import current_backend
+
+        return current_backend().submit_task(self, args, kwargs, self._options)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_function, (self.pickled(), self.function_id, self._explicit))
+
+
+def _rebuild_function(code: bytes, function_id: str, explicit: dict[str, Any]) -> RemoteFunction:
+    import cloudpickle
+
+    return RemoteFunction(cloudpickle.loads(code), explicit,
+                          _shared={"id": function_id, "code": code})
+
+
+@dataclass(frozen=True)
+class MethodMeta:
+    num_returns: Any = 1
+    is_generator: bool = False
+    is_async: bool = False
+
+
+@dataclass(frozen=True)
+class ActorMeta:
+    """What a handle needs to know about its actor's class, without the class itself."""
+
+    class_name: str
+    methods: dict[str, MethodMeta] = field(default_factory=dict)
+    is_async: bool = False
+
+
+def _method_meta(cls: type) -> ActorMeta:
+    methods: dict[str, MethodMeta] = {}
+    any_async = False
+    for name, member in inspect.getmembers(cls):
+        if name.startswith("__") and name != "__call__":
+            continue
+        if not (inspect.isfunction(member) or inspect.ismethod(member)):
+            continue
+        is_gen = inspect.isgeneratorfunction(member) or inspect.isasyncgenfunction(member)
+        is_async = inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member)
+        any_async = any_async or is_async
+        explicit = getattr(member, "__ember_method_options__", {})
+        methods[name] = MethodMeta(
+            num_returns=_effective_returns(explicit, is_gen), is_generator=is_gen,
+            is_async=is_async,
+        )
+    return ActorMeta(class_name=cls.__qualname__, methods=methods, is_async=any_async)
+
+
+class ActorClass:
+    """A class whose instances live in their own process: ``A.remote(...)`` gives a handle."""
+
+    def __init__(
+        self, cls: type, options: dict[str, Any], *, _shared: dict[str, Any] | None = None
+    ) -> None:
+        _options.validate_actor_options(options)
+        self._cls = cls
+        self._explicit = dict(options)
+        self._options = {**_options.ACTOR_DEFAULTS, **options}
+        self._shared = _shared if _shared is not None else {
+            "id": os.urandom(8).hex(), "meta": _method_meta(cls),
+        }
+        self.__doc__ = cls.__doc__
+
+    @property
+    def meta(self) -> ActorMeta:
+        meta: ActorMeta = self._shared["meta"]
+        return meta
+
+    @property
+    def class_id(self) -> str:
+        return str(self._shared["id"])
+
+    def pickled(self) -> bytes:
+        code = self._shared.get("code")
+        if code is None:
+            code = self._shared["code"] = _serialization.dumps_function(self._cls)
+        return code
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        name = self._cls.__qualname__
+        raise TypeError(
+            f"actor class {name} cannot be instantiated directly; use {name}.remote(...)"
+        )
+
+    def __repr__(self) -> str:
+        return f"ActorClass({self._cls.__qualname__})"
+
+    def options(self, **options: Any) -> ActorClass:
+        return ActorClass(self._cls, {**self._explicit, **options}, _shared=self._shared)
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        from ember.core._api import current_backend
+
+        return current_backend().create_actor(self, args, kwargs, self._options)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_actor_class, (self.pickled(), self.class_id, self._explicit, self.meta))
+
+
+def _rebuild_actor_class(
+    code: bytes, class_id: str, explicit: dict[str, Any], meta: ActorMeta
+) -> ActorClass:
+    import cloudpickle
+
+    return ActorClass(cloudpickle.loads(code), explicit,
+                      _shared={"id": class_id, "code": code, "meta": meta})
+
+
+class ActorHandle:
+    """A handle to a live actor: ``handle.method.remote(...)`` returns an ``ObjectRef``."""
+
+    def __init__(self, actor_id: Any, meta: ActorMeta, runtime: Any) -> None:
+        self._actor_id = actor_id
+        self._meta = meta
+        self._rt = runtime
+        runtime.add_actor_ref(actor_id)
+
+    def __del__(self) -> None:
+        try:
+            self._rt.remove_actor_ref(self._actor_id)
+        except Exception:
+            pass
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        meta = self._meta.methods.get(name)
+        if meta is None:
+            known = ", ".join(sorted(m for m in self._meta.methods if not m.startswith("_")))
+            raise AttributeError(
+                f"actor {self._meta.class_name} has no method {name!r} (methods: {known})"
+            )
+        return ActorMethod(self, name, meta, {})
+
+    def __repr__(self) -> str:
+        return f"ActorHandle({self._meta.class_name}, {self._actor_id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        self._rt.on_actor_handle_pickled(self._actor_id)
+        return (_rebuild_handle, (self._actor_id, self._meta))
+
+
+def _rebuild_handle(actor_id: Any, meta: ActorMeta) -> ActorHandle:
+    from ember.core._api import current_backend
+
+    return ActorHandle(actor_id, meta, current_backend())
+
+
+class ActorMethod:
+    def __init__(
+        self, handle: ActorHandle, name: str, meta: MethodMeta, options: dict[str, Any]
+    ) -> None:
+        self._handle = handle
+        self._name = name
+        self._meta = meta
+        self._options = options
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"actor method {self._name}() cannot be called directly; use .{self._name}.remote()"
+        )
+
+    def options(self, **options: Any) -> ActorMethod:
+        _options.validate_method_options(options)
+        return ActorMethod(self._handle, self._name, self._meta, {**self._options, **options})
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        num_returns = self._options.get("num_returns", self._meta.num_returns)
+        return self._handle._rt.submit_actor_task(
+            self._handle, self._name, args, kwargs, num_returns
+        )
+
+
+def method(**options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Set per-method options on an actor method: ``@ember.method(num_returns=2)``."""
+    _options.validate_method_options(options)
+
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.__ember_method_options__ = options  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def remote(*args: Any, **options: Any) -> Any:
+    """Turn a function into a task or a class into an actor class.
+
+    Used bare (``@ember.remote``) or with options (``@ember.remote(num_cpus=2)``)::
+
+        @ember.remote
+        def square(x):
+            return x * x
+
+        ember.get(square.remote(4))  # 16
+    """
+    if len(args) == 1 and not options and (inspect.isfunction(args[0]) or inspect.isclass(args[0])
+                                           or callable(args[0])):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError(
+            "@ember.remote takes a function or class, or only keyword options: "
+            "@ember.remote(num_cpus=1)"
+        )
+    return lambda target: _make_remote(target, options)
+
+
+def _make_remote(target: Any, options: dict[str, Any]) -> Any:
+    if inspect.isclass(target):
+        return ActorClass(target, options)
+    if callable(target):
+        return RemoteFunction(target, options)
+    raise TypeError(f"@ember.remote needs a function or a class, got {target!r}")

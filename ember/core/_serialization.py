@@ -1,0 +1,145 @@
+"""Values to bytes and back, with large buffers placed in shared memory once.
+
+A serialized value is a ``Stored`` tuple ``(data, buffers, contained)``:
+
+- ``data``: the pickle stream (protocol 5);
+- ``buffers``: one ``(segment, offset, nbytes, new_segment_size)`` per out-of-band buffer that
+  was too large to travel inline; ``new_segment_size`` is 0 when the buffer already lay in an
+  existing segment and is only referenced;
+- ``contained``: ids of the ``ObjectRef``s pickled inside the value, which the value keeps alive.
+
+Plain ``pickle`` runs first because it is fast; ``cloudpickle`` takes over for what it cannot
+handle (lambdas, local classes).
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from typing import Any
+
+from ember.core import _shm
+from ember.errors import SerializationError
+
+Stored = tuple[bytes, tuple[tuple[str, int, int, int], ...], tuple[int, ...]]
+
+EMPTY: tuple[()] = ()
+
+_local = threading.local()
+
+
+def note_contained(object_id: int) -> None:
+    """Called by ``ObjectRef.__reduce__``: the value being pickled holds this reference."""
+    ids = getattr(_local, "contained", None)
+    if ids is not None:
+        ids.append(object_id)
+
+
+def _pickle(value: Any, buffer_callback: Any) -> bytes:
+    try:
+        return pickle.dumps(value, protocol=5, buffer_callback=buffer_callback)
+    except Exception:
+        import cloudpickle
+
+        return cloudpickle.dumps(value, protocol=5, buffer_callback=buffer_callback)
+
+
+def dumps(value: Any, names: _shm.SegmentNames | None, threshold: int) -> Stored:
+    """Serialize ``value``; buffers of ``threshold`` bytes or more go to shared memory.
+
+    With ``names=None`` every buffer stays inline (used where no store exists).
+    """
+    large: list[pickle.PickleBuffer] = []
+
+    def keep_large(buf: pickle.PickleBuffer) -> bool:
+        if names is not None and buf.raw().nbytes >= threshold:
+            large.append(buf)
+            return False  # out of band
+        return True  # serialize in band
+
+    previous = getattr(_local, "contained", None)
+    _local.contained = contained = []
+    try:
+        try:
+            data = _pickle(value, keep_large)
+        except Exception as exc:
+            if len(contained) or large:
+                contained.clear()
+                large.clear()
+            raise SerializationError(
+                f"could not serialize a value of type {type(value).__qualname__}: {exc}"
+            ) from exc
+    finally:
+        _local.contained = previous
+    if not large:
+        return data, EMPTY, tuple(contained) if contained else EMPTY
+    assert names is not None
+    return data, _place_buffers(large, names), tuple(contained) if contained else EMPTY
+
+
+def _place_buffers(
+    large: list[pickle.PickleBuffer], names: _shm.SegmentNames
+) -> tuple[tuple[str, int, int, int], ...]:
+    locations: list[tuple[str, int, int, int] | None] = []
+    fresh: list[tuple[int, memoryview]] = []
+    total = 0
+    for buf in large:
+        raw = buf.raw()
+        found = _shm.locate(_shm.buffer_address(raw), raw.nbytes)
+        if found is not None and _shm.segment_exists(names, found[0]):
+            locations.append((found[0], found[1], raw.nbytes, 0))
+        else:
+            locations.append(None)
+            fresh.append((len(locations) - 1, raw))
+            total += _shm.aligned(raw.nbytes)
+    if fresh:
+        name = _shm.new_segment_name(names)
+        mm = _shm.create_segment(names, name, total)
+        offset = 0
+        try:
+            for index, raw in fresh:
+                mm[offset : offset + raw.nbytes] = raw
+                locations[index] = (name, offset, raw.nbytes, total)
+                offset += _shm.aligned(raw.nbytes)
+        finally:
+            mm.close()
+    return tuple(loc for loc in locations if loc is not None)
+
+
+def loads(stored: Stored, names: _shm.SegmentNames | None) -> Any:
+    data, buffers, _ = stored
+    if not buffers:
+        return pickle.loads(data)
+    assert names is not None
+    views = []
+    for segment, offset, nbytes, _size in buffers:
+        mm = _shm.map_segment(names, segment)
+        views.append(memoryview(mm)[offset : offset + nbytes].toreadonly())
+    return pickle.loads(data, buffers=views)
+
+
+def new_segments(stored: Stored) -> list[tuple[str, int]]:
+    """Segments that this serialization created (name, size)."""
+    seen: dict[str, int] = {}
+    for segment, _offset, _nbytes, size in stored[1]:
+        if size:
+            seen[segment] = size
+    return list(seen.items())
+
+
+def segments_of(stored: Stored) -> set[str]:
+    return {loc[0] for loc in stored[1]}
+
+
+def dumps_function(fn: Any) -> bytes:
+    """Pickle a function or class by value where needed (cloudpickle)."""
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(fn, protocol=5)
+    except Exception as exc:
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise SerializationError(
+            f"could not serialize {name} to ship it to a worker: {exc}. Move unpicklable state "
+            "(locks, open files, sockets) into the function body or the actor's __init__."
+        ) from exc

@@ -1,0 +1,204 @@
+"""Shared-memory segments: files in /dev/shm (or, once spilled, in the spill folder).
+
+A segment holds the large out-of-band buffers of one object. It is written once by its producer
+and mapped read-only by every reader, so a numpy array read from it is a zero-copy view. Each
+process keeps a registry of its live mappings (weakly: a mapping lives exactly as long as some
+view of it) so that a buffer that already lies in a segment can be referenced instead of copied.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import mmap
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+
+from ember.core._config import SEGMENT_PREFIX, SHM_DIR
+
+ALIGN = 64
+
+
+class _PyBuffer(ctypes.Structure):
+    _fields_ = [
+        ("buf", ctypes.c_void_p),
+        ("obj", ctypes.py_object),
+        ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t),
+        ("readonly", ctypes.c_int),
+        ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p),
+        ("shape", ctypes.POINTER(ctypes.c_ssize_t)),
+        ("strides", ctypes.POINTER(ctypes.c_ssize_t)),
+        ("suboffsets", ctypes.POINTER(ctypes.c_ssize_t)),
+        ("internal", ctypes.c_void_p),
+    ]
+
+
+_get_buffer = ctypes.pythonapi.PyObject_GetBuffer
+_get_buffer.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
+_get_buffer.restype = ctypes.c_int
+_release_buffer = ctypes.pythonapi.PyBuffer_Release
+_release_buffer.argtypes = [ctypes.POINTER(_PyBuffer)]
+_release_buffer.restype = None
+_PyBUF_SIMPLE = 0
+
+
+def buffer_address(obj: object) -> int:
+    """Start address of a contiguous buffer (read-only ones too)."""
+    view = _PyBuffer()
+    if _get_buffer(obj, ctypes.byref(view), _PyBUF_SIMPLE) != 0:  # pragma: no cover
+        raise BufferError("object does not expose a contiguous buffer")
+    try:
+        return int(view.buf or 0)
+    finally:
+        _release_buffer(ctypes.byref(view))
+
+
+def aligned(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass(frozen=True)
+class SegmentNames:
+    """Names of the segments of one runtime session; lets shutdown sweep them all."""
+
+    session: str
+    spill_dir: str
+
+    def prefix(self) -> str:
+        return f"{SEGMENT_PREFIX}{self.session}-"
+
+    def shm_path(self, name: str) -> str:
+        return os.path.join(SHM_DIR, name)
+
+    def spill_path(self, name: str) -> str:
+        return os.path.join(self.spill_dir, name)
+
+
+_counter = itertools.count()
+_registry_lock = threading.Lock()
+# name -> (weakref to mmap, base address, size)
+_mapped: dict[str, tuple[weakref.ref[mmap.mmap], int, int]] = {}
+
+
+def new_segment_name(names: SegmentNames) -> str:
+    return f"{names.prefix()}{os.getpid()}-{next(_counter)}"
+
+
+def create_segment(names: SegmentNames, name: str, size: int) -> mmap.mmap:
+    """Create a segment file of ``size`` bytes and map it writable, pages pre-faulted."""
+    path = names.shm_path(name)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, max(size, 1))
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        return mmap.mmap(fd, max(size, 1), flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    except BaseException:
+        os.unlink(path)
+        raise
+    finally:
+        os.close(fd)
+
+
+def map_segment(names: SegmentNames, name: str) -> mmap.mmap:
+    """Map a segment for reading, reusing this process's live mapping when there is one."""
+    with _registry_lock:
+        entry = _mapped.get(name)
+        if entry is not None:
+            live = entry[0]()
+            if live is not None:
+                return live
+    for path in (names.shm_path(name), names.spill_path(name)):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            size = os.fstat(fd).st_size
+            mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        remember_mapping(name, mm)
+        return mm
+    from ember.errors import ObjectLostError
+
+    raise ObjectLostError(f"shared-memory segment {name!r} no longer exists (object was freed)")
+
+
+def remember_mapping(name: str, mm: mmap.mmap) -> None:
+    base = buffer_address(mm)
+    with _registry_lock:
+        _mapped[name] = (weakref.ref(mm, lambda _r, n=name: _forget(n, _r)), base, len(mm))
+
+
+def _forget(name: str, ref: weakref.ref[mmap.mmap]) -> None:
+    with _registry_lock:
+        entry = _mapped.get(name)
+        if entry is not None and entry[0] is ref:
+            del _mapped[name]
+
+
+def locate(address: int, nbytes: int) -> tuple[str, int] | None:
+    """(segment name, offset) when [address, address+nbytes) lies inside a live mapping."""
+    with _registry_lock:
+        for name, (ref, base, size) in _mapped.items():
+            if base <= address and address + nbytes <= base + size and ref() is not None:
+                return name, address - base
+    return None
+
+
+def segment_exists(names: SegmentNames, name: str) -> bool:
+    return os.path.exists(names.shm_path(name)) or os.path.exists(names.spill_path(name))
+
+
+def unlink_segment(names: SegmentNames, name: str) -> None:
+    for path in (names.shm_path(name), names.spill_path(name)):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def spill_segment(names: SegmentNames, name: str) -> bool:
+    """Move a segment from shared memory to the spill folder; readers find it in either place.
+
+    The spill file is complete (written, then renamed into place) before the shared-memory file
+    is removed, so at every moment one complete copy exists under a known path.
+    """
+    src = names.shm_path(name)
+    dst = names.spill_path(name)
+    tmp = dst + ".partial"
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            while True:
+                chunk = fin.read(16 << 20)
+                if not chunk:
+                    break
+                fout.write(chunk)
+    except FileNotFoundError:
+        return False
+    os.replace(tmp, dst)
+    os.unlink(src)
+    return True
+
+
+def sweep(names: SegmentNames) -> int:
+    """Remove every segment of the session (shared memory and spill files); returns the count."""
+    removed = 0
+    prefix = names.prefix()
+    for folder in (SHM_DIR, names.spill_dir):
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.startswith(prefix):
+                try:
+                    os.unlink(os.path.join(folder, entry))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed

@@ -1,0 +1,172 @@
+"""A fork server for worker processes.
+
+One small process imports the worker code once and then forks a worker for each request, so a
+new worker is ready in a few milliseconds and never inherits the driver's threads or state.
+
+Why not ``multiprocessing``'s forkserver: it re-imports the user's ``__main__`` module in every
+child, so a script without an ``if __name__ == "__main__":`` guard would start its whole program
+again inside each worker. Ray has no such requirement, and neither does ember.
+
+Protocol on the control socket (pickled, length-prefixed frames):
+- driver -> server: ``("spawn", uid, config)`` with the worker's socket passed as SCM_RIGHTS;
+- server -> driver: ``("spawned", uid, pid)`` and, when a worker ends, ``("exit", pid, code)``
+  where ``code`` is the exit status, or ``-signal`` when a signal killed it.
+When the control socket closes (the driver exited or shut down) the server kills its workers
+and exits, so nothing outlives the driver.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import pickle
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+from ember.core.local._transport import _FrameReader, _frame
+
+_MAX_FDS = 1
+
+
+class ForkServer:
+    """The driver's handle on the fork server process."""
+
+    def __init__(self) -> None:
+        parent, child = socket.socketpair()
+        code = "from ember.core.local._forkserver import serve; serve(%d)" % child.fileno()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", code], pass_fds=(child.fileno(),), close_fds=True,
+        )
+        child.close()
+        self.sock = parent
+        self._reader = _FrameReader()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def spawn(self, uid: int, config: Any, worker_sock: socket.socket) -> None:
+        payload = _frame(pickle.dumps(("spawn", uid, config), protocol=5))
+        fds = array.array("i", [worker_sock.fileno()])
+        self.sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+
+    def read(self) -> list[tuple[Any, ...]] | None:
+        """Notices available now; None once the server is gone."""
+        try:
+            data = self.sock.recv(1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        return [pickle.loads(frame) for frame in self._reader.feed(data)]
+
+    def close(self, timeout: float = 5.0) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _receive(sock: socket.socket, reader: _FrameReader, pending_fds: list[int]
+             ) -> list[bytes] | None:
+    fd_size = array.array("i").itemsize
+    data, ancdata, _flags, _addr = sock.recvmsg(1 << 16, socket.CMSG_LEN(16 * fd_size))
+    if not data:
+        return None
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds = array.array("i")
+            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fd_size)])
+            pending_fds.extend(fds)
+    return reader.feed(data)
+
+
+def serve(control_fd: int) -> None:
+    """Main loop of the fork server process."""
+    import ember.core.local._worker as worker_module  # preload: children start with it
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    control = socket.socket(fileno=control_fd)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    selector = selectors.DefaultSelector()
+    selector.register(control, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    reader = _FrameReader()
+    pending_fds: list[int] = []
+    children: set[int] = set()
+
+    def notify(message: tuple[Any, ...]) -> None:
+        try:
+            control.sendall(_frame(pickle.dumps(message, protocol=5)))
+        except OSError:
+            pass
+
+    def reap() -> None:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            children.discard(pid)
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            notify(("exit", pid, code))
+
+    while True:
+        for key, _mask in selector.select():
+            if key.fileobj == wake_r:
+                try:
+                    os.read(wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                reap()
+                continue
+            frames = _receive(control, reader, pending_fds)
+            if frames is None:  # the driver is gone: take the workers with us
+                for pid in list(children):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                for _ in list(children):
+                    try:
+                        os.waitpid(-1, 0)
+                    except ChildProcessError:
+                        break
+                os._exit(0)
+            for frame in frames:
+                _kind, uid, config = pickle.loads(frame)
+                fd = pending_fds.pop(0)
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        selector.close()
+                        control.close()
+                        os.close(wake_r)
+                        os.close(wake_w)
+                        signal.set_wakeup_fd(-1)
+                        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                        for other in pending_fds:
+                            os.close(other)
+                        worker_module.worker_main(socket.socket(fileno=fd), config)
+                    finally:
+                        os._exit(1)
+                os.close(fd)
+                children.add(pid)
+                notify(("spawned", uid, pid))
+        reap()
+

@@ -1,0 +1,97 @@
+"""Resource accounting for the local scheduler: pure bookkeeping, no processes or threads.
+
+CPUs and custom resources are plain amounts. GPUs are individual devices with ids: a request of
+one or more whole GPUs takes that many free devices; a fraction (``num_gpus=0.5``) shares one
+device with other fractional requests.
+"""
+
+from __future__ import annotations
+
+import math
+
+_EPS = 1e-9
+
+
+class ResourcePool:
+    def __init__(self, totals: dict[str, float], gpu_ids: tuple[str, ...] = ()) -> None:
+        self.totals = {k: float(v) for k, v in totals.items()}
+        if gpu_ids:
+            self.totals["GPU"] = float(len(gpu_ids))
+        self.available = dict(self.totals)
+        self._gpu_free = {gpu: 1.0 for gpu in gpu_ids}
+
+    def infeasible_reason(self, request: dict[str, float]) -> str | None:
+        """Why ``request`` can never be satisfied here, or None when it can."""
+        for key, amount in request.items():
+            total = self.totals.get(key, 0.0)
+            if amount > total + _EPS:
+                return (
+                    f"it asks for {key}={amount:g} but the cluster has {total:g} in total "
+                    f"(cluster: {_fmt(self.totals)})"
+                )
+        gpus = request.get("GPU", 0.0)
+        if gpus > 1 and not float(gpus).is_integer():
+            return f"num_gpus={gpus:g}: more than one GPU must be a whole number"
+        return None
+
+    def fits(self, request: dict[str, float]) -> bool:
+        available = self.available
+        for key, amount in request.items():
+            if available.get(key, 0.0) + _EPS < amount:
+                return False
+        gpus = request.get("GPU", 0.0)
+        return not gpus or self._pick_gpus(gpus) is not None
+
+    def _pick_gpus(self, amount: float) -> list[str] | None:
+        if amount >= 1:
+            free = [g for g, f in self._gpu_free.items() if f >= 1.0 - _EPS]
+            need = int(math.ceil(amount - _EPS))
+            return free[:need] if len(free) >= need else None
+        candidates = [(f, g) for g, f in self._gpu_free.items() if f + _EPS >= amount]
+        if not candidates:
+            return None
+        return [min(candidates)[1]]  # best fit: the fullest device that still has room
+
+    def acquire(self, request: dict[str, float]) -> tuple[str, ...]:
+        """Take ``request`` (which must fit); returns the GPU ids assigned."""
+        gpu_ids: tuple[str, ...] = ()
+        gpus = request.get("GPU", 0.0)
+        if gpus:
+            picked = self._pick_gpus(gpus)
+            if picked is None:
+                raise RuntimeError("acquire() called for a request that does not fit")
+            share = 1.0 if gpus >= 1 else gpus
+            for gpu in picked:
+                self._gpu_free[gpu] -= share
+            gpu_ids = tuple(picked)
+        for key, amount in request.items():
+            self.available[key] = self.available.get(key, 0.0) - amount
+        return gpu_ids
+
+    def release(self, request: dict[str, float], gpu_ids: tuple[str, ...] = ()) -> None:
+        gpus = request.get("GPU", 0.0)
+        share = 1.0 if gpus >= 1 else gpus
+        for gpu in gpu_ids:
+            self._gpu_free[gpu] = min(1.0, self._gpu_free[gpu] + share)
+        for key, amount in request.items():
+            self.available[key] = min(self.totals.get(key, 0.0),
+                                      self.available.get(key, 0.0) + amount)
+
+    def lend_cpus(self, request: dict[str, float]) -> None:
+        """A running task blocked in ``get``: its CPUs may run other work meanwhile."""
+        cpus = request.get("CPU", 0.0)
+        if cpus:
+            self.available["CPU"] = self.available.get("CPU", 0.0) + cpus
+
+    def reclaim_cpus(self, request: dict[str, float]) -> None:
+        """The blocked task resumes: it takes its CPUs back, even if that overcommits."""
+        cpus = request.get("CPU", 0.0)
+        if cpus:
+            self.available["CPU"] = self.available.get("CPU", 0.0) - cpus
+
+    def snapshot(self) -> dict[str, float]:
+        return {k: max(0.0, round(v, 9)) for k, v in self.available.items()}
+
+
+def _fmt(resources: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in sorted(resources.items())) or "nothing"

@@ -1,0 +1,158 @@
+"""Length-prefixed frames over a Unix socket pair between the driver and one worker.
+
+The driver's end is non-blocking: a send never waits for a busy worker (the unsent rest is
+kept and written when the socket becomes writable), so one slow worker cannot stall the driver.
+The worker's end blocks, which is what a process with one job at a time wants. Several frames
+sent in a row leave in one system call when the socket is busy, which batches small messages.
+"""
+
+from __future__ import annotations
+
+import pickle
+import select
+import socket
+import struct
+import threading
+from collections import deque
+from typing import Any
+
+_HEADER = struct.Struct("<Q")
+_READ_CHUNK = 1 << 20
+
+
+def dumps(message: Any) -> bytes:
+    return pickle.dumps(message, protocol=5)
+
+
+def _frame(payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload)) + payload
+
+
+class _FrameReader:
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        frames: list[bytes] = []
+        start = 0
+        end = len(buf)
+        header = _HEADER.size
+        while end - start >= header:
+            (size,) = _HEADER.unpack_from(buf, start)
+            if end - start - header < size:
+                break
+            frames.append(bytes(buf[start + header : start + header + size]))
+            start += header + size
+        if start:
+            del buf[:start]
+        return frames
+
+
+class DriverChannel:
+    """The driver's end: non-blocking sends from any thread, reads from the reactor thread."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._reader = _FrameReader()
+        self._pending = bytearray()
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send_many(self, messages: list[Any]) -> bool:
+        """Send messages in one write; False when part of it waits for the socket to drain."""
+        frame = b"".join(_frame(dumps(m)) for m in messages)
+        with self._lock:
+            if self.closed:
+                return True
+            if self._pending:
+                self._pending += frame
+                return False
+            try:
+                sent = self.sock.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # the worker is gone; the reactor notices the closed socket
+                return True
+            if sent < len(frame):
+                self._pending += frame[sent:]
+                return False
+            return True
+
+    def flush(self) -> bool:
+        """Write what is pending; True when nothing is left."""
+        with self._lock:
+            if self.closed or not self._pending:
+                return True
+            try:
+                sent = self.sock.send(self._pending)
+            except BlockingIOError:
+                return False
+            except OSError:
+                self._pending.clear()
+                return True
+            del self._pending[:sent]
+            return not self._pending
+
+    def read(self) -> list[bytes] | None:
+        """Every complete frame available now; None when the worker closed its end."""
+        try:
+            data = self.sock.recv(_READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        return self._reader.feed(data)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            self._pending.clear()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class WorkerChannel:
+    """The worker's end: blocking sends (thread-safe) and blocking reads."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        self.sock = sock
+        self._reader = _FrameReader()
+        self._frames: deque[bytes] = deque()
+        self._lock = threading.Lock()
+
+    def send_many(self, messages: list[Any]) -> None:
+        data = b"".join(_frame(dumps(m)) for m in messages)
+        with self._lock:
+            self.sock.sendall(data)
+
+    def recv(self, timeout: float | None = None) -> bytes | None:
+        """The next frame; None at end of stream. Raises TimeoutError after ``timeout`` s."""
+        while not self._frames:
+            if timeout is not None:
+                ready, _, _ = select.select([self.sock], [], [], timeout)
+                if not ready:
+                    raise TimeoutError
+            try:
+                data = self.sock.recv(_READ_CHUNK)
+            except InterruptedError:
+                continue
+            except OSError:
+                return None
+            if not data:
+                return None
+            self._frames.extend(self._reader.feed(data))
+        return self._frames.popleft()
+
+    def has_buffered(self) -> bool:
+        return bool(self._frames)

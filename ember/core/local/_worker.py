@@ -1,0 +1,841 @@
+"""The worker process: runs tasks, or hosts one actor, and talks to the driver over one socket.
+
+A task worker (and an actor with ``max_concurrency=1`` and no ``async`` methods) runs work on its
+main thread, which is also the thread that reads the socket: no thread hand-off on the hot path.
+While such a thread waits for the driver inside user code (a nested ``get``), it keeps reading
+and hands back to the driver any pipelined task it has not started, so nested work cannot
+deadlock behind it. Threaded and ``async`` actors read on the main thread and run calls on a
+thread pool or an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import pickle
+import signal
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ember.core import _api, _shm
+from ember.core import _serialization as ser
+from ember.core._context import RuntimeContext
+from ember.core._options import resource_request
+from ember.core._refs import ObjectRef, ObjectRefGenerator
+from ember.core._remote import ActorClass, ActorHandle, RemoteFunction
+from ember.core.local._protocol import ID_SHIFT, Dep
+from ember.core.local._transport import WorkerChannel
+from ember.errors import (
+    ActorDiedError,
+    EmberError,
+    GetTimeoutError,
+    ResourceError,
+    SerializationError,
+    TaskCancelledError,
+    TaskError,
+    picklable_cause,
+)
+
+_CONTROL = frozenset(("reply", "ack", "close_generator", "cancel"))
+_BLOCKING = frozenset(("get", "wait", "generator_next"))
+
+
+class WorkerConfig:
+    """What the driver tells a new worker (picklable, sent at process start)."""
+
+    def __init__(
+        self, uid: int, names: _shm.SegmentNames, threshold: int, namespace: str, job_id: str,
+        totals: dict[str, float],
+    ) -> None:
+        self.uid = uid
+        self.names = names
+        self.threshold = threshold
+        self.namespace = namespace
+        self.job_id = job_id
+        self.totals = totals
+
+
+class _Slot:
+    __slots__ = ("callback", "done", "payload")
+
+    def __init__(self, callback: Callable[[Any], None] | None = None) -> None:
+        self.done = False
+        self.payload: Any = None
+        self.callback = callback
+
+
+class WorkerRuntime:
+    """The core API as seen from inside a worker: every call goes through the driver."""
+
+    name = "local"
+
+    def __init__(self, chan: WorkerChannel, config: WorkerConfig) -> None:
+        self._chan = chan
+        self._cfg = config
+        self._names = config.names
+        self._ids = itertools.count(1)
+        self._id_base = config.uid << ID_SHIFT
+        self._functions: dict[str, Any] = {}
+        self._code_known_by_driver: set[str] = set()
+        self._counts: dict[int, int] = {}
+        self._deltas: deque[tuple[int, int]] = deque()
+        self._cond = threading.Condition()
+        self._slots: dict[int, _Slot] = {}
+        self._prefetched: dict[int, tuple[Any, bool]] = {}
+        self._inbox: deque[tuple[Any, ...]] = deque()
+        self._acks: dict[int, int] = {}
+        self._closed_generators: set[int] = set()
+        self._cancel_requested: set[int] = set()
+        self._main_ident = threading.get_ident()
+        self._inline = True  # the main thread both reads and runs work
+        self._is_task_worker = True
+        self._local = threading.local()
+        self._executing = False
+        self._instance: Any = None
+        self._actor_id: int | None = None
+        self._actor_restarted = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._async_limit: asyncio.Semaphore | None = None
+        self._original_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self._gpu_ids: tuple[str, ...] = ()
+        self._exiting = False
+
+    # -- sending ------------------------------------------------------------------------
+    def _send(self, messages: list[Any]) -> None:
+        deltas = self._deltas
+        if deltas:
+            batch = []
+            while deltas:
+                try:
+                    batch.append(deltas.popleft())
+                except IndexError:
+                    break
+            messages = [("refs", batch), *messages]
+        if messages:
+            try:
+                self._chan.send_many(messages)
+            except OSError:
+                self._driver_gone()
+
+    def _new_id(self) -> int:
+        return self._id_base | next(self._ids)
+
+    # -- reading ------------------------------------------------------------------------
+    def _read_one(self, timeout: float | None = None) -> tuple[Any, ...] | None:
+        frame = self._chan.recv(timeout)
+        if frame is None:
+            self._driver_gone()
+        message: tuple[Any, ...] = pickle.loads(frame)  # type: ignore[arg-type]
+        if message[0] in _CONTROL:
+            self._control(message)
+            return None
+        return message
+
+    def _control(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        with self._cond:
+            if kind == "reply":
+                slot = self._slots.pop(message[1], None)
+                if slot is not None:
+                    slot.payload = message[2]
+                    slot.done = True
+                    if slot.callback is not None:
+                        slot.callback(message[2])
+            elif kind == "ack":
+                gen = message[1]
+                self._acks[gen] = max(self._acks.get(gen, 0), message[2])
+            elif kind == "close_generator":
+                self._closed_generators.add(message[1])
+            elif kind == "cancel":
+                self._cancel_requested.add(message[1])
+            self._cond.notify_all()
+
+    def _wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Wait for the driver to make ``predicate`` true; the reading thread pumps the socket."""
+        if threading.get_ident() != self._main_ident:
+            with self._cond:
+                return self._cond.wait_for(predicate, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not predicate():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            try:
+                message = self._read_one(remaining)
+            except TimeoutError:
+                return False
+            if message is None:
+                continue
+            if message[0] == "task" and self._is_task_worker:
+                # Pipelined work that would wait behind this blocked task: give it back.
+                self._send([("requeue", [message[1]])])
+            else:
+                self._inbox.append(message)
+        return True
+
+    def _request(self, kind: str, payload: Any, timeout: float | None = None) -> Any:
+        rid = next(self._ids)
+        slot = _Slot()
+        with self._cond:
+            self._slots[rid] = slot
+        messages: list[Any] = []
+        if kind in _BLOCKING and self._is_task_worker and self._inbox and (
+            threading.get_ident() == self._main_ident
+        ):
+            queued = [m for m in self._inbox if m[0] == "task"]
+            if queued:
+                self._inbox = deque(m for m in self._inbox if m[0] != "task")
+                messages.append(("requeue", [m[1] for m in queued]))
+        messages.append(("request", rid, kind, payload))
+        self._send(messages)
+        if not self._wait_until(lambda: slot.done, timeout):
+            with self._cond:
+                self._slots.pop(rid, None)
+            raise GetTimeoutError(f"no answer from the driver within {timeout} s")
+        result = slot.payload
+        if isinstance(result, _RemoteFailure):
+            raise result.error
+        return result
+
+    def _driver_gone(self) -> None:
+        # The driver died or closed the session: remove this session's objects and leave.
+        _shm.sweep(self._names)
+        os._exit(0)
+
+    # -- main loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        self._send([("ready", os.getpid())])
+        while not self._exiting:
+            if self._inbox:
+                message: tuple[Any, ...] | None = self._inbox.popleft()
+            else:
+                if self._deltas:
+                    self._send([])
+                message = self._read_one()
+                if message is None:
+                    continue
+            self._dispatch(message)
+        self._finish()
+
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "task":
+            self._run_task(message)
+        elif kind == "call":
+            if self._inline:
+                self._run_call(message)
+            elif self._loop is not None:
+                asyncio.run_coroutine_threadsafe(self._run_call_async(message), self._loop)
+            else:
+                assert self._pool is not None
+                self._pool.submit(self._run_call, message)
+        elif kind == "actor":
+            self._create_actor(message)
+        elif kind == "exit":
+            self._exiting = True
+
+    def _finish(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self._loop is not None:
+            loop = self._loop
+
+            async def drain() -> None:
+                current = asyncio.current_task()
+                pending = [t for t in asyncio.all_tasks() if t is not current]
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
+
+            asyncio.run_coroutine_threadsafe(drain(), loop).result()
+            loop.call_soon_threadsafe(loop.stop)
+        self._send([])
+        os._exit(0)
+
+    # -- running tasks ----------------------------------------------------------------------
+    def _load_function(self, fn_id: str, code: bytes | None) -> Any:
+        fn = self._functions.get(fn_id)
+        if fn is None:
+            import cloudpickle
+
+            if code is None:  # pragma: no cover - the driver always sends code first
+                raise EmberError(f"function {fn_id} arrived without its code")
+            fn = self._functions[fn_id] = cloudpickle.loads(code)
+        return fn
+
+    def _load_args(
+        self, args: ser.Stored, deps: Sequence[tuple[ser.Stored, bool]]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        values: list[Any] = []
+        for stored, is_error in deps:
+            value = ser.loads(stored, self._names)
+            if is_error:
+                raise value
+            values.append(value)
+        a, kw = ser.loads(args, self._names)
+        if values:
+            a = tuple(values[x.index] if type(x) is Dep else x for x in a)
+            kw = {k: (values[v.index] if type(v) is Dep else v) for k, v in kw.items()}
+        return a, kw
+
+    def _set_gpus(self, gpu_ids: tuple[str, ...]) -> None:
+        if gpu_ids == self._gpu_ids:
+            return
+        self._gpu_ids = gpu_ids
+        if gpu_ids:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+        elif self._original_cuda is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = self._original_cuda
+
+    def _error(self, exc: BaseException, name: str) -> ser.Stored:
+        if isinstance(exc, (TaskCancelledError, TaskError)):
+            error: BaseException = exc
+        else:
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            error = TaskError.wrap(picklable_cause(exc), name, tb)
+        try:
+            return ser.dumps(error, self._names, self._cfg.threshold)
+        except SerializationError:
+            return ser.dumps(TaskError(name, str(exc)), None, 0)
+
+    def _store_returns(self, result: Any, return_ids: Sequence[int], name: str) -> Any:
+        n = len(return_ids)
+        if n == 1:
+            values: Sequence[Any] = (result,)
+        elif n == 0:
+            values = ()
+        else:
+            if not isinstance(result, (tuple, list)) or len(result) != n:
+                got = f"{len(result)} values" if isinstance(result, (tuple, list)) else (
+                    f"a {type(result).__name__}")
+                raise ValueError(
+                    f"{name} was declared with num_returns={n} but returned {got}; "
+                    f"return a tuple of exactly {n} values"
+                )
+            values = result
+        return tuple(ser.dumps(v, self._names, self._cfg.threshold) for v in values)
+
+    def _call_user(self, fn: Callable[..., Any], a: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+        self._executing = True
+        try:
+            result = fn(*a, **kw)
+            if asyncio.iscoroutine(result):
+                result = asyncio.run(result)
+            return result
+        finally:
+            self._executing = False
+
+    def _run(
+        self, work_id: int, fn: Callable[..., Any] | None, method: str | None,
+        args: ser.Stored, deps: Any, return_ids: Sequence[int], gen_id: int | None,
+        name: str, backpressure: int,
+    ) -> None:
+        started = time.perf_counter()
+        results = error = None
+        self._local.task_id = work_id
+        try:
+            if work_id in self._cancel_requested:
+                self._cancel_requested.discard(work_id)
+                raise TaskCancelledError(f"{name} was cancelled before it started")
+            a, kw = self._load_args(args, deps)
+            if fn is None:
+                fn = getattr(self._instance, method)  # type: ignore[arg-type]
+            assert fn is not None
+            if gen_id is not None:
+                self._stream(gen_id, fn, a, kw, name, backpressure)
+            else:
+                results = self._store_returns(self._call_user(fn, a, kw), return_ids, name)
+        except BaseException as exc:
+            error = self._error(exc, name)
+            if gen_id is not None:
+                self._send([("item", gen_id, -1, error, True)])
+                error = None
+        finally:
+            self._local.task_id = None
+        self._send([("done", work_id, results, error, time.perf_counter() - started)])
+
+    def _stream(
+        self, gen_id: int, fn: Callable[..., Any], a: tuple[Any, ...], kw: dict[str, Any],
+        name: str, backpressure: int,
+    ) -> None:
+        self._executing = True
+        try:
+            produced = fn(*a, **kw)
+        finally:
+            self._executing = False
+        if hasattr(produced, "__anext__"):
+            produced = _sync_iter(produced, self._loop)
+        elif not hasattr(produced, "__next__"):
+            raise TypeError(
+                f"{name} was called as a streaming generator but returned "
+                f"{type(produced).__name__}; make it a generator function (use yield)"
+            )
+        index = 0
+        try:
+            while True:
+                if gen_id in self._closed_generators:
+                    break
+                self._executing = True
+                try:
+                    item = next(produced)
+                except StopIteration:
+                    break
+                finally:
+                    self._executing = False
+                stored = ser.dumps(item, self._names, self._cfg.threshold)
+                self._send([("item", gen_id, index, stored, False)])
+                index += 1
+                if backpressure > 0:
+                    self._wait_until(
+                        lambda: self._acks.get(gen_id, 0) > index - backpressure
+                        or gen_id in self._closed_generators
+                    )
+        finally:
+            close = getattr(produced, "close", None)
+            if close is not None:
+                close()
+            self._closed_generators.discard(gen_id)
+            self._acks.pop(gen_id, None)
+
+    def _run_task(self, message: tuple[Any, ...]) -> None:
+        (_, task_id, fn_id, code, args, deps, return_ids, gen_id, gpu_ids, name,
+         backpressure) = message
+        self._set_gpus(gpu_ids)
+        try:
+            fn = self._load_function(fn_id, code)
+        except BaseException as exc:
+            self._send([("done", task_id, None, self._error(exc, name), 0.0)])
+            return
+        self._run(task_id, fn, None, args, deps, return_ids, gen_id, name, backpressure)
+
+    # -- actors ------------------------------------------------------------------------
+    def _create_actor(self, message: tuple[Any, ...]) -> None:
+        (_, actor_id, _class_id, code, args, deps, max_concurrency, gpu_ids, name, _namespace,
+         restarted, is_async) = message
+        self._is_task_worker = False
+        self._actor_id = actor_id
+        self._actor_restarted = restarted
+        self._set_gpus(gpu_ids)
+        try:
+            import cloudpickle
+
+            cls = cloudpickle.loads(code)
+            a, kw = self._load_args(args, deps)
+            self._executing = True
+            try:
+                self._instance = cls(*a, **kw)
+            finally:
+                self._executing = False
+        except BaseException as exc:
+            self._send([("actor_failed", actor_id, self._error(exc, f"{name}.__init__"))])
+            self._exiting = True
+            return
+        if is_async:
+            self._start_loop(max_concurrency or 1000)
+        elif max_concurrency and max_concurrency > 1:
+            self._inline = False
+            self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="ember-actor")
+        self._send([("actor_ready", actor_id)])
+
+    def _start_loop(self, limit: int) -> None:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run_loop() -> None:
+            asyncio.set_event_loop(loop)
+            self._async_limit = asyncio.Semaphore(limit)
+            ready.set()
+            loop.run_forever()
+
+        threading.Thread(target=run_loop, name="ember-actor-loop", daemon=True).start()
+        ready.wait()
+        self._loop = loop
+        self._inline = False
+
+    def _run_call(self, message: tuple[Any, ...]) -> None:
+        _, call_id, method, args, deps, return_ids, gen_id, backpressure = message
+        self._run(call_id, None, method, args, deps, return_ids, gen_id,
+                  f"{type(self._instance).__qualname__}.{method}", backpressure)
+
+    async def _run_call_async(self, message: tuple[Any, ...]) -> None:
+        _, call_id, method, args, deps, return_ids, gen_id, backpressure = message
+        name = f"{type(self._instance).__qualname__}.{method}"
+        assert self._async_limit is not None
+        async with self._async_limit:
+            fn = getattr(self._instance, method)
+            started = time.perf_counter()
+            results = error = None
+            try:
+                a, kw = self._load_args(args, deps)
+                if gen_id is not None:
+                    await self._stream_async(gen_id, fn, a, kw, name, backpressure)
+                else:
+                    result = fn(*a, **kw)
+                    if asyncio.iscoroutine(result):
+                        result = await result
+                    results = self._store_returns(result, return_ids, name)
+            except BaseException as exc:
+                error = self._error(exc, name)
+                if gen_id is not None:
+                    self._send([("item", gen_id, -1, error, True)])
+                    error = None
+            self._send([("done", call_id, results, error, time.perf_counter() - started)])
+
+    async def _stream_async(
+        self, gen_id: int, fn: Callable[..., Any], a: tuple[Any, ...], kw: dict[str, Any],
+        name: str, backpressure: int,
+    ) -> None:
+        produced = fn(*a, **kw)
+        index = 0
+        is_async = hasattr(produced, "__anext__")
+        try:
+            while gen_id not in self._closed_generators:
+                try:
+                    item = await produced.__anext__() if is_async else next(produced)
+                except (StopAsyncIteration, StopIteration):
+                    break
+                stored = ser.dumps(item, self._names, self._cfg.threshold)
+                self._send([("item", gen_id, index, stored, False)])
+                index += 1
+                if backpressure > 0 and self._acks.get(gen_id, 0) <= index - backpressure:
+                    target = index - backpressure
+                    await asyncio.to_thread(
+                        self._wait_until,
+                        lambda: self._acks.get(gen_id, 0) > target
+                        or gen_id in self._closed_generators,
+                    )
+        finally:
+            if is_async:
+                await produced.aclose()
+            else:
+                produced.close()
+            self._closed_generators.discard(gen_id)
+
+    # -- the Backend protocol, seen from a worker -------------------------------------------
+    def make_ref(self, object_id: int) -> ObjectRef:
+        return ObjectRef(object_id, self)
+
+    def _adopt(self, object_id: int) -> ObjectRef:
+        """A reference the driver already counted for this worker."""
+        count = self._counts.get(object_id, 0)
+        self._counts[object_id] = count + 1
+        if count:
+            self._deltas.append((object_id, -1))
+        return ObjectRef(object_id, self, add_ref=False)
+
+    def add_local_ref(self, object_id: int) -> None:
+        count = self._counts.get(object_id, 0)
+        self._counts[object_id] = count + 1
+        if not count:
+            self._deltas.append((object_id, 1))
+
+    def remove_local_ref(self, object_id: int) -> None:
+        count = self._counts.get(object_id, 0) - 1
+        if count <= 0:
+            self._counts.pop(object_id, None)
+            self._deltas.append((object_id, -1))
+        else:
+            self._counts[object_id] = count
+
+    add_generator_ref = add_local_ref
+    remove_generator_ref = remove_local_ref
+
+    def add_actor_ref(self, actor_id: int) -> None:
+        pass  # handles held inside workers pin their actor (see on_actor_handle_pickled)
+
+    def remove_actor_ref(self, actor_id: int) -> None:
+        pass
+
+    def on_actor_handle_pickled(self, actor_id: int) -> None:
+        pass
+
+    def on_ready(self, ref: ObjectRef, callback: Callable[[Any], None]) -> None:
+        if self._inline:
+            try:
+                self.get([ref], None)
+            finally:
+                callback(ref)
+            return
+
+        def arrived(payload: Any) -> None:
+            if not isinstance(payload, _RemoteFailure):
+                self._prefetched[ref._id] = payload[0]
+            callback(ref)
+
+        rid = next(self._ids)
+        with self._cond:
+            self._slots[rid] = _Slot(arrived)
+        self._send([("request", rid, "get", ([ref._id], None))])
+
+    def generator_next(self, generator_id: int, index: int, timeout: float | None) -> Any:
+        oid = self._request("generator_next", (generator_id, index, timeout))
+        return None if oid is None else self._adopt(oid)
+
+    def generator_next_async(
+        self, generator_id: int, index: int,
+        deliver: Callable[[ObjectRef | None, BaseException | None], None],
+    ) -> None:
+        if self._inline:
+            try:
+                deliver(self.generator_next(generator_id, index, None), None)
+            except BaseException as exc:
+                deliver(None, exc)
+            return
+
+        def arrived(payload: Any) -> None:
+            if isinstance(payload, _RemoteFailure):
+                deliver(None, payload.error)
+            else:
+                deliver(None if payload is None else self._adopt(payload), None)
+
+        rid = next(self._ids)
+        with self._cond:
+            self._slots[rid] = _Slot(arrived)
+        self._send([("request", rid, "generator_next", (generator_id, index, None))])
+
+    def _check_feasible(self, request: dict[str, float], what: str) -> None:
+        totals = self._cfg.totals
+        for key, amount in request.items():
+            if amount > totals.get(key, 0.0):
+                raise ResourceError(
+                    f"{what} asks for {key}={amount:g} but the cluster has "
+                    f"{totals.get(key, 0.0):g} in total; it can never run"
+                )
+
+    def _serialize_args(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[ser.Stored, list[int]]:
+        return serialize_args(name, args, kwargs, self._names, self._cfg.threshold)
+
+    def _code_once(self, key: str, code: Callable[[], bytes]) -> bytes | None:
+        if key in self._code_known_by_driver:
+            return None
+        self._code_known_by_driver.add(key)
+        return code()
+
+    def submit_task(
+        self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any],
+        options: dict[str, Any],
+    ) -> Any:
+        request = resource_request(options)
+        self._check_feasible(request, f"task {fn._name}")
+        stored, deps = self._serialize_args(fn._name, args, kwargs)
+        num_returns = options["num_returns"]
+        streaming = num_returns in ("streaming", "dynamic")
+        return_ids = [] if streaming else [self._new_id() for _ in range(num_returns)]
+        gen_id = self._new_id() if streaming else None
+        task_id = self._new_id()
+        spec = (task_id, fn.function_id, self._code_once(fn.function_id, fn.pickled), stored,
+                deps, return_ids, gen_id, request, options["max_retries"],
+                options["retry_exceptions"], fn._name, self._parent())
+        self._send([("submit", spec)])
+        return _returns(self, return_ids, gen_id, num_returns)
+
+    def _parent(self) -> int | None:
+        return getattr(self._local, "task_id", None)
+
+    def create_actor(
+        self, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any],
+        options: dict[str, Any],
+    ) -> ActorHandle:
+        request = resource_request(options)
+        self._check_feasible(request, f"actor {cls.meta.class_name}")
+        stored, deps = self._serialize_args(cls.meta.class_name, args, kwargs)
+        actor_id = self._new_id()
+        spec = (actor_id, cls.class_id, cls.pickled(), stored, deps, request,
+                _actor_settings(options), cls.meta)
+        existing = self._request("create_actor", spec)
+        if existing is not None:
+            actor_id = existing
+        return ActorHandle(actor_id, cls.meta, self)
+
+    def submit_actor_task(
+        self, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+        num_returns: Any,
+    ) -> Any:
+        stored, deps = self._serialize_args(method, args, kwargs)
+        streaming = num_returns in ("streaming", "dynamic")
+        return_ids = [] if streaming else [self._new_id() for _ in range(num_returns)]
+        gen_id = self._new_id() if streaming else None
+        call_id = self._new_id()
+        self._send([("call", (handle._actor_id, call_id, method, stored, deps, return_ids,
+                              gen_id))])
+        return _returns(self, return_ids, gen_id, num_returns)
+
+    def get(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
+        ids = [r._id for r in refs]
+        found: list[tuple[Any, bool] | None] = [self._prefetched.pop(i, None) for i in ids]
+        missing = [i for i, f in zip(ids, found) if f is None]
+        if missing:
+            fetched = iter(self._request("get", (missing, timeout)))
+            found = [f if f is not None else next(fetched) for f in found]
+        values = []
+        for entry in found:
+            assert entry is not None
+            stored, is_error = entry
+            value = ser.loads(stored, self._names)
+            if is_error:
+                raise value
+            values.append(value)
+        return values
+
+    def put(self, value: Any) -> ObjectRef:
+        stored = ser.dumps(value, self._names, self._cfg.threshold)
+        oid = self._new_id()
+        self._send([("put", oid, stored)])
+        self._counts[oid] = self._counts.get(oid, 0) + 1
+        return ObjectRef(oid, self, add_ref=False)
+
+    def wait(
+        self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None,
+        fetch_local: bool,
+    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        ready_ids = set(self._request("wait", ([r._id for r in refs], num_returns, timeout)))
+        ready = [r for r in refs if r._id in ready_ids]
+        return ready, [r for r in refs if r._id not in ready_ids]
+
+    def kill(self, handle: ActorHandle, no_restart: bool) -> None:
+        self._request("kill", (handle._actor_id, no_restart))
+
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+        self._request("cancel", (ref._id, force, recursive))
+
+    def get_actor(self, name: str, namespace: str | None) -> ActorHandle:
+        actor_id, meta = self._request("get_actor", (name, namespace))
+        return ActorHandle(actor_id, meta, self)
+
+    def cluster_resources(self) -> dict[str, float]:
+        return dict(self._request("resources", "total"))
+
+    def available_resources(self) -> dict[str, float]:
+        return dict(self._request("resources", "available"))
+
+    def runtime_context(self) -> RuntimeContext:
+        task_id = getattr(self._local, "task_id", None)
+        return RuntimeContext(
+            backend="local", job_id=self._cfg.job_id, node_id="local",
+            namespace=self._cfg.namespace, worker_id=f"{self._cfg.uid}",
+            task_id=None if task_id is None else f"{task_id:016x}",
+            actor_id=None if self._actor_id is None else f"{self._actor_id:016x}",
+            accelerator_ids={"GPU": list(self._gpu_ids)},
+            was_current_actor_reconstructed=self._actor_restarted,
+        )
+
+    def shutdown(self) -> None:
+        raise EmberError("ember.shutdown() is for the driver; a worker cannot shut down the runtime")
+
+
+class _RemoteFailure:
+    """A request the driver answered with an exception."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_RemoteFailure, (self.error,))
+
+
+def _returns(rt: WorkerRuntime, return_ids: list[int], gen_id: int | None, num_returns: Any) -> Any:
+    if gen_id is not None:
+        rt._counts[gen_id] = rt._counts.get(gen_id, 0) + 1
+        gen = ObjectRefGenerator.__new__(ObjectRefGenerator)
+        gen._id, gen._rt, gen._index, gen._done = gen_id, rt, 0, False
+        return gen
+    refs = []
+    for oid in return_ids:
+        rt._counts[oid] = rt._counts.get(oid, 0) + 1
+        refs.append(ObjectRef(oid, rt, add_ref=False))
+    if num_returns == 1:
+        return refs[0]
+    return refs or None
+
+
+def _actor_settings(options: dict[str, Any]) -> dict[str, Any]:
+    keys = ("name", "namespace", "lifetime", "max_restarts", "max_task_retries",
+            "max_concurrency", "get_if_exists")
+    return {k: options.get(k) for k in keys}
+
+
+def serialize_args(
+    name: str, args: tuple[Any, ...], kwargs: dict[str, Any], names: _shm.SegmentNames | None,
+    threshold: int,
+) -> tuple[ser.Stored, list[int]]:
+    """Serialize call arguments; top-level ``ObjectRef``s become ``Dep`` placeholders."""
+    deps: list[int] = []
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, ObjectRef):
+            deps.append(value._id)
+            return Dep(len(deps) - 1)
+        return value
+
+    if args:
+        args = tuple(swap(a) for a in args)
+    if kwargs:
+        kwargs = {k: swap(v) for k, v in kwargs.items()}
+    try:
+        return ser.dumps((args, kwargs), names, threshold), deps
+    except SerializationError as exc:
+        labelled = [(f"argument {i}", v) for i, v in enumerate(args)]
+        labelled += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+        for label, value in labelled:
+            try:
+                ser.dumps(value, None, 0)
+            except SerializationError as inner:
+                raise SerializationError(
+                    f"{label} of {name}() could not be pickled: {inner.__cause__ or inner}. "
+                    "Pass picklable values, or create the object inside the task/actor."
+                ) from inner
+        raise exc
+
+
+def _sync_iter(agen: Any, loop: asyncio.AbstractEventLoop | None) -> Any:
+    runner = asyncio.new_event_loop() if loop is None else None
+    try:
+        while True:
+            coro = agen.__anext__()
+            try:
+                if runner is not None:
+                    item = runner.run_until_complete(coro)
+                else:
+                    assert loop is not None
+                    item = asyncio.run_coroutine_threadsafe(coro, loop).result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        if runner is not None:
+            runner.close()
+
+
+def _on_cancel_signal(signum: int, frame: Any) -> None:
+    runtime = _current_worker
+    if runtime is not None and runtime._executing:
+        raise TaskCancelledError("the task was cancelled while it ran")
+
+
+_current_worker: WorkerRuntime | None = None
+
+
+def worker_main(sock: Any, config: WorkerConfig) -> None:
+    """Entry point of every worker process (started from the fork server)."""
+    global _current_worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the driver
+    signal.signal(signal.SIGUSR1, _on_cancel_signal)
+    chan = WorkerChannel(sock)
+    runtime = WorkerRuntime(chan, config)
+    _current_worker = runtime
+    _api._set_worker_backend(runtime)
+    try:
+        runtime.run()
+    except BaseException:  # a bug in the worker itself: say so on stderr, then leave
+        traceback.print_exc()
+        os._exit(1)

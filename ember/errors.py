@@ -1,0 +1,187 @@
+"""Every exception that ember raises on purpose.
+
+The tree::
+
+    EmberError
+    ├── TaskError                 a user exception raised remotely; the object raised by ``get``
+    │                             is also an instance of the user's own exception type
+    ├── WorkerCrashedError        the process running a task died and retries were used up
+    ├── ActorDiedError            the actor's process died (or it was killed) and cannot restart
+    │   └── ActorUnavailableError the actor is restarting; the call was not delivered
+    ├── GetTimeoutError           ``get(..., timeout=)`` ran out (also a ``TimeoutError``)
+    ├── ObjectLostError           the object's value is gone (its owner died, or it was freed)
+    ├── TaskCancelledError        ``ember.cancel`` stopped the task
+    ├── OutOfMemoryError          the task was stopped because the machine ran out of memory
+    ├── ResourceError             a request that can never be satisfied (also a ``ValueError``)
+    ├── SerializationError        a value could not be pickled (also a ``TypeError``)
+    └── RuntimeNotInitializedError / BackendError   misuse of the runtime itself
+
+All of them survive pickling, so they travel between processes unchanged.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+__all__ = [
+    "ActorDiedError",
+    "ActorUnavailableError",
+    "BackendError",
+    "EmberError",
+    "GetTimeoutError",
+    "ObjectLostError",
+    "OutOfMemoryError",
+    "ResourceError",
+    "RuntimeNotInitializedError",
+    "SerializationError",
+    "TaskCancelledError",
+    "TaskError",
+    "WorkerCrashedError",
+]
+
+
+class EmberError(Exception):
+    """Base class of every exception ember raises on purpose."""
+
+
+class WorkerCrashedError(EmberError):
+    """The worker process running the task died (for example SIGKILL) and no retries were left."""
+
+
+class ActorDiedError(EmberError):
+    """The actor is dead: its process exited or was killed and it has no restarts left."""
+
+
+class ActorUnavailableError(ActorDiedError):
+    """The actor is restarting and the call could not be delivered to it."""
+
+
+class GetTimeoutError(EmberError, TimeoutError):
+    """``ember.get`` (or ``wait``/``next`` on a generator) ran past its ``timeout``."""
+
+
+class ObjectLostError(EmberError):
+    """The object's value can no longer be read."""
+
+
+class TaskCancelledError(EmberError):
+    """The task was cancelled with ``ember.cancel`` before it finished."""
+
+
+class OutOfMemoryError(EmberError):
+    """The task's worker was stopped because the machine ran low on memory."""
+
+
+class ResourceError(EmberError, ValueError):
+    """A task or actor asked for resources that the cluster can never provide."""
+
+
+class SerializationError(EmberError, TypeError):
+    """A value (an argument, a return value, a function) could not be pickled."""
+
+
+class RuntimeNotInitializedError(EmberError, RuntimeError):
+    """The runtime was used in a way that needs ``ember.init`` first (or it was shut down)."""
+
+
+class BackendError(EmberError, RuntimeError):
+    """The backend failed in a way that is not the user's code's fault."""
+
+
+class TaskError(EmberError):
+    """A user exception raised inside a task or actor method.
+
+    ``ember.get`` raises an instance of a class derived from both ``TaskError`` and the user's
+    exception type, so ``except ValueError`` catches a remote ``ValueError``. ``cause`` is the
+    original exception and the message carries the remote traceback.
+    """
+
+    cause: BaseException | None
+    remote_traceback: str
+    function_name: str
+
+    def __init__(
+        self,
+        function_name: str = "<unknown>",
+        remote_traceback: str = "",
+        cause: BaseException | None = None,
+    ) -> None:
+        super().__init__(function_name, remote_traceback)
+        self.function_name = function_name
+        self.remote_traceback = remote_traceback
+        self.cause = cause
+
+    def __str__(self) -> str:
+        cause = self.cause
+        head = f"{self.function_name} failed"
+        if cause is not None:
+            head += f" with {type(cause).__name__}: {cause}"
+        if self.remote_traceback:
+            return f"{head}\n\nRemote traceback:\n{self.remote_traceback.rstrip()}"
+        return head
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_task_error, (self.function_name, self.remote_traceback, self.cause))
+
+    @classmethod
+    def wrap(
+        cls, cause: BaseException, function_name: str, remote_traceback: str
+    ) -> TaskError:
+        """An exception that is a ``TaskError`` and an instance of ``type(cause)``."""
+        return _rebuild_task_error(function_name, remote_traceback, cause)
+
+
+_dual_classes: dict[type, type] = {}
+
+
+def _dual_class(cause_type: type[BaseException]) -> type[TaskError] | None:
+    if issubclass(cause_type, TaskError):
+        return None
+    cached = _dual_classes.get(cause_type)
+    if cached is not None:
+        return cached
+    try:
+        dual = type(
+            f"TaskError({cause_type.__name__})",
+            (TaskError, cause_type),
+            {"__module__": __name__, "__str__": TaskError.__str__,
+             "__reduce__": TaskError.__reduce__},
+        )
+    except TypeError:  # layout conflicts, final classes: fall back to a plain TaskError
+        return None
+    _dual_classes[cause_type] = dual
+    return dual
+
+
+def _rebuild_task_error(
+    function_name: str, remote_traceback: str, cause: BaseException | None
+) -> TaskError:
+    if isinstance(cause, TaskError):
+        return cause
+    dual = _dual_class(type(cause)) if cause is not None else None
+    if dual is None or cause is None:
+        return TaskError(function_name, remote_traceback, cause)
+    try:
+        try:
+            err = type(cause).__new__(dual, *cause.args)
+        except Exception:
+            err = BaseException.__new__(dual)
+        err.__dict__.update(getattr(cause, "__dict__", {}))
+        err.args = cause.args
+    except Exception:
+        return TaskError(function_name, remote_traceback, cause)
+    err.function_name = function_name
+    err.remote_traceback = remote_traceback
+    err.cause = cause
+    return err
+
+
+def picklable_cause(exc: BaseException) -> BaseException:
+    """``exc`` when it survives a pickle round trip, else a plain stand-in carrying its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return EmberError(f"{type(exc).__qualname__}: {exc} (the original exception could "
+                          "not be pickled, so this stand-in carries its message)")
