@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ember.core import _options, _serialization
 
@@ -37,7 +38,9 @@ class RemoteFunction:
         self._options = merged
         self._name = getattr(function, "__qualname__", repr(function))
         # The pickled code and its id are shared between .options() variants: code ships once.
-        self._shared = _shared if _shared is not None else {"id": os.urandom(8).hex()}
+        self._shared: dict[str, Any] = (
+            _shared if _shared is not None else {"id": os.urandom(8).hex()}
+        )
         self.__doc__ = function.__doc__
         self.__wrapped__ = function
 
@@ -55,7 +58,7 @@ class RemoteFunction:
         return str(self._shared["id"])
 
     def pickled(self) -> bytes:
-        code = self._shared.get("code")
+        code: bytes | None = self._shared.get("code")
         if code is None:
             code = self._shared["code"] = _serialization.dumps_function(self._function)
         return code
@@ -125,7 +128,7 @@ class ActorClass:
         self._cls = cls
         self._explicit = dict(options)
         self._options = {**_options.ACTOR_DEFAULTS, **options}
-        self._shared = _shared if _shared is not None else {
+        self._shared: dict[str, Any] = _shared if _shared is not None else {
             "id": os.urandom(8).hex(), "meta": _method_meta(cls),
         }
         self.__doc__ = cls.__doc__
@@ -140,7 +143,7 @@ class ActorClass:
         return str(self._shared["id"])
 
     def pickled(self) -> bytes:
-        code = self._shared.get("code")
+        code: bytes | None = self._shared.get("code")
         if code is None:
             code = self._shared["code"] = _serialization.dumps_function(self._cls)
         return code

@@ -58,14 +58,12 @@ def dumps(value: Any, names: _shm.SegmentNames | None, threshold: int) -> Stored
         return True  # serialize in band
 
     previous = getattr(_local, "contained", None)
-    _local.contained = contained = []
+    contained: list[int] = []
+    _local.contained = contained
     try:
         try:
             data = _pickle(value, keep_large)
         except Exception as exc:
-            if len(contained) or large:
-                contained.clear()
-                large.clear()
             raise SerializationError(
                 f"could not serialize a value of type {type(value).__qualname__}: {exc}"
             ) from exc

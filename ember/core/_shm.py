@@ -130,8 +130,12 @@ def map_segment(names: SegmentNames, name: str) -> mmap.mmap:
 
 def remember_mapping(name: str, mm: mmap.mmap) -> None:
     base = buffer_address(mm)
+
+    def forget(ref: weakref.ref[mmap.mmap]) -> None:
+        _forget(name, ref)
+
     with _registry_lock:
-        _mapped[name] = (weakref.ref(mm, lambda _r, n=name: _forget(n, _r)), base, len(mm))
+        _mapped[name] = (weakref.ref(mm, forget), base, len(mm))
 
 
 def _forget(name: str, ref: weakref.ref[mmap.mmap]) -> None:

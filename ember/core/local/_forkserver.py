@@ -27,7 +27,7 @@ import subprocess
 import sys
 from typing import Any
 
-from ember.core.local._transport import _FrameReader, _frame
+from ember.core.local._transport import _frame, _FrameReader
 
 _MAX_FDS = 1
 
@@ -37,7 +37,7 @@ class ForkServer:
 
     def __init__(self) -> None:
         parent, child = socket.socketpair()
-        code = "from ember.core.local._forkserver import serve; serve(%d)" % child.fileno()
+        code = f"from ember.core.local._forkserver import serve; serve({child.fileno()})"
         self._proc = subprocess.Popen(
             [sys.executable, "-c", code], pass_fds=(child.fileno(),), close_fds=True,
         )

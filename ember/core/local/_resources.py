@@ -45,7 +45,7 @@ class ResourcePool:
     def _pick_gpus(self, amount: float) -> list[str] | None:
         if amount >= 1:
             free = [g for g, f in self._gpu_free.items() if f >= 1.0 - _EPS]
-            need = int(math.ceil(amount - _EPS))
+            need = math.ceil(amount - _EPS)
             return free[:need] if len(free) >= need else None
         candidates = [(f, g) for g, f in self._gpu_free.items() if f + _EPS >= amount]
         if not candidates:

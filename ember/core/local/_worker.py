@@ -32,7 +32,6 @@ from ember.core._remote import ActorClass, ActorHandle, RemoteFunction
 from ember.core.local._protocol import ID_SHIFT, Dep
 from ember.core.local._transport import WorkerChannel
 from ember.errors import (
-    ActorDiedError,
     EmberError,
     GetTimeoutError,
     ResourceError,
@@ -84,7 +83,10 @@ class WorkerRuntime:
         self._functions: dict[str, Any] = {}
         self._code_known_by_driver: set[str] = set()
         self._counts: dict[int, int] = {}
+        self._counts_lock = threading.RLock()  # __del__ may run in any thread, even nested
         self._deltas: deque[tuple[int, int]] = deque()
+        self._send_lock = threading.Lock()
+        self._signalled = False
         self._cond = threading.Condition()
         self._slots: dict[int, _Slot] = {}
         self._prefetched: dict[int, tuple[Any, bool]] = {}
@@ -109,20 +111,23 @@ class WorkerRuntime:
 
     # -- sending ------------------------------------------------------------------------
     def _send(self, messages: list[Any]) -> None:
-        deltas = self._deltas
-        if deltas:
-            batch = []
-            while deltas:
+        # Reference changes go first, under the same lock as the message, so the driver never
+        # sees a message before the reference counts that it depends on.
+        with self._send_lock:
+            deltas = self._deltas
+            if deltas:
+                batch = []
+                while deltas:
+                    try:
+                        batch.append(deltas.popleft())
+                    except IndexError:
+                        break
+                messages = [("refs", batch), *messages]
+            if messages:
                 try:
-                    batch.append(deltas.popleft())
-                except IndexError:
-                    break
-            messages = [("refs", batch), *messages]
-        if messages:
-            try:
-                self._chan.send_many(messages)
-            except OSError:
-                self._driver_gone()
+                    self._chan.send_many(messages)
+                except OSError:
+                    self._driver_gone()
 
     def _new_id(self) -> int:
         return self._id_base | next(self._ids)
@@ -214,14 +219,13 @@ class WorkerRuntime:
         self._send([("ready", os.getpid())])
         while not self._exiting:
             if self._inbox:
-                message: tuple[Any, ...] | None = self._inbox.popleft()
-            else:
-                if self._deltas:
-                    self._send([])
-                message = self._read_one()
-                if message is None:
-                    continue
-            self._dispatch(message)
+                self._dispatch(self._inbox.popleft())
+                continue
+            if self._deltas:
+                self._send([])
+            message = self._read_one()
+            if message is not None:
+                self._dispatch(message)
         self._finish()
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
@@ -239,7 +243,10 @@ class WorkerRuntime:
         elif kind == "actor":
             self._create_actor(message)
         elif kind == "exit":
-            self._exiting = True
+            if self._inline:
+                self._exiting = True
+            else:  # calls still running may need this thread to read their replies
+                threading.Thread(target=self._finish, name="ember-actor-exit").start()
 
     def _finish(self) -> None:
         if self._pool is not None:
@@ -296,7 +303,8 @@ class WorkerRuntime:
             os.environ["CUDA_VISIBLE_DEVICES"] = self._original_cuda
 
     def _error(self, exc: BaseException, name: str) -> ser.Stored:
-        if isinstance(exc, (TaskCancelledError, TaskError)):
+        signalled, self._signalled = self._signalled, False
+        if isinstance(exc, TaskError) or (isinstance(exc, TaskCancelledError) and signalled):
             error: BaseException = exc
         else:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -394,8 +402,9 @@ class WorkerRuntime:
                 self._send([("item", gen_id, index, stored, False)])
                 index += 1
                 if backpressure > 0:
+                    floor = index - backpressure
                     self._wait_until(
-                        lambda: self._acks.get(gen_id, 0) > index - backpressure
+                        lambda floor=floor: self._acks.get(gen_id, 0) > floor  # type: ignore[misc]
                         or gen_id in self._closed_generators
                     )
         finally:
@@ -509,7 +518,7 @@ class WorkerRuntime:
                     target = index - backpressure
                     await asyncio.to_thread(
                         self._wait_until,
-                        lambda: self._acks.get(gen_id, 0) > target
+                        lambda target=target: self._acks.get(gen_id, 0) > target  # type: ignore[misc]
                         or gen_id in self._closed_generators,
                     )
         finally:
@@ -525,25 +534,28 @@ class WorkerRuntime:
 
     def _adopt(self, object_id: int) -> ObjectRef:
         """A reference the driver already counted for this worker."""
-        count = self._counts.get(object_id, 0)
-        self._counts[object_id] = count + 1
-        if count:
-            self._deltas.append((object_id, -1))
+        with self._counts_lock:
+            count = self._counts.get(object_id, 0)
+            self._counts[object_id] = count + 1
+            if count:
+                self._deltas.append((object_id, -1))
         return ObjectRef(object_id, self, add_ref=False)
 
     def add_local_ref(self, object_id: int) -> None:
-        count = self._counts.get(object_id, 0)
-        self._counts[object_id] = count + 1
-        if not count:
-            self._deltas.append((object_id, 1))
+        with self._counts_lock:
+            count = self._counts.get(object_id, 0)
+            self._counts[object_id] = count + 1
+            if not count:
+                self._deltas.append((object_id, 1))
 
     def remove_local_ref(self, object_id: int) -> None:
-        count = self._counts.get(object_id, 0) - 1
-        if count <= 0:
-            self._counts.pop(object_id, None)
-            self._deltas.append((object_id, -1))
-        else:
-            self._counts[object_id] = count
+        with self._counts_lock:
+            count = self._counts.get(object_id, 0) - 1
+            if count <= 0:
+                self._counts.pop(object_id, None)
+                self._deltas.append((object_id, -1))
+            else:
+                self._counts[object_id] = count
 
     add_generator_ref = add_local_ref
     remove_generator_ref = remove_local_ref
@@ -673,7 +685,7 @@ class WorkerRuntime:
     def get(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
         ids = [r._id for r in refs]
         found: list[tuple[Any, bool] | None] = [self._prefetched.pop(i, None) for i in ids]
-        missing = [i for i, f in zip(ids, found) if f is None]
+        missing = [i for i, f in zip(ids, found, strict=True) if f is None]
         if missing:
             fetched = iter(self._request("get", (missing, timeout)))
             found = [f if f is not None else next(fetched) for f in found]
@@ -690,8 +702,9 @@ class WorkerRuntime:
     def put(self, value: Any) -> ObjectRef:
         stored = ser.dumps(value, self._names, self._cfg.threshold)
         oid = self._new_id()
+        with self._counts_lock:
+            self._counts[oid] = self._counts.get(oid, 0) + 1
         self._send([("put", oid, stored)])
-        self._counts[oid] = self._counts.get(oid, 0) + 1
         return ObjectRef(oid, self, add_ref=False)
 
     def wait(
@@ -744,15 +757,14 @@ class _RemoteFailure:
 
 
 def _returns(rt: WorkerRuntime, return_ids: list[int], gen_id: int | None, num_returns: Any) -> Any:
+    with rt._counts_lock:
+        for oid in [*return_ids, *([gen_id] if gen_id is not None else [])]:
+            rt._counts[oid] = rt._counts.get(oid, 0) + 1
     if gen_id is not None:
-        rt._counts[gen_id] = rt._counts.get(gen_id, 0) + 1
         gen = ObjectRefGenerator.__new__(ObjectRefGenerator)
         gen._id, gen._rt, gen._index, gen._done = gen_id, rt, 0, False
         return gen
-    refs = []
-    for oid in return_ids:
-        rt._counts[oid] = rt._counts.get(oid, 0) + 1
-        refs.append(ObjectRef(oid, rt, add_ref=False))
+    refs = [ObjectRef(oid, rt, add_ref=False) for oid in return_ids]
     if num_returns == 1:
         return refs[0]
     return refs or None
@@ -819,6 +831,7 @@ def _sync_iter(agen: Any, loop: asyncio.AbstractEventLoop | None) -> Any:
 def _on_cancel_signal(signum: int, frame: Any) -> None:
     runtime = _current_worker
     if runtime is not None and runtime._executing:
+        runtime._signalled = True
         raise TaskCancelledError("the task was cancelled while it ran")
 
 
