@@ -19,7 +19,7 @@ from ember.core.local._records import (
     _Work,
     _Worker,
 )
-from ember.core.local._worker import _actor_settings
+from ember.core.local._worker_client import _actor_settings
 from ember.errors import (
     ActorDiedError,
 )

@@ -80,7 +80,10 @@ class ForkServer:
 def _receive(sock: socket.socket, reader: _FrameReader, pending_fds: list[int]
              ) -> list[bytes] | None:
     fd_size = array.array("i").itemsize
-    data, ancdata, _flags, _addr = sock.recvmsg(1 << 16, socket.CMSG_LEN(16 * fd_size))
+    try:
+        data, ancdata, _flags, _addr = sock.recvmsg(1 << 16, socket.CMSG_LEN(16 * fd_size))
+    except OSError:  # reset by a driver that closed with notices unread: it is gone either way
+        return None
     if not data:
         return None
     for level, kind, cdata in ancdata:

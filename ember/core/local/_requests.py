@@ -19,7 +19,7 @@ from ember.core.local._records import (
     _Waiter,
     _Worker,
 )
-from ember.core.local._worker import _RemoteFailure
+from ember.core.local._worker_client import _RemoteFailure
 from ember.errors import (
     GetTimeoutError,
 )

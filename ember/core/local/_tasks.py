@@ -28,7 +28,7 @@ from ember.core.local._records import (
     _Work,
     _Worker,
 )
-from ember.core.local._worker import serialize_args
+from ember.core.local._worker_client import serialize_args
 from ember.errors import (
     ResourceError,
     TaskCancelledError,
