@@ -183,5 +183,12 @@ def picklable_cause(exc: BaseException) -> BaseException:
         pickle.loads(pickle.dumps(exc))
         return exc
     except Exception:
+        pass
+    try:  # classes defined in a function or in a script's __main__ travel by value
+        import cloudpickle
+
+        pickle.loads(cloudpickle.dumps(exc))
+        return exc
+    except Exception:
         return EmberError(f"{type(exc).__qualname__}: {exc} (the original exception could "
                           "not be pickled, so this stand-in carries its message)")

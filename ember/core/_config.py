@@ -67,8 +67,9 @@ def resolve_local_config(
             raise ValueError(f"num_gpus={num_gpus} must be >= 0")
         if int(num_gpus) <= len(gpus):
             gpus = gpus[: int(num_gpus)]
-        else:  # more GPUs than detected: trust the caller, number them after the known ones
-            gpus = gpus + [str(i) for i in range(len(gpus), int(num_gpus))]
+        else:  # more GPUs than detected: trust the caller, add ids not taken yet
+            extra = (str(i) for i in range(10_000) if str(i) not in gpus)
+            gpus = gpus + [next(extra) for _ in range(int(num_gpus) - len(gpus))]
     if num_cpus is not None and num_cpus < 0:
         raise ValueError(f"num_cpus={num_cpus} must be >= 0")
     for name, amount in (resources or {}).items():

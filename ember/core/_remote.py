@@ -39,7 +39,7 @@ class RemoteFunction:
         self._name = getattr(function, "__qualname__", repr(function))
         # The pickled code and its id are shared between .options() variants: code ships once.
         self._shared: dict[str, Any] = (
-            _shared if _shared is not None else {"id": os.urandom(8).hex()}
+            _shared if _shared is not None else {"id": os.urandom(8).hex(), "target": function}
         )
         self.__doc__ = function.__doc__
         self.__wrapped__ = function
@@ -58,9 +58,15 @@ class RemoteFunction:
         return str(self._shared["id"])
 
     def pickled(self) -> bytes:
-        code: bytes | None = self._shared.get("code")
+        shared = self._shared
+        code: bytes | None = shared.get("code")
         if code is None:
-            code = self._shared["code"] = _serialization.dumps_function(self._function)
+            shared["pickling"] = True
+            try:
+                code = shared["code"] = _serialization.dumps_function(self._function)
+            finally:
+                shared["pickling"] = False
+            _known.setdefault(self.function_id, shared)
         return code
 
     def options(self, **options: Any) -> RemoteFunction:
@@ -73,14 +79,60 @@ class RemoteFunction:
         return current_backend().submit_task(self, args, kwargs, self._options)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if self._shared.get("pickling"):  # inside our own code (recursion): refer back by id
+            return (_Late, ("function", self.function_id, self._explicit))
         return (_rebuild_function, (self.pickled(), self.function_id, self._explicit))
 
 
 def _rebuild_function(code: bytes, function_id: str, explicit: dict[str, Any]) -> RemoteFunction:
+    shared = _load_code(function_id, code)
+    return RemoteFunction(shared["target"], explicit, _shared=shared)
+
+
+# Code that has been shipped, by id: {"id", "code", "target"}. Lets a function or class that
+# refers to itself be rebuilt once, and lets the stand-in below find it.
+_known: dict[str, dict[str, Any]] = {}
+
+
+def _load_code(code_id: str, code: bytes) -> dict[str, Any]:
     import cloudpickle
 
-    return RemoteFunction(cloudpickle.loads(code), explicit,
-                          _shared={"id": function_id, "code": code})
+    shared = _known.setdefault(code_id, {"id": code_id, "code": code})
+    if "target" not in shared:
+        shared["target"] = cloudpickle.loads(code)
+    return shared
+
+
+def register_code(code_id: str, target: Any, code: bytes) -> None:
+    """A worker loaded ``code`` as ``target``: later stand-ins for ``code_id`` resolve to it."""
+    _known.setdefault(code_id, {"id": code_id, "code": code}).setdefault("target", target)
+
+
+class _Late:
+    """Stands for a remote function or actor class inside its own code (it calls itself).
+
+    Pickling the code meets the wrapper again; this refers back to it by id instead, and
+    resolves on first use, once the code has loaded.
+    """
+
+    def __init__(self, kind: str, code_id: str, explicit: dict[str, Any]) -> None:
+        self._kind = kind
+        self._code_id = code_id
+        self._explicit = explicit
+
+    def _resolve(self) -> Any:
+        shared = _known[self._code_id]
+        if self._kind == "function":
+            return RemoteFunction(shared["target"], self._explicit, _shared=shared)
+        return ActorClass(shared["target"], self._explicit, _shared=shared)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._resolve(), name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Late, (self._kind, self._code_id, self._explicit))
 
 
 @dataclass(frozen=True)
@@ -129,8 +181,9 @@ class ActorClass:
         self._explicit = dict(options)
         self._options = {**_options.ACTOR_DEFAULTS, **options}
         self._shared: dict[str, Any] = _shared if _shared is not None else {
-            "id": os.urandom(8).hex(), "meta": _method_meta(cls),
+            "id": os.urandom(8).hex(), "meta": _method_meta(cls), "target": cls,
         }
+        self._shared.setdefault("meta", _method_meta(cls))
         self.__doc__ = cls.__doc__
 
     @property
@@ -143,9 +196,15 @@ class ActorClass:
         return str(self._shared["id"])
 
     def pickled(self) -> bytes:
-        code: bytes | None = self._shared.get("code")
+        shared = self._shared
+        code: bytes | None = shared.get("code")
         if code is None:
-            code = self._shared["code"] = _serialization.dumps_function(self._cls)
+            shared["pickling"] = True
+            try:
+                code = shared["code"] = _serialization.dumps_function(self._cls)
+            finally:
+                shared["pickling"] = False
+            _known.setdefault(self.class_id, shared)
         return code
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -166,16 +225,17 @@ class ActorClass:
         return current_backend().create_actor(self, args, kwargs, self._options)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if self._shared.get("pickling"):
+            return (_Late, ("actor", self.class_id, self._explicit))
         return (_rebuild_actor_class, (self.pickled(), self.class_id, self._explicit, self.meta))
 
 
 def _rebuild_actor_class(
     code: bytes, class_id: str, explicit: dict[str, Any], meta: ActorMeta
 ) -> ActorClass:
-    import cloudpickle
-
-    return ActorClass(cloudpickle.loads(code), explicit,
-                      _shared={"id": class_id, "code": code, "meta": meta})
+    shared = _load_code(class_id, code)
+    shared.setdefault("meta", meta)
+    return ActorClass(shared["target"], explicit, _shared=shared)
 
 
 class ActorHandle:

@@ -35,13 +35,19 @@ def note_contained(object_id: int) -> None:
         ids.append(object_id)
 
 
-def _pickle(value: Any, buffer_callback: Any) -> bytes:
+def _pickle(value: Any, buffer_callback: Any, reset: Any) -> bytes:
     try:
-        return pickle.dumps(value, protocol=5, buffer_callback=buffer_callback)
+        data = pickle.dumps(value, protocol=5, buffer_callback=buffer_callback)
+        # Classes and functions of the user's script live in ``__main__``, which workers never
+        # import: those must travel by value. (A false alarm only costs a second pickling.)
+        if b"__main__" not in data:
+            return data
     except Exception:
-        import cloudpickle
+        pass
+    import cloudpickle
 
-        return cloudpickle.dumps(value, protocol=5, buffer_callback=buffer_callback)
+    reset()  # the second pickling collects buffers and references afresh
+    return cloudpickle.dumps(value, protocol=5, buffer_callback=buffer_callback)
 
 
 def dumps(value: Any, names: _shm.SegmentNames | None, threshold: int) -> Stored:
@@ -50,6 +56,7 @@ def dumps(value: Any, names: _shm.SegmentNames | None, threshold: int) -> Stored
     With ``names=None`` every buffer stays inline (used where no store exists).
     """
     large: list[pickle.PickleBuffer] = []
+    contained: list[int] = []
 
     def keep_large(buf: pickle.PickleBuffer) -> bool:
         if names is not None and buf.raw().nbytes >= threshold:
@@ -57,12 +64,15 @@ def dumps(value: Any, names: _shm.SegmentNames | None, threshold: int) -> Stored
             return False  # out of band
         return True  # serialize in band
 
+    def reset() -> None:
+        large.clear()
+        contained.clear()
+
     previous = getattr(_local, "contained", None)
-    contained: list[int] = []
     _local.contained = contained
     try:
         try:
-            data = _pickle(value, keep_large)
+            data = _pickle(value, keep_large, reset)
         except Exception as exc:
             raise SerializationError(
                 f"could not serialize a value of type {type(value).__qualname__}: {exc}"

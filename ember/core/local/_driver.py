@@ -221,6 +221,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
                 if worker is not None:
                     worker.pid = value
                     self._pids[value] = worker
+                    if worker.doomed:
+                        _kill(worker)
             elif kind == "exit":
                 worker = self._pids.pop(key, None)
                 if worker is not None:
@@ -249,7 +251,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         while changes:
             action, worker = changes.popleft()
             if action == "add":
-                if worker.uid in self._workers:
+                if worker.uid in self._workers and not worker.chan.closed:
                     self._selector.register(worker.chan.sock, selectors.EVENT_READ, worker)
             elif action == "write" and worker.uid in self._workers:
                 self._watch(worker, selectors.EVENT_READ | selectors.EVENT_WRITE)
@@ -303,7 +305,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
                 self._schedule()
         elif kind == "actor_ready":
             actor = self._actors.get(message[1])
-            if actor is not None and actor.state != "dead":
+            if actor is not None and actor.state == "starting":
                 actor.state = "alive"
         elif kind == "actor_failed":
             actor = self._actors.get(message[1])

@@ -52,8 +52,8 @@ class _Work:
 
 class _Worker:
     __slots__ = (
-        "actor", "blocked", "chan", "eof", "exitcode", "held", "inflight", "known_fns", "outbox",
-        "pid", "ready", "uid",
+        "actor", "blocked", "chan", "doomed", "eof", "exitcode", "held", "inflight", "known_fns",
+        "outbox", "pid", "ready", "uid",
     )
 
     def __init__(self, uid: int, chan: DriverChannel) -> None:
@@ -61,6 +61,7 @@ class _Worker:
         self.chan = chan
         self.pid: int | None = None
         self.eof = False
+        self.doomed = False  # killed before its pid was known: kill it once the pid arrives
         self.exitcode: int | None = None
         self.ready = False
         self.blocked = False
@@ -139,8 +140,8 @@ class _Waiter:
 
 
 def _kill(worker: _Worker) -> None:
-    if worker.pid is None:  # not started yet: closing its socket makes it exit at once
-        worker.chan.close()
+    if worker.pid is None:
+        worker.doomed = True
         return
     try:
         os.kill(worker.pid, signal.SIGKILL)

@@ -67,13 +67,20 @@ class TasksMixin:
                     worker.blocked = False
                     self._pool.reclaim_cpus(work.request)
                 self._pool.release(work.request, work.gpu_ids)
-                self._idle.append(worker)
+                self._park(worker)
         self._tasks.pop(work_id, None)
         if error is not None and self._should_retry(work, error):
             self._enqueue(work)
         else:
             self._finish(work, results, error)
         self._schedule()
+
+    def _park(self: LocalBackend, worker: _Worker) -> None:
+        """An idle worker waits for the next task, unless enough others already do."""
+        if len(self._idle) >= max(2, 2 * int(self._pool.totals.get("CPU", 1))):
+            self._send(worker, ("exit",))  # extra workers from a burst of nested tasks
+            return
+        self._idle.append(worker)
 
     def _should_retry(self: LocalBackend, work: _Work, error: ser.Stored) -> bool:
         if work.cancelled or not work.retries_left or work.actor is not None:

@@ -15,6 +15,7 @@ import itertools
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -25,6 +26,7 @@ from typing import Any
 
 from ember.core import _api, _shm
 from ember.core import _serialization as ser
+from ember.core._remote import register_code
 from ember.core.local._protocol import ID_SHIFT, Dep
 from ember.core.local._transport import WorkerChannel
 from ember.core.local._worker_client import ClientMixin, _RemoteFailure, _Slot
@@ -54,6 +56,9 @@ class WorkerConfig:
         self.namespace = namespace
         self.job_id = job_id
         self.totals = totals
+        # Workers import what the driver can: same import path and working directory.
+        self.sys_path = list(sys.path)
+        self.cwd = os.getcwd()
 
 
 class WorkerRuntime(ClientMixin):
@@ -98,18 +103,21 @@ class WorkerRuntime(ClientMixin):
 
     # -- sending ------------------------------------------------------------------------
     def _send(self, messages: list[Any]) -> None:
-        # Reference changes go first, under the same lock as the message, so the driver never
-        # sees a message before the reference counts that it depends on.
+        # Increments go before the messages and decrements after them (under one lock), so a
+        # message never reaches the driver after the last count of a reference it carries:
+        # a task returning a ref it just created must not see that ref freed in between.
         with self._send_lock:
             deltas = self._deltas
             if deltas:
-                batch = []
+                ups: list[tuple[int, int]] = []
+                downs: list[tuple[int, int]] = []
                 while deltas:
                     try:
-                        batch.append(deltas.popleft())
+                        delta = deltas.popleft()
                     except IndexError:
                         break
-                messages = [("refs", batch), *messages]
+                    (ups if delta[1] > 0 else downs).append(delta)
+                messages = [("refs", ups), *messages, ("refs", downs)]
             if messages:
                 try:
                     self._chan.send_many(messages)
@@ -261,6 +269,7 @@ class WorkerRuntime(ClientMixin):
             if code is None:  # pragma: no cover - the driver always sends code first
                 raise EmberError(f"function {fn_id} arrived without its code")
             fn = self._functions[fn_id] = cloudpickle.loads(code)
+            register_code(fn_id, fn, code)
         return fn
 
     def _load_args(
@@ -424,6 +433,7 @@ class WorkerRuntime(ClientMixin):
             import cloudpickle
 
             cls = cloudpickle.loads(code)
+            register_code(_class_id, cls, code)
             a, kw = self._load_args(args, deps)
             self._executing = True
             try:
@@ -550,6 +560,11 @@ def worker_main(sock: Any, config: WorkerConfig) -> None:
     global _current_worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the driver
     signal.signal(signal.SIGUSR1, _on_cancel_signal)
+    sys.path[:] = config.sys_path
+    try:
+        os.chdir(config.cwd)
+    except OSError:
+        pass
     chan = WorkerChannel(sock)
     runtime = WorkerRuntime(chan, config)
     _current_worker = runtime

@@ -1,0 +1,528 @@
+"""Core benchmark: ember beside Ray beside what the machine itself can do.
+
+Run it from the repository root (``make bench`` does this)::
+
+    .venv/bin/python benchmarks/core.py            # full run, about a minute with Ray installed
+    .venv/bin/python benchmarks/core.py --quick    # smoke run, fewer repetitions
+    .venv/bin/python benchmarks/core.py --json benchmarks/core.json   # also write raw numbers
+
+It prints one Markdown table, one row per workload:
+
+- start-up to first task result: a fresh Python process imports the framework, initializes it,
+  runs one trivial task and gets its result (time from before the import; median of 3 processes);
+- empty tasks/s: submit N no-op tasks, get them all (N sized to take 1-2 s);
+- sync actor call: microseconds per ``get(actor.method.remote())``;
+- 256 MB through a task: ``get(identity.remote(arr))`` with a fresh 256 MB float64 array passed by
+  value (Ray puts such an argument in its object store first, and the result too);
+
+with a column per framework (ember, Ray when it is installed, ember on the Ray backend when that
+backend exists), the machine's limit where one applies (a ``multiprocessing.Pipe`` round trip to a
+child process that echoes, one copy of 256 MB into fresh shared memory), the speedup of ember over
+Ray, ember's ratio to the limit (the best of several tries: what the machine can do), the target
+and whether ember meets it.
+
+Every framework runs in its own child processes, one after the other, so that on a small machine
+they never compete for cores. To add a framework, add one entry to ``FRAMEWORKS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+ARRAY_BYTES = 256 * 1024 * 1024
+RESULT_MARKER = "BENCH-RESULT "
+CHILD_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Framework:
+    """One column of the table: which module gives the Ray-shaped API, and how to start it."""
+
+    name: str
+    module: str
+    init_kwargs: dict[str, Any]
+    requires: tuple[str, ...] = ()  # modules that must be importable, else the column is skipped
+
+    def available(self) -> bool:
+        for name in self.requires:
+            try:
+                spec = importlib.util.find_spec(name)
+            except ImportError:  # the parent package is missing
+                return False
+            if spec is None or spec.origin is None:  # absent, or a bare directory in the making
+                return False
+        return True
+
+
+FRAMEWORKS = [
+    Framework("ember", "ember", {"num_cpus": 2}, requires=("ember",)),
+    Framework("ray", "ray", {"num_cpus": 2, "include_dashboard": False}, requires=("ray",)),
+    Framework(
+        "ember-on-ray", "ember",
+        {"backend": "ray", "num_cpus": 2, "include_dashboard": False},
+        requires=("ray", "ember.core.ray_backend"),
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    startup_runs: int = 3
+    tasks_target_s: float = 1.5
+    actor_rounds: int = 3
+    actor_calls: int = 1000
+    array_runs: int = 7
+    pipe_rounds: int = 5
+    pipe_calls: int = 5000
+    shm_runs: int = 5
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(startup_runs=1, tasks_target_s=0.3, actor_rounds=1, actor_calls=300,
+                   array_runs=2, pipe_rounds=2, pipe_calls=2000, shm_runs=2)
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements inside a child process. Each function returns plain numbers (JSON-ready).
+
+
+STARTUP_SCRIPT = """\
+import time
+start = time.perf_counter()
+import {module} as fw
+fw.init(**{init_kwargs!r})
+
+@fw.remote
+def one():
+    return 1
+
+assert fw.get(one.remote()) == 1
+print({marker!r} + repr(time.perf_counter() - start), flush=True)
+fw.shutdown()
+"""
+
+
+def measure_framework(fw_spec: Framework, settings: Settings) -> dict[str, Any]:
+    """The in-process workloads, run in a child process that owns one framework runtime."""
+    import numpy as np
+
+    fw = importlib.import_module(fw_spec.module)
+    fw.init(**fw_spec.init_kwargs)
+    try:
+        @fw.remote
+        def noop() -> None:
+            return None
+
+        @fw.remote
+        def identity(x: Any) -> Any:
+            return x
+
+        @fw.remote
+        class Echo:
+            def ping(self) -> None:
+                return None
+
+        results: dict[str, Any] = {}
+
+        # Empty tasks: warm up (workers started, code shipped), then resize N from each run's
+        # rate until one run takes at least 60% of `tasks_target_s`; that run is the result.
+        def run_tasks(n: int) -> float:
+            start = time.perf_counter()
+            fw.get([noop.remote() for _ in range(n)])
+            return time.perf_counter() - start
+
+        run_tasks(200)
+        n = 200
+        for _ in range(6):
+            elapsed = run_tasks(n)
+            if elapsed >= 0.6 * settings.tasks_target_s:
+                break
+            n = int(n * min(20.0, settings.tasks_target_s / max(elapsed, 1e-3)))
+        results["tasks"] = {"n": n, "seconds": elapsed, "per_s": n / elapsed}
+
+        # Sync actor calls: one call in flight at a time.
+        actor = Echo.remote()
+        for _ in range(200):
+            fw.get(actor.ping.remote())
+        rounds = []
+        for _ in range(settings.actor_rounds):
+            start = time.perf_counter()
+            for _ in range(settings.actor_calls):
+                fw.get(actor.ping.remote())
+            rounds.append((time.perf_counter() - start) / settings.actor_calls * 1e6)
+        results["actor_call_us"] = {"median": statistics.median(rounds), "rounds": rounds,
+                                    "calls_per_round": settings.actor_calls}
+        del actor
+
+        # 256 MB by value through a task and back. The array is made fresh (and its pages
+        # touched) before the clock starts; the first run is the warm-up.
+        samples = []
+        for run in range(settings.array_runs + 1):
+            arr = np.full(ARRAY_BYTES // 8, float(run))
+            start = time.perf_counter()
+            out = fw.get(identity.remote(arr))
+            elapsed = time.perf_counter() - start
+            if out.shape != arr.shape or out[0] != run or out[-1] != run:
+                raise AssertionError(f"identity returned a wrong array: {out!r}")
+            if run == 0:
+                if not np.array_equal(out, arr):
+                    raise AssertionError("identity returned different contents")
+            else:
+                samples.append(elapsed)
+            del arr, out
+        results["array_s"] = {"median": statistics.median(samples), "runs": samples}
+        return results
+    finally:
+        fw.shutdown()
+
+
+def _echo(conn: Any) -> None:
+    while (message := conn.recv()) is not None:
+        conn.send(message)
+
+
+def measure_limits(settings: Settings) -> dict[str, Any]:
+    """What the machine itself allows: a pipe round trip, one copy into fresh shared memory."""
+    import multiprocessing
+    from multiprocessing import shared_memory
+
+    import numpy as np
+
+    parent, child = multiprocessing.Pipe()
+    proc = multiprocessing.Process(target=_echo, args=(child,), daemon=True)
+    proc.start()
+    message = ("call", 1, None)  # about the size of a no-argument call
+    for _ in range(1000):
+        parent.send(message)
+        parent.recv()
+    rounds = []
+    for _ in range(settings.pipe_rounds):
+        start = time.perf_counter()
+        for _ in range(settings.pipe_calls):
+            parent.send(message)
+            parent.recv()
+        rounds.append((time.perf_counter() - start) / settings.pipe_calls * 1e6)
+    parent.send(None)
+    proc.join()
+
+    arr = np.full(ARRAY_BYTES // 8, 1.0)
+    samples = []
+    for run in range(settings.shm_runs + 1):
+        start = time.perf_counter()
+        shm = shared_memory.SharedMemory(create=True, size=arr.nbytes)
+        dst: Any = np.ndarray(arr.shape, arr.dtype, buffer=shm.buf)
+        dst[:] = arr
+        elapsed = time.perf_counter() - start
+        del dst
+        shm.close()
+        shm.unlink()
+        if run > 0:  # the first run is the warm-up
+            samples.append(elapsed)
+    shm = shared_memory.SharedMemory(create=True, size=arr.nbytes)
+    dst = np.ndarray(arr.shape, arr.dtype, buffer=shm.buf)
+    mapped = []
+    for run in range(settings.shm_runs + 1):
+        start = time.perf_counter()
+        dst[:] = arr  # pages already mapped after the first run
+        if run > 0:
+            mapped.append(time.perf_counter() - start)
+    del dst
+    shm.close()
+    shm.unlink()
+    # A limit is the best the machine does: the fastest round, not a typical one.
+    return {
+        "pipe_rtt_us": {"best": min(rounds), "rounds": rounds,
+                        "calls_per_round": settings.pipe_calls},
+        "shm_copy_s": {"best": min(samples), "runs": samples},
+        "shm_copy_mapped_s": {"best": min(mapped), "runs": mapped},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The parent: runs every child, one at a time, and prints the table.
+
+
+BUSY: list[str] = []  # measurements that started while other processes kept the CPUs busy
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Processes still in session `sid` (a child's daemons, such as Ray's); Linux only."""
+    if not os.path.isdir("/proc"):
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getsid(int(entry)) == sid:
+                    pids.append(int(entry))
+    return pids
+
+
+def _reap_session(sid: int, max_wait_s: float = 30.0) -> None:
+    """Wait for everything the child started to exit; kill what is left after `max_wait_s`."""
+    deadline = time.monotonic() + max_wait_s
+    while (left := _session_pids(sid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:
+        print(f"[benchmark] killing pid {pid}, left behind by a child", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _wait_for_quiet_cpus(what: str, max_wait_s: float = 10.0) -> None:
+    """Start measuring only once the CPUs are (nearly) idle; note it when they never are."""
+    try:
+        import psutil
+    except ImportError:
+        time.sleep(1.0)
+        return
+    deadline = time.monotonic() + max_wait_s
+    while psutil.cpu_percent(interval=0.25) > 15:
+        if time.monotonic() > deadline:
+            BUSY.append(what)
+            return
+
+
+def _run_child(argv: list[str], what: str) -> tuple[Any, str]:
+    """Run a child Python process; return (the value it reported, or None; its stderr)."""
+    _wait_for_quiet_cpus(what)
+    proc = subprocess.Popen(
+        [sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own session: its daemons can be found and waited for
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        stderr += f"\n[benchmark] child timed out after {CHILD_TIMEOUT_S} s and was killed"
+    _reap_session(proc.pid)
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER):]), stderr
+    return None, f"exit code {proc.returncode}\n{stdout[-2000:]}\n{stderr[-4000:]}"
+
+
+def run_framework(fw_spec: Framework, settings: Settings, quick: bool) -> dict[str, Any]:
+    result: dict[str, Any] = {"errors": []}
+    script = STARTUP_SCRIPT.format(module=fw_spec.module, init_kwargs=fw_spec.init_kwargs,
+                                   marker=RESULT_MARKER)
+    startups = []
+    for _ in range(settings.startup_runs):
+        value, stderr = _run_child(["-c", script], f"{fw_spec.name} start-up")
+        if value is None:
+            result["errors"].append(f"start-up run failed: {stderr}")
+            break
+        startups.append(value)
+    if startups:
+        result["startup_s"] = {"median": statistics.median(startups), "runs": startups}
+    argv = [__file__, "--child", fw_spec.name] + (["--quick"] if quick else [])
+    value, stderr = _run_child(argv, f"{fw_spec.name} workloads")
+    if value is None:
+        result["errors"].append(f"workloads failed: {stderr}")
+    else:
+        result.update(value)
+    return result
+
+
+def _get(results: dict[str, Any], *path: str) -> float | None:
+    node: Any = results
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return float(node)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One workload: where its number lives, how to print it, and what ember should reach."""
+
+    title: str
+    path: tuple[str, ...]
+    unit: Callable[[float], str]
+    higher_is_better: bool
+    target: str
+    limit_path: tuple[str, ...] | None = None
+    max_vs_limit: float | None = None  # ember / limit must stay at or below this
+    min_speedup: float | None = None  # ember's speedup over Ray must reach this
+    max_value: float | None = None  # ember's own number must stay at or below this
+
+
+ROWS = [
+    Row("start-up to first task result", ("startup_s", "median"), lambda v: f"{v:.2f} s",
+        False, "< 0.5 s and ≥ 10x faster than Ray", max_value=0.5, min_speedup=10),
+    Row("empty tasks/s", ("tasks", "per_s"), lambda v: f"{v:,.0f} /s", True,
+        "≥ 3x Ray", min_speedup=3),
+    Row("sync actor call round trip", ("actor_call_us", "median"), lambda v: f"{v:,.0f} µs",
+        False, "≤ 3x pipe round trip and ≥ 4x faster than Ray",
+        limit_path=("pipe_rtt_us", "best"), max_vs_limit=3, min_speedup=4),
+    Row("256 MB array through a task and back", ("array_s", "median"),
+        lambda v: f"{v * 1e3:,.0f} ms", False, "≤ 1.5x one shared-memory copy",
+        limit_path=("shm_copy_s", "best"), max_vs_limit=1.5),
+]
+
+
+NOTES = """\
+- start-up: median of {startup_runs} fresh processes, timed from before `import` to the first
+  task's result (init included, interpreter start-up not).
+- empty tasks/s: one batch of N no-op tasks submitted, then one `get` of all; N sized to take
+  about {tasks_target_s} s after a warm-up.
+- sync actor call: median over {actor_rounds} rounds of {actor_calls} `get(actor.ping.remote())`;
+  limit: a `multiprocessing.Pipe` round trip with a child process that echoes small tuples
+  (best of {pipe_rounds} rounds of {pipe_calls}: limits are the machine's best, not its median).
+- 256 MB: median of {array_runs} runs of `get(identity.remote(arr))`, a fresh float64 array each
+  run, passed by value; Ray copies such an argument into its object store before the task runs
+  and stores the returned array there again. Limit: one copy into fresh shared memory
+  (`SharedMemory(create=True)` + numpy copy), best of {shm_runs}; most of that is the kernel
+  providing fresh pages: the same copy into already-mapped memory takes {mapped_ms:.0f} ms.
+"""
+
+
+def evaluate(row: Row, results: dict[str, dict[str, Any]], limits: dict[str, Any]
+             ) -> dict[str, Any]:
+    """Ember's number on this row, its speedup over Ray, its ratio to the limit, and the verdict."""
+    ember = _get(results.get("ember", {}), *row.path)
+    ray = _get(results.get("ray", {}), *row.path)
+    limit = _get(limits, *row.limit_path) if row.limit_path else None
+    speedup = vs_limit = None
+    if ember and ray:
+        speedup = ember / ray if row.higher_is_better else ray / ember
+    if ember and limit:
+        vs_limit = ember / limit
+    verdicts: list[bool] = []
+    missing = []
+    if row.max_value is not None:
+        verdicts.append(ember is not None and ember <= row.max_value)
+    if row.min_speedup is not None:
+        if speedup is None:
+            missing.append("ray")
+        else:
+            verdicts.append(speedup >= row.min_speedup)
+    if row.max_vs_limit is not None:
+        if vs_limit is None:
+            missing.append("limit")
+        else:
+            verdicts.append(vs_limit <= row.max_vs_limit)
+    if ember is None:
+        met = "no (ember failed)"
+    elif not all(verdicts):
+        met = "**no**"
+    elif missing:
+        met = f"yes ({' and '.join(missing)} not measured)"
+    else:
+        met = "yes"
+    return {"ember": ember, "ray": ray, "limit": limit, "speedup": speedup,
+            "vs_limit": vs_limit, "met": met, "target": row.target}
+
+
+def table(frameworks: list[Framework], results: dict[str, dict[str, Any]],
+          limits: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    names = [f.name for f in frameworks]
+    header = ["workload", *names, "limit", "ember speedup vs Ray", "ember / limit", "target",
+              "met?"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    verdicts = []
+    for row in ROWS:
+        verdict = evaluate(row, results, limits)
+        verdicts.append({"workload": row.title, **verdict})
+        cells = [row.title]
+        for name in names:
+            value = _get(results.get(name, {}), *row.path)
+            cells.append(row.unit(value) if value is not None else "failed")
+        cells.append(row.unit(verdict["limit"]) if verdict["limit"] is not None else "—")
+        cells.append(f"{verdict['speedup']:.1f}x" if verdict["speedup"] is not None else "—")
+        cells.append(f"{verdict['vs_limit']:.2f}x" if verdict["vs_limit"] is not None else "—")
+        cells += [row.target, verdict["met"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), verdicts
+
+
+def _version(module: str) -> str:
+    try:
+        return str(importlib.import_module(module).__version__)
+    except Exception:
+        return "not installed"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions: a smoke run")
+    parser.add_argument("--json", metavar="PATH", help="also write the raw numbers here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: run one framework's part
+    args = parser.parse_args()
+    settings = Settings.quick() if args.quick else Settings()
+
+    if args.child:
+        if args.child == "limits":
+            value = measure_limits(settings)
+        else:
+            value = measure_framework(next(f for f in FRAMEWORKS if f.name == args.child),
+                                      settings)
+        print(RESULT_MARKER + json.dumps(value), flush=True)
+        return 0
+
+    frameworks = [f for f in FRAMEWORKS if f.available()]
+    skipped = [f.name for f in FRAMEWORKS if f not in frameworks]
+    started = datetime.datetime.now().astimezone()
+    results: dict[str, dict[str, Any]] = {}
+    for fw_spec in frameworks:
+        print(f"[benchmark] running {fw_spec.name} ...", file=sys.stderr, flush=True)
+        results[fw_spec.name] = run_framework(fw_spec, settings, args.quick)
+        for error in results[fw_spec.name]["errors"]:
+            print(f"[benchmark] {fw_spec.name}: {error}", file=sys.stderr)
+    print("[benchmark] measuring the machine's limits ...", file=sys.stderr, flush=True)
+    limits, stderr = _run_child([__file__, "--child", "limits"]
+                                + (["--quick"] if args.quick else []), "limits")
+    if limits is None:
+        print(f"[benchmark] limits failed: {stderr}", file=sys.stderr)
+        limits = {}
+
+    text, verdicts = table(frameworks, results, limits)
+    machine = (f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}, "
+               f"ember {_version('ember')}, ray {_version('ray')}")
+    print(f"ember core benchmark, {started:%Y-%m-%d %H:%M %Z}, {machine}"
+          + (" (quick)" if args.quick else ""))
+    if skipped:
+        print(f"(skipped, not installed: {', '.join(skipped)})")
+    print()
+    print(text)
+    print()
+    print(NOTES.format(**asdict(settings), mapped_ms=1e3 * (_get(limits, "shm_copy_mapped_s",
+                                                                  "best") or float("nan"))),
+          end="")
+    if BUSY:
+        print(f"- warning: other processes kept the CPUs busy before: {', '.join(BUSY)}; "
+              "those numbers may be noisy.")
+
+    if args.json:
+        report = {
+            "benchmark": "core", "date": started.isoformat(), "machine": machine,
+            "quick": args.quick, "command": " ".join([os.path.basename(sys.executable),
+                                                     *sys.argv]),
+            "settings": asdict(settings), "frameworks": results, "limits": limits,
+            "rows": verdicts, "skipped": skipped, "busy": BUSY,
+        }
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 1 if any(r["errors"] for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
