@@ -12,7 +12,7 @@ import itertools
 import logging
 import os
 import pickle
-import selectors
+import select
 import socket
 import threading
 import time
@@ -42,6 +42,9 @@ from ember.errors import (
 )
 
 logger = logging.getLogger("ember")
+
+_READ = select.EPOLLIN
+_HANGUP = select.EPOLLHUP | select.EPOLLERR
 
 
 class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
@@ -90,15 +93,17 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         self._timer_seq = itertools.count()
         self._uids = itertools.count(1)
         self._closed = False
-        self._selector = selectors.DefaultSelector()
-        self._selector_changes: deque[tuple[str, _Worker]] = deque()
+        # Raw epoll (thread-safe to modify from any thread) and who owns each descriptor.
+        self._epoll = select.epoll()
+        self._spare_pipes: list[tuple[int, int]] = []
+        self._owners: dict[int, _Worker | str] = {}
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._watch_fd(self._wake_r, "wake")
         self._forkserver = ForkServer()
         self._pids: dict[int, _Worker] = {}
-        self._selector.register(self._forkserver.sock, selectors.EVENT_READ, "forkserver")
+        self._watch_fd(self._forkserver.fileno(), "forkserver")
         self._reactor = threading.Thread(target=self._reactor_loop, name="ember-reactor",
                                          daemon=True)
         self._reactor.start()
@@ -122,9 +127,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         for worker in self._dirty:
             if worker.outbox:
                 messages, worker.outbox = worker.outbox, []
-                if not worker.chan.send_many(messages):
-                    self._selector_changes.append(("write", worker))
-                    self._wake()
+                if not worker.chan.send_many(messages) and worker.fd in self._owners:
+                    self._epoll.modify(worker.fd, _READ | select.EPOLLOUT)
         self._dirty.clear()
         deferred, self._deferred = self._deferred, []
         return deferred
@@ -164,56 +168,140 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         self._workers[uid] = worker
         if actor is None:
             self._starting += 1
-        self._selector_changes.append(("add", worker))
-        self._wake()
+        self._watch_fd(worker.fd, worker)
         return worker
 
+    def _watch_fd(self, fd: int, owner: _Worker | str) -> None:
+        self._owners[fd] = owner
+        self._epoll.register(fd, _READ)
+
+    def _unwatch_fd(self, fd: int) -> None:
+        if self._owners.pop(fd, None) is not None:
+            try:
+                self._epoll.unregister(fd)
+            except (OSError, ValueError):
+                pass
+
     def _reactor_loop(self) -> None:
-        selector = self._selector
+        epoll = self._epoll
         while True:
-            timeout = None
+            timeout = -1.0
             if self._timers:
                 timeout = max(0.0, self._timers[0][0] - time.monotonic())
-            events = selector.select(timeout)
+            events = epoll.poll(timeout)
             if self._closed:
                 return
             self._lock.acquire()
             try:
-                for key, mask in events:
-                    worker = key.data
-                    if worker == "forkserver":
-                        self._on_forkserver(self._forkserver.read())
+                for fd, mask in events:
+                    owner = self._owners.get(fd)
+                    if owner is None:
                         continue
-                    if worker is None:
+                    if owner == "wake":
                         try:
                             while os.read(self._wake_r, 4096):
                                 pass
                         except BlockingIOError:
                             pass
-                        continue
-                    if mask & selectors.EVENT_WRITE and worker.chan.flush():
-                        self._watch(worker, selectors.EVENT_READ)
-                    if mask & selectors.EVENT_READ:
-                        frames = worker.chan.read()
-                        if frames is None:
-                            self._on_worker_eof(worker)
-                            continue
-                        for frame in frames:
-                            self._on_message(worker, pickle.loads(frame))
-                            if worker.uid not in self._workers:
-                                break
-                self._apply_selector_changes()
+                    elif owner == "forkserver":
+                        self._on_forkserver(self._forkserver.read())
+                    elif isinstance(owner, _Worker):
+                        if mask & select.EPOLLOUT and owner.chan.flush():
+                            self._epoll.modify(fd, 0 if owner.direct is not None else _READ)
+                        if mask & (_READ | _HANGUP):
+                            self._read_worker(owner)
                 self._run_timers()
             except Exception:  # a bug here must not kill the reactor silently
                 logger.exception("ember reactor: internal error (please report it)")
             finally:
                 self._unlock()
 
+    def _take_direct(self, oid: int) -> tuple[_Worker, int] | None:
+        """Let the caller read the reply for ``oid`` itself (lock held): disables the reactor's
+        interest in the producing worker's socket and returns (worker, wake pipe)."""
+        work = self._producer.get(oid)
+        if work is None:
+            return None
+        worker = None
+        if work.actor is not None:
+            if work.id in work.actor.inflight:
+                worker = work.actor.worker
+        else:
+            worker = next((w for w in self._workers.values()
+                           if w.inflight and w.inflight[0] is work), None)
+        if (worker is None or worker.direct is not None or worker.eof
+                or worker.fd not in self._owners or worker.chan.has_pending()):
+            return None
+        wake_r, wake_w = self._spare_pipes.pop() if self._spare_pipes else _pipe()
+        worker.direct = wake_w
+        self._epoll.modify(worker.fd, 0)
+        return worker, wake_r
+
+    def _wait_direct(self, waiter: _Waiter, source: tuple[_Worker, int],
+                     timeout: float | None) -> bool:
+        """Wait for ``waiter`` by polling the producing worker's socket in this thread: the
+        reply is handled here, with no hand-off from the reactor thread."""
+        worker, wake_r = source
+        poller = select.poll()
+        poller.register(worker.fd, select.POLLIN)
+        poller.register(wake_r, select.POLLIN)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while waiter.count > 0:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                events = poller.poll(-1 if remaining is None else max(1, int(remaining * 1000)))
+                if not events:
+                    continue
+                self._lock.acquire()
+                try:
+                    if len(events) > 1 or events[0][0] == wake_r:
+                        _drain(wake_r)
+                    if worker.eof or worker.uid not in self._workers or self._closed:
+                        break
+                    self._read_worker(worker, notify=False)
+                finally:
+                    self._unlock()
+            if waiter.count > 0:  # the worker went away: its failure resolves the waiter
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                return waiter.wait(remaining)
+            return True
+        finally:
+            # No lock needed: epoll is thread-safe, and a late wake byte from the reactor only
+            # makes the pipe's next user look once more.
+            wake_w = worker.direct
+            worker.direct = None
+            if worker.fd in self._owners and not self._closed:
+                try:
+                    self._epoll.modify(worker.fd, _READ | (
+                        select.EPOLLOUT if worker.chan.has_pending() else 0))
+                except (OSError, ValueError):  # unregistered meanwhile (the worker exited)
+                    pass
+            if wake_w is not None:
+                self._spare_pipes.append((wake_r, wake_w))
+
+    def _read_worker(self, worker: _Worker, notify: bool = True) -> None:
+        """Handle what a worker sent (with the lock held), from the reactor or a direct waiter."""
+        frames = worker.chan.read()
+        if frames is None:
+            self._on_worker_eof(worker)
+        else:
+            for frame in frames:
+                self._on_message(worker, pickle.loads(frame))
+                if worker.uid not in self._workers:
+                    break
+        if notify and worker.direct is not None:  # a caller polls this socket: tell it to look
+            try:
+                os.write(worker.direct, b"x")
+            except OSError:
+                pass
+
     def _on_forkserver(self, notices: list[tuple[Any, ...]] | None) -> None:
         if notices is None:
             if not self._closed:
                 logger.error("ember: the fork server exited; new workers cannot start")
-                self._selector.unregister(self._forkserver.sock)
+                self._unwatch_fd(self._forkserver.fileno())
             return
         for kind, key, value in notices:
             if kind == "spawned":
@@ -233,28 +321,9 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
     def _on_worker_eof(self, worker: _Worker) -> None:
         # The socket closed; the fork server's exit notice (with the exit code) follows.
         worker.eof = True
-        try:
-            self._selector.unregister(worker.chan.sock)
-        except (KeyError, ValueError):
-            pass
+        self._unwatch_fd(worker.fd)
         if worker.exitcode is not None or worker.pid is None:
             self._on_worker_exit(worker)
-
-    def _watch(self, worker: _Worker, events: int) -> None:
-        try:
-            self._selector.modify(worker.chan.sock, events, worker)
-        except (KeyError, ValueError, OSError):
-            pass
-
-    def _apply_selector_changes(self) -> None:
-        changes = self._selector_changes
-        while changes:
-            action, worker = changes.popleft()
-            if action == "add":
-                if worker.uid in self._workers and not worker.chan.closed:
-                    self._selector.register(worker.chan.sock, selectors.EVENT_READ, worker)
-            elif action == "write" and worker.uid in self._workers:
-                self._watch(worker, selectors.EVENT_READ | selectors.EVENT_WRITE)
 
     def _add_timer(self, delay: float, callback: Callable[[], None]) -> list[Any]:
         entry = [time.monotonic() + delay, next(self._timer_seq), callback]
@@ -377,11 +446,19 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         with self._lock:
             pending = [i for i in ids if not store.is_ready(i)]
             waiter = None
+            source = None
             if pending:
                 waiter = _Waiter(len(set(pending)))
                 for oid in set(pending):
                     store.add_callback(oid, waiter)
-        if waiter is not None and not waiter.wait(timeout):
+                if len(ids) == 1:
+                    source = self._take_direct(ids[0])
+        if source is not None:
+            assert waiter is not None
+            ready = self._wait_direct(waiter, source, timeout)
+        else:
+            ready = waiter is None or waiter.wait(timeout)
+        if not ready and waiter is not None:
             with self._lock:
                 store.remove_callback(set(pending), waiter)
                 left = sum(1 for i in set(pending) if not store.is_ready(i))
@@ -492,7 +569,25 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             _kill(worker)
             worker.chan.close()
         self._forkserver.close()  # it reaps (and, if needed, kills) every worker it started
-        self._selector.close()
+        self._epoll.close()
+        for pipe_r, pipe_w in self._spare_pipes:
+            os.close(pipe_r)
+            os.close(pipe_w)
         os.close(self._wake_r)
         os.close(self._wake_w)
         _shm.sweep(self._names)
+
+
+def _pipe() -> tuple[int, int]:
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    return read_end, write_end
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, OSError):
+        pass

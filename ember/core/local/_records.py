@@ -52,13 +52,15 @@ class _Work:
 
 class _Worker:
     __slots__ = (
-        "actor", "blocked", "chan", "doomed", "eof", "exitcode", "held", "inflight", "known_fns",
-        "outbox", "pid", "ready", "uid",
+        "actor", "blocked", "chan", "direct", "doomed", "eof", "exitcode", "fd", "held",
+        "inflight", "known_fns", "outbox", "pid", "ready", "uid",
     )
 
     def __init__(self, uid: int, chan: DriverChannel) -> None:
         self.uid = uid
         self.chan = chan
+        self.fd = chan.fileno()
+        self.direct: int | None = None  # wake pipe of a caller reading this socket itself
         self.pid: int | None = None
         self.eof = False
         self.doomed = False  # killed before its pid was known: kill it once the pid arrives

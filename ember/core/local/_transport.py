@@ -84,6 +84,9 @@ class DriverChannel:
                 return False
             return True
 
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
     def flush(self) -> bool:
         """Write what is pending; True when nothing is left."""
         with self._lock:
