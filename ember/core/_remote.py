@@ -132,7 +132,12 @@ class _Late:
         return getattr(self._resolve(), name)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_Late, (self._kind, self._code_id, self._explicit))
+        shared = _known.get(self._code_id)
+        if shared is None or shared.get("pickling") or "code" not in shared:
+            return (_Late, (self._kind, self._code_id, self._explicit))
+        # Outside its own code's pickling, travel as the real thing: the next process (a Ray
+        # worker, say) may never have seen this code.
+        return self._resolve().__reduce__()
 
 
 @dataclass(frozen=True)

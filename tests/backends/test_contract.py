@@ -1,0 +1,1153 @@
+"""The contract of the core API, run against every backend (``local`` and ``ray``).
+
+Every test here states behaviour that a program written against ``ember`` may rely on whichever
+backend runs it. Remote code is defined inside each test: cloudpickle ships such functions by
+value, so no worker has to import this module.
+
+Where the backends legitimately differ, the test says so; local-only guarantees (shared-memory
+segments, the fork server, worker reuse) live in ``tests/core/local/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import signal
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+import ember
+from ember.errors import (
+    ActorDiedError,
+    EmberError,
+    GetTimeoutError,
+    ResourceError,
+    SerializationError,
+    TaskCancelledError,
+    TaskError,
+    WorkerCrashedError,
+)
+from tests._support import Gate, settle, wait_for
+
+pytestmark = pytest.mark.usefixtures("backend")
+
+GET_TIMEOUT = 60
+
+
+def get(refs, timeout: float = GET_TIMEOUT):
+    return ember.get(refs, timeout=timeout)
+
+
+def call_until_served(method, *args, timeout: float = 60):
+    """Call an actor method until the (restarting) actor serves it.
+
+    Right after ``ember.kill(..., no_restart=False)`` a call may still reach the dying process
+    and fail with ``ActorDiedError`` on both backends; calls made once the restart is under way
+    must be served.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return get(method.remote(*args))
+        except ActorDiedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# -- tasks: values ---------------------------------------------------------------------------
+
+
+def test_task_returns_its_value_for_args_and_kwargs():
+    @ember.remote
+    def combine(a, b, *, scale=1, extra=None):
+        return {"sum": (a + b) * scale, "extra": extra}
+
+    ref = combine.remote(2, 3, scale=10, extra=("x", [1.5, None]))
+
+    assert isinstance(ref, ember.ObjectRef)
+    assert get(ref) == {"sum": 50, "extra": ("x", [1.5, None])}
+
+
+def test_get_of_a_list_returns_values_in_the_order_of_the_refs():
+    @ember.remote
+    def identity(x):
+        return x
+
+    refs = [identity.remote(i) for i in range(20)]
+
+    assert get(refs) == list(range(20))
+    assert get(list(reversed(refs))) == list(reversed(range(20)))
+
+
+def test_top_level_ref_arguments_are_resolved_and_nested_ones_stay_refs():
+    @ember.remote
+    def inspect_args(top, nested):
+        return (top, type(nested[0]).__name__, ember.get(nested[0], timeout=60))
+
+    value = ember.put("payload")
+
+    assert get(inspect_args.remote(value, [value])) == ("payload", "ObjectRef", "payload")
+
+
+def test_output_of_one_task_feeds_another_without_a_get_in_between():
+    @ember.remote
+    def add(a, b):
+        return a + b
+
+    total = add.remote(add.remote(1, 2), add.remote(3, 4))
+
+    assert get(total) == 10
+
+
+def test_put_stores_a_value_that_many_tasks_read():
+    @ember.remote
+    def length(items):
+        return len(items)
+
+    ref = ember.put(list(range(1000)))
+
+    assert isinstance(ref, ember.ObjectRef)
+    assert get(ref) == list(range(1000))
+    assert get([length.remote(ref) for _ in range(5)]) == [1000] * 5
+
+
+def test_a_ref_created_inside_a_task_can_be_returned_and_read_by_the_caller():
+    @ember.remote
+    def make_inner():
+        return [ember.put("made inside")]
+
+    (inner,) = get(make_inner.remote())
+
+    assert get(inner) == "made inside"
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_num_returns_gives_one_ref_per_returned_value(k):
+    @ember.remote(num_returns=k)
+    def spread(n):
+        return tuple(range(n))
+
+    refs = spread.remote(k)
+
+    assert isinstance(refs, list) and len(refs) == k
+    assert get(refs) == list(range(k))
+
+
+def test_num_returns_set_with_options():
+    @ember.remote
+    def pair():
+        return "a", "b"
+
+    first, second = pair.options(num_returns=2).remote()
+
+    assert get(second) == "b" and get(first) == "a"
+
+
+def test_large_numpy_arrays_round_trip_and_come_back_read_only():
+    @ember.remote
+    def double(array):
+        return array * 2
+
+    array = np.arange(2_000_000, dtype=np.float64)  # 16 MB: held in the object store
+    ref = ember.put(array)
+    doubled = get(double.remote(ref))
+    stored = get(ref)
+
+    np.testing.assert_array_equal(doubled, array * 2)
+    np.testing.assert_array_equal(stored, array)
+    assert not stored.flags.writeable
+    with pytest.raises(ValueError):
+        stored[0] = 1.0
+
+
+def test_object_refs_are_awaitable_and_have_futures():
+    @ember.remote
+    def square(x):
+        return x * x
+
+    @ember.remote
+    def fail():
+        raise KeyError("missing")
+
+    async def await_ref(ref):
+        return await ref
+
+    assert asyncio.run(asyncio.wait_for(await_ref(square.remote(7)), GET_TIMEOUT)) == 49
+    assert square.remote(5).future().result(timeout=GET_TIMEOUT) == 25
+    error = fail.remote().future().exception(timeout=GET_TIMEOUT)
+    assert isinstance(error, KeyError) and isinstance(error, TaskError)
+    with pytest.raises(KeyError, match="missing"):
+        asyncio.run(asyncio.wait_for(await_ref(fail.remote()), GET_TIMEOUT))
+
+
+# -- tasks: errors ---------------------------------------------------------------------------
+
+
+def test_user_exception_is_both_its_own_type_and_task_error_with_remote_traceback():
+    @ember.remote
+    def reject_input(x):
+        raise ValueError(f"bad input {x}")
+
+    with pytest.raises(ValueError, match="bad input 42") as info:
+        get(reject_input.remote(42))
+
+    error = info.value
+    assert isinstance(error, TaskError) and isinstance(error, EmberError)
+    text = str(error)
+    assert "Traceback" in text
+    assert "reject_input" in text  # the remote frame
+    assert "bad input 42" in text
+
+
+def test_user_defined_exception_type_comes_back_as_that_type():
+    class QuotaExceeded(Exception):
+        def __init__(self, user, limit):
+            super().__init__(user, limit)
+            self.user = user
+            self.limit = limit
+
+    @ember.remote
+    def spend():
+        raise QuotaExceeded("ada", 3)
+
+    with pytest.raises(QuotaExceeded) as info:
+        get(spend.remote())
+
+    assert isinstance(info.value, TaskError)
+    assert (info.value.user, info.value.limit) == ("ada", 3)
+
+
+def test_error_of_an_upstream_task_fails_the_dependent_task():
+    @ember.remote
+    def broken():
+        raise ZeroDivisionError("upstream")
+
+    @ember.remote
+    def downstream(x):
+        return x + 1
+
+    with pytest.raises(ZeroDivisionError, match="upstream"):
+        get(downstream.remote(broken.remote()))
+
+
+def test_get_raises_get_timeout_error_and_the_task_still_finishes(gate: Gate):
+    @ember.remote
+    def wait_for_gate(path):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "opened"
+
+    ref = wait_for_gate.remote(gate.path)
+
+    with pytest.raises(GetTimeoutError) as info:
+        ember.get(ref, timeout=0.2)
+    assert isinstance(info.value, TimeoutError)
+    gate.open()
+    assert get(ref) == "opened"
+
+
+def test_worker_killed_mid_task_is_retried(tmp_path):
+    @ember.remote(max_retries=1)
+    def die_once(marker):
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return "second attempt"
+
+    assert get(die_once.remote(str(tmp_path / "attempted"))) == "second attempt"
+
+
+def test_worker_killed_with_no_retries_left_raises_worker_crashed_error(tmp_path):
+    attempts = tmp_path / "attempts"
+
+    @ember.remote(max_retries=2)
+    def always_die(path):
+        with open(path, "a") as f:
+            f.write("attempt\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(WorkerCrashedError):
+        get(always_die.remote(str(attempts)))
+    assert attempts.read_text().count("attempt") == 3  # the first run and max_retries=2 more
+
+
+def test_worker_killed_with_max_retries_zero_fails_at_once(tmp_path):
+    attempts = tmp_path / "attempts"
+
+    @ember.remote(max_retries=0)
+    def die(path):
+        with open(path, "a") as f:
+            f.write("attempt\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    @ember.remote
+    def still_working():
+        return "yes"
+
+    with pytest.raises(WorkerCrashedError):
+        get(die.remote(str(attempts)))
+    assert attempts.read_text().count("attempt") == 1
+    assert get(still_working.remote()) == "yes"
+
+
+def test_retry_exceptions_retries_user_errors(tmp_path):
+    attempts = tmp_path / "attempts"
+
+    @ember.remote(max_retries=3, retry_exceptions=True)
+    def flaky(path):
+        with open(path, "a") as f:
+            f.write("attempt\n")
+        with open(path) as f:
+            count = f.read().count("attempt")
+        if count < 3:
+            raise ConnectionError(f"flaky attempt {count}")
+        return count
+
+    assert get(flaky.remote(str(attempts))) == 3
+
+
+@pytest.mark.parametrize("retry_exceptions", [False, [KeyError]], ids=["off", "other-type"])
+def test_user_errors_are_not_retried_unless_asked(tmp_path, retry_exceptions):
+    attempts = tmp_path / "attempts"
+
+    @ember.remote(max_retries=3, retry_exceptions=retry_exceptions)
+    def fail(path):
+        with open(path, "a") as f:
+            f.write("attempt\n")
+        raise ValueError("not retried")
+
+    with pytest.raises(ValueError, match="not retried"):
+        get(fail.remote(str(attempts)))
+    assert attempts.read_text().count("attempt") == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "resource", "asked", "total"),
+    [
+        ({"num_cpus": 3}, "CPU", 3, 2),
+        ({"num_gpus": 4}, "GPU", 4, 2),
+        ({"resources": {"unobtainium": 1}}, "unobtainium", 1, 0),
+        ({"resources": {"widget": 5}}, "widget", 5, 2),
+    ],
+    ids=["cpus", "gpus", "unknown-resource", "too-much-custom"],
+)
+def test_impossible_task_request_raises_resource_error_at_once(options, resource, asked, total):
+    @ember.remote
+    def never():
+        return "ran"
+
+    with pytest.raises(ResourceError) as info:
+        never.options(**options).remote()
+
+    assert isinstance(info.value, ValueError)
+    message = str(info.value)
+    assert resource in message
+    assert str(asked) in message and str(total) in message  # what was asked for, what there is
+
+
+def test_impossible_actor_request_raises_resource_error_at_once():
+    @ember.remote
+    class Greedy:
+        def ping(self):
+            return "pong"
+
+    with pytest.raises(ResourceError, match="GPU"):
+        Greedy.options(num_gpus=8).remote()
+
+
+def test_unpicklable_argument_raises_serialization_error_naming_it():
+    @ember.remote
+    def use(x, guard=None):
+        return x
+
+    with pytest.raises(SerializationError) as info:
+        use.remote(1, guard=threading.Lock())
+
+    assert isinstance(info.value, TypeError)
+    assert "guard" in str(info.value)
+    with pytest.raises(SerializationError, match="use"):
+        use.remote(threading.Lock())
+
+
+def test_errors_from_failed_work_survive_pickling(tmp_path):
+    @ember.remote
+    def user_error():
+        raise ValueError("user error")
+
+    @ember.remote(max_retries=0)
+    def crash():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    @ember.remote
+    class Dead:
+        def ping(self):
+            return "pong"
+
+    @ember.remote
+    def slow(path):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    actor = Dead.remote()
+    ember.kill(actor)
+    release = Gate(tmp_path)
+    pending = slow.remote(release.path)
+    caught = []
+    for ref, timeout, expected in ((user_error.remote(), GET_TIMEOUT, ValueError),
+                                   (crash.remote(), GET_TIMEOUT, WorkerCrashedError),
+                                   (actor.ping.remote(), GET_TIMEOUT, ActorDiedError),
+                                   (pending, 0.01, GetTimeoutError)):
+        with pytest.raises(expected) as info:
+            ember.get(ref, timeout=timeout)
+        caught.append(info.value)
+    release.open()
+
+    for error in caught:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error)
+        assert str(copy) == str(error)
+    assert isinstance(pickle.loads(pickle.dumps(caught[0])), ValueError)
+
+
+# -- cancellation ---------------------------------------------------------------------------
+
+
+def test_cancel_of_a_queued_task_raises_task_cancelled_error(tmp_path, gate: Gate):
+    @ember.remote(num_cpus=1)
+    def hold_cpu(path, started):
+        open(started, "w").close()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "held"
+
+    @ember.remote(num_cpus=1)
+    def queued(marker):
+        open(marker, "w").close()
+        return "ran"
+
+    holders = [hold_cpu.remote(gate.path, str(tmp_path / f"started-{i}")) for i in range(2)]
+    wait_for(lambda: all((tmp_path / f"started-{i}").exists() for i in range(2)),
+             what="both CPU holders to start")
+    ref = queued.remote(str(tmp_path / "queued-ran"))
+    ember.cancel(ref)
+
+    with pytest.raises(TaskCancelledError):
+        get(ref)
+    gate.open()
+    assert get(holders) == ["held", "held"]
+    assert not (tmp_path / "queued-ran").exists()
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["interrupt", "force"])
+def test_cancel_of_a_running_task_raises_task_cancelled_error(tmp_path, gate: Gate, force):
+    started = tmp_path / "started"
+
+    @ember.remote(max_retries=0)
+    def long_running(path, started):
+        open(started, "w").close()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "finished"
+
+    @ember.remote
+    def after():
+        return "still working"
+
+    ref = long_running.remote(gate.path, str(started))
+    wait_for(started.exists, what="the task to start")
+    ember.cancel(ref, force=force)
+
+    try:
+        with pytest.raises(TaskCancelledError):
+            get(ref)
+    finally:
+        gate.open()
+    assert get(after.remote()) == "still working"
+
+
+# -- wait -----------------------------------------------------------------------------------
+
+
+def test_wait_splits_ready_from_not_ready_in_input_order(gate: Gate):
+    @ember.remote
+    def quick(x):
+        return x
+
+    @ember.remote
+    def slow(path):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "slow"
+
+    blocked = slow.remote(gate.path)
+    fast = [quick.remote(i) for i in range(3)]
+    get(fast)
+    refs = [fast[0], blocked, fast[1], fast[2]]
+
+    ready, not_ready = ember.wait(refs, num_returns=2, timeout=GET_TIMEOUT)
+    assert ready == [fast[0], fast[1]] and not_ready == [blocked, fast[2]]
+
+    ready, not_ready = ember.wait(refs, num_returns=4, timeout=0.2)
+    assert ready == fast and not_ready == [blocked]
+
+    ready, not_ready = ember.wait([blocked], num_returns=1, timeout=0)
+    assert ready == [] and not_ready == [blocked]
+
+    gate.open()
+    ready, not_ready = ember.wait(refs, num_returns=4, timeout=GET_TIMEOUT)
+    assert ready == refs and not_ready == []
+
+
+# -- actors ---------------------------------------------------------------------------------
+
+
+def test_actor_keeps_state_and_runs_calls_in_submission_order():
+    @ember.remote
+    class Log:
+        def __init__(self, first):
+            self.items = [first]
+
+        def append(self, x):
+            self.items.append(x)
+            return len(self.items)
+
+        def items_(self):
+            return self.items
+
+    log = Log.remote("start")
+    sizes = [log.append.remote(i) for i in range(50)]
+
+    assert isinstance(log, ember.ActorHandle)
+    assert get(sizes) == list(range(2, 52))
+    assert get(log.items_.remote()) == ["start", *range(50)]
+
+
+def test_actor_method_with_num_returns_two():
+    @ember.remote
+    class Splitter:
+        @ember.method(num_returns=2)
+        def halves(self, word):
+            middle = len(word) // 2
+            return word[:middle], word[middle:]
+
+    left, right = Splitter.remote().halves.remote("abcdef")
+
+    assert get([left, right]) == ["abc", "def"]
+
+
+def test_actor_survives_an_exception_in_a_method():
+    @ember.remote
+    class Fragile:
+        def __init__(self):
+            self.calls = 0
+
+        def call(self, fail):
+            self.calls += 1
+            if fail:
+                raise RuntimeError("method failed")
+            return self.calls
+
+    actor = Fragile.remote()
+
+    with pytest.raises(RuntimeError, match="method failed") as info:
+        get(actor.call.remote(True))
+    assert isinstance(info.value, TaskError)
+    assert get(actor.call.remote(False)) == 2
+
+
+def test_failing_constructor_makes_calls_raise_actor_died_error():
+    @ember.remote
+    class BadInit:
+        def __init__(self):
+            raise OSError("cannot open the model file")
+
+        def ping(self):
+            return "pong"
+
+    actor = BadInit.remote()
+
+    with pytest.raises(ActorDiedError):
+        get(actor.ping.remote())
+
+
+def test_kill_fails_pending_and_later_calls_with_actor_died_error(tmp_path, gate: Gate):
+    started = tmp_path / "started"
+
+    @ember.remote
+    class Worker:
+        def block(self, path, started):
+            open(started, "w").close()
+            deadline = time.monotonic() + 60
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return "unblocked"
+
+        def ping(self):
+            return "pong"
+
+    actor = Worker.remote()
+    running = actor.block.remote(gate.path, str(started))
+    queued = actor.ping.remote()
+    wait_for(started.exists, what="the actor call to start")
+    ember.kill(actor)
+
+    try:
+        with pytest.raises(ActorDiedError):
+            get(running)
+        with pytest.raises(ActorDiedError):
+            get(queued)
+        with pytest.raises(ActorDiedError):
+            get(actor.ping.remote())
+    finally:
+        gate.open()
+
+
+def test_kill_with_no_restart_keeps_a_restartable_actor_dead():
+    @ember.remote(max_restarts=2)
+    class Service:
+        def ping(self):
+            return "pong"
+
+    actor = Service.remote()
+    assert get(actor.ping.remote()) == "pong"
+    ember.kill(actor)
+
+    with pytest.raises(ActorDiedError):
+        get(actor.ping.remote())
+
+
+def test_killed_actor_restarts_when_max_restarts_allows():
+    @ember.remote(max_restarts=1)
+    class Counter:
+        def __init__(self):
+            self.count = 0
+
+        def increment(self):
+            self.count += 1
+            return self.count
+
+        def reconstructed(self):
+            return ember.get_runtime_context().was_current_actor_reconstructed
+
+    counter = Counter.remote()
+    assert get([counter.increment.remote() for _ in range(3)]) == [1, 2, 3]
+    assert get(counter.reconstructed.remote()) is False
+    ember.kill(counter, no_restart=False)
+
+    assert call_until_served(counter.increment) == 1  # a fresh instance: __init__ ran again
+    assert get(counter.reconstructed.remote()) is True
+
+
+def test_actor_whose_process_exits_fails_the_call_and_later_ones():
+    @ember.remote
+    class Quitter:
+        def quit(self):
+            os._exit(3)
+
+        def ping(self):
+            return "pong"
+
+    actor = Quitter.remote()
+    assert get(actor.ping.remote()) == "pong"
+
+    with pytest.raises(ActorDiedError):
+        get(actor.quit.remote())
+    with pytest.raises(ActorDiedError):
+        get(actor.ping.remote())
+
+
+def test_call_that_crashed_the_actor_is_retried_on_the_restarted_actor(tmp_path):
+    marker = str(tmp_path / "crashed-once")
+
+    @ember.remote(max_restarts=1, max_task_retries=1)
+    class Resilient:
+        def work(self, marker):
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return ember.get_runtime_context().was_current_actor_reconstructed
+
+    assert get(Resilient.remote().work.remote(marker)) is True
+
+
+def test_actor_handle_can_be_passed_to_tasks_and_other_actors():
+    @ember.remote
+    class Tally:
+        def __init__(self):
+            self.total = 0
+
+        def add(self, x):
+            self.total += x
+            return self.total
+
+        def total_(self):
+            return self.total
+
+    @ember.remote
+    def contribute(tally, x):
+        return ember.get(tally.add.remote(x), timeout=60)
+
+    @ember.remote
+    class Relay:
+        def forward(self, tally, x):
+            return ember.get(tally.add.remote(x), timeout=60)
+
+    tally = Tally.remote()
+    get([contribute.remote(tally, i) for i in range(1, 5)])
+    get(Relay.remote().forward.remote(tally, 100))
+
+    assert get(tally.total_.remote()) == 110
+
+
+def test_threaded_actor_runs_calls_concurrently_up_to_max_concurrency():
+    @ember.remote(max_concurrency=2)
+    class Pair:
+        def __init__(self):
+            # If the two calls ran one after the other, the first would break the barrier.
+            self.barrier = threading.Barrier(2, timeout=20)
+
+        def meet(self):
+            return self.barrier.wait()
+
+    pair = Pair.remote()
+
+    assert sorted(get([pair.meet.remote(), pair.meet.remote()])) == [0, 1]
+
+
+def test_async_actor_runs_calls_concurrently_on_its_event_loop():
+    @ember.remote
+    class Rendezvous:
+        def __init__(self):
+            self.released = asyncio.Event()
+
+        async def wait(self):
+            # Fails (rather than hangs) if release() cannot run while this call waits.
+            await asyncio.wait_for(self.released.wait(), timeout=20)
+            return "released"
+
+        async def release(self):
+            self.released.set()
+            return "set"
+
+    actor = Rendezvous.remote()
+    waiting = actor.wait.remote()
+
+    assert get(actor.release.remote()) == "set"
+    assert get(waiting) == "released"
+
+
+def test_async_actor_method_can_await_object_refs():
+    @ember.remote
+    def produce(x):
+        return x * 10
+
+    @ember.remote
+    class Collector:
+        async def total(self, refs):
+            values = [await ref for ref in refs]
+            return sum(values)
+
+    refs = [produce.remote(i) for i in range(4)]
+
+    assert get(Collector.remote().total.remote(refs)) == 60
+
+
+def test_runtime_context_names_the_task_and_the_actor():
+    @ember.remote
+    def task_ids():
+        ctx = ember.get_runtime_context()
+        return ctx.get_task_id(), ctx.get_actor_id()
+
+    @ember.remote
+    class Who:
+        def ids(self):
+            ctx = ember.get_runtime_context()
+            return ctx.get_task_id(), ctx.get_actor_id()
+
+    driver = ember.get_runtime_context()
+    task_id, actor_in_task = get(task_ids.remote())
+    _, actor_id = get(Who.remote().ids.remote())
+
+    assert driver.get_task_id() is None and driver.get_actor_id() is None
+    assert task_id is not None and actor_in_task is None
+    assert actor_id is not None
+    assert driver.get_job_id()
+
+
+# -- named actors ---------------------------------------------------------------------------
+
+
+def _counter_class():
+    @ember.remote
+    class Counter:
+        def __init__(self):
+            self.count = 0
+
+        def increment(self):
+            self.count += 1
+            return self.count
+
+    return Counter
+
+
+def test_named_actor_is_found_by_name_and_shares_state():
+    name = unique("counter")
+    counter = _counter_class().options(name=name).remote()
+    try:
+        assert get(counter.increment.remote()) == 1
+        found = ember.get_actor(name)
+        assert get(found.increment.remote()) == 2
+        assert found == counter
+    finally:
+        ember.kill(counter)
+
+
+def test_named_actor_outlives_the_handle_that_created_it():
+    name = unique("kept")
+    Counter = _counter_class()
+    handle = Counter.options(name=name).remote()
+    assert get(handle.increment.remote()) == 1
+    del handle
+
+    found = ember.get_actor(name)
+    try:
+        assert get(found.increment.remote()) == 2
+    finally:
+        ember.kill(found)
+
+
+def test_second_actor_with_a_taken_name_is_refused_unless_get_if_exists():
+    name = unique("single")
+    Counter = _counter_class()
+    first = Counter.options(name=name).remote()
+    try:
+        get(first.increment.remote())
+        with pytest.raises(ValueError, match=name):
+            get(Counter.options(name=name).remote().increment.remote())
+        again = Counter.options(name=name, get_if_exists=True).remote()
+        assert get(again.increment.remote()) == 2  # the same actor, not a new one
+    finally:
+        ember.kill(first)
+
+
+def test_named_actors_are_scoped_by_namespace():
+    name = unique("scoped")
+    Counter = _counter_class()
+    in_a = Counter.options(name=name, namespace="team-a").remote()
+    in_b = Counter.options(name=name, namespace="team-b").remote()
+    try:
+        get([in_a.increment.remote(), in_a.increment.remote(), in_b.increment.remote()])
+        assert get(ember.get_actor(name, namespace="team-a").increment.remote()) == 3
+        assert get(ember.get_actor(name, namespace="team-b").increment.remote()) == 2
+        with pytest.raises(ValueError, match=name):
+            ember.get_actor(name)  # not in the default namespace
+    finally:
+        ember.kill(in_a)
+        ember.kill(in_b)
+
+
+def test_get_actor_of_an_unknown_or_killed_name_raises_value_error():
+    name = unique("gone")
+    with pytest.raises(ValueError, match=name):
+        ember.get_actor(name)
+
+    actor = _counter_class().options(name=name).remote()
+    get(actor.increment.remote())
+    ember.kill(actor)
+
+    wait_for(lambda: _lookup_fails(name), what="the killed actor's name to be released")
+
+
+def _lookup_fails(name):
+    try:
+        ember.get_actor(name)
+    except ValueError:
+        return True
+    return False
+
+
+# -- nesting --------------------------------------------------------------------------------
+
+
+def test_task_that_holds_every_cpu_can_submit_and_get_subtasks():
+    @ember.remote(num_cpus=1)
+    def leaf(x):
+        return x * x
+
+    @ember.remote(num_cpus=2)  # the whole machine: the leaves can only run on lent CPUs
+    def parent(n):
+        return sum(ember.get([leaf.remote(i) for i in range(n)], timeout=60))
+
+    assert get(parent.remote(3)) == 5
+
+
+def test_more_blocked_parents_than_cpus_do_not_deadlock():
+    @ember.remote
+    def leaf(x):
+        return x + 1
+
+    @ember.remote
+    def parent(x):
+        return ember.get(leaf.remote(x), timeout=60)
+
+    assert get([parent.remote(i) for i in range(4)]) == [1, 2, 3, 4]
+
+
+def test_recursive_tasks_finish():
+    @ember.remote
+    def fib(n):
+        if n < 2:
+            return n
+        return sum(ember.get([fib.remote(n - 1), fib.remote(n - 2)], timeout=60))
+
+    assert get(fib.remote(4)) == 3
+
+
+def test_tasks_and_actors_created_inside_actors_work():
+    @ember.remote
+    def square(x):
+        return x * x
+
+    @ember.remote
+    class Helper:
+        def neg(self, x):
+            return -x
+
+    @ember.remote
+    class Boss:
+        def delegate(self, x):
+            helper = Helper.remote()
+            return ember.get(helper.neg.remote(ember.get(square.remote(x), timeout=60)),
+                             timeout=60)
+
+    assert get(Boss.remote().delegate.remote(3)) == -9
+
+
+# -- streaming generators ---------------------------------------------------------------------
+
+
+def test_generator_task_streams_items_in_order():
+    @ember.remote
+    def count_up(n):
+        for i in range(n):
+            yield i * i
+
+    gen = count_up.remote(10)
+
+    assert isinstance(gen, ember.ObjectRefGenerator)
+    assert [get(ref) for ref in gen] == [i * i for i in range(10)]
+
+
+def test_num_returns_streaming_option_on_a_generator_task():
+    @ember.remote(num_returns="streaming")
+    def letters():
+        yield from "abc"
+
+    assert [get(ref) for ref in letters.remote()] == ["a", "b", "c"]
+
+
+def test_generator_is_an_async_iterator():
+    @ember.remote
+    def count_up(n):
+        yield from range(n)
+
+    async def consume(gen):
+        return [await ref async for ref in gen]
+
+    values = asyncio.run(asyncio.wait_for(consume(count_up.remote(8)), GET_TIMEOUT))
+
+    assert values == list(range(8))
+
+
+def test_generator_items_arrive_before_the_generator_ends(gate: Gate):
+    @ember.remote
+    def first_then_wait(path):
+        yield "first"
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield "second"
+
+    gen = first_then_wait.remote(gate.path)
+
+    try:
+        assert get(next(gen)) == "first"  # while the generator is still running
+    finally:
+        gate.open()
+    assert [get(ref) for ref in gen] == ["second"]
+
+
+def test_generator_error_is_raised_by_the_item_after_the_last_good_one():
+    @ember.remote
+    def breaks_at_two():
+        yield 0
+        yield 1
+        raise ValueError("stream broke")
+
+    refs = list(breaks_at_two.remote())
+
+    assert len(refs) == 3
+    assert get(refs[:2]) == [0, 1]
+    with pytest.raises(ValueError, match="stream broke") as info:
+        get(refs[2])
+    assert isinstance(info.value, TaskError)
+
+
+def test_slow_consumer_pauses_the_producer(tmp_path):
+    """Bounded buffering: the producer runs at most 16 items ahead of what was consumed."""
+    progress = tmp_path / "produced"
+    total = 60
+
+    @ember.remote
+    def produce(path, n):
+        for i in range(n):
+            with open(path, "a") as f:
+                f.write(f"{i}\n")
+            yield i
+
+    def produced():
+        try:
+            return progress.read_text().count("\n")
+        except FileNotFoundError:
+            return 0
+
+    gen = produce.remote(str(progress), total)
+    values = [get(next(gen))]
+    # Let the producer run as far ahead as it may; without backpressure it would finish.
+    ahead = settle(produced)
+    assert ahead <= len(values) + 16, f"produced {ahead} items with only 1 consumed"
+
+    for ref in gen:
+        values.append(get(ref))
+        assert produced() <= len(values) + 16
+    assert values == list(range(total))
+
+
+def test_generator_actor_methods_stream_sync_and_async():
+    @ember.remote
+    class Source:
+        def numbers(self, n):
+            yield from range(n)
+
+    @ember.remote
+    class AsyncSource:
+        async def numbers(self, n):
+            for i in range(n):
+                await asyncio.sleep(0)
+                yield i
+
+    async def consume(gen):
+        return [await ref async for ref in gen]
+
+    assert [get(ref) for ref in Source.remote().numbers.remote(5)] == list(range(5))
+    values = asyncio.run(asyncio.wait_for(consume(AsyncSource.remote().numbers.remote(5)),
+                                          GET_TIMEOUT))
+    assert values == list(range(5))
+
+
+# -- resources ------------------------------------------------------------------------------
+
+
+def test_cluster_resources_report_what_the_runtime_was_started_with():
+    total = ember.cluster_resources()
+
+    assert total["CPU"] == 2 and total["GPU"] == 2 and total["widget"] == 2
+
+
+def test_available_resources_drop_while_an_actor_holds_them():
+    @ember.remote(num_cpus=1, resources={"widget": 1})
+    class Holder:
+        def ping(self):
+            return "pong"
+
+    holder = Holder.remote()
+    get(holder.ping.remote())
+
+    wait_for(lambda: ember.available_resources().get("widget") == 1,
+             what="the actor's widget to be counted as taken")
+    assert ember.available_resources().get("CPU") == 1
+    ember.kill(holder)
+    wait_for(lambda: ember.available_resources().get("widget") == 2,
+             what="the killed actor's widget to be given back")
+
+
+def test_task_waits_until_the_custom_resource_it_needs_is_free(tmp_path, gate: Gate):
+    started = tmp_path / "started"
+
+    @ember.remote(num_cpus=1, resources={"widget": 2})
+    def hold_all_widgets(path, started):
+        open(started, "w").close()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "released"
+
+    @ember.remote(num_cpus=0, resources={"widget": 1})
+    def needs_one_widget():
+        return "ran"
+
+    holder = hold_all_widgets.remote(gate.path, str(started))
+    wait_for(started.exists, what="the holder to start")
+    waiting = needs_one_widget.remote()
+
+    try:
+        ready, _ = ember.wait([waiting], timeout=0.5)
+        assert ready == [], "a task ran while every widget was taken"
+    finally:
+        gate.open()
+    assert get([holder, waiting]) == ["released", "ran"]
+
+
+def test_gpu_tasks_get_distinct_gpu_ids_in_cuda_visible_devices(tmp_path):
+    @ember.remote(num_gpus=1)
+    def visible(folder, me, other):
+        open(os.path.join(folder, me), "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(folder, other)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        met = os.path.exists(os.path.join(folder, other))
+        return (os.environ.get("CUDA_VISIBLE_DEVICES"),
+                ember.get_runtime_context().get_accelerator_ids()["GPU"], met)
+
+    first, second = get([visible.remote(str(tmp_path), "a", "b"),
+                         visible.remote(str(tmp_path), "b", "a")])
+
+    assert first[2] and second[2], "the two 1-GPU tasks did not run at the same time"
+    assert first[1] != second[1]
+    for env, ids, _ in (first, second):
+        assert len(ids) == 1 and ids[0] in {"0", "1"}
+        assert env == ids[0]
+
+
+def test_gpu_actor_keeps_its_gpus_and_cpu_task_has_none():
+    @ember.remote(num_gpus=2)
+    class TwoGpus:
+        def ids(self):
+            return (sorted(ember.get_runtime_context().get_accelerator_ids()["GPU"]),
+                    sorted(os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")))
+
+    @ember.remote
+    def cpu_only():
+        return ember.get_runtime_context().get_accelerator_ids()["GPU"]
+
+    actor = TwoGpus.remote()
+
+    assert get(actor.ids.remote()) == (["0", "1"], ["0", "1"])
+    assert get(actor.ids.remote()) == (["0", "1"], ["0", "1"])
+    assert get(cpu_only.remote()) == []
+    ember.kill(actor)

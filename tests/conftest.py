@@ -1,0 +1,63 @@
+"""Fixtures for the whole suite.
+
+- ``ember_local``: a local runtime for one test (``num_cpus=2`` unless the test passes other
+  ``ember.init`` arguments with ``@pytest.mark.parametrize("ember_local", [{...}], indirect=True)``),
+  always shut down afterwards, and checked to leave no process of its own running.
+- an autouse check that a test which ends with no runtime running left no new child process and
+  no new ``/dev/shm/ember-*`` segment of its own behind (segments of other programs that use
+  ember on the machine at the same time are told apart by their names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import pytest
+from hypothesis import settings
+
+import ember
+from tests._support import (
+    alive_after,
+    describe,
+    ember_segments,
+    segments_of_this_process,
+    shutdown_and_check,
+)
+
+# Examples touch files in /dev/shm and a loaded CI machine has slow moments: judge properties by
+# their outcome, never by how long an example took.
+settings.register_profile("ember", deadline=None)
+settings.load_profile("ember")
+
+
+@pytest.fixture
+def ember_local(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    options: dict[str, Any] = {"num_cpus": 2, **getattr(request, "param", {})}
+    ember.init(**options)
+    try:
+        yield options
+    finally:
+        shutdown_and_check()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers() -> Iterator[None]:
+    me = psutil.Process()
+    children_before = {p.pid for p in me.children(recursive=True)}
+    segments_before = ember_segments()
+    yield
+    if ember.is_initialized():
+        # A runtime that outlives this test (a module-scoped backend) is checked when it stops.
+        return
+    new_children = [p for p in me.children(recursive=True) if p.pid not in children_before]
+    alive = alive_after(new_children)
+    leaked = segments_of_this_process(ember_segments() - segments_before)
+    problems = []
+    if alive:
+        problems.append(f"child processes still running: {describe(alive)}")
+    if leaked:
+        problems.append(f"shared-memory segments left in /dev/shm: {sorted(leaked)}")
+    if problems:
+        pytest.fail("the test left things behind after shutdown: " + "; ".join(problems))

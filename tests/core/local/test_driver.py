@@ -1,0 +1,303 @@
+"""The local backend's driver: worker pool, scheduling, GPUs, actors' processes, generators.
+
+Behaviour that only the local backend promises (or that only it lets a test observe, such as
+the worker processes themselves); the shared contract is in ``tests/backends/``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+import ember
+from ember.errors import WorkerCrashedError
+from tests._support import is_gone, settle, wait_for
+
+
+def get(refs):
+    return ember.get(refs, timeout=60)
+
+
+@ember.remote
+def pid():
+    return os.getpid()
+
+
+# -- the worker pool --------------------------------------------------------------------------
+
+
+def test_workers_are_reused_across_tasks(ember_local):
+    pids = {get(pid.remote()) for _ in range(20)}
+
+    assert 1 <= len(pids) <= 2  # num_cpus=2: never more workers than tasks can run at once
+
+
+def test_workers_are_not_children_of_the_driver(ember_local):
+    worker = psutil.Process(get(pid.remote()))
+
+    assert worker.ppid() != os.getpid()  # forked by the fork server, not by the driver
+    assert worker.parent().ppid() == os.getpid()
+
+
+def test_worker_killed_while_idle_is_replaced(ember_local):
+    victim = get(pid.remote())
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: is_gone(victim), what="the worker to die")
+
+    assert victim not in get([pid.remote() for _ in range(5)])
+
+
+def test_worker_killed_from_outside_mid_task_is_reported(ember_local, tmp_path):
+    @ember.remote(max_retries=0)
+    def report_and_wait(path):
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(60)
+
+    path = tmp_path / "pid"
+    ref = report_and_wait.remote(str(path))
+    worker = int(wait_for(lambda: path.exists() and path.read_text()))
+    os.kill(worker, signal.SIGKILL)
+
+    with pytest.raises(WorkerCrashedError, match="report_and_wait"):
+        get(ref)
+
+
+@pytest.mark.parametrize("ember_local", [{"num_cpus": 1}], indirect=True)
+def test_nested_tasks_finish_on_a_single_cpu(ember_local):
+    @ember.remote
+    def leaf(x):
+        return x + 1
+
+    @ember.remote
+    def middle(x):
+        return sum(get([leaf.remote(x), leaf.remote(x + 10)]))
+
+    @ember.remote
+    def top():
+        return get([middle.remote(i) for i in range(3)])
+
+    assert get(top.remote()) == [12, 14, 16]
+
+
+@pytest.mark.parametrize("ember_local", [{"num_cpus": 1}], indirect=True)
+def test_many_short_tasks_and_a_nested_one_share_a_single_cpu(ember_local):
+    @ember.remote
+    def short(x):
+        return x
+
+    @ember.remote
+    def nested(x):
+        return get(short.remote(x)) * 2
+
+    refs = [short.remote(i) for i in range(200)] + [nested.remote(i) for i in range(5)]
+
+    assert get(refs) == [*range(200), 0, 2, 4, 6, 8]
+
+
+def test_available_cpus_return_after_tasks_finish(ember_local):
+    @ember.remote(num_cpus=2)
+    def whole_machine():
+        return ember.available_resources()["CPU"]
+
+    assert get(whole_machine.remote()) == 0
+    wait_for(lambda: ember.available_resources()["CPU"] == 2, what="the CPUs to come back")
+
+
+# -- GPUs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ember_local", [{"num_cpus": 2, "num_gpus": 2}], indirect=True)
+def test_fake_gpus_are_usable_on_a_machine_without_gpus(ember_local):
+    @ember.remote(num_gpus=2)
+    def both():
+        return (os.environ["CUDA_VISIBLE_DEVICES"],
+                ember.get_runtime_context().get_accelerator_ids())
+
+    assert ember.cluster_resources()["GPU"] == 2
+    assert get(both.remote()) == ("0,1", {"GPU": ["0", "1"]})
+
+
+@pytest.mark.parametrize("ember_local", [{"num_cpus": 2, "num_gpus": 1}], indirect=True)
+def test_reused_worker_forgets_the_gpu_of_its_previous_task(ember_local):
+    @ember.remote(num_gpus=1)
+    def gpu_task():
+        return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    @ember.remote
+    def cpu_task():
+        return (os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"),
+                ember.get_runtime_context().get_accelerator_ids()["GPU"])
+
+    gpu_pid, visible = get(gpu_task.remote())
+    later = get([cpu_task.remote() for _ in range(10)])
+
+    assert visible == "0"
+    assert any(p == gpu_pid for p, _, _ in later), "the GPU task's worker was not reused"
+    for _, env, ids in later:
+        assert ids == [] and env != "0"
+
+
+@pytest.mark.parametrize("ember_local", [{"num_cpus": 2, "num_gpus": 2}], indirect=True)
+def test_fractional_gpu_tasks_share_one_device(ember_local, tmp_path):
+    @ember.remote(num_gpus=0.5)
+    def half(folder, me, other):
+        open(os.path.join(folder, me), "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(folder, other)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return os.environ["CUDA_VISIBLE_DEVICES"], os.path.exists(os.path.join(folder, other))
+
+    (first, met_a), (second, met_b) = get([half.remote(str(tmp_path), "a", "b"),
+                                          half.remote(str(tmp_path), "b", "a")])
+
+    assert met_a and met_b
+    assert first == second and first in {"0", "1"}
+
+
+@pytest.mark.parametrize("ember_local", [{"num_cpus": 2, "num_gpus": 1}], indirect=True)
+def test_gpu_of_a_killed_actor_is_given_back(ember_local):
+    @ember.remote(num_gpus=1)
+    class OnGpu:
+        def ids(self):
+            return ember.get_runtime_context().get_accelerator_ids()["GPU"]
+
+    first = OnGpu.remote()
+    assert get(first.ids.remote()) == ["0"]
+    ember.kill(first)
+    second = OnGpu.remote()
+
+    assert get(second.ids.remote()) == ["0"]
+
+
+# -- actors' processes ------------------------------------------------------------------------
+
+
+def test_each_actor_has_its_own_process(ember_local):
+    @ember.remote
+    class Proc:
+        def pid(self):
+            return os.getpid()
+
+    actors = [Proc.remote() for _ in range(3)]
+    pids = get([a.pid.remote() for a in actors])
+
+    assert len(set(pids)) == 3
+    assert os.getpid() not in pids
+
+
+def test_actor_out_of_scope_ends_its_process_after_its_calls(ember_local):
+    @ember.remote
+    class Proc:
+        def pid(self):
+            return os.getpid()
+
+        def slow_echo(self, x):
+            time.sleep(0.2)
+            return x
+
+    actor = Proc.remote()
+    actor_pid = get(actor.pid.remote())
+    last = actor.slow_echo.remote("submitted before the handle went away")
+    del actor
+    gc.collect()
+
+    assert get(last) == "submitted before the handle went away"
+    wait_for(lambda: is_gone(actor_pid), what="the actor's process to exit")
+
+
+def test_killed_actor_process_is_gone(ember_local):
+    @ember.remote
+    class Proc:
+        def pid(self):
+            return os.getpid()
+
+    actor = Proc.remote()
+    actor_pid = get(actor.pid.remote())
+
+    ember.kill(actor)
+
+    wait_for(lambda: is_gone(actor_pid), what="the killed actor's process to exit")
+
+
+def test_restarted_actor_runs_in_a_new_process(ember_local):
+    @ember.remote(max_restarts=1)
+    class Proc:
+        def pid(self):
+            return os.getpid()
+
+    actor = Proc.remote()
+    before = get(actor.pid.remote())
+    os.kill(before, signal.SIGKILL)
+
+    def new_pid():
+        try:
+            return get(actor.pid.remote())
+        except ember.errors.ActorDiedError:
+            return None
+
+    after = wait_for(new_pid, what="the actor to restart")
+    assert after != before
+
+
+def test_calls_to_a_threaded_actor_run_on_several_threads(ember_local):
+    @ember.remote(max_concurrency=3)
+    class Threads:
+        def __init__(self):
+            import threading
+
+            self.barrier = threading.Barrier(3, timeout=20)
+
+        def thread(self):
+            import threading
+
+            self.barrier.wait()
+            return threading.get_ident()
+
+    actor = Threads.remote()
+
+    assert len(set(get([actor.thread.remote() for _ in range(3)]))) == 3
+
+
+# -- generators -------------------------------------------------------------------------------
+
+
+def test_dropping_a_generator_stops_its_producer(ember_local, tmp_path):
+    closed = tmp_path / "closed"
+    produced = tmp_path / "produced"
+
+    @ember.remote
+    def endless(closed, produced):
+        try:
+            i = 0
+            while True:
+                with open(produced, "a") as f:
+                    f.write("x")
+                yield i
+                i += 1
+        finally:
+            open(closed, "w").close()
+
+    gen = endless.remote(str(closed), str(produced))
+    assert [get(next(gen)) for _ in range(3)] == [0, 1, 2]
+    del gen
+    gc.collect()
+
+    wait_for(closed.exists, what="the producer to be closed")
+    count = settle(lambda: len(produced.read_text()))
+    assert count <= 3 + 16 + 1
+
+
+def test_generator_task_frees_its_worker_for_other_tasks(ember_local):
+    @ember.remote
+    def numbers(n):
+        yield from range(n)
+
+    for _ in range(3):
+        assert [get(r) for r in numbers.remote(5)] == list(range(5))
+    assert get(pid.remote())

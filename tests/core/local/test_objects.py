@@ -1,0 +1,221 @@
+"""Objects on the local backend: large buffers in shared memory, read zero-copy, freed with
+their last reference, spilled to disk past the store's capacity.
+
+Local-only: the ray backend keeps objects in Ray's own store, where none of this is visible.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import numpy as np
+import pytest
+
+import ember
+from tests._support import ember_segments, mapped_file, shutdown_and_check, wait_for
+
+MB = 1 << 20
+
+
+def session_segments() -> set[str]:
+    prefix = f"ember-{ember.get_runtime_context().get_job_id()}-"
+    return {name for name in ember_segments() if name.startswith(prefix)}
+
+
+def get(ref):
+    return ember.get(ref, timeout=60)
+
+
+def test_large_array_is_written_to_shared_memory_once_and_read_zero_copy(ember_local):
+    array = np.arange(4 * MB // 8, dtype=np.int64)
+
+    ref = ember.put(array)
+    first, second = get(ref), get(ref)
+
+    (segment,) = session_segments()
+    assert mapped_file(first.ctypes.data) == f"/dev/shm/{segment}"
+    assert np.shares_memory(first, second)
+    assert not first.flags.writeable
+    np.testing.assert_array_equal(first, array)
+
+
+def test_small_values_do_not_create_segments(ember_local):
+    ref = ember.put(np.zeros(100))
+
+    assert get(ref).sum() == 0
+    assert session_segments() == set()
+
+
+def test_tasks_read_a_put_array_from_the_same_segment_without_copies(ember_local):
+    @ember.remote
+    def describe(array):
+        # Runs in a worker: find the file that backs the array's memory in this process.
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                if start <= array.ctypes.data < end:
+                    return fields[5].strip() if len(fields) == 6 else None, array.flags.writeable
+        return None, array.flags.writeable
+
+    ref = ember.put(np.ones(2 * MB // 8))
+    (segment,) = session_segments()
+
+    results = get([describe.remote(ref) for _ in range(4)])
+
+    assert results == [(f"/dev/shm/{segment}", False)] * 4
+    assert session_segments() == {segment}  # no reader made a copy
+
+
+def test_task_result_is_read_zero_copy_by_the_driver(ember_local):
+    @ember.remote
+    def make(n):
+        return np.full(n, 7, dtype=np.int64)
+
+    result = get(make.remote(MB // 8))
+
+    assert mapped_file(result.ctypes.data).startswith("/dev/shm/ember-")
+    assert not result.flags.writeable
+    assert int(result.sum()) == 7 * (MB // 8)
+
+
+def test_returning_an_argument_unchanged_references_its_segment(ember_local):
+    @ember.remote
+    def identity(array):
+        return array
+
+    ref = ember.put(np.arange(MB // 8))
+    before = session_segments()
+
+    echoed = get(identity.remote(ref))
+
+    assert session_segments() == before
+    np.testing.assert_array_equal(echoed, np.arange(MB // 8))
+
+
+def test_segment_is_freed_when_the_last_ref_is_dropped(ember_local):
+    ref = ember.put(np.ones(MB))
+    copy_of_ref = ref
+    assert len(session_segments()) == 1
+
+    del ref
+    gc.collect()
+    assert len(session_segments()) == 1  # one reference is left
+    del copy_of_ref
+    gc.collect()
+
+    wait_for(lambda: not session_segments(), what="the segment to be freed")
+
+
+def test_task_results_are_freed_when_their_refs_are_dropped(ember_local):
+    @ember.remote
+    def make():
+        return np.ones(MB)
+
+    refs = [make.remote() for _ in range(3)]
+    ember.get(refs, timeout=60)
+    assert len(session_segments()) == 3
+
+    del refs
+    gc.collect()
+
+    wait_for(lambda: not session_segments(), what="the results' segments to be freed")
+
+
+def test_array_stays_readable_after_its_ref_is_freed(ember_local):
+    ref = ember.put(np.arange(MB // 8))
+    value = get(ref)
+
+    del ref
+    gc.collect()
+    wait_for(lambda: not session_segments(), what="the segment to be unlinked")
+
+    assert int(value[-1]) == MB // 8 - 1  # the mapping outlives the file name
+
+
+def test_ref_inside_a_stored_value_keeps_its_object_alive(ember_local):
+    inner = ember.put(np.ones(MB))
+    outer = ember.put({"inner": inner})
+    del inner
+    gc.collect()
+
+    assert len(session_segments()) == 1
+    (inner_again,) = get(outer).values()
+    assert float(get(inner_again).sum()) == MB
+
+    del outer, inner_again
+    gc.collect()
+    wait_for(lambda: not session_segments(), what="both objects to be freed")
+
+
+def test_argument_is_kept_alive_while_its_task_is_queued(ember_local):
+    @ember.remote
+    def total(array):
+        return float(array.sum())
+
+    ref = ember.put(np.ones(MB // 8))
+    result = total.remote(ref)
+    del ref
+    gc.collect()
+
+    assert get(result) == MB // 8
+
+
+@pytest.fixture
+def spill_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "spill"
+    folder.mkdir()
+    monkeypatch.setenv("EMBER_SPILL_DIR", str(folder))
+    return folder
+
+
+def test_objects_past_the_store_capacity_spill_to_disk_and_stay_readable(spill_dir):
+    ember.init(num_cpus=2, object_store_memory=10 * MB)
+    try:
+        refs = [ember.put(np.full(4 * MB // 8, i, dtype=np.int64)) for i in range(5)]
+
+        spilled = ember_segments(str(spill_dir))
+        in_memory = session_segments()
+        assert spilled, "nothing was spilled although 20 MB went into a 10 MB store"
+        assert len(in_memory) * 4 * MB <= 10 * MB + MB
+        for i, ref in enumerate(refs):
+            value = get(ref)
+            assert value.shape == (4 * MB // 8,) and int(value[0]) == i == int(value[-1])
+
+        del refs, ref, value
+        gc.collect()
+        wait_for(lambda: not ember_segments(str(spill_dir)) and not session_segments(),
+                 what="spilled and in-memory segments to be freed")
+    finally:
+        shutdown_and_check()
+    assert not ember_segments(str(spill_dir))
+
+
+def test_task_reads_a_spilled_argument(spill_dir):
+    @ember.remote
+    def first_and_last(array):
+        return int(array[0]), int(array[-1])
+
+    ember.init(num_cpus=2, object_store_memory=5 * MB)
+    try:
+        oldest = ember.put(np.full(4 * MB // 8, 3, dtype=np.int64))
+        newer = [ember.put(np.zeros(4 * MB // 8)) for _ in range(2)]
+        assert ember_segments(str(spill_dir))
+
+        assert get(first_and_last.remote(oldest)) == (3, 3)
+        del newer
+    finally:
+        shutdown_and_check()
+
+
+def test_spill_files_are_removed_by_shutdown(spill_dir):
+    ember.init(num_cpus=1, object_store_memory=2 * MB)
+    refs = [ember.put(np.ones(MB // 4 * 3)) for _ in range(4)]
+    assert ember_segments(str(spill_dir))
+
+    shutdown_and_check()
+
+    assert not ember_segments(str(spill_dir))
+    del refs
+    assert not os.listdir(spill_dir)

@@ -1,0 +1,87 @@
+"""``ember/core/local/_transport.py``: length-prefixed frames between the driver and a worker."""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import threading
+import time
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ember.core.local._transport import DriverChannel, WorkerChannel, _frame, _FrameReader
+
+
+@given(st.lists(st.binary(max_size=300), max_size=10), st.data())
+def test_frames_are_reassembled_however_the_stream_is_cut(payloads, data):
+    stream = b"".join(_frame(p) for p in payloads)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
+    reader = _FrameReader()
+
+    frames = []
+    start = 0
+    for cut in [*cuts, len(stream)]:
+        frames += reader.feed(stream[start:cut])
+        start = cut
+
+    assert frames == payloads
+
+
+def test_incomplete_frame_waits_for_the_rest():
+    reader = _FrameReader()
+    frame = _frame(b"hello")
+
+    assert reader.feed(frame[:-1]) == []
+    assert reader.feed(frame[-1:]) == [b"hello"]
+
+
+def test_messages_cross_a_socket_pair_in_order():
+    driver_end, worker_end = socket.socketpair()
+    driver = DriverChannel(driver_end)
+    worker = WorkerChannel(worker_end)
+    try:
+        assert driver.send_many([("task", 1), ("task", 2)])
+        assert [pickle.loads(worker.recv(timeout=5)) for _ in range(2)] == [("task", 1), ("task", 2)]
+        worker.send_many([("done", 1, None, None, 0.0)])
+        frames = []
+        while not frames:
+            frames = driver.read()
+        assert [pickle.loads(f) for f in frames] == [("done", 1, None, None, 0.0)]
+    finally:
+        driver.close()
+        worker_end.close()
+
+
+def test_large_message_is_sent_in_parts_without_blocking_the_driver():
+    driver_end, worker_end = socket.socketpair()
+    driver = DriverChannel(driver_end)
+    worker = WorkerChannel(worker_end)
+    payload = b"x" * (8 << 20)  # far more than a socket buffer holds
+    try:
+        complete = driver.send_many([payload])
+        assert complete is False  # the rest waits for the socket to drain
+
+        received = []
+        reader = threading.Thread(target=lambda: received.append(worker.recv(timeout=30)))
+        reader.start()
+        deadline = time.monotonic() + 30
+        while not driver.flush() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        reader.join(30)
+
+        assert pickle.loads(received[0]) == payload
+    finally:
+        driver.close()
+        worker_end.close()
+
+
+def test_closed_peer_reads_as_end_of_stream():
+    driver_end, worker_end = socket.socketpair()
+    driver = DriverChannel(driver_end)
+    worker = WorkerChannel(worker_end)
+
+    driver.close()
+
+    assert worker.recv(timeout=5) is None
+    worker_end.close()

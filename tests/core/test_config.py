@@ -1,0 +1,91 @@
+"""``ember/core/_config.py``: the local backend's settings, resolved once at ``init``."""
+
+from __future__ import annotations
+
+import pytest
+
+from ember.core._config import resolve_local_config
+
+
+def resolve(**overrides):
+    options = {"num_cpus": None, "num_gpus": None, "resources": None,
+               "object_store_memory": None, "namespace": None, **overrides}
+    return resolve_local_config(**options)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for name in ("CUDA_VISIBLE_DEVICES", "EMBER_OBJECT_STORE_MEMORY", "EMBER_SPILL_DIR",
+                 "EMBER_INLINE_THRESHOLD"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_num_gpus_beyond_the_detected_ones_makes_fake_ids(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+    assert resolve(num_gpus=2).gpu_ids == ("0", "1")
+
+
+def test_cuda_visible_devices_limits_and_names_the_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")
+
+    assert resolve().gpu_ids == ("3", "5", "7")
+    assert resolve(num_gpus=2).gpu_ids == ("3", "5")
+    assert resolve(num_gpus=0).gpu_ids == ()
+
+
+def test_gpu_ids_are_distinct_when_more_are_asked_than_visible(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+
+    ids = resolve(num_gpus=4).gpu_ids
+
+    assert len(ids) == 4 and len(set(ids)) == 4
+    assert ids[:2] == ("3", "5")
+
+
+def test_cuda_visible_devices_minus_one_means_no_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+
+    assert resolve().gpu_ids == ()
+
+
+def test_num_cpus_defaults_to_the_machine_and_is_a_float():
+    import os
+
+    config = resolve()
+
+    assert config.num_cpus == float(os.cpu_count() or 1)
+    assert resolve(num_cpus=3).num_cpus == 3.0
+
+
+def test_object_store_memory_comes_from_the_argument_then_the_environment(monkeypatch):
+    assert resolve(object_store_memory=1234).object_store_memory == 1234
+    monkeypatch.setenv("EMBER_OBJECT_STORE_MEMORY", "5678")
+    assert resolve().object_store_memory == 5678
+    assert resolve(object_store_memory=1234).object_store_memory == 1234
+
+
+def test_default_object_store_is_a_positive_share_of_memory():
+    assert resolve().object_store_memory > 0
+
+
+def test_spill_dir_and_inline_threshold_come_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMBER_SPILL_DIR", str(tmp_path))
+    monkeypatch.setenv("EMBER_INLINE_THRESHOLD", "4096")
+
+    config = resolve()
+
+    assert config.spill_dir == str(tmp_path)
+    assert config.inline_threshold == 4096
+
+
+def test_namespace_defaults_to_default():
+    assert resolve().namespace == "default"
+    assert resolve(namespace="team").namespace == "team"
+
+
+def test_config_is_frozen():
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        resolve().num_cpus = 4  # type: ignore[misc]

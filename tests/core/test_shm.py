@@ -1,0 +1,119 @@
+"""``ember/core/_shm.py``: segment files in /dev/shm, their spill copies, and the sweep."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from ember.core import _shm
+from ember.errors import ObjectLostError
+
+
+@pytest.fixture
+def names(tmp_path) -> Iterator[_shm.SegmentNames]:
+    names = _shm.SegmentNames(f"test{os.urandom(4).hex()}", str(tmp_path))
+    yield names
+    _shm.sweep(names)
+
+
+def write_segment(names, data: bytes) -> str:
+    name = _shm.new_segment_name(names)
+    mm = _shm.create_segment(names, name, len(data))
+    mm[: len(data)] = data
+    mm.close()
+    return name
+
+
+def test_segment_names_carry_the_session_prefix(names):
+    first, second = _shm.new_segment_name(names), _shm.new_segment_name(names)
+
+    assert first != second
+    assert first.startswith(f"ember-{names.session}-")
+
+
+def test_created_segment_is_read_back_by_a_mapping(names):
+    name = write_segment(names, b"hello shared memory")
+
+    mm = _shm.map_segment(names, name)
+
+    assert bytes(mm[:19]) == b"hello shared memory"
+    assert os.path.exists(os.path.join("/dev/shm", name))
+
+
+def test_mapping_is_read_only(names):
+    mm = _shm.map_segment(names, write_segment(names, b"x" * 100))
+
+    with pytest.raises(TypeError):
+        mm[0:1] = b"y"
+
+
+def test_creating_an_existing_segment_fails(names):
+    name = write_segment(names, b"x")
+
+    with pytest.raises(FileExistsError):
+        _shm.create_segment(names, name, 10)
+
+
+def test_a_live_mapping_is_reused(names):
+    name = write_segment(names, b"x" * 64)
+
+    first = _shm.map_segment(names, name)
+
+    assert _shm.map_segment(names, name) is first
+
+
+def test_locate_finds_addresses_inside_live_mappings(names):
+    name = write_segment(names, b"x" * 4096)
+    mm = _shm.map_segment(names, name)
+    base = _shm.buffer_address(mm)
+
+    assert _shm.locate(base + 100, 50) == (name, 100)
+    assert _shm.locate(base + 4000, 200) is None  # runs past the end
+    del mm
+    import gc
+
+    gc.collect()
+    assert _shm.locate(base + 100, 50) is None  # the mapping is gone
+
+
+def test_spilled_segment_moves_to_disk_and_stays_readable(names, tmp_path):
+    name = write_segment(names, b"spill me" * 1000)
+
+    assert _shm.spill_segment(names, name)
+
+    assert not os.path.exists(os.path.join("/dev/shm", name))
+    assert os.path.exists(tmp_path / name)
+    assert not list(tmp_path.glob("*.partial"))
+    assert _shm.segment_exists(names, name)
+    assert bytes(_shm.map_segment(names, name)[:8]) == b"spill me"
+
+
+def test_spilling_a_missing_segment_reports_false(names):
+    assert _shm.spill_segment(names, _shm.new_segment_name(names)) is False
+
+
+def test_unlinked_segment_cannot_be_mapped(names):
+    name = write_segment(names, b"x")
+    _shm.unlink_segment(names, name)
+    _shm.unlink_segment(names, name)  # twice is fine
+
+    assert not _shm.segment_exists(names, name)
+    with pytest.raises(ObjectLostError, match=name):
+        _shm.map_segment(names, name)
+
+
+def test_sweep_removes_the_sessions_segments_only(names, tmp_path):
+    other = _shm.SegmentNames(f"test{os.urandom(4).hex()}", str(tmp_path))
+    mine = [write_segment(names, b"a"), write_segment(names, b"b")]
+    _shm.spill_segment(names, mine[1])
+    theirs = write_segment(other, b"c")
+    try:
+        assert _shm.sweep(names) == 2
+
+        assert not any(_shm.segment_exists(names, n) for n in mine)
+        assert _shm.segment_exists(other, theirs)
+    finally:
+        _shm.sweep(other)
+

@@ -1,0 +1,42 @@
+"""Nothing happens at import time: ``import ember`` loads no heavy library and starts nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "pyarrow", "uvicorn", "ray", "numpy")
+
+
+def run_python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("statement", ["import ember", "import ember.errors", "import ember.core"])
+def test_import_loads_no_heavy_library(statement):
+    code = (f"{statement}; import sys, json; "
+            f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
+
+    assert json.loads(run_python(code)) == []
+
+
+def test_import_starts_no_thread_and_no_process():
+    code = ("import ember, threading, json, os, psutil; "
+            "print(json.dumps([threading.active_count(), "
+            "len(psutil.Process().children(recursive=True)), ember.is_initialized()]))")
+
+    assert json.loads(run_python(code)) == [1, 0, False]
+
+
+def test_import_creates_no_shared_memory_segment():
+    code = ("import os; before = {n for n in os.listdir('/dev/shm') if n.startswith('ember-')}; "
+            "import ember; after = {n for n in os.listdir('/dev/shm') if n.startswith('ember-')}; "
+            "print(sorted(after - before))")
+
+    assert run_python(code).strip() == "[]"
