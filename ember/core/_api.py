@@ -128,6 +128,11 @@ def current_backend() -> Backend:
             from ember.core._config import default_backend
 
             name, address = default_backend()
+            if name == "local":
+                from ember.core.ray_backend import inside_ray_worker
+
+                if inside_ray_worker():  # ember code in a Ray task/actor uses that Ray
+                    name = "ray"
             init(name, address=address) if name == "ray" else init(name)
         assert _backend is not None
         return _backend
@@ -186,6 +191,8 @@ def wait(
     if isinstance(refs, ObjectRef) or not isinstance(refs, (list, tuple)):
         raise TypeError(f"ember.wait() takes a list of ObjectRefs, got {type(refs).__name__}")
     _check_refs(refs, "ember.wait()")
+    if not refs:
+        return [], []
     if len(set(refs)) != len(refs):
         raise ValueError("ember.wait() got the same ObjectRef more than once")
     if not 0 <= num_returns <= len(refs):
@@ -194,8 +201,6 @@ def wait(
         )
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout={timeout} must be >= 0 or None")
-    if not refs:
-        return [], []
     return current_backend().wait(list(refs), num_returns, timeout, fetch_local)
 
 

@@ -50,11 +50,16 @@ def _pickle(value: Any, buffer_callback: Any, reset: Any) -> bytes:
     return cloudpickle.dumps(value, protocol=5, buffer_callback=buffer_callback)
 
 
+_SIMPLE = frozenset((type(None), bool, int, float, str, bytes))
+
+
 def dumps(value: Any, names: _shm.SegmentNames | None, threshold: int) -> Stored:
     """Serialize ``value``; buffers of ``threshold`` bytes or more go to shared memory.
 
     With ``names=None`` every buffer stays inline (used where no store exists).
     """
+    if type(value) in _SIMPLE and (type(value) is not bytes or len(value) < threshold):
+        return pickle.dumps(value, protocol=5), EMPTY, EMPTY  # the common small case
     large: list[pickle.PickleBuffer] = []
     contained: list[int] = []
 

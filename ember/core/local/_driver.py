@@ -95,7 +95,6 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         self._closed = False
         # Raw epoll (thread-safe to modify from any thread) and who owns each descriptor.
         self._epoll = select.epoll()
-        self._spare_pipes: list[tuple[int, int]] = []
         self._owners: dict[int, _Worker | str] = {}
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -232,19 +231,23 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         if (worker is None or worker.direct is not None or worker.eof
                 or worker.fd not in self._owners or worker.chan.has_pending()):
             return None
-        wake_r, wake_w = self._spare_pipes.pop() if self._spare_pipes else _pipe()
-        worker.direct = wake_w
+        if worker.poller is None:  # made once per worker, reused by every direct wait
+            wake_r, wake_w = _pipe()
+            poller = select.poll()
+            poller.register(worker.fd, select.POLLIN)
+            poller.register(wake_r, select.POLLIN)
+            worker.poller = (poller, wake_r, wake_w)
+        worker.direct = worker.poller[2]
         self._epoll.modify(worker.fd, 0)
-        return worker, wake_r
+        return worker, worker.poller[1]
 
     def _wait_direct(self, waiter: _Waiter, source: tuple[_Worker, int],
                      timeout: float | None) -> bool:
         """Wait for ``waiter`` by polling the producing worker's socket in this thread: the
         reply is handled here, with no hand-off from the reactor thread."""
         worker, wake_r = source
-        poller = select.poll()
-        poller.register(worker.fd, select.POLLIN)
-        poller.register(wake_r, select.POLLIN)
+        assert worker.poller is not None
+        poller = worker.poller[0]
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while waiter.count > 0:
@@ -269,8 +272,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             return True
         finally:
             # No lock needed: epoll is thread-safe, and a late wake byte from the reactor only
-            # makes the pipe's next user look once more.
-            wake_w = worker.direct
+            # makes the next direct wait look once more.
             worker.direct = None
             if worker.fd in self._owners and not self._closed:
                 try:
@@ -278,8 +280,6 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
                         select.EPOLLOUT if worker.chan.has_pending() else 0))
                 except (OSError, ValueError):  # unregistered meanwhile (the worker exited)
                     pass
-            if wake_w is not None:
-                self._spare_pipes.append((wake_r, wake_w))
 
     def _read_worker(self, worker: _Worker, notify: bool = True) -> None:
         """Handle what a worker sent (with the lock held), from the reactor or a direct waiter."""
@@ -567,12 +567,9 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         self._reactor.join(5)
         for worker in workers:
             _kill(worker)
-            worker.chan.close()
+            worker.close()
         self._forkserver.close()  # it reaps (and, if needed, kills) every worker it started
         self._epoll.close()
-        for pipe_r, pipe_w in self._spare_pipes:
-            os.close(pipe_r)
-            os.close(pipe_w)
         os.close(self._wake_r)
         os.close(self._wake_w)
         _shm.sweep(self._names)

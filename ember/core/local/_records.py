@@ -53,7 +53,7 @@ class _Work:
 class _Worker:
     __slots__ = (
         "actor", "blocked", "chan", "direct", "doomed", "eof", "exitcode", "fd", "held",
-        "inflight", "known_fns", "outbox", "pid", "ready", "uid",
+        "inflight", "known_fns", "outbox", "pid", "poller", "ready", "uid",
     )
 
     def __init__(self, uid: int, chan: DriverChannel) -> None:
@@ -61,6 +61,7 @@ class _Worker:
         self.chan = chan
         self.fd = chan.fileno()
         self.direct: int | None = None  # wake pipe of a caller reading this socket itself
+        self.poller: tuple[Any, int, int] | None = None  # (poll object, wake pipe r, w)
         self.pid: int | None = None
         self.eof = False
         self.doomed = False  # killed before its pid was known: kill it once the pid arrives
@@ -72,6 +73,13 @@ class _Worker:
         self.held: dict[int, int] = {}
         self.outbox: list[Any] = []
         self.actor: _Actor | None = None
+
+    def close(self) -> None:
+        self.chan.close()
+        if self.poller is not None:
+            os.close(self.poller[1])
+            os.close(self.poller[2])
+            self.poller = None
 
 
 class _Actor:

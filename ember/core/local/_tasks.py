@@ -46,28 +46,28 @@ class TasksMixin:
         self: LocalBackend, worker: _Worker, work_id: int, results: Any, error: Any, seconds: float
     ) -> None:
         actor = worker.actor
-        if actor is not None:
+        if actor is not None:  # an actor call frees no resources: nothing new to schedule
             work = actor.inflight.pop(work_id, None)
+            if work is not None:
+                self._finish(work, results, error)
+            return
+        if not worker.inflight or worker.inflight[0].id != work_id:
+            work = next((w for w in worker.inflight if w.id == work_id), None)
             if work is None:
                 return
+            worker.inflight.remove(work)
         else:
-            if not worker.inflight or worker.inflight[0].id != work_id:
-                work = next((w for w in worker.inflight if w.id == work_id), None)
-                if work is None:
-                    return
-                worker.inflight.remove(work)
-            else:
-                work = worker.inflight.popleft()
-            assert work.fn_id is not None
-            previous = self._fn_seconds.get(work.fn_id)
-            self._fn_seconds[work.fn_id] = seconds if previous is None else (
-                0.8 * previous + 0.2 * seconds)
-            if not worker.inflight:
-                if worker.blocked:  # pragma: no cover - a finished task is no longer blocked
-                    worker.blocked = False
-                    self._pool.reclaim_cpus(work.request)
-                self._pool.release(work.request, work.gpu_ids)
-                self._park(worker)
+            work = worker.inflight.popleft()
+        assert work.fn_id is not None
+        previous = self._fn_seconds.get(work.fn_id)
+        self._fn_seconds[work.fn_id] = seconds if previous is None else (
+            0.8 * previous + 0.2 * seconds)
+        if not worker.inflight:
+            if worker.blocked:  # pragma: no cover - a finished task is no longer blocked
+                worker.blocked = False
+                self._pool.reclaim_cpus(work.request)
+            self._pool.release(work.request, work.gpu_ids)
+            self._park(worker)
         self._tasks.pop(work_id, None)
         if error is not None and self._should_retry(work, error):
             self._enqueue(work)
@@ -372,7 +372,7 @@ class TasksMixin:
     def _on_worker_exit(self: LocalBackend, worker: _Worker) -> None:
         if self._workers.pop(worker.uid, None) is None:
             return
-        worker.chan.close()
+        worker.close()
         exitcode = worker.exitcode
         for oid, count in worker.held.items():
             for _ in range(count):

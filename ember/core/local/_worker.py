@@ -39,6 +39,7 @@ from ember.errors import (
     picklable_cause,
 )
 
+_NO_ARGS = ser.dumps(((), {}), None, 0)[0]
 _CONTROL = frozenset(("reply", "ack", "close_generator", "cancel"))
 _BLOCKING = frozenset(("get", "wait", "generator_next"))
 
@@ -275,6 +276,8 @@ class WorkerRuntime(ClientMixin):
     def _load_args(
         self, args: ser.Stored, deps: Sequence[tuple[ser.Stored, bool]]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if not deps and args[0] == _NO_ARGS:
+            return (), {}
         values: list[Any] = []
         for stored, is_error in deps:
             value = ser.loads(stored, self._names)

@@ -1,0 +1,85 @@
+"""User functions and classes in the shape Ray can run.
+
+Ray refuses ``async def`` tasks, and it resumes generators with ``send()``, which breaks a body
+that does ``yield from`` over a plain iterator (``'range_iterator' object has no attribute
+'send'`` in Ray 2.60). ember supports both on the local backend, so here they are wrapped in
+plain generators and functions before Ray sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+
+def runnable(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` as Ray can run it as a task.
+
+    Ray refuses ``async def`` tasks, and it resumes generators with ``send()``, which breaks a
+    body that does ``yield from`` over a plain iterator; both are wrapped in a plain generator.
+    """
+    if inspect.isasyncgenfunction(function):
+        @functools.wraps(function)
+        def drive_async_generator(*args: Any, **kwargs: Any) -> Any:
+            loop = asyncio.new_event_loop()
+            agen = function(*args, **kwargs)
+            try:
+                while True:
+                    try:
+                        item = loop.run_until_complete(agen.__anext__())
+                    except StopAsyncIteration:
+                        return
+                    yield item
+            finally:
+                loop.run_until_complete(agen.aclose())
+                loop.close()
+
+        return drive_async_generator
+    if inspect.iscoroutinefunction(function):
+        @functools.wraps(function)
+        def run_coroutine(*args: Any, **kwargs: Any) -> Any:
+            return asyncio.run(function(*args, **kwargs))
+
+        return run_coroutine
+    if inspect.isgeneratorfunction(function):
+        return _drive_generator(function)
+    return function
+
+
+def _drive_generator(function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def drive_generator(*args: Any, **kwargs: Any) -> Any:
+        produced = function(*args, **kwargs)
+        try:
+            for item in produced:  # noqa: UP028 (yield from would pass Ray's send() on)
+                yield item
+        finally:
+            produced.close()
+
+    return drive_generator
+
+
+def actor_runnable(cls: type) -> type:
+    """``cls``, or a subclass whose generator methods are wrapped as in ``runnable``."""
+    generators = {
+        name: member for name, member in _vars_of(cls).items()
+        if inspect.isfunction(member) and inspect.isgeneratorfunction(member)
+    }
+    if not generators:
+        return cls
+    namespace: dict[str, Any] = {name: _drive_generator(member)
+                                 for name, member in generators.items()}
+    namespace.update(__module__=cls.__module__, __qualname__=cls.__qualname__,
+                     __doc__=cls.__doc__)
+    return type(cls.__name__, (cls,), namespace)
+
+
+def _vars_of(cls: type) -> dict[str, Any]:
+    """Attributes defined on ``cls`` and its bases, nearest first, as stored (not bound)."""
+    found: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        found.update(vars(klass))
+    return found

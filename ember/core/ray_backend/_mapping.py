@@ -1,0 +1,250 @@
+"""Pure translations between ember and Ray: options, exceptions, resource feasibility.
+
+Nothing here talks to a cluster. Functions that need Ray's classes import ``ray`` when they are
+called (the backend has imported it by then), so this module is cheap to import.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ember.core._remote import ActorMeta, MethodMeta
+from ember.errors import (
+    ActorDiedError,
+    ActorUnavailableError,
+    BackendError,
+    EmberError,
+    GetTimeoutError,
+    ObjectLostError,
+    OutOfMemoryError,
+    ResourceError,
+    TaskCancelledError,
+    TaskError,
+    WorkerCrashedError,
+)
+
+# Items a streaming generator may run ahead of its consumer (the local backend's bound too).
+GENERATOR_BACKPRESSURE = 16
+
+# ember options that Ray takes under the same name and meaning.
+_TASK_PASSTHROUGH = frozenset({
+    "num_cpus", "num_gpus", "resources", "max_retries", "retry_exceptions", "name", "memory",
+    "scheduling_strategy", "runtime_env",
+})
+_ACTOR_PASSTHROUGH = frozenset({
+    "num_cpus", "num_gpus", "resources", "name", "namespace", "lifetime", "max_restarts",
+    "max_task_retries", "max_concurrency", "memory", "scheduling_strategy", "runtime_env",
+    "get_if_exists",
+})
+
+
+# -- options ----------------------------------------------------------------------------------
+
+
+def is_streaming(num_returns: Any) -> bool:
+    return num_returns in ("streaming", "dynamic")
+
+
+def _placement(explicit: Mapping[str, Any], out: dict[str, Any]) -> None:
+    group = explicit.get("placement_group")
+    if group is None or group == "default":
+        return
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    index = explicit.get("placement_group_bundle_index")
+    out["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+        group, placement_group_bundle_index=-1 if index is None else index,
+    )
+
+
+def ray_task_options(explicit: Mapping[str, Any], num_returns: Any) -> dict[str, Any]:
+    """``.options(...)`` for a Ray remote function, from the options the user set.
+
+    Only explicit options travel: ember's task defaults are Ray's, so leaving the rest out keeps
+    Ray's own fast path. ``"dynamic"`` streams like ``"streaming"`` (as on the local backend).
+    """
+    out = {k: v for k, v in explicit.items() if k in _TASK_PASSTHROUGH and v is not None}
+    if is_streaming(num_returns):
+        out["num_returns"] = "streaming"
+        out["_generator_backpressure_num_objects"] = GENERATOR_BACKPRESSURE
+    elif num_returns != 1:
+        out["num_returns"] = num_returns
+    _placement(explicit, out)
+    return out
+
+
+def ray_actor_options(explicit: Mapping[str, Any]) -> dict[str, Any]:
+    """``.options(...)`` for a Ray actor class, from the options the user set.
+
+    An actor that names no ``num_cpus`` gets Ray's default (one CPU to be placed, none held
+    while it runs), which is what ember's ``num_cpus=0`` default means on the local backend.
+    """
+    out = {k: v for k, v in explicit.items()
+           if k in _ACTOR_PASSTHROUGH and v is not None and v is not False}
+    _placement(explicit, out)
+    return out
+
+
+def uses_placement(explicit: Mapping[str, Any]) -> bool:
+    """True when the options place the work by a strategy the node check cannot judge."""
+    group = explicit.get("placement_group")
+    if group is not None and group != "default":
+        return True
+    strategy = explicit.get("scheduling_strategy")
+    return strategy is not None and strategy not in ("DEFAULT", "SPREAD")
+
+
+def meta_from_ray_handle(handle: Any) -> ActorMeta:
+    """An ``ActorMeta`` rebuilt from what a Ray actor handle knows about its class.
+
+    Used for named actors created by a process that did not record their ember metadata
+    (for example by plain Ray code); ``@ember.method(num_returns=...)`` is not visible here.
+    """
+    methods: dict[str, MethodMeta] = {}
+    generators = getattr(handle, "_ray_method_is_generator", {}) or {}
+    returns = getattr(handle, "_ray_method_num_returns", {}) or {}
+    for name in getattr(handle, "_ray_method_signatures", {}) or {}:
+        if name.startswith("__") and name != "__call__":
+            continue
+        is_gen = bool(generators.get(name))
+        count = returns.get(name)
+        methods[name] = MethodMeta(
+            num_returns="streaming" if is_gen else (1 if count is None else count),
+            is_generator=is_gen,
+        )
+    descriptor = getattr(handle, "_ray_actor_creation_function_descriptor", None)
+    class_name = getattr(descriptor, "class_name", None) or "Actor"
+    return ActorMeta(class_name=class_name, methods=methods)
+
+
+# -- resources ----------------------------------------------------------------------------------
+
+
+def _amount(value: float) -> str:
+    return f"{value:g}"
+
+
+def infeasible_reason(request: Mapping[str, float],
+                      nodes: Sequence[Mapping[str, float]]) -> str | None:
+    """Why no alive node can ever hold ``request`` (None when one can).
+
+    The reason names the resource, the amount asked for and what the cluster has, so that the
+    message says what to change.
+    """
+    if not request:
+        return None
+    for node in nodes:
+        if all(node.get(name, 0.0) >= amount for name, amount in request.items()):
+            return None
+    for name, amount in request.items():
+        largest = max((node.get(name, 0.0) for node in nodes), default=0.0)
+        if largest < amount:
+            total = sum(node.get(name, 0.0) for node in nodes)
+            if total == 0:
+                return (f"it asks for {name}: {_amount(amount)} and no node of the cluster has "
+                        f"any {name} (total 0)")
+            return (f"it asks for {name}: {_amount(amount)} but the largest node has "
+                    f"{_amount(largest)} (cluster total {_amount(total)})")
+    asked = ", ".join(f"{k}: {_amount(v)}" for k, v in sorted(request.items()))
+    return f"it asks for {{{asked}}} and no single node has all of that at once"
+
+
+def gang_infeasible_reason(bundle: Mapping[str, float], count: int, strategy: str,
+                           nodes: Sequence[Mapping[str, float]]) -> str | None:
+    """Why ``count`` bundles can never be reserved with ``strategy`` (None when they can)."""
+    per_node = []
+    for node in nodes:
+        fits = min((math.floor(node.get(k, 0.0) / v + 1e-9) for k, v in bundle.items() if v > 0),
+                   default=count)
+        per_node.append(max(fits, 0))
+    asked = ", ".join(f"{k}: {_amount(v)}" for k, v in sorted(bundle.items()))
+    if strategy == "STRICT_PACK":
+        if max(per_node, default=0) >= count:
+            return None
+        return (f"STRICT_PACK needs {count} x {{{asked}}} on one node, and the largest node "
+                f"holds {max(per_node, default=0)}")
+    if strategy == "STRICT_SPREAD":
+        usable = sum(1 for fits in per_node if fits >= 1)
+        if usable >= count:
+            return None
+        return (f"STRICT_SPREAD needs {count} nodes that each hold {{{asked}}}, and the "
+                f"cluster has {usable}")
+    if sum(per_node) >= count:
+        return None
+    return (f"{strategy} needs room for {count} x {{{asked}}}, and the whole cluster holds "
+            f"{sum(per_node)}")
+
+
+# -- exceptions -----------------------------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TASK_NAME = re.compile(r"ray::([^\s(]+)\(")
+
+
+def _clean(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def _task_name(text: str) -> str:
+    found = _TASK_NAME.search(text)
+    return found.group(1) if found else "remote task"
+
+
+def translate_error(exc: BaseException, *, timeout: float | None = None) -> BaseException:
+    """The ember exception for an exception that came out of Ray (others are returned as is).
+
+    A user exception becomes ember's dual ``TaskError`` (an instance of the user's type too);
+    Ray's system errors become the ember errors of the same meaning.
+    """
+    from ray import exceptions as rx
+
+    if isinstance(exc, rx.RayTaskError):
+        return _translate_task_error(exc, rx)
+    if not isinstance(exc, rx.RayError):
+        return exc
+    text = _clean(str(exc))
+    if isinstance(exc, rx.ActorUnavailableError):
+        return ActorUnavailableError(text)
+    if isinstance(exc, rx.RayActorError):
+        return ActorDiedError(text)
+    if isinstance(exc, rx.TaskCancelledError):
+        return TaskCancelledError(text or "the task was cancelled")
+    if isinstance(exc, (rx.WorkerCrashedError, rx.NodeDiedError, rx.LocalRayletDiedError)):
+        return WorkerCrashedError(text)
+    if isinstance(exc, rx.GetTimeoutError):
+        after = "" if timeout is None else f" after {timeout} s"
+        return GetTimeoutError(f"ember.get timed out{after}: the value is not ready yet ({text})")
+    if isinstance(exc, rx.ObjectLostError):
+        return ObjectLostError(text)
+    if isinstance(exc, rx.OutOfMemoryError):
+        return OutOfMemoryError(text)
+    if isinstance(exc, (rx.TaskUnschedulableError, rx.ActorUnschedulableError)):
+        return ResourceError(text)
+    return BackendError(f"{type(exc).__name__}: {text}")
+
+
+def _translate_task_error(exc: Any, rx: Any) -> BaseException:
+    cause = exc.__dict__.get("cause", None)
+    text = _remote_traceback(_clean(str(exc)))
+    if type(cause) is rx.RayError:
+        # Ray's stand-in for a user exception that could not be pickled: keep its message.
+        cause = EmberError(_clean(str(cause)))
+    elif isinstance(cause, rx.RayError):
+        # Remote code called ray directly (or Ray failed it, e.g. an interrupt by ray.cancel).
+        cause = translate_error(cause)
+    if isinstance(cause, (TaskError, TaskCancelledError)):
+        return cause  # already ember's: a nested task's error passes through unchanged
+    if cause is None:
+        return TaskError(_task_name(text), text, None)
+    return TaskError.wrap(cause, _task_name(text), text)
+
+
+def _remote_traceback(text: str) -> str:
+    """Ray's ``ray::f() (pid=.., ip=..)`` header, then the frames as Python prints them."""
+    header, _, frames = text.partition("\n")
+    if not frames or frames.startswith("Traceback"):
+        return text
+    return f"{header}\nTraceback (most recent call last):\n{frames}"
