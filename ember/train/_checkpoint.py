@@ -1,0 +1,169 @@
+"""``Checkpoint``: a folder of files, local or in storage, possibly one shard per rank."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from ember.train._manifest import Manifest, read_manifest
+from ember.train._storage import Storage, checkpoint_index, rank_dir_name
+
+
+class Checkpoint:
+    """A checkpoint: a local folder, or a committed checkpoint in storage.
+
+    In the training loop, make one from a folder you wrote and pass it to ``report``::
+
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(model.state_dict(), os.path.join(d, "model.pt"))
+            ember.train.report({"loss": loss}, checkpoint=Checkpoint.from_directory(d))
+
+    A checkpoint in storage holds one folder per rank (``rank_0/``, ``rank_1/``...). The one that
+    ``get_checkpoint()`` returns in rank r is bound to that rank: ``as_directory()`` fetches rank
+    r's files only (rank 0's when only rank 0 saved one). ``for_rank(k)`` and ``all_ranks()``
+    reach the others; ``result.checkpoint`` is bound to all ranks.
+    """
+
+    def __init__(self, path: str, *, rank: int | None = None) -> None:
+        self.path = path
+        self.rank = rank
+        self._storage: Storage | None = None
+        self._manifest: Manifest | None = None
+        self._manifest_read = False
+
+    @classmethod
+    def from_directory(cls, path: str | os.PathLike[str]) -> Checkpoint:
+        """A checkpoint of the files in a local folder (which must exist)."""
+        path = os.fspath(path)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"checkpoint folder {path!r} does not exist; write the "
+                                    "checkpoint's files into a folder, then pass that folder")
+        return cls(os.path.abspath(path))
+
+    def __repr__(self) -> str:
+        rank = "" if self.rank is None else f", rank={self.rank}"
+        return f"Checkpoint({self.path!r}{rank})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Checkpoint) and other.path == self.path
+                and other.rank == self.rank)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.rank))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Checkpoint, (self.path,), {"rank": self.rank})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.rank = state["rank"]
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            self._storage = Storage(self.path)
+        return self._storage
+
+    @property
+    def filesystem(self) -> Any:
+        """The fsspec filesystem that holds this checkpoint."""
+        return self.storage.fs
+
+    @property
+    def manifest(self) -> Manifest | None:
+        """The manifest of a committed checkpoint; ``None`` for a plain folder."""
+        if not self._manifest_read:
+            self._manifest = read_manifest(self.storage)
+            self._manifest_read = True
+        return self._manifest
+
+    @property
+    def index(self) -> int | None:
+        return checkpoint_index(posixpath.basename(self.path.rstrip("/")))
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Rank 0's metrics reported with this checkpoint (committed checkpoints only)."""
+        return dict(self.manifest.metrics) if self.manifest else {}
+
+    @property
+    def ranks(self) -> list[int]:
+        """The ranks that saved files into this checkpoint."""
+        return self.manifest.ranks if self.manifest else []
+
+    def for_rank(self, rank: int) -> Checkpoint:
+        return Checkpoint(self.path, rank=rank)
+
+    def all_ranks(self) -> Checkpoint:
+        return Checkpoint(self.path)
+
+    def check_exists(self) -> None:
+        """Raise ``FileNotFoundError`` unless this is a folder or a committed checkpoint."""
+        if self.manifest is not None:
+            return
+        if not self.storage.exists():
+            raise FileNotFoundError(f"checkpoint folder {self.path!r} does not exist")
+        if self.index is not None and any(n.startswith("rank_") for n in self.storage.listdir()):
+            raise FileNotFoundError(
+                f"checkpoint {self.path!r} was never committed (it has no manifest: an upload "
+                "did not finish); use an earlier checkpoint")
+
+    def _source_folder(self) -> tuple[str, list[str] | None]:
+        """(folder relative to ``path``, files in it or ``None`` for all) that this view shows."""
+        manifest = self.manifest
+        if manifest is None or self.rank is None:
+            return "", None
+        rank = self.rank
+        if rank not in manifest.files and manifest.ranks == [0]:
+            rank = 0  # only rank 0 saved: every rank restores from its files, as in Ray 2.5
+        files = manifest.files.get(rank, [])
+        return rank_dir_name(rank), [f.path for f in files]
+
+    @contextlib.contextmanager
+    def as_directory(self) -> Iterator[str]:
+        """A local folder with this checkpoint's files (this rank's only, for a rank's view).
+
+        Local checkpoints are shown in place (do not modify them); remote ones are downloaded
+        to a temporary folder, deleted on exit.
+        """
+        self.check_exists()
+        folder, files = self._source_folder()
+        if self.storage.is_local:
+            local = os.path.join(self.storage.root, folder) if folder else self.storage.root
+            if files is not None and not files:
+                with tempfile.TemporaryDirectory(prefix="ember-ckpt-") as empty:
+                    yield empty
+                return
+            yield local
+            return
+        with tempfile.TemporaryDirectory(prefix="ember-ckpt-") as tmp:
+            self._download(tmp, folder, files)
+            yield tmp
+
+    def to_directory(self, path: str | None = None) -> str:
+        """Copy this checkpoint's files (this rank's only, for a rank's view) into ``path``."""
+        self.check_exists()
+        target = path or tempfile.mkdtemp(prefix="ember-ckpt-")
+        os.makedirs(target, exist_ok=True)
+        folder, files = self._source_folder()
+        self._download(target, folder, files)
+        return target
+
+    def _download(self, target: str, folder: str, files: list[str] | None) -> None:
+        if self.storage.is_local:
+            source = os.path.join(self.storage.root, folder) if folder else self.storage.root
+            names = files if files is not None else None
+            if names is None:
+                shutil.copytree(source, target, dirs_exist_ok=True)
+                return
+            for rel in names:
+                dest = os.path.join(target, rel)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                shutil.copy2(os.path.join(source, rel), dest)
+            return
+        parts = (folder,) if folder else ()
+        self.storage.download_directory(target, *parts, files=files)

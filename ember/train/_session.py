@@ -1,0 +1,243 @@
+"""What runs inside each training worker: ``report``, ``get_context``, ``get_checkpoint``...
+
+The training loop runs in a thread of the worker actor. ``report`` uploads this rank's checkpoint
+shard straight to storage, hands an event to the driver and waits until the driver has taken
+it (and committed the checkpoint): the driver fetches events with ``next_event``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ember.train._checkpoint import Checkpoint
+from ember.train._storage import Storage, checkpoint_dir_name, rank_dir_name
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """Who this worker is: ``ember.train.get_context().get_world_rank()``."""
+
+    world_rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    node_rank: int
+    experiment_name: str
+    storage_path: str
+    use_gpu: bool = False
+
+    def get_world_rank(self) -> int:
+        return self.world_rank
+
+    def get_world_size(self) -> int:
+        return self.world_size
+
+    def get_local_rank(self) -> int:
+        return self.local_rank
+
+    def get_local_world_size(self) -> int:
+        return self.local_world_size
+
+    def get_node_rank(self) -> int:
+        return self.node_rank
+
+    def get_experiment_name(self) -> str:
+        return self.experiment_name
+
+    def get_storage_path(self) -> str:
+        return self.storage_path
+
+
+@dataclass(frozen=True)
+class ReportEvent:
+    """One ``report`` call as the driver receives it."""
+
+    rank: int
+    count: int  # how many reports this rank made before this one
+    metrics: dict[str, Any]
+    files: list[Any] | None  # FileEntry list of an uploaded shard, or None
+    inline: dict[str, bytes] | None = None  # the shard's bytes, when gathered on the driver
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    rank: int
+    count: int  # how many reports this rank made in all
+
+
+class _Session:
+    def __init__(self, context: TrainContext, run_url: str, next_index: int,
+                 checkpoint: Checkpoint | None, dataset_shards: dict[str, Any],
+                 keep_all_ranks: bool, upload_from_workers: bool) -> None:
+        self.context = context
+        self.run = Storage(run_url)
+        self.next_index = next_index
+        self.checkpoint = checkpoint
+        self.dataset_shards = dataset_shards
+        self.keep_all_ranks = keep_all_ranks
+        self.upload_from_workers = upload_from_workers
+        self.count = 0
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.resume = threading.Semaphore(0)
+        self.unacked = False  # the driver holds a report that the loop waits on
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def report(self, metrics: Mapping[str, Any], checkpoint: Checkpoint | None) -> None:
+        clean = check_metrics(metrics)
+        files: list[Any] | None = None
+        inline: dict[str, bytes] | None = None
+        rank = self.context.world_rank
+        if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
+            raise TypeError(f"report(checkpoint=...) takes a Checkpoint, got "
+                            f"{type(checkpoint).__name__}; use Checkpoint.from_directory(path)")
+        if checkpoint is not None and (self.keep_all_ranks or rank == 0):
+            with checkpoint.as_directory() as local:
+                if self.upload_from_workers:
+                    files = self.run.upload_directory(
+                        local, checkpoint_dir_name(self.next_index), rank_dir_name(rank))
+                else:
+                    inline = _read_folder(local)
+        self.events.put(ReportEvent(rank, self.count, clean, files, inline))
+        self.resume.acquire()
+        self.count += 1
+
+    def run_loop(self, fn: Callable[..., Any], config: dict[str, Any] | None) -> None:
+        try:
+            takes_config = len(inspect.signature(fn).parameters) > 0
+            fn(config or {}) if takes_config else fn()
+        except BaseException as exc:
+            self.events.put(exc)
+        else:
+            self.events.put(DoneEvent(self.context.world_rank, self.count))
+
+    def next_event(self, next_index: int) -> Any:
+        if self.unacked:  # the driver has handled the last report: let the loop go on
+            self.unacked = False
+            self.next_index = next_index
+            self.resume.release()
+        event = self.events.get()
+        if isinstance(event, BaseException):
+            raise event
+        self.unacked = isinstance(event, ReportEvent)
+        return event
+
+
+_session: _Session | None = None
+
+
+def _current(what: str) -> _Session:
+    if _session is None:
+        raise RuntimeError(f"ember.train.{what}() works only inside train_loop_per_worker, "
+                           "run by a TorchTrainer")
+    return _session
+
+
+def start_session(fn: Callable[..., Any], config: dict[str, Any] | None, context: TrainContext,
+                  run_url: str, next_index: int, checkpoint: Checkpoint | None,
+                  dataset_shards: dict[str, Any], keep_all_ranks: bool,
+                  upload_from_workers: bool) -> None:
+    """(In a worker) start the training loop in a thread of its own."""
+    global _session
+    _session = _Session(context, run_url, next_index, checkpoint, dataset_shards,
+                        keep_all_ranks, upload_from_workers)
+    thread = threading.Thread(target=_session.run_loop, args=(fn, config),
+                              name="ember-train-loop", daemon=True)
+    _session.thread = thread
+    thread.start()
+
+
+def next_event(next_index: int) -> Any:
+    """(In a worker) the loop's next ``ReportEvent`` or ``DoneEvent``; raises its error."""
+    return _current("next_event").next_event(next_index)
+
+
+def report(metrics: Mapping[str, Any], *, checkpoint: Checkpoint | None = None) -> None:
+    """Report metrics (and optionally this rank's checkpoint shard) for this step.
+
+    Every rank must call it the same number of times. Rank 0's metrics are the run's. When a
+    checkpoint is passed, this worker uploads its files to
+    ``{storage_path}/{name}/checkpoint_{index:06d}/rank_{rank}/``; the call returns once every
+    rank's upload is confirmed and the checkpoint committed.
+    """
+    _current("report").report(metrics, checkpoint)
+
+
+def get_context() -> TrainContext:
+    """This worker's rank, world size, local rank and node rank."""
+    return _current("get_context").context
+
+
+def get_checkpoint() -> Checkpoint | None:
+    """The checkpoint to resume from (the latest committed one, or ``resume_from_checkpoint``),
+    bound to this rank: its ``as_directory()`` holds this rank's files. ``None`` at a fresh
+    start."""
+    return _current("get_checkpoint").checkpoint
+
+
+def get_dataset_shard(name: str) -> Any:
+    """This rank's shard of ``TorchTrainer(datasets={name: ...})``."""
+    session = _current("get_dataset_shard")
+    if name not in session.dataset_shards:
+        known = ", ".join(map(repr, sorted(session.dataset_shards))) or "none"
+        raise KeyError(f"no dataset named {name!r} was passed to the trainer (datasets: {known})")
+    return session.dataset_shards[name]
+
+
+def check_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Metrics as plain JSON values (numpy and torch scalars become numbers); raises
+    ``TypeError`` naming the first key whose value cannot be stored."""
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"report() takes a dict of metrics, got {type(metrics).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            raise TypeError(f"metric names must be strings, got {key!r}")
+        try:
+            plain = _plain(value)
+            json.dumps(plain, allow_nan=True)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"metric {key!r} cannot be serialized ({type(value).__name__}: {exc}); report "
+                "numbers, strings, bools, None, or lists/dicts of them (call .item() on a "
+                "tensor)") from None
+        out[key] = plain
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k) if isinstance(k, str) else _bad_key(k): _plain(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    item = getattr(value, "item", None)  # numpy and torch scalars, one-element tensors
+    if callable(item) and getattr(value, "ndim", 0) == 0:
+        result = item()
+        if isinstance(result, (bool, int, float)):
+            return result
+    raise TypeError(f"{type(value).__name__} is not a plain value")
+
+
+def _bad_key(key: Any) -> str:
+    raise TypeError(f"dict key {key!r} is not a string")
+
+
+def _read_folder(local: str) -> dict[str, bytes]:
+    import os
+
+    out: dict[str, bytes] = {}
+    for folder, _dirs, names in os.walk(local):
+        for name in names:
+            full = os.path.join(folder, name)
+            with open(full, "rb") as f:
+                out[os.path.relpath(full, local).replace(os.sep, "/")] = f.read()
+    return out

@@ -1,0 +1,175 @@
+"""Storage through fsspec: local folders and URLs (``s3://``, ``gs://``, ...).
+
+Every function takes a ``Storage`` (a filesystem plus a root path in that filesystem's terms).
+For S3, s3fs/botocore read the endpoint from ``AWS_ENDPOINT_URL`` (and credentials from the
+usual ``AWS_*`` variables) themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from ember.train._errors import StorageError
+
+CHUNK = 8 * 1024 * 1024
+CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d{6,})$")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a rank's checkpoint shard: path relative to the rank folder."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+class Storage:
+    """A place in a filesystem: ``Storage("s3://bucket/runs")``, ``Storage("/tmp/runs")``."""
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        if "://" not in url:
+            url = os.path.abspath(os.path.expanduser(url))
+        self.url = url.rstrip("/") or "/"
+        self.fs: Any
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.is_local = "file" in _protocols(self.fs)
+
+    def __repr__(self) -> str:
+        return f"Storage({self.url!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Storage, (self.url,))
+
+    def child(self, *parts: str) -> Storage:
+        if "://" in self.url:
+            return Storage("/".join([self.url, *parts]))
+        return Storage(os.path.join(self.url, *parts))
+
+    def path(self, *parts: str) -> str:
+        """A path inside this storage, in the filesystem's own terms."""
+        return posixpath.join(self.root, *parts) if parts else self.root
+
+    def exists(self, *parts: str) -> bool:
+        self.fs.invalidate_cache()
+        return bool(self.fs.exists(self.path(*parts)))
+
+    def read_bytes(self, *parts: str) -> bytes:
+        data: bytes = self.fs.cat_file(self.path(*parts))
+        return data
+
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        target = self.path(*parts)
+        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        self.fs.pipe_file(target, data)
+
+    def remove(self, *parts: str) -> None:
+        target = self.path(*parts)
+        self.fs.invalidate_cache()
+        if self.fs.exists(target):
+            self.fs.rm(target, recursive=True)
+        self.fs.invalidate_cache()
+
+    def listdir(self, *parts: str) -> list[str]:
+        """Names directly inside a folder (empty when it does not exist)."""
+        self.fs.invalidate_cache()
+        try:
+            entries = self.fs.ls(self.path(*parts), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(str(e).rstrip("/")) for e in entries)
+
+    def find(self, *parts: str) -> dict[str, int]:
+        """Every file under a folder: path relative to it -> size."""
+        base = self.path(*parts)
+        self.fs.invalidate_cache()
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        base_prefix = base.rstrip("/") + "/"
+        out: dict[str, int] = {}
+        for name, info in found.items():
+            if info.get("type") == "directory":
+                continue
+            rel = str(name)[len(base_prefix):] if str(name).startswith(base_prefix) else str(name)
+            out[rel] = int(info.get("size") or 0)
+        return out
+
+    def check_writable(self) -> None:
+        """Write, read back and delete a probe file; raise ``StorageError`` naming the cause."""
+        probe = f".ember_write_probe_{uuid.uuid4().hex}"
+        try:
+            self.write_bytes(b"ok", probe)
+            if self.read_bytes(probe) != b"ok":
+                raise OSError("a file read back differs from what was written")
+            self.fs.rm(self.path(probe))
+        except Exception as exc:
+            raise StorageError(
+                f"cannot write to the storage path {self.url!r}: {type(exc).__name__}: {exc}. "
+                "Check that it exists and is writable (for S3: the bucket, credentials and "
+                "AWS_ENDPOINT_URL)"
+            ) from exc
+
+    def upload_directory(self, local_dir: str, *parts: str) -> list[FileEntry]:
+        """Copy a local folder's files to ``parts``; returns what was written, with checksums."""
+        entries: list[FileEntry] = []
+        target_dir = self.path(*parts)
+        for rel in _walk(local_dir):
+            source = os.path.join(local_dir, rel)
+            target = posixpath.join(target_dir, rel)
+            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+            digest = hashlib.sha256()
+            size = 0
+            with open(source, "rb") as src, self.fs.open(target, "wb") as dst:
+                while chunk := src.read(CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    dst.write(chunk)
+            entries.append(FileEntry(rel, size, digest.hexdigest()))
+        return entries
+
+    def download_directory(self, local_dir: str, *parts: str,
+                           files: list[str] | None = None) -> None:
+        """Copy the files under ``parts`` (or only ``files``, relative paths) to ``local_dir``."""
+        names = files if files is not None else sorted(self.find(*parts))
+        base = self.path(*parts)
+        for rel in names:
+            target = os.path.join(local_dir, *rel.split("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            self.fs.get_file(posixpath.join(base, rel), target)
+
+
+def _walk(local_dir: str) -> list[str]:
+    out = []
+    for folder, _dirs, names in os.walk(local_dir):
+        for name in names:
+            full = os.path.join(folder, name)
+            out.append(os.path.relpath(full, local_dir).replace(os.sep, "/"))
+    return sorted(out)
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)
+
+
+def checkpoint_dir_name(index: int) -> str:
+    return f"checkpoint_{index:06d}"
+
+
+def checkpoint_index(name: str) -> int | None:
+    match = CHECKPOINT_DIR.match(name)
+    return int(match.group(1)) if match else None
+
+
+def rank_dir_name(rank: int) -> str:
+    return f"rank_{rank}"

@@ -1,0 +1,214 @@
+"""A gang of actors that run functions together, optionally joined by ``torch.distributed``.
+
+It knows nothing of training sessions or checkpoints, so ``ember.rl``'s learner group can use it
+as it is::
+
+    with WorkerGroup(2) as group:
+        group.setup_torch_distributed()
+        print(group.execute(lambda: torch.distributed.get_rank()))  # [0, 1]
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ember
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """Where one worker of the group runs, and its place in the gang."""
+
+    rank: int
+    local_rank: int
+    local_world_size: int
+    node_rank: int
+    node_id: str
+    pid: int
+    address: str
+    gpu_ids: tuple[str, ...]
+
+
+class _Worker:
+    """The actor behind each worker: runs whatever function it is sent."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        os.environ.update(env)
+
+    def metadata(self) -> dict[str, Any]:
+        context = ember.get_runtime_context()
+        return {"node_id": context.get_node_id(), "pid": os.getpid(),
+                "address": _node_address(), "gpu_ids": context.get_accelerator_ids()["GPU"]}
+
+    def execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+
+def _node_address() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _init_torch_process_group(rank: int, world_size: int, local_rank: int,
+                              local_world_size: int, address: str, port: int, backend: str,
+                              timeout_s: float, num_threads: int) -> None:
+    os.environ.update({
+        "RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(local_rank),
+        "LOCAL_WORLD_SIZE": str(local_world_size), "MASTER_ADDR": address,
+        "MASTER_PORT": str(port),
+    })
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+
+    # One intra-op thread per CPU the worker holds: workers sharing a machine do not
+    # oversubscribe its cores.
+    torch.set_num_threads(max(1, num_threads))
+    if backend == "nccl":
+        torch.cuda.set_device(0)  # the worker sees only its own GPUs (CUDA_VISIBLE_DEVICES)
+    dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=rank,
+                            world_size=world_size, timeout=timedelta(seconds=timeout_s))
+
+
+class WorkerGroup:
+    """``num_workers`` actors, each holding the given resources, ranked 0..n-1.
+
+    Ranks are ordered by node, so the workers of one node have consecutive ranks; ``local_rank``
+    counts within a node and ``node_rank`` counts nodes.
+    """
+
+    def __init__(
+        self,
+        num_workers: int,
+        *,
+        num_cpus_per_worker: float = 1,
+        num_gpus_per_worker: float = 0,
+        resources_per_worker: dict[str, float] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        if num_workers < 1:
+            raise ValueError(f"num_workers={num_workers} must be >= 1")
+        self.num_workers = num_workers
+        self.num_cpus_per_worker = num_cpus_per_worker
+        self.num_gpus_per_worker = num_gpus_per_worker
+        self.resources_per_worker = dict(resources_per_worker or {})
+        self.env = dict(env or {})
+        self.workers: list[Any] = []
+        self.infos: list[WorkerInfo] = []
+
+    def __enter__(self) -> WorkerGroup:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    def start(self) -> None:
+        """Create the actors and rank them; any failure stops those already created."""
+        if self.workers:
+            raise RuntimeError("this WorkerGroup has already started")
+        actor_class = ember.remote(_Worker).options(
+            num_cpus=self.num_cpus_per_worker, num_gpus=self.num_gpus_per_worker,
+            resources=self.resources_per_worker or None, max_concurrency=1,
+        )
+        handles = [actor_class.remote(self.env) for _ in range(self.num_workers)]
+        try:
+            metas = _get_all([h.metadata.remote() for h in handles])
+        except BaseException:
+            for handle in handles:
+                _kill_quietly(handle)
+            raise
+        node_order: list[str] = []
+        for meta in metas:
+            if meta["node_id"] not in node_order:
+                node_order.append(meta["node_id"])
+        order = sorted(range(len(handles)),
+                       key=lambda i: (node_order.index(metas[i]["node_id"]), i))
+        per_node = {node: sum(1 for m in metas if m["node_id"] == node) for node in node_order}
+        seen: dict[str, int] = {}
+        for rank, i in enumerate(order):
+            meta = metas[i]
+            local_rank = seen.get(meta["node_id"], 0)
+            seen[meta["node_id"]] = local_rank + 1
+            self.workers.append(handles[i])
+            self.infos.append(WorkerInfo(
+                rank=rank, local_rank=local_rank, local_world_size=per_node[meta["node_id"]],
+                node_rank=node_order.index(meta["node_id"]), node_id=meta["node_id"],
+                pid=meta["pid"], address=meta["address"], gpu_ids=tuple(meta["gpu_ids"]),
+            ))
+
+    def execute_async(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
+        """Run ``fn(*args, **kwargs)`` on every worker; one ``ObjectRef`` per rank."""
+        self._check_started()
+        return [w.execute.remote(fn, *args, **kwargs) for w in self.workers]
+
+    def execute_single_async(self, rank: int, fn: Callable[..., Any], *args: Any,
+                             **kwargs: Any) -> Any:
+        self._check_started()
+        return self.workers[rank].execute.remote(fn, *args, **kwargs)
+
+    def execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
+        """Run ``fn`` on every worker and return the results by rank; the first error raises."""
+        return _get_all(self.execute_async(fn, *args, **kwargs))
+
+    def setup_torch_distributed(self, backend: str | None = None, *,
+                                timeout_s: float = 1800) -> None:
+        """Set RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT on every worker and join them
+        in one ``torch.distributed`` process group (gloo on CPU, nccl when workers hold GPUs)."""
+        self._check_started()
+        if backend is None:
+            backend = "nccl" if self.num_gpus_per_worker > 0 else "gloo"
+        same_node = len({info.node_id for info in self.infos}) == 1
+        address = "127.0.0.1" if same_node else self.infos[0].address
+        port = _get_all([self.execute_single_async(0, _free_port)])[0]
+        threads = max(1, int(self.num_cpus_per_worker))
+        _get_all([
+            w.execute.remote(_init_torch_process_group, info.rank, self.num_workers,
+                             info.local_rank, info.local_world_size, address, port, backend,
+                             timeout_s, threads)
+            for w, info in zip(self.workers, self.infos, strict=True)
+        ])
+
+    def shutdown(self) -> None:
+        """Stop every worker now (calls in flight fail with ``ActorDiedError``)."""
+        workers, self.workers, self.infos = self.workers, [], []
+        for handle in workers:
+            _kill_quietly(handle)
+
+    def _check_started(self) -> None:
+        if not self.workers:
+            raise RuntimeError("the WorkerGroup is not running; call start() first")
+
+
+def _kill_quietly(handle: Any) -> None:
+    try:
+        ember.kill(handle)
+    except Exception:  # already dead or the runtime is gone: nothing left to stop
+        pass
+
+
+def _get_all(refs: list[Any]) -> list[Any]:
+    """Every result, in order; raises the first failure as soon as it happens."""
+    pending = list(refs)
+    while pending:
+        ready, pending = ember.wait(pending, num_returns=1)
+        for ref in ready:
+            ember.get(ref)  # raises at once when this one failed
+    return list(ember.get(refs))

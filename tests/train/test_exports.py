@@ -1,0 +1,55 @@
+"""Pin ``ember.train``'s public names, and check that importing it loads no torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import ember.train
+import ember.train.torch
+
+TRAIN_ALL = [
+    "Checkpoint",
+    "CheckpointConfig",
+    "FailureConfig",
+    "Result",
+    "RunConfig",
+    "ScalingConfig",
+    "StorageError",
+    "TorchTrainer",
+    "TrainContext",
+    "TrainingFailedError",
+    "WorkerGroup",
+    "get_checkpoint",
+    "get_context",
+    "get_dataset_shard",
+    "report",
+]
+TORCH_ALL = ["TorchTrainer", "get_device", "load_sharded", "prepare_data_loader",
+             "prepare_model", "save_sharded"]
+
+
+def test_train_all_is_pinned():
+    assert ember.train.__all__ == TRAIN_ALL
+    assert all(getattr(ember.train, name) is not None for name in TRAIN_ALL)
+
+
+def test_train_torch_all_is_pinned():
+    assert ember.train.torch.__all__ == TORCH_ALL
+    assert all(getattr(ember.train.torch, name) is not None for name in TORCH_ALL)
+
+
+def test_ember_train_loads_lazily_without_torch():
+    code = ("import sys, json, ember; before = 'ember.train' in sys.modules; ember.train; "
+            "print(json.dumps([before, 'ember.train' in sys.modules, 'torch' in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert json.loads(done.stdout) == [False, True, False]
+
+
+def test_in_loop_functions_outside_a_worker_say_where_they_work():
+    import pytest
+
+    with pytest.raises(RuntimeError, match="only inside train_loop_per_worker"):
+        ember.train.report({"x": 1})

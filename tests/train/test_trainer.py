@@ -1,0 +1,289 @@
+"""TorchTrainer end to end on the local backend: small models, 1-2 workers, real storage.
+
+Training loops are defined inside the tests: cloudpickle ships them to the workers by value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+import ember
+from ember.train import (
+    Checkpoint,
+    CheckpointConfig,
+    FailureConfig,
+    RunConfig,
+    ScalingConfig,
+    StorageError,
+    TrainingFailedError,
+)
+from ember.train._manifest import scan_run
+from ember.train._storage import Storage
+from ember.train.torch import TorchTrainer
+
+
+def counting_loop(config):
+    """Reports steps ``start..config['steps']-1``, each with a checkpoint of the step; the
+    metrics say where the loop resumed from. Optional fault: ``config['kill']`` names a marker
+    file; rank 1 kills its own process at step ``config['kill_at']`` (once), after rank 0's
+    upload of that step's shard has reached storage."""
+    import signal
+    import tempfile
+    import time
+
+    import ember.train as train
+
+    ctx = train.get_context()
+    rank = ctx.get_world_rank()
+    resumed_from = -1
+    checkpoint = train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder, \
+                open(os.path.join(folder, "state.json")) as f:
+            state = json.load(f)
+        assert state["rank"] == rank, "a rank restored another rank's shard"
+        resumed_from = state["step"]
+    for step in range(resumed_from + 1, config["steps"]):
+        if config.get("kill") and rank == 1 and step == config["kill_at"] \
+                and not os.path.exists(config["kill"]):
+            shard = os.path.join(config["run_dir"], f"checkpoint_{step:06d}", "rank_0",
+                                 "state.json")
+            while not os.path.exists(shard):  # rank 0 uploaded; rank 1 dies before its upload
+                time.sleep(0.01)
+            open(config["kill"], "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "state.json"), "w") as f:
+                json.dump({"step": step, "rank": rank}, f)
+            train.report({"step": step, "score": config.get("scores", {}).get(str(step), 0),
+                          "resumed_from": resumed_from},
+                         checkpoint=Checkpoint.from_directory(d))
+
+
+def read_json(*parts):
+    with open(os.path.join(*parts)) as f:
+        return json.load(f)
+
+
+def run_dirs(path):
+    return sorted(n for n in os.listdir(path) if n.startswith("checkpoint_"))
+
+
+def test_fit_commits_checkpoints_per_rank_and_keeps_the_best(ember_local, tmp_path):
+    scores = {"0": 5, "1": 9, "2": 1, "3": 7, "4": 2}
+    trainer = TorchTrainer(
+        counting_loop, train_loop_config={"steps": 5, "scores": scores},
+        scaling_config=ScalingConfig(num_workers=2),
+        run_config=RunConfig(name="run", storage_path=str(tmp_path), checkpoint_config=(
+            CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="score"))))
+
+    result = trainer.fit()
+
+    assert result.error is None and result.path == str(tmp_path / "run")
+    assert result.metrics == {"step": 4, "score": 2, "resumed_from": -1}
+    assert list(result.metrics_dataframe["step"]) == [0, 1, 2, 3, 4]
+    # best two by score (steps 1 and 3) plus the newest (4), whole checkpoints deleted
+    assert run_dirs(result.path) == ["checkpoint_000001", "checkpoint_000003", "checkpoint_000004"]
+    assert [c.index for c, _ in result.best_checkpoints] == [1, 3, 4]
+    assert [m["score"] for _, m in result.best_checkpoints] == [9, 7, 2]
+    assert result.checkpoint is not None and result.checkpoint.index == 4
+    with result.checkpoint.as_directory() as folder:
+        for rank in (0, 1):
+            assert read_json(folder, f"rank_{rank}", "state.json") == {"step": 4, "rank": rank}
+    # the manifest is written after every rank's files, and lists them
+    for name in run_dirs(result.path):
+        folder = os.path.join(result.path, name)
+        manifest_time = os.stat(os.path.join(folder, "manifest.json")).st_mtime_ns
+        for rank in (0, 1):
+            assert os.stat(os.path.join(folder, f"rank_{rank}", "state.json")).st_mtime_ns \
+                <= manifest_time
+        manifest = read_json(folder, "manifest.json")
+        assert manifest["world_size"] == 2 and sorted(manifest["files"]) == ["0", "1"]
+
+
+def test_killed_worker_restarts_from_latest_committed_checkpoint(ember_local, tmp_path):
+    marker = tmp_path / "killed"
+    run_dir = tmp_path / "run"
+    trainer = TorchTrainer(
+        counting_loop,
+        train_loop_config={"steps": 4, "kill": str(marker), "kill_at": 2,
+                           "run_dir": str(run_dir)},
+        scaling_config=ScalingConfig(num_workers=2),
+        run_config=RunConfig(name="run", storage_path=str(tmp_path),
+                             failure_config=FailureConfig(max_failures=1)))
+
+    result = trainer.fit()
+
+    assert marker.exists(), "the fault was never injected"
+    # step 2 was half uploaded (rank 0 only) when rank 1 died: never committed, so the
+    # restart resumed from step 1's checkpoint, and the half checkpoint was deleted
+    assert result.metrics == {"step": 3, "score": 0, "resumed_from": 1}
+    assert list(result.metrics_dataframe["resumed_from"]) == [-1, -1, 1, 1]
+    committed, uncommitted = scan_run(Storage(str(run_dir)))
+    assert uncommitted == [] and "checkpoint_000002" not in run_dirs(run_dir)
+    assert [m.metrics["step"] for _, m in sorted(committed.items())] == [0, 1, 2, 3]
+
+
+def test_failures_past_max_failures_fail_the_run(ember_local, tmp_path):
+    def loop():
+        raise KeyError("boom in the loop")
+
+    trainer = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=1),
+                           run_config=RunConfig(name="run", storage_path=str(tmp_path)))
+    with pytest.raises(TrainingFailedError, match="boom in the loop") as info:
+        trainer.fit()
+    assert isinstance(info.value.__cause__, KeyError)
+    assert isinstance(info.value.result.error, KeyError)  # type: ignore[attr-defined]
+
+
+def test_restore_resumes_a_run_whose_driver_stopped(ember_local, tmp_path):
+    def loop(config):
+        import tempfile
+
+        import ember.train as train
+
+        start = 0
+        checkpoint = train.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder, \
+                    open(os.path.join(folder, "step")) as f:
+                start = int(f.read()) + 1
+        for step in range(start, 3):
+            if step == 2 and not os.path.exists(config["marker"]):
+                open(config["marker"], "w").close()
+                raise SystemExit("the driver went away")  # ends the first fit() for good
+            with tempfile.TemporaryDirectory() as d:
+                with open(os.path.join(d, "step"), "w") as f:
+                    f.write(str(step))
+                train.report({"step": step, "start": start},
+                             checkpoint=Checkpoint.from_directory(d))
+
+    config = {"marker": str(tmp_path / "marker")}
+    trainer = TorchTrainer(loop, train_loop_config=config,
+                           scaling_config=ScalingConfig(num_workers=2),
+                           run_config=RunConfig(name="run", storage_path=str(tmp_path)))
+    with pytest.raises(TrainingFailedError):
+        trainer.fit()
+    path = str(tmp_path / "run")
+    assert TorchTrainer.can_restore(path)
+    with pytest.raises(ValueError, match=r"TorchTrainer\.restore"):
+        trainer.fit()  # a fresh fit must not silently reuse the earlier run's folder
+
+    result = TorchTrainer.restore(path).fit()
+
+    assert result.metrics == {"step": 2, "start": 2}
+    assert result.checkpoint is not None and result.checkpoint.metrics["step"] == 2
+
+
+def test_ranks_reporting_a_different_number_of_times(ember_local, tmp_path):
+    def loop():
+        import ember.train as train
+
+        for _ in range(2 + train.get_context().get_world_rank()):
+            train.report({"x": 1})
+
+    trainer = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=2),
+                           run_config=RunConfig(name="run", storage_path=str(tmp_path),
+                                                failure_config=FailureConfig(max_failures=3)))
+    with pytest.raises(TrainingFailedError, match=r"rank 0 after 2 report\(s\).*rank 1"):
+        trainer.fit()
+
+
+def test_unserializable_metric_names_the_key(ember_local, tmp_path):
+    def loop():
+        import ember.train as train
+
+        train.report({"ok": 1.0, "bad_metric": object()})
+
+    trainer = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=1),
+                           run_config=RunConfig(name="run", storage_path=str(tmp_path)))
+    with pytest.raises(TrainingFailedError, match="metric 'bad_metric' cannot be serialized"):
+        trainer.fit()
+
+
+def test_missing_resume_checkpoint_and_unwritable_storage_fail_before_training(tmp_path):
+    def loop():
+        raise AssertionError("must not run")
+
+    missing = Checkpoint(str(tmp_path / "no_such_checkpoint"))
+    trainer = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=1),
+                           run_config=RunConfig(name="run", storage_path=str(tmp_path)),
+                           resume_from_checkpoint=missing)
+    with pytest.raises(FileNotFoundError, match="no_such_checkpoint"):
+        trainer.fit()
+    (tmp_path / "file").write_text("")
+    trainer = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=1),
+                           run_config=RunConfig(name="run", storage_path=str(tmp_path / "file")))
+    with pytest.raises(StorageError, match="file/run"):
+        trainer.fit()
+    assert not ember.is_initialized()  # no worker was started
+
+
+def test_s3_per_worker_upload_and_rank_restore(s3_bucket, ember_local, tmp_path):
+    scaling = ScalingConfig(num_workers=2)
+    first = TorchTrainer(counting_loop, train_loop_config={"steps": 2}, scaling_config=scaling,
+                         run_config=RunConfig(name="first", storage_path=s3_bucket)).fit()
+    assert first.path == f"{s3_bucket}/first"
+    assert first.checkpoint is not None and first.checkpoint.ranks == [0, 1]
+
+    def loop():
+        import ember.train as train
+
+        rank = train.get_context().get_world_rank()
+        checkpoint = train.get_checkpoint()
+        with checkpoint.as_directory() as folder:
+            files = sorted(os.listdir(folder))
+            state = read_json(folder, "state.json")
+        train.report({"files": files, "state": state, "rank": rank})
+
+    second = TorchTrainer(loop, scaling_config=scaling, resume_from_checkpoint=first.checkpoint,
+                          run_config=RunConfig(name="second", storage_path=s3_bucket)).fit()
+
+    assert second.metrics == {"files": ["state.json"], "state": {"step": 1, "rank": 0},
+                              "rank": 0}
+    with first.checkpoint.as_directory() as folder:
+        assert sorted(os.listdir(folder)) == ["manifest.json", "rank_0", "rank_1"]
+        assert read_json(folder, "rank_1", "state.json")["rank"] == 1
+
+
+def test_gather_on_driver_writes_the_same_layout(ember_local, tmp_path):
+    trainer = TorchTrainer(
+        counting_loop, train_loop_config={"steps": 1},
+        scaling_config=ScalingConfig(num_workers=2),
+        run_config=RunConfig(name="run", storage_path=str(tmp_path), checkpoint_config=(
+            CheckpointConfig(_checkpoint_upload_from_workers=False))))
+    result = trainer.fit()
+    assert result.checkpoint is not None and result.checkpoint.ranks == [0, 1]
+    with result.checkpoint.for_rank(1).as_directory() as folder:
+        assert read_json(folder, "state.json") == {"step": 0, "rank": 1}
+
+
+def test_driver_commits_only_after_every_ranks_upload_is_confirmed(tmp_path):
+    """The commit step alone (no workers): a shard that did not reach storage blocks the
+    manifest; once it is there, the manifest is written and lists both ranks."""
+    from ember.train._session import ReportEvent
+    from ember.train._trainer import _Run
+
+    trainer = TorchTrainer(lambda: None, scaling_config=ScalingConfig(num_workers=2),
+                           run_config=RunConfig(name="run", storage_path=str(tmp_path)))
+    run = Storage(trainer.path)
+    attempt = _Run(trainer, run)  # an empty run folder: the next checkpoint is number 0
+    src = tmp_path / "shard"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"12345")
+    files0 = run.upload_directory(str(src), "checkpoint_000000", "rank_0")
+    claimed1 = [files0[0]]  # rank 1 says it uploaded, but nothing of it is in storage
+    events = [ReportEvent(0, 0, {"loss": 1.0}, files0), ReportEvent(1, 0, {"loss": 2.0}, claimed1)]
+
+    with pytest.raises(StorageError, match=r"rank 1's upload of 'w\.bin'"):
+        attempt._handle_reports(events)
+    assert scan_run(run) == ({}, [0])  # no manifest: the checkpoint does not exist
+
+    run.upload_directory(str(src), "checkpoint_000000", "rank_1")
+    attempt._handle_reports(events)
+    committed, uncommitted = scan_run(run)
+    assert uncommitted == [] and committed[0].ranks == [0, 1]
+    assert committed[0].metrics == {"loss": 1.0}  # rank 0's metrics are the run's

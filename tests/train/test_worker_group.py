@@ -1,0 +1,54 @@
+"""WorkerGroup: the reusable gang of actors (also used by ember.rl's learners)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import ember
+from ember.train import WorkerGroup
+
+
+def test_group_sets_torch_env_and_joins_a_process_group(ember_local):
+    def probe():
+        import torch
+        import torch.distributed as dist
+
+        total = torch.tensor([float(dist.get_rank() + 1)])
+        dist.all_reduce(total)
+        env = {k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+        return env, total.item(), os.getpid()
+
+    with WorkerGroup(2) as group:
+        group.setup_torch_distributed()
+        results = group.execute(probe)
+        assert [info.rank for info in group.infos] == [0, 1]
+        assert [info.local_rank for info in group.infos] == [0, 1]
+        assert {info.node_rank for info in group.infos} == {0}
+        pids = [info.pid for info in group.infos]
+
+    assert [env["RANK"] for env, _, _ in results] == ["0", "1"]
+    assert {env["WORLD_SIZE"] for env, _, _ in results} == {"2"}
+    assert [env["LOCAL_RANK"] for env, _, _ in results] == ["0", "1"]
+    assert {total for _, total, _ in results} == {3.0}  # 1 + 2 summed across the gang
+    assert [pid for _, _, pid in results] == pids
+
+
+def test_first_error_raises_and_shutdown_stops_every_worker(ember_local):
+    def fail_on_rank_one(rank_of_pid):
+        if rank_of_pid[os.getpid()] == 1:
+            raise ValueError("rank one failed")
+        return "ok"
+
+    group = WorkerGroup(2)
+    group.start()
+    ranks = {info.pid: info.rank for info in group.infos}
+    with pytest.raises(ValueError, match="rank one failed"):
+        group.execute(fail_on_rank_one, ranks)
+    workers = list(group.workers)
+    group.shutdown()
+    with pytest.raises(ember.errors.ActorDiedError):
+        ember.get(workers[0].metadata.remote())
+    with pytest.raises(RuntimeError, match="not running"):
+        group.execute(os.getpid)
