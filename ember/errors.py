@@ -14,6 +14,8 @@ The tree::
     ├── OutOfMemoryError          the task was stopped because the machine ran out of memory
     ├── ResourceError             a request that can never be satisfied (also a ``ValueError``)
     ├── SerializationError        a value could not be pickled (also a ``TypeError``)
+    ├── TrainingFailedError       an ``ember.train`` run failed and used up its ``max_failures``
+    ├── StorageError              a storage path cannot be read or written (also an ``OSError``)
     └── RuntimeNotInitializedError / BackendError   misuse of the runtime itself
 
 All of them survive pickling, so they travel between processes unchanged.
@@ -35,8 +37,10 @@ __all__ = [
     "ResourceError",
     "RuntimeNotInitializedError",
     "SerializationError",
+    "StorageError",
     "TaskCancelledError",
     "TaskError",
+    "TrainingFailedError",
     "WorkerCrashedError",
 ]
 
@@ -79,6 +83,15 @@ class ResourceError(EmberError, ValueError):
 
 class SerializationError(EmberError, TypeError):
     """A value (an argument, a return value, a function) could not be pickled."""
+
+
+class TrainingFailedError(EmberError):
+    """A training run failed for good; the cause is chained (``__cause__``) and named in the
+    message, and the partial ``Result`` is on ``.result`` when there is one."""
+
+
+class StorageError(EmberError, OSError):
+    """A storage path could not be written or read; the message names the path and the cause."""
 
 
 class RuntimeNotInitializedError(EmberError, RuntimeError):

@@ -42,8 +42,10 @@ ERRORS_ALL = [
     "ResourceError",
     "RuntimeNotInitializedError",
     "SerializationError",
+    "StorageError",
     "TaskCancelledError",
     "TaskError",
+    "TrainingFailedError",
     "WorkerCrashedError",
 ]
 

@@ -23,9 +23,9 @@ This module imports no torch; ``ember.train.torch`` does, when it is first used.
 
 from __future__ import annotations
 
+from ember.errors import StorageError, TrainingFailedError
 from ember.train._checkpoint import Checkpoint
 from ember.train._config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ember.train._errors import StorageError, TrainingFailedError
 from ember.train._result import Result
 from ember.train._session import (
     TrainContext,

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ember.train._errors import StorageError
+from ember.errors import StorageError
 
 CHUNK = 8 * 1024 * 1024
 CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d{6,})$")

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from ember.errors import StorageError, TrainingFailedError
 from ember.train._checkpoint import Checkpoint
 from ember.train._config import RunConfig, ScalingConfig
-from ember.train._errors import StorageError, TrainingFailedError
 from ember.train._manifest import MANIFEST_NAME, Manifest, scan_run, write_manifest
 from ember.train._result import Result
 from ember.train._retention import CheckpointRecord, RetentionPolicy
