@@ -1,0 +1,161 @@
+"""The executor's admission rule: which operator may start its next task, and how big each actor
+pool should be. Pure: a snapshot of the executor's state in, a decision out; no clock, no
+threads, no ember calls, so ``tests/data/test_admission.py`` checks it exhaustively.
+
+The rule, in order:
+
+1. Downstream first: the operator nearest the consumer that can start a task does, so blocks
+   already in flight are finished before new ones are read.
+2. CPU slots: actor pools hold ``actors * num_cpus`` CPUs while they live; task operators share
+   what is left. When that is less than one task's request (an actor pool as large as the
+   machine), task operators still get one *reserved* slot: one task at a time, submitted to the
+   core with ``num_cpus=0`` so that it never waits behind the actors it feeds. This is the fix
+   for Ray 2.5's hang with ``ActorPoolStrategy(size=2)`` on a 2-CPU machine.
+3. Memory: bytes in flight (blocks queued between operators, inputs held by running tasks and
+   the estimated outputs of running tasks) plus the new task's estimated output must fit the
+   budget. Sources must also leave room for one output block of every operator downstream of
+   them, so the pipeline can always drain.
+4. Liveness: when nothing runs and the consumer has nothing to take, the most downstream
+   operator with input starts one task even over budget (a single block larger than the budget
+   still goes through, one at a time).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Compute = Literal["tasks", "actors"]
+
+
+@dataclass(frozen=True)
+class OperatorView:
+    """What the policy needs to know about one operator (upstream operators come first)."""
+
+    compute: Compute
+    is_source: bool
+    has_input: bool  # a task could start now: a read task left, or an input block queued
+    running: int  # tasks (or actor calls) in flight
+    num_cpus: float = 1.0  # per task, or per actor for an actor pool
+    est_output_bytes: int | None = None  # mean output block size so far (None: none finished)
+    next_input_bytes: int = 0  # size of the block the next task would consume
+    input_done: bool = False  # no more input will ever arrive
+    actors_alive: int = 0
+    min_actors: int = 0
+    max_actors: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    operators: tuple[OperatorView, ...]
+    bytes_in_flight: int
+    total_cpus: float
+    outputs_ready: int = 0  # blocks waiting for the consumer
+
+
+@dataclass(frozen=True)
+class TaskSlots:
+    """How many tasks the task operators may run together, and the CPUs each asks the core for."""
+
+    limit: int
+    num_cpus: float
+    reserved: bool  # True: the pools hold every CPU; tasks run one at a time with num_cpus=0
+
+
+def actor_cpus(operators: Sequence[OperatorView]) -> float:
+    return sum(op.actors_alive * op.num_cpus for op in operators if op.compute == "actors")
+
+
+def task_slots(num_cpus: float, total_cpus: float, held_by_actors: float) -> TaskSlots:
+    """The CPU slots left to task operators once the actor pools took theirs."""
+    free = max(0.0, total_cpus - held_by_actors)
+    if num_cpus <= 0:  # asks for no CPU: bounded by memory, and by a multiple of the machine
+        return TaskSlots(limit=max(1, int(2 * max(total_cpus, 1))), num_cpus=0.0, reserved=False)
+    if free + 1e-9 < num_cpus:
+        return TaskSlots(limit=1, num_cpus=0.0, reserved=True)
+    return TaskSlots(limit=max(1, math.floor(free / num_cpus + 1e-9)), num_cpus=num_cpus,
+                     reserved=False)
+
+
+class AdmissionPolicy:
+    """Decides the next operator to start a task; see the module docstring for the rule."""
+
+    def __init__(self, budget_bytes: int, *, actor_tasks_in_flight: int = 2) -> None:
+        if budget_bytes <= 0:
+            raise ValueError(f"budget_bytes={budget_bytes} must be > 0")
+        if actor_tasks_in_flight < 1:
+            raise ValueError(f"actor_tasks_in_flight={actor_tasks_in_flight} must be >= 1")
+        self.budget_bytes = budget_bytes
+        self.actor_tasks_in_flight = actor_tasks_in_flight
+
+    # -- concurrency ----------------------------------------------------------------------------
+    def _slots_free(self, index: int, snapshot: Snapshot) -> bool:
+        ops = snapshot.operators
+        op = ops[index]
+        if op.compute == "actors":
+            return op.running < op.actors_alive * self.actor_tasks_in_flight
+        slots = task_slots(op.num_cpus, snapshot.total_cpus, actor_cpus(ops))
+        if op.num_cpus <= 0:
+            return op.running < slots.limit
+        # Task operators that ask for CPUs share the slots; count their running tasks in CPUs.
+        used = sum(o.running * o.num_cpus for o in ops if o.compute == "tasks" and o.num_cpus > 0)
+        if slots.reserved:
+            return sum(o.running for o in ops if o.compute == "tasks" and o.num_cpus > 0) == 0
+        free = max(0.0, snapshot.total_cpus - actor_cpus(ops))
+        return used + op.num_cpus <= free + 1e-9
+
+    # -- memory ---------------------------------------------------------------------------------
+    @staticmethod
+    def _estimate(op: OperatorView) -> int | None:
+        if op.est_output_bytes is not None:
+            return op.est_output_bytes
+        if op.is_source:
+            return 0 if op.running == 0 else None  # learn the size from one task first
+        return op.next_input_bytes
+
+    def _fits(self, index: int, snapshot: Snapshot) -> bool:
+        ops = snapshot.operators
+        op = ops[index]
+        est = self._estimate(op)
+        if est is None:
+            return False
+        limit = self.budget_bytes
+        if op.is_source:
+            downstream = ops[index + 1:]
+            limit -= sum(self._estimate(o) or o.next_input_bytes for o in downstream)
+        return snapshot.bytes_in_flight + est <= limit
+
+    # -- decisions ------------------------------------------------------------------------------
+    def next_launch(self, snapshot: Snapshot) -> int | None:
+        """The index of the operator that should start a task now, or None to wait."""
+        ops = snapshot.operators
+        startable = [
+            i for i in range(len(ops))
+            if ops[i].has_input and self._slots_free(i, snapshot)
+        ]
+        for i in reversed(startable):
+            if self._fits(i, snapshot):
+                return i
+        nothing_running = all(op.running == 0 for op in ops)
+        if startable and nothing_running and snapshot.outputs_ready == 0:
+            return startable[-1]
+        return None
+
+    def actor_target(self, index: int, snapshot: Snapshot) -> int:
+        """How many actors the pool at ``index`` should have now (it grows one at a time)."""
+        ops = snapshot.operators
+        op = ops[index]
+        if op.compute != "actors":
+            raise ValueError(f"operator {index} runs tasks, not an actor pool")
+        if op.input_done and not op.has_input:
+            # Drained: keep only the actors still working (idle ones are released).
+            return min(op.actors_alive, math.ceil(op.running / self.actor_tasks_in_flight))
+        if op.actors_alive < op.min_actors:
+            return op.min_actors
+        saturated = op.running >= op.actors_alive * self.actor_tasks_in_flight
+        cpu_left = snapshot.total_cpus - actor_cpus(ops) + 1e-9 >= op.num_cpus
+        if op.has_input and saturated and op.actors_alive < op.max_actors and cpu_left:
+            return op.actors_alive + 1
+        return op.actors_alive

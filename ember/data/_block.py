@@ -1,0 +1,236 @@
+"""Blocks (``pyarrow.Table``), batches and rows: conversions, with strict schemas.
+
+Every block has named columns. A UDF's output becomes a block here, and anything without
+columns raises ``StrictModeError`` saying what to return instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+import pyarrow as pa
+
+Block: TypeAlias = pa.Table
+BatchFormat = Literal["numpy", "pandas", "pyarrow"]
+BATCH_FORMATS = ("numpy", "pandas", "pyarrow", "default")
+
+TENSOR_COLUMN_NOTE = "multi-dimensional arrays are stored as fixed-shape tensor columns"
+
+
+class StrictModeError(ValueError):
+    """A UDF or a constructor produced data without named columns."""
+
+
+def check_batch_format(batch_format: str | None) -> BatchFormat:
+    if batch_format in (None, "default"):
+        return "numpy"
+    if batch_format not in BATCH_FORMATS:
+        raise ValueError(
+            f"unknown batch_format {batch_format!r} (known: 'numpy', 'pandas', 'pyarrow')"
+        )
+    return batch_format  # type: ignore[return-value]
+
+
+# -- columns ------------------------------------------------------------------------------------
+def _array_from_numpy(values: np.ndarray) -> pa.Array:
+    if values.ndim > 1:
+        flat = np.ascontiguousarray(values).reshape(-1)
+        storage_type = pa.from_numpy_dtype(values.dtype)
+        tensor_type = pa.fixed_shape_tensor(storage_type, list(values.shape[1:]))
+        storage = pa.FixedSizeListArray.from_arrays(
+            pa.array(flat, type=storage_type), int(np.prod(values.shape[1:]))
+        )
+        return pa.ExtensionArray.from_storage(tensor_type, storage)
+    if values.dtype == object:
+        return pa.array(list(values))
+    return pa.array(values)
+
+
+def _column(values: Any) -> pa.Array | pa.ChunkedArray:
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values
+    if isinstance(values, np.ndarray):
+        return _array_from_numpy(values)
+    if hasattr(values, "to_numpy") and hasattr(values, "dtype"):  # pandas Series, torch Tensor
+        return _array_from_numpy(np.asarray(values.to_numpy()))
+    if hasattr(values, "numpy") and hasattr(values, "shape"):  # torch.Tensor
+        return _array_from_numpy(values.detach().cpu().numpy())
+    values = list(values)
+    if values and isinstance(values[0], np.ndarray) and values[0].ndim >= 1:
+        shapes = {v.shape for v in values}
+        if len(shapes) == 1:
+            return _array_from_numpy(np.stack(values))
+    return pa.array(values)
+
+
+def column_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        if isinstance(column.type, pa.FixedShapeTensorType):
+            if column.num_chunks == 0:
+                return np.empty((0, *column.type.shape), dtype=column.type.value_type.to_pandas_dtype())
+            return np.concatenate([c.to_numpy_ndarray() for c in column.chunks])
+        column = column.combine_chunks()
+    if isinstance(column.type, pa.FixedShapeTensorType):
+        return column.to_numpy_ndarray()
+    try:
+        return column.to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, NotImplementedError):
+        return np.array(column.to_pylist(), dtype=object)
+
+
+def _strict(what: str, value: Any) -> StrictModeError:
+    return StrictModeError(
+        f"{what} returned a {type(value).__name__}, which has no column names. Datasets have "
+        "named columns: return a dict of column name -> array (for example "
+        "{'data': array}), a pandas.DataFrame or a pyarrow.Table"
+    )
+
+
+# -- batches ------------------------------------------------------------------------------------
+def batch_to_block(batch: Any, *, what: str = "the function") -> Block:
+    """A UDF's batch output as a block: dict of columns, DataFrame or Table; else StrictModeError."""
+    if isinstance(batch, pa.Table):
+        return batch
+    if isinstance(batch, Mapping):
+        if not batch:
+            return pa.table({})
+        for name in batch:
+            if not isinstance(name, str):
+                raise StrictModeError(
+                    f"{what} returned a dict with a non-string key {name!r}; column names are "
+                    "strings: return {'name': array, ...}"
+                )
+        columns = {name: _column(values) for name, values in batch.items()}
+        lengths = {len(c) for c in columns.values()}
+        if len(lengths) > 1:
+            sizes = {name: len(c) for name, c in columns.items()}
+            raise ValueError(
+                f"{what} returned columns of different lengths {sizes}; every column of a "
+                "batch must have one value per row"
+            )
+        return pa.table(columns)
+    if _is_pandas(batch):
+        return pa.Table.from_pandas(batch, preserve_index=False)
+    raise _strict(what, batch)
+
+
+def _is_pandas(value: Any) -> bool:
+    module = type(value).__module__
+    return module.startswith("pandas") and type(value).__name__ == "DataFrame"
+
+
+def block_to_batch(block: Block, batch_format: BatchFormat, *, zero_copy: bool = False) -> Any:
+    if batch_format == "pyarrow":
+        return block
+    if batch_format == "pandas":
+        return block.to_pandas()
+    batch = {name: column_to_numpy(block.column(name)) for name in block.column_names}
+    if not zero_copy:
+        # Arrow-backed arrays are read-only; UDFs expect to be able to write into their batch.
+        batch = {k: (v if v.flags.writeable else v.copy()) for k, v in batch.items()}
+    return batch
+
+
+# -- rows ---------------------------------------------------------------------------------------
+def row_to_dict(row: Any, *, what: str = "the function") -> dict[str, Any]:
+    if isinstance(row, Mapping):
+        for name in row:
+            if not isinstance(name, str):
+                raise StrictModeError(
+                    f"{what} returned a dict with a non-string key {name!r}; rows are dicts "
+                    "of column name -> value"
+                )
+        return dict(row)
+    raise StrictModeError(
+        f"{what} returned a {type(row).__name__}, not a dict. Rows have named columns: return "
+        "a dict such as {'item': value}"
+    )
+
+
+def rows_to_block(rows: Iterable[Mapping[str, Any]]) -> Block:
+    rows = list(rows)
+    if not rows:
+        return pa.table({})
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    columns = {name: [row.get(name) for row in rows] for name in names}
+    return batch_to_block(columns)
+
+
+def iter_rows(block: Block) -> Iterator[dict[str, Any]]:
+    if block.num_rows == 0:
+        return
+    tensor = [n for n in block.column_names if isinstance(block.schema.field(n).type,
+                                                          pa.FixedShapeTensorType)]
+    if not tensor:
+        yield from block.to_pylist()
+        return
+    arrays = {n: column_to_numpy(block.column(n)) for n in tensor}
+    plain = block.drop_columns(tensor).to_pylist() if len(tensor) < block.num_columns else None
+    for i in range(block.num_rows):
+        row = dict(plain[i]) if plain is not None else {}
+        for n in tensor:
+            row[n] = arrays[n][i]
+        yield {n: row[n] for n in block.column_names}
+
+
+# -- whole blocks -------------------------------------------------------------------------------
+def concat(blocks: list[Block]) -> Block:
+    blocks = [b for b in blocks if b.num_columns > 0 or b.num_rows > 0]
+    if not blocks:
+        return pa.table({})
+    if len(blocks) == 1:
+        return blocks[0]
+    try:
+        return pa.concat_tables(blocks, promote_options="default")
+    except pa.ArrowInvalid as exc:
+        schemas = "; ".join(sorted({str(b.schema).replace("\n", ", ") for b in blocks}))
+        raise ValueError(f"blocks have incompatible schemas ({schemas})") from exc
+
+
+def size_bytes(block: Block) -> int:
+    return int(block.nbytes)
+
+
+def iter_slices(block: Block, batch_size: int | None) -> Iterator[Block]:
+    if batch_size is None or block.num_rows <= batch_size:
+        yield block
+        return
+    for start in range(0, block.num_rows, batch_size):
+        yield block.slice(start, batch_size)
+
+
+class Batcher:
+    """Re-cuts a stream of blocks into batches of exactly ``batch_size`` rows (the last one may
+    be short, or dropped with ``drop_last``)."""
+
+    def __init__(self, batch_size: int | None, *, drop_last: bool = False) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1 or None (whole blocks)")
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self._pending: list[Block] = []
+        self._rows = 0
+
+    def add(self, block: Block) -> Iterator[Block]:
+        if block.num_rows == 0:
+            return
+        if self.batch_size is None:
+            yield block
+            return
+        self._pending.append(block)
+        self._rows += block.num_rows
+        while self._rows >= self.batch_size:
+            table = concat(self._pending)
+            yield table.slice(0, self.batch_size)
+            rest = table.slice(self.batch_size)
+            self._pending = [rest] if rest.num_rows else []
+            self._rows = rest.num_rows
+
+    def finish(self) -> Iterator[Block]:
+        if self._rows and not self.drop_last:
+            yield concat(self._pending)
+        self._pending, self._rows = [], 0

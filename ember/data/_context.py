@@ -1,0 +1,87 @@
+"""``DataContext``: the frozen configuration every execution reads once, at its start."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+# The local backend's object store defaults to 30% of RAM; the data executor keeps its blocks in
+# flight within half of that, leaving room for user objects and for the consumer's own batches.
+_STORE_FRACTION_OF_RAM = 0.3
+_BUDGET_FRACTION_OF_STORE = 0.5
+
+
+def _physical_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume a small machine
+        return 8 * 1024**3
+
+
+def default_memory_budget() -> int:
+    return int(_physical_memory() * _STORE_FRACTION_OF_RAM * _BUDGET_FRACTION_OF_STORE)
+
+
+@dataclass(frozen=True)
+class DataContext:
+    """Settings of ``ember.data`` executions.
+
+    Frozen: change it with ``DataContext.set_current(replace(DataContext.get_current(), ...))``
+    or the shortcut ``DataContext.update(memory_budget_bytes=...)``; an execution reads the
+    current context once when it starts.
+
+    - ``memory_budget_bytes``: bytes of blocks in flight (queued between operators, held by
+      running tasks, or estimated as their outputs) that the executor aims to stay within.
+    - ``target_min_block_bytes`` / ``max_parallelism``: how sources split their input.
+    - ``preserve_order``: yield blocks in plan order instead of as they finish.
+    - ``actor_tasks_in_flight``: calls queued per pool actor (2 hides the hand-off latency).
+    - ``enable_progress_bars``: one bar per operator on stderr (only when stderr is a TTY).
+    """
+
+    memory_budget_bytes: int = dataclasses.field(default_factory=default_memory_budget)
+    target_min_block_bytes: int = 1024 * 1024
+    max_parallelism: int = 200
+    preserve_order: bool = False
+    actor_tasks_in_flight: int = 2
+    enable_progress_bars: bool = True
+
+    def __post_init__(self) -> None:
+        if self.memory_budget_bytes <= 0:
+            raise ValueError(
+                f"memory_budget_bytes={self.memory_budget_bytes} must be > 0 (bytes of blocks "
+                "the executor may keep in flight)"
+            )
+        if self.actor_tasks_in_flight < 1:
+            raise ValueError(f"actor_tasks_in_flight={self.actor_tasks_in_flight} must be >= 1")
+        if self.max_parallelism < 1:
+            raise ValueError(f"max_parallelism={self.max_parallelism} must be >= 1")
+
+    @staticmethod
+    def get_current() -> DataContext:
+        with _lock:
+            global _current
+            if _current is None:
+                _current = DataContext()
+            return _current
+
+    @staticmethod
+    def set_current(context: DataContext) -> None:
+        if not isinstance(context, DataContext):
+            raise TypeError(f"set_current takes a DataContext, got {type(context).__name__}")
+        global _current
+        with _lock:
+            _current = context
+
+    @staticmethod
+    def update(**changes: Any) -> DataContext:
+        """Replace some fields of the current context; returns the new one."""
+        new = dataclasses.replace(DataContext.get_current(), **changes)
+        DataContext.set_current(new)
+        return new
+
+
+_lock = threading.Lock()
+_current: DataContext | None = None

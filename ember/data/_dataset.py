@@ -1,0 +1,405 @@
+"""``Dataset``: a lazy plan over Arrow blocks; transformations add to the plan, consumption runs
+it on the streaming executor."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ember.data import _block, _iterator, _shuffle, _write
+from ember.data._block import Block
+from ember.data._context import DataContext
+from ember.data._executor import execute
+from ember.data._grouped import GroupedData
+from ember.data._plan import (
+    ActorPoolStrategy,
+    AllToAll,
+    Bundle,
+    InputBlocks,
+    Limit,
+    MapStage,
+    Node,
+    TaskPoolStrategy,
+    Union,
+    describe,
+)
+from ember.data._stats import DatasetStats
+from ember.data._transforms import BlockFn, MapBatches, MapRows, Transform, is_class_udf, udf_name
+
+
+class Dataset:
+    """A lazy, streaming dataset of rows with named columns, stored as Arrow blocks.
+
+    >>> ds = ember.data.range(1000).map_batches(lambda b: {"id": b["id"] * 2})
+    >>> ds.take(2)
+    [{'id': 0}, {'id': 2}]
+    """
+
+    def __init__(self, plan: Node) -> None:
+        self._plan = plan
+        self._stats = DatasetStats()
+
+    def __repr__(self) -> str:
+        return f"Dataset(plan={describe(self._plan)})"
+
+    # -- execution ------------------------------------------------------------------------------
+    def _bundles(self, *, ordered: bool = False) -> Iterator[Bundle]:
+        ctx = DataContext.get_current()
+        if ordered and not ctx.preserve_order:
+            ctx = dataclasses.replace(ctx, preserve_order=True)
+        bundles, stats = execute(self._plan, ctx)
+        self._stats = stats
+        return bundles
+
+    def iter_internal_refs(self) -> Iterator[Any]:
+        """The ObjectRefs of the blocks, as they are produced."""
+        for bundle in self._bundles():
+            yield bundle.ref
+
+    def _blocks(self, prefetch_blocks: int = 0) -> Iterator[Block]:
+        return _iterator.blocks_of(self._bundles(), prefetch_blocks)
+
+    def stats(self) -> DatasetStats:
+        """Per-operator wall and CPU time, rows, bytes and peak memory of the last execution."""
+        return self._stats
+
+    # -- transformations --------------------------------------------------------------------------
+    def _map_stage(self, name: str, transforms: tuple[Transform, ...], *,
+                   compute: Any = None, num_cpus: float | None = None, num_gpus: float = 0.0,
+                   resources: dict[str, float] | None = None) -> Dataset:
+        pool = compute if isinstance(compute, ActorPoolStrategy) else None
+        if compute not in (None, "tasks") and pool is None and not isinstance(
+                compute, TaskPoolStrategy):
+            raise ValueError(
+                f"compute={compute!r} is not a strategy: use ActorPoolStrategy(size=n) or "
+                "ActorPoolStrategy(min_size=, max_size=) for a class, or leave it out for tasks"
+            )
+        return Dataset(MapStage(self._plan, name, transforms, pool, num_cpus,
+                                num_gpus or 0.0, resources))
+
+    @staticmethod
+    def _check_udf(fn: Any, compute: Any, what: str) -> None:
+        if not callable(fn):
+            raise TypeError(f"{what} takes a function or a callable class, got {fn!r}")
+        if is_class_udf(fn) and not isinstance(compute, ActorPoolStrategy):
+            raise ValueError(
+                f"{what} got the class {fn.__name__}: classes run on an actor pool, so pass "
+                "compute=ember.data.ActorPoolStrategy(size=n) (or min_size=/max_size=)"
+            )
+        if not is_class_udf(fn) and isinstance(compute, ActorPoolStrategy):
+            raise ValueError(
+                f"{what} got a function with compute=ActorPoolStrategy; actor pools are for "
+                "classes (constructed once per actor). Pass a class, or drop compute="
+            )
+
+    def map(self, fn: Callable[[dict[str, Any]], dict[str, Any]], *, compute: Any = None,
+            num_cpus: float | None = None, num_gpus: float = 0.0,
+            fn_args: tuple[Any, ...] = (), fn_kwargs: dict[str, Any] | None = None,
+            fn_constructor_args: tuple[Any, ...] = (),
+            fn_constructor_kwargs: dict[str, Any] | None = None) -> Dataset:
+        """Apply ``fn`` to each row (a dict); it returns a dict."""
+        self._check_udf(fn, compute, "map")
+        step = MapRows(f"Map({udf_name(fn)})", fn, fn_args, fn_kwargs or {},
+                       (fn_constructor_args, fn_constructor_kwargs or {}), "map")
+        return self._map_stage(step.name, (step,), compute=compute, num_cpus=num_cpus,
+                               num_gpus=num_gpus)
+
+    def flat_map(self, fn: Callable[[dict[str, Any]], list[dict[str, Any]]], *,
+                 compute: Any = None, num_cpus: float | None = None, num_gpus: float = 0.0,
+                 fn_args: tuple[Any, ...] = (), fn_kwargs: dict[str, Any] | None = None,
+                 fn_constructor_args: tuple[Any, ...] = (),
+                 fn_constructor_kwargs: dict[str, Any] | None = None) -> Dataset:
+        """Apply ``fn`` to each row; it returns a list of rows."""
+        self._check_udf(fn, compute, "flat_map")
+        step = MapRows(f"FlatMap({udf_name(fn)})", fn, fn_args, fn_kwargs or {},
+                       (fn_constructor_args, fn_constructor_kwargs or {}), "flat_map")
+        return self._map_stage(step.name, (step,), compute=compute, num_cpus=num_cpus,
+                               num_gpus=num_gpus)
+
+    def filter(self, fn: Callable[[dict[str, Any]], bool], *, compute: Any = None,
+               num_cpus: float | None = None) -> Dataset:
+        """Keep the rows for which ``fn(row)`` is true."""
+        self._check_udf(fn, compute, "filter")
+        step = MapRows(f"Filter({udf_name(fn)})", fn, (), {}, ((), {}), "filter")
+        return self._map_stage(step.name, (step,), compute=compute, num_cpus=num_cpus)
+
+    def map_batches(
+        self, fn: Any, *, batch_size: int | str | None = "default", compute: Any = None,
+        batch_format: str | None = "default", zero_copy_batch: bool = False,
+        num_cpus: float | None = None, num_gpus: float = 0.0,
+        fn_args: tuple[Any, ...] = (), fn_kwargs: dict[str, Any] | None = None,
+        fn_constructor_args: tuple[Any, ...] = (),
+        fn_constructor_kwargs: dict[str, Any] | None = None,
+        resources: dict[str, float] | None = None,
+    ) -> Dataset:
+        """Apply ``fn`` to batches (``dict[str, np.ndarray]`` by default) of at most
+        ``batch_size`` rows (1024 by default; ``None``: whole blocks). A function runs as core
+        tasks; a class runs on an actor pool (``compute=ActorPoolStrategy(size=n)``), built once
+        per actor with ``fn_constructor_args``/``fn_constructor_kwargs``."""
+        self._check_udf(fn, compute, "map_batches")
+        if batch_size == "default":
+            batch_size = 1024
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size={batch_size!r} must be an int >= 1, or None")
+        step = MapBatches(
+            f"MapBatches({udf_name(fn)})", fn, batch_size, _block.check_batch_format(batch_format),
+            zero_copy_batch, tuple(fn_args), dict(fn_kwargs or {}),
+            (tuple(fn_constructor_args), dict(fn_constructor_kwargs or {})),
+        )
+        return self._map_stage(step.name, (step,), compute=compute, num_cpus=num_cpus,
+                               num_gpus=num_gpus, resources=resources)
+
+    def _block_fn(self, name: str, fn: Callable[[Block], Block]) -> Dataset:
+        return Dataset(MapStage(self._plan, name, (BlockFn(name, fn),)))
+
+    def add_column(self, col: str, fn: Callable[[Any], Any], *,
+                   batch_format: str | None = "pandas") -> Dataset:
+        """Add column ``col`` computed by ``fn(batch)`` (a pandas DataFrame by default)."""
+        fmt = _block.check_batch_format(batch_format)
+
+        def add(block: Block) -> Block:
+            values = fn(_block.block_to_batch(block, fmt))
+            column = _block.batch_to_block({col: values}).column(col)
+            if col in block.column_names:
+                return block.set_column(block.column_names.index(col), col, column)
+            return block.append_column(col, column)
+
+        return self._block_fn(f"AddColumn({col})", add)
+
+    def drop_columns(self, cols: list[str]) -> Dataset:
+        cols = list(cols)
+        return self._block_fn("DropColumns", lambda b: b.drop_columns(_present(b, cols)))
+
+    def select_columns(self, cols: list[str]) -> Dataset:
+        cols = [cols] if isinstance(cols, str) else list(cols)
+        return self._block_fn("SelectColumns", lambda b: b.select(_present(b, cols)))
+
+    def rename_columns(self, names: dict[str, str]) -> Dataset:
+        mapping = dict(names)
+
+        def rename(block: Block) -> Block:
+            _present(block, list(mapping))
+            return block.rename_columns([mapping.get(c, c) for c in block.column_names])
+
+        return self._block_fn("RenameColumns", rename)
+
+    def random_sample(self, fraction: float, *, seed: int | None = None) -> Dataset:
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"fraction={fraction} must be between 0 and 1")
+
+        def sample(block: Block) -> Block:
+            rng = np.random.default_rng(None if seed is None else seed + block.num_rows)
+            return block.filter(pa.array(rng.random(block.num_rows) < fraction))
+
+        return self._block_fn("RandomSample", sample)
+
+    def limit(self, limit: int) -> Dataset:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit={limit!r} must be an int >= 0")
+        return Dataset(Limit(self._plan, limit))
+
+    # -- barriers -----------------------------------------------------------------------------
+    def _barrier(self, name: str, fn: Callable[[list[list[Bundle]]], list[Bundle]],
+                 *others: Dataset) -> Dataset:
+        return Dataset(AllToAll((self._plan, *(o._plan for o in others)), name, fn))
+
+    def repartition(self, num_blocks: int, *, shuffle: bool = False) -> Dataset:
+        if not isinstance(num_blocks, int) or num_blocks < 1:
+            raise ValueError(f"num_blocks={num_blocks!r} must be an int >= 1")
+        if shuffle:
+            return self._barrier("Repartition", lambda i: _shuffle.random_shuffle(
+                i[0], None, num_blocks))
+        return self._barrier("Repartition", lambda i: _shuffle.repartition(i[0], num_blocks))
+
+    def random_shuffle(self, *, seed: int | None = None, num_blocks: int | None = None
+                       ) -> Dataset:
+        return self._barrier("RandomShuffle",
+                             lambda i: _shuffle.random_shuffle(i[0], seed, num_blocks))
+
+    def sort(self, key: str, descending: bool = False) -> Dataset:
+        if not isinstance(key, str):
+            raise TypeError(f"sort takes one column name, got {key!r}")
+        return self._barrier(f"Sort({key})", lambda i: _shuffle.sort(i[0], key, descending))
+
+    def groupby(self, key: str | None) -> GroupedData:
+        return GroupedData(self, key)
+
+    def union(self, *others: Dataset) -> Dataset:
+        return Dataset(Union((self._plan, *(o._plan for o in others))))
+
+    def zip(self, other: Dataset) -> Dataset:
+        """Columns of both datasets side by side (same row count; clashing names get ``_1``)."""
+        return self._barrier("Zip", lambda i: _shuffle.zip_datasets(i[0], i[1]), other)
+
+    def materialize(self) -> MaterializedDataset:
+        """Run the plan and keep every block in the object store."""
+        bundles = list(self._bundles())
+        out = MaterializedDataset(InputBlocks("Materialized", tuple(bundles)))
+        out._stats = self._stats
+        return out
+
+    def split(self, n: int, *, equal: bool = False) -> list[MaterializedDataset]:
+        """``n`` materialized datasets (by blocks; ``equal=True``: the same number of rows)."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"split(n={n!r}) needs an int >= 1")
+        bundles = list(self._bundles(ordered=True))
+        if equal:
+            total = sum(b.meta.num_rows for b in bundles)
+            per = total // n
+            pieces = _shuffle.resize(bundles, [per] * n)
+            return [MaterializedDataset(InputBlocks("Split", (p,))) for p in pieces]
+        parts: list[list[Bundle]] = [[] for _ in range(n)]
+        rows = [0] * n
+        for bundle in sorted(bundles, key=lambda b: -b.meta.num_rows):
+            i = rows.index(builtins.min(rows))
+            parts[i].append(bundle)
+            rows[i] += bundle.meta.num_rows
+        return [MaterializedDataset(InputBlocks("Split", tuple(p))) for p in parts]
+
+    def split_at_indices(self, indices: list[int]) -> list[MaterializedDataset]:
+        bundles = list(self._bundles(ordered=True))
+        total = sum(b.meta.num_rows for b in bundles)
+        edges = [0, *(builtins.min(i, total) for i in indices), total]
+        if any(b < a for a, b in itertools.pairwise(edges)):
+            raise ValueError(f"indices {indices} must be sorted and >= 0")
+        sizes = [b - a for a, b in itertools.pairwise(edges)]
+        pieces = _shuffle.resize(bundles, sizes)
+        return [MaterializedDataset(InputBlocks("Split", (p,))) for p in pieces]
+
+    def train_test_split(self, test_size: float | int, *, shuffle: bool = False,
+                         seed: int | None = None) -> tuple[MaterializedDataset,
+                                                           MaterializedDataset]:
+        ds = self.random_shuffle(seed=seed) if shuffle else self
+        bundles = list(ds._bundles(ordered=True))
+        total = sum(b.meta.num_rows for b in bundles)
+        if isinstance(test_size, float):
+            if not 0 < test_size < 1:
+                raise ValueError(f"test_size={test_size} as a fraction must be in (0, 1)")
+            n_test = math.ceil(total * test_size)
+        else:
+            if not 0 <= test_size <= total:
+                raise ValueError(f"test_size={test_size} rows must be in [0, {total}]")
+            n_test = test_size
+        train, test = _shuffle.resize(bundles, [total - n_test, n_test])
+        return (MaterializedDataset(InputBlocks("Train", (train,))),
+                MaterializedDataset(InputBlocks("Test", (test,))))
+
+    def streaming_split(self, n: int, *, equal: bool = False) -> list[Any]:
+        raise NotImplementedError(
+            "streaming_split is not implemented yet in ember.data; use split(n) (materializes)"
+        )
+
+    # -- consumption ----------------------------------------------------------------------------
+    def iter_batches(self, *, batch_size: int | None = 256, batch_format: str | None = "default",
+                     prefetch_batches: int = 1, drop_last: bool = False) -> Iterator[Any]:
+        """Batches of ``batch_size`` rows (the last may be short unless ``drop_last``)."""
+        return _iterator.iter_batches(self._blocks(prefetch_batches), batch_size=batch_size,
+                                      batch_format=batch_format, drop_last=drop_last)
+
+    def iter_torch_batches(self, *, batch_size: int | None = 256, dtypes: Any = None,
+                           device: str | None = None, prefetch_batches: int = 1,
+                           drop_last: bool = False) -> Iterator[dict[str, Any]]:
+        """Batches as ``dict[str, torch.Tensor]``."""
+        return _iterator.iter_batches(
+            self._blocks(prefetch_batches), batch_size=batch_size, batch_format="numpy",
+            drop_last=drop_last, collate=_iterator.torch_collate(dtypes, device))
+
+    def iter_rows(self, *, prefetch_blocks: int = 1) -> Iterator[dict[str, Any]]:
+        for block in self._blocks(prefetch_blocks):
+            yield from _block.iter_rows(block)
+
+    def take(self, limit: int = 20) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        if limit <= 0:
+            return rows
+        for row in self.limit(limit).iter_rows(prefetch_blocks=0):
+            rows.append(row)
+        return rows
+
+    def take_all(self, limit: int | None = None) -> list[dict[str, Any]]:
+        rows = list(self.iter_rows())
+        if limit is not None and len(rows) > limit:
+            raise ValueError(f"the dataset has more than {limit} rows (limit={limit})")
+        return rows
+
+    def take_batch(self, batch_size: int = 20, *, batch_format: str | None = "default") -> Any:
+        fmt = _block.check_batch_format(batch_format)
+        block = _block.concat(list(self.limit(batch_size)._blocks()))
+        return _block.block_to_batch(block, fmt)
+
+    def show(self, limit: int = 20) -> None:
+        for row in self.take(limit):
+            print(row)
+
+    def count(self) -> int:
+        """The number of rows (from block metadata: blocks are not fetched)."""
+        plan = self._plan
+        if isinstance(plan, InputBlocks):
+            return sum(b.meta.num_rows for b in plan.bundles)
+        return sum(b.meta.num_rows for b in self._bundles())
+
+    def schema(self) -> pa.Schema | None:
+        """The Arrow schema (runs the plan until a block with columns appears)."""
+        for block in self._blocks():
+            if block.num_columns:
+                return block.schema
+        return None
+
+    def columns(self) -> list[str]:
+        schema = self.schema()
+        return list(schema.names) if schema is not None else []
+
+    def to_pandas(self, limit: int | None = None) -> Any:
+        import pandas as pd
+
+        block = _block.concat(list(self._blocks()))
+        if limit is not None and block.num_rows > limit:
+            raise ValueError(f"the dataset has {block.num_rows} rows, over limit={limit}")
+        return block.to_pandas() if block.num_columns else pd.DataFrame()
+
+    def to_arrow_refs(self) -> list[Any]:
+        return list(self.iter_internal_refs())
+
+    def num_blocks(self) -> int:
+        if isinstance(self._plan, InputBlocks):
+            return len(self._plan.bundles)
+        return sum(1 for _ in self._bundles())
+
+    # -- writes -------------------------------------------------------------------------------
+    def _write(self, path: str, fmt: str, column: str | None = None) -> None:
+        step = _write.write_transform(path, fmt, column)
+        writer = Dataset(MapStage(self._plan, step.name, (step,)))
+        for _ in writer._bundles():
+            pass
+        self._stats = writer._stats
+
+    def write_parquet(self, path: str) -> None:
+        self._write(path, "parquet")
+
+    def write_csv(self, path: str) -> None:
+        self._write(path, "csv")
+
+    def write_json(self, path: str) -> None:
+        self._write(path, "json")
+
+    def write_numpy(self, path: str, *, column: str = "data") -> None:
+        self._write(path, "numpy", column)
+
+
+class MaterializedDataset(Dataset):
+    """A dataset whose blocks are all in the object store (``materialize``, ``split``)."""
+
+
+def _present(block: Block, cols: list[str]) -> list[str]:
+    missing = [c for c in cols if c not in block.column_names]
+    if missing:
+        raise KeyError(f"columns {missing} not found; the dataset has {block.column_names}")
+    return cols
+

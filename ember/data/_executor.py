@@ -1,0 +1,386 @@
+"""The streaming executor: runs a compiled chain of stages as core tasks and actor pools,
+joined by bounded queues, within the memory budget of the current ``DataContext``.
+
+It is a generator driven by its consumer: between two blocks taken by the consumer it starts
+what the admission policy (``_admission.py``) allows and collects what finished; while the
+consumer is busy, nothing new starts (a slow loop pauses the pipeline upstream).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import ember
+from ember.data import _admission
+from ember.data._context import DataContext
+from ember.data._plan import BlockMeta, Bundle, Node, ReadTask, StageSpec, compile_plan
+from ember.data._progress import ProgressBars
+from ember.data._stats import DatasetStats, OperatorStats
+from ember.data._transforms import MapWorker, make_task_function
+from ember.errors import ResourceError
+
+
+@dataclass
+class _Running:
+    block_ref: Any
+    pos: int
+    in_bytes: int
+    est_bytes: int
+    actor: Any = None
+
+
+class _Stage:
+    """Runtime state of one stage."""
+
+    def __init__(self, spec: StageSpec, index: int) -> None:
+        self.spec = spec
+        self.index = index
+        self.inqueue: deque[tuple[int, Bundle]] = deque()
+        self.running: dict[Any, _Running] = {}
+        self.stats = OperatorStats(spec.name)
+        self.work: Iterator[ReadTask | Bundle] | None = None
+        self.peeked: list[ReadTask | Bundle] = []
+        self.work_done = spec.kind != "source"
+        self.input_done = spec.kind == "source"  # set for others when upstream finishes
+        self.next_pos = 0
+        self.remote_fn: Any = None
+        self.actors: dict[Any, int] = {}  # handle -> calls in flight
+        self.out_sizes: list[int] = []
+        self.limit_left = spec.limit
+        self.reorder: dict[int, Bundle] = {}
+        self.expect = 0
+        self.stopped = False
+
+    def est_output(self) -> int | None:
+        if self.out_sizes:
+            return sum(self.out_sizes) // len(self.out_sizes)
+        if self.peeked and isinstance(self.peeked[0], ReadTask):
+            return self.peeked[0].size_bytes
+        return None
+
+    def has_input(self) -> bool:
+        if self.stopped:
+            return False
+        if self.spec.kind != "source":
+            return bool(self.inqueue)
+        if not self.peeked and not self.work_done:
+            if self.work is None:
+                assert self.spec.work is not None
+                self.work = self.spec.work()
+            try:
+                self.peeked.append(next(self.work))
+            except StopIteration:
+                self.work_done = True
+        return bool(self.peeked)
+
+    def next_input_bytes(self) -> int:
+        if self.spec.kind == "source":
+            item = self.peeked[0] if self.peeked else None
+            if isinstance(item, Bundle):
+                return item.meta.size_bytes
+            return 0
+        return self.inqueue[0][1].meta.size_bytes if self.inqueue else 0
+
+    def finished(self) -> bool:
+        if self.spec.kind == "source":
+            return (self.stopped or self.work_done) and not self.peeked and not self.running
+        return self.input_done and not self.inqueue and not self.running
+
+
+class StreamingExecutor:
+    def __init__(self, node: Node, context: DataContext | None = None) -> None:
+        self.ctx = context or DataContext.get_current()
+        specs = compile_plan(node, self._run_child)
+        self.stages = [_Stage(spec, i) for i, spec in enumerate(specs)]
+        self.policy = _admission.AdmissionPolicy(
+            self.ctx.memory_budget_bytes, actor_tasks_in_flight=self.ctx.actor_tasks_in_flight
+        )
+        self.stats = DatasetStats(operators=[s.stats for s in self.stages],
+                                  memory_budget_bytes=self.ctx.memory_budget_bytes)
+        self.output: deque[tuple[int, Bundle]] = deque()
+        self.reorder: dict[int, Bundle] = {}
+        self.next_out = 0
+        self.total_cpus = float(ember.cluster_resources().get("CPU", 1.0))
+        self.progress = ProgressBars(
+            [s.spec.name for s in self.stages], [s.spec.rows_total for s in self.stages],
+            enabled=self.ctx.enable_progress_bars,
+        )
+
+    def _run_child(self, node: Node) -> Iterator[Bundle]:
+        # Children of a barrier or union run in plan order: zip and split line rows up by it.
+        child = StreamingExecutor(node, dataclasses.replace(self.ctx, preserve_order=True))
+        child.progress.enabled = False
+        return child.run()
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> Iterator[Bundle]:
+        start = time.perf_counter()
+        try:
+            self._start_pools()
+            while True:
+                self._propagate_done()
+                self._scale_pools()
+                while (index := self._next_launch()) is not None:
+                    self._launch(self.stages[self._schedulable()[index]])
+                self._track_memory()
+                if self.output:
+                    _, bundle = self.output.popleft()
+                    yield bundle
+                    continue
+                if all(s.finished() for s in self.stages):
+                    return
+                self._collect()
+        finally:
+            self.stats.wall_s = time.perf_counter() - start
+            self.stats.executed = True
+            self._shutdown()
+
+    def _schedulable(self) -> list[int]:
+        return [s.index for s in self.stages if s.spec.kind != "limit"]
+
+    def _view(self, stage: _Stage) -> _admission.OperatorView:
+        spec = stage.spec
+        lo, hi = spec.actor_pool.bounds if spec.actor_pool is not None else (0, 0)
+        return _admission.OperatorView(
+            compute="actors" if spec.kind == "actors" else "tasks",
+            is_source=spec.kind == "source", has_input=stage.has_input(),
+            running=len(stage.running), num_cpus=spec.num_cpus,
+            est_output_bytes=stage.est_output(), next_input_bytes=stage.next_input_bytes(),
+            input_done=stage.input_done, actors_alive=len(stage.actors),
+            min_actors=lo, max_actors=hi,
+        )
+
+    def _snapshot(self) -> _admission.Snapshot:
+        views = tuple(self._view(self.stages[i]) for i in self._schedulable())
+        return _admission.Snapshot(views, self._bytes_in_flight(), self.total_cpus,
+                                   outputs_ready=len(self.output))
+
+    def _next_launch(self) -> int | None:
+        snapshot = self._snapshot()
+        index = self.policy.next_launch(snapshot)
+        if index is not None and snapshot.bytes_in_flight + (
+            snapshot.operators[index].est_output_bytes or 0
+        ) > self.ctx.memory_budget_bytes:
+            self.stats.over_budget_launches += 1
+        return index
+
+    def _bytes_in_flight(self) -> int:
+        total = sum(b.meta.size_bytes for _, b in self.output)
+        total += sum(b.meta.size_bytes for b in self.reorder.values())
+        for stage in self.stages:
+            total += sum(b.meta.size_bytes for b in stage.reorder.values())
+            total += sum(b.meta.size_bytes for _, b in stage.inqueue)
+            total += sum(r.in_bytes + r.est_bytes for r in stage.running.values())
+        return total
+
+    def _track_memory(self) -> None:
+        self.stats.peak_bytes_in_flight = max(self.stats.peak_bytes_in_flight,
+                                              self._bytes_in_flight())
+        for stage in self.stages:
+            held = sum(b.meta.size_bytes for _, b in stage.inqueue) + sum(
+                r.in_bytes + r.est_bytes for r in stage.running.values())
+            stage.stats.peak_bytes_in_flight = max(stage.stats.peak_bytes_in_flight, held)
+
+    # -- starting work --------------------------------------------------------------------------
+    def _launch(self, stage: _Stage) -> None:
+        spec = stage.spec
+        if spec.kind == "source":
+            item = stage.peeked.pop(0)
+            pos = stage.next_pos
+            stage.next_pos += 1
+            if isinstance(item, Bundle) and not spec.transforms:
+                stage.stats.rows += item.meta.num_rows
+                self._emit(stage, pos, item)
+                return
+            arg, in_bytes = (item.ref, item.meta.size_bytes) if isinstance(item, Bundle) else (
+                item, 0)
+            est = stage.est_output() or (in_bytes if isinstance(item, Bundle) else 0)
+            self._submit_task(stage, arg, pos, in_bytes, est)
+            return
+        pos, bundle = stage.inqueue.popleft()
+        est = stage.est_output() or bundle.meta.size_bytes
+        if spec.kind == "tasks":
+            self._submit_task(stage, bundle.ref, pos, bundle.meta.size_bytes, est)
+        else:
+            actor = min(stage.actors, key=lambda a: stage.actors[a])
+            stage.actors[actor] += 1
+            block_ref, meta_ref = actor.process.options(num_returns=2).remote(bundle.ref)
+            stage.running[meta_ref] = _Running(block_ref, pos, bundle.meta.size_bytes, est, actor)
+
+    def _submit_task(self, stage: _Stage, arg: Any, pos: int, in_bytes: int, est: int) -> None:
+        spec = stage.spec
+        if stage.remote_fn is None:
+            fn = ember.remote(make_task_function(spec.transforms))
+            stage.remote_fn = fn
+        held = sum(len(s.actors) * s.spec.num_cpus for s in self.stages if s.actors)
+        slots = _admission.task_slots(spec.num_cpus, self.total_cpus, held)
+        options: dict[str, Any] = {"num_returns": 2, "num_cpus": slots.num_cpus}
+        if spec.num_gpus:
+            options["num_gpus"] = spec.num_gpus
+        if spec.resources:
+            options["resources"] = spec.resources
+        # ResourceError (a request that can never fit) raises here, at once, to the consumer.
+        block_ref, meta_ref = stage.remote_fn.options(**options).remote(arg)
+        stage.running[meta_ref] = _Running(block_ref, pos, in_bytes, est)
+
+    # -- actor pools ----------------------------------------------------------------------------
+    def _start_pools(self) -> None:
+        for stage in self.stages:
+            spec = stage.spec
+            if spec.kind != "actors" or spec.actor_pool is None:
+                continue
+            lo, _ = spec.actor_pool.bounds
+            if lo * spec.num_cpus > self.total_cpus + 1e-9:
+                raise ResourceError(
+                    f"{spec.name}: ActorPoolStrategy needs at least {lo} actors of CPU="
+                    f"{spec.num_cpus} each, but the cluster has CPU={self.total_cpus:g} in "
+                    "total; lower min_size or num_cpus, or start ember with more CPUs"
+                )
+            for _ in range(lo):
+                self._add_actor(stage)
+
+    def _add_actor(self, stage: _Stage) -> None:
+        spec = stage.spec
+        options: dict[str, Any] = {"num_cpus": spec.num_cpus}
+        if spec.num_gpus:
+            options["num_gpus"] = spec.num_gpus
+        if spec.resources:
+            options["resources"] = spec.resources
+        worker = ember.remote(MapWorker).options(**options)
+        stage.actors[worker.remote(spec.transforms)] = 0
+        stage.stats.actors_peak = max(stage.stats.actors_peak, len(stage.actors))
+        self.progress.update(stage.index, 0, actors=len(stage.actors))
+
+    def _scale_pools(self) -> None:
+        schedulable = self._schedulable()
+        for position, index in enumerate(schedulable):
+            stage = self.stages[index]
+            if stage.spec.kind != "actors":
+                continue
+            target = self.policy.actor_target(position, self._snapshot())
+            while len(stage.actors) < target:
+                self._add_actor(stage)
+            if len(stage.actors) > target:
+                for actor in [a for a, n in stage.actors.items() if n == 0]:
+                    if len(stage.actors) <= target:
+                        break
+                    del stage.actors[actor]
+                    ember.kill(actor)
+                self.progress.update(stage.index, 0, actors=len(stage.actors))
+
+    # -- finishing work -------------------------------------------------------------------------
+    def _collect(self) -> None:
+        pending = [ref for s in self.stages for ref in s.running]
+        if not pending:
+            return
+        ready, _ = ember.wait(pending, num_returns=1, timeout=0.5)
+        if ready:
+            more, _ = ember.wait(pending, num_returns=len(pending), timeout=0)
+            ready = list({*ready, *more})
+        for meta_ref in ready:
+            for stage in self.stages:
+                running = stage.running.get(meta_ref)
+                if running is not None:
+                    self._complete(stage, meta_ref, running)
+                    break
+
+    def _complete(self, stage: _Stage, meta_ref: Any, running: _Running) -> None:
+        meta = ember.get(meta_ref)  # raises the UDF's exception, to the consumer
+        del stage.running[meta_ref]
+        if running.actor is not None and running.actor in stage.actors:
+            stage.actors[running.actor] -= 1
+        stage.stats.record_task(meta)
+        stage.out_sizes.append(int(meta["bytes"]))
+        bundle = Bundle(running.block_ref, BlockMeta(int(meta["rows"]), int(meta["bytes"])))
+        self._emit(stage, running.pos, bundle)
+
+    def _emit(self, stage: _Stage, pos: int, bundle: Bundle) -> None:
+        self.progress.update(stage.index, bundle.meta.num_rows)
+        nxt = stage.index + 1
+        if nxt == len(self.stages):
+            self._to_output(pos, bundle)
+            return
+        downstream = self.stages[nxt]
+        if downstream.spec.kind == "limit":
+            if not self.ctx.preserve_order:
+                self._limit(downstream, pos, bundle)
+            else:  # a limit keeps the first rows in plan order
+                downstream.reorder[pos] = bundle
+                while downstream.expect in downstream.reorder:
+                    self._limit(downstream, downstream.expect,
+                                downstream.reorder.pop(downstream.expect))
+                    downstream.expect += 1
+        else:
+            downstream.inqueue.append((pos, bundle))
+        self._propagate_done()
+
+    def _to_output(self, pos: int, bundle: Bundle) -> None:
+        if not self.ctx.preserve_order:
+            self.output.append((pos, bundle))
+            return
+        self.reorder[pos] = bundle
+        while self.next_out in self.reorder:
+            self.output.append((self.next_out, self.reorder.pop(self.next_out)))
+            self.next_out += 1
+
+    def _limit(self, stage: _Stage, pos: int, bundle: Bundle) -> None:
+        # Limits run on the driver: they only pass references on, slicing the last block.
+        if stage.limit_left <= 0:
+            return
+        rows = bundle.meta.num_rows
+        if rows > stage.limit_left:
+            block = ember.get(bundle.ref).slice(0, stage.limit_left)
+            bundle = Bundle(ember.put(block), BlockMeta(block.num_rows, int(block.nbytes)))
+        stage.limit_left -= bundle.meta.num_rows
+        stage.stats.rows += bundle.meta.num_rows
+        stage.stats.tasks += 1
+        self._emit_after_limit(stage, pos, bundle)
+        if stage.limit_left <= 0:
+            stage.input_done = True
+            for upstream in self.stages[: stage.index]:
+                self._stop(upstream)
+
+    def _emit_after_limit(self, stage: _Stage, pos: int, bundle: Bundle) -> None:
+        # Positions after a limit restart at 0 so ordered output stays contiguous.
+        self._emit(stage, stage.next_pos, bundle)
+        stage.next_pos += 1
+
+    def _stop(self, stage: _Stage) -> None:
+        stage.stopped = True
+        stage.peeked.clear()
+        stage.inqueue.clear()
+        for meta_ref in list(stage.running):
+            try:
+                ember.cancel(meta_ref)
+            except Exception:  # best effort: the task may have finished already
+                pass
+        stage.running.clear()
+        stage.input_done = True
+
+    def _propagate_done(self) -> None:
+        for upstream, stage in zip(self.stages, self.stages[1:], strict=False):
+            if not stage.input_done and upstream.finished():
+                stage.input_done = True
+
+    def _shutdown(self) -> None:
+        for stage in self.stages:
+            for actor in list(stage.actors):
+                try:
+                    ember.kill(actor)
+                except Exception:  # the actor is already gone: nothing to release
+                    pass
+            stage.actors.clear()
+            stage.running.clear()
+        self.progress.close()
+
+
+def execute(node: Node, context: DataContext | None = None) -> tuple[Iterator[Bundle],
+                                                                        DatasetStats]:
+    """Start streaming ``node``; returns the bundle iterator and the stats it fills in."""
+    executor = StreamingExecutor(node, context)
+    return executor.run(), executor.stats

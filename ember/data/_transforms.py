@@ -1,0 +1,170 @@
+"""Block transforms: what runs inside a task or a pool actor. A fused stage is a list of these,
+applied one after the other to each block, so ``map -> filter -> map_batches`` is one task per
+block. The UDF of a class-based transform is constructed once per actor (``setup``)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import resource
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from ember.data import _block
+from ember.data._block import BatchFormat, Block
+
+
+def udf_name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def is_class_udf(fn: Any) -> bool:
+    return inspect.isclass(fn)
+
+
+@dataclass
+class Transform:
+    """One step of a fused stage. Subclasses implement ``apply``."""
+
+    name: str
+
+    def setup(self) -> None:
+        """Construct class UDFs; called once per task or actor before the first block."""
+
+    def apply(self, block: Block) -> Block:
+        raise NotImplementedError
+
+
+@dataclass
+class MapRows(Transform):
+    fn: Callable[..., Any] = field(default=print)
+    fn_args: tuple[Any, ...] = ()
+    fn_kwargs: dict[str, Any] = field(default_factory=dict)
+    ctor: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+    mode: str = "map"  # "map" | "filter" | "flat_map"
+
+    def setup(self) -> None:
+        if self.ctor is not None and is_class_udf(self.fn):
+            self.fn = self.fn(*self.ctor[0], **self.ctor[1])
+
+    def apply(self, block: Block) -> Block:
+        what = f"{self.mode} function {udf_name(self.fn)}"
+        out: list[dict[str, Any]] = []
+        fn, args, kwargs = self.fn, self.fn_args, self.fn_kwargs
+        if self.mode == "filter":
+            keep = [bool(fn(row, *args, **kwargs)) for row in _block.iter_rows(block)]
+            return block.filter(pa.array(keep, type=pa.bool_())) if keep else block
+        for row in _block.iter_rows(block):
+            result = fn(row, *args, **kwargs)
+            if self.mode == "map":
+                out.append(_block.row_to_dict(result, what=what))
+            else:
+                if isinstance(result, dict) or not isinstance(result, Iterable):
+                    raise _block.StrictModeError(
+                        f"{what} returned a {type(result).__name__}; flat_map functions return "
+                        "a list of rows, each a dict such as {'item': value}"
+                    )
+                out.extend(_block.row_to_dict(r, what=what) for r in result)
+        if not out:
+            return block.schema.empty_table() if self.mode == "filter" else pa.table({})
+        return _block.rows_to_block(out)
+
+
+@dataclass
+class MapBatches(Transform):
+    fn: Any = None
+    batch_size: int | None = 1024
+    batch_format: BatchFormat = "numpy"
+    zero_copy_batch: bool = False
+    fn_args: tuple[Any, ...] = ()
+    fn_kwargs: dict[str, Any] = field(default_factory=dict)
+    ctor: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+
+    def setup(self) -> None:
+        if is_class_udf(self.fn):
+            args, kwargs = self.ctor or ((), {})
+            self.fn = self.fn(*args, **kwargs)
+
+    def apply(self, block: Block) -> Block:
+        what = f"map_batches function {udf_name(self.fn)}"
+        outputs: list[Block] = []
+        for piece in _block.iter_slices(block, self.batch_size):
+            batch = _block.block_to_batch(piece, self.batch_format, zero_copy=self.zero_copy_batch)
+            result = self.fn(batch, *self.fn_args, **self.fn_kwargs)
+            if inspect.isgenerator(result):
+                outputs.extend(_block.batch_to_block(r, what=what) for r in result)
+            else:
+                outputs.append(_block.batch_to_block(result, what=what))
+        return _block.concat(outputs)
+
+
+@dataclass
+class BlockFn(Transform):
+    """A library-internal transform on a whole block (select, rename, add_column...)."""
+
+    fn: Callable[[Block], Block] = field(default=lambda b: b)
+
+    def apply(self, block: Block) -> Block:
+        return self.fn(block)
+
+
+def apply_all(transforms: Sequence[Transform], block: Block) -> Block:
+    for transform in transforms:
+        block = transform.apply(block)
+    return block
+
+
+def _peak_rss_bytes() -> int:
+    # ru_maxrss is KiB on Linux: the worker process's peak resident set so far.
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def run_stage(source: Any, transforms: Sequence[Transform]) -> tuple[Block, dict[str, Any]]:
+    """Produce one block: read it (``source`` is a ReadTask) or take it (a Block), transform it,
+    and measure the work for ``Dataset.stats()``."""
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    if isinstance(source, pa.Table):
+        block = source
+    else:
+        block = _block.concat(list(source()))
+    block = apply_all(transforms, block)
+    meta = {
+        "rows": block.num_rows,
+        "bytes": _block.size_bytes(block),
+        "wall_s": time.perf_counter() - wall0,
+        "cpu_s": time.process_time() - cpu0,
+        "peak_rss": _peak_rss_bytes(),
+        "pid": os.getpid(),
+    }
+    return block, meta
+
+
+def make_task_function(transforms: Sequence[Transform]) -> Callable[..., Any]:
+    """A function to wrap with ``ember.remote``: its code (and the stage's UDFs) ship once."""
+    stage = list(transforms)
+
+    def run_block_stage(source: Any) -> tuple[Block, dict[str, Any]]:
+        for transform in stage:
+            transform.setup()
+        return run_stage(source, stage)
+
+    return run_block_stage
+
+
+class MapWorker:
+    """The actor of an actor-pool stage: constructs the class UDFs once, then maps blocks."""
+
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        self._stage = list(transforms)
+        for transform in self._stage:
+            transform.setup()
+
+    def ready(self) -> bool:
+        return True
+
+    def process(self, block: Block) -> tuple[Block, dict[str, Any]]:
+        return run_stage(block, self._stage)

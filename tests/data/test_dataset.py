@@ -1,0 +1,290 @@
+"""ember.data end to end on a 2-CPU local runtime: what a user sees."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import ember
+import ember.data as ed
+from ember.errors import ResourceError
+
+DATA_ALL = [
+    "ActorPoolStrategy", "DataContext", "Dataset", "DatasetStats", "GroupedData",
+    "MaterializedDataset", "StrictModeError", "TaskPoolStrategy", "from_arrow",
+    "from_huggingface", "from_items", "from_numpy", "from_pandas", "from_torch", "range",
+    "range_tensor", "read_binary_files", "read_csv", "read_images", "read_json", "read_numpy",
+    "read_parquet", "read_text",
+]
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(ed.__all__) == sorted(DATA_ALL)
+    assert ember.data is ed
+
+
+def ids(ds: ed.Dataset) -> list[int]:
+    return sorted(r["id"] for r in ds.take_all())
+
+
+def test_sources_have_named_columns(ember_local: Any, tmp_path: Path) -> None:
+    assert ids(ed.range(3)) == [0, 1, 2] and ed.range(3).columns() == ["id"]
+    assert ed.from_items([1, 2]).take_all() == [{"item": 1}, {"item": 2}]
+    assert ed.from_items([{"a": 1}]).columns() == ["a"]
+    assert ed.from_numpy(np.zeros((4, 2))).columns() == ["data"]
+    assert ed.from_pandas(pd.DataFrame({"x": [1, 2]})).count() == 2
+    assert ed.from_arrow(pa.table({"y": [1]})).take_all() == [{"y": 1}]
+    tensor = ed.range_tensor(5, shape=(2, 3)).take_batch(5)
+    assert tensor["data"].shape == (5, 2, 3) and tensor["data"][4].max() == 4
+    (tmp_path / "a.txt").write_text("hello\nworld\n")
+    assert ed.read_text(str(tmp_path / "a.txt")).take_all() == [{"text": "hello"},
+                                                                {"text": "world"}]
+    assert ed.read_binary_files(str(tmp_path / "a.txt")).take_all() == [
+        {"bytes": b"hello\nworld\n"}]
+
+
+def test_map_filter_map_batches_fuse_into_one_task_per_block(ember_local: Any) -> None:
+    ds = (ed.range(1000, parallelism=4)
+          .map(lambda r: {"id": r["id"] * 2})
+          .filter(lambda r: r["id"] % 4 == 0)
+          .map_batches(lambda b: {"id": b["id"] + 1}))
+    assert ids(ds) == [i * 2 + 1 for i in range(0, 1000, 2)]
+    stats = ds.stats()
+    assert len(stats.operators) == 1 and stats.operators[0].tasks == 4
+    assert "Range->Map" in str(stats)
+
+
+@pytest.mark.parametrize("fmt,kind", [("numpy", dict), ("pandas", pd.DataFrame),
+                                      ("pyarrow", pa.Table)])
+def test_batch_formats(ember_local: Any, fmt: str, kind: type) -> None:
+    seen: list[str] = []
+
+    def fn(batch: Any) -> Any:
+        assert isinstance(batch, kind)
+        return batch
+
+    out = ed.range(10).map_batches(fn, batch_format=fmt).take_all()
+    assert sorted(r["id"] for r in out) == list(range(10))
+    assert isinstance(ed.range(10).take_batch(3, batch_format=fmt), kind)
+    del seen
+
+
+def test_default_batch_sizes(ember_local: Any) -> None:
+    sizes = ed.range(3000, parallelism=1).map_batches(
+        lambda b: {"n": np.array([len(b["id"])])}).take_all()
+    assert sorted(r["n"] for r in sizes) == [952, 1024, 1024]
+    batches = list(ed.range(600).iter_batches())
+    assert [len(b["id"]) for b in batches] == [256, 256, 88]
+
+
+def test_strict_mode_error_says_what_to_return(ember_local: Any) -> None:
+    with pytest.raises(ed.StrictModeError, match="return a dict of column name"):
+        ed.range(10).map_batches(lambda b: b["id"]).take_all()
+    with pytest.raises(ValueError, match=r"\{'item': value\}"):
+        ed.range(10).map(lambda r: r["id"]).take_all()
+
+
+def test_udf_errors_reach_the_consumer(ember_local: Any) -> None:
+    def boom(batch: Any) -> Any:
+        raise KeyError("bad row")
+
+    with pytest.raises(KeyError, match="bad row"):
+        ed.range(10).map_batches(boom).count()
+
+
+def test_unschedulable_request_raises_at_once(ember_local: Any) -> None:
+    # A hang would show as the per-test timeout; the error must name the resource.
+    with pytest.raises(ResourceError, match="GPU"):
+        ed.range(10).map_batches(lambda b: b, num_gpus=1).take_all()
+
+    class Model:
+        def __call__(self, b: Any) -> Any:
+            return b
+
+    with pytest.raises(ResourceError, match="GPU"):
+        ed.range(10).map_batches(Model, compute=ed.ActorPoolStrategy(size=1),
+                                 num_gpus=1).take_all()
+    with pytest.raises(ResourceError, match="CPU"):
+        ed.range(10).map_batches(Model, compute=ed.ActorPoolStrategy(size=3)).take_all()
+
+
+class AddConstant:
+    def __init__(self, k: int) -> None:
+        import os
+
+        self.k = k
+        self.pid = os.getpid()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["id"])
+        return {"id": batch["id"] + self.k, "pid": np.full(n, self.pid)}
+
+
+def test_actor_pool_as_large_as_the_machine_with_a_read_in_front(
+    ember_local: Any, tmp_path: Path
+) -> None:
+    ed.range(4000, parallelism=8).write_parquet(str(tmp_path / "in"))
+    ds = ed.read_parquet(str(tmp_path / "in")).map_batches(
+        AddConstant, compute=ed.ActorPoolStrategy(size=2), fn_constructor_args=(10,),
+        batch_size=100)
+    rows = ds.take_all()
+    assert sorted(r["id"] for r in rows) == [i + 10 for i in range(4000)]
+    assert len({r["pid"] for r in rows}) <= 2  # constructed once per actor, two actors
+    assert ds.stats().operators[1].actors_peak == 2
+
+
+def test_autoscaling_actor_pool_stays_within_bounds(ember_local: Any) -> None:
+    ds = ed.range(2000, parallelism=10).map_batches(
+        AddConstant, compute=ed.ActorPoolStrategy(min_size=1, max_size=2),
+        fn_constructor_kwargs={"k": 1}, num_cpus=0.5)
+    assert ids(ds) == [i + 1 for i in range(2000)]
+    assert 1 <= ds.stats().operators[1].actors_peak <= 2
+
+
+def test_class_needs_actor_pool(ember_local: Any) -> None:
+    with pytest.raises(ValueError, match="ActorPoolStrategy"):
+        ed.range(3).map_batches(AddConstant)
+
+
+def test_memory_budget_bounds_blocks_in_flight(ember_local: Any) -> None:
+    block_bytes = 100_000 * 8
+    budget = 6 * block_bytes
+    ed.DataContext.set_current(ed.DataContext(memory_budget_bytes=budget,
+                                              enable_progress_bars=False))
+    try:
+        ds = ed.range(100_000 * 40, parallelism=40).map_batches(
+            lambda b: {"id": b["id"] * 2}, batch_size=None)
+        total = 0
+        for batch in ds.iter_batches(batch_size=50_000):
+            total += len(batch["id"])
+        assert total == 4_000_000
+        stats = ds.stats()
+        assert 0 < stats.peak_bytes_in_flight <= budget
+        assert stats.over_budget_launches == 0
+    finally:
+        ed.DataContext.set_current(ed.DataContext())
+
+
+def test_limit_take_and_preserve_order(ember_local: Any) -> None:
+    assert len(ed.range(1000).limit(17).take_all()) == 17
+    ed.DataContext.update(preserve_order=True)
+    try:
+        assert [r["id"] for r in ed.range(1000, parallelism=8).take(5)] == [0, 1, 2, 3, 4]
+        assert [r["id"] for r in ed.range(100, parallelism=8).take_all()] == list(range(100))
+    finally:
+        ed.DataContext.set_current(ed.DataContext())
+
+
+def test_column_operations(ember_local: Any) -> None:
+    ds = ed.from_items([{"a": i, "b": -i} for i in range(5)])
+    assert ds.add_column("c", lambda df: df["a"] + 1).select_columns(["c"]).take(1) == [
+        {"c": 1}]
+    assert ds.drop_columns(["a"]).columns() == ["b"]
+    assert ds.rename_columns({"a": "x"}).columns() == ["x", "b"]
+    assert ds.flat_map(lambda r: [r, r]).count() == 10
+
+
+def test_sort_shuffle_repartition(ember_local: Any) -> None:
+    ds = ed.range(500, parallelism=5)
+    assert [r["id"] for r in ds.random_shuffle(seed=3).sort("id").take_all()] == list(range(500))
+    desc = [r["id"] for r in ds.sort("id", descending=True).take_all()]
+    assert desc == sorted(range(500), reverse=True)
+    assert ds.repartition(7).num_blocks() == 7
+    assert ids(ds.random_shuffle(seed=1)) == list(range(500))
+
+
+def test_groupby(ember_local: Any) -> None:
+    ds = ed.from_items([{"k": i % 3, "v": float(i)} for i in range(30)])
+    assert sorted(ds.groupby("k").count().take_all(), key=lambda r: r["k"]) == [
+        {"k": 0, "count()": 10}, {"k": 1, "count()": 10}, {"k": 2, "count()": 10}]
+    sums = sorted(ds.groupby("k").sum("v").take_all(), key=lambda r: r["k"])
+    assert [r["sum(v)"] for r in sums] == [135.0, 145.0, 155.0]
+    assert ds.groupby(None).max("v").take_all() == [{"max(v)": 29.0}]
+    std = ds.groupby(None).std("v").take_all()[0]["std(v)"]
+    assert std == pytest.approx(np.std(np.arange(30.0), ddof=1))
+    means = sorted(ds.groupby("k").mean("v").take_all(), key=lambda r: r["k"])
+    assert [r["mean(v)"] for r in means] == [13.5, 14.5, 15.5]
+    groups = ds.groupby("k").map_groups(lambda g: {"k": g["k"][:1], "n": [len(g["k"])]})
+    assert sorted((r["k"], r["n"]) for r in groups.take_all()) == [(0, 10), (1, 10), (2, 10)]
+
+
+def test_union_zip_split(ember_local: Any) -> None:
+    a, b = ed.range(10), ed.range(5)
+    assert ids(a.union(b)) == sorted([*range(10), *range(5)])
+    zipped = ed.range(20, parallelism=3).zip(
+        ed.range(20, parallelism=2).map(lambda r: {"sq": r["id"] ** 2})).take_all()
+    assert all(r["sq"] == r["id"] ** 2 for r in zipped) and len(zipped) == 20
+    parts = ed.range(100).split(3, equal=True)
+    assert [p.count() for p in parts] == [33, 33, 33]
+    train, test = ed.range(100).train_test_split(0.25)
+    assert (train.count(), test.count()) == (75, 25)
+    assert ids(test) == list(range(75, 100))
+    sample = ed.range(1000).random_sample(0.5, seed=0).count()
+    assert 350 < sample < 650
+
+
+def test_iteration_apis(ember_local: Any) -> None:
+    import torch
+
+    ds = ed.range(100)
+    assert sorted(r["id"] for r in ds.iter_rows()) == list(range(100))
+    batches = list(ds.iter_torch_batches(batch_size=30, dtypes=torch.float32))
+    assert isinstance(batches[0]["id"], torch.Tensor) and batches[0]["id"].dtype == torch.float32
+    assert sum(len(b["id"]) for b in batches) == 100
+    assert len(list(ds.iter_batches(batch_size=30, drop_last=True))) == 3
+    assert sorted(ds.to_pandas()["id"]) == list(range(100))
+    assert ds.schema().names == ["id"]
+
+
+def test_early_exit_releases_actors(ember_local: Any) -> None:
+    ds = ed.range(5000, parallelism=10).map_batches(
+        AddConstant, compute=ed.ActorPoolStrategy(size=1), fn_constructor_args=(0,))
+    for _ in ds.iter_batches(batch_size=10):
+        break
+    # the pool's actor was killed: both CPUs are free again
+    deadline = time.monotonic() + 10
+    while ember.available_resources().get("CPU") != 2.0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ember.available_resources().get("CPU") == 2.0
+
+
+def test_file_round_trips(ember_local: Any, tmp_path: Path) -> None:
+    ds = ed.from_items([{"a": i, "s": str(i)} for i in range(50)])
+    for fmt in ("parquet", "csv", "json"):
+        getattr(ds, f"write_{fmt}")(str(tmp_path / fmt))
+        back = getattr(ed, f"read_{fmt}")(str(tmp_path / fmt))
+        rows = sorted(back.take_all(), key=lambda r: r["a"])
+        assert [r["a"] for r in rows] == list(range(50)), fmt
+    ed.from_numpy(np.arange(12).reshape(6, 2)).write_numpy(str(tmp_path / "npy"))
+    back_np = ed.read_numpy(str(tmp_path / "npy")).take_batch(10)["data"]
+    assert back_np.shape == (6, 2)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        ed.read_parquet(str(tmp_path / "missing"))
+
+
+def test_fsspec_url(ember_local: Any, tmp_path: Path) -> None:
+    ed.range(10).write_parquet(f"file://{tmp_path}/out")
+    assert ed.read_parquet(f"file://{tmp_path}/out").count() == 10
+
+
+def test_stats_before_and_after(ember_local: Any) -> None:
+    ds = ed.range(100).map_batches(lambda b: b)
+    assert "not been executed" in str(ds.stats())
+    ds.count()
+    text = str(ds.stats())
+    assert "CPU time" in text and "peak" in text and "100 rows" in text
+
+
+def test_bad_arguments_say_the_fix() -> None:
+    with pytest.raises(ValueError, match="batch_format"):
+        ed.from_items([1]).map_batches(lambda b: b, batch_format="arrow")
+    with pytest.raises(ValueError, match="min_size"):
+        ed.ActorPoolStrategy(min_size=3, max_size=2)
+    with pytest.raises(ValueError, match="memory_budget_bytes"):
+        ed.DataContext(memory_budget_bytes=0)
