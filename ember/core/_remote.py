@@ -58,16 +58,7 @@ class RemoteFunction:
         return str(self._shared["id"])
 
     def pickled(self) -> bytes:
-        shared = self._shared
-        code: bytes | None = shared.get("code")
-        if code is None:
-            shared["pickling"] = True
-            try:
-                code = shared["code"] = _serialization.dumps_function(self._function)
-            finally:
-                shared["pickling"] = False
-            _known.setdefault(self.function_id, shared)
-        return code
+        return _code_of(self._shared, self._function)
 
     def options(self, **options: Any) -> RemoteFunction:
         """A copy of this function with some options changed for the next ``.remote`` calls."""
@@ -92,6 +83,19 @@ def _rebuild_function(code: bytes, function_id: str, explicit: dict[str, Any]) -
 # Code that has been shipped, by id: {"id", "code", "target"}. Lets a function or class that
 # refers to itself be rebuilt once, and lets the stand-in below find it.
 _known: dict[str, dict[str, Any]] = {}
+
+
+def _code_of(shared: dict[str, Any], target: Any) -> bytes:
+    """The pickled code of a function or class, made once and shared by its variants."""
+    code: bytes | None = shared.get("code")
+    if code is None:
+        shared["pickling"] = True  # its own wrapper met inside the code becomes a _Late
+        try:
+            code = shared["code"] = _serialization.dumps_function(target)
+        finally:
+            shared["pickling"] = False
+        _known.setdefault(shared["id"], shared)
+    return code
 
 
 def _load_code(code_id: str, code: bytes) -> dict[str, Any]:
@@ -201,16 +205,7 @@ class ActorClass:
         return str(self._shared["id"])
 
     def pickled(self) -> bytes:
-        shared = self._shared
-        code: bytes | None = shared.get("code")
-        if code is None:
-            shared["pickling"] = True
-            try:
-                code = shared["code"] = _serialization.dumps_function(self._cls)
-            finally:
-                shared["pickling"] = False
-            _known.setdefault(self.class_id, shared)
-        return code
+        return _code_of(self._shared, self._cls)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         name = self._cls.__qualname__
