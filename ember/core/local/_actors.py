@@ -197,7 +197,8 @@ class ActorsMixin:
                 actor.state = "exiting"
                 self._send(worker, ("exit",))
                 return
-            pending = [d for d in work.deps if not self._store.is_ready(d)]
+            deps = work.deps
+            pending = [d for d in deps if not self._store.is_ready(d)] if deps else deps
             if pending:
                 if not work.waiting:
                     work.waiting = len(pending)
@@ -211,11 +212,12 @@ class ActorsMixin:
                         self._store.add_callback(dep, dep_ready)
                 return
             queue.popleft()
-            failed = next((v for v in (self._store.value(d) for d in work.deps)
-                           if v is not None and v[1]), None)
-            if failed is not None:
-                self._finish(work, None, failed[0])
-                continue
+            if deps:
+                failed = next((v for v in (self._store.value(d) for d in deps)
+                               if v is not None and v[1]), None)
+                if failed is not None:
+                    self._finish(work, None, failed[0])
+                    continue
             actor.inflight[work.id] = work
             self._send(worker, ("call", work.id, work.method, work.args, self._dep_values(work),
                                 work.return_ids, work.gen_id, work.backpressure))
