@@ -1,0 +1,37 @@
+"""``ember.rl``: PPO with env runner actors and a data-parallel learner group.
+
+::
+
+    from ember.rl import PPOConfig
+
+    config = (PPOConfig().environment("CartPole-v1")
+              .env_runners(num_env_runners=2, num_envs_per_env_runner=4)
+              .learners(num_learners=2, learner_weights=(1, 3))
+              .training(lr=3e-4, train_batch_size=2000, minibatch_size=250, num_epochs=10))
+    with config.build() as algo:
+        for _ in range(20):
+            print(algo.train()["episode_return_mean"])
+        algo.save("/tmp/ppo")
+
+Importing this package loads neither torch nor gymnasium: ``PPO`` loads on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ember.rl._config import PPOConfig
+
+if TYPE_CHECKING:
+    from ember.rl._ppo import PPO
+
+__all__ = ["PPO", "PPOConfig"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PPO":
+        from ember.rl._ppo import PPO
+
+        globals()["PPO"] = PPO
+        return PPO
+    raise AttributeError(f"module 'ember.rl' has no attribute {name!r}")
