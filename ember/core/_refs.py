@@ -37,7 +37,9 @@ class ObjectRef:
 
     def hex(self) -> str:
         oid = self._id
-        return f"{oid:016x}" if isinstance(oid, int) else str(oid)
+        if isinstance(oid, int):
+            return f"{oid:016x}"
+        return oid.hex() if hasattr(oid, "hex") else str(oid)  # a Ray ObjectRef, say
 
     def __repr__(self) -> str:
         return f"ObjectRef({self.hex()})"
