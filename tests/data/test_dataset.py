@@ -281,7 +281,8 @@ def test_stats_before_and_after(ember_local: Any) -> None:
     assert "CPU time" in text and "peak" in text and "100 rows" in text
 
 
-def test_bad_arguments_say_the_fix() -> None:
+def test_bad_arguments_say_the_fix(ember_local: Any) -> None:
+    # from_items stores its blocks, which starts a runtime (as in Ray): the fixture stops it.
     with pytest.raises(ValueError, match="batch_format"):
         ed.from_items([1]).map_batches(lambda b: b, batch_format="arrow")
     with pytest.raises(ValueError, match="min_size"):
