@@ -60,10 +60,14 @@ class ObjectRef:
         rt = self._rt
 
         def done(_: Any) -> None:
+            if not fut.set_running_or_notify_cancel():  # the awaiting task was cancelled
+                return
             try:
-                fut.set_result(rt.get([self], None)[0])
+                value = rt.get([self], None)[0]
             except BaseException as exc:
                 fut.set_exception(exc)
+            else:
+                fut.set_result(value)
 
         rt.on_ready(self, done)
         return fut

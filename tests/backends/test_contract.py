@@ -1151,3 +1151,34 @@ def test_gpu_actor_keeps_its_gpus_and_cpu_task_has_none():
     assert get(actor.ids.remote()) == (["0", "1"], ["0", "1"])
     assert get(cpu_only.remote()) == []
     ember.kill(actor)
+
+
+def test_a_cancelled_await_of_a_ref_leaves_the_awaiting_actor_alive(tmp_path):
+    """An async actor that gives up on a reference (timeout) keeps serving when it arrives."""
+    gate = Gate(tmp_path)
+
+    @ember.remote
+    def slow(path):
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "late"
+
+    @ember.remote
+    class Caller:
+        async def give_up(self, path):
+            import asyncio
+
+            try:
+                await asyncio.wait_for(slow.remote(path), timeout=0.2)
+            except asyncio.TimeoutError:
+                return "gave up"
+
+        def ping(self):
+            return "pong"
+
+    caller = Caller.remote()
+    assert ember.get(caller.give_up.remote(gate.path), timeout=GET_TIMEOUT) == "gave up"
+    gate.open()  # the abandoned value arrives now
+    time.sleep(0.3)
+    assert ember.get(caller.ping.remote(), timeout=GET_TIMEOUT) == "pong"

@@ -148,7 +148,10 @@ class WorkerRuntime(ClientMixin):
                     slot.payload = message[2]
                     slot.done = True
                     if slot.callback is not None:
-                        slot.callback(message[2])
+                        try:
+                            slot.callback(message[2])
+                        except Exception:  # a user callback must not stop this reader
+                            traceback.print_exc()
             elif kind == "ack":
                 gen = message[1]
                 self._acks[gen] = max(self._acks.get(gen, 0), message[2])

@@ -1,0 +1,66 @@
+"""ember.serve: put models behind HTTP, with replicas, routing, autoscaling, streaming and
+model multiplexing.
+
+    from ember import serve
+
+    @serve.deployment(num_replicas=2)
+    class Echo:
+        async def __call__(self, request):
+            return {"you_sent": (await request.body()).decode()}
+
+    handle = serve.run(Echo.bind(), port=8000)   # HTTP on 127.0.0.1:8000, and a handle
+    serve.shutdown()
+
+Replicas and the HTTP proxy are ember actors; starlette and uvicorn load only when serve starts.
+"""
+
+from __future__ import annotations
+
+from ember.serve._api import (
+    ApplicationStatus,
+    DeploymentFailedError,
+    DeploymentStatus,
+    ServeStatus,
+    delete,
+    get_app_handle,
+    get_deployment_handle,
+    run,
+    shutdown,
+    start,
+    status,
+)
+from ember.serve._autoscaling import AutoscalingConfig
+from ember.serve._deployment import Application, Deployment, DeploymentConfig, deployment, ingress
+from ember.serve._handle import (
+    DeploymentHandle,
+    DeploymentResponse,
+    DeploymentResponseGenerator,
+    DeploymentUnavailableError,
+)
+from ember.serve._multiplex import get_multiplexed_model_id, multiplexed
+
+__all__ = [
+    "Application",
+    "ApplicationStatus",
+    "AutoscalingConfig",
+    "Deployment",
+    "DeploymentConfig",
+    "DeploymentFailedError",
+    "DeploymentHandle",
+    "DeploymentResponse",
+    "DeploymentResponseGenerator",
+    "DeploymentStatus",
+    "DeploymentUnavailableError",
+    "ServeStatus",
+    "delete",
+    "deployment",
+    "get_app_handle",
+    "get_deployment_handle",
+    "get_multiplexed_model_id",
+    "ingress",
+    "multiplexed",
+    "run",
+    "shutdown",
+    "start",
+    "status",
+]

@@ -1,0 +1,383 @@
+"""The serve controller: an async actor that holds every application's state.
+
+It starts and stops replicas to match each deployment's target (fixed, or from the autoscaling
+policy), polls replicas for their load and models, replaces replicas that die or fail health
+checks, answers routers' long polls with the live replicas, and runs the HTTP proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ember
+from ember.serve._autoscaling import AutoscalingPolicy
+from ember.serve._deployment import DeploymentConfig
+from ember.serve._handle import await_ref
+from ember.serve._replica import Replica
+
+logger = logging.getLogger("ember.serve")
+
+CONTROL_PERIOD_S = 0.1
+LONG_POLL_S = 2.0
+MAX_CONSTRUCTOR_FAILURES = 3
+QUEUED_REPORT_TTL_S = 60.0
+
+
+@dataclass
+class _ReplicaInfo:
+    actor: Any
+    ready_ref: Any = None
+    running: bool = False
+    stopping_since: float | None = None
+    ongoing: int = 0
+    models: list[str] = field(default_factory=list)
+    last_health: float = 0.0
+    health_check: asyncio.Task[Any] | None = None  # runs beside the loop, never blocks it
+
+
+@dataclass
+class _Deployment:
+    name: str
+    target: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    config: DeploymentConfig
+    target_replicas: int
+    policy: AutoscalingPolicy | None = None
+    replicas: dict[str, _ReplicaInfo] = field(default_factory=dict)
+    failures: int = 0
+    message: str = ""
+
+    @property
+    def running(self) -> list[str]:
+        return [r for r, i in self.replicas.items() if i.running and i.stopping_since is None]
+
+    def status(self) -> str:
+        if self.failures >= MAX_CONSTRUCTOR_FAILURES:
+            return "DEPLOY_FAILED"
+        if len(self.running) == self.target_replicas and all(
+            i.running or i.stopping_since is not None for i in self.replicas.values()
+        ):
+            return "HEALTHY"
+        return "UPDATING"
+
+
+@dataclass
+class _App:
+    route_prefix: str | None
+    ingress: str
+    deployments: dict[str, _Deployment]
+
+
+class Controller:
+    def __init__(self) -> None:
+        self._apps: dict[str, _App] = {}
+        self._version = 0
+        self._changed: asyncio.Condition | None = None
+        self._ids = itertools.count()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._proxy: Any = None
+        self._proxy_port: int | None = None
+        # (app, deployment) -> router client id -> (calls queued there, when reported, seq)
+        self._queued: dict[tuple[str, str], dict[str, tuple[int, float, int]]] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._loop_task is None:
+            self._changed = asyncio.Condition()
+            self._loop_task = asyncio.create_task(self._run())
+
+    async def start_proxy(self, host: str, port: int) -> int:
+        if self._proxy is None:
+            from ember.serve._proxy import Proxy
+
+            proxy = ember.remote(Proxy).options(max_concurrency=10_000).remote()
+            self._proxy_port = await _await(proxy.start.remote(host, port))
+            self._proxy = proxy
+            await self._push_routes()
+        assert self._proxy_port is not None
+        return self._proxy_port
+
+    async def shutdown(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        if self._proxy is not None:
+            try:
+                await asyncio.wait_for(_await(self._proxy.stop.remote()), 10)
+            except BaseException:
+                pass  # killing it below stops it anyway
+            ember.kill(self._proxy)
+            self._proxy = None
+        for app in self._apps.values():
+            for dep in app.deployments.values():
+                for info in dep.replicas.values():
+                    ember.kill(info.actor)
+        self._apps.clear()
+        await self._bump()
+
+    # -- applications ------------------------------------------------------------------------
+
+    async def deploy(
+        self, app_name: str, route_prefix: str | None, ingress: str,
+        deployments: list[tuple[str, Any, tuple[Any, ...], dict[str, Any], DeploymentConfig]],
+    ) -> None:
+        old = self._apps.get(app_name)
+        for other_name, other in self._apps.items():
+            if other_name != app_name and route_prefix and other.route_prefix == route_prefix:
+                raise ValueError(
+                    f"route_prefix {route_prefix!r} is already used by application "
+                    f"{other_name!r}; pick another or serve.delete({other_name!r}) first"
+                )
+        states: dict[str, _Deployment] = {}
+        for name, target, args, kwargs, config in deployments:
+            policy = None
+            if config.autoscaling_config is not None:
+                policy = AutoscalingPolicy(config.autoscaling_config)
+            states[name] = _Deployment(name, target, args, kwargs, config,
+                                       config.start_replicas, policy)
+        if old is not None:  # redeploy: replace every replica
+            for dep in old.deployments.values():
+                for info in dep.replicas.values():
+                    ember.kill(info.actor)
+        self._apps[app_name] = _App(route_prefix, ingress, states)
+        await self._reconcile()
+        await self._push_routes()
+
+    async def wait_healthy(self, app_name: str, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            app = self._apps.get(app_name)
+            if app is None:
+                return "DELETED"
+            statuses = [d.status() for d in app.deployments.values()]
+            if "DEPLOY_FAILED" in statuses:
+                failed = [f"{d.name}: {d.message}" for d in app.deployments.values()
+                          if d.status() == "DEPLOY_FAILED"]
+                return "DEPLOY_FAILED: " + "; ".join(failed)
+            if all(s == "HEALTHY" for s in statuses):
+                return "RUNNING"
+            await asyncio.sleep(0.02)
+        return "DEPLOYING"
+
+    async def delete(self, app_name: str) -> None:
+        app = self._apps.pop(app_name, None)
+        if app is None:
+            return
+        for dep in app.deployments.values():
+            for info in dep.replicas.values():
+                ember.kill(info.actor)
+        await self._push_routes()
+        await self._bump()
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, app in self._apps.items():
+            deps = {
+                d.name: {"status": d.status(), "replicas": len(d.running),
+                         "target_replicas": d.target_replicas, "message": d.message}
+                for d in app.deployments.values()
+            }
+            statuses = {d["status"] for d in deps.values()}
+            app_status = ("DEPLOY_FAILED" if "DEPLOY_FAILED" in statuses
+                          else "RUNNING" if statuses == {"HEALTHY"} else "DEPLOYING")
+            out[name] = {"status": app_status, "route_prefix": app.route_prefix,
+                         "deployments": deps}
+        return out
+
+    def ingress_of(self, app_name: str) -> str:
+        return self._apps[app_name].ingress
+
+    def record_queued(self, app_name: str, deployment_name: str, client_id: str,
+                      queued: int, seq: int) -> None:
+        clients = self._queued.setdefault((app_name, deployment_name), {})
+        known = clients.get(client_id)
+        if known is not None and known[2] > seq:  # reports may overtake each other
+            return
+        clients[client_id] = (queued, time.monotonic(), seq)
+
+    def proxy_port(self) -> int | None:
+        return self._proxy_port
+
+    async def routing_info(
+        self, app_name: str, deployment_name: str, known_version: int
+    ) -> dict[str, Any] | None:
+        """Live replicas of a deployment; waits (up to a while) until something changed."""
+        assert self._changed is not None
+        if self._version == known_version:
+            async with self._changed:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), LONG_POLL_S)
+                except asyncio.TimeoutError:
+                    pass
+        app = self._apps.get(app_name)
+        dep = None if app is None else app.deployments.get(deployment_name)
+        if dep is None:
+            return None
+        running = dep.running
+        return {
+            "version": self._version,
+            "max_ongoing_requests": dep.config.max_ongoing_requests,
+            "replicas": {r: dep.replicas[r].actor for r in running},
+            "models": {r: dep.replicas[r].models for r in running},
+        }
+
+    # -- the control loop --------------------------------------------------------------------
+
+    async def _bump(self) -> None:
+        self._version += 1
+        if self._changed is not None:
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _push_routes(self) -> None:
+        if self._proxy is None:
+            return
+        routes = {app.route_prefix: (name, app.ingress)
+                  for name, app in self._apps.items() if app.route_prefix is not None}
+        await _await(self._proxy.set_routes.remote(routes))
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._reconcile()
+            except Exception:  # keep serving: one bad round must not stop the controller
+                logger.exception("serve controller: control loop round failed")
+            await asyncio.sleep(CONTROL_PERIOD_S)
+
+    async def _reconcile(self) -> None:
+        changed = False
+        for app_name, app in list(self._apps.items()):
+            for dep in list(app.deployments.values()):
+                changed |= await self._poll_replicas(dep)
+                changed |= self._autoscale(app_name, dep)
+                changed |= self._scale(app_name, dep)
+        if changed:
+            await self._bump()
+
+    async def _poll_replicas(self, dep: _Deployment) -> bool:
+        changed = False
+        now = time.monotonic()
+        checks: dict[str, Any] = {}
+        for rid, info in dep.replicas.items():
+            if info.running:
+                checks[rid] = info.actor.metrics.remote()
+            elif info.ready_ref is not None and info.ready_ref.done():
+                try:
+                    info.ready_ref.result()
+                    info.running = True
+                    info.last_health = now
+                    dep.failures = 0
+                    changed = True
+                except Exception as exc:
+                    dep.failures += 1
+                    dep.message = f"replica constructor failed: {exc}"
+                    logger.error("serve: deployment %s: %s", dep.name, dep.message)
+                    self._drop(dep, rid)
+                    return True
+        timeout = dep.config.health_check_timeout_s
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(_await(ref), timeout) for ref in checks.values()),
+            return_exceptions=True,
+        )
+        for rid, metrics in zip(checks, answers, strict=True):
+            info = dep.replicas[rid]
+            if isinstance(metrics, BaseException):
+                logger.warning("serve: replica %s is gone (%s); replacing it", rid, metrics)
+                self._drop(dep, rid)
+                changed = True
+                continue
+            if metrics["models"] != info.models:
+                changed = True
+            info.ongoing, info.models = metrics["ongoing"], metrics["models"]
+            if info.stopping_since is not None and (
+                info.ongoing == 0
+                or now - info.stopping_since > dep.config.graceful_shutdown_timeout_s
+            ):
+                self._drop(dep, rid)
+            elif info.health_check is not None and info.health_check.done():
+                failure = info.health_check.exception()
+                info.health_check = None
+                if failure is not None:
+                    logger.warning("serve: replica %s failed its health check (%r); "
+                                   "replacing it", rid, failure)
+                    self._drop(dep, rid)
+                    changed = True
+            elif (info.health_check is None
+                  and now - info.last_health >= dep.config.health_check_period_s):
+                info.last_health = now
+                info.health_check = asyncio.ensure_future(asyncio.wait_for(
+                    _await(info.actor.check_health.remote()), dep.config.health_check_timeout_s
+                ))
+        return changed
+
+    def _drop(self, dep: _Deployment, rid: str) -> None:
+        info = dep.replicas.pop(rid)
+        for task in (info.ready_ref, info.health_check):
+            if task is not None and not task.done():
+                task.cancel()
+        try:
+            ember.kill(info.actor)
+        except Exception:  # already dead: nothing to stop
+            pass
+
+    def _autoscale(self, app_name: str, dep: _Deployment) -> bool:
+        if dep.policy is None:
+            return False
+        now = time.monotonic()
+        queued = self._queued.get((app_name, dep.name), {})
+        for client_id, (n, since, seq) in list(queued.items()):
+            if n and now - since > QUEUED_REPORT_TTL_S:  # its process likely went away
+                queued[client_id] = (0, since, seq)
+        total = sum(dep.replicas[r].ongoing for r in dep.running)
+        total += sum(n for n, _, _ in queued.values())
+        # Judge against the target, not the replicas already up: ones still starting count.
+        wanted = dep.policy.decide(dep.target_replicas, total, time.monotonic())
+        if wanted != dep.target_replicas:
+            logger.info("serve: autoscaling %s from %d to %d replicas", dep.name,
+                        dep.target_replicas, wanted)
+            dep.target_replicas = wanted
+            return True
+        return False
+
+    def _scale(self, app_name: str, dep: _Deployment) -> bool:
+        if dep.failures >= MAX_CONSTRUCTOR_FAILURES:
+            return False
+        active = [r for r, i in dep.replicas.items() if i.stopping_since is None]
+        changed = False
+        for _ in range(dep.target_replicas - len(active)):
+            rid = f"{app_name}#{dep.name}#{next(self._ids)}"
+            options: dict[str, Any] = {**dep.config.ray_actor_options,
+                                       "max_concurrency": dep.config.max_ongoing_requests + 100}
+            actor = _replica_class().options(**options).remote(
+                rid, dep.target, dep.args, dep.kwargs, dep.config.user_config
+            )
+            ready = asyncio.ensure_future(_await(actor.ready.remote()))
+            dep.replicas[rid] = _ReplicaInfo(actor, ready_ref=ready)
+        surplus = len(active) - dep.target_replicas
+        if surplus > 0:
+            # Stop the least busy first; they leave routing now and finish what they hold.
+            by_load = sorted(active, key=lambda r: (dep.replicas[r].running,
+                                                    dep.replicas[r].ongoing))
+            for rid in by_load[:surplus]:
+                if dep.replicas[rid].running:
+                    dep.replicas[rid].stopping_since = time.monotonic()
+                else:
+                    self._drop(dep, rid)
+            changed = True
+        return changed
+
+
+@functools.cache
+def _replica_class() -> Any:
+    return ember.remote(Replica)
+
+
+async def _await(ref: Any) -> Any:
+    return await await_ref(ref)  # safe to cancel (timeouts, shutdown)

@@ -1,0 +1,228 @@
+"""``@serve.deployment``, ``.bind()`` and ``@serve.ingress``: what an application is made of."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ember.serve._autoscaling import AutoscalingConfig
+
+# Ray 2.5 spellings accepted as they are, mapped to ours.
+_ALIASES = {"max_concurrent_queries": "max_ongoing_requests"}
+# Ray options that have no effect here; accepted so that Ray code runs unchanged.
+_ACCEPTED_NO_EFFECT = {
+    "version", "route_prefix", "graceful_shutdown_wait_loop_s", "is_driver_deployment",
+    "placement_group_bundles", "placement_group_strategy", "max_queued_requests",
+}
+_ACTOR_OPTION_KEYS = {"num_cpus", "num_gpus", "resources", "memory", "runtime_env",
+                      "scheduling_strategy"}
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    num_replicas: int = 1
+    max_ongoing_requests: int = 100
+    autoscaling_config: AutoscalingConfig | None = None
+    ray_actor_options: dict[str, Any] = field(default_factory=dict)
+    user_config: Any = None
+    health_check_period_s: float = 10.0
+    health_check_timeout_s: float = 30.0
+    graceful_shutdown_timeout_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_replicas, int) or self.num_replicas < 0:
+            raise ValueError(f"num_replicas={self.num_replicas!r} must be an integer >= 0")
+        if not isinstance(self.max_ongoing_requests, int) or self.max_ongoing_requests < 1:
+            raise ValueError(
+                f"max_ongoing_requests={self.max_ongoing_requests!r} must be an integer >= 1"
+            )
+        for key in ("health_check_period_s", "health_check_timeout_s",
+                    "graceful_shutdown_timeout_s"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{key}={value!r} must be a number > 0")
+        unknown = set(self.ray_actor_options) - _ACTOR_OPTION_KEYS
+        if unknown:
+            raise ValueError(
+                f"ray_actor_options may not set {sorted(unknown)}; "
+                f"allowed: {', '.join(sorted(_ACTOR_OPTION_KEYS))}"
+            )
+
+    @property
+    def start_replicas(self) -> int:
+        if self.autoscaling_config is not None:
+            return self.autoscaling_config.start_replicas
+        return self.num_replicas
+
+
+def make_config(base: DeploymentConfig, options: dict[str, Any]) -> DeploymentConfig:
+    known = set(DeploymentConfig.__dataclass_fields__)
+    changes: dict[str, Any] = {}
+    for key, value in options.items():
+        key = _ALIASES.get(key, key)
+        if key in _ACCEPTED_NO_EFFECT:
+            continue
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"unknown deployment option {key!r}{hint}; known: {', '.join(sorted(known))}"
+            )
+        if key == "autoscaling_config" and value is not None:
+            value = AutoscalingConfig.from_any(value)
+        if key == "ray_actor_options":
+            value = dict(value or {})
+        changes[key] = value
+    if changes.get("autoscaling_config") is not None and "num_replicas" in options:
+        raise ValueError("pass num_replicas or autoscaling_config, not both")
+    return replace(base, **changes)
+
+
+class Deployment:
+    """A class or function to run as replicas. ``.bind(*args)`` makes it an application."""
+
+    def __init__(self, target: Any, name: str, config: DeploymentConfig) -> None:
+        self.func_or_class = target
+        self.name = name
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"Deployment(name={self.name!r})"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"deployment {self.name} cannot be called directly; use "
+            f"serve.run({self.name}.bind(...)) and call the handle it returns"
+        )
+
+    def options(self, *, name: str | None = None, **options: Any) -> Deployment:
+        """A copy with some options changed (same names as ``@serve.deployment``)."""
+        return Deployment(self.func_or_class, name or self.name, make_config(self.config, options))
+
+    def bind(self, *args: Any, **kwargs: Any) -> Application:
+        """Arguments for the constructor (or function); other bound deployments become handles."""
+        return Application(self, args, kwargs)
+
+
+@dataclass(frozen=True)
+class Application:
+    """A bound deployment: what ``serve.run`` deploys, with the deployments it refers to."""
+
+    deployment: Deployment
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def walk(self) -> list[Application]:
+        """This application and every bound deployment in its arguments, dependencies first."""
+        found: list[Application] = []
+        seen: set[int] = set()
+
+        def visit(app: Application) -> None:
+            if id(app) in seen:
+                return
+            seen.add(id(app))
+            for child in _children(app.args) + _children(list(app.kwargs.values())):
+                visit(child)
+            found.append(app)
+
+        visit(self)
+        return found
+
+
+def _children(values: Any) -> list[Application]:
+    found: list[Application] = []
+    for value in values:
+        if isinstance(value, Application):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found.extend(_children(value))
+        elif isinstance(value, dict):
+            found.extend(_children(list(value.values())))
+    return found
+
+
+def replace_applications(value: Any, swap: Callable[[Application], Any]) -> Any:
+    """``value`` with every bound deployment inside it (lists, tuples, dicts) swapped."""
+    if isinstance(value, Application):
+        return swap(value)
+    if isinstance(value, list):
+        return [replace_applications(v, swap) for v in value]
+    if isinstance(value, tuple):
+        return tuple(replace_applications(v, swap) for v in value)
+    if isinstance(value, dict):
+        return {k: replace_applications(v, swap) for k, v in value.items()}
+    return value
+
+
+def deployment(_target: Any = None, *, name: str | None = None, **options: Any) -> Any:
+    """Make a class or function a deployment (used bare or with options)::
+
+        @serve.deployment(num_replicas=2, max_ongoing_requests=8)
+        class Echo:
+            async def __call__(self, request):
+                return await request.body()
+
+        handle = serve.run(Echo.bind())
+    """
+    base = make_config(DeploymentConfig(), options)
+
+    def make(target: Any) -> Deployment:
+        if not (inspect.isclass(target) or callable(target)):
+            raise TypeError(f"@serve.deployment needs a class or function, got {target!r}")
+        return Deployment(target, str(name or getattr(target, "__name__", "Deployment")), base)
+
+    if _target is not None:
+        return make(_target)
+    return make
+
+
+def ingress(asgi_app: Any) -> Callable[[type], type]:
+    """Serve a class's HTTP traffic through an ASGI app (FastAPI, Starlette)::
+
+        app = Starlette(routes=[...])
+
+        @serve.deployment
+        @serve.ingress(app)
+        class Api: ...
+
+    Route handlers see the replica's instance as ``request.scope["ember_serve_replica"]``.
+    """
+
+    def mark(cls: type) -> type:
+        if not inspect.isclass(cls):
+            raise TypeError(f"@serve.ingress decorates a class, got {cls!r}")
+        cls.__ember_serve_asgi__ = AsgiIngress(asgi_app)  # type: ignore[attr-defined]
+        return cls
+
+    return mark
+
+
+class AsgiIngress:
+    """Holds an ingress ASGI app so that it travels to replicas (see below)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        _make_starlette_state_picklable()  # in whichever process pickles it
+        return (AsgiIngress, (self.app,))
+
+
+def _make_starlette_state_picklable() -> None:
+    """Starlette's ``State`` cannot be unpickled (its ``__getattr__`` recurses before
+    ``_state`` exists), so an app could not travel to its replicas. Teach pickle to rebuild it
+    from its dict; this changes nothing for code that never pickles a ``State``."""
+    import copyreg
+    import sys
+
+    datastructures = sys.modules.get("starlette.datastructures")
+    if datastructures is None:  # the app is not a Starlette one
+        return
+    state_type = datastructures.State
+    copyreg.pickle(state_type, lambda state: (state_type, (dict(state._state),)))

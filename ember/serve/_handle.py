@@ -1,0 +1,405 @@
+"""``DeploymentHandle``: call a deployment from Python; and the routing plumbing behind it.
+
+Each process keeps one ``_RouterClient`` per deployment it calls. The client long-polls the
+controller for the live replicas and the models they report, feeds the pure ``Router`` the
+events it sees (sent, done, replica died) and sends each request to the replica it picks. Calls
+that find every replica full wait in a queue and go out as slots free up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import ember
+from ember.errors import ActorDiedError
+from ember.serve._router import Router
+
+CONTROLLER_NAME = "ember-serve-controller"
+CONTROLLER_NAMESPACE = "ember-serve"
+
+Assigned = Callable[[str, Any], None]
+
+
+async def await_future(future: concurrent.futures.Future[Any]) -> Any:
+    """Await a thread-side future without ever cancelling it.
+
+    ``asyncio.wrap_future`` cancels the underlying future when the awaiting task is cancelled
+    (a client that went away, a timeout). Completing a cancelled ``ObjectRef.future()`` then
+    raises in the core's reader thread and ends the whole worker process (see the report), and
+    our own futures would refuse their result. This relay only ever settles an asyncio future.
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[Any] = loop.create_future()
+
+    def relay(done: concurrent.futures.Future[Any]) -> None:
+        if done.cancelled():
+            return
+
+        def settle() -> None:
+            if waiter.done():
+                return
+            exc = done.exception()
+            if exc is not None:
+                waiter.set_exception(exc)
+            else:
+                waiter.set_result(done.result())
+
+        try:
+            loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the loop closed meanwhile: nobody waits any more
+            pass
+
+    future.add_done_callback(relay)
+    return await waiter
+
+
+async def await_ref(ref: Any) -> Any:
+    """``await ref``, safe to cancel (see ``await_future``)."""
+    return await await_future(ref.future())
+
+
+class DeploymentUnavailableError(RuntimeError):
+    """The deployment was deleted, or serve shut down, while a call waited for a replica."""
+
+
+class _RouterClient:
+    def __init__(self, app_name: str, deployment_name: str) -> None:
+        self.app_name = app_name
+        self.deployment_name = deployment_name
+        try:
+            self._controller = ember.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
+        except ValueError:
+            raise DeploymentUnavailableError(
+                f"cannot call deployment {deployment_name!r}: serve is not running; "
+                "deploy it with serve.run(...) first"
+            ) from None
+        self._lock = threading.Lock()
+        self._router: Router | None = None
+        self._replicas: dict[str, Any] = {}
+        self._waiting: deque[tuple[str, Assigned, Callable[[BaseException], None]]] = deque()
+        self._version = -1
+        self._first_info = threading.Event()
+        self._client_id = os.urandom(6).hex()
+        self._reported_queue = 0
+        self._report_seq = 0
+        self.dead: BaseException | None = None
+        self._poll()
+
+    # -- long poll of the controller -------------------------------------------------------
+
+    def _poll(self) -> None:
+        ref = self._controller.routing_info.remote(
+            self.app_name, self.deployment_name, self._version
+        )
+        ref.future().add_done_callback(self._on_info)
+
+    def _on_info(self, future: concurrent.futures.Future[Any]) -> None:
+        if self.dead is not None:  # replaced by a fresh client: stop polling
+            return
+        try:
+            info = future.result()
+        except BaseException as exc:
+            self._fail_all(DeploymentUnavailableError(
+                f"lost the serve controller while routing to {self.deployment_name!r}: {exc}"
+            ))
+            return
+        if info is None:
+            self._fail_all(DeploymentUnavailableError(
+                f"deployment {self.deployment_name!r} of application {self.app_name!r} "
+                "no longer exists"
+            ))
+            return
+        with self._lock:
+            if self._router is None:
+                cap = info["max_ongoing_requests"]
+                # A replica holding a hot model takes its requests until it is half full;
+                # then the model spreads to another replica rather than pinning to this one.
+                self._router = Router(cap, spill_load=max(1, cap // 2))
+            self._version = info["version"]
+            self._replicas = dict(info["replicas"])
+            self._router.set_replicas(self._replicas)
+            self._router.report_models(info["models"])
+        self._first_info.set()
+        self._drain()
+        self._poll()
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._lock:
+            self.dead = exc
+            waiting, self._waiting = list(self._waiting), deque()
+        self._first_info.set()
+        for _, _, fail in waiting:
+            fail(exc)
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def try_assign(self, model_id: str) -> tuple[str, Any] | None:
+        """A replica with a free slot (counted as busy from now on), or ``None``."""
+        with self._lock:
+            if self._router is None:
+                return None
+            now = time.monotonic()
+            replica_id = self._router.choose(now, model_id or None)
+            if replica_id is None:
+                return None
+            self._router.on_sent(replica_id, now, model_id or None)
+            return str(replica_id), self._replicas[str(replica_id)]
+
+    def wait_for_replicas(self, timeout: float) -> None:
+        self._first_info.wait(timeout)
+
+    def submit(self, model_id: str, assigned: Assigned,
+               fail: Callable[[BaseException], None]) -> None:
+        """Call ``assigned(replica_id, actor)`` now, or when a slot frees up."""
+        if self.dead is not None:
+            fail(self.dead)
+            return
+        with self._lock:
+            queue_first = bool(self._waiting) or self._router is None
+            if queue_first:
+                self._waiting.append((model_id, assigned, fail))
+        if queue_first:
+            self._report_queue()
+            return
+        choice = self.try_assign(model_id)
+        if choice is None:
+            with self._lock:
+                self._waiting.append((model_id, assigned, fail))
+            self._drain()  # a slot may have freed meanwhile
+            self._report_queue()
+            return
+        assigned(*choice)
+
+    @property
+    def has_replicas(self) -> bool:
+        return bool(self._replicas)
+
+    def _report_queue(self) -> None:
+        """Tell the controller how many calls wait here: the autoscaler counts them as load
+        (so a deployment scaled to zero comes back when called)."""
+        with self._lock:  # numbered under the lock: the controller keeps the newest
+            queued = len(self._waiting)
+            if queued == self._reported_queue or self.dead is not None:
+                return
+            self._reported_queue = queued
+            self._report_seq += 1
+            seq = self._report_seq
+        self._controller.record_queued.remote(
+            self.app_name, self.deployment_name, self._client_id, queued, seq
+        )
+
+    def _drain(self) -> None:
+        try:
+            self._drain_waiting()
+        finally:
+            self._report_queue()
+
+    def _drain_waiting(self) -> None:
+        while True:
+            with self._lock:
+                if not self._waiting or self._router is None:
+                    return
+                model_id = self._waiting[0][0]
+                now = time.monotonic()
+                replica_id = self._router.choose(now, model_id or None)
+                if replica_id is None:
+                    return
+                self._router.on_sent(replica_id, now, model_id or None)
+                _, assigned, _ = self._waiting.popleft()
+                actor = self._replicas[str(replica_id)]
+            assigned(str(replica_id), actor)
+
+    def done(self, replica_id: str, error: BaseException | None = None) -> None:
+        with self._lock:
+            if self._router is not None:
+                self._router.on_done(replica_id)
+                if isinstance(error, ActorDiedError):
+                    self._router.remove_replica(replica_id)
+                    self._replicas.pop(replica_id, None)
+        self._drain()
+
+
+# (runtime's job id, app, deployment) -> client: a new runtime never reuses an old one's client.
+_clients: dict[tuple[str, str, str], _RouterClient] = {}
+_clients_lock = threading.Lock()
+
+
+def router_client(app_name: str, deployment_name: str) -> _RouterClient:
+    key = (ember.get_runtime_context().get_job_id(), app_name, deployment_name)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None or client.dead is not None:
+            client = _clients[key] = _RouterClient(app_name, deployment_name)
+        return client
+
+
+def forget_app(app_name: str) -> None:
+    """This process deleted ``app_name``: its handles fail at once, without waiting for news."""
+    with _clients_lock:
+        gone = [c for key, c in _clients.items() if key[1] == app_name]
+    for client in gone:
+        client._fail_all(DeploymentUnavailableError(
+            f"deployment {client.deployment_name!r} of application {app_name!r} no longer exists"
+        ))
+
+
+def forget_clients() -> None:
+    with _clients_lock:
+        _clients.clear()
+
+
+class DeploymentHandle:
+    """Calls a deployment: ``handle.remote(x)`` or ``handle.method.remote(x)``.
+
+    ``await response`` or ``response.result()`` gives the value. Options:
+    ``handle.options(stream=True)`` (iterate the response), ``multiplexed_model_id="m"``,
+    ``method_name="..."``. Handles may be passed to other deployments (``.bind`` does that).
+    """
+
+    def __init__(
+        self, deployment_name: str, app_name: str = "default", *, method_name: str = "__call__",
+        stream: bool = False, multiplexed_model_id: str = "",
+    ) -> None:
+        self.deployment_name = deployment_name
+        self.app_name = app_name
+        self._method_name = method_name
+        self._stream = stream
+        self._model_id = multiplexed_model_id
+
+    def __repr__(self) -> str:
+        return (f"DeploymentHandle(deployment={self.deployment_name!r}, "
+                f"app={self.app_name!r}, method={self._method_name!r})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_handle, (self.deployment_name, self.app_name, self._method_name,
+                                  self._stream, self._model_id))
+
+    def options(
+        self, *, method_name: str | None = None, stream: bool | None = None,
+        multiplexed_model_id: str | None = None, use_new_handle_api: bool | None = None,
+    ) -> DeploymentHandle:
+        return DeploymentHandle(
+            self.deployment_name, self.app_name,
+            method_name=self._method_name if method_name is None else method_name,
+            stream=self._stream if stream is None else stream,
+            multiplexed_model_id=self._model_id if multiplexed_model_id is None
+            else multiplexed_model_id,
+        )
+
+    def __getattr__(self, name: str) -> DeploymentHandle:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.options(method_name=name)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Send the call; returns a ``DeploymentResponse`` (or a ``DeploymentResponseGenerator``
+        with ``stream=True``) at once."""
+        client = router_client(self.app_name, self.deployment_name)
+        if self._stream:
+            stream = DeploymentResponseGenerator()
+            client.submit(self._model_id, lambda rid, actor: stream._start(
+                client, rid, actor.handle_request_streaming.remote(
+                    self._method_name, args, kwargs, self._model_id)), stream._fail)
+            return stream
+        response = DeploymentResponse()
+
+        def assigned(replica_id: str, actor: Any) -> None:
+            ref = actor.handle_request.remote(self._method_name, args, kwargs, self._model_id)
+            response._future.set_result(ref)
+
+            def finished(future: concurrent.futures.Future[Any]) -> None:
+                client.done(replica_id, future.exception())
+
+            ref.future().add_done_callback(finished)
+
+        client.submit(self._model_id, assigned, response._future.set_exception)
+        return response
+
+
+def _rebuild_handle(deployment_name: str, app_name: str, method_name: str, stream: bool,
+                    model_id: str) -> DeploymentHandle:
+    return DeploymentHandle(deployment_name, app_name, method_name=method_name, stream=stream,
+                            multiplexed_model_id=model_id)
+
+
+class DeploymentResponse:
+    """The pending result of ``handle.remote()``: ``await`` it or call ``.result()``."""
+
+    def __init__(self) -> None:
+        self._future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def result(self, timeout_s: float | None = None) -> Any:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            ref = self._future.result(timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"no replica took the call within {timeout_s} s") from None
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return ember.get(ref, timeout=left)
+
+    def __await__(self) -> Any:
+        return self._wait().__await__()
+
+    async def _wait(self) -> Any:
+        ref = await await_future(self._future)
+        return await await_ref(ref)
+
+
+class DeploymentResponseGenerator:
+    """The items of a streaming call (``handle.options(stream=True)``), as they are produced.
+
+    Iterate it with ``for`` or ``async for``.
+    """
+
+    def __init__(self) -> None:
+        self._future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._finish: Callable[[], None] | None = None
+
+    def _start(self, client: _RouterClient, replica_id: str, generator: Any) -> None:
+        self._finish = weakref.finalize(self, client.done, replica_id)
+        self._future.set_result(generator)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._future.set_exception(exc)
+
+    def _ended(self, exc: BaseException | None = None) -> None:
+        if self._finish is not None:
+            self._finish()
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        generator = self._future.result()
+        try:
+            ref = next(generator)
+            return ember.get(ref)
+        except StopIteration:
+            self._ended()
+            raise
+        except BaseException as exc:
+            self._ended(exc)
+            raise
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        generator = await await_future(self._future)
+        try:
+            ref = await generator.__anext__()
+            return await await_ref(ref)
+        except StopAsyncIteration:
+            self._ended()
+            raise
+        except BaseException as exc:
+            self._ended(exc)
+            raise

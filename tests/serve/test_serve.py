@@ -1,0 +1,553 @@
+"""End-to-end: deployments as actors, handles, the HTTP proxy, streaming, multiplexing, faults.
+
+HTTP goes only to 127.0.0.1 on a port the proxy picked (``port=0``). Code that runs in replicas
+is defined inside each test, so it ships by value. Gates are files the test creates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import ember
+from ember import serve
+from ember.errors import ActorDiedError
+from tests._support import wait_for
+
+pytestmark = pytest.mark.usefixtures("serve_instance")
+
+TIMEOUT = httpx.Timeout(20.0)
+
+
+def url(path: str = "/") -> str:
+    port = serve.status().http_port
+    assert port
+    return f"http://127.0.0.1:{port}{path}"
+
+
+def test_handle_http_and_composition() -> None:
+    @serve.deployment
+    def double(x: int) -> int:
+        return 2 * x
+
+    @serve.deployment(num_replicas=2, max_concurrent_queries=10)
+    class Front:
+        def __init__(self, doubler: Any, offset: int) -> None:
+            self.doubler = doubler
+            self.offset = offset
+
+        async def __call__(self, request: Any) -> dict[str, int]:
+            x = int(request.query_params["x"])
+            return {"y": await self.doubler.remote(x) + self.offset}
+
+        async def add(self, x: int) -> int:
+            return await self.doubler.remote(x) + self.offset
+
+    handle = serve.run(Front.bind(double.bind(), offset=1), port=0)
+    assert handle.add.remote(20).result(timeout_s=20) == 41
+    assert ember.get(ember.remote(lambda: 0).remote()) == 0  # core still usable beside serve
+
+    status = serve.status()
+    app = status.applications["default"]
+    assert app.status == "RUNNING"
+    assert app.deployments["Front"].replicas == 2
+    assert app.deployments["double"].replicas == 1
+
+    r = httpx.get(url("/anything?x=4"), timeout=TIMEOUT)
+    assert r.status_code == 200
+    assert r.json() == {"y": 9}
+
+
+def test_route_prefixes_and_delete() -> None:
+    @serve.deployment
+    class Name:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __call__(self, request: Any) -> str:
+            return f"{self.name}:{request.url.path}"
+
+    serve.run(Name.bind("a"), name="a", route_prefix="/a", port=0)
+    serve.run(Name.bind("b"), name="b", route_prefix="/b/deep", port=0)
+    with httpx.Client(timeout=TIMEOUT) as client:
+        assert client.get(url("/a/x")).text == "a:/a/x"
+        assert client.get(url("/b/deep")).text == "b:/b/deep"
+        assert client.get(url("/ab")).status_code == 404
+        serve.delete("a")
+        assert client.get(url("/a/x")).status_code == 404
+        assert client.get(url("/b/deep/1")).status_code == 200
+    assert set(serve.status().applications) == {"b"}
+
+
+def test_options_are_validated_with_ray_names_accepted() -> None:
+    d = serve.deployment(max_concurrent_queries=3, version="1", num_replicas=2)(lambda r: "x")
+    assert d.config.max_ongoing_requests == 3
+    assert d.options(num_replicas=1).config.num_replicas == 1
+    with pytest.raises(ValueError, match="unknown deployment option 'num_replica'"):
+        serve.deployment(num_replica=2)
+    with pytest.raises(ValueError, match="ray_actor_options may not set"):
+        serve.deployment(ray_actor_options={"max_restarts": 2})
+    with pytest.raises(TypeError, match="bound deployment"):
+        serve.run("not an app")  # type: ignore[arg-type]
+
+
+def test_constructor_failure_is_reported() -> None:
+    @serve.deployment
+    class Broken:
+        def __init__(self) -> None:
+            raise RuntimeError("no weights here")
+
+    with pytest.raises(serve.DeploymentFailedError, match="no weights here"):
+        serve.run(Broken.bind(), http=False)
+
+
+def test_full_deployment_answers_503_at_once(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    started = tmp_path / "started"
+
+    @serve.deployment(max_ongoing_requests=1)
+    class Slow:
+        async def __call__(self, request: Any) -> str:
+            started.touch()
+            for _ in range(1000):
+                if gate.exists():
+                    return "done"
+                await asyncio.sleep(0.01)
+            return "gate never opened"
+
+    serve.run(Slow.bind(), port=0)
+    target = url("/")
+
+    async def main() -> None:
+        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+            first = asyncio.create_task(client.get(target))
+            for _ in range(2000):  # until the first request occupies the only slot
+                if started.exists():
+                    break
+                await asyncio.sleep(0.01)
+            r = await client.get(target)
+            assert r.status_code == 503
+            assert not first.done()
+            gate.touch()
+            assert (await first).text == "done"
+            assert (await client.get(target)).text == "done"
+
+    asyncio.run(main())
+
+
+def test_streaming_http_chunks_arrive_as_produced(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    closed = tmp_path / "closed"
+
+    @serve.deployment
+    class Tokens:
+        def __call__(self, request: Any) -> Any:
+            from starlette.responses import StreamingResponse
+
+            async def tokens() -> Any:
+                try:
+                    yield "first\n"
+                    for _ in range(1000):
+                        if gate.exists():
+                            break
+                        await asyncio.sleep(0.01)
+                    for i in range(3):
+                        yield f"t{i}\n"
+                    if request.query_params.get("forever"):
+                        for _ in range(2000):
+                            yield "more\n"
+                            await asyncio.sleep(0.01)
+                finally:
+                    closed.write_text("closed")
+
+            return StreamingResponse(tokens(), media_type="text/plain")
+
+    serve.run(Tokens.bind(), port=0)
+
+    async def main() -> None:
+        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+            async with client.stream("GET", url("/")) as response:
+                assert response.status_code == 200
+                lines = response.aiter_lines()
+                # The generator is parked on the gate: this line can only come from streaming.
+                assert await anext(lines) == "first"
+                gate.touch()
+                rest = [line async for line in lines]
+            assert rest == ["t0", "t1", "t2"]
+
+            closed.unlink()
+            async with client.stream("GET", url("/?forever=1")) as response:
+                lines = response.aiter_lines()
+                assert await anext(lines) == "first"
+                assert await anext(lines) == "t0"
+            # The client went away mid-stream: the replica closes the generator.
+
+    asyncio.run(main())
+    wait_for(closed.exists, timeout=20, what="the abandoned generator to be closed")
+
+
+def test_handle_streaming_sync_and_async(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+
+    @serve.deployment
+    class Gen:
+        def count(self, n: int) -> Any:
+            import time
+
+            yield 0
+            for _ in range(2000):
+                if gate.exists():
+                    break
+                time.sleep(0.005)
+            yield from range(1, n)
+
+        async def acount(self, n: int) -> Any:
+            for i in range(n):
+                yield i * 10
+
+    handle = serve.run(Gen.bind(), http=False)
+    stream = handle.options(stream=True).count.remote(4)
+    assert next(stream) == 0  # before the generator can finish: the gate is shut
+    gate.touch()
+    assert list(stream) == [1, 2, 3]
+
+    async def main() -> list[int]:
+        return [x async for x in handle.options(stream=True).acount.remote(3)]
+
+    assert asyncio.run(main()) == [0, 10, 20]
+
+
+def test_multiplexing_loads_once_and_routes_to_the_holder(tmp_path: Path) -> None:
+    loads = tmp_path / "loads"
+    loads.mkdir()
+
+    @serve.deployment(num_replicas=2)
+    class Models:
+        @serve.multiplexed(max_num_models_per_replica=2)
+        async def get_model(self, model_id: str) -> str:
+            (loads / f"{model_id}-{os.getpid()}-{len(os.listdir(loads))}").touch()
+            await asyncio.sleep(0.2)
+            return f"model {model_id}"
+
+        async def __call__(self, request: Any) -> dict[str, Any]:
+            model_id = serve.get_multiplexed_model_id()
+            return {"model": await self.get_model(model_id), "pid": os.getpid()}
+
+        async def which(self) -> tuple[str, int]:
+            return serve.get_multiplexed_model_id(), os.getpid()
+
+    handle = serve.run(Models.bind(), port=0)
+    target = url("/")
+
+    async def main() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+            replies = await asyncio.gather(*(
+                client.get(target, headers={"serve_multiplexed_model_id": m})
+                for m in ["a"] * 4 + ["b"] * 4
+            ))
+        return [r.json() for r in replies]
+
+    replies = asyncio.run(main())
+    assert [r["model"] for r in replies] == ["model a"] * 4 + ["model b"] * 4
+    a_pids = {r["pid"] for r in replies[:4]}
+    b_pids = {r["pid"] for r in replies[4:]}
+    assert len(a_pids) == 1 and len(b_pids) == 1  # every request went where its model was
+    assert a_pids != b_pids  # a new model goes to the replica with fewer models
+    loaded = sorted(name.split("-")[0] for name in os.listdir(loads))
+    assert loaded == ["a", "b"]  # one load per model despite four concurrent requests each
+
+    model_id, _pid = handle.options(multiplexed_model_id="b").which.remote().result(timeout_s=20)
+    assert model_id == "b"
+
+
+def test_crashed_replica_fails_in_flight_requests_and_is_replaced(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+
+    @serve.deployment(health_check_period_s=0.5)
+    class Fragile:
+        async def wait(self) -> str:
+            for _ in range(2000):
+                if gate.exists():
+                    return "gate"
+                await asyncio.sleep(0.01)
+            return "never"
+
+        def crash(self) -> None:
+            os._exit(1)
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    handle = serve.run(Fragile.bind(), http=False)
+    first_pid = handle.pid.remote().result(timeout_s=20)
+    waiting = handle.wait.remote()
+    with pytest.raises(ActorDiedError):
+        handle.crash.remote().result(timeout_s=20)
+    with pytest.raises(ActorDiedError):  # in flight on the crashed replica: an error, no hang
+        waiting.result(timeout_s=20)
+
+    def replaced() -> bool:
+        app = serve.status().applications["default"]
+        return app.deployments["Fragile"].replicas == 1 and app.status == "RUNNING"
+
+    wait_for(replaced, timeout=20, what="a replacement replica")
+    assert handle.pid.remote().result(timeout_s=20) != first_pid
+
+
+def test_autoscaling_follows_ongoing_requests(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+
+    @serve.deployment(autoscaling_config={
+        "min_replicas": 1, "max_replicas": 2, "target_num_ongoing_requests_per_replica": 1,
+        "upscale_delay_s": 0, "downscale_delay_s": 0.5,
+    })
+    class Elastic:
+        async def wait(self) -> str:
+            for _ in range(2000):
+                if gate.exists():
+                    return "ok"
+                await asyncio.sleep(0.01)
+            return "never"
+
+    handle = serve.run(Elastic.bind(), http=False)
+
+    def replicas() -> int:
+        return serve.status().applications["default"].deployments["Elastic"].replicas
+
+    assert replicas() == 1
+    pending = [handle.wait.remote() for _ in range(3)]
+    wait_for(lambda: replicas() == 2, timeout=20, what="a scale-up to 2 replicas")
+    gate.touch()
+    assert [p.result(timeout_s=20) for p in pending] == ["ok"] * 3
+    wait_for(lambda: replicas() == 1, timeout=20, what="a scale-down to 1 replica")
+
+
+def test_user_config_reaches_reconfigure_and_redeploy_replaces() -> None:
+    @serve.deployment(user_config={"threshold": 3})
+    class Configured:
+        def __init__(self) -> None:
+            self.threshold = 0
+
+        def reconfigure(self, config: dict[str, int]) -> None:
+            self.threshold = config["threshold"]
+
+        def get(self) -> int:
+            return self.threshold
+
+    handle = serve.run(Configured.bind(), http=False)
+    assert handle.get.remote().result(timeout_s=20) == 3
+    handle = serve.run(Configured.options(user_config={"threshold": 7}).bind(), http=False)
+    assert handle.get.remote().result(timeout_s=20) == 7
+    assert serve.status().applications["default"].deployments["Configured"].replicas == 1
+
+
+def test_handle_calls_beyond_the_cap_wait_for_a_slot(tmp_path: Path) -> None:
+    @serve.deployment(max_ongoing_requests=1)
+    class One:
+        def __init__(self) -> None:
+            self.running = 0
+
+        async def work(self, i: int) -> tuple[int, int]:
+            self.running += 1
+            seen = self.running
+            await asyncio.sleep(0.05)
+            self.running -= 1
+            return i, seen
+
+    handle = serve.run(One.bind(), http=False)
+    responses = [handle.work.remote(i) for i in range(4)]
+    results = [r.result(timeout_s=20) for r in responses]
+    assert [i for i, _ in results] == [0, 1, 2, 3]
+    assert {seen for _, seen in results} == {1}  # never two at once on the replica
+
+
+def test_ingress_serves_an_asgi_app() -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def hello(request: Request) -> JSONResponse:
+        replica = request.scope["ember_serve_replica"]
+        return JSONResponse({"name": request.path_params["name"], "greeting": replica.greeting})
+
+    web = Starlette(routes=[Route("/hello/{name}", hello)])
+
+    @serve.deployment
+    @serve.ingress(web)
+    class Api:
+        def __init__(self) -> None:
+            self.greeting = "hi"
+
+    serve.run(Api.bind(), route_prefix="/api", port=0)
+    r = httpx.get(url("/api/hello/ada"), timeout=TIMEOUT)
+    assert r.status_code == 200
+    assert r.json() == {"name": "ada", "greeting": "hi"}
+    assert httpx.get(url("/api/nope"), timeout=TIMEOUT).status_code == 404
+
+
+def test_http_request_on_a_crashing_replica_gets_500_not_a_hang() -> None:
+    @serve.deployment
+    def fragile(request: Any) -> str:
+        if request.query_params.get("crash"):
+            os._exit(1)
+        return "fine"
+
+    serve.run(fragile.bind(), port=0)
+    with httpx.Client(timeout=TIMEOUT) as client:
+        r = client.get(url("/?crash=1"))
+        assert r.status_code == 500
+        assert "died" in r.text
+
+        def answers() -> bool:
+            return client.get(url("/")).text == "fine"
+
+        wait_for(answers, timeout=20, what="the replacement replica to answer")
+
+
+def test_handle_after_delete_fails_clearly() -> None:
+    @serve.deployment
+    def f(x: int) -> int:
+        return x
+
+    handle = serve.run(f.bind(), http=False)
+    assert handle.remote(1).result(timeout_s=20) == 1
+    serve.delete("default")
+    with pytest.raises(serve.DeploymentUnavailableError, match="no longer exists"):
+        handle.remote(2).result(timeout_s=20)
+
+
+def test_failing_health_check_replaces_the_replica(tmp_path: Path) -> None:
+    sick = tmp_path / "sick"
+
+    @serve.deployment(health_check_period_s=0.1, health_check_timeout_s=5)
+    class Checked:
+        def check_health(self) -> None:
+            if sick.exists() and sick.read_text() == str(os.getpid()):
+                raise RuntimeError("feeling unwell")
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    handle = serve.run(Checked.bind(), http=False)
+    first = handle.pid.remote().result(timeout_s=20)
+    sick.write_text(str(first))  # only this replica turns sick
+
+    def replaced() -> bool:
+        try:
+            return handle.pid.remote().result(timeout_s=20) != first
+        except ActorDiedError:
+            return False
+
+    wait_for(replaced, timeout=20, what="the unhealthy replica to be replaced")
+
+
+def test_scaled_to_zero_comes_back_when_called() -> None:
+    @serve.deployment(autoscaling_config={
+        "min_replicas": 0, "max_replicas": 1, "initial_replicas": 1,
+        "upscale_delay_s": 0, "downscale_delay_s": 0.2,
+    })
+    def sleepy(request: Any) -> str:
+        return "awake"
+
+    handle = serve.run(sleepy.bind(), port=0)
+
+    def replicas() -> int:
+        return serve.status().applications["default"].deployments["sleepy"].replicas
+
+    wait_for(lambda: replicas() == 0, timeout=20, what="a scale-down to zero")
+    assert handle.remote(None).result(timeout_s=20) == "awake"  # waits, demand scales it up
+    wait_for(lambda: replicas() == 0, timeout=20, what="a second scale-down to zero")
+    assert httpx.get(url("/"), timeout=TIMEOUT).text == "awake"  # the proxy waits too
+
+
+def test_serve_works_again_after_a_runtime_restart(ember_local: dict[str, Any]) -> None:
+    @serve.deployment
+    def echo(x: int) -> int:
+        return x
+
+    handle = serve.run(echo.bind(), http=False)
+    assert handle.remote(1).result(timeout_s=20) == 1
+    ember.shutdown()  # without serve.shutdown: the next runtime starts clean
+    ember.init(**ember_local)
+    handle = serve.run(echo.bind(), http=False)
+    assert handle.remote(2).result(timeout_s=20) == 2
+
+
+
+def test_a_timed_out_call_between_deployments_leaves_the_caller_alive(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    finished = tmp_path / "finished"
+
+    @serve.deployment
+    class Back:
+        async def slow(self) -> str:
+            for _ in range(2000):
+                if gate.exists():
+                    break
+                await asyncio.sleep(0.01)
+            finished.touch()
+            return "late"
+
+    @serve.deployment
+    class Front:
+        def __init__(self, back: Any) -> None:
+            self.back = back
+
+        async def impatient(self) -> str:
+            try:
+                return await asyncio.wait_for(self.back.slow.remote(), 0.2)
+            except asyncio.TimeoutError:
+                return "timed out"
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    handle = serve.run(Front.bind(Back.bind()), http=False)
+    pid = handle.pid.remote().result(timeout_s=20)
+    assert handle.impatient.remote().result(timeout_s=20) == "timed out"
+    gate.touch()  # the abandoned reply now reaches Front
+    wait_for(finished.exists, timeout=20, what="the slow call to finish")
+    for _ in range(5):
+        assert handle.pid.remote().result(timeout_s=20) == pid  # same process, still serving
+
+
+def test_client_giving_up_on_a_slow_request_leaves_the_proxy_serving(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    started = tmp_path / "started"
+
+    @serve.deployment
+    class Slow:
+        async def __call__(self, request: Any) -> str:
+            started.touch()
+            for _ in range(2000):
+                if gate.exists():
+                    return "done"
+                await asyncio.sleep(0.01)
+            return "never"
+
+    serve.run(Slow.bind(), port=0)
+    target = url("/")
+
+    async def give_up() -> None:
+        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+            request = asyncio.create_task(client.get(target))
+            for _ in range(2000):
+                if started.exists():
+                    break
+                await asyncio.sleep(0.01)
+            request.cancel()  # the client leaves mid-request
+            with pytest.raises(asyncio.CancelledError):
+                await request
+
+    asyncio.run(give_up())
+    gate.touch()  # the abandoned reply now arrives at the proxy
+    with httpx.Client(timeout=TIMEOUT) as client:
+        for _ in range(5):
+            assert client.get(target).text == "done"
+    assert serve.status().applications["default"].status == "RUNNING"
