@@ -271,15 +271,13 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
                 return waiter.wait(remaining)
             return True
         finally:
-            # No lock needed: epoll is thread-safe, and a late wake byte from the reactor only
-            # makes the next direct wait look once more.
-            worker.direct = None
-            if worker.fd in self._owners and not self._closed:
-                try:
+            with self._lock:
+                worker.direct = None
+                if worker.closing:  # it exited while we held its descriptors: close them now
+                    worker.close()
+                elif worker.fd in self._owners and not self._closed:
                     self._epoll.modify(worker.fd, _READ | (
                         select.EPOLLOUT if worker.chan.has_pending() else 0))
-                except (OSError, ValueError):  # unregistered meanwhile (the worker exited)
-                    pass
 
     def _read_worker(self, worker: _Worker, notify: bool = True) -> None:
         """Handle what a worker sent (with the lock held), from the reactor or a direct waiter."""

@@ -52,8 +52,23 @@ class _Work:
 
 class _Worker:
     __slots__ = (
-        "actor", "blocked", "chan", "direct", "doomed", "eof", "exitcode", "fd", "held",
-        "inflight", "known_fns", "outbox", "pid", "poller", "ready", "uid",
+        "actor",
+        "blocked",
+        "chan",
+        "closing",
+        "direct",
+        "doomed",
+        "eof",
+        "exitcode",
+        "fd",
+        "held",
+        "inflight",
+        "known_fns",
+        "outbox",
+        "pid",
+        "poller",
+        "ready",
+        "uid",
     )
 
     def __init__(self, uid: int, chan: DriverChannel) -> None:
@@ -62,6 +77,7 @@ class _Worker:
         self.fd = chan.fileno()
         self.direct: int | None = None  # wake pipe of a caller reading this socket itself
         self.poller: tuple[Any, int, int] | None = None  # (poll object, wake pipe r, w)
+        self.closing = False
         self.pid: int | None = None
         self.eof = False
         self.doomed = False  # killed before its pid was known: kill it once the pid arrives
@@ -73,6 +89,14 @@ class _Worker:
         self.held: dict[int, int] = {}
         self.outbox: list[Any] = []
         self.actor: _Actor | None = None
+
+    def release(self) -> None:
+        """Close the descriptors, unless a caller is polling them directly: then that caller
+        closes them when it stops (so their numbers cannot be reused under its feet)."""
+        if self.direct is not None:
+            self.closing = True
+        else:
+            self.close()
 
     def close(self) -> None:
         self.chan.close()

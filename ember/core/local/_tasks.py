@@ -372,7 +372,7 @@ class TasksMixin:
     def _on_worker_exit(self: LocalBackend, worker: _Worker) -> None:
         if self._workers.pop(worker.uid, None) is None:
             return
-        worker.close()
+        worker.release()
         exitcode = worker.exitcode
         for oid, count in worker.held.items():
             for _ in range(count):
