@@ -6,7 +6,7 @@ Run it from the repository root::
     .venv/bin/python benchmarks/rl.py --quick     # one learner layout only
 
 Setup: 2 env runners x 4 sub-envs, 2 learners (1 CPU each, gloo), 2000 steps per iteration,
-10 epochs of minibatches of 250, the settings of ``examples/rl_ppo_cartpole.py``. Learner layouts:
+10 epochs of minibatches of 250, the settings of ``examples/ppo_cartpole.py``. Learner layouts:
 even weights (1, 1) and uneven ones (1, 3). It prints one Markdown table: build seconds,
 iterations and seconds to a mean return of 150, and env steps per second over the run.
 

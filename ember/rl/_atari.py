@@ -1,9 +1,12 @@
 """Atari-style preprocessing: the DeepMind recipe (Mnih et al. 2015) as gymnasium wrappers.
 
 ``make_atari_env("ALE/Breakout-v5")`` uses ale-py and gymnasium's own ``AtariPreprocessing``
-(no-op starts, frame skip 4 with max-pooling, 84x84 grayscale) plus a 4-frame stack and reward
-clipping. ``wrap_image_env`` applies the same recipe to any env with RGB frames, with no ale-py
-(and no OpenCV: the resize is torch's area interpolation), so the pipeline is testable anywhere.
+(no-op starts, frame skip 4 with max-pooling, 84x84 grayscale; it needs OpenCV) plus a 4-frame
+stack and reward clipping to {-1, 0, 1}. ``PPOConfig().environment("ALE/...")`` builds its envs
+with it, and ``env_config`` goes to ``gymnasium.make`` (``repeat_action_probability=0.0`` turns
+off v5's sticky actions, say). ``wrap_image_env`` applies the same recipe to any env with RGB
+frames, with no ale-py (and no OpenCV: the resize is torch's area interpolation), so the pipeline
+is testable anywhere.
 Both give ``uint8`` observations of shape ``[4, 84, 84]``, the Nature CNN's input.
 """
 
@@ -22,8 +25,15 @@ def make_atari_env(env_id: str, *, frame_stack: int = 4, clip_rewards: bool = Tr
     except ImportError as exc:
         raise ImportError(f"{env_id!r} needs ale-py: pip install 'ale-py>=0.9' (it ships the "
                           "Atari ROMs)") from exc
+    try:
+        import cv2  # noqa: F401  (AtariPreprocessing resizes with OpenCV)
+    except ImportError as exc:
+        raise ImportError(f"{env_id!r} needs OpenCV for gymnasium's AtariPreprocessing: pip "
+                          "install opencv-python-headless (or 'gymnasium[other]')") from exc
     gym.register_envs(ale_py)
-    # frameskip=1: AtariPreprocessing does the skipping (with max-pooling of the last two frames)
+    # The env steps every frame (frameskip=1) and AtariPreprocessing skips 4, max-pooling the
+    # last two frames against sprite flicker: the DeepMind recipe. (frameskip=4 in the env with
+    # frame_skip=1 in the wrapper also works but loses the max-pooling.)
     env = gym.make(env_id, frameskip=1, **kwargs)
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84,
                                           grayscale_obs=True, scale_obs=False)

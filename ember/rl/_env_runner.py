@@ -3,6 +3,7 @@ batches with advantages already computed (GAE runs where the values are)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,15 @@ class EnvRunner:
         from ember.rl._models import set_weights
 
         set_weights(self.model, weights)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        from ember.rl._models import get_weights
+
+        return get_weights(self.model)
+
+    def pid(self) -> int:
+        """The runner's process id (to watch it, or to kill it when testing recovery)."""
+        return os.getpid()
 
     def _policy(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import torch

@@ -1,6 +1,7 @@
 """``PPO``: env runner actors sample, a learner group trains in data-parallel, weights go back.
 
-Each ``train()`` call: every runner samples until the train batch is full, the driver joins the
+Each ``train()`` call: every runner samples until the train batch is full (a runner whose process
+dies is replaced by a new one with the current weights, and sampling goes on), the driver joins the
 pieces, normalises advantages over the whole batch, shuffles it and splits it among learners by
 ``learner_weights``; the learners update (all-reducing gradients) and rank 0's new weights are put
 once in the object store and handed to every runner.
@@ -9,6 +10,7 @@ once in the object store and handed to every runner.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import time
 from typing import Any
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 import ember
+from ember.errors import ActorDiedError, WorkerCrashedError
 from ember.rl import _learner
 from ember.rl._config import PPOConfig
 from ember.rl._env_runner import EnvRunner, make_env
@@ -28,6 +31,11 @@ from ember.train import WorkerGroup
 
 CHECKPOINT_FILE = "ppo_state.pkl"
 RETURN_WINDOW = 100  # episodes averaged into episode_return_mean, as RLlib's smoothing window
+# A runner that dies is replaced; one that keeps dying (an env that crashes its process) is a bug
+# to report rather than to loop on.
+MAX_RUNNER_DEATHS_PER_ITERATION = 10
+
+logger = logging.getLogger(__name__)
 
 
 class PPO:
@@ -54,13 +62,14 @@ class PPO:
         self.model = build_model(self.observation_space, self.action_space, config.hiddens)
         weights = get_weights(self.model)
         self.runners: list[Any] = []
+        self.runner_restarts = 0
+        self._runner_class = ember.remote(EnvRunner)
         self.learner_group = WorkerGroup(config.num_learners,
                                          num_cpus_per_worker=config.num_cpus_per_learner,
                                          num_gpus_per_worker=config.num_gpus_per_learner)
         try:
-            runner_class = ember.remote(EnvRunner)
             weights_ref = ember.put(weights)
-            self.runners = [runner_class.remote(config, i, weights_ref)
+            self.runners = [self._runner_class.remote(config, i, weights_ref)
                             for i in range(config.num_env_runners)]
             self.learner_group.start()
             self.learner_group.setup_torch_distributed()
@@ -110,6 +119,7 @@ class PPO:
             "episode_return_min": min(self._returns, default=float("nan")),
             "episode_len_mean": float(np.mean(self._lengths)) if self._lengths else float("nan"),
             "num_episodes_lifetime": self._episodes,
+            "num_env_runner_restarts": self.runner_restarts,
             "num_env_steps_sampled": num_steps,
             "num_env_steps_sampled_lifetime": self.env_steps_lifetime,
             "learner_shares": shares,
@@ -145,8 +155,24 @@ class PPO:
         fragment = cfg.fragment_length()
         pieces: list[dict[str, Any]] = []
         collected = 0
+        deaths_this_iteration = 0
         while collected < cfg.train_batch_size:
-            for piece in ember.get([r.sample.remote(fragment) for r in self.runners]):
+            refs = [r.sample.remote(fragment) for r in self.runners]
+            for index, ref in enumerate(refs):
+                try:
+                    piece = ember.get(ref)
+                except (ActorDiedError, WorkerCrashedError) as exc:
+                    # Its fragment is lost; the others' pieces still count, and the next round
+                    # samples from a fresh runner with the current weights.
+                    deaths_this_iteration += 1
+                    if deaths_this_iteration > MAX_RUNNER_DEATHS_PER_ITERATION:
+                        raise RuntimeError(
+                            f"env runners died {deaths_this_iteration} times in iteration "
+                            f"{self.iteration + 1} (last: {exc}); the env or the machine keeps "
+                            "killing them, so ember.rl stops replacing them"
+                        ) from exc
+                    self._replace_runner(index, exc)
+                    continue
                 pieces.append(piece)
                 collected += len(piece["actions"])
                 self._returns.extend(piece["episode_returns"])
@@ -155,11 +181,29 @@ class PPO:
         keys = ("obs", "actions", "logp", "values", "advantages", "value_targets")
         return {k: np.concatenate([p[k] for p in pieces]) for k in keys}, collected
 
+    def _replace_runner(self, index: int, cause: Exception) -> None:
+        """Start a new env runner in slot ``index`` with the current weights (the old one is
+        dead). Its seed differs from the dead one's so it does not replay the same episodes."""
+        logger.warning("env runner %d died (%s); starting a replacement", index, cause)
+        try:
+            ember.kill(self.runners[index])
+        except Exception:  # it is dead already; killing is only to be sure it holds nothing
+            pass
+        self.runner_restarts += 1
+        seed_index = index + self.config.num_env_runners * self.runner_restarts
+        self.runners[index] = self._runner_class.remote(self.config, seed_index,
+                                                        ember.put(get_weights(self.model)))
+
     def _sync_weights(self) -> None:
         weights = ember.get(self.learner_group.execute_single_async(0, _learner.learner_weights))
         set_weights(self.model, weights)
         ref = ember.put(weights)
-        ember.get([runner.set_weights.remote(ref) for runner in self.runners])
+        refs = [runner.set_weights.remote(ref) for runner in self.runners]
+        for index, done in enumerate(refs):
+            try:
+                ember.get(done)
+            except (ActorDiedError, WorkerCrashedError) as exc:
+                self._replace_runner(index, exc)  # the replacement starts with these weights
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """The current policy's weights (as numpy arrays, by ``state_dict`` key)."""

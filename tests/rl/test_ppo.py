@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 
@@ -99,6 +102,51 @@ def test_a_learner_too_slow_for_any_sample_still_joins_and_a_stopped_algo_refuse
     algo.stop()
     algo.stop()  # twice is fine
     with pytest.raises(RuntimeError, match="stopped"):
+        algo.train()
+
+
+def test_a_killed_env_runner_is_replaced_and_training_goes_on(ember_local):
+    config = (PPOConfig().environment("CartPole-v1").env_runners(2)
+              .learners(1).training(train_batch_size=200, minibatch_size=100, num_epochs=1,
+                                    lr=1e-2).debugging(seed=0))
+    with config.build() as algo:
+        first = algo.train()
+        victim = algo.runners[0]
+        old_pid = ember.get(victim.pid.remote())
+        os.kill(old_pid, signal.SIGKILL)
+
+        second = algo.train()
+        third = algo.train()
+        new_pid = ember.get(algo.runners[0].pid.remote())
+        runner_weights = ember.get(algo.runners[0].get_weights.remote())
+        current = algo.get_weights()
+
+    assert first["num_env_runner_restarts"] == 0
+    assert second["num_env_runner_restarts"] == third["num_env_runner_restarts"] == 1
+    assert algo.runners == [] and new_pid != old_pid
+    assert [r["training_iteration"] for r in (first, second, third)] == [1, 2, 3]
+    assert second["num_env_steps_sampled"] >= 200 and third["num_env_steps_sampled"] >= 200
+    assert third["num_env_steps_sampled_lifetime"] == sum(
+        r["num_env_steps_sampled"] for r in (first, second, third))
+    assert np.isfinite(second["total_loss"]) and np.isfinite(third["total_loss"])
+    for key, value in current.items():  # the replacement acts with the newest policy
+        np.testing.assert_array_equal(runner_weights[key], value, err_msg=key)
+
+
+def _env_that_kills_its_runner(driver_pid):
+    import gymnasium as gym
+
+    if os.getpid() != driver_pid:  # the driver's probe env is fine; every runner dies
+        os.kill(os.getpid(), signal.SIGKILL)
+    return gym.make("CartPole-v1")
+
+
+@pytest.mark.slow
+def test_runners_that_keep_dying_stop_training_with_an_error_instead_of_looping(ember_local):
+    config = (PPOConfig().environment(_env_that_kills_its_runner,
+                                      env_config={"driver_pid": os.getpid()})
+              .env_runners(1).learners(1).training(train_batch_size=50, minibatch_size=50))
+    with config.build() as algo, pytest.raises(RuntimeError, match="died 11 times"):
         algo.train()
 
 

@@ -2,7 +2,7 @@
 
 Run it from the repository root::
 
-    .venv/bin/python examples/rl_ppo_cartpole.py [--iterations 30] [--weights 1 3]
+    .venv/bin/python examples/ppo_cartpole.py [--iterations 30] [--weights 1 3]
 
 Each training iteration samples 2000 env steps (2 runners x 4 sub-envs), splits the batch between
 the two learners in proportion to ``--weights`` (give a faster GPU a larger weight), all-reduces
