@@ -23,11 +23,13 @@ from ember.data._context import DataContext
 from ember.data._dataset import Dataset, MaterializedDataset
 from ember.data._grouped import GroupedData
 from ember.data._plan import ActorPoolStrategy, TaskPoolStrategy
+from ember.data._split import DataIterator
 from ember.data._stats import DatasetStats
 
 __all__ = [
     "ActorPoolStrategy",
     "DataContext",
+    "DataIterator",
     "Dataset",
     "DatasetStats",
     "GroupedData",

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ember.data import _block, _iterator, _shuffle, _write
+from ember.data import _block, _iterator, _shuffle, _split, _write
 from ember.data._block import Block
 from ember.data._context import DataContext
 from ember.data._executor import execute
@@ -30,6 +30,7 @@ from ember.data._plan import (
     Union,
     describe,
 )
+from ember.data._split import DataIterator
 from ember.data._stats import DatasetStats
 from ember.data._transforms import BlockFn, MapBatches, MapRows, Transform, is_class_udf, udf_name
 
@@ -291,10 +292,16 @@ class Dataset:
         return (MaterializedDataset(InputBlocks("Train", (train,))),
                 MaterializedDataset(InputBlocks("Test", (test,))))
 
-    def streaming_split(self, n: int, *, equal: bool = False) -> list[Any]:
-        raise NotImplementedError(
-            "streaming_split is not implemented yet in ember.data; use split(n) (materializes)"
-        )
+    def streaming_split(self, n: int, *, equal: bool = False,
+                        locality_hints: list[Any] | None = None) -> list[DataIterator]:
+        """``n`` iterators that share ONE streaming execution: each block goes to exactly one
+        of them (``equal=True``: each gets the same number of rows, the remainder dropped).
+        Send each to a different worker; every ``iter_*`` call on all ``n`` is one epoch.
+
+        >>> a, b = ember.data.range(100).streaming_split(2, equal=True)
+        >>> # worker 1: for batch in a.iter_batches(): ...    worker 2: the same with b
+        """
+        return _split.streaming_split(self._plan, n, equal, locality_hints)
 
     # -- consumption ----------------------------------------------------------------------------
     def iter_batches(self, *, batch_size: int | None = 256, batch_format: str | None = "default",

@@ -20,10 +20,23 @@ from ember.data._plan import Bundle
 _DONE = object()
 
 
-def blocks_of(bundles: Iterator[Bundle], prefetch_blocks: int) -> Iterator[Block]:
+def _fetch_bundle(bundle: Bundle) -> Block:
+    block: Block = ember.get(bundle.ref)
+    return block
+
+
+def blocks_of(bundles: Iterator[Any], prefetch_blocks: int,
+              fetch: Callable[[Any], Block] = _fetch_bundle) -> Iterator[Block]:
+    """The blocks of ``bundles`` (each turned into a block by ``fetch``), ``prefetch_blocks``
+    ahead of the consumer."""
     if prefetch_blocks <= 0:
-        for bundle in bundles:
-            yield ember.get(bundle.ref)
+        try:
+            for bundle in bundles:
+                yield fetch(bundle)
+        finally:
+            close = getattr(bundles, "close", None)
+            if close is not None:
+                close()
         return
     buffer: queue.Queue[Any] = queue.Queue(maxsize=prefetch_blocks)
     stop = threading.Event()
@@ -40,7 +53,7 @@ def blocks_of(bundles: Iterator[Bundle], prefetch_blocks: int) -> Iterator[Block
     def produce() -> None:
         try:
             for bundle in bundles:
-                if not put(("block", ember.get(bundle.ref))):
+                if not put(("block", fetch(bundle))):
                     break
         except BaseException as exc:  # handed to the consumer, raised in its thread
             put(("error", exc))

@@ -26,6 +26,34 @@ def is_class_udf(fn: Any) -> bool:
     return inspect.isclass(fn)
 
 
+def _preview_value(value: Any) -> str:
+    if hasattr(value, "shape") and hasattr(value, "__getitem__") and len(value.shape) > 0:
+        head = ", ".join(repr(v) for v in list(value[:3]))
+        more = ", ..." if value.shape[0] > 3 else ""
+        return f"[{head}{more}] (shape {tuple(value.shape)})"
+    return repr(value)
+
+
+def preview(data: Any, limit: int = 300) -> str:
+    """A short description of a row or batch for an error message: keys and a few values."""
+    if isinstance(data, dict):
+        text = "{" + ", ".join(f"{k!r}: {_preview_value(v)}" for k, v in data.items()) + "}"
+    elif hasattr(data, "columns") and hasattr(data, "head"):  # pandas
+        text = f"DataFrame columns {list(data.columns)}, first rows {data.head(3).to_dict('list')}"
+    elif isinstance(data, pa.Table):
+        text = f"Table columns {data.column_names}, first rows {data.slice(0, 3).to_pydict()}"
+    else:
+        text = repr(data)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _add_context(exc: BaseException, operator: str, what: str, data: Any) -> None:
+    # A note keeps the user's exception type and object; the consumer's error message carries
+    # the remote traceback, notes included.
+    exc.add_note(f"ember.data: raised by the UDF of operator {operator} on {what} "
+                 f"{preview(data)}")
+
+
 @dataclass
 class Transform:
     """One step of a fused stage. Subclasses implement ``apply``."""
@@ -56,10 +84,20 @@ class MapRows(Transform):
         out: list[dict[str, Any]] = []
         fn, args, kwargs = self.fn, self.fn_args, self.fn_kwargs
         if self.mode == "filter":
-            keep = [bool(fn(row, *args, **kwargs)) for row in _block.iter_rows(block)]
+            keep = []
+            for row in _block.iter_rows(block):
+                try:
+                    keep.append(bool(fn(row, *args, **kwargs)))
+                except Exception as exc:
+                    _add_context(exc, self.name, "the row", row)
+                    raise
             return block.filter(pa.array(keep, type=pa.bool_())) if keep else block
         for row in _block.iter_rows(block):
-            result = fn(row, *args, **kwargs)
+            try:
+                result = fn(row, *args, **kwargs)
+            except Exception as exc:
+                _add_context(exc, self.name, "the row", row)
+                raise
             if self.mode == "map":
                 out.append(_block.row_to_dict(result, what=what))
             else:
@@ -94,8 +132,14 @@ class MapBatches(Transform):
         outputs: list[Block] = []
         for piece in _block.iter_slices(block, self.batch_size):
             batch = _block.block_to_batch(piece, self.batch_format, zero_copy=self.zero_copy_batch)
-            result = self.fn(batch, *self.fn_args, **self.fn_kwargs)
-            if inspect.isgenerator(result):
+            try:
+                result = self.fn(batch, *self.fn_args, **self.fn_kwargs)
+                if inspect.isgenerator(result):
+                    result = list(result)
+            except Exception as exc:
+                _add_context(exc, self.name, f"a batch of {piece.num_rows} rows", batch)
+                raise
+            if isinstance(result, list):
                 outputs.extend(_block.batch_to_block(r, what=what) for r in result)
             else:
                 outputs.append(_block.batch_to_block(result, what=what))

@@ -16,7 +16,7 @@ import ember.data as ed
 from ember.errors import ResourceError
 
 DATA_ALL = [
-    "ActorPoolStrategy", "DataContext", "Dataset", "DatasetStats", "GroupedData",
+    "ActorPoolStrategy", "DataContext", "DataIterator", "Dataset", "DatasetStats", "GroupedData",
     "MaterializedDataset", "StrictModeError", "TaskPoolStrategy", "from_arrow",
     "from_huggingface", "from_items", "from_numpy", "from_pandas", "from_torch", "range",
     "range_tensor", "read_binary_files", "read_csv", "read_images", "read_json", "read_numpy",
@@ -41,7 +41,7 @@ def test_sources_have_named_columns(ember_local: Any, tmp_path: Path) -> None:
     assert ed.from_pandas(pd.DataFrame({"x": [1, 2]})).count() == 2
     assert ed.from_arrow(pa.table({"y": [1]})).take_all() == [{"y": 1}]
     tensor = ed.range_tensor(5, shape=(2, 3)).take_batch(5)
-    assert tensor["data"].shape == (5, 2, 3) and tensor["data"][4].max() == 4
+    assert tensor["data"].shape == (5, 2, 3) and sorted(tensor["data"].reshape(5, -1).max(axis=1)) == [0, 1, 2, 3, 4]
     (tmp_path / "a.txt").write_text("hello\nworld\n")
     assert ed.read_text(str(tmp_path / "a.txt")).take_all() == [{"text": "hello"},
                                                                 {"text": "world"}]
@@ -289,3 +289,33 @@ def test_bad_arguments_say_the_fix(ember_local: Any) -> None:
         ed.ActorPoolStrategy(min_size=3, max_size=2)
     with pytest.raises(ValueError, match="memory_budget_bytes"):
         ed.DataContext(memory_budget_bytes=0)
+
+
+class BadRowError(Exception):
+    pass
+
+
+@pytest.mark.parametrize("build, operator, shows", [
+    (lambda ds: ds.map(_fail_on_7), "Map(_fail_on_7)", "'id': 7"),
+    (lambda ds: ds.filter(_fail_on_7), "Filter(_fail_on_7)", "'id': 7"),
+    (lambda ds: ds.map_batches(_fail_batch, batch_size=4), "MapBatches(_fail_batch)",
+     "'text': ['aaaaaaaaaa"),
+])
+def test_a_udf_error_keeps_its_type_and_names_the_operator_and_the_data(
+        ember_local: Any, build: Any, operator: str, shows: str) -> None:
+    ds = ed.range(10, parallelism=1).map(lambda r: {"id": r["id"], "text": "a" * 500})
+    with pytest.raises(BadRowError) as info:
+        build(ds).take_all()
+    message = str(info.value)
+    assert "bad data" in message and operator in message and shows in message
+    assert "a" * 400 not in message  # long values are truncated
+
+
+def _fail_on_7(row: dict[str, Any]) -> Any:
+    if row["id"] == 7:
+        raise BadRowError("bad data")
+    return row
+
+
+def _fail_batch(batch: dict[str, Any]) -> Any:
+    raise BadRowError("bad data")
