@@ -1182,3 +1182,42 @@ def test_a_cancelled_await_of_a_ref_leaves_the_awaiting_actor_alive(tmp_path):
     gate.open()  # the abandoned value arrives now
     time.sleep(0.3)
     assert ember.get(caller.ping.remote(), timeout=GET_TIMEOUT) == "pong"
+
+
+def test_a_users_thread_inside_an_actor_can_call_ember_while_the_main_thread_waits():
+    """A thread started by user code may get() while the method waits on that thread."""
+
+    @ember.remote
+    def square(x):
+        return x * x
+
+    @ember.remote
+    class Prefetcher:
+        def run(self):
+            import queue
+
+            results = queue.Queue()
+            worker = threading.Thread(
+                target=lambda: results.put(ember.get(square.remote(7), timeout=GET_TIMEOUT)))
+            worker.start()
+            value = results.get(timeout=GET_TIMEOUT)  # the main thread blocks outside ember
+            worker.join()
+            return value
+
+    assert get(Prefetcher.remote().run.remote()) == 49
+
+
+def test_a_users_thread_inside_a_task_can_call_ember_while_the_task_waits():
+    @ember.remote
+    def square(x):
+        return x * x
+
+    @ember.remote
+    def outer():
+        box = []
+        worker = threading.Thread(target=lambda: box.append(ember.get(square.remote(6))))
+        worker.start()
+        worker.join(GET_TIMEOUT)
+        return box
+
+    assert get(outer.remote()) == [36]

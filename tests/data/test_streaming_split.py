@@ -128,10 +128,6 @@ def shard_loop(config: dict[str, Any]) -> None:
     train.report({"rows": len(ids)})
 
 
-@pytest.mark.skip(reason=(
-    "hangs: ember.train runs the loop in a thread while the worker actor's main thread blocks "
-    "in next_event() on a plain queue, so no runtime call from the loop (here the shard's "
-    "ember.get) gets its reply; needs ember/train to let the main thread pump the socket"))
 @pytest.mark.parametrize("ember_local", [{"num_cpus": 4}], indirect=True)
 def test_torch_trainer_workers_see_disjoint_parts(ember_local: Any, tmp_path: Path) -> None:
     from ember.train import RunConfig, ScalingConfig

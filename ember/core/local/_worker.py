@@ -84,6 +84,8 @@ class WorkerRuntime(ClientMixin):
         self._slots: dict[int, _Slot] = {}
         self._prefetched: dict[int, tuple[Any, bool]] = {}
         self._inbox: deque[tuple[Any, ...]] = deque()
+        self._read_lock = threading.Lock()  # held by the one thread reading the socket
+        self._main_waiting = False  # the main thread is blocked inside a task (nested get)
         self._acks: dict[int, int] = {}
         self._closed_generators: set[int] = set()
         self._cancel_requested: set[int] = set()
@@ -161,28 +163,55 @@ class WorkerRuntime(ClientMixin):
                 self._cancel_requested.add(message[1])
             self._cond.notify_all()
 
-    def _wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
-        """Wait for the driver to make ``predicate`` true; the reading thread pumps the socket."""
-        if threading.get_ident() != self._main_ident:
+    def _route(self, message: tuple[Any, ...]) -> None:
+        """Work read by a waiting thread: queue it for the main thread, or, when the main
+        thread is itself blocked inside a task, give pipelined tasks back to the driver."""
+        if message[0] == "task" and self._is_task_worker and self._main_waiting:
+            self._send([("requeue", [message[1]])])
+            return
+        with self._cond:
+            self._inbox.append(message)
+            self._cond.notify_all()
+
+    def _read_turn(
+        self, timeout: float | None, ready: Callable[[], bool]
+    ) -> tuple[Any, ...] | None:
+        """Read one message if no other thread is reading (then route it); else wait until the
+        reader hands over or delivers something. The read lock means any thread that waits
+        can read: a user's thread calling ember.get never depends on the main thread being
+        free, and the main thread never depends on another thread."""
+        if not self._read_lock.acquire(blocking=False):
             with self._cond:
-                return self._cond.wait_for(predicate, timeout)
+                self._cond.wait_for(lambda: ready() or not self._read_lock.locked(), timeout)
+            return None
+        try:
+            return self._read_one(timeout)
+        finally:
+            self._read_lock.release()
+            with self._cond:
+                self._cond.notify_all()
+
+    def _wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Wait for the driver to make ``predicate`` true, reading the socket when it is free."""
+        main = threading.get_ident() == self._main_ident
+        if main:
+            self._main_waiting = True
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not predicate():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            try:
-                message = self._read_one(remaining)
-            except TimeoutError:
-                return False
-            if message is None:
-                continue
-            if message[0] == "task" and self._is_task_worker:
-                # Pipelined work that would wait behind this blocked task: give it back.
-                self._send([("requeue", [message[1]])])
-            else:
-                self._inbox.append(message)
-        return True
+        try:
+            while not predicate():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                try:
+                    message = self._read_turn(remaining, predicate)
+                except TimeoutError:
+                    return False
+                if message is not None:
+                    self._route(message)
+            return True
+        finally:
+            if main:
+                self._main_waiting = False
 
     def _request(self, kind: str, payload: Any, timeout: float | None = None) -> Any:
         rid = next(self._ids)
@@ -193,10 +222,13 @@ class WorkerRuntime(ClientMixin):
         if kind in _BLOCKING and self._is_task_worker and self._inbox and (
             threading.get_ident() == self._main_ident
         ):
-            queued = [m for m in self._inbox if m[0] == "task"]
-            if queued:
-                self._inbox = deque(m for m in self._inbox if m[0] != "task")
-                messages.append(("requeue", [m[1] for m in queued]))
+            with self._cond:
+                queued = [m for m in self._inbox if m[0] == "task"]
+                if queued:
+                    kept = [m for m in self._inbox if m[0] != "task"]
+                    self._inbox.clear()
+                    self._inbox.extend(kept)
+                    messages.append(("requeue", [m[1] for m in queued]))
         messages.append(("request", rid, kind, payload))
         self._send(messages)
         if not self._wait_until(lambda: slot.done, timeout):
@@ -222,7 +254,7 @@ class WorkerRuntime(ClientMixin):
                 continue
             if self._deltas:
                 self._send([])
-            message = self._read_one()
+            message = self._read_turn(None, lambda: bool(self._inbox))
             if message is not None:
                 self._dispatch(message)
         self._finish()
