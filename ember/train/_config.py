@@ -62,6 +62,10 @@ class CheckpointConfig:
     - ``upload_from_workers`` (Ray 2.5: ``_checkpoint_upload_from_workers``): each worker uploads
       its own shard straight to storage (default); ``False`` gathers the shards on the driver,
       which writes them (the measured baseline; it moves every byte through one process).
+    - ``async_upload``: ``report`` returns as soon as this rank's shard is copied aside, and the
+      upload runs while the loop trains on; the driver still commits the checkpoint (writes its
+      manifest) only once every rank's upload is confirmed. The next ``report`` waits for the
+      previous one to be committed. Needs ``upload_from_workers``.
     """
 
     num_to_keep: int | None
@@ -69,6 +73,7 @@ class CheckpointConfig:
     checkpoint_score_order: Literal["max", "min"]
     keep_all_ranks: bool
     upload_from_workers: bool
+    async_upload: bool
 
     def __init__(
         self,
@@ -78,6 +83,7 @@ class CheckpointConfig:
         keep_all_ranks: bool | None = None,
         upload_from_workers: bool | None = None,
         *,
+        async_upload: bool = False,
         _checkpoint_keep_all_ranks: bool | None = None,
         _checkpoint_upload_from_workers: bool | None = None,
     ) -> None:
@@ -91,11 +97,16 @@ class CheckpointConfig:
         if checkpoint_score_order not in ("max", "min"):
             raise ValueError(f"checkpoint_score_order={checkpoint_score_order!r} must be 'max' "
                              "or 'min'")
+        if async_upload and not upload:
+            raise ValueError("CheckpointConfig(async_upload=True) needs upload_from_workers=True "
+                             "(the workers upload in the background; a driver-side gather "
+                             "cannot)")
         object.__setattr__(self, "num_to_keep", num_to_keep)
         object.__setattr__(self, "checkpoint_score_attribute", checkpoint_score_attribute)
         object.__setattr__(self, "checkpoint_score_order", checkpoint_score_order)
         object.__setattr__(self, "keep_all_ranks", keep)
         object.__setattr__(self, "upload_from_workers", upload)
+        object.__setattr__(self, "async_upload", bool(async_upload))
 
     @property
     def _checkpoint_keep_all_ranks(self) -> bool:

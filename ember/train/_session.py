@@ -2,7 +2,10 @@
 
 The training loop runs in a thread of the worker actor. ``report`` uploads this rank's checkpoint
 shard straight to storage, hands an event to the driver and waits until the driver has taken
-it (and committed the checkpoint): the driver fetches events with ``next_event``.
+it (and committed the checkpoint): the driver fetches events with ``next_event``. With
+``async_upload`` the shard is copied aside and uploaded by a thread of its own; ``report``
+returns at once, ``next_event`` hands the event over only once that upload is done, and the
+next ``report`` waits for the previous commit.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 import inspect
 import json
 import queue
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ember.train._checkpoint import Checkpoint
@@ -71,10 +76,40 @@ class DoneEvent:
     count: int  # how many reports this rank made in all
 
 
+class _Upload:
+    """One rank's shard, copied to a staging folder and uploaded by a thread of its own."""
+
+    def __init__(self, run: Storage, checkpoint: Checkpoint, *parts: str) -> None:
+        self.staging = tempfile.mkdtemp(prefix="ember-upload-")
+        with checkpoint.as_directory() as local:  # copied now: the loop may change it next
+            shutil.copytree(local, self.staging, dirs_exist_ok=True)
+        self.files: list[Any] | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(run, parts),
+                                       name="ember-train-upload", daemon=True)
+        self.thread.start()
+
+    def _run(self, run: Storage, parts: tuple[str, ...]) -> None:
+        try:
+            self.files = run.upload_directory(self.staging, *parts)
+        except BaseException as exc:  # handed to next_event, which raises it to the driver
+            self.error = exc
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def wait(self) -> list[Any]:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.files is not None
+        return self.files
+
+
 class _Session:
     def __init__(self, context: TrainContext, run_url: str, next_index: int,
                  checkpoint: Checkpoint | None, dataset_shards: dict[str, Any],
-                 keep_all_ranks: bool, upload_from_workers: bool) -> None:
+                 keep_all_ranks: bool, upload_from_workers: bool,
+                 async_upload: bool = False) -> None:
         self.context = context
         self.run = Storage(run_url)
         self.next_index = next_index
@@ -82,6 +117,9 @@ class _Session:
         self.dataset_shards = dataset_shards
         self.keep_all_ranks = keep_all_ranks
         self.upload_from_workers = upload_from_workers
+        self.async_upload = async_upload
+        self.uploads: dict[int, _Upload] = {}  # report count -> its upload in flight
+        self.awaiting_commit = False  # an async report returned before its commit
         self.count = 0
         self.events: queue.Queue[Any] = queue.Queue()
         self.resume = threading.Semaphore(0)
@@ -97,7 +135,12 @@ class _Session:
         if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
             raise TypeError(f"report(checkpoint=...) takes a Checkpoint, got "
                             f"{type(checkpoint).__name__}; use Checkpoint.from_directory(path)")
-        if checkpoint is not None and (self.keep_all_ranks or rank == 0):
+        self.wait_for_commit()  # the previous report's: it sets next_index
+        if checkpoint is not None and (self.keep_all_ranks or rank == 0) and self.async_upload:
+            self.uploads[self.count] = _Upload(self.run, checkpoint,
+                                               checkpoint_dir_name(self.next_index),
+                                               rank_dir_name(rank))
+        elif checkpoint is not None and (self.keep_all_ranks or rank == 0):
             with checkpoint.as_directory() as local:
                 if self.upload_from_workers:
                     files = self.run.upload_directory(
@@ -105,8 +148,16 @@ class _Session:
                 else:
                     inline = _read_folder(local)
         self.events.put(ReportEvent(rank, self.count, clean, files, inline))
-        self.resume.acquire()
         self.count += 1
+        if self.async_upload:
+            self.awaiting_commit = True
+        else:
+            self.resume.acquire()
+
+    def wait_for_commit(self) -> None:
+        if self.awaiting_commit:
+            self.resume.acquire()
+            self.awaiting_commit = False
 
     def run_loop(self, fn: Callable[..., Any], config: dict[str, Any] | None) -> None:
         try:
@@ -115,6 +166,7 @@ class _Session:
         except BaseException as exc:
             self.events.put(exc)
         else:
+            self.wait_for_commit()
             self.events.put(DoneEvent(self.context.world_rank, self.count))
 
     def next_event(self, next_index: int) -> Any:
@@ -126,6 +178,9 @@ class _Session:
         if isinstance(event, BaseException):
             raise event
         self.unacked = isinstance(event, ReportEvent)
+        upload = self.uploads.pop(event.count, None) if self.unacked else None
+        if upload is not None:  # confirmed here, before the driver can commit
+            event = replace(event, files=upload.wait())
         return event
 
 
@@ -142,11 +197,11 @@ def _current(what: str) -> _Session:
 def start_session(fn: Callable[..., Any], config: dict[str, Any] | None, context: TrainContext,
                   run_url: str, next_index: int, checkpoint: Checkpoint | None,
                   dataset_shards: dict[str, Any], keep_all_ranks: bool,
-                  upload_from_workers: bool) -> None:
+                  upload_from_workers: bool, async_upload: bool = False) -> None:
     """(In a worker) start the training loop in a thread of its own."""
     global _session
     _session = _Session(context, run_url, next_index, checkpoint, dataset_shards,
-                        keep_all_ranks, upload_from_workers)
+                        keep_all_ranks, upload_from_workers, async_upload)
     thread = threading.Thread(target=_session.run_loop, args=(fn, config),
                               name="ember-train-loop", daemon=True)
     _session.thread = thread
@@ -164,7 +219,8 @@ def report(metrics: Mapping[str, Any], *, checkpoint: Checkpoint | None = None) 
     Every rank must call it the same number of times. Rank 0's metrics are the run's. When a
     checkpoint is passed, this worker uploads its files to
     ``{storage_path}/{name}/checkpoint_{index:06d}/rank_{rank}/``; the call returns once every
-    rank's upload is confirmed and the checkpoint committed.
+    rank's upload is confirmed and the checkpoint committed (with
+    ``CheckpointConfig(async_upload=True)``: at once, the upload running on in the background).
     """
     _current("report").report(metrics, checkpoint)
 

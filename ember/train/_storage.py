@@ -129,7 +129,10 @@ class Storage:
             self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
             digest = hashlib.sha256()
             size = 0
-            with open(source, "rb") as src, self.fs.open(target, "wb") as dst:
+            # block_size: s3fs buffers a whole block (50 MB by default) before each part upload;
+            # one CHUNK per part keeps a worker's memory flat however large its shard is.
+            with open(source, "rb") as src, \
+                    self.fs.open(target, "wb", block_size=CHUNK) as dst:
                 while chunk := src.read(CHUNK):
                     digest.update(chunk)
                     size += len(chunk)

@@ -246,7 +246,7 @@ class _Run:
                 self.run_storage.url, self.next_index,
                 start.for_rank(info.rank) if start is not None else None,
                 {name: parts[info.rank] for name, parts in shards.items()},
-                cc.keep_all_ranks, cc.upload_from_workers)
+                cc.keep_all_ranks, cc.upload_from_workers, cc.async_upload)
             for info in group.infos
         ])
         while True:

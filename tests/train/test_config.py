@@ -33,6 +33,8 @@ def test_configs_are_frozen():
     (lambda: ScalingConfig(num_workers=1, resources_per_worker={"GPU": 1}), "use_gpu=True"),
     (lambda: CheckpointConfig(num_to_keep=0), "num_to_keep=0"),
     (lambda: CheckpointConfig(checkpoint_score_order="up"), "'max' or 'min'"),
+    (lambda: CheckpointConfig(async_upload=True, upload_from_workers=False),
+     "needs upload_from_workers=True"),
     (lambda: FailureConfig(max_failures=-2), "max_failures=-2"),
     (lambda: RunConfig(name="a/b"), "without '/'"),
 ])

@@ -287,3 +287,63 @@ def test_driver_commits_only_after_every_ranks_upload_is_confirmed(tmp_path):
     committed, uncommitted = scan_run(run)
     assert uncommitted == [] and committed[0].ranks == [0, 1]
     assert committed[0].metrics == {"loss": 1.0}  # rank 0's metrics are the run's
+
+
+def gated_upload_loop(config):
+    """Rank-0 uploads wait for the gate file, which the loop creates only after ``report``
+    returned: a ``report`` that waited for its upload would stop at the gate (and fail the run
+    after ``config['gate_timeout_s']``)."""
+    import json
+    import os
+    import tempfile
+    import time
+
+    import ember.train as train
+    from ember.train import _storage
+
+    rank = train.get_context().get_world_rank()
+    gate, log = config["gate"], config["log"]
+    upload = _storage.Storage.upload_directory
+
+    def gated(self, local_dir, *parts):
+        if rank == 0:
+            deadline = time.monotonic() + config["gate_timeout_s"]
+            while not os.path.exists(gate):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the gate never opened: report() waited for its upload")
+                time.sleep(0.01)
+        return upload(self, local_dir, *parts)
+
+    _storage.Storage.upload_directory = gated
+    for step in range(2):
+        with tempfile.TemporaryDirectory() as folder:
+            with open(os.path.join(folder, "state.json"), "w") as f:
+                json.dump({"step": step, "rank": rank}, f)
+            train.report({"step": step}, checkpoint=train.Checkpoint.from_directory(folder))
+        # report returned (and the folder is gone) before the gated upload could finish
+        if rank == 0 and step == 0:
+            with open(log, "w") as f:
+                f.write("returned before upload")
+            open(gate, "w").close()
+
+
+def test_async_upload_returns_before_the_upload_and_still_commits(ember_local, tmp_path):
+    run_config = RunConfig(name="run", storage_path=str(tmp_path / "store"),
+                           checkpoint_config=CheckpointConfig(async_upload=True))
+    result = TorchTrainer(
+        gated_upload_loop, scaling_config=ScalingConfig(num_workers=2), run_config=run_config,
+        train_loop_config={"gate": str(tmp_path / "gate"), "log": str(tmp_path / "log"),
+                           "gate_timeout_s": 60},
+    ).fit()
+
+    assert (tmp_path / "log").read_text() == "returned before upload"
+    committed, uncommitted = scan_run(Storage(result.path))
+    assert sorted(committed) == [0, 1] and uncommitted == []
+    assert result.checkpoint is not None and result.checkpoint.ranks == [0, 1]
+    first = Checkpoint(Storage(result.path).child("checkpoint_000000").url)
+    for rank in (0, 1):  # step 0's folder was deleted while its upload waited at the gate
+        with first.for_rank(rank).as_directory() as folder:
+            assert read_json(folder, "state.json") == {"step": 0, "rank": rank}
+        with result.checkpoint.for_rank(rank).as_directory() as folder:
+            assert read_json(folder, "state.json") == {"step": 1, "rank": rank}
+    assert [m["step"] for m in result.metrics_history] == [0, 1]

@@ -1,0 +1,277 @@
+"""Train checkpoint benchmark: a sharded model state written to S3, three ways.
+
+Run it from the repository root::
+
+    .venv/bin/python benchmarks/train.py            # 2 ranks x 200 MB shards, 3 checkpoints
+    .venv/bin/python benchmarks/train.py --quick    # 2 ranks x 32 MB shards, 2 checkpoints
+    .venv/bin/python benchmarks/train.py --json benchmarks/train.json   # also write raw numbers
+
+The benchmark starts a moto S3 server on 127.0.0.1 (a free port), creates a bucket, and points
+the ``AWS_*`` variables at it. Each rank of a 2-worker ``TorchTrainer`` holds its own float32
+tensor as its shard of the model state (nothing is trained) and checkpoints it N times:
+
+- ember per-worker: ``CheckpointConfig()`` (default, upload from workers): each rank
+  ``torch.save``s its shard and reports ``Checkpoint.from_directory`` of it; every rank uploads
+  its own shard straight to S3.
+- ember gather-to-rank-0 (the Ray 2.5 default): every rank sends its shard to rank 0 with
+  ``torch.distributed`` (gloo ``send``/``recv``); rank 0 alone saves both shards and reports the
+  checkpoint, the other ranks report ``checkpoint=None``. (ember's ``upload_from_workers=False``
+  gathers on the *driver*, not on rank 0, so it is not this baseline.)
+- Ray Train: ``ray.train.torch.TorchTrainer`` with the per-worker loop, ``RunConfig(
+  storage_path=bucket/prefix, storage_filesystem=pyarrow S3FileSystem at the moto endpoint)``.
+
+It prints one Markdown table: per checkpoint, the wall time in rank 0 from before ``torch.save``
+until ``report`` returns (median of N), and rank 0's peak RSS above its RSS before the checkpoint
+(psutil, sampled every 5 ms in rank 0's process; the max over N); then the ratios per-worker /
+gather (target <= 0.6 for both) and ember per-worker / Ray Train (target <= 1.0 for the time).
+
+Every mode runs in its own child process, one after the other, all against the same moto server
+(which runs in this process, so its CPU use competes with the workers on a small machine alike
+for every mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import logging
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+RESULT_MARKER = "BENCH-RESULT "
+CHILD_TIMEOUT_S = 900
+MODES = ("ember-per-worker", "ember-gather", "ray")
+LABELS = {"ember-per-worker": "ember per-worker upload",
+          "ember-gather": "ember gather-to-rank-0",
+          "ray": "Ray Train (per-worker)"}
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """One rank: hold a shard, checkpoint it ``config['checkpoints']`` times, then report the
+    measurements (rank 0's are the run's metrics). Framework-neutral: ``config['api']`` names
+    the module with ``report``, ``get_context`` and ``Checkpoint``."""
+    import importlib
+    import json
+    import shutil
+    import tempfile
+    import threading
+
+    import psutil
+    import torch
+    import torch.distributed as dist
+
+    api = importlib.import_module(config["api"])
+    ctx = api.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    shard = torch.full((config["shard_bytes"] // 4,), float(rank), dtype=torch.float32)
+    me = psutil.Process()
+    times: list[float] = []
+    peaks: list[int] = []
+    for _ in range(config["checkpoints"]):
+        base = me.memory_info().rss
+        peak = [base]
+        stop = threading.Event()
+
+        def sample(peak: list[int] = peak, stop: threading.Event = stop) -> None:
+            while not stop.wait(0.005):
+                peak[0] = max(peak[0], me.memory_info().rss)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        start = time.perf_counter()
+        folder = tempfile.mkdtemp(prefix="bench-ckpt-")
+        checkpoint = None
+        if config["gather"]:
+            if rank == 0:
+                torch.save(shard, os.path.join(folder, "shard_0.pt"))
+                for src in range(1, world):
+                    received = torch.empty_like(shard)
+                    dist.recv(received, src=src)
+                    torch.save(received, os.path.join(folder, f"shard_{src}.pt"))
+                    del received
+                checkpoint = api.Checkpoint.from_directory(folder)
+            else:
+                dist.send(shard, dst=0)
+        else:
+            torch.save(shard, os.path.join(folder, f"shard_{rank}.pt"))
+            checkpoint = api.Checkpoint.from_directory(folder)
+        api.report({"step": len(times)}, checkpoint=checkpoint)
+        times.append(time.perf_counter() - start)
+        stop.set()
+        sampler.join()
+        peaks.append(peak[0] - base)
+        shutil.rmtree(folder, ignore_errors=True)
+    if rank == 0:  # a file: Ray Train 2.x's Result.metrics holds only checkpointed reports
+        with open(config["out"], "w") as f:
+            json.dump({"times_s": times, "peak_rss_delta": peaks}, f)
+    api.report({"done": 1})
+
+
+def measure(mode: str, shard_bytes: int, checkpoints: int, bucket: str) -> dict[str, Any]:
+    import tempfile
+
+    out = os.path.join(tempfile.mkdtemp(prefix="bench-train-"), "rank0.json")
+    config = {"shard_bytes": shard_bytes, "checkpoints": checkpoints,
+              "gather": mode == "ember-gather", "out": out}
+    name = f"{mode}-{datetime.datetime.now():%H%M%S%f}"
+    if mode == "ray":
+        import pyarrow.fs
+        import ray
+        import ray.train
+        import ray.train.torch
+
+        fs = pyarrow.fs.S3FileSystem(
+            endpoint_override=os.environ["AWS_ENDPOINT_URL"], access_key="testing",
+            secret_key="testing", region="us-east-1", scheme="http")
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        try:
+            result = ray.train.torch.TorchTrainer(
+                train_loop, train_loop_config={**config, "api": "ray.train"},
+                scaling_config=ray.train.ScalingConfig(num_workers=2),
+                run_config=ray.train.RunConfig(name=name, storage_path=f"{bucket}/runs",
+                                               storage_filesystem=fs),
+            ).fit()
+            if result.error is not None:
+                raise result.error
+        finally:
+            ray.shutdown()
+    else:
+        import ember
+        from ember.train import RunConfig, ScalingConfig
+        from ember.train.torch import TorchTrainer
+
+        ember.init(num_cpus=2)
+        try:
+            TorchTrainer(
+                train_loop, train_loop_config={**config, "api": "ember.train"},
+                scaling_config=ScalingConfig(num_workers=2),
+                run_config=RunConfig(name=name, storage_path=f"s3://{bucket}/runs"),
+            ).fit()
+        finally:
+            ember.shutdown()
+    with open(out) as f:
+        measured: dict[str, Any] = json.load(f)
+    return measured
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _run_child(argv: list[str]) -> tuple[Any, str]:
+    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        stderr += f"\n[benchmark] child timed out after {CHILD_TIMEOUT_S} s and was killed"
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER):]), stderr
+    return None, f"exit code {proc.returncode}\n{stdout[-2000:]}\n{stderr[-4000:]}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "n/a"
+
+
+def table(results: dict[str, Any]) -> str:
+    def time_of(mode: str) -> float | None:
+        r = results.get(mode)
+        return statistics.median(r["times_s"]) if r else None
+
+    def mem_of(mode: str) -> float | None:
+        r = results.get(mode)
+        return max(r["peak_rss_delta"]) / 2**20 if r else None
+
+    lines = ["| mode | s per checkpoint (median) | rank-0 peak RSS delta (MiB, max) |",
+             "|---|---:|---:|"]
+    for mode in MODES:
+        t, m = time_of(mode), mem_of(mode)
+        lines.append(f"| {LABELS[mode]} | {'not measured' if t is None else f'{t:.2f}'} | "
+                     f"{'not measured' if m is None else f'{m:.0f}'} |")
+    pw_t, g_t, ray_t = time_of("ember-per-worker"), time_of("ember-gather"), time_of("ray")
+    pw_m, g_m = mem_of("ember-per-worker"), mem_of("ember-gather")
+    lines += ["", "| ratio | value | target |", "|---|---:|---|",
+              f"| time, per-worker / gather | {_ratio(pw_t, g_t)} | <= 0.60x |",
+              f"| rank-0 peak memory, per-worker / gather | {_ratio(pw_m, g_m)} | <= 0.60x |",
+              f"| time, ember per-worker / Ray Train | {_ratio(pw_t, ray_t)} | <= 1.00x |"]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small shards: a smoke run")
+    parser.add_argument("--json", metavar="PATH", help="also write the raw numbers here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: run one mode
+    parser.add_argument("--bucket", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    shard_bytes = (32 if args.quick else 200) * 2**20
+    checkpoints = 2 if args.quick else 3
+
+    if args.child:
+        value = measure(args.child, shard_bytes, checkpoints, args.bucket)
+        print(RESULT_MARKER + json.dumps(value), flush=True)
+        return 0
+
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per S3 request
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    started = datetime.datetime.now().astimezone()
+    results: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    try:
+        os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": "us-east-1"})
+        bucket = "ember-train-bench"
+        s3fs.S3FileSystem().mkdir(bucket)
+        for mode in MODES:
+            print(f"[benchmark] running {mode} ...", file=sys.stderr, flush=True)
+            value, stderr = _run_child([__file__, "--child", mode, "--bucket", bucket]
+                                       + (["--quick"] if args.quick else []))
+            if value is None:
+                errors[mode] = stderr
+                print(f"[benchmark] {mode} failed: {stderr}", file=sys.stderr)
+            else:
+                results[mode] = value
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop()
+
+    machine = (f"{os.cpu_count()} CPUs, {platform.machine()}, Python "
+               f"{platform.python_version()}")
+    print(f"ember train checkpoint benchmark, {started:%Y-%m-%d %H:%M %Z}, {machine}, "
+          f"2 ranks x {shard_bytes // 2**20} MiB float32 shards, {checkpoints} checkpoints, "
+          "moto S3 on 127.0.0.1" + (" (quick)" if args.quick else ""))
+    print()
+    print(table(results))
+    for mode in errors:
+        print(f"- {LABELS[mode]}: not measured (the child failed; see stderr)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"benchmark": "train", "date": started.isoformat(), "machine": machine,
+                       "quick": args.quick, "shard_bytes": shard_bytes,
+                       "checkpoints": checkpoints, "results": results, "errors": errors},
+                      f, indent=2)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
