@@ -61,3 +61,44 @@ def _no_leftovers() -> Iterator[None]:
         problems.append(f"shared-memory segments left in /dev/shm: {sorted(leaked)}")
     if problems:
         pytest.fail("the test left things behind after shutdown: " + "; ".join(problems))
+
+
+# -- S3 --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def _moto_server() -> Iterator[str]:
+    """moto's S3-compatible server on 127.0.0.1 at a free port, for one test module."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(_moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh bucket's ``s3://`` URL. The AWS variables are set before any ember runtime
+    starts (request this fixture before ``ember_local``), so the workers inherit them."""
+    import uuid
+
+    import s3fs
+
+    for key, value in {"AWS_ENDPOINT_URL": _moto_server, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_SESSION_TOKEN": "testing"}.items():
+        monkeypatch.setenv(key, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    bucket = f"ember-test-{uuid.uuid4().hex[:12]}"
+    fs: Any = s3fs.S3FileSystem()
+    fs.mkdir(bucket)
+    try:
+        yield f"s3://{bucket}"
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
