@@ -35,7 +35,7 @@ from ember.data._stats import DatasetStats
 from ember.data._transforms import BlockFn, MapBatches, MapRows, Transform, is_class_udf, udf_name
 
 
-class Dataset:
+class Dataset(_iterator.BatchIteration):
     """A lazy, streaming dataset of rows with named columns, stored as Arrow blocks.
 
     >>> ds = ember.data.range(1000).map_batches(lambda b: {"id": b["id"] * 2})
@@ -304,24 +304,6 @@ class Dataset:
         return _split.streaming_split(self._plan, n, equal, locality_hints)
 
     # -- consumption ----------------------------------------------------------------------------
-    def iter_batches(self, *, batch_size: int | None = 256, batch_format: str | None = "default",
-                     prefetch_batches: int = 1, drop_last: bool = False) -> Iterator[Any]:
-        """Batches of ``batch_size`` rows (the last may be short unless ``drop_last``)."""
-        return _iterator.iter_batches(self._blocks(prefetch_batches), batch_size=batch_size,
-                                      batch_format=batch_format, drop_last=drop_last)
-
-    def iter_torch_batches(self, *, batch_size: int | None = 256, dtypes: Any = None,
-                           device: str | None = None, prefetch_batches: int = 1,
-                           drop_last: bool = False) -> Iterator[dict[str, Any]]:
-        """Batches as ``dict[str, torch.Tensor]``."""
-        return _iterator.iter_batches(
-            self._blocks(prefetch_batches), batch_size=batch_size, batch_format="numpy",
-            drop_last=drop_last, collate=_iterator.torch_collate(dtypes, device))
-
-    def iter_rows(self, *, prefetch_blocks: int = 1) -> Iterator[dict[str, Any]]:
-        for block in self._blocks(prefetch_blocks):
-            yield from _block.iter_rows(block)
-
     def take(self, limit: int = 20) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         if limit <= 0:

@@ -112,3 +112,31 @@ def torch_collate(dtypes: Any, device: str | None) -> Callable[[Any], Any]:
         return out
 
     return convert
+
+
+class BatchIteration:
+    """Row, batch and torch-batch iteration over ``_blocks``: shared by ``Dataset`` and by the
+    ``DataIterator`` shards of ``streaming_split``."""
+
+    def _blocks(self, prefetch_blocks: int) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def iter_batches(self, *, batch_size: int | None = 256, batch_format: str | None = "default",
+                     prefetch_batches: int = 1, drop_last: bool = False) -> Iterator[Any]:
+        """Batches of ``batch_size`` rows (the last may be short unless ``drop_last``)."""
+        return iter_batches(self._blocks(prefetch_batches), batch_size=batch_size,
+                            batch_format=batch_format, drop_last=drop_last)
+
+    def iter_torch_batches(self, *, batch_size: int | None = 256, dtypes: Any = None,
+                           device: str | None = None, prefetch_batches: int = 1,
+                           drop_last: bool = False) -> Iterator[dict[str, Any]]:
+        """Batches as ``dict[str, torch.Tensor]``."""
+        return iter_batches(
+            self._blocks(prefetch_batches), batch_size=batch_size, batch_format="numpy",
+            drop_last=drop_last, collate=torch_collate(dtypes, device))
+
+    def iter_rows(self, *, prefetch_blocks: int = 1) -> Iterator[dict[str, Any]]:
+        from ember.data import _block
+
+        for block in self._blocks(prefetch_blocks):
+            yield from _block.iter_rows(block)

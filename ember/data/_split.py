@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import ember
-from ember.data import _block, _iterator
+from ember.data import _iterator
 from ember.data._block import Block
 from ember.data._context import DataContext
 from ember.data._plan import Node
@@ -184,7 +184,7 @@ class SplitCoordinator:
             close()  # the executor's finally: kills its pool actors, drops running tasks
 
 
-class DataIterator:
+class DataIterator(_iterator.BatchIteration):
     """One consumer's share of a ``streaming_split``; picklable, so it can be sent to another
     task or actor. Each ``iter_*`` call is one epoch (see the module docstring).
 
@@ -230,22 +230,6 @@ class DataIterator:
             except Exception:  # the runtime is shutting down: there is nothing to release
                 pass
 
-    def iter_batches(self, *, batch_size: int | None = 256,
-                     batch_format: str | None = "default", prefetch_batches: int = 1,
-                     drop_last: bool = False) -> Iterator[Any]:
-        return _iterator.iter_batches(self._blocks(prefetch_batches), batch_size=batch_size,
-                                      batch_format=batch_format, drop_last=drop_last)
-
-    def iter_torch_batches(self, *, batch_size: int | None = 256, dtypes: Any = None,
-                           device: str | None = None, prefetch_batches: int = 1,
-                           drop_last: bool = False) -> Iterator[dict[str, Any]]:
-        return _iterator.iter_batches(
-            self._blocks(prefetch_batches), batch_size=batch_size, batch_format="numpy",
-            drop_last=drop_last, collate=_iterator.torch_collate(dtypes, device))
-
-    def iter_rows(self, *, prefetch_blocks: int = 1) -> Iterator[dict[str, Any]]:
-        for block in self._blocks(prefetch_blocks):
-            yield from _block.iter_rows(block)
 
 
 def _fetch_slice(piece: Slice) -> Block:

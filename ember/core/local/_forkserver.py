@@ -27,7 +27,7 @@ import subprocess
 import sys
 from typing import Any
 
-from ember.core.local._transport import _frame, _FrameReader
+from ember.core.local._transport import _frame, _FrameReader, recv_frames
 
 _MAX_FDS = 1
 
@@ -55,15 +55,8 @@ class ForkServer:
 
     def read(self) -> list[tuple[Any, ...]] | None:
         """Notices available now; None once the server is gone."""
-        try:
-            data = self.sock.recv(1 << 16)
-        except (BlockingIOError, InterruptedError):
-            return []
-        except OSError:
-            return None
-        if not data:
-            return None
-        return [pickle.loads(frame) for frame in self._reader.feed(data)]
+        frames = recv_frames(self.sock, self._reader)
+        return None if frames is None else [pickle.loads(frame) for frame in frames]
 
     def close(self, timeout: float = 5.0) -> None:
         try:

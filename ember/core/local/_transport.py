@@ -50,6 +50,19 @@ class _FrameReader:
         return frames
 
 
+def recv_frames(sock: socket.socket, reader: _FrameReader) -> list[bytes] | None:
+    """The complete frames that one read of a ready socket yields; None once the peer closed."""
+    try:
+        data = sock.recv(_READ_CHUNK)
+    except (BlockingIOError, InterruptedError):
+        return []
+    except OSError:
+        return None
+    if not data:
+        return None
+    return reader.feed(data)
+
+
 class DriverChannel:
     """The driver's end: non-blocking sends from any thread, reads from the reactor thread."""
 
@@ -104,15 +117,7 @@ class DriverChannel:
 
     def read(self) -> list[bytes] | None:
         """Every complete frame available now; None when the worker closed its end."""
-        try:
-            data = self.sock.recv(_READ_CHUNK)
-        except (BlockingIOError, InterruptedError):
-            return []
-        except OSError:
-            return None
-        if not data:
-            return None
-        return self._reader.feed(data)
+        return recv_frames(self.sock, self._reader)
 
     def close(self) -> None:
         with self._lock:
