@@ -36,6 +36,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 GET_TIMEOUT = 60
 RAY = str(Path(sys.executable).with_name("ray"))
+# What Ray's client proxy prints when the per-client server it starts dies at start-up.
+_RAY_CLIENT_START_FLAKES = ("Starting Ray client server failed", "ZombieProcess")
 
 
 @dataclass(frozen=True)
@@ -273,12 +275,14 @@ def test_ray_client_address(cluster: Cluster):
         print("client ok")
     """)
 
-    for _ in range(2):
+    for _ in range(4):
         done = subprocess.run([sys.executable, "-c", program], env=cluster.env,
                               capture_output=True, text=True, timeout=180)
         # Ray's client proxy can hand out a port that another cluster's client server on this
-        # machine holds; it moves on to the next port on the next connection.
-        if "Starting Ray client server failed" not in done.stderr:
+        # machine holds, and when that per-client server dies at start its proxy can also fail
+        # with psutil.ZombieProcess (a race in proxier.start_specific_server). Either way the
+        # proxy moves on to the next port on the next connection.
+        if not any(flake in done.stderr for flake in _RAY_CLIENT_START_FLAKES):
             break
 
     assert done.returncode == 0, done.stdout + done.stderr
