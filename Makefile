@@ -20,8 +20,18 @@ $(VENV)/.stamp-test: $(VENV)/.stamp-base
 	$(PIP) install -q -e '.[test]'
 	touch $@
 
-demo: $(VENV)/.stamp-base
-	$(PY) examples/core_tour.py
+$(VENV)/.stamp-demo: $(VENV)/.stamp-base
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e '.[demo]'
+	touch $@
+
+$(VENV)/.stamp-bench: $(VENV)/.stamp-test
+	$(PIP) install -q -e '.[test,bench]'
+	touch $@
+
+# The whole job: data -> train -> batch inference -> serve -> rl (see examples/llm_lifecycle.py).
+demo: $(VENV)/.stamp-demo
+	$(PY) examples/llm_lifecycle.py $(DEMO_ARGS)
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check ember tests benchmarks examples
@@ -35,8 +45,9 @@ test: lint typecheck
 test-fast: $(VENV)/.stamp-test
 	$(PY) -m pytest -q -m "not slow" -x
 
-bench: $(VENV)/.stamp-test
-	$(PY) benchmarks/core.py
+# Every benchmarks/*.py, ember and Ray side by side; writes benchmarks/REPORT.md.
+bench: $(VENV)/.stamp-bench
+	$(PY) benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
