@@ -21,14 +21,18 @@ from ember.data._context import DataContext
 from ember.data._plan import BlockMeta, Bundle, Node, ReadTask, StageSpec, compile_plan
 from ember.data._progress import ProgressBars
 from ember.data._stats import DatasetStats, OperatorStats
-from ember.data._transforms import MapWorker, make_task_function
+from ember.data._transforms import MapBatches, MapWorker, make_task_function
 from ember.errors import ResourceError
+
+# A block's place in plan order: the first and last input positions it covers. A block made
+# by joining blocks (so that map_batches sees full batches) covers several.
+Span = tuple[int, int]
 
 
 @dataclass
 class _Running:
     block_ref: Any
-    pos: int
+    pos: Span
     in_bytes: int
     est_bytes: int
     actor: Any = None
@@ -40,7 +44,7 @@ class _Stage:
     def __init__(self, spec: StageSpec, index: int) -> None:
         self.spec = spec
         self.index = index
-        self.inqueue: deque[tuple[int, Bundle]] = deque()
+        self.inqueue: deque[tuple[Span, Bundle]] = deque()
         self.running: dict[Any, _Running] = {}
         self.stats = OperatorStats(spec.name)
         self.work: Iterator[ReadTask | Bundle] | None = None
@@ -52,9 +56,15 @@ class _Stage:
         self.actors: dict[Any, int] = {}  # handle -> calls in flight
         self.out_sizes: list[int] = []
         self.limit_left = spec.limit
-        self.reorder: dict[int, Bundle] = {}
+        self.reorder: dict[int, tuple[Span, Bundle]] = {}  # by first position
         self.expect = 0
         self.stopped = False
+        self.upstream: _Stage | None = None
+        # Rows a task of this stage should get at least: small blocks are joined so that
+        # map_batches sees batches of its batch_size (the last batch may be smaller).
+        first = spec.transforms[0] if spec.transforms else None
+        self.bundle_rows = (first.batch_size or 0) if (
+            spec.kind in ("tasks", "actors") and isinstance(first, MapBatches)) else 0
 
     def est_output(self) -> int | None:
         if self.out_sizes:
@@ -67,7 +77,14 @@ class _Stage:
         if self.stopped:
             return False
         if self.spec.kind != "source":
-            return bool(self.inqueue)
+            if not self.inqueue:
+                return False
+            if not self.bundle_rows or self.input_done:
+                return True
+            # Wait for more rows while some stage upstream runs or can start work. This cannot
+            # stall: when nothing runs at all, the admission policy starts upstream regardless.
+            queued = sum(b.meta.num_rows for _, b in self.inqueue)
+            return queued >= self.bundle_rows or not self._upstream_busy()
         if not self.peeked and not self.work_done:
             if self.work is None:
                 assert self.spec.work is not None
@@ -77,6 +94,14 @@ class _Stage:
             except StopIteration:
                 self.work_done = True
         return bool(self.peeked)
+
+    def _upstream_busy(self) -> bool:
+        stage = self.upstream
+        while stage is not None:
+            if stage.running or stage.has_input():
+                return True
+            stage = stage.upstream
+        return False
 
     def next_input_bytes(self) -> int:
         if self.spec.kind == "source":
@@ -97,13 +122,15 @@ class StreamingExecutor:
         self.ctx = context or DataContext.get_current()
         specs = compile_plan(node, self._run_child)
         self.stages = [_Stage(spec, i) for i, spec in enumerate(specs)]
+        for upstream, stage in zip(self.stages, self.stages[1:], strict=False):
+            stage.upstream = upstream
         self.policy = _admission.AdmissionPolicy(
             self.ctx.memory_budget_bytes, actor_tasks_in_flight=self.ctx.actor_tasks_in_flight
         )
         self.stats = DatasetStats(operators=[s.stats for s in self.stages],
                                   memory_budget_bytes=self.ctx.memory_budget_bytes)
-        self.output: deque[tuple[int, Bundle]] = deque()
-        self.reorder: dict[int, Bundle] = {}
+        self.output: deque[tuple[Span, Bundle]] = deque()
+        self.reorder: dict[int, tuple[Span, Bundle]] = {}
         self.next_out = 0
         self.total_cpus = float(ember.cluster_resources().get("CPU", 1.0))
         self.progress = ProgressBars(
@@ -171,9 +198,9 @@ class StreamingExecutor:
 
     def _bytes_in_flight(self) -> int:
         total = sum(b.meta.size_bytes for _, b in self.output)
-        total += sum(b.meta.size_bytes for b in self.reorder.values())
+        total += sum(b.meta.size_bytes for _, b in self.reorder.values())
         for stage in self.stages:
-            total += sum(b.meta.size_bytes for b in stage.reorder.values())
+            total += sum(b.meta.size_bytes for _, b in stage.reorder.values())
             total += sum(b.meta.size_bytes for _, b in stage.inqueue)
             total += sum(r.in_bytes + r.est_bytes for r in stage.running.values())
         return total
@@ -191,7 +218,7 @@ class StreamingExecutor:
         spec = stage.spec
         if spec.kind == "source":
             item = stage.peeked.pop(0)
-            pos = stage.next_pos
+            pos = (stage.next_pos, stage.next_pos)
             stage.next_pos += 1
             if isinstance(item, Bundle) and not spec.transforms:
                 stage.stats.rows += item.meta.num_rows
@@ -200,19 +227,47 @@ class StreamingExecutor:
             arg, in_bytes = (item.ref, item.meta.size_bytes) if isinstance(item, Bundle) else (
                 item, 0)
             est = stage.est_output() or (in_bytes if isinstance(item, Bundle) else 0)
-            self._submit_task(stage, arg, pos, in_bytes, est)
+            self._submit_task(stage, [arg], pos, in_bytes, est)
             return
-        pos, bundle = stage.inqueue.popleft()
-        est = stage.est_output() or bundle.meta.size_bytes
+        pos, bundles = self._take_bundles(stage)
+        in_bytes = sum(b.meta.size_bytes for b in bundles)
+        est = stage.est_output() or in_bytes
+        refs = [b.ref for b in bundles]
         if spec.kind == "tasks":
-            self._submit_task(stage, bundle.ref, pos, bundle.meta.size_bytes, est)
+            self._submit_task(stage, refs, pos, in_bytes, est)
         else:
             actor = min(stage.actors, key=lambda a: stage.actors[a])
             stage.actors[actor] += 1
-            block_ref, meta_ref = actor.process.options(num_returns=2).remote(bundle.ref)
-            stage.running[meta_ref] = _Running(block_ref, pos, bundle.meta.size_bytes, est, actor)
+            block_ref, meta_ref = actor.process.options(num_returns=2).remote(*refs)
+            stage.running[meta_ref] = _Running(block_ref, pos, in_bytes, est, actor)
 
-    def _submit_task(self, stage: _Stage, arg: Any, pos: int, in_bytes: int, est: int) -> None:
+    def _take_bundles(self, stage: _Stage) -> tuple[Span, list[Bundle]]:
+        """The next input for one task: one block, or several joined up to ``bundle_rows``."""
+        if self.ctx.preserve_order and stage.bundle_rows:
+            # Start from the earliest block so the blocks after it in plan order can join it.
+            first = min(range(len(stage.inqueue)), key=lambda i: stage.inqueue[i][0][0])
+            stage.inqueue.rotate(-first)
+        pos, bundle = stage.inqueue.popleft()
+        bundles = [bundle]
+        rows = bundle.meta.num_rows
+        while stage.bundle_rows and rows < stage.bundle_rows and stage.inqueue:
+            if self.ctx.preserve_order:
+                # Join only the block that comes next in plan order, so spans stay contiguous.
+                at = next((i for i, (p, _) in enumerate(stage.inqueue) if p[0] == pos[1] + 1),
+                          None)
+                if at is None:
+                    break
+                (_, last), more = stage.inqueue[at]
+                del stage.inqueue[at]
+                pos = (pos[0], last)
+            else:
+                _, more = stage.inqueue.popleft()
+            bundles.append(more)
+            rows += more.meta.num_rows
+        return pos, bundles
+
+    def _submit_task(self, stage: _Stage, args: list[Any], pos: Span, in_bytes: int,
+                     est: int) -> None:
         spec = stage.spec
         if stage.remote_fn is None:
             fn = ember.remote(make_task_function(spec.transforms))
@@ -225,7 +280,7 @@ class StreamingExecutor:
         if spec.resources:
             options["resources"] = spec.resources
         # ResourceError (a request that can never fit) raises here, at once, to the consumer.
-        block_ref, meta_ref = stage.remote_fn.options(**options).remote(arg)
+        block_ref, meta_ref = stage.remote_fn.options(**options).remote(*args)
         stage.running[meta_ref] = _Running(block_ref, pos, in_bytes, est)
 
     # -- actor pools ----------------------------------------------------------------------------
@@ -299,7 +354,7 @@ class StreamingExecutor:
         bundle = Bundle(running.block_ref, BlockMeta(int(meta["rows"]), int(meta["bytes"])))
         self._emit(stage, running.pos, bundle)
 
-    def _emit(self, stage: _Stage, pos: int, bundle: Bundle) -> None:
+    def _emit(self, stage: _Stage, pos: Span, bundle: Bundle) -> None:
         self.progress.update(stage.index, bundle.meta.num_rows)
         nxt = stage.index + 1
         if nxt == len(self.stages):
@@ -310,25 +365,26 @@ class StreamingExecutor:
             if not self.ctx.preserve_order:
                 self._limit(downstream, pos, bundle)
             else:  # a limit keeps the first rows in plan order
-                downstream.reorder[pos] = bundle
+                downstream.reorder[pos[0]] = (pos, bundle)
                 while downstream.expect in downstream.reorder:
-                    self._limit(downstream, downstream.expect,
-                                downstream.reorder.pop(downstream.expect))
-                    downstream.expect += 1
+                    span, ready = downstream.reorder.pop(downstream.expect)
+                    self._limit(downstream, span, ready)
+                    downstream.expect = span[1] + 1
         else:
             downstream.inqueue.append((pos, bundle))
         self._propagate_done()
 
-    def _to_output(self, pos: int, bundle: Bundle) -> None:
+    def _to_output(self, pos: Span, bundle: Bundle) -> None:
         if not self.ctx.preserve_order:
             self.output.append((pos, bundle))
             return
-        self.reorder[pos] = bundle
+        self.reorder[pos[0]] = (pos, bundle)
         while self.next_out in self.reorder:
-            self.output.append((self.next_out, self.reorder.pop(self.next_out)))
-            self.next_out += 1
+            span, ready = self.reorder.pop(self.next_out)
+            self.output.append((span, ready))
+            self.next_out = span[1] + 1
 
-    def _limit(self, stage: _Stage, pos: int, bundle: Bundle) -> None:
+    def _limit(self, stage: _Stage, pos: Span, bundle: Bundle) -> None:
         # Limits run on the driver: they only pass references on, slicing the last block.
         if stage.limit_left <= 0:
             return
@@ -345,9 +401,9 @@ class StreamingExecutor:
             for upstream in self.stages[: stage.index]:
                 self._stop(upstream)
 
-    def _emit_after_limit(self, stage: _Stage, pos: int, bundle: Bundle) -> None:
+    def _emit_after_limit(self, stage: _Stage, pos: Span, bundle: Bundle) -> None:
         # Positions after a limit restart at 0 so ordered output stays contiguous.
-        self._emit(stage, stage.next_pos, bundle)
+        self._emit(stage, (stage.next_pos, stage.next_pos), bundle)
         stage.next_pos += 1
 
     def _stop(self, stage: _Stage) -> None:

@@ -111,6 +111,10 @@ def from_arrow(tables: pa.Table | Sequence[pa.Table]) -> InputBlocks:
 
 
 def from_huggingface(dataset: Any, *, parallelism: int = -1) -> InputBlocks:
+    if getattr(dataset, "_indices", None) is not None:
+        # After select/filter/shuffle/train_test_split a datasets.Dataset keeps its original
+        # table plus an indices mapping; the rows the user sees are the mapped ones.
+        dataset = dataset.flatten_indices()
     table = getattr(dataset, "data", None)
     table = getattr(table, "table", table)
     if not isinstance(table, pa.Table):
@@ -161,7 +165,12 @@ def _read_files(
     fs: Any, files: Sequence[str], reader: Callable[[Any, str], Block], include_paths: bool
 ) -> Iterable[Block]:
     for path in files:
-        block = reader(fs, path)
+        try:
+            block = reader(fs, path)
+        except Exception as exc:
+            # Readers see file objects, so their errors rarely say which file was bad.
+            exc.add_note(f"ember.data: raised while reading {path}")
+            raise
         if include_paths:
             block = block.append_column("path", pa.array([path] * block.num_rows, pa.string()))
         yield block
@@ -239,7 +248,7 @@ def image_reader(size: tuple[int, int] | None, mode: str | None) -> Callable[[An
         except ImportError as exc:
             raise ImportError("read_images needs Pillow: pip install pillow") from exc
         with fs.open(path, "rb") as f:
-            image = Image.open(f)
+            image: Any = Image.open(f)
             if mode is not None:
                 image = image.convert(mode)
             if size is not None:

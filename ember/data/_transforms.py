@@ -167,14 +167,15 @@ def _peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def run_stage(source: Any, transforms: Sequence[Transform]) -> tuple[Block, dict[str, Any]]:
-    """Produce one block: read it (``source`` is a ReadTask) or take it (a Block), transform it,
-    and measure the work for ``Dataset.stats()``."""
+def run_stage(sources: Sequence[Any], transforms: Sequence[Transform]
+              ) -> tuple[Block, dict[str, Any]]:
+    """Produce one block: read it (a source is a ReadTask) or take it (a Block; several are
+    joined), transform it, and measure the work for ``Dataset.stats()``."""
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    if isinstance(source, pa.Table):
-        block = source
-    else:
-        block = _block.concat(list(source()))
+    blocks: list[Block] = []
+    for source in sources:
+        blocks.extend([source] if isinstance(source, pa.Table) else source())
+    block = _block.concat(blocks)
     block = apply_all(transforms, block)
     meta = {
         "rows": block.num_rows,
@@ -191,10 +192,10 @@ def make_task_function(transforms: Sequence[Transform]) -> Callable[..., Any]:
     """A function to wrap with ``ember.remote``: its code (and the stage's UDFs) ship once."""
     stage = list(transforms)
 
-    def run_block_stage(source: Any) -> tuple[Block, dict[str, Any]]:
+    def run_block_stage(*sources: Any) -> tuple[Block, dict[str, Any]]:
         for transform in stage:
             transform.setup()
-        return run_stage(source, stage)
+        return run_stage(sources, stage)
 
     return run_block_stage
 
@@ -210,5 +211,5 @@ class MapWorker:
     def ready(self) -> bool:
         return True
 
-    def process(self, block: Block) -> tuple[Block, dict[str, Any]]:
-        return run_stage(block, self._stage)
+    def process(self, *blocks: Block) -> tuple[Block, dict[str, Any]]:
+        return run_stage(blocks, self._stage)

@@ -83,6 +83,24 @@ def test_default_batch_sizes(ember_local: Any) -> None:
     assert [len(b["id"]) for b in batches] == [256, 256, 88]
 
 
+class _BatchLengths:
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"id": batch["id"], "n": np.full(len(batch["id"]), len(batch["id"]))}
+
+
+@pytest.mark.parametrize("compute", [None, ed.ActorPoolStrategy(size=1)], ids=["tasks", "pool"])
+def test_small_blocks_are_joined_into_full_batches(ember_local: Any, compute: Any) -> None:
+    # 20-row blocks from an upstream stage that cannot fuse (other num_cpus): map_batches still
+    # sees batches of its batch_size, as a GPU model wants, apart from a few at the edges.
+    upstream = ed.range(1000, parallelism=50).map(lambda r: r, num_cpus=0.5)
+    fn = _BatchLengths if compute is not None else _BatchLengths()
+    rows = upstream.map_batches(fn, batch_size=100, compute=compute).take_all()
+    assert sorted(r["id"] for r in rows) == list(range(1000))
+    lengths = [r["n"] for r in rows]
+    assert max(lengths) == 100
+    assert sum(n == 100 for n in lengths) >= 500, sorted(set(lengths))
+
+
 def test_strict_mode_error_says_what_to_return(ember_local: Any) -> None:
     with pytest.raises(ed.StrictModeError, match="return a dict of column name"):
         ed.range(10).map_batches(lambda b: b["id"]).take_all()
@@ -177,6 +195,9 @@ def test_limit_take_and_preserve_order(ember_local: Any) -> None:
     try:
         assert [r["id"] for r in ed.range(1000, parallelism=8).take(5)] == [0, 1, 2, 3, 4]
         assert [r["id"] for r in ed.range(100, parallelism=8).take_all()] == list(range(100))
+        joined = ed.range(1000, parallelism=50).map(lambda r: r, num_cpus=0.5).map_batches(
+            _BatchLengths(), batch_size=100)
+        assert [r["id"] for r in joined.take_all()] == list(range(1000))
     finally:
         ed.DataContext.set_current(ed.DataContext())
 
