@@ -8,8 +8,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-# The local backend's object store defaults to 30% of RAM; the data executor keeps its blocks in
-# flight within half of that, leaving room for user objects and for the consumer's own batches.
+# The data executor keeps its blocks in flight within half of the object store, leaving room
+# for user objects and for the consumer's own batches. Without a store size to go by, it
+# assumes the local backend's default store of 30% of RAM.
 _STORE_FRACTION_OF_RAM = 0.3
 _BUDGET_FRACTION_OF_STORE = 0.5
 
@@ -21,8 +22,9 @@ def _physical_memory() -> int:
         return 8 * 1024**3
 
 
-def default_memory_budget() -> int:
-    return int(_physical_memory() * _STORE_FRACTION_OF_RAM * _BUDGET_FRACTION_OF_STORE)
+def default_memory_budget(object_store_bytes: float | None = None) -> int:
+    store = object_store_bytes or _physical_memory() * _STORE_FRACTION_OF_RAM
+    return max(1, int(store * _BUDGET_FRACTION_OF_STORE))
 
 
 @dataclass(frozen=True)
@@ -34,14 +36,16 @@ class DataContext:
     current context once when it starts.
 
     - ``memory_budget_bytes``: bytes of blocks in flight (queued between operators, held by
-      running tasks, or estimated as their outputs) that the executor aims to stay within.
+      running tasks, or estimated as their outputs) that the executor aims to stay within;
+      ``None`` (the default) means half the object store of the running backend
+      (``ember.cluster_resources()["object_store_memory"]``), see ``resolved_budget``.
     - ``target_min_block_bytes`` / ``max_parallelism``: how sources split their input.
     - ``preserve_order``: yield blocks in plan order instead of as they finish.
     - ``actor_tasks_in_flight``: calls queued per pool actor (2 hides the hand-off latency).
     - ``enable_progress_bars``: one bar per operator on stderr (only when stderr is a TTY).
     """
 
-    memory_budget_bytes: int = dataclasses.field(default_factory=default_memory_budget)
+    memory_budget_bytes: int | None = None
     target_min_block_bytes: int = 1024 * 1024
     max_parallelism: int = 200
     preserve_order: bool = False
@@ -49,7 +53,7 @@ class DataContext:
     enable_progress_bars: bool = True
 
     def __post_init__(self) -> None:
-        if self.memory_budget_bytes <= 0:
+        if self.memory_budget_bytes is not None and self.memory_budget_bytes <= 0:
             raise ValueError(
                 f"memory_budget_bytes={self.memory_budget_bytes} must be > 0 (bytes of blocks "
                 "the executor may keep in flight)"
@@ -58,6 +62,14 @@ class DataContext:
             raise ValueError(f"actor_tasks_in_flight={self.actor_tasks_in_flight} must be >= 1")
         if self.max_parallelism < 1:
             raise ValueError(f"max_parallelism={self.max_parallelism} must be >= 1")
+
+    def resolved_budget(self) -> int:
+        """The memory budget an execution starting now uses, in bytes."""
+        if self.memory_budget_bytes is not None:
+            return self.memory_budget_bytes
+        import ember
+
+        return default_memory_budget(ember.cluster_resources().get("object_store_memory"))
 
     @staticmethod
     def get_current() -> DataContext:

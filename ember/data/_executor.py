@@ -124,11 +124,12 @@ class StreamingExecutor:
         self.stages = [_Stage(spec, i) for i, spec in enumerate(specs)]
         for upstream, stage in zip(self.stages, self.stages[1:], strict=False):
             stage.upstream = upstream
+        self.budget = self.ctx.resolved_budget()
         self.policy = _admission.AdmissionPolicy(
-            self.ctx.memory_budget_bytes, actor_tasks_in_flight=self.ctx.actor_tasks_in_flight
+            self.budget, actor_tasks_in_flight=self.ctx.actor_tasks_in_flight
         )
         self.stats = DatasetStats(operators=[s.stats for s in self.stages],
-                                  memory_budget_bytes=self.ctx.memory_budget_bytes)
+                                  memory_budget_bytes=self.budget)
         self.output: deque[tuple[Span, Bundle]] = deque()
         self.reorder: dict[int, tuple[Span, Bundle]] = {}
         self.next_out = 0
@@ -192,7 +193,7 @@ class StreamingExecutor:
         index = self.policy.next_launch(snapshot)
         if index is not None and snapshot.bytes_in_flight + (
             snapshot.operators[index].est_output_bytes or 0
-        ) > self.ctx.memory_budget_bytes:
+        ) > self.budget:
             self.stats.over_budget_launches += 1
         return index
 

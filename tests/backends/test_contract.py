@@ -1067,6 +1067,8 @@ def test_cluster_resources_report_what_the_runtime_was_started_with():
     total = ember.cluster_resources()
 
     assert total["CPU"] == 2 and total["GPU"] == 2 and total["widget"] == 2
+    # As on Ray, the object store's size shows too (ember.data sizes its budget from it).
+    assert total["object_store_memory"] > 0
 
 
 def test_available_resources_drop_while_an_actor_holds_them():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import ember
@@ -83,10 +84,16 @@ def test_a_new_runtime_starts_after_shutdown():
 
 
 def test_init_reports_the_resources_it_was_given():
-    ember.init(num_cpus=3, num_gpus=2, resources={"tpu_slice": 4})
+    ember.init(num_cpus=3, num_gpus=2, resources={"tpu_slice": 4},
+               object_store_memory=64 * 2**20)
     try:
-        assert ember.cluster_resources() == {"CPU": 3, "GPU": 2, "tpu_slice": 4}
-        assert ember.available_resources() == {"CPU": 3, "GPU": 2, "tpu_slice": 4}
+        given = {"CPU": 3, "GPU": 2, "tpu_slice": 4, "object_store_memory": 64 * 2**20}
+        assert ember.cluster_resources() == given
+        assert ember.available_resources() == given
+        held = ember.put(np.zeros(2**20))  # 8 MiB: large enough to live in shared memory
+        free = ember.available_resources()["object_store_memory"]
+        assert 55 * 2**20 <= free <= 56 * 2**20
+        del held
     finally:
         shutdown_and_check()
 

@@ -189,6 +189,14 @@ def test_memory_budget_bounds_blocks_in_flight(ember_local: Any) -> None:
         ed.DataContext.set_current(ed.DataContext())
 
 
+@pytest.mark.parametrize("ember_local", [{"object_store_memory": 96 * 2**20}], indirect=True)
+def test_default_budget_is_half_the_object_store(ember_local: Any) -> None:
+    ds = ed.range(1000).map_batches(lambda b: b)
+    assert ds.count() == 1000
+    assert ds.stats().memory_budget_bytes == 48 * 2**20
+    assert "of a 48.0 MiB budget" in str(ds.stats())
+
+
 def test_limit_take_and_preserve_order(ember_local: Any) -> None:
     assert len(ed.range(1000).limit(17).take_all()) == 17
     ed.DataContext.update(preserve_order=True)

@@ -517,12 +517,23 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
     # -- introspection --------------------------------------------------------------------------
     def cluster_resources(self) -> dict[str, float]:
         self._check_open()
-        return dict(self._pool.totals)
+        return self._resources("total")
 
     def available_resources(self) -> dict[str, float]:
         self._check_open()
         with self._lock:
-            return self._pool.snapshot()
+            return self._resources("available")
+
+    def _resources(self, which: str) -> dict[str, float]:
+        # As Ray does, the object store's capacity shows beside the schedulable resources
+        # (ember.data sizes its default memory budget from it); it is never requested by tasks.
+        if which == "total":
+            view = dict(self._pool.totals)
+            view["object_store_memory"] = float(self._store.capacity)
+        else:
+            view = self._pool.snapshot()
+            view["object_store_memory"] = float(max(0, self._store.capacity - self._store.used))
+        return view
 
     def runtime_context(self) -> RuntimeContext:
         self._check_open()

@@ -72,8 +72,7 @@ class RequestsMixin:
                 self._actors[actor_id].pinned = True
                 self._reply(worker, rid, (actor_id, meta))
             elif kind == "resources":
-                which = self._pool.totals if payload == "total" else self._pool.snapshot()
-                self._reply(worker, rid, dict(which))
+                self._reply(worker, rid, self._resources(payload))
             else:  # pragma: no cover - a protocol bug
                 raise ValueError(f"unknown request {kind!r}")
         except Exception as exc:
