@@ -18,7 +18,8 @@ class Result:
     - ``error``: the exception that ended the run, if it failed.
     - ``path``: the run's folder in storage.
     - ``metrics_dataframe``: every report of rank 0, one row each (a pandas DataFrame when
-      pandas is installed, else a list of dicts).
+      pandas is installed, else a list of dicts). After a restart or ``TorchTrainer.restore``
+      it holds each report once: those up to the checkpoint resumed from, then the new ones.
     """
 
     metrics: dict[str, Any] | None

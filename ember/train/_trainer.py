@@ -8,6 +8,7 @@ and restarts the group from the latest committed checkpoint when a worker fails.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import posixpath
@@ -34,6 +35,9 @@ from ember.train._worker_group import WorkerGroup, _get_all
 logger = logging.getLogger("ember.train")
 
 TRAINER_FILE = "trainer.pkl"
+# Rank 0's reports up to the latest commit, rewritten just before each manifest: a restored run's
+# ``Result.metrics_history`` starts with them.
+HISTORY_FILE = "metrics_history.json"
 DEFAULT_STORAGE = "~/ember_results"
 
 
@@ -187,6 +191,14 @@ class _Run:
         self.committed, uncommitted = scan_run(run)
         self.next_index = max([*self.committed, *uncommitted, -1]) + 1
         self.history: list[dict[str, Any]] = []
+        self.reports_at_commit: dict[int, int] = {}  # checkpoint index -> len(history) then
+        if trainer._restoring and run.exists(HISTORY_FILE) and self.committed:
+            saved = json.loads(run.read_bytes(HISTORY_FILE))
+            # The file may be one commit ahead: the driver can die between it and the manifest.
+            counts = {int(i): n for i, n in saved["reports_at_commit"].items()}
+            self.history = saved["reports"][: counts.get(max(self.committed), 0)]
+            self.reports_at_commit = counts
+        self.committed_reports = len(self.history)
         self.last_metrics: dict[str, Any] | None = None
 
     def run(self) -> Result:
@@ -195,6 +207,8 @@ class _Run:
         error: BaseException | None = None
         while True:
             self._clean_uncommitted()
+            # Reports after the latest commit will be made again by the restarted loop.
+            del self.history[self.committed_reports:]
             group = self._make_group()
             try:
                 self._attempt(group)
@@ -281,7 +295,12 @@ class _Run:
                         f"{self.run_storage.child(folder, rank_dir_name(rank)).url!r} is "
                         f"missing or incomplete (found {found.get(entry.path)} bytes)")
         manifest = Manifest(index=index, world_size=len(events), files=uploads, metrics=metrics)
+        self.reports_at_commit[index] = len(self.history)
+        self.run_storage.write_bytes(json.dumps({
+            "reports": self.history, "reports_at_commit": self.reports_at_commit}).encode(),
+            HISTORY_FILE)
         write_manifest(self.run_storage, manifest)  # last: this commits the checkpoint
+        self.committed_reports = len(self.history)
         self.committed[index] = manifest
         self.next_index = index + 1
         for old in self.policy.to_delete(self._records()):

@@ -347,3 +347,88 @@ def test_async_upload_returns_before_the_upload_and_still_commits(ember_local, t
         with result.checkpoint.for_rank(rank).as_directory() as folder:
             assert read_json(folder, "state.json") == {"step": 1, "rank": rank}
     assert [m["step"] for m in result.metrics_history] == [0, 1]
+
+
+_DRIVER = '''
+import os, sys, tempfile, time
+
+import ember
+from ember.train import Checkpoint, RunConfig, ScalingConfig
+from ember.train.torch import TorchTrainer
+
+
+def loop(config):
+    import ember.train as train
+
+    start = 0
+    checkpoint = train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder, open(os.path.join(folder, "step")) as f:
+            start = int(f.read()) + 1
+    for step in range(start, config["steps"]):
+        time.sleep(config["sleep"])
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "step"), "w") as f:
+                f.write(str(step))
+            train.report({"step": step, "start": start}, checkpoint=Checkpoint.from_directory(d))
+
+
+ember.init(num_cpus=2)
+TorchTrainer(loop, train_loop_config={"steps": 1000, "sleep": 0.2},
+             scaling_config=ScalingConfig(num_workers=2),
+             run_config=RunConfig(name="run", storage_path=sys.argv[1])).fit()
+'''
+
+
+@pytest.mark.slow
+def test_sigkilled_driver_leaves_nothing_running_and_the_run_restores(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from tests._support import alive_after, describe, ember_segments
+
+    script = tmp_path / "driver.py"
+    script.write_text(_DRIVER)
+    driver = subprocess.Popen([sys.executable, str(script), str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = tmp_path / "run"
+    try:
+        deadline = time.monotonic() + 90
+        while not (run.exists() and len([d for d in run_dirs(run)
+                                         if (run / d / "manifest.json").exists()]) >= 2):
+            assert driver.poll() is None, driver.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint committed in 90 s"
+            time.sleep(0.1)
+        tree = psutil.Process(driver.pid).children(recursive=True)
+        pids = {str(p.pid) for p in [psutil.Process(driver.pid), *tree]}
+        assert len(tree) >= 3  # the fork server and two training workers at least
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=10)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        driver.stderr.close()
+
+    # The driver's end reaches every process it started: no orphan keeps training, and the
+    # shared memory of the dead runtime is swept.
+    left = alive_after(tree, timeout=15)
+    assert not left, f"left running after the driver was killed: {describe(left)}"
+    assert not {s for s in ember_segments() if s.split("-")[2] in pids}
+
+    committed = [d for d in run_dirs(run) if (run / d / "manifest.json").exists()]
+    last_step = max(read_json(run, d, "manifest.json")["metrics"]["step"] for d in committed)
+    ember.init(num_cpus=2)
+    try:
+        result = TorchTrainer.restore(str(run), train_loop_config={
+            "steps": last_step + 3, "sleep": 0.0}).fit()
+    finally:
+        ember.shutdown()
+    assert result.metrics == {"step": last_step + 2, "start": last_step + 1}
+    # The restored run's history starts with the reports of the first driver, up to the
+    # checkpoint it resumed from, each step once.
+    steps = [m["step"] for m in result.metrics_history]
+    assert steps == list(range(last_step + 3))
