@@ -1,26 +1,36 @@
-"""Token streaming and model multiplexing with ember.serve, over real HTTP on 127.0.0.1.
+"""Token streaming with ember.serve: a small language model, built on the spot, answers over HTTP
+as plain text and as server-sent events (``text/event-stream``), and through a Python handle.
 
 Run it from the repository root::
 
     .venv/bin/python examples/serve_streaming.py
 
-A fake language model (one replica per "GPU", here two CPU replicas) streams its answer word by
-word. It prints:
+The model is a word-level bigram model trained in each replica's constructor on a short text
+below (no download, no GPU); sampling is seeded, so runs print the same words. Each token takes
+about 30 ms to "compute", so you can watch tokens arrive while the model is still generating.
+It prints:
 
- 1. each streamed token with the time it arrived, showing tokens reach the client while the
-    model is still generating (about 0.1 s apart, not all at the end);
- 2. the same stream through a Python handle (``handle.options(stream=True)``);
- 3. which replica (pid) served each of six requests for two multiplexed models, showing that each
-    model is loaded once and its requests go to the replica that holds it;
- 4. ``serve.status()``.
+ 1. tokens streamed as plain text, each with the time it arrived (about 30 ms apart, not all
+    at the end);
+ 2. the same generation as server-sent events: one ``data:`` event per token, then a final
+    ``event: done`` with the token count and the time the server spent;
+ 3. the stream through a Python handle (``handle.options(stream=True)``);
+ 4. a client that hangs up after three tokens, and the replica reporting that it stopped
+    generating for it (the generator is closed, not run to the end);
+ 5. ``serve.status()``.
+
+For many fine-tuned models behind one pool of replicas, see ``examples/serve_multiplexed.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import itertools
+import json
+import random
 import time
-from collections.abc import AsyncIterator
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -28,66 +38,140 @@ import httpx
 import ember
 from ember import serve
 
+CORPUS = """
+the model reads the prompt and writes the next word . the next word follows the last word .
+a small model can still write a long answer if it writes one word at a time .
+the server sends each word to the client as soon as the model writes it .
+the client reads each word as it arrives and shows it at once .
+a slow model makes the client wait , but a streaming server lets the client read while it waits .
+the replica keeps the model in memory and answers many clients at the same time .
+"""
 
-@serve.deployment(num_replicas=2, max_ongoing_requests=8)
-class FakeLLM:
-    def __init__(self, vocabulary: str) -> None:
-        self.words = vocabulary.split()
+TOKEN_S = 0.03  # the "forward pass" per token
 
-    async def generate(self, prompt: str, n: int) -> AsyncIterator[str]:
-        for i in range(n):
-            await asyncio.sleep(0.1)  # the "forward pass"
-            yield self.words[(len(prompt) + i) % len(self.words)] + " "
 
-    @serve.multiplexed(max_num_models_per_replica=2)
-    async def get_adapter(self, model_id: str) -> str:
-        await asyncio.sleep(0.2)  # the "download"
-        return f"adapter<{model_id}>"
+class BigramLM:
+    """Next word ~ how often it followed the current word in the corpus."""
+
+    def __init__(self, text: str) -> None:
+        words = text.split()
+        self.follows: dict[str, Counter[str]] = defaultdict(Counter)
+        for current, following in itertools.pairwise(words):
+            self.follows[current][following] += 1
+        self.vocabulary = sorted(set(words))
+
+    def tokens(self, prompt: str, max_tokens: int, seed: int) -> Iterator[str]:
+        rng = random.Random(seed)
+        word = (prompt.split() or ["the"])[-1]
+        for _ in range(max_tokens):
+            options = self.follows.get(word) or Counter(self.vocabulary)
+            word = rng.choices(list(options), weights=list(options.values()))[0]
+            yield word
+
+
+@serve.deployment(max_ongoing_requests=16)
+class TextGenerator:
+    def __init__(self, corpus: str) -> None:
+        self.model = BigramLM(corpus)  # "training": counting bigrams, a millisecond
+        self.hung_up = 0
+
+    async def generate(self, prompt: str, max_tokens: int, seed: int = 0) -> AsyncIterator[str]:
+        finished = False
+        try:
+            for token in self.model.tokens(prompt, max_tokens, seed):
+                await asyncio.sleep(TOKEN_S)
+                yield token
+            finished = True
+        finally:  # closed early: the client went away, nothing more is computed for it
+            if not finished:
+                self.hung_up += 1
+
+    def hang_ups(self) -> int:
+        return self.hung_up
 
     async def __call__(self, request: Any) -> Any:
         from starlette.responses import StreamingResponse
 
-        model_id = serve.get_multiplexed_model_id()
-        if model_id:
-            adapter = await self.get_adapter(model_id)
-            return {"adapter": adapter, "replica_pid": os.getpid()}
         prompt = request.query_params.get("prompt", "")
-        return StreamingResponse(self.generate(prompt, 8), media_type="text/plain")
+        max_tokens = int(request.query_params.get("max_tokens", "12"))
+        if request.url.path.endswith("/sse"):
+            return StreamingResponse(self.events(prompt, max_tokens),
+                                     media_type="text/event-stream",
+                                     headers={"cache-control": "no-cache"})
+        return StreamingResponse(self.plain(prompt, max_tokens), media_type="text/plain")
+
+    async def plain(self, prompt: str, max_tokens: int) -> AsyncIterator[str]:
+        async for token in self.generate(prompt, max_tokens):
+            yield token + " "
+
+    async def events(self, prompt: str, max_tokens: int) -> AsyncIterator[str]:
+        """Server-sent events: ``data: <token>`` per token, then ``event: done``."""
+        started, count = time.perf_counter(), 0
+        async for token in self.generate(prompt, max_tokens):
+            count += 1
+            yield f"data: {json.dumps({'token': token})}\n\n"
+        summary = {"tokens": count, "seconds": round(time.perf_counter() - started, 3)}
+        yield f"event: done\ndata: {json.dumps(summary)}\n\n"
 
 
-async def stream_over_http(base: str) -> None:
-    print("1. streaming over HTTP:")
+async def plain_text(base: str) -> None:
+    print("1. plain text stream (GET /generate?prompt=the+client):")
     started = time.perf_counter()
     async with httpx.AsyncClient(timeout=30) as client, client.stream(
-        "GET", f"{base}/?prompt=hello"
+        "GET", f"{base}/generate", params={"prompt": "the client", "max_tokens": 8}
     ) as response:
+        print(f"   content-type: {response.headers['content-type']}")
         async for token in response.aiter_text():
-            print(f"   +{time.perf_counter() - started:.2f}s  {token!r}")
+            print(f"   +{time.perf_counter() - started:.3f}s  {token!r}")
 
 
-async def multiplexed_requests(base: str) -> None:
-    print("3. multiplexed models (header serve_multiplexed_model_id):")
-    async with httpx.AsyncClient(timeout=30) as client:
-        replies = await asyncio.gather(*(
-            client.get(base, headers={"serve_multiplexed_model_id": model})
-            for model in ["llama-fr", "llama-de"] * 3
-        ))
-    for reply in replies:
-        body = reply.json()
-        print(f"   {body['adapter']:<20} served by replica pid {body['replica_pid']}")
+async def server_sent_events(base: str) -> None:
+    print("2. server-sent events (GET /generate/sse):")
+    started = time.perf_counter()
+    event = "message"
+    async with httpx.AsyncClient(timeout=30) as client, client.stream(
+        "GET", f"{base}/generate/sse", params={"prompt": "a small model", "max_tokens": 8}
+    ) as response:
+        print(f"   content-type: {response.headers['content-type']}")
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                data = json.loads(line.split(":", 1)[1])
+                print(f"   +{time.perf_counter() - started:.3f}s  {event}: {data}")
+                event = "message"
+
+
+async def hang_up(base: str) -> None:
+    print("4. a client that hangs up after three tokens of a 200-token answer:")
+    async with httpx.AsyncClient(timeout=30) as client, client.stream(
+        "GET", f"{base}/generate", params={"max_tokens": 200}
+    ) as response:
+        received = []
+        async for token in response.aiter_text():
+            received.append(token)
+            if len(received) == 3:
+                break
+    print(f"   received {''.join(received)!r} and left")
 
 
 def main() -> None:
     ember.init()
-    handle = serve.run(FakeLLM.bind("the quick brown fox jumps over a lazy dog"), port=0)
+    handle = serve.run(TextGenerator.bind(CORPUS), route_prefix="/generate", port=0)
     base = f"http://127.0.0.1:{serve.status().http_port}"
     try:
-        asyncio.run(stream_over_http(base))
-        print("2. streaming through a handle:")
-        tokens = handle.options(stream=True).generate.remote("hi", 5)
-        print("   " + "".join(tokens))
-        asyncio.run(multiplexed_requests(base))
-        print("4. status:")
+        asyncio.run(plain_text(base))
+        asyncio.run(server_sent_events(base))
+        print("3. through a handle (handle.options(stream=True).generate.remote(...)):")
+        tokens = handle.options(stream=True).generate.remote("the server", 8)
+        print("   " + " ".join(tokens))
+        asyncio.run(hang_up(base))
+        for _ in range(50):  # the replica notices the hang-up at its next token
+            if handle.hang_ups.remote().result():
+                break
+            time.sleep(0.05)
+        print(f"   generations the replica stopped early: {handle.hang_ups.remote().result()}")
+        print("5. status:")
         for name, app in serve.status().applications.items():
             for dep in app.deployments.values():
                 print(f"   app {name!r}: {app.status}, {dep.name} {dep.status} "

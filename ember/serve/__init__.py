@@ -32,6 +32,7 @@ from ember.serve._api import (
 from ember.serve._autoscaling import AutoscalingConfig
 from ember.serve._deployment import Application, Deployment, DeploymentConfig, deployment, ingress
 from ember.serve._handle import (
+    BackPressureError,
     DeploymentHandle,
     DeploymentResponse,
     DeploymentResponseGenerator,
@@ -43,6 +44,7 @@ __all__ = [
     "Application",
     "ApplicationStatus",
     "AutoscalingConfig",
+    "BackPressureError",
     "Deployment",
     "DeploymentConfig",
     "DeploymentFailedError",

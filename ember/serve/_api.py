@@ -54,11 +54,25 @@ def _controller(create: bool) -> Any:
     return controller
 
 
+HTTP_OPTIONS = {"host": "127.0.0.1", "port": 8000, "max_body_bytes": 100 * 2**20}
+
+
 def start(*, http_options: dict[str, Any] | None = None) -> int:
-    """Start serve (controller and HTTP proxy) if it is not running; returns the HTTP port."""
-    options = {"host": "127.0.0.1", "port": 8000, **(http_options or {})}
+    """Start serve (controller and HTTP proxy) if it is not running; returns the HTTP port.
+
+    ``http_options``: ``host`` (default 127.0.0.1), ``port`` (default 8000; 0 picks a free
+    one), ``max_body_bytes`` (default 100 MiB: a larger request body gets 413).
+    """
+    unknown = set(http_options or {}) - set(HTTP_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown http_options {sorted(unknown)}; known: "
+                         f"{', '.join(sorted(HTTP_OPTIONS))}")
+    options = {**HTTP_OPTIONS, **(http_options or {})}
+    if not isinstance(options["max_body_bytes"], int) or options["max_body_bytes"] < 0:
+        raise ValueError(f"max_body_bytes={options['max_body_bytes']!r} must be an integer >= 0")
     controller = _controller(create=True)
-    return int(ember.get(controller.start_proxy.remote(options["host"], options["port"])))
+    return int(ember.get(controller.start_proxy.remote(
+        options["host"], options["port"], options["max_body_bytes"])))
 
 
 def run(

@@ -3,6 +3,7 @@
 ``main(argv)`` takes the arguments after ``ember serve``::
 
     ember serve run my_models:app --port 8000 --route-prefix /
+    ember serve run serve_config.yaml        # several applications (see _config.py)
 """
 
 from __future__ import annotations
@@ -42,11 +43,16 @@ def load_target(spec: str) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ember serve", description="Serve ember applications.")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="deploy module:app and serve it until Ctrl+C")
-    run.add_argument("application", help="module:attribute of a bound deployment")
+    run = commands.add_parser(
+        "run", help="deploy module:app, or every application of a YAML config, and serve "
+                    "until Ctrl+C")
+    run.add_argument("application", help="module:attribute of a bound deployment, or a .yaml "
+                                         "config file describing several applications")
     run.add_argument("--name", default="default", help="application name (default: default)")
-    run.add_argument("--host", default="127.0.0.1", help="HTTP host (default: 127.0.0.1)")
-    run.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
+    run.add_argument("--host", default=None, help="HTTP host (default: 127.0.0.1, or the "
+                                                  "config's http_options)")
+    run.add_argument("--port", type=int, default=None, help="HTTP port (default: 8000, or the "
+                                                            "config's http_options)")
     run.add_argument("--route-prefix", default="/", help="route prefix (default: /)")
     run.add_argument("--non-blocking", action="store_true",
                      help="deploy, print the address and return (for scripts and tests)")
@@ -57,19 +63,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ember import serve
 
-    target = load_target(args.application)
-    if isinstance(target, serve.Deployment):
-        target = target.bind()
-    if not isinstance(target, serve.Application):
-        raise SystemExit(
-            f"ember serve run: {args.application} is a {type(target).__name__}, not a bound "
-            "deployment; point at MyDeployment.bind(...)"
-        )
-    serve.run(target, name=args.name, route_prefix=args.route_prefix, host=args.host,
-              port=args.port)
-    port = serve.status().http_port
-    print(f"ember serve: application {args.name!r} at http://{args.host}:{port}"
-          f"{args.route_prefix}", flush=True)
+    if args.application.endswith((".yaml", ".yml")):
+        run_config(args)
+    else:
+        target = load_target(args.application)
+        if isinstance(target, serve.Deployment):
+            target = target.bind()
+        if not isinstance(target, serve.Application):
+            raise SystemExit(
+                f"ember serve run: {args.application} is a {type(target).__name__}, not a "
+                "bound deployment; point at MyDeployment.bind(...)"
+            )
+        host = args.host or "127.0.0.1"
+        serve.run(target, name=args.name, route_prefix=args.route_prefix, host=host,
+                  port=8000 if args.port is None else args.port)
+        port = serve.status().http_port
+        print(f"ember serve: application {args.name!r} at http://{host}:{port}"
+              f"{args.route_prefix}", flush=True)
     if args.non_blocking:
         return 0
     try:
@@ -79,6 +89,28 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         serve.shutdown()
     return 0
+
+
+def run_config(args: argparse.Namespace) -> None:
+    from ember import serve
+    from ember.serve._config import ConfigError, build_application, load_config
+
+    try:
+        config = load_config(args.application)
+        host = args.host or config.host
+        port = config.port if args.port is None else args.port
+        apps = [(app, build_application(app, load_target(app.import_path)))
+                for app in config.applications]
+    except (OSError, ConfigError, ValueError, TypeError) as exc:
+        raise SystemExit(f"ember serve run: {args.application}: {exc}") from exc
+    serve.start(http_options={"host": host, "port": port})
+    for app, bound in apps:
+        serve.run(bound, name=app.name, route_prefix=app.route_prefix, host=host, port=port)
+    bound_port = serve.status().http_port
+    for app, _ in apps:
+        where = (f"http://{host}:{bound_port}{app.route_prefix}" if app.route_prefix
+                 else "handles only (no route_prefix)")
+        print(f"ember serve: application {app.name!r} at {where}", flush=True)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,10 @@ class _ReplicaInfo:
     ready_ref: Any = None
     running: bool = False
     stopping_since: float | None = None
+    drain_checked: float = 0.0
     ongoing: int = 0
     models: list[str] = field(default_factory=list)
+    model_slots: int | None = None
     last_health: float = 0.0
     health_check: asyncio.Task[Any] | None = None  # runs beside the loop, never blocks it
 
@@ -53,6 +55,7 @@ class _Deployment:
     replicas: dict[str, _ReplicaInfo] = field(default_factory=dict)
     failures: int = 0
     message: str = ""
+    last_sample: float = float("-inf")  # when the autoscaling policy last saw the load
 
     @property
     def running(self) -> list[str]:
@@ -94,12 +97,12 @@ class Controller:
             self._changed = asyncio.Condition()
             self._loop_task = asyncio.create_task(self._run())
 
-    async def start_proxy(self, host: str, port: int) -> int:
+    async def start_proxy(self, host: str, port: int, max_body_bytes: int | None = None) -> int:
         if self._proxy is None:
             from ember.serve._proxy import Proxy
 
             proxy = ember.remote(Proxy).options(max_concurrency=10_000).remote()
-            self._proxy_port = await _await(proxy.start.remote(host, port))
+            self._proxy_port = await _await(proxy.start.remote(host, port, max_body_bytes))
             self._proxy = proxy
             await self._push_routes()
         assert self._proxy_port is not None
@@ -224,8 +227,10 @@ class Controller:
         return {
             "version": self._version,
             "max_ongoing_requests": dep.config.max_ongoing_requests,
+            "max_queued_requests": dep.config.max_queued_requests,
             "replicas": {r: dep.replicas[r].actor for r in running},
             "models": {r: dep.replicas[r].models for r in running},
+            "model_slots": {r: dep.replicas[r].model_slots for r in running},
         }
 
     # -- the control loop --------------------------------------------------------------------
@@ -293,14 +298,20 @@ class Controller:
                 self._drop(dep, rid)
                 changed = True
                 continue
-            if metrics["models"] != info.models:
+            if (metrics["models"], metrics.get("model_slots")) != (info.models,
+                                                                    info.model_slots):
                 changed = True
             info.ongoing, info.models = metrics["ongoing"], metrics["models"]
-            if info.stopping_since is not None and (
-                info.ongoing == 0
-                or now - info.stopping_since > dep.config.graceful_shutdown_timeout_s
-            ):
-                self._drop(dep, rid)
+            info.model_slots = metrics.get("model_slots")
+            if info.stopping_since is not None:
+                # Draining: look whether it is idle every graceful_shutdown_wait_loop_s.
+                due = now - info.drain_checked >= dep.config.graceful_shutdown_wait_loop_s
+                if due:
+                    info.drain_checked = now
+                if (due and info.ongoing == 0) or (
+                    now - info.stopping_since > dep.config.graceful_shutdown_timeout_s
+                ):
+                    self._drop(dep, rid)
             elif info.health_check is not None and info.health_check.done():
                 failure = info.health_check.exception()
                 info.health_check = None
@@ -331,6 +342,9 @@ class Controller:
         if dep.policy is None:
             return False
         now = time.monotonic()
+        if now - dep.last_sample < dep.policy.config.metrics_interval_s:
+            return False
+        dep.last_sample = now
         queued = self._queued.get((app_name, dep.name), {})
         for client_id, (n, since, seq) in list(queued.items()):
             if n and now - since > QUEUED_REPORT_TTL_S:  # its process likely went away
@@ -338,7 +352,7 @@ class Controller:
         total = sum(dep.replicas[r].ongoing for r in dep.running)
         total += sum(n for n, _, _ in queued.values())
         # Judge against the target, not the replicas already up: ones still starting count.
-        wanted = dep.policy.decide(dep.target_replicas, total, time.monotonic())
+        wanted = dep.policy.decide(dep.target_replicas, total, now)
         if wanted != dep.target_replicas:
             logger.info("serve: autoscaling %s from %d to %d replicas", dep.name,
                         dep.target_replicas, wanted)
@@ -356,7 +370,8 @@ class Controller:
             options: dict[str, Any] = {**dep.config.ray_actor_options,
                                        "max_concurrency": dep.config.max_ongoing_requests + 100}
             actor = _replica_class().options(**options).remote(
-                rid, dep.target, dep.args, dep.kwargs, dep.config.user_config
+                rid, dep.target, dep.args, dep.kwargs, dep.config.user_config,
+                dep.config.max_ongoing_requests,
             )
             ready = asyncio.ensure_future(_await(actor.ready.remote()))
             dep.replicas[rid] = _ReplicaInfo(actor, ready_ref=ready)
@@ -368,6 +383,7 @@ class Controller:
             for rid in by_load[:surplus]:
                 if dep.replicas[rid].running:
                     dep.replicas[rid].stopping_since = time.monotonic()
+                    dep.replicas[rid].drain_checked = time.monotonic()
                 else:
                     self._drop(dep, rid)
             changed = True

@@ -12,10 +12,17 @@ from ember.serve._autoscaling import AutoscalingConfig
 
 # Ray 2.5 spellings accepted as they are, mapped to ours.
 _ALIASES = {"max_concurrent_queries": "max_ongoing_requests"}
-# Ray options that have no effect here; accepted so that Ray code runs unchanged.
-_ACCEPTED_NO_EFFECT = {
-    "version", "route_prefix", "graceful_shutdown_wait_loop_s", "is_driver_deployment",
-    "placement_group_bundles", "placement_group_strategy", "max_queued_requests",
+# Ray options ember does not have, each with what to do instead (an option that would be
+# accepted and then ignored is worse than an error).
+_REJECTED = {
+    "version": "ember replaces every replica on redeploy (Ray 2.60 removed the option too); "
+               "remove it",
+    "route_prefix": "give it to serve.run(app, route_prefix=...) instead",
+    "is_driver_deployment": "it is internal to Ray; remove it",
+    "placement_group_bundles": "ember places each replica alone; ask for its resources with "
+                               "ray_actor_options={'num_cpus': ..., 'num_gpus': ...}",
+    "placement_group_strategy": "ember places each replica alone; ask for its resources with "
+                                "ray_actor_options={'num_cpus': ..., 'num_gpus': ...}",
 }
 _ACTOR_OPTION_KEYS = {"num_cpus", "num_gpus", "resources", "memory", "runtime_env",
                       "scheduling_strategy"}
@@ -31,6 +38,11 @@ class DeploymentConfig:
     health_check_period_s: float = 10.0
     health_check_timeout_s: float = 30.0
     graceful_shutdown_timeout_s: float = 20.0
+    graceful_shutdown_wait_loop_s: float = 0.1
+    # Calls one caller (a handle's process, or the HTTP proxy) may hold waiting for a free
+    # replica; past that, handles raise BackPressureError and HTTP answers 503 + Retry-After.
+    # -1 (default): handles wait without bound, HTTP answers 503 at once (no queue).
+    max_queued_requests: int = -1
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_replicas, int) or self.num_replicas < 0:
@@ -39,8 +51,13 @@ class DeploymentConfig:
             raise ValueError(
                 f"max_ongoing_requests={self.max_ongoing_requests!r} must be an integer >= 1"
             )
+        if not isinstance(self.max_queued_requests, int) or self.max_queued_requests < -1:
+            raise ValueError(
+                f"max_queued_requests={self.max_queued_requests!r} must be an integer >= 0, "
+                "or -1 for the default (handles wait without bound, HTTP gets 503 at once)"
+            )
         for key in ("health_check_period_s", "health_check_timeout_s",
-                    "graceful_shutdown_timeout_s"):
+                    "graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"{key}={value!r} must be a number > 0")
@@ -63,8 +80,9 @@ def make_config(base: DeploymentConfig, options: dict[str, Any]) -> DeploymentCo
     changes: dict[str, Any] = {}
     for key, value in options.items():
         key = _ALIASES.get(key, key)
-        if key in _ACCEPTED_NO_EFFECT:
-            continue
+        if key in _REJECTED:
+            raise ValueError(f"deployment option {key}={value!r} is not supported: "
+                             f"{_REJECTED[key]}")
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -182,22 +200,42 @@ def deployment(_target: Any = None, *, name: str | None = None, **options: Any) 
 def ingress(asgi_app: Any) -> Callable[[type], type]:
     """Serve a class's HTTP traffic through an ASGI app (FastAPI, Starlette)::
 
-        app = Starlette(routes=[...])
+        app = FastAPI()
 
         @serve.deployment
         @serve.ingress(app)
-        class Api: ...
+        class Api:
+            def __init__(self) -> None:
+                self.model = load_model()
 
-    Route handlers see the replica's instance as ``request.scope["ember_serve_replica"]``.
+            @app.post("/predict/{name}")
+            async def predict(self, name: str, body: Features) -> dict:
+                return {"name": name, "score": self.model(body)}
+
+    With FastAPI, methods of the class decorated with the app's route decorators are the
+    handlers, ``self`` being the replica's instance; path, query and body parameters work as
+    in FastAPI (a body that fails validation gets 422). Handlers that are plain functions (any
+    ASGI app) find the instance as ``request.scope["ember_serve_replica"]``.
     """
 
     def mark(cls: type) -> type:
         if not inspect.isclass(cls):
             raise TypeError(f"@serve.ingress decorates a class, got {cls!r}")
+        if _is_fastapi(asgi_app):
+            from ember.serve._fastapi import bind_methods
+
+            bind_methods(asgi_app, cls)
         cls.__ember_serve_asgi__ = AsgiIngress(asgi_app)  # type: ignore[attr-defined]
         return cls
 
     return mark
+
+
+def _is_fastapi(app: Any) -> bool:
+    import sys
+
+    fastapi = sys.modules.get("fastapi")  # never imported here: a FastAPI app means it is
+    return fastapi is not None and isinstance(app, fastapi.FastAPI)
 
 
 class AsgiIngress:

@@ -13,10 +13,13 @@ import contextvars
 import enum
 import functools
 import inspect
+import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+logger = logging.getLogger("ember.serve")
 
 _model_id: contextvars.ContextVar[str] = contextvars.ContextVar(
     "ember_serve_multiplexed_model_id", default=""
@@ -40,6 +43,7 @@ class Action(enum.Enum):
     HIT = "hit"  # loaded: use it
     JOIN = "join"  # being loaded by another request: wait for that load
     LOAD = "load"  # load it now (after evicting ``Decision.evict``)
+    WAIT = "wait"  # every slot holds a load in flight: ask again when one finishes
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,9 @@ class Decision:
 
 @dataclass
 class ModelCachePolicy:
-    """The LRU of one replica. Loads in flight count toward ``capacity`` and are never evicted."""
+    """The LRU of one replica. Loads in flight count toward ``capacity`` and are never evicted,
+    so a replica never holds more than ``capacity`` models: when every slot is taken by a load
+    in flight, a request for yet another model waits (``WAIT``) for one of them to finish."""
 
     capacity: int
     _loaded: OrderedDict[str, None] = field(default_factory=OrderedDict)  # oldest first
@@ -67,6 +73,8 @@ class ModelCachePolicy:
         if model_id in self._loading:
             return Decision(Action.JOIN)
         overflow = len(self._loaded) + len(self._loading) + 1 - self.capacity
+        if overflow > len(self._loaded):  # only loads in flight could make room
+            return Decision(Action.WAIT)
         evict = tuple(list(self._loaded)[: max(0, overflow)])
         for old in evict:
             del self._loaded[old]
@@ -103,12 +111,15 @@ class _ModelCache:
 
     async def get(self, model_id: str) -> Any:
         decision = self.policy.request(model_id)
+        while decision.action is Action.WAIT:
+            await asyncio.wait(set(self._loads.values()), return_when=asyncio.FIRST_COMPLETED)
+            decision = self.policy.request(model_id)
         if decision.action is Action.HIT:
             return self._models[model_id]
         if decision.action is Action.JOIN:
             return await asyncio.shield(self._loads[model_id])
         for old in decision.evict:
-            self._models.pop(old, None)
+            await _unload(old, self._models.pop(old, None))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._loads[model_id] = future
         try:
@@ -126,6 +137,24 @@ class _ModelCache:
         return model
 
 
+async def _unload(model_id: str, model: Any) -> None:
+    """Free an evicted model before the next one loads: ``await model.aclose()`` or
+    ``model.close()`` when it has one; otherwise dropping the last reference runs its
+    ``__del__``. A failure to close is logged, not raised: the request wants its own model."""
+    try:
+        close = getattr(model, "aclose", None)
+        if close is not None and inspect.iscoroutinefunction(close):
+            await close()
+            return
+        close = getattr(model, "close", None)
+        if callable(close):
+            result = close()
+            if inspect.isawaitable(result):
+                await result
+    except Exception:
+        logger.exception("serve: closing evicted model %r failed", model_id)
+
+
 # Every cache in this process, so the replica can report which models it holds.
 _caches: list[_ModelCache] = []
 
@@ -139,10 +168,19 @@ def loaded_models() -> list[str]:
     return found
 
 
+def model_slots() -> int | None:
+    """How many models this process's multiplexed loaders keep (None: it has none yet)."""
+    return sum(cache.policy.capacity for cache in _caches) if _caches else None
+
+
 def multiplexed(
     func: Callable[..., Any] | None = None, *, max_num_models_per_replica: int = 3
 ) -> Any:
     """Mark an async model loader: ``await self.get_model(model_id)`` loads once, then caches.
+
+    Each replica keeps at most ``max_num_models_per_replica`` models, least recently used out
+    first; an evicted model is closed (``aclose()``/``close()`` if it has one, else its last
+    reference is dropped, which runs ``__del__``) before the model that replaces it loads.
 
     ::
 

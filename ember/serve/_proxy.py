@@ -1,9 +1,11 @@
 """The HTTP proxy: uvicorn serving a small ASGI app inside an async actor.
 
-It matches the longest route prefix, asks that application's router for a replica (503 at once
-when every replica is full), and relays the replica's ASGI messages to the client as they come,
-so streamed chunks are not held back. When the client goes away the stream to the replica is
-dropped, which closes the generator producing it.
+It matches the longest route prefix (404 when none does), reads the body (413 past
+``max_body_bytes``), asks that application's router for a replica (503 with ``Retry-After`` when
+every replica is full and the deployment allows no queue, or its queue is full), and relays the
+replica's ASGI messages to the client as they come, so streamed chunks are not held back. Requests
+travel to replicas on this machine over a direct socket (``_direct``), else as actor calls. When
+the client goes away the request is cancelled on the replica, which closes its generator.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
+import threading
 from typing import Any
 
+from ember.errors import ActorDiedError
+from ember.serve._direct import DirectChannel, ReplicaLost
 from ember.serve._handle import await_ref, router_client
 
 logger = logging.getLogger("ember.serve")
@@ -21,20 +27,38 @@ logger = logging.getLogger("ember.serve")
 MODEL_ID_HEADER = b"serve_multiplexed_model_id"
 FIRST_ROUTING_WAIT_S = 5.0
 NO_REPLICA_WAIT_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+RETRY_AFTER_S = b"1"  # seconds, in the Retry-After header of a 503
+DEFAULT_MAX_BODY_BYTES = 100 * 2**20
+WATCH_AFTER_S = 0.005
 
 
 class Proxy:
     def __init__(self) -> None:
         self._routes: dict[str, tuple[str, str]] = {}
         self._server: Any = None
-        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
         self._socket: socket.socket | None = None
+        # replica id -> its direct connection (None: reach it by actor calls), being made or made
+        self._channels: dict[str, asyncio.Future[DirectChannel | None]] = {}
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._max_body = DEFAULT_MAX_BODY_BYTES
+        # EMBER_SERVE_DIRECT=0: every request as an actor call (for tests of that path).
+        self._direct = os.environ.get("EMBER_SERVE_DIRECT") != "0"
 
-    async def start(self, host: str, port: int) -> int:
-        """Bind ``host:port`` (port 0: any free port) and serve; returns the bound port."""
+    async def start(self, host: str, port: int, max_body_bytes: int | None = None) -> int:
+        """Bind ``host:port`` (port 0: any free port) and serve; returns the bound port.
+
+        uvicorn runs on an event loop of its own, in a thread (uvloop when it is installed:
+        it halves the proxy's cost per request), not on the actor's loop.
+        """
         import uvicorn
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on connections whose socket
+        # says it is TCP, and without it Nagle's algorithm meets the client's delayed ACK and
+        # every response whose head and body are sent apart waits ~40 ms.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -42,28 +66,55 @@ class Proxy:
             sock.close()
             raise OSError(f"the serve HTTP proxy cannot bind {host}:{port}: {exc}") from exc
         self._socket = sock
+        if max_body_bytes is not None:
+            self._max_body = max_body_bytes
+
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             # A plain function: a backend may wrap actor methods (Ray does), which would make
             # uvicorn mistake a bound method for an app factory.
             await self._app(scope, receive, send)
 
         config = uvicorn.Config(app, log_level="warning", lifespan="off", interface="asgi3",
-                                timeout_graceful_shutdown=2)
+                                timeout_graceful_shutdown=2, access_log=False,
+                                proxy_headers=False, server_header=False)
         self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        for _ in range(500):
-            if self._server.started or self._task.done():
+        self._thread = threading.Thread(target=self._serve, args=(sock,), daemon=True,
+                                        name="ember-serve-proxy")
+        self._thread.start()
+        for _ in range(1000):
+            if self._server.started or not self._thread.is_alive():
                 break
             await asyncio.sleep(0.01)
-        if self._task.done():
-            self._task.result()
+        if self._failure is not None:
+            raise self._failure
         return int(sock.getsockname()[1])
 
-    async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
+    def _serve(self, sock: socket.socket) -> None:
+        loop: asyncio.AbstractEventLoop
+        try:
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+        except ImportError:
+            loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._server.serve(sockets=[sock]))
+        except BaseException as exc:  # read back by start() and logged
+            self._failure = exc
+            logger.exception("serve proxy: the HTTP server failed")
+        finally:
+            for future in self._channels.values():
+                if future.done() and not future.cancelled() and future.result() is not None:
+                    future.result().close()  # type: ignore[union-attr]
+            self._channels.clear()
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(self._task, 5)
+                loop.run_until_complete(asyncio.sleep(0))  # let the closes run
+            loop.close()
+
+    async def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            await asyncio.to_thread(self._thread.join, 10)
         if self._socket is not None:
             self._socket.close()
 
@@ -88,25 +139,45 @@ class Proxy:
             await _plain(send, 404, f"no application serves path {scope['path']!r}")
             return
         prefix, (app_name, deployment_name) = matched
-        body = b""
+        headers = dict(scope["headers"])
+        too_large = (f"the request body is larger than the {self._max_body} bytes this server "
+                     "takes (serve.start(http_options={'max_body_bytes': ...}) sets the limit)")
+        declared = headers.get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self._max_body:
+            await _plain(send, 413, too_large)
+            return
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            body += message.get("body", b"")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                await _plain(send, 413, too_large)
+                return
+            chunks.append(chunk)
             if not message.get("more_body"):
                 break
-        headers = dict(scope["headers"])
+        body = b"".join(chunks)
         model_id = headers.get(MODEL_ID_HEADER, b"").decode()
-        client = router_client(app_name, deployment_name)
+        client = self._clients.get((app_name, deployment_name))
+        if client is None or client.dead is not None:
+            client = self._clients[(app_name, deployment_name)] = router_client(
+                app_name, deployment_name)
         choice = client.try_assign(model_id)
         if choice is None and client.dead is None:
-            await asyncio.to_thread(client.wait_for_replicas, FIRST_ROUTING_WAIT_S)
-            choice = client.try_assign(model_id)
-            if choice is None and not client.has_replicas:
+            if not client.has_routing_info:
+                await asyncio.to_thread(client.wait_for_replicas, FIRST_ROUTING_WAIT_S)
+                choice = client.try_assign(model_id)
+            # Every replica full: queue only if the deployment allows a queue (bounded by
+            # max_queued_requests); none running (scaled to zero, starting): queue for one.
+            if choice is None and (not client.has_replicas or client.max_queued_requests > 0):
                 choice = await _wait_for_a_replica(client, model_id)
         if choice is None:
-            await _plain(send, 503, f"{deployment_name} is at capacity; retry later")
+            await _plain(send, 503, f"{deployment_name} is at capacity; retry later",
+                         [(b"retry-after", RETRY_AFTER_S)])
             return
         replica_id, actor = choice
         inner: dict[str, Any] = {
@@ -116,6 +187,11 @@ class Proxy:
         }
         inner["root_path"] = "" if prefix.rstrip("/") == "" else prefix.rstrip("/")
         inner["asgi"] = {"version": "3.0", "spec_version": "2.4"}
+        channel = await self._channel(replica_id, actor)
+        if channel is not None:
+            await self._serve_direct(channel, client, replica_id, deployment_name, inner, body,
+                                     model_id, receive, send)
+            return
         error: BaseException | None = None
         try:
             stream = actor.handle_http.remote(inner, body, model_id)
@@ -136,6 +212,83 @@ class Proxy:
                 if not started:
                     await _plain(send, 500, f"{deployment_name} failed: {error}")
         finally:
+            client.done(replica_id, error)
+
+    async def _channel(self, replica_id: str, actor: Any) -> DirectChannel | None:
+        """The direct connection to a replica (made on first use), or ``None`` when the
+        replica cannot be reached directly: then requests go to it as actor calls."""
+        if not self._direct:
+            return None
+        future = self._channels.get(replica_id)
+        if future is None:
+            future = self._channels[replica_id] = asyncio.ensure_future(self._connect(actor))
+        channel = future.result() if future.done() else await asyncio.shield(future)
+        if channel is not None and channel.lost is not None:
+            self._channels.pop(replica_id, None)
+        return channel
+
+    async def _connect(self, actor: Any) -> DirectChannel | None:
+        for rid, known in list(self._channels.items()):  # forget replicas that went away
+            if known.done() and getattr(known.result(), "lost", True) is not None:
+                del self._channels[rid]
+        try:
+            address = await asyncio.wait_for(await_ref(actor.http_address.remote()),
+                                             CONNECT_TIMEOUT_S)
+            return await DirectChannel.connect(address)
+        except Exception as exc:  # an older or unreachable replica: actor calls still work
+            logger.info("serve proxy: no direct connection to a replica (%r); using actor "
+                        "calls", exc)
+            return None
+
+    async def _serve_direct(
+        self, channel: DirectChannel, client: Any, replica_id: str, deployment_name: str,
+        scope: dict[str, Any], body: bytes, model_id: str, receive: Any, send: Any,
+    ) -> None:
+        error: BaseException | None = None
+        started = False
+        try:
+            rid, frames = channel.open(scope, body, model_id)
+        except ReplicaLost as exc:
+            error = ActorDiedError(f"replica {replica_id} of {deployment_name} died: {exc}")
+            client.done(replica_id, error)
+            await _plain(send, 500, f"{deployment_name} failed: {error}")
+            return
+        # Watch for the client leaving only once the answer takes a while: most come sooner,
+        # and a task per request is a good part of the proxy's cost per request.
+        watch: asyncio.Task[None] | None = None
+
+        def start_watching() -> None:
+            nonlocal watch
+            watch = asyncio.ensure_future(_disconnect_into(receive, frames))
+
+        timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
+        try:
+            while True:
+                item = await frames.get()
+                if item is _DISCONNECTED:  # the client left: stop the work on the replica
+                    channel.cancel(rid)
+                    return
+                if isinstance(item, ReplicaLost):
+                    error = ActorDiedError(
+                        f"replica {replica_id} of {deployment_name} died: {item}")
+                    break
+                messages, status = item
+                for message in messages:
+                    await send(message)
+                started = started or bool(messages)
+                if status is None:
+                    channel.ack(rid)
+                    continue
+                if status != "ok":
+                    error = RuntimeError(status)
+                break
+            if error is not None and not started:
+                await _plain(send, 500, f"{deployment_name} failed: {error}")
+            # Started and failed: returning without finishing makes uvicorn cut the connection.
+        finally:
+            timer.cancel()
+            if watch is not None:
+                watch.cancel()
             client.done(replica_id, error)
 
     async def _relay(self, stream: Any, send: Any) -> None:
@@ -181,6 +334,14 @@ async def _wait_for_a_replica(client: Any, model_id: str) -> tuple[str, Any] | N
         return None
 
 
+_DISCONNECTED = object()
+
+
+async def _disconnect_into(receive: Any, frames: asyncio.Queue[Any]) -> None:
+    await _wait_disconnect(receive)
+    frames.put_nowait(_DISCONNECTED)
+
+
 async def _wait_disconnect(receive: Any) -> None:
     while True:
         message = await receive()
@@ -188,7 +349,9 @@ async def _wait_disconnect(receive: Any) -> None:
             return
 
 
-async def _plain(send: Any, status: int, text: str) -> None:
+async def _plain(send: Any, status: int, text: str,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": text.encode()})

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ember.serve import _multiplex
@@ -22,15 +23,19 @@ _END = object()
 class Replica:
     def __init__(
         self, replica_id: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-        user_config: Any,
+        user_config: Any, max_ongoing_requests: int | None = None,
     ) -> None:
         self.replica_id = replica_id
+        # The cap holds for the replica as a whole: each caller's router keeps its own share
+        # under it, and calls from several callers past it wait here for a slot.
+        self._slots = asyncio.Semaphore(max_ongoing_requests or 2**31)
         self._is_class = inspect.isclass(target)
         self._instance = target(*args, **kwargs) if self._is_class else None
         self._function = None if self._is_class else target
         self._user_config = user_config
         self._asgi = getattr(target, "__ember_serve_asgi__", None) if self._is_class else None
         self._ongoing = 0
+        self._direct: Any = None
 
     async def ready(self) -> str:
         """Finishes construction (``reconfigure(user_config)``); returns the replica id."""
@@ -56,7 +61,8 @@ class Replica:
             await _call(method, (), {})
 
     def metrics(self) -> dict[str, Any]:
-        return {"ongoing": self._ongoing, "models": _multiplex.loaded_models()}
+        return {"ongoing": self._ongoing, "models": _multiplex.loaded_models(),
+                "model_slots": _multiplex.model_slots()}
 
     def _method(self, name: str) -> Callable[..., Any]:
         if not self._is_class:
@@ -77,7 +83,8 @@ class Replica:
         self._ongoing += 1
         token = _multiplex.set_multiplexed_model_id(model_id)
         try:
-            return await _call(self._method(method), args, kwargs)
+            async with self._slots:
+                return await _call(self._method(method), args, kwargs)
         finally:
             _reset(token)
             self._ongoing -= 1
@@ -88,23 +95,30 @@ class Replica:
         self._ongoing += 1
         token = _multiplex.set_multiplexed_model_id(model_id)
         try:
-            fn = self._method(method)
-            produced = fn(*args, **kwargs)
-            if inspect.isawaitable(produced):
-                produced = await produced
-            async for item in _aiter(produced):
-                yield item
+            async with self._slots:
+                fn = self._method(method)
+                produced = fn(*args, **kwargs)
+                if inspect.isawaitable(produced):
+                    produced = await produced
+                async for item in _aiter(produced):
+                    yield item
         finally:
             _reset(token)
             self._ongoing -= 1
 
-    async def handle_http(
-        self, scope: dict[str, Any], body: bytes, model_id: str
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Run the request; yield the ASGI messages of the response as they are sent."""
+    async def http_address(self) -> tuple[str, Any]:
+        """Where the proxy reaches this replica directly (see ``_direct``); starts listening."""
+        if self._direct is None:
+            from ember.serve._direct import DirectServer
+
+            self._direct = DirectServer(self.run_http)
+        return await self._direct.start()
+
+    async def run_http(self, scope: dict[str, Any], body: bytes, model_id: str,
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """Run one HTTP request through the app, handing each ASGI message to ``send``."""
         self._ongoing += 1
         token = _multiplex.set_multiplexed_model_id(model_id)
-        messages: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
         body_sent = False
 
         async def receive() -> dict[str, Any]:
@@ -112,22 +126,34 @@ class Replica:
             if not body_sent:
                 body_sent = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            await asyncio.Event().wait()  # the client's going away is signalled by closing us
+            await asyncio.Event().wait()  # the client's going away is signalled by cancelling us
             raise AssertionError("unreachable")
 
-        async def send(message: dict[str, Any]) -> None:
-            await messages.put(message)
-
-        async def respond() -> None:
-            try:
+        try:
+            async with self._slots:
                 if self._asgi is not None:
                     await self._asgi({**scope, "ember_serve_replica": self._instance},
                                      receive, send)
                 else:
                     from starlette.requests import Request
 
-                    result = await _call(self._method("__call__"), (Request(scope, receive),), {})
-                    await to_response(result)(scope, receive, send)
+                    result = await _call(self._method("__call__"),
+                                         (Request(scope, receive),), {})
+                    await _send_result(result, scope, receive, send)
+        finally:
+            _reset(token)
+            self._ongoing -= 1
+
+    async def handle_http(
+        self, scope: dict[str, Any], body: bytes, model_id: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Run the request; yield the ASGI messages of the response as they are sent (the path
+        through the driver, for a proxy that cannot reach this replica directly)."""
+        messages: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
+
+        async def respond() -> None:
+            try:
+                await self.run_http(scope, body, model_id, messages.put)
             finally:
                 await messages.put(_END)
 
@@ -146,8 +172,6 @@ class Replica:
                     await task
                 except BaseException:
                     pass  # cancelled on purpose: the caller went away
-            _reset(token)
-            self._ongoing -= 1
 
 
 def _reset(token: Any) -> None:
@@ -155,6 +179,32 @@ def _reset(token: Any) -> None:
         _multiplex._model_id.reset(token)
     except ValueError:  # finished from another context (a generator closed elsewhere)
         pass
+
+
+_TEXT = b"text/plain; charset=utf-8"
+_JSON = b"application/json"
+_BYTES = b"application/octet-stream"
+
+
+async def _send_result(result: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Send what the callable returned: a Starlette response as it is; a body (str, bytes, or
+    anything JSON) as the response ``to_response`` would make, without building one."""
+    if isinstance(result, str):
+        body, kind = result.encode(), _TEXT
+    elif isinstance(result, (bytes, bytearray)):
+        body, kind = bytes(result), _BYTES
+    elif isinstance(result, (dict, list, int, float, bool)) or result is None:
+        # What starlette's JSONResponse renders, byte for byte.
+        body = json.dumps(result, ensure_ascii=False, allow_nan=False, indent=None,
+                          separators=(",", ":")).encode()
+        kind = _JSON
+    else:
+        await to_response(result)(scope, receive, send)
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode()),
+                            (b"content-type", kind)]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def to_response(result: Any) -> Any:

@@ -99,3 +99,40 @@ def test_start_replicas() -> None:
     assert AutoscalingConfig(min_replicas=0, max_replicas=3).start_replicas == 1
     assert AutoscalingConfig(min_replicas=2, max_replicas=3).start_replicas == 2
     assert AutoscalingConfig(max_replicas=3, initial_replicas=3).start_replicas == 3
+
+
+def test_factors_damp_each_step() -> None:
+    p = policy(max_replicas=20, upscale_delay_s=0, downscale_delay_s=0,
+               upscaling_factor=0.5, downscaling_factor=0.25)
+    assert p.decide(2, 40, now=0) == 11  # raw wish 20: half of the way up from 2
+    assert p.decide(11, 40, now=1) == 16
+    assert p.decide(16, 0, now=2) == 13  # raw wish 1: a quarter of the way down (12.25)
+    assert p.decide(2, 0, now=3) == 1  # a step is at least one replica
+    assert p.decide(2, 6, now=4) == 3
+
+
+def test_smoothing_factor_is_rays_older_name_for_both() -> None:
+    c = AutoscalingConfig.from_any({"max_replicas": 9, "smoothing_factor": 0.5,
+                                    "downscale_smoothing_factor": 0.2})
+    assert (c.up_factor, c.down_factor) == (0.5, 0.2)
+    with pytest.raises(ValueError, match="sets 'upscaling_factor' twice"):
+        AutoscalingConfig.from_any({"upscaling_factor": 1, "upscale_smoothing_factor": 1})
+    with pytest.raises(ValueError, match="upscaling_factor=0"):
+        AutoscalingConfig(upscaling_factor=0)
+
+
+def test_look_back_period_averages_the_load() -> None:
+    p = policy(upscale_delay_s=0, downscale_delay_s=0, look_back_period_s=10)
+    assert p.decide(1, 8, now=0) == 4
+    # A moment of silence does not drop the count while the window still remembers the load.
+    assert p.decide(4, 0, now=1) == 2  # average of 8 and 0 is 4: two replicas
+    assert p.decide(2, 0, now=12) == 1  # the busy samples left the window
+
+
+def test_last_step_to_zero_has_its_own_delay() -> None:
+    p = policy(min_replicas=0, downscale_delay_s=5, downscale_to_zero_delay_s=60)
+    assert p.decide(3, 0, now=0) == 3
+    assert p.decide(3, 0, now=5) == 1  # down to one after the usual delay ...
+    assert p.decide(1, 0, now=30) == 1  # ... and to zero only after its own delay
+    assert p.decide(1, 0, now=89) == 1
+    assert p.decide(1, 0, now=90) == 0

@@ -11,6 +11,7 @@ SERVE_ALL = [
     "Application",
     "ApplicationStatus",
     "AutoscalingConfig",
+    "BackPressureError",
     "Deployment",
     "DeploymentConfig",
     "DeploymentFailedError",

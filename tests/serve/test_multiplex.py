@@ -6,6 +6,7 @@ import pytest
 
 from ember.serve._multiplex import (
     Action,
+    Decision,
     ModelCachePolicy,
     get_multiplexed_model_id,
     multiplexed,
@@ -45,10 +46,16 @@ def test_loads_in_flight_count_toward_capacity_and_are_never_evicted() -> None:
     p = ModelCachePolicy(2)
     p.request("a")
     p.request("b")
-    decision = p.request("c")  # both slots are loading: nothing to evict, briefly over
-    assert decision.evict == ()
+    assert p.request("c").action is Action.WAIT  # both slots loading: no room, none made
+    assert p.request("b").action is Action.JOIN
     p.loaded("a")
-    assert p.request("d").evict == ("a",)
+    decision = p.request("c")  # a finished loading: it is the one that can go
+    assert decision == Decision(Action.LOAD, ("a",))
+    assert p.request("d").action is Action.WAIT  # b and c loading
+    p.loaded("b")
+    p.loaded("c")
+    assert p.request("d").evict == ("b",)
+    assert len(p.models) + len(p.loading) <= 2
 
 
 def test_failed_load_can_be_retried() -> None:
@@ -127,3 +134,67 @@ def test_model_id_context() -> None:
         from ember.serve._multiplex import _model_id
 
         _model_id.reset(token)
+
+
+def test_evicted_models_are_closed_before_the_next_load() -> None:
+    events: list[str] = []
+
+    class Closing:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def close(self) -> None:
+            events.append(f"close {self.name}")
+
+    class AsyncClosing(Closing):
+        async def aclose(self) -> None:
+            events.append(f"aclose {self.name}")
+
+    class Plain(Closing):
+        close = None  # type: ignore[assignment]
+
+        def __del__(self) -> None:
+            events.append(f"del {self.name}")
+
+    kinds = {"a": Closing, "b": AsyncClosing, "c": Plain, "d": Closing}
+
+    @multiplexed(max_num_models_per_replica=1)
+    async def load(model_id: str) -> Closing:
+        events.append(f"load {model_id}")
+        return kinds[model_id](model_id)
+
+    async def main() -> None:
+        for m in "abcd":
+            assert (await load(m)).name == m
+
+    asyncio.run(main())
+    assert events == ["load a", "close a", "load b", "aclose b", "load c", "del c", "load d"]
+
+
+def test_a_replica_never_holds_more_models_than_its_slots() -> None:
+    held: set[str] = set()
+    most = 0
+
+    class Model:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def close(self) -> None:
+            held.discard(self.name)
+
+    class Holder:
+        @multiplexed(max_num_models_per_replica=2)
+        async def get_model(self, model_id: str) -> Model:
+            nonlocal most
+            held.add(model_id)
+            most = max(most, len(held))
+            await asyncio.sleep(0.01)
+            return Model(model_id)
+
+    async def main() -> list[str]:
+        h = Holder()
+        models = await asyncio.gather(*(h.get_model(m) for m in "abcdabcdaa"))
+        return [m.name for m in models]
+
+    assert asyncio.run(main()) == list("abcdabcdaa")
+    assert most == 2

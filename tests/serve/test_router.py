@@ -160,3 +160,44 @@ def test_eviction_shows_up_through_reports() -> None:
     router.report_models({"r0": ["m"]})
     router.report_models({"r0": []})
     assert router.models_on("r0", 0.0) == frozenset()
+
+
+def test_a_report_that_leaves_out_an_old_send_forgets_it() -> None:
+    router = make(2, cap=10, model_memory_s=10.0, report_lag_s=1.0)
+    router.on_sent("r0", 0.0, "old")
+    router.on_sent("r0", 4.5, "new")
+    router.report_models({"r0": ["other"]}, now=5.0)
+    # "old" was sent 5 s ago and the replica no longer has it: evicted. "new" may still be
+    # loading without the report knowing yet: kept.
+    assert router.models_on("r0", 5.0) == {"other", "new"}
+    router.report_models({"r0": ["other"]}, now=6.0)
+    assert router.models_on("r0", 6.0) == {"other"}
+
+
+def test_a_full_replica_is_expected_to_evict_its_least_recently_used_model() -> None:
+    router = make(2, cap=10)
+    router.report_slots({"r0": 2, "r1": 2})
+    for t, model in enumerate(["a", "b", "a"]):
+        router.on_sent("r0", float(t), model)
+    router.on_sent("r0", 3.0, "c")  # r0 keeps two models: loading c pushes out b, not a
+    assert router.models_on("r0", 3.0) == {"a", "c"}
+    # A report made before the eviction does not bring b back while reports may lag ...
+    router.report_models({"r0": ["a", "b"]}, now=3.1)
+    assert router.models_on("r0", 3.1) == {"a", "c"}
+    assert router.choose(3.2, "b") == "r1"  # ... so b goes where there is room
+    # Once reports are fresh they are believed again.
+    router.report_models({"r0": ["a", "b"]}, now=10.0)
+    assert "b" in router.models_on("r0", 10.0)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_equally_full_replicas_give_up_their_stalest_model(seed: int) -> None:
+    router = Router(10, rng=random.Random(seed))
+    router.set_replicas(["r0", "r1", "r2"])
+    router.report_slots({"r0": 1, "r1": 1, "r2": 1})
+    router.on_sent("r0", 1.0, "a")
+    router.on_sent("r1", 0.0, "b")  # used longest ago
+    router.on_sent("r2", 2.0, "c")
+    for r in ("r0", "r1", "r2"):
+        router.on_done(r)
+    assert router.choose(3.0, "d") == "r1"

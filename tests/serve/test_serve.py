@@ -85,9 +85,24 @@ def test_route_prefixes_and_delete() -> None:
 
 
 def test_options_are_validated_with_ray_names_accepted() -> None:
-    d = serve.deployment(max_concurrent_queries=3, version="1", num_replicas=2)(lambda r: "x")
+    d = serve.deployment(max_concurrent_queries=3, num_replicas=2,
+                         graceful_shutdown_wait_loop_s=1)(lambda r: "x")
     assert d.config.max_ongoing_requests == 3
+    assert d.config.graceful_shutdown_wait_loop_s == 1
     assert d.options(num_replicas=1).config.num_replicas == 1
+    # Ray options ember has no use for are refused with what to do, never silently ignored.
+    with pytest.raises(ValueError, match="version='1' is not supported: ember replaces"):
+        serve.deployment(version="1")
+    with pytest.raises(ValueError, match=r"serve.run\(app, route_prefix=...\)"):
+        serve.deployment(route_prefix="/a")
+    with pytest.raises(ValueError, match=r"placement_group_bundles.*ray_actor_options"):
+        serve.deployment(placement_group_bundles=[{"CPU": 1}])
+    with pytest.raises(ValueError, match="max_queued_requests=-2"):
+        serve.deployment(max_queued_requests=-2)
+    handle = serve.get_deployment_handle("any")
+    assert handle.options(use_new_handle_api=True).deployment_name == "any"
+    with pytest.raises(ValueError, match="use_new_handle_api=False is not supported"):
+        handle.options(use_new_handle_api=False)
     with pytest.raises(ValueError, match="unknown deployment option 'num_replica'"):
         serve.deployment(num_replica=2)
     with pytest.raises(ValueError, match="ray_actor_options may not set"):
@@ -132,6 +147,7 @@ def test_full_deployment_answers_503_at_once(tmp_path: Path) -> None:
                 await asyncio.sleep(0.01)
             r = await client.get(target)
             assert r.status_code == 503
+            assert r.headers["retry-after"] == "1"
             assert not first.done()
             gate.touch()
             assert (await first).text == "done"
@@ -551,3 +567,148 @@ def test_client_giving_up_on_a_slow_request_leaves_the_proxy_serving(tmp_path: P
         for _ in range(5):
             assert client.get(target).text == "done"
     assert serve.status().applications["default"].status == "RUNNING"
+
+
+def test_max_queued_requests_bounds_the_wait(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    started = tmp_path / "started"
+
+    @serve.deployment(max_ongoing_requests=1, max_queued_requests=1)
+    class Single:
+        async def __call__(self, request: Any) -> str:
+            return await self.work()
+
+        async def work(self) -> str:
+            started.touch()
+            for _ in range(2000):
+                if gate.exists():
+                    return "done"
+                await asyncio.sleep(0.01)
+            return "gate never opened"
+
+    handle = serve.run(Single.bind(), port=0)
+    target = url("/")
+
+    async def main() -> None:
+        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+            first = asyncio.create_task(client.get(target))
+            for _ in range(2000):  # until the first request occupies the only slot
+                if started.exists():
+                    break
+                await asyncio.sleep(0.01)
+            second = asyncio.create_task(client.get(target))  # waits in the proxy's queue
+            await asyncio.sleep(0.3)
+            third = await client.get(target)  # the queue is full
+            assert third.status_code == 503
+            assert third.headers["retry-after"] == "1"
+            assert not second.done()
+            gate.touch()
+            assert [(await r).text for r in (first, second)] == ["done", "done"]
+
+    asyncio.run(main())
+
+    gate.unlink()
+    started.unlink()
+    busy = handle.work.remote()
+    wait_for(started.exists, timeout=20, what="the first call to start")
+    queued = handle.work.remote()
+    with pytest.raises(serve.BackPressureError, match="max_queued_requests=1"):
+        handle.work.remote().result(timeout_s=20)
+    gate.touch()
+    assert [busy.result(timeout_s=20), queued.result(timeout_s=20)] == ["done", "done"]
+
+
+def test_the_cap_holds_across_callers() -> None:
+    # The driver's handles and the HTTP proxy route independently; the replica itself keeps
+    # them together under max_ongoing_requests.
+    @serve.deployment(max_ongoing_requests=1)
+    class One:
+        def __init__(self) -> None:
+            self.running = 0
+            self.most = 0
+
+        async def work(self) -> int:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            await asyncio.sleep(0.3)
+            self.running -= 1
+            return self.most
+
+        async def __call__(self, request: Any) -> int:
+            return await self.work()
+
+    handle = serve.run(One.bind(), port=0)
+
+    async def calls() -> list[int]:
+        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+            await client.get(url("/"))  # the proxy knows the replica before the race
+            from_handle = handle.work.remote()
+            replies = await asyncio.gather(client.get(url("/")), client.get(url("/")))
+            return [r.json() for r in replies if r.status_code == 200] + [await from_handle]
+
+    most = asyncio.run(calls())
+    assert len(most) >= 2  # the handle's call and at least one over HTTP ran
+    assert max(most) == 1
+
+
+def test_oversized_bodies_and_unknown_routes_get_a_clear_4xx() -> None:
+    with pytest.raises(ValueError, match="unknown http_options \\['hots'\\]"):
+        serve.start(http_options={"hots": "127.0.0.1"})
+    serve.start(http_options={"host": "127.0.0.1", "port": 0, "max_body_bytes": 1000})
+
+    @serve.deployment
+    async def size(request: Any) -> int:
+        return len(await request.body())
+
+    serve.run(size.bind(), route_prefix="/size", port=0)
+
+    def chunks() -> Any:
+        yield b"x" * 600
+        yield b"x" * 600
+
+    with httpx.Client(timeout=TIMEOUT) as client:
+        assert client.post(url("/size"), content=b"x" * 1000).json() == 1000
+        declared = client.post(url("/size"), content=b"x" * 1001)
+        assert declared.status_code == 413
+        assert "max_body_bytes" in declared.text
+        assert client.post(url("/size"), content=chunks()).status_code == 413  # no length
+        missing = client.get(url("/nothing/here"))
+        assert missing.status_code == 404
+        assert "no application serves path '/nothing/here'" in missing.text
+
+
+def test_chunks_leave_while_a_generator_computes_without_yielding_the_loop() -> None:
+    # An LLM's forward pass blocks: the generator never awaits between tokens. Each token
+    # must still reach the client when it is produced, not when the generator ends.
+    @serve.deployment
+    class Blocking:
+        async def __call__(self, request: Any) -> Any:
+            import time
+
+            from starlette.responses import StreamingResponse
+
+            async def tokens() -> Any:
+                for i in range(3):
+                    if i:
+                        time.sleep(0.4)  # the "forward pass", holding the event loop
+                    yield f"t{i}\n"
+
+            return StreamingResponse(tokens(), media_type="text/plain")
+
+    serve.run(Blocking.bind(), port=0)
+
+    async def main() -> list[float]:
+        import time
+
+        arrivals = []
+        async with httpx.AsyncClient(timeout=TIMEOUT) as client, client.stream(
+            "GET", url("/")
+        ) as response:
+            started = time.perf_counter()
+            async for _ in response.aiter_lines():
+                arrivals.append(time.perf_counter() - started)
+        return arrivals
+
+    arrivals = asyncio.run(main())
+    assert len(arrivals) == 3
+    assert arrivals[1] - arrivals[0] > 0.2 and arrivals[2] - arrivals[1] > 0.2

@@ -1,0 +1,582 @@
+"""Serve benchmark: ember.serve beside Ray Serve, on the same workloads, over HTTP on 127.0.0.1.
+
+Run it from the repository root (``make bench`` does this)::
+
+    .venv/bin/python benchmarks/serve.py            # full run, a few minutes with Ray installed
+    .venv/bin/python benchmarks/serve.py --quick    # smoke run, shorter phases
+    .venv/bin/python benchmarks/serve.py --json benchmarks/serve.json   # also write the rows
+
+Workloads, each deployed alone as its own application, then deleted:
+
+- trivial: one replica whose ``__call__`` returns ``"ok"``; closed-loop load from 1 and then 16
+  keep-alive connections for a fixed time (requests/s, p50 and p99 latency);
+- streaming: one replica answering a ``StreamingResponse`` of 100 small chunks from an async
+  generator that does no work between chunks; requests one at a time (time from sending the
+  request to the first chunk, and to the last);
+- multiplexing: 4 replicas, ``@serve.multiplexed(max_num_models_per_replica=3)`` on a loader that
+  takes 20 ms (a sleep: the "download"), 20 model ids drawn from a Zipf(1.1) mix (the same seeded
+  sequence for both frameworks), 16 connections (requests/s, model loads, p99).
+
+Every framework runs in its own child process, one after the other, so that they never compete
+for the machine's cores; the load comes from a third process, a small asyncio HTTP/1.1 client on
+uvloop when installed (one keep-alive connection per concurrent user), never from the process
+that owns the runtime. Ray gets ``ray.init(num_cpus=2, include_dashboard=False)``, ember
+``ember.init(num_cpus=2)``; both deployments are the same code (``build_deployments``).
+
+Targets (issue 7): ember >= 10x Ray Serve's requests/s at concurrency 16 with a lower p99, a first
+streamed chunk in under 5 ms, fewer model loads than Ray Serve on the multiplexing mix. On a
+shared machine the numbers move with the load: the notes give the load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+RESULT_MARKER = "BENCH-RESULT "
+CHILD_TIMEOUT_S = 600
+FRAMEWORKS = ("ember", "ray")
+STREAM_CHUNKS = 100
+MUX_MODELS = 20
+MUX_REPLICAS = 4
+MUX_SLOTS = 3
+MUX_LOAD_S = 0.02
+ZIPF_S = 1.1
+
+
+@dataclass(frozen=True)
+class Settings:
+    trivial_s: float = 5.0  # each load phase
+    warmup_s: float = 1.0
+    stream_runs: int = 50
+    mux_requests: int = 1500
+    concurrency: int = 16
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(trivial_s=1.5, warmup_s=0.5, stream_runs=15, mux_requests=400)
+
+
+# --------------------------------------------------------------------------------------------
+# The load generator: its own process, a minimal HTTP/1.1 client on asyncio streams (httpx
+# costs several times more CPU per request, which on two cores would measure the client).
+
+
+class Connection:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, path: str, headers: dict[str, str] | None = None
+                      ) -> tuple[int, float | None, bytes]:
+        """GET ``path``; returns (status, seconds to the first body byte, body)."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.writer.write(f"GET {path} HTTP/1.1\r\nhost: {self.host}\r\n{extra}\r\n".encode())
+        sent = time.perf_counter()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        fields = {}
+        for line in lines[1:]:
+            if ":" in line:
+                key, value = line.split(":", 1)
+                fields[key.strip().lower()] = value.strip().lower()
+        first: float | None = None
+        body = bytearray()
+        if fields.get("transfer-encoding") == "chunked":
+            while True:
+                size = int((await self.reader.readline()).split(b";")[0], 16)
+                if size == 0:
+                    await self.reader.readuntil(b"\r\n")
+                    break
+                chunk = await self.reader.readexactly(size + 2)
+                if first is None:
+                    first = time.perf_counter() - sent
+                body += chunk[:-2]
+        else:
+            length = int(fields.get("content-length", "0"))
+            if length:
+                body += await self.reader.readexactly(length)
+                first = time.perf_counter() - sent
+        if fields.get("connection") == "close":
+            self.close()
+        return status, first, bytes(body)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def _closed_loop(port: int, path: str, concurrency: int, duration_s: float,
+                       warmup_s: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    measuring = False
+    stop_at = 0.0
+
+    async def user() -> None:
+        nonlocal errors
+        conn = Connection("127.0.0.1", port)
+        try:
+            while True:
+                start = time.perf_counter()
+                if measuring and start >= stop_at:
+                    return
+                status, _, _ = await conn.request(path)
+                if measuring:
+                    latencies.append(time.perf_counter() - start)
+                    errors += status != 200
+        finally:
+            conn.close()
+
+    users = [asyncio.create_task(user()) for _ in range(concurrency)]
+    await asyncio.sleep(warmup_s)
+    started = time.perf_counter()
+    stop_at = started + duration_s
+    measuring = True
+    await asyncio.gather(*users)
+    elapsed = time.perf_counter() - started
+    return {"requests": len(latencies), "errors": errors, "per_s": len(latencies) / elapsed,
+            **_percentiles(latencies)}
+
+
+async def _streams(port: int, path: str, runs: int) -> dict[str, Any]:
+    conn = Connection("127.0.0.1", port)
+    firsts, totals, errors = [], [], 0
+    try:
+        for i in range(runs + 3):  # three warm-ups
+            start = time.perf_counter()
+            status, first, body = await conn.request(path)
+            total = time.perf_counter() - start
+            if i < 3:
+                continue
+            if status != 200 or body.count(b"\n") != STREAM_CHUNKS or first is None:
+                errors += 1
+                continue
+            firsts.append(first)
+            totals.append(total)
+    finally:
+        conn.close()
+    return {"runs": len(firsts), "errors": errors,
+            "first_chunk_ms": 1e3 * statistics.median(firsts) if firsts else None,
+            "first_chunk_p90_ms": 1e3 * _quantile(firsts, 0.9) if firsts else None,
+            "total_ms": 1e3 * statistics.median(totals) if totals else None}
+
+
+def zipf_ids(n: int, seed: int = 0) -> list[str]:
+    ids = [f"model-{k:02d}" for k in range(MUX_MODELS)]
+    weights = [1 / (k + 1) ** ZIPF_S for k in range(MUX_MODELS)]
+    return random.Random(seed).choices(ids, weights, k=n)
+
+
+async def _multiplexed(port: int, path: str, concurrency: int, n: int) -> dict[str, Any]:
+    queue = zipf_ids(n)
+    latencies: list[float] = []
+    errors = 0
+
+    async def user() -> None:
+        nonlocal errors
+        conn = Connection("127.0.0.1", port)
+        try:
+            while queue:
+                model = queue.pop()
+                start = time.perf_counter()
+                status, _, body = await conn.request(path, {"serve_multiplexed_model_id": model})
+                latencies.append(time.perf_counter() - start)
+                errors += status != 200 or body.decode() != model
+        finally:
+            conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(user() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {"requests": len(latencies), "errors": errors, "per_s": len(latencies) / elapsed,
+            **_percentiles(latencies)}
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float | None]:
+    if not latencies:
+        return {"p50_ms": None, "p99_ms": None}
+    return {"p50_ms": 1e3 * _quantile(latencies, 0.5), "p99_ms": 1e3 * _quantile(latencies, 0.99)}
+
+
+def run_load(spec: dict[str, Any]) -> dict[str, Any]:
+    kind = spec.pop("kind")
+    kinds: dict[str, Callable[..., Coroutine[Any, Any, dict[str, Any]]]] = {
+        "closed": _closed_loop, "stream": _streams, "mux": _multiplexed}
+    work = kinds[kind](**spec)
+    cpu = time.process_time()
+    try:  # the cheaper the client, the more of the two cores the servers get
+        import uvloop
+    except ImportError:
+        result = asyncio.run(work)
+    else:
+        result = uvloop.run(work)
+    return {**result, "client_cpu_s": time.process_time() - cpu}
+
+
+def load_in_a_process(**spec: Any) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--load", json.dumps(spec)],
+                         capture_output=True, text=True, timeout=300, check=False)
+    for line in reversed(out.stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return dict(json.loads(line[len(RESULT_MARKER):]))
+    raise RuntimeError(f"load generator failed ({out.returncode}): {out.stderr[-3000:]}")
+
+
+# --------------------------------------------------------------------------------------------
+# One framework, inside its own child process: deploy each workload, drive it, tear it down.
+
+
+def build_deployments(serve: Any, loads_file: str) -> dict[str, Any]:
+    """The three workloads' deployments, the same code for both frameworks."""
+    options = {"ray_actor_options": {"num_cpus": 0}}
+
+    @serve.deployment(max_ongoing_requests=100, **options)
+    class Trivial:
+        async def __call__(self, request: Any) -> str:
+            return "ok"
+
+    @serve.deployment(**options)
+    class Tokens:
+        async def __call__(self, request: Any) -> Any:
+            from starlette.responses import StreamingResponse
+
+            async def tokens() -> Any:
+                for i in range(STREAM_CHUNKS):
+                    yield f"token {i:03d}\n"
+
+            return StreamingResponse(tokens(), media_type="text/plain")
+
+    @serve.deployment(num_replicas=MUX_REPLICAS, max_ongoing_requests=16, **options)
+    class Models:
+        @serve.multiplexed(max_num_models_per_replica=MUX_SLOTS)
+        async def get_model(self, model_id: str) -> str:
+            await asyncio.sleep(MUX_LOAD_S)
+            with open(loads_file, "a") as f:  # one short append per load, from any process
+                f.write(f"{os.getpid()} {model_id}\n")
+            return model_id
+
+        async def __call__(self, request: Any) -> str:
+            return str(await self.get_model(serve.get_multiplexed_model_id()))
+
+    return {"trivial": Trivial, "stream": Tokens, "mux": Models}
+
+
+def measure_framework(name: str, settings: Settings) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    fd, loads_file = tempfile.mkstemp(prefix="ember-serve-bench-loads-")
+    os.close(fd)
+    serve: Any
+    if name == "ember":
+        import ember
+        from ember import serve
+
+        ember.init(num_cpus=2)
+        port = serve.start(http_options={"host": "127.0.0.1", "port": 0})
+    else:
+        import ray
+        from ray import serve
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        apps = build_deployments(serve, loads_file)
+
+        serve.run(apps["trivial"].bind(), name="trivial", route_prefix="/trivial")
+        for concurrency in (1, settings.concurrency):
+            results[f"trivial_c{concurrency}"] = load_in_a_process(
+                kind="closed", port=port, path="/trivial", concurrency=concurrency,
+                duration_s=settings.trivial_s, warmup_s=settings.warmup_s)
+        serve.delete("trivial")
+
+        serve.run(apps["stream"].bind(), name="stream", route_prefix="/stream")
+        results["stream"] = load_in_a_process(kind="stream", port=port, path="/stream",
+                                              runs=settings.stream_runs)
+        serve.delete("stream")
+
+        serve.run(apps["mux"].bind(), name="mux", route_prefix="/mux")
+        results["mux"] = load_in_a_process(kind="mux", port=port, path="/mux",
+                                           concurrency=settings.concurrency,
+                                           n=settings.mux_requests)
+        with open(loads_file) as f:
+            results["mux"]["loads"] = sum(1 for _ in f)
+        serve.delete("mux")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(loads_file)
+        serve.shutdown()
+        if name == "ember":
+            ember.shutdown()
+        else:
+            ray.shutdown()
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# The parent: runs each framework's child, one at a time, and prints the table.
+
+
+BUSY: list[str] = []
+
+
+def _load_average() -> str:
+    try:
+        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def _wait_for_quiet_cpus(what: str, max_wait_s: float = 10.0) -> None:
+    try:
+        import psutil
+    except ImportError:
+        time.sleep(1.0)
+        return
+    deadline = time.monotonic() + max_wait_s
+    while psutil.cpu_percent(interval=0.25) > 15:
+        if time.monotonic() > deadline:
+            BUSY.append(what)
+            return
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    if os.path.isdir("/proc"):
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.getsid(int(entry)) == sid:
+                        pids.append(int(entry))
+    return pids
+
+
+def _reap_session(sid: int, max_wait_s: float = 30.0) -> None:
+    """Wait for what the child started (Ray's daemons) to exit; kill what is left."""
+    deadline = time.monotonic() + max_wait_s
+    while (left := _session_pids(sid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:
+        print(f"[benchmark] killing pid {pid}, left behind by a child", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def run_framework(name: str, quick: bool) -> tuple[dict[str, Any] | None, str]:
+    _wait_for_quiet_cpus(name)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", name] + (["--quick"] if quick else []),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        stderr += f"\n[benchmark] child timed out after {CHILD_TIMEOUT_S} s and was killed"
+    _reap_session(proc.pid)
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER):]), stderr
+    return None, f"exit code {proc.returncode}\n{stdout[-2000:]}\n{stderr[-4000:]}"
+
+
+@dataclass(frozen=True)
+class Row:
+    workload: str
+    path: tuple[str, str]
+    unit: str
+    better: str  # "higher" | "lower"
+    target: str | None = None
+    min_speedup: float | None = None  # ember must be at least this many times better than Ray
+    max_value: float | None = None  # ember's own number must stay at or below this
+
+
+def rows(concurrency: int) -> list[Row]:
+    c = concurrency
+    return [
+        Row("trivial, concurrency 1: requests/s", ("trivial_c1", "per_s"), "req/s", "higher"),
+        Row("trivial, concurrency 1: p50", ("trivial_c1", "p50_ms"), "ms", "lower"),
+        Row("trivial, concurrency 1: p99", ("trivial_c1", "p99_ms"), "ms", "lower"),
+        Row(f"trivial, concurrency {c}: requests/s", (f"trivial_c{c}", "per_s"), "req/s",
+            "higher", ">= 10x Ray Serve req/s", min_speedup=10),
+        Row(f"trivial, concurrency {c}: p50", (f"trivial_c{c}", "p50_ms"), "ms", "lower"),
+        Row(f"trivial, concurrency {c}: p99", (f"trivial_c{c}", "p99_ms"), "ms", "lower",
+            "lower p99 than Ray Serve", min_speedup=1.0),
+        Row(f"streaming {STREAM_CHUNKS} chunks: first chunk", ("stream", "first_chunk_ms"), "ms",
+            "lower", "< 5 ms", max_value=5.0),
+        Row(f"streaming {STREAM_CHUNKS} chunks: total", ("stream", "total_ms"), "ms", "lower"),
+        Row(f"multiplexing {MUX_MODELS} ids / {MUX_REPLICAS} replicas x {MUX_SLOTS}: requests/s",
+            ("mux", "per_s"), "req/s", "higher"),
+        Row(f"multiplexing {MUX_MODELS} ids: model loads", ("mux", "loads"), "loads", "lower",
+            "fewer model loads than Ray Serve", min_speedup=1.0 + 1e-9),
+        Row(f"multiplexing {MUX_MODELS} ids: p99", ("mux", "p99_ms"), "ms", "lower"),
+    ]
+
+
+def _value(results: dict[str, Any] | None, path: tuple[str, str]) -> float | None:
+    value = (results or {}).get(path[0], {}).get(path[1])
+    return None if value is None else float(value)
+
+
+def evaluate(row: Row, ember: float | None, ray: float | None) -> dict[str, Any]:
+    speedup = None
+    if ember is not None and ray is not None:
+        if row.better == "higher":
+            speedup = ember / ray if ray else None
+        else:
+            speedup = ray / ember if ember else (float("inf") if ray else 1.0)
+    met: bool | None = None
+    notes = []
+    if row.target is not None:
+        verdicts = []
+        if ember is None:
+            verdicts.append(False)
+            notes.append("ember failed")
+        if row.max_value is not None and ember is not None:
+            verdicts.append(ember < row.max_value)
+        if row.min_speedup is not None:
+            if speedup is None:
+                notes.append("Ray not measured")
+            else:
+                verdicts.append(speedup >= row.min_speedup)
+        met = all(verdicts) if verdicts else None
+    return {"workload": row.workload, "unit": row.unit, "ember": ember, "ray": ray,
+            "better": row.better, "speedup": speedup, "target": row.target, "met": met,
+            "note": "; ".join(notes)}
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "failed"
+    if unit == "req/s":
+        return f"{value:,.0f} req/s"
+    if unit == "loads":
+        return f"{value:.0f}"
+    return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
+
+
+def table(verdicts: list[dict[str, Any]], ran: set[str]) -> str:
+    header = ["workload", "ember", "Ray Serve", "ember vs Ray", "target", "met?"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for v in verdicts:
+        speedup = "—" if v["speedup"] is None else f"{v['speedup']:.1f}x"
+        met = "—" if v["met"] is None else ("yes" if v["met"] else "**no**")
+        if v["note"]:
+            met += f" ({v['note']})"
+        lines.append("| " + " | ".join([
+            v["workload"],
+            _fmt(v["ember"], v["unit"]) if "ember" in ran else "not run",
+            _fmt(v["ray"], v["unit"]) if "ray" in ran else "not run", speedup,
+            v["target"] or "", met]) + " |")
+    return "\n".join(lines)
+
+
+def _version(module: str) -> str:
+    try:
+        return str(__import__(module).__version__)
+    except Exception:
+        return "not installed"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter phases: a smoke run")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows here")
+    parser.add_argument("--only", choices=FRAMEWORKS, help="run one framework only")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one framework's part
+    parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: the load generator
+    args = parser.parse_args()
+    settings = Settings.quick() if args.quick else Settings()
+
+    if args.load:
+        print(RESULT_MARKER + json.dumps(run_load(json.loads(args.load))), flush=True)
+        return 0
+    if args.child:
+        print(RESULT_MARKER + json.dumps(measure_framework(args.child, settings)), flush=True)
+        return 0
+
+    started = datetime.datetime.now().astimezone()
+    load_before = _load_average()
+    results: dict[str, dict[str, Any] | None] = {}
+    errors: list[str] = []
+    for name in FRAMEWORKS:
+        if args.only and name != args.only:
+            continue
+        if name == "ray" and _version("ray") == "not installed":
+            errors.append("ray: not installed, its column is empty")
+            continue
+        print(f"[benchmark] running {name} ...", file=sys.stderr, flush=True)
+        results[name], stderr = run_framework(name, args.quick)
+        if results[name] is None:
+            errors.append(f"{name} failed: {stderr}")
+            print(f"[benchmark] {name} failed: {stderr}", file=sys.stderr)
+    verdicts = [evaluate(row, _value(results.get("ember"), row.path),
+                         _value(results.get("ray"), row.path))
+                for row in rows(settings.concurrency)]
+    machine = (f"{os.cpu_count()} CPUs, {platform.machine()}, Python "
+               f"{platform.python_version()}, ray {_version('ray')}")
+    notes = [
+        f"{started:%Y-%m-%d %H:%M %Z}, {machine}" + (" (quick)" if args.quick else ""),
+        f"load average before / after: {load_before} | {_load_average()}",
+        f"trivial: closed loop, {settings.trivial_s} s per phase after {settings.warmup_s} s of "
+        "warm-up, one keep-alive connection per concurrent user",
+        f"streaming: median of {settings.stream_runs} sequential requests; first chunk = from "
+        "sending the request to the first body chunk",
+        f"multiplexing: {settings.mux_requests} requests, Zipf({ZIPF_S}) over {MUX_MODELS} ids, "
+        f"loader sleeps {MUX_LOAD_S * 1e3:.0f} ms, {settings.concurrency} connections",
+        "both frameworks: 1 replica (4 for multiplexing), num_cpus=0 per replica; "
+        "ray.init(num_cpus=2, include_dashboard=False); ember.init(num_cpus=2)",
+    ]
+    for name, res in results.items():
+        for key, part in (res or {}).items():
+            if isinstance(part, dict) and part.get("errors"):
+                notes.append(f"{name} {key}: {part['errors']} failed requests")
+    if BUSY:
+        notes.append("warning: other processes kept the CPUs busy before: "
+                     f"{', '.join(BUSY)}; those numbers are noisy")
+    notes += errors
+    print("ember serve benchmark, " + notes[0])
+    print()
+    print(table(verdicts, set(results)))
+    print()
+    for note in notes[1:]:
+        print(f"- {note}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"benchmark": "serve", "rows": verdicts, "notes": notes,
+                       "command": " ".join(["python", *sys.argv]), "raw": results}, f, indent=2)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
