@@ -7,11 +7,12 @@ Needs ale-py (it ships the ROMs) and OpenCV for gymnasium's AtariPreprocessing::
 Run it from the repository root::
 
     .venv/bin/python examples/ppo_breakout.py [--iterations 10] [--env-runners 1]
-                                              [--learners 1] [--gpus-per-learner 0]
+        [--envs-per-runner 8] [--learners 1] [--gpus-per-learner 0] [--learner-weights W ...]
+        [--batch 2048] [--minibatch 256]
 
 Each iteration samples ``--batch`` env steps (runners x 8 sub-envs, each step 4 emulator frames
-with max-pooling, rewards clipped to {-1, 0, 1}), trains for 4 epochs of minibatches of 256 and
-prints one line (wrapped here)::
+with max-pooling, rewards clipped to {-1, 0, 1}), trains for 4 epochs of minibatches of
+``--minibatch`` (256) and prints one line (wrapped here)::
 
     iter  1  return    1.2  episodes     6  steps   2048  loss +0.024  entropy 1.384
         14.2s  145 steps/s
@@ -19,15 +20,34 @@ prints one line (wrapped here)::
 then saves a checkpoint. On two CPU cores it runs 150-200 env steps a second (about 10-15 s an
 iteration): enough to watch it work, far from enough to learn Breakout (that takes ~10M steps).
 
-On a GPU machine give each learner a GPU and each spare CPU core an env runner, e.g. on one
-machine with 1 GPU and 16 cores::
+GPU settings
+------------
+Learners train, env runners sample; place them like this:
+
+- learners per GPU: ``--learners N --gpus-per-learner 1`` gives each of N learners a whole GPU
+  (ember sets ``CUDA_VISIBLE_DEVICES`` per learner; gradients are all-reduced over NCCL), so N is
+  the number of GPUs. ``--gpus-per-learner 0.5`` packs two learners on each GPU (for models too
+  small to fill one); ``0`` trains on the CPU over gloo. Each learner also holds one CPU core.
+- GPUs of different kinds: ``--learner-weights 1 3`` gives the second learner three quarters of
+  every batch (say an H100 beside an A10); the update is still exactly one learner's on the
+  whole batch, so weights change speed, not results.
+- env runners per CPU: runners run the emulator and the policy on the CPU (one torch thread
+  each) and hold no resource, so start about one per core left over: cores minus one per
+  learner minus one for the driver. ``--envs-per-runner 8`` batches the policy over 8 emulators
+  in each runner, which is cheaper per step than more runners.
+- batch sizes: ``--batch`` env steps per iteration (split among learners, so it can grow with
+  their number past one GPU's memory), ``--minibatch`` samples per gradient step (split the same
+  way).
+
+For example, on one machine with 1 GPU and 16 cores::
 
     .venv/bin/python examples/ppo_breakout.py --learners 1 --gpus-per-learner 1 \\
-        --env-runners 14 --batch 8192 --iterations 1000
+        --env-runners 14 --envs-per-runner 8 --batch 8192 --minibatch 1024 --iterations 1000
 
-``--learners N --gpus-per-learner 1`` puts one learner on each of N GPUs (gradients all-reduced;
-``--gpus-per-learner 0.5`` packs two learners on each GPU); env runners step the emulator on the
-CPU, so use about one runner per core, keeping a core for each learner and one for the driver.
+and on 2 GPUs of different speeds and 32 cores::
+
+    .venv/bin/python examples/ppo_breakout.py --learners 2 --gpus-per-learner 1 \\
+        --learner-weights 1 3 --env-runners 29 --batch 16384 --minibatch 2048
 """
 
 from __future__ import annotations
@@ -47,7 +67,10 @@ def main() -> None:
     parser.add_argument("--envs-per-runner", type=int, default=8)
     parser.add_argument("--learners", type=int, default=1)
     parser.add_argument("--gpus-per-learner", type=float, default=0)
+    parser.add_argument("--learner-weights", type=float, nargs="+", default=None,
+                        help="relative learner speeds, one per learner (e.g. 1 3)")
     parser.add_argument("--batch", type=int, default=2048, help="env steps per iteration")
+    parser.add_argument("--minibatch", type=int, default=256, help="samples per SGD step")
     args = parser.parse_args()
 
     ember.init(num_cpus=max(2, os.cpu_count() or 2))  # learners hold a CPU; runners hold none
@@ -56,10 +79,11 @@ def main() -> None:
         .environment("ALE/Breakout-v5")
         .env_runners(num_env_runners=args.env_runners,
                      num_envs_per_env_runner=args.envs_per_runner)
-        .learners(num_learners=args.learners, num_gpus_per_learner=args.gpus_per_learner)
+        .learners(num_learners=args.learners, num_gpus_per_learner=args.gpus_per_learner,
+                  learner_weights=args.learner_weights)
         # cleanrl's Atari PPO settings (lr without annealing)
         .training(lr=2.5e-4, gamma=0.99, lambda_=0.95, clip_param=0.1, vf_loss_coeff=0.5,
-                  entropy_coeff=0.01, train_batch_size=args.batch, minibatch_size=256,
+                  entropy_coeff=0.01, train_batch_size=args.batch, minibatch_size=args.minibatch,
                   num_epochs=4, grad_clip=0.5)
         .debugging(seed=0)
     )

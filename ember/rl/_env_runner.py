@@ -1,5 +1,13 @@
-"""The env runner actor: steps a gymnasium vector env with the current policy and returns
-batches with advantages already computed (GAE runs where the values are)."""
+"""The env runner actor: steps its sub-envs with the current policy and returns batches with
+advantages already computed (GAE runs where the values are).
+
+The sub-envs are stepped in a plain loop rather than through ``gymnasium.vector.SyncVectorEnv``
+(same semantics as its ``SAME_STEP`` autoreset: an env that ends an episode is reset within the
+step, and the final observation of a truncated episode is kept to bootstrap from); for cheap envs
+such as CartPole the vector wrapper's bookkeeping costs more than the env. MLP policies run in
+numpy (``_numpy_policy``), so a runner for vector observations never imports torch; image
+policies (the Nature CNN) run in torch on one thread.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ import numpy as np
 
 from ember.rl._config import PPOConfig
 from ember.rl._math import compute_gae, next_values
+from ember.rl._numpy_policy import NumpyMLPPolicy, is_mlp_weights
 
 
 def make_env(spec: Any, env_config: dict[str, Any]) -> Any:
@@ -25,34 +34,23 @@ def make_env(spec: Any, env_config: dict[str, Any]) -> Any:
     return gym.make(spec, **env_config)
 
 
-class EnvRunner:
-    """Holds ``num_envs_per_env_runner`` sub-envs whose episodes continue across ``sample``
-    calls; completed episodes' returns and lengths are reported with each batch."""
+class _TorchPolicy:
+    """The torch model (the Nature CNN) on CPU, sampling with a seeded torch generator."""
 
-    def __init__(self, config: PPOConfig, index: int, weights: dict[str, np.ndarray]) -> None:
-        import gymnasium as gym
+    def __init__(self, observation_space: Any, action_space: Any, config: PPOConfig,
+                 weights: dict[str, np.ndarray], seed: int | None) -> None:
         import torch
 
         from ember.rl._models import build_model, set_weights
 
         torch.set_num_threads(1)  # runners share the machine's cores with the learners
-        self.config = config
-        self.env = gym.vector.SyncVectorEnv(
-            [lambda: make_env(config.env, config.env_config)] * config.num_envs_per_env_runner,
-            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-        )
-        self.model = build_model(self.env.single_observation_space,
-                                 self.env.single_action_space, config.hiddens)
+        self.model = build_model(observation_space, action_space, config.hiddens)
         set_weights(self.model, weights)
-        seed = None if config.seed is None else config.seed + 1000 * (index + 1)
-        self.obs, _ = self.env.reset(seed=seed)
         self.generator = torch.Generator()
         if seed is None:
             self.generator.seed()  # fresh entropy: unseeded runs differ
         else:
             self.generator.manual_seed(seed)
-        self.episode_returns = np.zeros(config.num_envs_per_env_runner)
-        self.episode_lengths = np.zeros(config.num_envs_per_env_runner, dtype=np.int64)
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         from ember.rl._models import set_weights
@@ -64,24 +62,57 @@ class EnvRunner:
 
         return get_weights(self.model)
 
+    def act(self, obs: np.ndarray, rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            logits, values = self.model(torch.as_tensor(obs))
+            log_probs = torch.log_softmax(logits, dim=-1)
+            actions = torch.multinomial(log_probs.exp(), 1, generator=self.generator)
+            logp = log_probs.gather(-1, actions).squeeze(-1)
+            return actions.squeeze(-1).numpy(), logp.numpy(), values.numpy()
+
+    def values(self, obs: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model(torch.as_tensor(obs))[1].numpy()
+
+
+class EnvRunner:
+    """Holds ``num_envs_per_env_runner`` sub-envs whose episodes continue across ``sample``
+    calls; completed episodes' returns and lengths are reported with each batch."""
+
+    def __init__(self, config: PPOConfig, index: int, weights: dict[str, np.ndarray]) -> None:
+        self.config = config
+        n = config.num_envs_per_env_runner
+        self.envs = [make_env(config.env, config.env_config) for _ in range(n)]
+        observation_space = self.envs[0].observation_space
+        seed = None if config.seed is None else config.seed + 1000 * (index + 1)
+        self.rng = np.random.default_rng(seed)  # fresh entropy when unseeded: runs differ
+        self.policy: NumpyMLPPolicy | _TorchPolicy
+        if len(observation_space.shape or ()) != 3 and is_mlp_weights(weights):
+            self.policy = NumpyMLPPolicy(weights)
+        else:
+            self.policy = _TorchPolicy(observation_space, self.envs[0].action_space, config,
+                                       weights, seed)
+        # as gymnasium's vector envs seed them: sub-env i with seed + i
+        first = [env.reset(seed=None if seed is None else seed + i)[0]
+                 for i, env in enumerate(self.envs)]
+        self.obs = np.stack([np.asarray(o) for o in first])
+        self.episode_returns = np.zeros(n)
+        self.episode_lengths = np.zeros(n, dtype=np.int64)
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        self.policy.set_weights(weights)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return self.policy.get_weights()
+
     def pid(self) -> int:
         """The runner's process id (to watch it, or to kill it when testing recovery)."""
         return os.getpid()
-
-    def _policy(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        import torch
-
-        with torch.no_grad():
-            logits, values = self.model(torch.as_tensor(obs))
-            dist = torch.distributions.Categorical(logits=logits)
-            actions = torch.multinomial(dist.probs, 1, generator=self.generator).squeeze(-1)
-            return actions.numpy(), dist.log_prob(actions).numpy(), values.numpy()
-
-    def _values(self, obs: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            return self.model(torch.as_tensor(obs))[1].numpy()
 
     def sample(self, num_steps: int) -> dict[str, Any]:
         """``num_steps`` steps of every sub-env: a flat batch of ``num_steps * num_envs``."""
@@ -99,22 +130,28 @@ class EnvRunner:
         finished_lengths: list[int] = []
         for t in range(num_steps):
             obs_buf[t] = self.obs
-            actions[t], logps[t], values[t] = self._policy(self.obs)
-            self.obs, rewards[t], terminateds[t], truncateds[t], info = self.env.step(actions[t])
-            if truncateds[t].any():
-                # SAME_STEP autoreset: self.obs already starts the next episode; bootstrap from
-                # the final observation of the truncated one.
-                final_obs = np.stack([info["final_obs"][i] if truncateds[t, i]
-                                      else self.obs[i] for i in range(n)])
-                final_values[t] = self._values(final_obs)
-            self.episode_returns += rewards[t]
-            self.episode_lengths += 1
-            for i in np.flatnonzero(terminateds[t] | truncateds[t]):
-                finished_returns.append(float(self.episode_returns[i]))
-                finished_lengths.append(int(self.episode_lengths[i]))
-                self.episode_returns[i] = 0.0
-                self.episode_lengths[i] = 0
-        nxt = next_values(values, self._values(self.obs), truncateds, final_values)
+            actions[t], logps[t], values[t] = self.policy.act(self.obs, self.rng)
+            truncated_at: list[int] = []
+            final_obs: list[Any] = []
+            for i, env in enumerate(self.envs):
+                obs, reward, terminated, truncated, _ = env.step(int(actions[t, i]))
+                rewards[t, i] = reward
+                self.episode_returns[i] += reward
+                self.episode_lengths[i] += 1
+                if terminated or truncated:
+                    terminateds[t, i], truncateds[t, i] = terminated, truncated
+                    finished_returns.append(float(self.episode_returns[i]))
+                    finished_lengths.append(int(self.episode_lengths[i]))
+                    self.episode_returns[i] = 0.0
+                    self.episode_lengths[i] = 0
+                    if truncated:  # bootstrap from the final observation of the episode
+                        truncated_at.append(i)
+                        final_obs.append(np.asarray(obs))
+                    obs, _ = env.reset()
+                self.obs[i] = obs
+            if truncated_at:
+                final_values[t, truncated_at] = self.policy.values(np.stack(final_obs))
+        nxt = next_values(values, self.policy.values(self.obs), truncateds, final_values)
         advantages, targets = compute_gae(rewards, values, nxt, terminateds, truncateds,
                                           gamma=cfg.gamma, lambda_=cfg.lambda_)
         flat = num_steps * n
@@ -130,4 +167,5 @@ class EnvRunner:
         }
 
     def close(self) -> None:
-        self.env.close()
+        for env in self.envs:
+            env.close()

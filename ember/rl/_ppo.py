@@ -17,7 +17,6 @@ from typing import Any
 
 import cloudpickle
 import numpy as np
-import torch
 
 import ember
 from ember.errors import ActorDiedError, WorkerCrashedError
@@ -25,7 +24,6 @@ from ember.rl import _learner
 from ember.rl._config import PPOConfig
 from ember.rl._env_runner import EnvRunner, make_env
 from ember.rl._math import normalize_advantages
-from ember.rl._models import build_model, get_weights, set_weights
 from ember.rl._shares import offsets, split_by_weights
 from ember.train import WorkerGroup
 
@@ -51,16 +49,6 @@ class PPO:
         self._returns: collections.deque[float] = collections.deque(maxlen=RETURN_WINDOW)
         self._lengths: collections.deque[int] = collections.deque(maxlen=RETURN_WINDOW)
         self._rng = np.random.default_rng(config.seed)
-        probe = make_env(config.env, config.env_config)
-        try:
-            self.observation_space = probe.observation_space
-            self.action_space = probe.action_space
-        finally:
-            probe.close()
-        if config.seed is not None:
-            torch.manual_seed(config.seed)
-        self.model = build_model(self.observation_space, self.action_space, config.hiddens)
-        weights = get_weights(self.model)
         self.runners: list[Any] = []
         self.runner_restarts = 0
         self._runner_class = ember.remote(EnvRunner)
@@ -68,13 +56,29 @@ class PPO:
                                          num_cpus_per_worker=config.num_cpus_per_learner,
                                          num_gpus_per_worker=config.num_gpus_per_learner)
         try:
-            weights_ref = ember.put(weights)
+            # Start-up is mostly imports: the learners load torch while this process does.
+            self.learner_group.start()
+            warming = self.learner_group.execute_async(_learner.warm_up)
+            probe = make_env(config.env, config.env_config)
+            try:
+                self.observation_space = probe.observation_space
+                self.action_space = probe.action_space
+            finally:
+                probe.close()
+            import torch
+
+            from ember.rl._models import build_model, get_weights
+
+            if config.seed is not None:
+                torch.manual_seed(config.seed)
+            self.model = build_model(self.observation_space, self.action_space, config.hiddens)
+            weights_ref = ember.put(get_weights(self.model))
             self.runners = [self._runner_class.remote(config, i, weights_ref)
                             for i in range(config.num_env_runners)]
-            self.learner_group.start()
+            ember.get(warming)
             self.learner_group.setup_torch_distributed()
             self.learner_group.execute(_learner.setup_learner, config, self.observation_space,
-                                       self.action_space, weights)
+                                       self.action_space, weights_ref)
         except BaseException:
             self.stop()
             raise
@@ -192,9 +196,11 @@ class PPO:
         self.runner_restarts += 1
         seed_index = index + self.config.num_env_runners * self.runner_restarts
         self.runners[index] = self._runner_class.remote(self.config, seed_index,
-                                                        ember.put(get_weights(self.model)))
+                                                        ember.put(self.get_weights()))
 
     def _sync_weights(self) -> None:
+        from ember.rl._models import set_weights
+
         weights = ember.get(self.learner_group.execute_single_async(0, _learner.learner_weights))
         set_weights(self.model, weights)
         ref = ember.put(weights)
@@ -207,12 +213,16 @@ class PPO:
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """The current policy's weights (as numpy arrays, by ``state_dict`` key)."""
+        from ember.rl._models import get_weights
+
         return get_weights(self.model)
 
     # -- inference ----------------------------------------------------------------------------
     def compute_single_action(self, obs: Any, *, explore: bool = False) -> int:
         """The action for one observation: the most likely one, or a sample with
         ``explore=True``."""
+        import torch
+
         with torch.no_grad():
             logits, _ = self.model(torch.tensor(np.asarray(obs))[None])
             if explore:

@@ -71,3 +71,30 @@ def gradient_scales(local_sizes: Sequence[int]) -> list[float]:
     if total == 0:
         raise ValueError("every learner got zero samples; the minibatch is empty")
     return [n / total for n in local_sizes]
+
+
+def deal(sizes: Sequence[int], num_parts: int) -> list[list[int]]:
+    """How many samples of each learner's shard go into each of ``num_parts`` minibatches.
+
+    ``counts[r][j]``: learner ``r`` puts ``sizes[r] // num_parts`` samples into every minibatch,
+    and its remaining ``sizes[r] % num_parts`` one each into consecutive minibatches, starting
+    where the previous learner's left off (wrapping around). So each learner's counts add up to
+    its shard and are within one of its even quota, and the minibatches' sizes are within one of
+    each other (none is empty while the batch has at least ``num_parts`` samples)::
+
+        deal([3, 7, 11], 4)  # [[1, 1, 1, 0], [2, 2, 1, 2], [3, 2, 3, 3]]: minibatches 6, 5, 5, 5
+    """
+    if isinstance(num_parts, bool) or not isinstance(num_parts, int) or num_parts < 1:
+        raise ValueError(f"num_parts={num_parts!r} must be an integer >= 1")
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in sizes):
+        raise ValueError(f"sizes {list(sizes)} must all be integers >= 0")
+    counts = []
+    start = 0
+    for size in sizes:
+        base, extra = divmod(size, num_parts)
+        row = [base] * num_parts
+        for i in range(extra):
+            row[(start + i) % num_parts] += 1
+        start = (start + extra) % num_parts
+        counts.append(row)
+    return counts

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ember.rl._shares import gradient_scales, offsets, split_by_weights
+from ember.rl._shares import deal, gradient_scales, offsets, split_by_weights
 
 weights_strategy = st.lists(st.floats(min_value=0.01, max_value=100, allow_nan=False),
                             min_size=1, max_size=8)
@@ -77,3 +77,24 @@ def test_scaled_sum_of_shard_mean_gradients_is_the_full_batch_mean(sizes, seed):
 def test_gradient_scales_refuse_an_empty_minibatch():
     with pytest.raises(ValueError, match="zero samples"):
         gradient_scales([0, 0])
+
+
+@given(st.lists(st.integers(0, 500), min_size=1, max_size=6), st.integers(1, 40))
+def test_dealing_shards_into_minibatches_keeps_shards_whole_and_minibatches_even(sizes, parts):
+    counts = deal(sizes, parts)
+
+    assert [sum(row) for row in counts] == sizes  # every sample of every shard, once
+    for row, size in zip(counts, sizes, strict=True):  # each learner within one of its quota
+        assert all(abs(c - size / parts) < 1 for c in row)
+    columns = [sum(row[j] for row in counts) for j in range(parts)]
+    assert max(columns) - min(columns) <= 1  # minibatches within one sample of each other
+    if sum(sizes) >= parts:
+        assert min(columns) >= 1
+
+
+def test_deal_example_and_bad_arguments():
+    assert deal([3, 7, 11], 4) == [[1, 1, 1, 0], [2, 2, 1, 2], [3, 2, 3, 3]]
+    with pytest.raises(ValueError, match="num_parts=0"):
+        deal([3], 0)
+    with pytest.raises(ValueError, match=r"sizes \[-1\]"):
+        deal([-1], 2)
