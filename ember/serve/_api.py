@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ember
+from ember.errors import ActorDiedError
 from ember.serve import _handle
 from ember.serve._controller import Controller
 from ember.serve._deployment import Application, Deployment, replace_applications
@@ -177,6 +178,13 @@ def shutdown() -> None:
     if controller is not None:
         try:
             ember.get(controller.shutdown.remote(), timeout=30)
+        except ActorDiedError:
+            pass  # killed by an earlier shutdown whose kill has not landed yet: nothing to stop
         finally:
             ember.kill(controller)
+        # ember.kill returns before the actor is gone; wait until its name is free, so that a
+        # second shutdown is a no-op and a serve.run right after starts a fresh controller.
+        deadline = time.monotonic() + 10
+        while _controller(create=False) is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
     _handle.forget_clients()

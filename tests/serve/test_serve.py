@@ -496,6 +496,18 @@ def test_serve_works_again_after_a_runtime_restart(ember_local: dict[str, Any]) 
 
 
 
+def test_shutdown_twice_is_a_no_op_and_serve_starts_again_at_once() -> None:
+    @serve.deployment
+    def echo(x: int) -> int:
+        return x
+
+    serve.run(echo.bind(), http=False)
+    serve.shutdown()
+    serve.shutdown()  # as on Ray: nothing left to stop, no error
+    handle = serve.run(echo.bind(), http=False)
+    assert handle.remote(3).result(timeout_s=20) == 3
+
+
 def test_a_timed_out_call_between_deployments_leaves_the_caller_alive(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     finished = tmp_path / "finished"
