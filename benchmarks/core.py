@@ -4,7 +4,7 @@ Run it from the repository root (``make bench`` does this)::
 
     .venv/bin/python benchmarks/core.py            # full run, about a minute with Ray installed
     .venv/bin/python benchmarks/core.py --quick    # smoke run, fewer repetitions
-    .venv/bin/python benchmarks/core.py --json benchmarks/core.json   # also write raw numbers
+    .venv/bin/python benchmarks/core.py --json /tmp/core.json   # also write the report's JSON
 
 It prints one Markdown table, one row per workload:
 
@@ -356,7 +356,9 @@ class Row:
 
     title: str
     path: tuple[str, ...]
-    unit: Callable[[float], str]
+    unit: str  # the unit of the JSON report's numbers: the raw value times `scale`
+    scale: float
+    fmt: Callable[[float], str]  # the printed table's text for a raw value
     higher_is_better: bool
     target: str
     limit_path: tuple[str, ...] | None = None
@@ -366,14 +368,14 @@ class Row:
 
 
 ROWS = [
-    Row("start-up to first task result", ("startup_s", "median"), lambda v: f"{v:.2f} s",
-        False, "< 0.5 s and ≥ 10x faster than Ray", max_value=0.5, min_speedup=10),
-    Row("empty tasks/s", ("tasks", "per_s"), lambda v: f"{v:,.0f} /s", True,
+    Row("start-up to first task result", ("startup_s", "median"), "s", 1.0,
+        lambda v: f"{v:.2f} s", False, "< 0.5 s and ≥ 10x faster than Ray", max_value=0.5, min_speedup=10),
+    Row("empty tasks/s", ("tasks", "per_s"), "tasks/s", 1.0, lambda v: f"{v:,.0f} /s", True,
         "≥ 3x Ray", min_speedup=3),
-    Row("sync actor call round trip", ("actor_call_us", "median"), lambda v: f"{v:,.0f} µs",
-        False, "≤ 3x pipe round trip and ≥ 4x faster than Ray",
+    Row("sync actor call round trip", ("actor_call_us", "median"), "µs", 1.0,
+        lambda v: f"{v:,.0f} µs", False, "≤ 3x pipe round trip and ≥ 4x faster than Ray",
         limit_path=("pipe_rtt_us", "best"), max_vs_limit=3, min_speedup=4),
-    Row("256 MB array through a task and back", ("array_s", "median"),
+    Row("256 MB array through a task and back", ("array_s", "median"), "ms", 1e3,
         lambda v: f"{v * 1e3:,.0f} ms", False, "≤ 1.5x one shared-memory copy",
         limit_path=("shm_copy_s", "best"), max_vs_limit=1.5),
 ]
@@ -420,16 +422,45 @@ def evaluate(row: Row, results: dict[str, dict[str, Any]], limits: dict[str, Any
             missing.append("limit")
         else:
             verdicts.append(vs_limit <= row.max_vs_limit)
+    passed: bool | None  # the protocol's "met": None when a needed number is missing
     if ember is None:
-        met = "no (ember failed)"
+        met, passed = "no (ember failed)", False
     elif not all(verdicts):
-        met = "**no**"
+        met, passed = "**no**", False
     elif missing:
-        met = f"yes ({' and '.join(missing)} not measured)"
+        met, passed = f"yes ({' and '.join(missing)} not measured)", None
     else:
-        met = "yes"
+        met, passed = "yes", True
     return {"ember": ember, "ray": ray, "limit": limit, "speedup": speedup,
-            "vs_limit": vs_limit, "met": met, "target": row.target}
+            "vs_limit": vs_limit, "met": met, "passed": passed, "target": row.target}
+
+
+def protocol_rows(frameworks: list[Framework], results: dict[str, dict[str, Any]],
+                  limits: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of the shared benchmark protocol (see ``benchmarks/report.py``)."""
+    rows = []
+    for row in ROWS:
+        verdict = evaluate(row, results, limits)
+        notes = []
+        for fw_spec in frameworks:
+            if fw_spec.name not in ("ember", "ray"):
+                value = _get(results.get(fw_spec.name, {}), *row.path)
+                notes.append(f"{fw_spec.name}: {row.fmt(value) if value is not None else 'failed'}")
+        if verdict["limit"] is not None:
+            notes.append(f"machine limit: {row.fmt(verdict['limit'])}"
+                         + (f" (ember / limit {verdict['vs_limit']:.2f}x)"
+                            if verdict["vs_limit"] is not None else ""))
+        if verdict["passed"] is None:
+            notes.append(verdict["met"])
+        rows.append({
+            "workload": row.title, "unit": row.unit,
+            "ember": None if verdict["ember"] is None else verdict["ember"] * row.scale,
+            "ray": None if verdict["ray"] is None else verdict["ray"] * row.scale,
+            "better": "higher" if row.higher_is_better else "lower",
+            "speedup": verdict["speedup"], "target": row.target, "met": verdict["passed"],
+            "note": "; ".join(notes),
+        })
+    return rows
 
 
 def table(frameworks: list[Framework], results: dict[str, dict[str, Any]],
@@ -445,8 +476,8 @@ def table(frameworks: list[Framework], results: dict[str, dict[str, Any]],
         cells = [row.title]
         for name in names:
             value = _get(results.get(name, {}), *row.path)
-            cells.append(row.unit(value) if value is not None else "failed")
-        cells.append(row.unit(verdict["limit"]) if verdict["limit"] is not None else "—")
+            cells.append(row.fmt(value) if value is not None else "failed")
+        cells.append(row.fmt(verdict["limit"]) if verdict["limit"] is not None else "—")
         cells.append(f"{verdict['speedup']:.1f}x" if verdict["speedup"] is not None else "—")
         cells.append(f"{verdict['vs_limit']:.2f}x" if verdict["vs_limit"] is not None else "—")
         cells += [row.target, verdict["met"]]
@@ -464,7 +495,8 @@ def _version(module: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions: a smoke run")
-    parser.add_argument("--json", metavar="PATH", help="also write the raw numbers here")
+    parser.add_argument("--json", metavar="PATH",
+                        help="also write the rows of benchmarks/report.py's protocol here")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: run one framework's part
     args = parser.parse_args()
     settings = Settings.quick() if args.quick else Settings()
@@ -504,20 +536,31 @@ def main() -> int:
     print()
     print(text)
     print()
-    print(NOTES.format(**asdict(settings), mapped_ms=1e3 * (_get(limits, "shm_copy_mapped_s",
-                                                                  "best") or float("nan"))),
-          end="")
+    notes_text = NOTES.format(**asdict(settings), mapped_ms=1e3 * (
+        _get(limits, "shm_copy_mapped_s", "best") or float("nan")))
+    print(notes_text, end="")
     if BUSY:
         print(f"- warning: other processes kept the CPUs busy before: {', '.join(BUSY)}; "
               "those numbers may be noisy.")
 
     if args.json:
+        notes = [" ".join(item.split()) for item in notes_text.removeprefix("- ").split("\n- ")]
+        notes.append(f"{machine}; Ray started with ray.init(num_cpus=2, "
+                     "include_dashboard=False); each framework in its own processes, one after "
+                     "the other")
+        if skipped:
+            notes.append(f"skipped, not installed: {', '.join(skipped)}")
+        if BUSY:
+            notes.append(f"other processes kept the CPUs busy before: {', '.join(BUSY)}; "
+                         "those numbers may be noisy")
+        for name, result in results.items():
+            notes += [f"{name} error: {' '.join(e.split())[-600:]}" for e in result["errors"]]
         report = {
-            "benchmark": "core", "date": started.isoformat(), "machine": machine,
-            "quick": args.quick, "command": " ".join([os.path.basename(sys.executable),
-                                                     *sys.argv]),
-            "settings": asdict(settings), "frameworks": results, "limits": limits,
-            "rows": verdicts, "skipped": skipped, "busy": BUSY,
+            "benchmark": "core", "rows": protocol_rows(frameworks, results, limits),
+            "notes": notes,
+            "raw": {"date": started.isoformat(), "machine": machine, "quick": args.quick,
+                    "settings": asdict(settings), "frameworks": results, "limits": limits,
+                    "verdicts": verdicts, "skipped": skipped, "busy": BUSY},
         }
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

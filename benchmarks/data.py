@@ -1,43 +1,92 @@
 """ember.data beside Ray Data on the same workloads, in one run.
 
-Run it from the repository root::
+Run it from the repository root (``make bench`` runs it through ``benchmarks/report.py``)::
 
-    .venv/bin/python benchmarks/data.py            # both frameworks, a few minutes on 2 CPUs
-    .venv/bin/python benchmarks/data.py --quick    # smaller inputs
+    .venv/bin/python benchmarks/data.py            # both frameworks, several minutes on 2 CPUs
+    .venv/bin/python benchmarks/data.py --quick    # smaller inputs: a smoke run
+    .venv/bin/python benchmarks/data.py --json /tmp/data.json   # also write the report's JSON
 
-Each framework runs in its own child process (one after the other, so they never compete for the
-two cores), with 2 CPUs (Ray: ``ray.init(num_cpus=2, include_dashboard=False)``). Workloads:
+Each framework runs in its own child processes (one after the other, so they never compete for
+the two cores), with 2 CPUs (Ray: ``ray.init(num_cpus=2, include_dashboard=False)``). Workloads,
+each timed on its own (seconds unless marked):
 
+- ``start-up + first pipeline``: from before ``import`` to the end of
+  ``range(1000).map_batches(fn).count()``, init included (interpreter start-up not);
 - ``map_batches count``: ``range(N).map_batches(fn).count()``;
 - ``iter_batches 4096``: iterate ``range(N).map_batches(fn)`` in batches of 4096 rows;
-- ``actor pool 1`` / ``actor pool 2``: a class UDF on a pool of 1 and of 2 actors (1 CPU each);
-- ``parquet pipeline``: read 16 Parquet files -> map_batches -> write_parquet;
-- ``peak RSS 5x budget``: stream a dataset 5x the memory budget (100 MiB) through map_batches and
-  count; the number is the peak summed RSS of the process tree, in MiB (lower is better).
+- ``actor pool 1`` / ``actor pool 2``: a class UDF on a pool of 1 and of 2 actors (1 CPU each:
+  a pool of 2 takes both CPUs, where Ray Data 2.60 has been seen to hang);
+- ``parquet pipeline``: read 16 Parquet files (1 GiB of columns; 32 MiB with ``--quick``) ->
+  map_batches -> write_parquet;
+- ``peak RSS growth``: stream a dataset 5x the memory budget (100 MiB) through map_batches and
+  count; the number is how far the summed RSS of the process tree rose above its level just
+  before, in MiB.
 
-It prints one Markdown table: seconds (or MiB) per framework and the ratio Ray / ember (above 1:
-ember is faster or smaller).
+A workload that does not finish within its time limit counts as hung: its child is killed with
+everything it started, and a fresh child runs the remaining workloads. The printed Markdown table
+(and the JSON) give ember, Ray Data, and the speedup Ray / ember (above 1: ember is faster or
+smaller).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 BUDGET = 100 * 1024 * 1024
+RESULT_MARKER = "BENCH-RESULT "
+READY = "(ready)"
+FRAMEWORKS = ("ember", "ray")
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    unit: str
+    target: str
+    throughput: bool = True  # a time, judged by the >= 2x Ray Data target
+
+
+WORKLOADS = [
+    Workload("start-up + first pipeline", "s", ">= 2x faster than Ray Data"),
+    Workload("map_batches count", "s", ">= 2x faster than Ray Data"),
+    Workload("iter_batches 4096", "s", ">= 2x faster than Ray Data"),
+    Workload("actor pool 1", "s", ">= 2x faster than Ray Data"),
+    Workload("actor pool 2", "s", "finishes; >= 2x faster than Ray Data"),
+    Workload("parquet pipeline", "s", ">= 2x faster than Ray Data"),
+    Workload("peak RSS growth, 5x-budget dataset", "MiB",
+             f"<= the {BUDGET // 2**20} MiB memory budget", throughput=False),
+]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rows: int  # N for the range workloads
+    parquet_rows_per_file: int  # 16 files of one int64 and 7 float64 columns (64 B a row)
+    workload_timeout_s: float
+
+    @classmethod
+    def of(cls, quick: bool) -> Sizes:
+        if quick:
+            return cls(200_000, 2**15, 120.0)
+        return cls(2_000_000, 2**20, 600.0)
 
 
 def add_one(batch: dict[str, Any]) -> dict[str, Any]:
-    return {"id": batch["id"] + 1}
+    return {name: column + 1 for name, column in batch.items()}
 
 
 class Scale:
@@ -55,20 +104,23 @@ class PeakRSS:
         import psutil
 
         self._me = psutil.Process()
-        self.peak = 0
+        self.start = self._sample()
+        self.peak = self.start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> int:
+        total = 0
+        for p in [self._me, *self._me.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except Exception:  # a process that just exited: skip it
+                pass
+        return total
+
     def _run(self) -> None:
-        while not self._stop.is_set():
-            total = 0
-            for p in [self._me, *self._me.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except Exception:  # a process that just exited: skip it
-                    pass
-            self.peak = max(self.peak, total)
-            time.sleep(0.05)
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self._sample())
 
     def __enter__(self) -> PeakRSS:
         self._thread.start()
@@ -85,12 +137,18 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def run_framework(name: str, n: int, workdir: str) -> dict[str, float]:
+def _emit(key: str, value: float, **extra: Any) -> None:
+    print(RESULT_MARKER + json.dumps({"workload": key, "value": value, **extra}), flush=True)
+
+
+def run_framework(name: str, sizes: Sizes, workdir: str, skip: int) -> None:
+    """Run the workloads from index ``skip`` on, printing each result as soon as it is known."""
+    start = time.perf_counter()
     if name == "ember":
         import ember
 
         ember.init(num_cpus=2)
-        data = ember.data
+        data: Any = ember.data
         data.DataContext.update(enable_progress_bars=False)
 
         def pool(size: int) -> dict[str, Any]:
@@ -106,82 +164,270 @@ def run_framework(name: str, n: int, workdir: str) -> dict[str, float]:
         def pool(size: int) -> dict[str, Any]:
             return {"concurrency": size, "num_cpus": 1}
 
-    results: dict[str, float] = {}
-    results["map_batches count"] = timed(lambda: data.range(n).map_batches(add_one).count())
+    data.range(1000).map_batches(add_one).count()
+    if skip == 0:
+        _emit(WORKLOADS[0].key, time.perf_counter() - start)
+    else:  # a fresh child after a hang: the next workload's time limit starts now
+        _emit(READY, 0.0)
+
+    n = sizes.rows
 
     def iterate() -> None:
         for _ in data.range(n).map_batches(add_one).iter_batches(batch_size=4096):
             pass
 
-    results["iter_batches 4096"] = timed(iterate)
-    for size in (1, 2):
-        results[f"actor pool {size}"] = timed(
-            lambda size=size: data.range(n // 2).map_batches(Scale, **pool(size)).count())
+    def stream_5x_budget() -> None:
+        if name == "ember":
+            data.DataContext.update(memory_budget_bytes=BUDGET)
+        else:
+            from ray.data import ExecutionResources
+
+            ctx.execution_options.resource_limits = ExecutionResources(
+                object_store_memory=BUDGET)
+        rows = 5 * BUDGET // (8 * 1024)  # rows of 1024 float64: 5x the budget in total
+        with PeakRSS() as rss:
+            data.range_tensor(rows, shape=(1024,)).map_batches(
+                lambda b: {"data": b["data"] * 2.0}, batch_size=64).count()
+        _emit(WORKLOADS[6].key, (rss.peak - rss.start) / 2**20,
+              peak_mib=rss.peak / 2**20, before_mib=rss.start / 2**20)
+
     src, dst = os.path.join(workdir, "in"), os.path.join(workdir, f"out-{name}")
-    results["parquet pipeline"] = timed(
-        lambda: data.read_parquet(src).map_batches(add_one).write_parquet(dst))
+    steps: list[Callable[[], Any]] = [
+        lambda: None,  # start-up: done above
+        lambda: _emit(WORKLOADS[1].key,
+                      timed(lambda: data.range(n).map_batches(add_one).count())),
+        lambda: _emit(WORKLOADS[2].key, timed(iterate)),
+        lambda: _emit(WORKLOADS[3].key,
+                      timed(lambda: data.range(n // 2).map_batches(Scale, **pool(1)).count())),
+        lambda: _emit(WORKLOADS[4].key,
+                      timed(lambda: data.range(n // 2).map_batches(Scale, **pool(2)).count())),
+        lambda: _emit(WORKLOADS[5].key, timed(
+            lambda: data.read_parquet(src).map_batches(add_one).write_parquet(dst))),
+        stream_5x_budget,
+    ]
+    for step in steps[max(skip, 1):]:
+        step()
 
-    if name == "ember":
-        data.DataContext.update(memory_budget_bytes=BUDGET)
-    else:
-        from ray.data import ExecutionResources
 
-        ctx.execution_options.resource_limits = ExecutionResources(object_store_memory=BUDGET)
-    rows = 5 * BUDGET // (8 * 1024)  # rows of 1024 float64: 5x the budget in total
-    with PeakRSS() as rss:
-        data.range_tensor(rows, shape=(1024,)).map_batches(
-            lambda b: {"data": b["data"] * 2.0}, batch_size=64).count()
-    results["peak RSS 5x budget (MiB)"] = rss.peak / 2**20
-    return results
-
-
-def write_inputs(workdir: str, n: int) -> None:
+def write_inputs(workdir: str, sizes: Sizes) -> int:
+    """16 Parquet files; returns their in-memory size in bytes."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     os.makedirs(os.path.join(workdir, "in"))
-    per = n // 16
+    per = sizes.parquet_rows_per_file
+    total = 0
     for i in range(16):
-        ids = np.arange(i * per, (i + 1) * per, dtype=np.int64)
-        pq.write_table(pa.table({"id": ids}), os.path.join(workdir, "in", f"part-{i:02d}.parquet"))
+        values = np.random.default_rng(i).random((per, 7))
+        table = pa.table({"id": np.arange(i * per, (i + 1) * per, dtype=np.int64),
+                          **{f"x{j}": values[:, j] for j in range(7)}})
+        total += table.nbytes
+        pq.write_table(table, os.path.join(workdir, "in", f"part-{i:02d}.parquet"))
+    return total
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--framework", help=argparse.SUPPRESS)
+# --------------------------------------------------------------------------------------------
+# The parent: one framework at a time, each workload under a time limit.
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getsid(int(entry)) == sid:
+                    pids.append(int(entry))
+    return pids
+
+
+def _stop_session(proc: subprocess.Popen[str], grace_s: float) -> None:
+    """End a child and everything it started (Ray's daemons): wait ``grace_s``, then kill."""
+    deadline = time.monotonic() + grace_s
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+    while (left := _session_pids(proc.pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+
+
+def measure(framework: str, sizes: Sizes, workdir: str, quick: bool
+            ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Results per workload key (a ``hung`` entry for a workload over its limit), and errors."""
+    results: dict[str, dict[str, Any]] = {}
+    errors: list[str] = []
+    skip = 0
+    crashes = 0  # in a row: a framework that cannot even start is given up after two
+    while skip < len(WORKLOADS):
+        cmd = [sys.executable, __file__, "--framework", framework, "--workdir", workdir,
+               "--skip", str(skip)] + (["--quick"] if quick else [])
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        lines: queue.Queue[str | None] = queue.Queue()
+        stderr_tail: list[str] = []
+
+        def pump_out(stream: Any = proc.stdout, lines: queue.Queue[str | None] = lines) -> None:
+            for line in stream:
+                lines.put(line)
+            lines.put(None)
+
+        def pump_err(stream: Any = proc.stderr, tail: list[str] = stderr_tail) -> None:
+            for line in stream:
+                tail.append(line)
+                del tail[:-40]
+
+        readers = [threading.Thread(target=pump_out, daemon=True),
+                   threading.Thread(target=pump_err, daemon=True)]
+        for reader in readers:
+            reader.start()
+        deadline = time.monotonic() + sizes.workload_timeout_s
+        ended = False
+        while skip < len(WORKLOADS):
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:  # the workload at `skip` is over its time limit
+                key = WORKLOADS[skip].key
+                results[key] = {"value": None, "hung": sizes.workload_timeout_s}
+                print(f"[data] {framework}: {key} did not finish in "
+                      f"{sizes.workload_timeout_s:.0f} s; killing it", file=sys.stderr,
+                      flush=True)
+                skip += 1
+                break
+            if line is None:
+                ended = True
+                break
+            if line.startswith(RESULT_MARKER):
+                value = json.loads(line[len(RESULT_MARKER):])
+                key = value.pop("workload")
+                if key == READY:
+                    deadline = time.monotonic() + sizes.workload_timeout_s
+                    continue
+                results[key] = value
+                print(f"[data] {framework}: {key}: {value['value']:.2f}", file=sys.stderr,
+                      flush=True)
+                skip = 1 + next(i for i, w in enumerate(WORKLOADS) if w.key == key)
+                deadline = time.monotonic() + sizes.workload_timeout_s
+        _stop_session(proc, 30.0 if ended else 0.0)
+        for reader in readers:
+            reader.join(timeout=5)
+        for stream in (proc.stdout, proc.stderr):
+            with contextlib.suppress(OSError):
+                stream.close()  # type: ignore[union-attr]
+        if ended and (proc.returncode != 0 or skip < len(WORKLOADS)):
+            key = WORKLOADS[skip].key if skip < len(WORKLOADS) else "the end"
+            errors.append(f"{framework} failed at {key} (exit {proc.returncode}): "
+                          + " ".join("".join(stderr_tail).split())[-800:])
+            print(f"[data] {framework} failed at {key}:\n{''.join(stderr_tail)}",
+                  file=sys.stderr, flush=True)
+            crashes += 1
+            if crashes >= 2:
+                break
+            if skip < len(WORKLOADS):
+                results[key] = {"value": None, "error": True}
+            skip += 1
+        else:
+            crashes = 0
+    return results, errors
+
+
+def protocol_rows(columns: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    rows = []
+    for w in WORKLOADS:
+        e_entry = columns["ember"].get(w.key, {})
+        r_entry = columns["ray"].get(w.key, {})
+        e, r = e_entry.get("value"), r_entry.get("value")
+        speedup = r / e if e is not None and r is not None and e > 0 else None
+        notes = []
+        for name, entry in (("ember", e_entry), ("Ray Data", r_entry)):
+            if "hung" in entry:
+                notes.append(f"{name} did not finish in {entry['hung']:.0f} s (killed)")
+            elif entry.get("error") or not entry:
+                notes.append(f"{name} failed before this workload")
+            if "peak_mib" in entry:
+                notes.append(f"{name}: {entry['before_mib']:.0f} MiB before, "
+                             f"{entry['peak_mib']:.0f} MiB at the peak")
+        met: bool | None
+        if e is None:
+            met = False
+        elif not w.throughput:
+            met = e <= BUDGET / 2**20
+        elif speedup is not None:
+            met = speedup >= 2.0
+        elif "hung" in r_entry:
+            met = True  # ember finished where Ray Data hung
+        else:
+            met = None
+        rows.append({"workload": w.key, "unit": w.unit, "ember": e, "ray": r,
+                     "better": "lower", "speedup": speedup, "target": w.target, "met": met,
+                     "note": "; ".join(notes)})
+    return rows
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small inputs: a smoke run")
+    parser.add_argument("--json", metavar="PATH",
+                        help="also write the rows of benchmarks/report.py's protocol here")
+    parser.add_argument("--framework", help=argparse.SUPPRESS)  # internal: run one framework
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--skip", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    n = 200_000 if args.quick else 2_000_000
+    sizes = Sizes.of(args.quick)
     if args.framework:
-        print(json.dumps(run_framework(args.framework, n, args.workdir)))
-        return
+        run_framework(args.framework, sizes, args.workdir, args.skip)
+        return 0
+
     workdir = tempfile.mkdtemp(prefix="ember-data-bench-")
+    columns: dict[str, dict[str, dict[str, Any]]] = {}
+    errors: list[str] = []
     try:
-        write_inputs(workdir, n)
-        columns: dict[str, dict[str, float]] = {}
-        for framework in ("ember", "ray"):
-            cmd = [sys.executable, __file__, "--framework", framework, "--workdir", workdir]
-            if args.quick:
-                cmd.append("--quick")
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-            if proc.returncode != 0:
-                print(f"{framework} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
-                continue
-            columns[framework] = json.loads(proc.stdout.strip().splitlines()[-1])
+        parquet_bytes = write_inputs(workdir, sizes)
+        for framework in FRAMEWORKS:
+            print(f"[data] running {framework} ...", file=sys.stderr, flush=True)
+            columns[framework], framework_errors = measure(framework, sizes, workdir,
+                                                           args.quick)
+            errors += framework_errors
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\nN = {n:,} rows, 2 CPUs; seconds unless marked; ratio = Ray / ember\n")
-    print("| workload | ember | Ray Data | ratio |")
-    print("| --- | ---: | ---: | ---: |")
-    for workload in columns.get("ember", {}):
-        e = columns["ember"][workload]
-        r = columns.get("ray", {}).get(workload)
-        ratio = f"{r / e:.2f}x" if r is not None and e > 0 else "-"
-        r_text = f"{r:.2f}" if r is not None else "-"
-        print(f"| {workload} | {e:.2f} | {r_text} | {ratio} |")
+
+    rows = protocol_rows(columns)
+    notes = [f"N = {sizes.rows:,} rows for the range workloads; the Parquet input is 16 files, "
+             f"{parquet_bytes / 2**20:,.0f} MiB in memory (one int64 and 7 float64 columns)",
+             "2 CPUs for each framework, one after the other; Ray started with "
+             "ray.init(num_cpus=2, include_dashboard=False)",
+             "start-up: from before the import to the end of a first 1000-row pipeline, init "
+             "included; interpreter start-up not included",
+             f"a workload over {sizes.workload_timeout_s:.0f} s counts as hung: its child is "
+             "killed and a fresh one runs the rest",
+             *errors]
+    print("\nember.data beside Ray Data; seconds unless marked; speedup = Ray / ember"
+          + (" (quick)" if args.quick else "") + "\n")
+    print("| workload | ember | Ray Data | speedup | target | met |")
+    print("| --- | ---: | ---: | ---: | --- | --- |")
+    for row in rows:
+        speedup = "-" if row["speedup"] is None else f"{row['speedup']:.2f}x"
+        met = {True: "yes", False: "**no**", None: "-"}[row["met"]]
+        print(f"| {row['workload']} ({row['unit']}) | {_fmt(row['ember'])} | "
+              f"{_fmt(row['ray'])} | {speedup} | {row['target']} | {met} |")
+    print()
+    for row in rows:
+        if row["note"]:
+            print(f"- {row['workload']}: {row['note']}")
+    for note in notes:
+        print(f"- {note}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"benchmark": "data", "rows": rows, "notes": notes, "raw": columns}, f,
+                      indent=2)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

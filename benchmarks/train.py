@@ -4,7 +4,7 @@ Run it from the repository root::
 
     .venv/bin/python benchmarks/train.py            # 2 ranks x 200 MB shards, 3 checkpoints
     .venv/bin/python benchmarks/train.py --quick    # 2 ranks x 32 MB shards, 2 checkpoints
-    .venv/bin/python benchmarks/train.py --json benchmarks/train.json   # also write raw numbers
+    .venv/bin/python benchmarks/train.py --json /tmp/train.json   # also write the report's JSON
 
 The benchmark starts a moto S3 server on 127.0.0.1 (a free port), creates a bucket, and points
 the ``AWS_*`` variables at it. Each rank of a 2-worker ``TorchTrainer`` holds its own float32
@@ -211,10 +211,50 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def protocol_rows(results: dict[str, Any], shard_mib: int) -> list[dict[str, Any]]:
+    """The rows of the shared benchmark protocol (see ``benchmarks/report.py``)."""
+    def time_of(mode: str) -> float | None:
+        r = results.get(mode)
+        return statistics.median(r["times_s"]) if r else None
+
+    def mem_of(mode: str) -> float | None:
+        r = results.get(mode)
+        return max(r["peak_rss_delta"]) / 2**20 if r else None
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    pw_t, g_t, ray_t = time_of("ember-per-worker"), time_of("ember-gather"), time_of("ray")
+    pw_m, g_m, ray_m = mem_of("ember-per-worker"), mem_of("ember-gather"), mem_of("ray")
+    gather = (f"ember gather-to-rank-0 (the Ray 2.5 default, run on ember): "
+              f"{'not measured' if g_t is None else f'{g_t:.2f} s'}, "
+              f"{'not measured' if g_m is None else f'{g_m:.0f} MiB'}")
+    time_speedup = ratio(ray_t, pw_t)
+    time_ratio, mem_ratio = ratio(pw_t, g_t), ratio(pw_m, g_m)
+    return [
+        {"workload": f"checkpoint to S3, 2 ranks x {shard_mib} MiB shards (per-worker upload)",
+         "unit": "s", "ember": pw_t, "ray": ray_t, "better": "lower", "speedup": time_speedup,
+         "target": "no slower than Ray Train", "met": None if time_speedup is None
+         else time_speedup >= 1.0, "note": "median per checkpoint, in rank 0"},
+        {"workload": "rank-0 peak RSS rise per checkpoint", "unit": "MiB", "ember": pw_m,
+         "ray": ray_m, "better": "lower", "speedup": ratio(ray_m, pw_m), "target": None,
+         "met": None, "note": "max over the checkpoints, sampled every 5 ms"},
+        {"workload": "time: per-worker upload / gather-to-rank-0", "unit": "ratio",
+         "ember": time_ratio, "ray": None, "better": "lower", "speedup": None,
+         "target": "<= 0.60", "met": None if time_ratio is None else time_ratio <= 0.6,
+         "note": gather},
+        {"workload": "rank-0 peak memory: per-worker upload / gather-to-rank-0",
+         "unit": "ratio", "ember": mem_ratio, "ray": None, "better": "lower", "speedup": None,
+         "target": "<= 0.60", "met": None if mem_ratio is None else mem_ratio <= 0.6,
+         "note": ""},
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shards: a smoke run")
-    parser.add_argument("--json", metavar="PATH", help="also write the raw numbers here")
+    parser.add_argument("--json", metavar="PATH",
+                        help="also write the rows of benchmarks/report.py's protocol here")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: run one mode
     parser.add_argument("--bucket", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -265,10 +305,20 @@ def main() -> int:
     for mode in errors:
         print(f"- {LABELS[mode]}: not measured (the child failed; see stderr)")
     if args.json:
+        notes = [f"{checkpoints} checkpoints per mode of a float32 shard per rank (nothing is "
+                 "trained), TorchTrainer with 2 workers, moto S3 server on 127.0.0.1 in the "
+                 "benchmark's process; Ray Train: ray.init(num_cpus=4), storage_filesystem = "
+                 "pyarrow S3FileSystem at the same endpoint",
+                 f"{machine}"]
+        notes += [f"{LABELS[mode]} failed: {' '.join(text.split())[-600:]}"
+                  for mode, text in errors.items()]
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "train", "date": started.isoformat(), "machine": machine,
-                       "quick": args.quick, "shard_bytes": shard_bytes,
-                       "checkpoints": checkpoints, "results": results, "errors": errors},
+            json.dump({"benchmark": "train", "rows": protocol_rows(results, shard_bytes // 2**20),
+                       "notes": notes,
+                       "raw": {"date": started.isoformat(), "machine": machine,
+                               "quick": args.quick, "shard_bytes": shard_bytes,
+                               "checkpoints": checkpoints, "results": results,
+                               "errors": errors}},
                       f, indent=2)
     return 1 if errors else 0
 

@@ -1,0 +1,228 @@
+"""``benchmarks/report.py`` (what ``make bench`` runs) against fake benchmark scripts.
+
+The real benchmarks take minutes; these fakes follow (or break) the JSON protocol in the ways
+that matter to the report: good rows, a crash, no ``--json`` option, JSON that breaks the
+protocol, a hang, and a daemon left behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from types import ModuleType
+
+import psutil
+import pytest
+
+REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "report.py"
+
+GOOD = '''
+import argparse, json, sys
+parser = argparse.ArgumentParser()
+parser.add_argument("--json")
+parser.add_argument("--quick", action="store_true")
+args = parser.parse_args()
+print("progress: warming up", file=sys.stderr)
+rows = [
+    {"workload": "tasks/s", "unit": "1/s", "ember": 36022.4, "ray": 2489.0, "better": "higher",
+     "speedup": 14.47, "target": ">= 3x Ray", "met": True, "note": "N sized to 1.5 s"},
+    {"workload": "actor call | sync", "unit": "µs", "ember": 118.2, "ray": 621.0,
+     "better": "lower", "speedup": 5.25, "target": ">= 8x Ray", "met": False, "note": ""},
+    {"workload": "ember alone", "unit": "s", "ember": 0.0123, "ray": None, "better": "lower",
+     "speedup": None, "target": None, "met": None, "note": ""},
+]
+with open(args.json, "w") as f:
+    json.dump({"benchmark": "alpha", "rows": rows,
+               "notes": ["quick" if args.quick else "full size"]}, f)
+print("| a markdown table on stdout |")
+'''
+
+CRASH = '''
+import sys
+print("step 1 ok", file=sys.stderr)
+print("RuntimeError: boom at step 3", file=sys.stderr)
+sys.exit(3)
+'''
+
+NO_JSON_OPTION = '''
+import argparse
+argparse.ArgumentParser().parse_args()
+'''
+
+BAD_PROTOCOL = '''
+import argparse, json
+parser = argparse.ArgumentParser()
+parser.add_argument("--json")
+parser.add_argument("--quick", action="store_true")
+args = parser.parse_args()
+row = {"workload": "w", "unit": "s", "ember": 1.0, "ray": 2.0, "better": "faster",
+       "speedup": 2.0, "target": None, "met": None, "note": ""}
+json.dump({"benchmark": "delta", "rows": [row], "notes": []}, open(args.json, "w"))
+'''
+
+HELPER = '''
+open(__file__ + ".ran", "w").write("a helper module must never run as a benchmark")
+'''
+
+
+def _write(folder: Path, name: str, source: str) -> None:
+    (folder / name).write_text(textwrap.dedent(source))
+
+
+def _run_report(folder: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPORT), "--dir", str(folder), "--out", str(folder / "REPORT.md"),
+         *extra], capture_output=True, text=True, timeout=90)
+
+
+def _load_report_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_report", REPORT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_report"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_shows_good_rows_and_every_failure_and_exits_non_zero(tmp_path: Path) -> None:
+    _write(tmp_path, "alpha.py", GOOD)
+    _write(tmp_path, "beta.py", CRASH)
+    _write(tmp_path, "gamma.py", NO_JSON_OPTION)
+    _write(tmp_path, "delta.py", BAD_PROTOCOL)
+    _write(tmp_path, "_helper.py", HELPER)
+
+    proc = _run_report(tmp_path, "--quick")
+
+    assert proc.returncode == 1, proc.stderr
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "do not edit" in report
+    assert not (tmp_path / "_helper.py.ran").exists()
+    assert "## _helper" not in report
+    # the machine and the mode
+    assert "quick mode" in report
+    for key in ("- CPU:", "- RAM:", "- OS:", "- Python:", "- ember:", "- Ray:", "- torch:"):
+        assert key in report
+    # the good benchmark's table, with --quick passed through and a pipe in a name escaped
+    assert "| tasks/s | 36,022 | 2,489 | 1/s | 14.47x | >= 3x Ray | yes |" in report
+    assert "| actor call \\| sync | 118 | 621 | µs | 5.25x | >= 8x Ray | **no** |" in report
+    assert "| ember alone | 0.0123 | — | s | — | — | — |" in report
+    assert "- quick" in report
+    assert "- tasks/s: N sized to 1.5 s" in report
+    # the headline: ratios, the miss, the failures
+    headline = report.split("## Headline", 1)[1].split("\n## ", 1)[0]
+    assert "| alpha | tasks/s | 36,022 1/s | 2,489 1/s | 14.47x | >= 3x Ray | yes |" in headline
+    assert "| alpha | actor call \\| sync | 118 µs | 621 µs | 5.25x | >= 8x Ray | **no** |" in headline
+    assert "ember alone" not in headline  # no target: only in alpha's own table
+    assert "targets met: 1 of 2" in headline
+    assert "Targets not met: alpha / actor call | sync (>= 8x Ray)" in headline
+    assert "**3 failed** (beta, delta, gamma)" in headline
+    # each failure says why, with its stderr tail
+    beta = report.split("## beta", 1)[1].split("\n## ", 1)[0]
+    assert "exited with status 3" in beta and "RuntimeError: boom at step 3" in beta
+    gamma = report.split("## gamma", 1)[1].split("\n## ", 1)[0]
+    assert "wrote no JSON" in gamma and "unrecognized arguments: --json" in gamma
+    delta = report.split("## delta", 1)[1]
+    assert "does not follow the protocol" in delta and "'faster'" in delta
+    # progress on stderr: which benchmark runs, and the benchmark's own stderr
+    assert "1/4 alpha" in proc.stderr and "progress: warming up" in proc.stderr
+    # the headline on stdout too, for whoever ran `make bench`
+    assert proc.stdout.startswith("## Headline") and "**3 failed**" in proc.stdout
+    assert "## alpha" not in proc.stdout
+
+
+def test_report_exits_zero_when_every_benchmark_ran(tmp_path: Path) -> None:
+    _write(tmp_path, "alpha.py", GOOD)
+    _write(tmp_path, "beta.py", CRASH)
+
+    proc = _run_report(tmp_path, "--only", "alpha")
+
+    assert proc.returncode == 0, proc.stderr
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## alpha" in report and "## beta" not in report
+    assert "- full size" in report and "quick mode" not in report
+    assert "1 benchmarks, 1 ran cleanly" in report
+
+
+def test_unknown_benchmark_name_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path, "alpha.py", GOOD)
+
+    proc = _run_report(tmp_path, "--only", "alhpa")
+
+    assert proc.returncode == 2
+    assert "unknown benchmark(s) alhpa (known: alpha)" in proc.stderr
+    assert not (tmp_path / "REPORT.md").exists()
+
+
+def test_a_hung_benchmark_is_killed_with_what_it_started(tmp_path: Path) -> None:
+    report = _load_report_module()
+    pid_file = tmp_path / "daemon.pid"
+    _write(tmp_path, "hang.py", f'''
+        import subprocess, sys, time
+        daemon = subprocess.Popen(["sleep", "300"])
+        open({str(pid_file)!r}, "w").write(str(daemon.pid))
+        print("started a daemon", file=sys.stderr, flush=True)
+        time.sleep(300)
+    ''')
+
+    start = time.monotonic()
+    outcome = report.run_benchmark(tmp_path / "hang.py", quick=False, timeout_s=6, echo=False)
+
+    assert time.monotonic() - start < 30
+    assert outcome.failed and "timed out after 6 s" in outcome.error
+    assert "started a daemon" in outcome.stderr_tail
+    daemon_pid = int(pid_file.read_text())
+    assert not psutil.pid_exists(daemon_pid) or psutil.Process(daemon_pid).status() == "zombie"
+
+
+def test_a_daemon_left_after_a_clean_exit_is_reaped(tmp_path: Path) -> None:
+    report = _load_report_module()
+    pid_file = tmp_path / "daemon.pid"
+    _write(tmp_path, "leaky.py", GOOD.replace('"benchmark": "alpha"', '"benchmark": "leaky"')
+           + f'''
+import subprocess
+daemon = subprocess.Popen(["sleep", "300"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+open({str(pid_file)!r}, "w").write(str(daemon.pid))
+''')
+
+    outcome = report.run_benchmark(tmp_path / "leaky.py", quick=False, timeout_s=60, echo=False,
+                                   reap_grace_s=0.5)
+
+    assert not outcome.failed, outcome.error
+    assert len(outcome.rows) == 3
+    assert "killed 1 process(es)" in outcome.stderr_tail
+    daemon_pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(daemon_pid) and time.monotonic() < deadline:
+        if psutil.Process(daemon_pid).status() == "zombie":
+            break
+        time.sleep(0.05)
+    assert not psutil.pid_exists(daemon_pid) or psutil.Process(daemon_pid).status() == "zombie"
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ([], "expected an object"),
+    ({"benchmark": "other", "rows": []}, "'other': expected 'x'"),
+    ({"benchmark": "x", "rows": {}}, '"rows" is {}'),
+    ({"benchmark": "x", "rows": [{"unit": "s"}]}, 'row 0 is'),
+    ({"benchmark": "x", "rows": [{"workload": "w", "better": "lower", "ember": "fast"}]},
+     "\"ember\" is 'fast': expected a number or null"),
+    ({"benchmark": "x", "rows": [{"workload": "w", "better": "lower", "met": "yes"}]},
+     "\"met\" is 'yes'"),
+])
+def test_protocol_violations_name_the_bad_value(data: object, message: str) -> None:
+    report = _load_report_module()
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("{", r"\{")):
+        report.parse_result("x", data)
+
+
+def test_numbers_are_shown_with_sensible_precision() -> None:
+    report = _load_report_module()
+    assert [report.fmt_number(v) for v in (36022.4, 621.4, 42.25, 4.089, 0.19, 0.000118, 0.0,
+                                           None, float("nan"))] == [
+        "36,022", "621", "42.2", "4.09", "0.19", "0.000118", "0.00", "—", "—"]
+    assert report.fmt_speedup(21.08) == "21.08x"
