@@ -41,6 +41,10 @@ class DataContext:
       (``ember.cluster_resources()["object_store_memory"]``), see ``resolved_budget``.
     - ``target_min_block_bytes`` / ``max_parallelism``: how sources split their input.
     - ``preserve_order``: yield blocks in plan order instead of as they finish.
+    - ``excluded_cpus``: CPUs that other work holds for the whole execution, which the executor
+      must not plan with (``TorchTrainer`` sets it to its workers' CPUs while it splits a
+      dataset for them, as Ray Train excludes its resources from Ray Data). When nothing is
+      left, tasks run one at a time without a CPU of their own instead of waiting forever.
     - ``actor_tasks_in_flight``: calls queued per pool actor (2 hides the hand-off latency).
     - ``enable_progress_bars``: one bar per operator on stderr (only when stderr is a TTY).
     """
@@ -49,6 +53,7 @@ class DataContext:
     target_min_block_bytes: int = 1024 * 1024
     max_parallelism: int = 200
     preserve_order: bool = False
+    excluded_cpus: float = 0.0
     actor_tasks_in_flight: int = 2
     enable_progress_bars: bool = True
 
@@ -58,6 +63,8 @@ class DataContext:
                 f"memory_budget_bytes={self.memory_budget_bytes} must be > 0 (bytes of blocks "
                 "the executor may keep in flight)"
             )
+        if self.excluded_cpus < 0:
+            raise ValueError(f"excluded_cpus={self.excluded_cpus} must be >= 0")
         if self.actor_tasks_in_flight < 1:
             raise ValueError(f"actor_tasks_in_flight={self.actor_tasks_in_flight} must be >= 1")
         if self.max_parallelism < 1:

@@ -133,7 +133,13 @@ class StreamingExecutor:
         self.output: deque[tuple[Span, Bundle]] = deque()
         self.reorder: dict[int, tuple[Span, Bundle]] = {}
         self.next_out = 0
-        self.total_cpus = float(ember.cluster_resources().get("CPU", 1.0))
+        cluster_cpus = float(ember.cluster_resources().get("CPU", 1.0))
+        # CPUs held by other work for the whole execution (a trainer's workers) are not ours:
+        # planning with them would leave read tasks waiting forever for a CPU.
+        self.total_cpus = max(0.0, cluster_cpus - self.ctx.excluded_cpus)
+        self.excluded_note = (f" ({cluster_cpus:g} in the cluster, of which "
+                              f"{self.ctx.excluded_cpus:g} held for other work)"
+                              if self.ctx.excluded_cpus else "")
         self.progress = ProgressBars(
             [s.spec.name for s in self.stages], [s.spec.rows_total for s in self.stages],
             enabled=self.ctx.enable_progress_bars,
@@ -294,8 +300,9 @@ class StreamingExecutor:
             if lo * spec.num_cpus > self.total_cpus + 1e-9:
                 raise ResourceError(
                     f"{spec.name}: ActorPoolStrategy needs at least {lo} actors of CPU="
-                    f"{spec.num_cpus} each, but the cluster has CPU={self.total_cpus:g} in "
-                    "total; lower min_size or num_cpus, or start ember with more CPUs"
+                    f"{spec.num_cpus} each, but this execution has CPU={self.total_cpus:g}"
+                    f"{self.excluded_note}; lower min_size or num_cpus, or start ember with "
+                    "more CPUs"
                 )
             for _ in range(lo):
                 self._add_actor(stage)

@@ -248,7 +248,8 @@ class _Run:
         group.setup_torch_distributed()
         n = len(group)
         start = self._latest()
-        shards = _shard_datasets(trainer.datasets, n)
+        shards = _shard_datasets(trainer.datasets, n,
+                                 n * trainer.scaling_config.num_cpus_per_worker)
         cc = self.checkpoint_config
         _get_all([
             group.execute_single_async(
@@ -353,17 +354,32 @@ def _mismatch_error(events: list[Any]) -> ValueError:
         "on ranks with nothing to save)")
 
 
-def _shard_datasets(datasets: dict[str, Any], n: int) -> dict[str, list[Any]]:
+def _shard_datasets(datasets: dict[str, Any], n: int, worker_cpus: float
+                    ) -> dict[str, list[Any]]:
     """Each dataset split in ``n`` shards: ``streaming_split`` where the dataset has it (an
     ``ember.data``/Ray dataset), else every n-th item of the sequence, starting at the rank."""
     out: dict[str, list[Any]] = {}
     for name, dataset in datasets.items():
         if hasattr(dataset, "streaming_split"):
-            out[name] = list(dataset.streaming_split(n, equal=True))
+            out[name] = _split_beside_workers(dataset, n, worker_cpus)
         else:
             items = list(dataset)
             out[name] = [items[rank::n] for rank in range(n)]
     return out
+
+
+def _split_beside_workers(dataset: Any, n: int, worker_cpus: float) -> list[Any]:
+    from ember.data import DataContext, Dataset
+
+    if not isinstance(dataset, Dataset):  # a Ray dataset: Ray Train's own rules apply
+        return list(dataset.streaming_split(n, equal=True))
+    # The split's pipeline runs while the workers hold their CPUs: keep it off them.
+    context = DataContext.get_current()
+    DataContext.set_current(replace(context, excluded_cpus=context.excluded_cpus + worker_cpus))
+    try:
+        return list(dataset.streaming_split(n, equal=True))
+    finally:
+        DataContext.set_current(context)
 
 
 def _join(base: str, name: str) -> str:

@@ -197,6 +197,17 @@ def test_default_budget_is_half_the_object_store(ember_local: Any) -> None:
     assert "of a 48.0 MiB budget" in str(ds.stats())
 
 
+def test_excluded_cpus_keep_tasks_running_and_refuse_a_pool_that_cannot_start(
+        ember_local: Any) -> None:
+    ed.DataContext.update(excluded_cpus=2)  # e.g. a trainer's workers hold both CPUs
+    try:
+        assert ed.range(100, parallelism=4).map_batches(lambda b: b).count() == 100
+        with pytest.raises(ResourceError, match=r"CPU=0 \(2 in the cluster, of which 2 held"):
+            ed.range(10).map_batches(_BatchLengths, compute=ed.ActorPoolStrategy(size=1)).count()
+    finally:
+        ed.DataContext.set_current(ed.DataContext())
+
+
 def test_limit_take_and_preserve_order(ember_local: Any) -> None:
     assert len(ed.range(1000).limit(17).take_all()) == 17
     ed.DataContext.update(preserve_order=True)

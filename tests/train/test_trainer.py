@@ -432,3 +432,24 @@ def test_sigkilled_driver_leaves_nothing_running_and_the_run_restores(tmp_path):
     # checkpoint it resumed from, each step once.
     steps = [m["step"] for m in result.metrics_history]
     assert steps == list(range(last_step + 3))
+
+
+def test_dataset_pipeline_runs_beside_workers_that_hold_every_cpu(ember_local, tmp_path):
+    # 2 workers of 1 CPU on a 2-CPU runtime: the split's read and map tasks must still run
+    # (they would wait forever for a CPU if the pipeline planned with the workers' CPUs).
+    def loop(config):
+        import ember.train as train
+
+        ids = []
+        for batch in train.get_dataset_shard("train").iter_batches(batch_size=64):
+            ids.extend(int(i) for i in batch["id"])
+        train.report({"ids": ids})
+
+    import ember.data as ed
+
+    ds = ed.range(1000, parallelism=8).map_batches(lambda b: {"id": b["id"] * 2})
+    result = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=2),
+                          run_config=RunConfig(name="run", storage_path=str(tmp_path)),
+                          datasets={"train": ds}).fit()
+    assert len(result.metrics["ids"]) == 500  # rank 0's equal share
+    assert ed.DataContext.get_current().excluded_cpus == 0  # the driver's context is untouched
