@@ -133,6 +133,9 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         return deferred
 
     def _unlock(self) -> None:
+        if not (self._decrefs or self._dirty or self._deferred):  # nothing queued: just leave
+            self._lock.release()
+            return
         deferred = self._leave()
         self._lock.release()
         for callback in deferred:
@@ -249,35 +252,48 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         assert worker.poller is not None
         poller = worker.poller[0]
         deadline = None if timeout is None else time.monotonic() + timeout
+        lock = self._lock
+        handed_back = False
         try:
             while waiter.count > 0:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                events = poller.poll(-1 if remaining is None else max(1, int(remaining * 1000)))
+                if deadline is None:
+                    events = poller.poll()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    events = poller.poll(max(1, int(remaining * 1000)))
                 if not events:
                     continue
-                self._lock.acquire()
+                lock.acquire()
                 try:
                     if len(events) > 1 or events[0][0] == wake_r:
                         _drain(wake_r)
                     if worker.eof or worker.uid not in self._workers or self._closed:
                         break
                     self._read_worker(worker, notify=False)
+                    if waiter.count <= 0:  # done: give the socket back in this locked section
+                        self._end_direct(worker)
+                        handed_back = True
                 finally:
                     self._unlock()
             if waiter.count > 0:  # the worker went away: its failure resolves the waiter
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                return waiter.wait(remaining)
+                return waiter.wait(
+                    None if deadline is None else max(0.0, deadline - time.monotonic()))
             return True
         finally:
-            with self._lock:
-                worker.direct = None
-                if worker.closing:  # it exited while we held its descriptors: close them now
-                    worker.close()
-                elif worker.fd in self._owners and not self._closed:
-                    self._epoll.modify(worker.fd, _READ | (
-                        select.EPOLLOUT if worker.chan.has_pending() else 0))
+            if not handed_back:
+                with lock:
+                    self._end_direct(worker)
+
+    def _end_direct(self, worker: _Worker) -> None:
+        """The caller stops reading ``worker``'s socket (lock held): the reactor takes over."""
+        worker.direct = None
+        if worker.closing:  # it exited while we held its descriptors: close them now
+            worker.close()
+        elif worker.fd in self._owners and not self._closed:
+            self._epoll.modify(worker.fd, _READ | (
+                select.EPOLLOUT if worker.chan.has_pending() else 0))
 
     def _read_worker(self, worker: _Worker, notify: bool = True) -> None:
         """Handle what a worker sent (with the lock held), from the reactor or a direct waiter."""
@@ -439,6 +455,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
     # -- get / put / wait -------------------------------------------------------------------
     def get(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
         self._check_open()
+        if len(refs) == 1:
+            return [self._get_one(refs[0]._id, timeout)]
         store = self._store
         ids = [r._id for r in refs]
         with self._lock:
@@ -478,6 +496,51 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
                 raise value
             out.append(value)
         return out
+
+    def _get_one(self, oid: int, timeout: float | None) -> Any:
+        """``get`` of one reference: the common synchronous case, kept short."""
+        store = self._store
+        lock = self._lock
+        lock.acquire()
+        try:
+            obj = store.objects.get(oid)
+            entry: tuple[ser.Stored, bool] | None = None
+            waiter = None
+            if obj is None:
+                pass
+            elif obj.stored is not None:
+                entry = (obj.stored, obj.error)
+            else:
+                waiter = _Waiter(1)
+                store.add_callback(oid, waiter)
+                source = self._take_direct(oid)
+        finally:
+            self._unlock()
+        if waiter is not None:
+            if source is not None:
+                ready = self._wait_direct(waiter, source, timeout)
+            else:
+                ready = waiter.wait(timeout)
+            lock.acquire()
+            try:
+                if not ready:
+                    store.remove_callback((oid,), waiter)
+                    if not store.is_ready(oid):
+                        raise GetTimeoutError(
+                            f"ember.get timed out after {timeout} s: 1 of 1 objects are not "
+                            "ready yet"
+                        )
+                entry = store.value(oid)
+            finally:
+                self._unlock()
+            self._check_open()
+        if entry is None:
+            entry = _lost(oid)
+        stored, is_error = entry
+        value = ser.loads(stored, self._names)
+        if is_error:
+            raise value
+        return value
 
     def put(self, value: Any) -> ObjectRef:
         self._check_open()

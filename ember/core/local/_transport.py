@@ -106,7 +106,10 @@ class DriverChannel:
 
     def send_many(self, messages: list[Any]) -> bool:
         """Send messages in one write; False when part of it waits for the socket to drain."""
-        frame = b"".join(_frame(dumps(m)) for m in messages)
+        if len(messages) == 1:
+            frame = _frame(dumps(messages[0]))
+        else:
+            frame = b"".join([_frame(dumps(m)) for m in messages])
         with self._lock:
             if self.closed:
                 return True
@@ -167,7 +170,10 @@ class WorkerChannel:
         self._lock = threading.Lock()
 
     def send_many(self, messages: list[Any]) -> None:
-        data = b"".join(_frame(dumps(m)) for m in messages)
+        if len(messages) == 1:
+            data = _frame(dumps(messages[0]))
+        else:
+            data = b"".join([_frame(dumps(m)) for m in messages])
         with self._lock:
             self.sock.sendall(data)
 
