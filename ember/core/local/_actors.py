@@ -163,8 +163,12 @@ class ActorsMixin:
         stored, deps = self._serialize(method, args, kwargs)
         self._lock.acquire()
         try:
+            if deps and self._claimed:  # a claimed result may be among them
+                self._release_claims()
             work = self._new_work(method, stored, deps, num_returns, holder=None)
             self._queue_call(handle._actor_id, work, method)
+            if work.actor is not None and num_returns == 1:
+                self._claim(work)
             return self._returns(work, num_returns)
         finally:
             self._unlock()

@@ -45,6 +45,9 @@ logger = logging.getLogger("ember")
 
 _READ = select.EPOLLIN
 _HANGUP = select.EPOLLHUP | select.EPOLLERR
+# A claimed socket (see LocalBackend._claim) goes back to the reactor when its claim has not
+# been taken up for this long; the reactor looks this often while actors exist.
+_CLAIM_TICK = 0.05
 
 
 class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
@@ -89,6 +92,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         self._decrefs: deque[Any] = deque()  # object ids, or ("actor", id)
         self._deferred: list[Callable[[], None]] = []
         self._dirty: set[_Worker] = set()
+        self._claimed: set[_Worker] = set()
         self._timers: list[list[Any]] = []
         self._timer_seq = itertools.count()
         self._uids = itertools.count(1)
@@ -127,6 +131,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             if worker.outbox:
                 messages, worker.outbox = worker.outbox, []
                 if not worker.chan.send_many(messages) and worker.fd in self._owners:
+                    if worker.claim is not None:
+                        self._unclaim(worker)
                     self._epoll.modify(worker.fd, _READ | select.EPOLLOUT)
         self._dirty.clear()
         deferred, self._deferred = self._deferred, []
@@ -190,6 +196,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             timeout = -1.0
             if self._timers:
                 timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            if self._actors and not 0 <= timeout <= _CLAIM_TICK:
+                timeout = _CLAIM_TICK  # a claim may be made while this thread sleeps
             events = epoll.poll(timeout)
             if self._closed:
                 return
@@ -213,6 +221,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
                         if mask & (_READ | _HANGUP):
                             self._read_worker(owner)
                 self._run_timers()
+                if self._claimed:
+                    self._expire_claims()
             except Exception:  # a bug here must not kill the reactor silently
                 logger.exception("ember reactor: internal error (please report it)")
             finally:
@@ -228,21 +238,73 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         if work.actor is not None:
             if work.id in work.actor.inflight:
                 worker = work.actor.worker
+                if worker is not None and worker.claim == oid:  # already set up at submission
+                    assert worker.poller is not None
+                    worker.claim = None
+                    self._claimed.discard(worker)
+                    return worker, worker.poller[1]
         else:
             worker = next((w for w in self._workers.values()
                            if w.inflight and w.inflight[0] is work), None)
         if (worker is None or worker.direct is not None or worker.eof
                 or worker.fd not in self._owners or worker.chan.has_pending()):
             return None
+        worker.direct = self._poller(worker)[2]
+        self._epoll.modify(worker.fd, 0)
+        return worker, worker.poller[1]  # type: ignore[index]
+
+    @staticmethod
+    def _poller(worker: _Worker) -> tuple[Any, int, int]:
         if worker.poller is None:  # made once per worker, reused by every direct wait
             wake_r, wake_w = _pipe()
             poller = select.poll()
             poller.register(worker.fd, select.POLLIN)
             poller.register(wake_r, select.POLLIN)
             worker.poller = (poller, wake_r, wake_w)
-        worker.direct = worker.poller[2]
+        return worker.poller
+
+    # -- claims ---------------------------------------------------------------------------
+    # A synchronous actor call is ``get(actor.method.remote())``: the reply is best read by the
+    # calling thread itself (see _wait_direct). Taking the socket from the reactor only in
+    # ``get`` leaves a window after the call is sent in which the reply wakes the reactor
+    # thread, which then competes with the caller for the lock and the GIL. So the
+    # submission of a call to an idle actor already takes the socket from the reactor (a
+    # "claim"), before the call leaves; ``get`` of that call's result takes the claim up. Any
+    # other wait (another get, wait, await, a worker's request), a dropped result, or a claim
+    # left alone for _CLAIM_TICK gives the socket back, so nothing the worker sends can wait
+    # for long on a caller that went elsewhere.
+    def _claim(self, work: _Work) -> None:
+        """Claim the socket of ``work``'s actor for its caller (lock held, before sending)."""
+        actor = work.actor
+        worker = actor.worker if actor is not None else None
+        if (worker is None or worker.direct is not None or len(work.return_ids) != 1
+                or work.gen_id is not None or worker.eof or worker.fd not in self._owners
+                or worker.chan.has_pending() or len(actor.inflight) != 1  # type: ignore[union-attr]
+                or work.id not in actor.inflight):  # type: ignore[union-attr]
+            return
+        worker.direct = self._poller(worker)[2]
+        worker.claim = work.return_ids[0]
+        worker.claim_time = time.monotonic()
+        self._claimed.add(worker)
         self._epoll.modify(worker.fd, 0)
-        return worker, worker.poller[1]
+
+    def _unclaim(self, worker: _Worker) -> None:
+        """Give a claimed socket back to the reactor (lock held)."""
+        worker.claim = None
+        self._claimed.discard(worker)
+        self._end_direct(worker)
+
+    def _release_claims(self, keep: int | None = None) -> None:
+        """Give every claimed socket back, except the one claimed for object ``keep``."""
+        for worker in list(self._claimed):
+            if worker.claim != keep:
+                self._unclaim(worker)
+
+    def _expire_claims(self) -> None:
+        limit = time.monotonic() - _CLAIM_TICK
+        for worker in list(self._claimed):
+            if worker.claim_time <= limit:
+                self._unclaim(worker)
 
     def _wait_direct(self, waiter: _Waiter, source: tuple[_Worker, int],
                      timeout: float | None) -> bool:
@@ -335,6 +397,10 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
     def _on_worker_eof(self, worker: _Worker) -> None:
         # The socket closed; the fork server's exit notice (with the exit code) follows.
         worker.eof = True
+        if worker.claim is not None:  # no caller polls it yet: nobody else will close it
+            worker.claim = None
+            self._claimed.discard(worker)
+            worker.direct = None
         self._unwatch_fd(worker.fd)
         if worker.exitcode is not None or worker.pid is None:
             self._on_worker_exit(worker)
@@ -417,6 +483,10 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             self._unlock()
 
     def _release(self, oid: int) -> None:
+        if self._claimed:  # nobody will read this result directly any more
+            for worker in list(self._claimed):
+                if worker.claim == oid:
+                    self._unclaim(worker)
         if oid in self._store.objects:
             self._store.decref(oid)
             return
@@ -438,6 +508,9 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         self._check_open()
         self._lock.acquire()
         try:
+            if self._claimed:
+                self._release_claims()
+
             def later(_oid: int) -> None:
                 self._deferred.append(lambda: callback(ref))
 
@@ -460,6 +533,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         store = self._store
         ids = [r._id for r in refs]
         with self._lock:
+            if self._claimed:
+                self._release_claims()
             pending = [i for i in ids if not store.is_ready(i)]
             waiter = None
             source = None
@@ -503,6 +578,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         lock = self._lock
         lock.acquire()
         try:
+            if self._claimed:
+                self._release_claims(keep=oid)
             obj = store.objects.get(oid)
             entry: tuple[ser.Stored, bool] | None = None
             waiter = None
@@ -559,6 +636,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         store = self._store
         ids = [r._id for r in refs]
         with self._lock:
+            if self._claimed:
+                self._release_claims()
             ready_now = sum(1 for i in ids if store.is_ready(i))
             waiter = None
             if ready_now < num_returns and timeout != 0:

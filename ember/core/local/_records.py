@@ -55,6 +55,8 @@ class _Worker:
         "actor",
         "blocked",
         "chan",
+        "claim",
+        "claim_time",
         "closing",
         "direct",
         "doomed",
@@ -77,6 +79,10 @@ class _Worker:
         self.fd = chan.fileno()
         self.direct: int | None = None  # wake pipe of a caller reading this socket itself
         self.poller: tuple[Any, int, int] | None = None  # (poll object, wake pipe r, w)
+        # The object id of a call's result whose caller is expected to read the reply itself
+        # (see LocalBackend._claim); the reactor does not watch the socket meanwhile.
+        self.claim: int | None = None
+        self.claim_time = 0.0
         self.closing = False
         self.pid: int | None = None
         self.eof = False

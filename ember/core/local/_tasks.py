@@ -155,6 +155,8 @@ class TasksMixin:
         num_returns = options["num_returns"]
         self._lock.acquire()
         try:
+            if deps and self._claimed:  # a claimed result may be among them
+                self._release_claims()
             work = self._new_work(fn._name, stored, deps, num_returns, holder=None)
             work.fn_id = fn_id
             work.request = request

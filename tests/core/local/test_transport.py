@@ -85,3 +85,25 @@ def test_closed_peer_reads_as_end_of_stream():
 
     assert worker.recv(timeout=5) is None
     worker_end.close()
+
+
+def test_messages_of_every_size_reach_the_driver_whole():
+    driver_end, worker_end = socket.socketpair()
+    driver = DriverChannel(driver_end)
+    worker = WorkerChannel(worker_end)
+    sent = [b"", b"x" * 10, b"y" * (1 << 16), b"z" * (3 << 20), b"w" * 100]
+    try:
+        writer = threading.Thread(target=lambda: worker.send_many([(m,) for m in sent]))
+        writer.start()
+        frames: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while len(frames) < len(sent) and time.monotonic() < deadline:
+            more = driver.read()
+            assert more is not None
+            frames += more
+        writer.join(30)
+
+        assert [pickle.loads(f)[0] for f in frames] == sent
+    finally:
+        driver.close()
+        worker_end.close()
