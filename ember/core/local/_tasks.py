@@ -340,7 +340,8 @@ class TasksMixin:
             if work in work.actor.queue:
                 work.actor.queue.remove(work)
                 work.cancelled = True
-                self._fail(work, TaskCancelledError(f"{work.name} was cancelled"))
+                self._fail(work, TaskCancelledError(
+                    f"{work.actor.meta.class_name}.{work.method} was cancelled"))
             return  # a running actor call is not interrupted (as in Ray)
         work.cancelled = True
         if recursive:

@@ -337,6 +337,31 @@ def test_actor_call_result_passed_on_or_waited_for_right_away(ember_local):
     assert get(actor.incr.remote()) == 5
 
 
+def test_cancel_of_an_actor_call_waiting_for_its_argument_names_the_method(ember_local, tmp_path):
+    gate = tmp_path / "gate"
+
+    @ember.remote
+    def blocked(path):
+        while not os.path.exists(path):
+            time.sleep(0.01)
+        return 1
+
+    @ember.remote
+    class Adder:
+        def add(self, x):
+            return x + 1
+
+    actor = Adder.remote()
+    call = actor.add.remote(blocked.remote(str(gate)))
+
+    ember.cancel(call)
+    gate.touch()
+
+    with pytest.raises(ember.errors.TaskCancelledError, match=r"Adder\.add was cancelled"):
+        get(call)
+    assert get(actor.add.remote(1)) == 2
+
+
 # -- generators -------------------------------------------------------------------------------
 
 
