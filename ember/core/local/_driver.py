@@ -11,7 +11,6 @@ import heapq
 import itertools
 import logging
 import os
-import pickle
 import select
 import socket
 import threading
@@ -27,6 +26,7 @@ from ember.core._context import RuntimeContext
 from ember.core._refs import ObjectRef
 from ember.core.local._actors import ActorsMixin
 from ember.core.local._forkserver import ForkServer
+from ember.core.local._protocol import decode
 from ember.core.local._records import _Actor, _Generator, _kill, _lost, _Waiter, _Work, _Worker
 from ember.core.local._requests import RequestsMixin
 from ember.core.local._resources import ResourcePool
@@ -364,7 +364,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             self._on_worker_eof(worker)
         else:
             for frame in frames:
-                self._on_message(worker, pickle.loads(frame))
+                self._on_message(worker, decode(frame))
                 if worker.uid not in self._workers:
                     break
         if notify and worker.direct is not None:  # a caller polls this socket: tell it to look

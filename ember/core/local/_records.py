@@ -11,13 +11,13 @@ from typing import Any
 
 from ember.core import _serialization as ser
 from ember.core._remote import ActorMeta
-from ember.core.local._protocol import DEFAULT_BACKPRESSURE
+from ember.core.local._protocol import DEFAULT_BACKPRESSURE, EMPTY_ARGS
 from ember.core.local._transport import DriverChannel
 
 _PIPELINE_DEPTH = 16  # tasks queued on one busy worker, for functions known to be short
 _SHORT_TASK_S = 0.002
 _MAX_TASK_WORKERS = 256
-_EMPTY_ARGS = ser.dumps(((), {}), None, 0)
+_EMPTY_ARGS = EMPTY_ARGS
 
 
 class _Work:

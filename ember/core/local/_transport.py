@@ -8,13 +8,14 @@ sent in a row leave in one system call when the socket is busy, which batches sm
 
 from __future__ import annotations
 
-import pickle
 import select
 import socket
 import struct
 import threading
 from collections import deque
 from typing import Any
+
+from ember.core.local._protocol import encode
 
 _HEADER = struct.Struct("<Q")
 _HEADER_SIZE = _HEADER.size
@@ -24,8 +25,7 @@ _HEADER_SIZE = _HEADER.size
 _SCRATCH = 1 << 16
 
 
-def dumps(message: Any) -> bytes:
-    return pickle.dumps(message, protocol=5)
+dumps = encode  # a message's bytes (pickle, or the short layout of a plain actor call)
 
 
 def _frame(payload: bytes) -> bytes:

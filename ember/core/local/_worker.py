@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -27,7 +26,7 @@ from typing import Any
 from ember.core import _api, _shm
 from ember.core import _serialization as ser
 from ember.core._remote import register_code
-from ember.core.local._protocol import ID_SHIFT, Dep
+from ember.core.local._protocol import ID_SHIFT, Dep, decode
 from ember.core.local._transport import WorkerChannel
 from ember.core.local._worker_client import ClientMixin, _RemoteFailure, _Slot
 from ember.errors import (
@@ -138,7 +137,7 @@ class WorkerRuntime(ClientMixin):
         frame = self._chan.recv(timeout)
         if frame is None:
             self._driver_gone()
-        message: tuple[Any, ...] = pickle.loads(frame)  # type: ignore[arg-type]
+        message: tuple[Any, ...] = decode(frame)  # type: ignore[arg-type]
         if message[0] in _CONTROL:
             self._control(message)
             return None
@@ -384,7 +383,7 @@ class WorkerRuntime(ClientMixin):
         self._executing = True
         try:
             result = fn(*a, **kw)
-            if asyncio.iscoroutine(result):
+            if result is not None and asyncio.iscoroutine(result):
                 result = asyncio.run(result)
             return result
         finally:
