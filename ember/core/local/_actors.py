@@ -118,6 +118,7 @@ class ActorsMixin:
         for dep in deps:
             self._store.incref(dep)
         self._actors[actor_id] = actor
+        self._live_actors += 1
         if name:
             self._named[(namespace, name)] = actor_id
         pending = [d for d in deps if not self._store.is_ready(d)]
@@ -257,6 +258,7 @@ class ActorsMixin:
         if actor.state == "dead":
             return
         actor.state = "dead"
+        self._live_actors -= 1
         cause = ""
         if error is not None:
             try:

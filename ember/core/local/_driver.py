@@ -93,6 +93,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         self._deferred: list[Callable[[], None]] = []
         self._dirty: set[_Worker] = set()
         self._claimed: set[_Worker] = set()
+        self._live_actors = 0  # actors not dead: while any exist, the reactor looks at claims
         self._timers: list[list[Any]] = []
         self._timer_seq = itertools.count()
         self._uids = itertools.count(1)
@@ -196,7 +197,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             timeout = -1.0
             if self._timers:
                 timeout = max(0.0, self._timers[0][0] - time.monotonic())
-            if self._actors and not 0 <= timeout <= _CLAIM_TICK:
+            if self._live_actors and not 0 <= timeout <= _CLAIM_TICK:
                 timeout = _CLAIM_TICK  # a claim may be made while this thread sleeps
             events = epoll.poll(timeout)
             if self._closed:
