@@ -479,9 +479,13 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
     def remove_local_ref(self, object_id: int) -> None:
         if self._closed:
             return
-        self._decrefs.append(object_id)
         if self._lock.acquire(blocking=False):
+            self._release(object_id)
             self._unlock()
+        else:  # another thread holds the lock, or this one does (a __del__ inside a locked
+            self._decrefs.append(object_id)  # section): the holder applies it on leaving
+            if self._lock.acquire(blocking=False):  # unless it left just before the append
+                self._unlock()
 
     def _release(self, oid: int) -> None:
         if self._claimed:  # nobody will read this result directly any more
@@ -579,7 +583,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         lock = self._lock
         lock.acquire()
         try:
-            if self._claimed:
+            claimed = self._claimed
+            if claimed and (len(claimed) > 1 or next(iter(claimed)).claim != oid):
                 self._release_claims(keep=oid)
             obj = store.objects.get(oid)
             entry: tuple[ser.Stored, bool] | None = None
