@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ember.core import _serialization as ser
 from ember.core._options import resource_request
+from ember.core._refs import ObjectRef
 from ember.core._remote import ActorClass, ActorHandle, ActorMeta
 from ember.core.local._records import (
     _Actor,
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from ember.core.local._driver import LocalBackend
 
 logger = logging.getLogger("ember")
+
+_RUNNING = ("starting", "alive")
 
 
 class ActorsMixin:
@@ -115,6 +118,7 @@ class ActorsMixin:
         for dep in deps:
             self._store.incref(dep)
         self._actors[actor_id] = actor
+        self._live_actors += 1
         if name:
             self._named[(namespace, name)] = actor_id
         pending = [d for d in deps if not self._store.is_ready(d)]
@@ -159,12 +163,37 @@ class ActorsMixin:
         self: LocalBackend, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
         num_returns: Any,
     ) -> Any:
-        self._check_open()
+        if self._closed:
+            self._check_open()
         stored, deps = self._serialize(method, args, kwargs)
         self._lock.acquire()
         try:
+            actor = self._actors.get(handle._actor_id)
+            if (num_returns == 1 and not deps and actor is not None and not actor.queue
+                    and actor.worker is not None and actor.state in _RUNNING):
+                # The common case, kept short: what _new_work, _queue_call and _pump_actor do
+                # for a call with one result, no ObjectRef arguments and nothing queued ahead.
+                work = _Work()
+                work.id = work_id = next(self._ids)
+                oid = next(self._ids)
+                work.name = work.method = method
+                work.args = stored
+                work.return_ids = return_ids = [oid]
+                work.actor = actor
+                self._store.pin(stored)
+                self._store.new(oid, refs=1)
+                self._producer[oid] = work
+                actor.inflight[work_id] = work
+                self._send(actor.worker, ("call", work_id, method, stored, (), return_ids, None,
+                                          work.backpressure))
+                self._claim(work)
+                return ObjectRef(oid, self, add_ref=False)
+            if deps and self._claimed:  # a claimed result may be among them
+                self._release_claims()
             work = self._new_work(method, stored, deps, num_returns, holder=None)
             self._queue_call(handle._actor_id, work, method)
+            if work.actor is not None and num_returns == 1:
+                self._claim(work)
             return self._returns(work, num_returns)
         finally:
             self._unlock()
@@ -180,14 +209,13 @@ class ActorsMixin:
             self._fail(work, ActorDiedError(f"cannot call {method}(): the actor is dead "
                                             f"({reason})"))
             return
-        work.name = f"{actor.meta.class_name}.{method}"
         work.actor = actor
         actor.queue.append(work)
         self._pump_actor(actor)
 
     def _pump_actor(self: LocalBackend, actor: _Actor) -> None:
         worker = actor.worker
-        if worker is None or actor.state not in ("starting", "alive"):
+        if worker is None or actor.state not in _RUNNING:
             return
         queue = actor.queue
         while queue:
@@ -230,6 +258,7 @@ class ActorsMixin:
         if actor.state == "dead":
             return
         actor.state = "dead"
+        self._live_actors -= 1
         cause = ""
         if error is not None:
             try:

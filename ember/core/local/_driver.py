@@ -11,7 +11,6 @@ import heapq
 import itertools
 import logging
 import os
-import pickle
 import select
 import socket
 import threading
@@ -27,6 +26,7 @@ from ember.core._context import RuntimeContext
 from ember.core._refs import ObjectRef
 from ember.core.local._actors import ActorsMixin
 from ember.core.local._forkserver import ForkServer
+from ember.core.local._protocol import decode
 from ember.core.local._records import _Actor, _Generator, _kill, _lost, _Waiter, _Work, _Worker
 from ember.core.local._requests import RequestsMixin
 from ember.core.local._resources import ResourcePool
@@ -45,6 +45,9 @@ logger = logging.getLogger("ember")
 
 _READ = select.EPOLLIN
 _HANGUP = select.EPOLLHUP | select.EPOLLERR
+# A claimed socket (see LocalBackend._claim) goes back to the reactor when its claim has not
+# been taken up for this long; the reactor looks this often while actors exist.
+_CLAIM_TICK = 0.05
 
 
 class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
@@ -89,6 +92,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         self._decrefs: deque[Any] = deque()  # object ids, or ("actor", id)
         self._deferred: list[Callable[[], None]] = []
         self._dirty: set[_Worker] = set()
+        self._claimed: set[_Worker] = set()
+        self._live_actors = 0  # actors not dead: while any exist, the reactor looks at claims
         self._timers: list[list[Any]] = []
         self._timer_seq = itertools.count()
         self._uids = itertools.count(1)
@@ -127,12 +132,17 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             if worker.outbox:
                 messages, worker.outbox = worker.outbox, []
                 if not worker.chan.send_many(messages) and worker.fd in self._owners:
+                    if worker.claim is not None:
+                        self._unclaim(worker)
                     self._epoll.modify(worker.fd, _READ | select.EPOLLOUT)
         self._dirty.clear()
         deferred, self._deferred = self._deferred, []
         return deferred
 
     def _unlock(self) -> None:
+        if not (self._decrefs or self._dirty or self._deferred):  # nothing queued: just leave
+            self._lock.release()
+            return
         deferred = self._leave()
         self._lock.release()
         for callback in deferred:
@@ -187,6 +197,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             timeout = -1.0
             if self._timers:
                 timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            if self._live_actors and not 0 <= timeout <= _CLAIM_TICK:
+                timeout = _CLAIM_TICK  # a claim may be made while this thread sleeps
             events = epoll.poll(timeout)
             if self._closed:
                 return
@@ -210,6 +222,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
                         if mask & (_READ | _HANGUP):
                             self._read_worker(owner)
                 self._run_timers()
+                if self._claimed:
+                    self._expire_claims()
             except Exception:  # a bug here must not kill the reactor silently
                 logger.exception("ember reactor: internal error (please report it)")
             finally:
@@ -225,21 +239,73 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         if work.actor is not None:
             if work.id in work.actor.inflight:
                 worker = work.actor.worker
+                if worker is not None and worker.claim == oid:  # already set up at submission
+                    assert worker.poller is not None
+                    worker.claim = None
+                    self._claimed.discard(worker)
+                    return worker, worker.poller[1]
         else:
             worker = next((w for w in self._workers.values()
                            if w.inflight and w.inflight[0] is work), None)
         if (worker is None or worker.direct is not None or worker.eof
                 or worker.fd not in self._owners or worker.chan.has_pending()):
             return None
+        worker.direct = self._poller(worker)[2]
+        self._epoll.modify(worker.fd, 0)
+        return worker, worker.poller[1]  # type: ignore[index]
+
+    @staticmethod
+    def _poller(worker: _Worker) -> tuple[Any, int, int]:
         if worker.poller is None:  # made once per worker, reused by every direct wait
             wake_r, wake_w = _pipe()
             poller = select.poll()
             poller.register(worker.fd, select.POLLIN)
             poller.register(wake_r, select.POLLIN)
             worker.poller = (poller, wake_r, wake_w)
-        worker.direct = worker.poller[2]
+        return worker.poller
+
+    # -- claims ---------------------------------------------------------------------------
+    # A synchronous actor call is ``get(actor.method.remote())``: the reply is best read by the
+    # calling thread itself (see _wait_direct). Taking the socket from the reactor only in
+    # ``get`` leaves a window after the call is sent in which the reply wakes the reactor
+    # thread, which then competes with the caller for the lock and the GIL. So the
+    # submission of a call to an idle actor already takes the socket from the reactor (a
+    # "claim"), before the call leaves; ``get`` of that call's result takes the claim up. Any
+    # other wait (another get, wait, await, a worker's request), a dropped result, or a claim
+    # left alone for _CLAIM_TICK gives the socket back, so nothing the worker sends can wait
+    # for long on a caller that went elsewhere.
+    def _claim(self, work: _Work) -> None:
+        """Claim the socket of ``work``'s actor for its caller (lock held, before sending)."""
+        actor = work.actor
+        worker = actor.worker if actor is not None else None
+        if (worker is None or worker.direct is not None or len(work.return_ids) != 1
+                or work.gen_id is not None or worker.eof or worker.fd not in self._owners
+                or worker.chan.has_pending() or len(actor.inflight) != 1  # type: ignore[union-attr]
+                or work.id not in actor.inflight):  # type: ignore[union-attr]
+            return
+        worker.direct = self._poller(worker)[2]
+        worker.claim = work.return_ids[0]
+        worker.claim_time = time.monotonic()
+        self._claimed.add(worker)
         self._epoll.modify(worker.fd, 0)
-        return worker, worker.poller[1]
+
+    def _unclaim(self, worker: _Worker) -> None:
+        """Give a claimed socket back to the reactor (lock held)."""
+        worker.claim = None
+        self._claimed.discard(worker)
+        self._end_direct(worker)
+
+    def _release_claims(self, keep: int | None = None) -> None:
+        """Give every claimed socket back, except the one claimed for object ``keep``."""
+        for worker in list(self._claimed):
+            if worker.claim != keep:
+                self._unclaim(worker)
+
+    def _expire_claims(self) -> None:
+        limit = time.monotonic() - _CLAIM_TICK
+        for worker in list(self._claimed):
+            if worker.claim_time <= limit:
+                self._unclaim(worker)
 
     def _wait_direct(self, waiter: _Waiter, source: tuple[_Worker, int],
                      timeout: float | None) -> bool:
@@ -249,35 +315,48 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         assert worker.poller is not None
         poller = worker.poller[0]
         deadline = None if timeout is None else time.monotonic() + timeout
+        lock = self._lock
+        handed_back = False
         try:
             while waiter.count > 0:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                events = poller.poll(-1 if remaining is None else max(1, int(remaining * 1000)))
+                if deadline is None:
+                    events = poller.poll()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    events = poller.poll(max(1, int(remaining * 1000)))
                 if not events:
                     continue
-                self._lock.acquire()
+                lock.acquire()
                 try:
                     if len(events) > 1 or events[0][0] == wake_r:
                         _drain(wake_r)
                     if worker.eof or worker.uid not in self._workers or self._closed:
                         break
                     self._read_worker(worker, notify=False)
+                    if waiter.count <= 0:  # done: give the socket back in this locked section
+                        self._end_direct(worker)
+                        handed_back = True
                 finally:
                     self._unlock()
             if waiter.count > 0:  # the worker went away: its failure resolves the waiter
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                return waiter.wait(remaining)
+                return waiter.wait(
+                    None if deadline is None else max(0.0, deadline - time.monotonic()))
             return True
         finally:
-            with self._lock:
-                worker.direct = None
-                if worker.closing:  # it exited while we held its descriptors: close them now
-                    worker.close()
-                elif worker.fd in self._owners and not self._closed:
-                    self._epoll.modify(worker.fd, _READ | (
-                        select.EPOLLOUT if worker.chan.has_pending() else 0))
+            if not handed_back:
+                with lock:
+                    self._end_direct(worker)
+
+    def _end_direct(self, worker: _Worker) -> None:
+        """The caller stops reading ``worker``'s socket (lock held): the reactor takes over."""
+        worker.direct = None
+        if worker.closing:  # it exited while we held its descriptors: close them now
+            worker.close()
+        elif worker.fd in self._owners and not self._closed:
+            self._epoll.modify(worker.fd, _READ | (
+                select.EPOLLOUT if worker.chan.has_pending() else 0))
 
     def _read_worker(self, worker: _Worker, notify: bool = True) -> None:
         """Handle what a worker sent (with the lock held), from the reactor or a direct waiter."""
@@ -286,7 +365,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             self._on_worker_eof(worker)
         else:
             for frame in frames:
-                self._on_message(worker, pickle.loads(frame))
+                self._on_message(worker, decode(frame))
                 if worker.uid not in self._workers:
                     break
         if notify and worker.direct is not None:  # a caller polls this socket: tell it to look
@@ -319,6 +398,10 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
     def _on_worker_eof(self, worker: _Worker) -> None:
         # The socket closed; the fork server's exit notice (with the exit code) follows.
         worker.eof = True
+        if worker.claim is not None:  # no caller polls it yet: nobody else will close it
+            worker.claim = None
+            self._claimed.discard(worker)
+            worker.direct = None
         self._unwatch_fd(worker.fd)
         if worker.exitcode is not None or worker.pid is None:
             self._on_worker_exit(worker)
@@ -396,11 +479,19 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
     def remove_local_ref(self, object_id: int) -> None:
         if self._closed:
             return
-        self._decrefs.append(object_id)
         if self._lock.acquire(blocking=False):
+            self._release(object_id)
             self._unlock()
+        else:  # another thread holds the lock, or this one does (a __del__ inside a locked
+            self._decrefs.append(object_id)  # section): the holder applies it on leaving
+            if self._lock.acquire(blocking=False):  # unless it left just before the append
+                self._unlock()
 
     def _release(self, oid: int) -> None:
+        if self._claimed:  # nobody will read this result directly any more
+            for worker in list(self._claimed):
+                if worker.claim == oid:
+                    self._unclaim(worker)
         if oid in self._store.objects:
             self._store.decref(oid)
             return
@@ -422,6 +513,9 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         self._check_open()
         self._lock.acquire()
         try:
+            if self._claimed:
+                self._release_claims()
+
             def later(_oid: int) -> None:
                 self._deferred.append(lambda: callback(ref))
 
@@ -439,9 +533,13 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
     # -- get / put / wait -------------------------------------------------------------------
     def get(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
         self._check_open()
+        if len(refs) == 1:
+            return [self._get_one(refs[0]._id, timeout)]
         store = self._store
         ids = [r._id for r in refs]
         with self._lock:
+            if self._claimed:
+                self._release_claims()
             pending = [i for i in ids if not store.is_ready(i)]
             waiter = None
             source = None
@@ -479,6 +577,54 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             out.append(value)
         return out
 
+    def _get_one(self, oid: int, timeout: float | None) -> Any:
+        """``get`` of one reference: the common synchronous case, kept short."""
+        store = self._store
+        lock = self._lock
+        lock.acquire()
+        try:
+            claimed = self._claimed
+            if claimed and (len(claimed) > 1 or next(iter(claimed)).claim != oid):
+                self._release_claims(keep=oid)
+            obj = store.objects.get(oid)
+            entry: tuple[ser.Stored, bool] | None = None
+            waiter = None
+            if obj is None:
+                pass
+            elif obj.stored is not None:
+                entry = (obj.stored, obj.error)
+            else:
+                waiter = _Waiter(1)
+                store.add_callback(oid, waiter)
+                source = self._take_direct(oid)
+        finally:
+            self._unlock()
+        if waiter is not None:
+            if source is not None:
+                ready = self._wait_direct(waiter, source, timeout)
+            else:
+                ready = waiter.wait(timeout)
+            lock.acquire()
+            try:
+                if not ready:
+                    store.remove_callback((oid,), waiter)
+                    if not store.is_ready(oid):
+                        raise GetTimeoutError(
+                            f"ember.get timed out after {timeout} s: 1 of 1 objects are not "
+                            "ready yet"
+                        )
+                entry = store.value(oid)
+            finally:
+                self._unlock()
+            self._check_open()
+        if entry is None:
+            entry = _lost(oid)
+        stored, is_error = entry
+        value = ser.loads(stored, self._names)
+        if is_error:
+            raise value
+        return value
+
     def put(self, value: Any) -> ObjectRef:
         self._check_open()
         stored = ser.dumps(value, self._names, self._threshold)
@@ -496,6 +642,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         store = self._store
         ids = [r._id for r in refs]
         with self._lock:
+            if self._claimed:
+                self._release_claims()
             ready_now = sum(1 for i in ids if store.is_ready(i))
             waiter = None
             if ready_now < num_returns and timeout != 0:

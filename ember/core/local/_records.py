@@ -11,13 +11,13 @@ from typing import Any
 
 from ember.core import _serialization as ser
 from ember.core._remote import ActorMeta
-from ember.core.local._protocol import DEFAULT_BACKPRESSURE
+from ember.core.local._protocol import DEFAULT_BACKPRESSURE, EMPTY_ARGS
 from ember.core.local._transport import DriverChannel
 
 _PIPELINE_DEPTH = 16  # tasks queued on one busy worker, for functions known to be short
 _SHORT_TASK_S = 0.002
 _MAX_TASK_WORKERS = 256
-_EMPTY_ARGS = ser.dumps(((), {}), None, 0)
+_EMPTY_ARGS = EMPTY_ARGS
 
 
 class _Work:
@@ -55,6 +55,8 @@ class _Worker:
         "actor",
         "blocked",
         "chan",
+        "claim",
+        "claim_time",
         "closing",
         "direct",
         "doomed",
@@ -77,6 +79,10 @@ class _Worker:
         self.fd = chan.fileno()
         self.direct: int | None = None  # wake pipe of a caller reading this socket itself
         self.poller: tuple[Any, int, int] | None = None  # (poll object, wake pipe r, w)
+        # The object id of a call's result whose caller is expected to read the reply itself
+        # (see LocalBackend._claim); the reactor does not watch the socket meanwhile.
+        self.claim: int | None = None
+        self.claim_time = 0.0
         self.closing = False
         self.pid: int | None = None
         self.eof = False

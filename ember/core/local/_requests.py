@@ -48,6 +48,8 @@ class RequestsMixin:
                 self._pool.reclaim_cpus(worker.inflight[0].request)
 
     def _on_request(self: LocalBackend, worker: _Worker, rid: int, kind: str, payload: Any) -> None:
+        if self._claimed:  # it may wait for a claimed result
+            self._release_claims()
         try:
             if kind == "get":
                 self._request_get(worker, rid, *payload)
@@ -156,6 +158,8 @@ class RequestsMixin:
     def _submit_from_worker(self: LocalBackend, worker: _Worker, spec: tuple[Any, ...]) -> None:
         (task_id, fn_id, code, stored, deps, return_ids, gen_id, request, max_retries,
          retry_exceptions, name, parent) = spec
+        if deps and self._claimed:
+            self._release_claims()
         if code is not None:
             self._fn_code[fn_id] = code
         work = self._new_work(name, stored, deps, None, worker, work_id=task_id,
@@ -170,6 +174,8 @@ class RequestsMixin:
 
     def _call_from_worker(self: LocalBackend, worker: _Worker, spec: tuple[Any, ...]) -> None:
         actor_id, call_id, method, stored, deps, return_ids, gen_id = spec
+        if deps and self._claimed:
+            self._release_claims()
         work = self._new_work(method, stored, deps, None, worker, work_id=call_id,
                               return_ids=return_ids, gen_id=gen_id)
         self._queue_call(actor_id, work, method)
@@ -246,6 +252,8 @@ class RequestsMixin:
 
         self._lock.acquire()
         try:
+            if self._claimed:
+                self._release_claims()
             self._generator_take(generator_id, index, deliver)
         finally:
             self._unlock()
@@ -274,6 +282,8 @@ class RequestsMixin:
 
         self._lock.acquire()
         try:
+            if self._claimed:
+                self._release_claims()
             self._generator_take(generator_id, index, take)
         finally:
             self._unlock()

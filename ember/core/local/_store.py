@@ -76,6 +76,8 @@ class ObjectStore:
     # -- values -------------------------------------------------------------------------
     def pin(self, stored: Stored) -> bool:
         """Count ``stored``'s segments and contained refs as held; False if a segment is gone."""
+        if not stored[1] and not stored[2]:  # a small value that holds nothing
+            return True
         ok = True
         for name, _offset, _nbytes, size in stored[1]:
             segment = self.segments.get(name)
@@ -93,6 +95,8 @@ class ObjectStore:
         return ok
 
     def unpin(self, stored: Stored) -> None:
+        if not stored[1] and not stored[2]:
+            return
         for name, _offset, _nbytes, _size in stored[1]:
             segment = self.segments.get(name)
             if segment is None:

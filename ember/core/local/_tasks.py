@@ -155,6 +155,8 @@ class TasksMixin:
         num_returns = options["num_returns"]
         self._lock.acquire()
         try:
+            if deps and self._claimed:  # a claimed result may be among them
+                self._release_claims()
             work = self._new_work(fn._name, stored, deps, num_returns, holder=None)
             work.fn_id = fn_id
             work.request = request
@@ -338,7 +340,8 @@ class TasksMixin:
             if work in work.actor.queue:
                 work.actor.queue.remove(work)
                 work.cancelled = True
-                self._fail(work, TaskCancelledError(f"{work.name} was cancelled"))
+                self._fail(work, TaskCancelledError(
+                    f"{work.actor.meta.class_name}.{work.method} was cancelled"))
             return  # a running actor call is not interrupted (as in Ray)
         work.cancelled = True
         if recursive:

@@ -8,7 +8,6 @@ sent in a row leave in one system call when the socket is busy, which batches sm
 
 from __future__ import annotations
 
-import pickle
 import select
 import socket
 import struct
@@ -16,12 +15,17 @@ import threading
 from collections import deque
 from typing import Any
 
+from ember.core.local._protocol import encode
+
 _HEADER = struct.Struct("<Q")
-_READ_CHUNK = 1 << 20
+_HEADER_SIZE = _HEADER.size
+# One read takes at most this much into a reusable buffer. Reading into a fresh bytes object
+# instead (``sock.recv(n)``) costs an allocation of ``n`` bytes per call: for a large ``n`` that
+# is an mmap/munmap pair and page faults, which dominated a small round trip.
+_SCRATCH = 1 << 16
 
 
-def dumps(message: Any) -> bytes:
-    return pickle.dumps(message, protocol=5)
+dumps = encode  # a message's bytes (pickle, or the short layout of a plain actor call)
 
 
 def _frame(payload: bytes) -> bytes:
@@ -29,19 +33,45 @@ def _frame(payload: bytes) -> bytes:
 
 
 class _FrameReader:
-    def __init__(self) -> None:
-        self._buf = bytearray()
+    """Splits a byte stream into frames; reads a socket into one reusable buffer."""
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def __init__(self) -> None:
+        self._buf = bytearray()  # the start of a frame whose rest has not arrived yet
+        self._need = 0  # bytes still missing from the frame in ``_buf`` (0: unknown)
+        self._scratch: bytearray | None = None
+        self._view: memoryview | None = None
+
+    def recv(self, sock: socket.socket) -> list[bytes] | None:
+        """The complete frames that one read yields; None at end of stream. Raises what
+        ``recv`` raises (BlockingIOError on a non-blocking socket with nothing to read)."""
+        if self._need > _SCRATCH:  # the rest of a large frame: read it in large pieces
+            data = sock.recv(self._need)
+            return self.feed(data) if data else None
+        view = self._view
+        if view is None:
+            self._scratch = bytearray(_SCRATCH)
+            view = self._view = memoryview(self._scratch)
+        n = sock.recv_into(view)
+        if not n:
+            return None
+        if not self._buf and n > _HEADER_SIZE:
+            (size,) = _HEADER.unpack_from(view)
+            if size == n - _HEADER_SIZE:  # exactly one whole frame: the common case
+                return [view[_HEADER_SIZE:n].tobytes()]
+        return self.feed(view[:n])
+
+    def feed(self, data: bytes | memoryview) -> list[bytes]:
         buf = self._buf
         buf += data
         frames: list[bytes] = []
         start = 0
         end = len(buf)
-        header = _HEADER.size
+        header = _HEADER_SIZE
+        self._need = 0
         while end - start >= header:
             (size,) = _HEADER.unpack_from(buf, start)
             if end - start - header < size:
+                self._need = size + header - (end - start)
                 break
             frames.append(bytes(buf[start + header : start + header + size]))
             start += header + size
@@ -53,14 +83,11 @@ class _FrameReader:
 def recv_frames(sock: socket.socket, reader: _FrameReader) -> list[bytes] | None:
     """The complete frames that one read of a ready socket yields; None once the peer closed."""
     try:
-        data = sock.recv(_READ_CHUNK)
+        return reader.recv(sock)
     except (BlockingIOError, InterruptedError):
         return []
     except OSError:
         return None
-    if not data:
-        return None
-    return reader.feed(data)
 
 
 class DriverChannel:
@@ -79,7 +106,10 @@ class DriverChannel:
 
     def send_many(self, messages: list[Any]) -> bool:
         """Send messages in one write; False when part of it waits for the socket to drain."""
-        frame = b"".join(_frame(dumps(m)) for m in messages)
+        if len(messages) == 1:
+            frame = _frame(dumps(messages[0]))
+        else:
+            frame = b"".join([_frame(dumps(m)) for m in messages])
         with self._lock:
             if self.closed:
                 return True
@@ -140,7 +170,10 @@ class WorkerChannel:
         self._lock = threading.Lock()
 
     def send_many(self, messages: list[Any]) -> None:
-        data = b"".join(_frame(dumps(m)) for m in messages)
+        if len(messages) == 1:
+            data = _frame(dumps(messages[0]))
+        else:
+            data = b"".join([_frame(dumps(m)) for m in messages])
         with self._lock:
             self.sock.sendall(data)
 
@@ -152,14 +185,14 @@ class WorkerChannel:
                 if not ready:
                     raise TimeoutError
             try:
-                data = self.sock.recv(_READ_CHUNK)
+                frames = self._reader.recv(self.sock)
             except InterruptedError:
                 continue
             except OSError:
                 return None
-            if not data:
+            if frames is None:
                 return None
-            self._frames.extend(self._reader.feed(data))
+            self._frames.extend(frames)
         return self._frames.popleft()
 
     def has_buffered(self) -> bool:

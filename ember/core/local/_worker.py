@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -27,7 +26,7 @@ from typing import Any
 from ember.core import _api, _shm
 from ember.core import _serialization as ser
 from ember.core._remote import register_code
-from ember.core.local._protocol import ID_SHIFT, Dep
+from ember.core.local._protocol import ID_SHIFT, Dep, decode
 from ember.core.local._transport import WorkerChannel
 from ember.core.local._worker_client import ClientMixin, _RemoteFailure, _Slot
 from ember.errors import (
@@ -40,6 +39,7 @@ from ember.errors import (
 )
 
 _NO_ARGS = ser.dumps(((), {}), None, 0)[0]
+_NONE = ser.dumps(None, None, 0)
 _CONTROL = frozenset(("reply", "ack", "close_generator", "cancel"))
 _BLOCKING = frozenset(("get", "wait", "generator_next"))
 
@@ -81,6 +81,7 @@ class WorkerRuntime(ClientMixin):
         self._send_lock = threading.Lock()
         self._signalled = False
         self._cond = threading.Condition()
+        self._sleepers = 0  # threads inside self._cond.wait_for (changed under self._cond)
         self._slots: dict[int, _Slot] = {}
         self._prefetched: dict[int, tuple[Any, bool]] = {}
         self._inbox: deque[tuple[Any, ...]] = deque()
@@ -103,6 +104,7 @@ class WorkerRuntime(ClientMixin):
         self._original_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
         self._gpu_ids: tuple[str, ...] = ()
         self._exiting = False
+        self._call_names: dict[str, str] = {}
 
     # -- sending ------------------------------------------------------------------------
     def _send(self, messages: list[Any]) -> None:
@@ -135,7 +137,7 @@ class WorkerRuntime(ClientMixin):
         frame = self._chan.recv(timeout)
         if frame is None:
             self._driver_gone()
-        message: tuple[Any, ...] = pickle.loads(frame)  # type: ignore[arg-type]
+        message: tuple[Any, ...] = decode(frame)  # type: ignore[arg-type]
         if message[0] in _CONTROL:
             self._control(message)
             return None
@@ -161,7 +163,8 @@ class WorkerRuntime(ClientMixin):
                 self._closed_generators.add(message[1])
             elif kind == "cancel":
                 self._cancel_requested.add(message[1])
-            self._cond.notify_all()
+            if self._sleepers:
+                self._cond.notify_all()
 
     def _route(self, message: tuple[Any, ...]) -> None:
         """Work read by a waiting thread: queue it for the main thread, or, when the main
@@ -171,7 +174,8 @@ class WorkerRuntime(ClientMixin):
             return
         with self._cond:
             self._inbox.append(message)
-            self._cond.notify_all()
+            if self._sleepers:
+                self._cond.notify_all()
 
     def _read_turn(
         self, timeout: float | None, ready: Callable[[], bool]
@@ -182,14 +186,22 @@ class WorkerRuntime(ClientMixin):
         free, and the main thread never depends on another thread."""
         if not self._read_lock.acquire(blocking=False):
             with self._cond:
-                self._cond.wait_for(lambda: ready() or not self._read_lock.locked(), timeout)
+                # Counted before the predicate runs: a reader that releases the lock after
+                # this sees the count and notifies; one that released it before, the predicate
+                # sees. (Python's GIL orders these plain reads and writes.)
+                self._sleepers += 1
+                try:
+                    self._cond.wait_for(lambda: ready() or not self._read_lock.locked(), timeout)
+                finally:
+                    self._sleepers -= 1
             return None
         try:
             return self._read_one(timeout)
         finally:
             self._read_lock.release()
-            with self._cond:
-                self._cond.notify_all()
+            if self._sleepers:  # nobody to hand over to in a single-threaded worker
+                with self._cond:
+                    self._cond.notify_all()
 
     def _wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
         """Wait for the driver to make ``predicate`` true, reading the socket when it is free."""
@@ -351,6 +363,8 @@ class WorkerRuntime(ClientMixin):
     def _store_returns(self, result: Any, return_ids: Sequence[int], name: str) -> Any:
         n = len(return_ids)
         if n == 1:
+            if result is None:
+                return (_NONE,)
             values: Sequence[Any] = (result,)
         elif n == 0:
             values = ()
@@ -369,7 +383,7 @@ class WorkerRuntime(ClientMixin):
         self._executing = True
         try:
             result = fn(*a, **kw)
-            if asyncio.iscoroutine(result):
+            if result is not None and asyncio.iscoroutine(result):
                 result = asyncio.run(result)
             return result
         finally:
@@ -504,14 +518,20 @@ class WorkerRuntime(ClientMixin):
         self._loop = loop
         self._inline = False
 
+    def _call_name(self, method: str) -> str:
+        name = self._call_names.get(method)
+        if name is None:
+            name = self._call_names[method] = f"{type(self._instance).__qualname__}.{method}"
+        return name
+
     def _run_call(self, message: tuple[Any, ...]) -> None:
         _, call_id, method, args, deps, return_ids, gen_id, backpressure = message
-        self._run(call_id, None, method, args, deps, return_ids, gen_id,
-                  f"{type(self._instance).__qualname__}.{method}", backpressure)
+        self._run(call_id, None, method, args, deps, return_ids, gen_id, self._call_name(method),
+                  backpressure)
 
     async def _run_call_async(self, message: tuple[Any, ...]) -> None:
         _, call_id, method, args, deps, return_ids, gen_id, backpressure = message
-        name = f"{type(self._instance).__qualname__}.{method}"
+        name = self._call_name(method)
         assert self._async_limit is not None
         async with self._async_limit:
             fn = getattr(self._instance, method)

@@ -264,6 +264,104 @@ def test_calls_to_a_threaded_actor_run_on_several_threads(ember_local):
     assert len(set(get([actor.thread.remote() for _ in range(3)]))) == 3
 
 
+# -- synchronous actor calls -----------------------------------------------------------------
+# The thread that submits a call to an idle actor reads the reply itself when it then waits for
+# it; whatever it does instead, nothing the actor sends may be left unread for long.
+
+
+def test_actor_call_whose_result_is_held_still_gets_answers_from_the_driver(ember_local, tmp_path):
+    @ember.remote
+    class Nested:
+        def work(self, path):
+            value = ember.get(ember.put(41)) + 1  # a request that only the driver can answer
+            with open(path, "w") as f:
+                f.write(str(value))
+            return value
+
+    actor = Nested.remote()
+    assert get(actor.work.remote(str(tmp_path / "warm-up"))) == 42
+    out = tmp_path / "out"
+
+    ref = actor.work.remote(str(out))  # held; this thread makes no ember call while it waits
+    wait_for(out.exists, timeout=20, what="the actor's nested get to be answered")
+
+    assert out.read_text() == "42"
+    assert get(ref) == 42
+
+
+def test_actor_call_result_can_be_read_by_another_thread(ember_local):
+    import threading
+
+    @ember.remote
+    class Slow:
+        def echo(self, x):
+            time.sleep(0.2)
+            return x
+
+    actor = Slow.remote()
+    ref = actor.echo.remote("hello")
+    seen = []
+    reader = threading.Thread(target=lambda: seen.append(get(ref)))
+    reader.start()
+    reader.join(60)
+
+    assert seen == ["hello"]
+    assert get(ref) == "hello"
+
+
+def test_actor_call_result_passed_on_or_waited_for_right_away(ember_local):
+    @ember.remote
+    class Counter:
+        def __init__(self):
+            self.n = 0
+
+        def incr(self):
+            time.sleep(0.05)
+            self.n += 1
+            return self.n
+
+    @ember.remote
+    def double(x):
+        return 2 * x
+
+    @ember.remote
+    def unbox(box):
+        return ember.get(box[0]) + 100
+
+    actor = Counter.remote()
+    assert get(double.remote(actor.incr.remote())) == 2
+    ready, _ = ember.wait([actor.incr.remote()], timeout=60)
+    assert get(ready) == [2]
+    assert get(unbox.remote([actor.incr.remote()])) == 103
+    actor.incr.remote()  # dropped at once
+    assert get(actor.incr.remote()) == 5
+
+
+def test_cancel_of_an_actor_call_waiting_for_its_argument_names_the_method(ember_local, tmp_path):
+    gate = tmp_path / "gate"
+
+    @ember.remote
+    def blocked(path):
+        while not os.path.exists(path):
+            time.sleep(0.01)
+        return 1
+
+    @ember.remote
+    class Adder:
+        def add(self, x):
+            return x + 1
+
+    actor = Adder.remote()
+    call = actor.add.remote(blocked.remote(str(gate)))
+
+    ember.cancel(call)
+    gate.touch()
+
+    with pytest.raises(ember.errors.TaskCancelledError, match=r"Adder\.add was cancelled"):
+        get(call)
+    assert get(actor.add.remote(1)) == 2
+
+
 # -- generators -------------------------------------------------------------------------------
 
 
