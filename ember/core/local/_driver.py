@@ -37,6 +37,7 @@ from ember.core.local._worker import (
     WorkerConfig,
 )
 from ember.errors import (
+    BackendError,
     GetTimeoutError,
     RuntimeNotInitializedError,
 )
@@ -98,6 +99,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         self._timer_seq = itertools.count()
         self._uids = itertools.count(1)
         self._closed = False
+        self._broken: BackendError | None = None  # set when the fork server is gone
         # Raw epoll (thread-safe to modify from any thread) and who owns each descriptor.
         self._epoll = select.epoll()
         self._owners: dict[int, _Worker | str] = {}
@@ -153,6 +155,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             raise RuntimeNotInitializedError(
                 "this ember runtime was shut down; call ember.init() to start a new one"
             )
+        if self._broken is not None:
+            raise self._broken
 
     def _send(self, worker: _Worker, message: Any) -> None:
         worker.outbox.append(message)
@@ -376,9 +380,12 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
 
     def _on_forkserver(self, notices: list[tuple[Any, ...]] | None) -> None:
         if notices is None:
-            if not self._closed:
-                logger.error("ember: the fork server exited; new workers cannot start")
+            if not self._closed and self._broken is None:
                 self._unwatch_fd(self._forkserver.fileno())
+                self._fail_everything(BackendError(
+                    f"ember's fork server exited (exit code {self._forkserver.exit_code()}), so "
+                    "no worker can start: see its error output above; then call "
+                    "ember.shutdown() and ember.init() again"))
             return
         for kind, key, value in notices:
             if kind == "spawned":
@@ -394,6 +401,18 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
                     worker.exitcode = value
                     if worker.eof:
                         self._on_worker_exit(worker)
+
+    def _fail_everything(self, error: BackendError) -> None:
+        """The runtime cannot go on (lock held): every value still to come fails with ``error``
+        and every later call raises it, so that nothing waits forever."""
+        logger.error("ember: %s", error)
+        self._broken = error
+        failed = ser.dumps(error, None, 0)
+        for oid in [oid for oid, obj in self._store.objects.items() if obj.stored is None]:
+            self._resolve(oid, failed, True)
+        for gen in self._gens.values():
+            gen.finished = True
+            self._wake_generator(gen)
 
     def _on_worker_eof(self, worker: _Worker) -> None:
         # The socket closed; the fork server's exit notice (with the exit code) follows.

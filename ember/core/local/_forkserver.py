@@ -37,7 +37,10 @@ class ForkServer:
 
     def __init__(self) -> None:
         parent, child = socket.socketpair()
-        code = f"from ember.core.local._forkserver import serve; serve({child.fileno()})"
+        # The driver's sys.path, not `-c`'s (which puts the current directory first): the
+        # workers must import the same ember, and the same user modules, as the driver.
+        code = (f"import sys; sys.path[:] = {sys.path!r}; "
+                f"from ember.core.local._forkserver import serve; serve({child.fileno()})")
         self._proc = subprocess.Popen(
             [sys.executable, "-c", code], pass_fds=(child.fileno(),), close_fds=True,
         )
@@ -51,7 +54,17 @@ class ForkServer:
     def spawn(self, uid: int, config: Any, worker_sock: socket.socket) -> None:
         payload = _frame(pickle.dumps(("spawn", uid, config), protocol=5))
         fds = array.array("i", [worker_sock.fileno()])
-        self.sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        try:
+            self.sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        except OSError:
+            pass  # the server is gone: the driver learns it from the end of this socket
+
+    def exit_code(self, timeout: float = 1.0) -> int | None:
+        """The server's exit code once it has exited (None while it runs)."""
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def read(self) -> list[tuple[Any, ...]] | None:
         """Notices available now; None once the server is gone."""

@@ -146,3 +146,69 @@ def test_worker_does_not_inherit_the_drivers_modules(ember_local):
         return "_pytest" in sys.modules
 
     assert ember.get(has_pytest.remote(), timeout=30) is False
+
+
+def test_workers_import_the_drivers_ember_not_one_in_the_current_directory(tmp_path):
+    # `python -c` would put the current directory first on the fork server's path; a folder
+    # named ember there (a checkout, an unrelated package) must not replace the driver's.
+    work = tmp_path / "work"
+    (work / "ember").mkdir(parents=True)
+    (work / "ember" / "__init__.py").write_text("raise ImportError('the wrong ember')\n")
+    script = tmp_path / "prog.py"
+    script.write_text(textwrap.dedent("""
+        import ember
+
+        @ember.remote
+        def where():
+            return ember.__file__
+
+        print(ember.get(where.remote(), timeout=30) == ember.__file__)
+        ember.shutdown()
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, cwd=work, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
+
+
+def test_a_dead_fork_server_fails_work_at_once_instead_of_hanging():
+    from ember.core import _api
+    from ember.errors import BackendError
+
+    ember.init(num_cpus=2)
+    try:
+        @ember.remote
+        def pid():
+            return os.getpid()
+
+        @ember.remote
+        class Sleeper:
+            def nap(self, seconds):
+                import time
+
+                time.sleep(seconds)
+
+        worker_pid = ember.get(pid.remote(), timeout=30)
+        sleeper = Sleeper.remote()
+        ember.get(sleeper.nap.remote(0), timeout=30)
+        pending = sleeper.nap.remote(3)
+        os.kill(_api._backend._forkserver._proc.pid, signal.SIGKILL)
+
+        def refused() -> bool:
+            try:
+                pid.remote()
+            except BackendError:
+                return True
+            return False
+
+        wait_for(refused, what="submissions to be refused once the fork server died")
+        try:
+            ember.get(pending, timeout=10)
+        except BackendError as exc:
+            assert "fork server exited" in str(exc)
+        else:
+            raise AssertionError("the pending call did not fail")
+    finally:
+        ember.shutdown()
+    wait_for(lambda: is_gone(worker_pid), what="the orphaned worker to be killed by shutdown")
