@@ -207,17 +207,22 @@ def multiplexed(
         is_method = bool(params) and params[0] == "self"
         attr = f"__ember_model_cache_{loader.__name__}"
 
+        # These closures reach replicas by value (cloudpickle copies the module globals they
+        # use), so they find the registry of caches through an import at call time: a copy of
+        # the list would leave the replica reporting no models to the router.
         if is_method:
 
             @functools.wraps(loader)
             async def method(self: Any, model_id: str) -> Any:
                 cache = self.__dict__.get(attr)
                 if cache is None:
-                    cache = _ModelCache(
+                    from ember.serve import _multiplex
+
+                    cache = _multiplex._ModelCache(
                         functools.partial(loader, self), max_num_models_per_replica
                     )
                     self.__dict__[attr] = cache
-                    _caches.append(cache)
+                    _multiplex._caches.append(cache)
                 return await cache.get(model_id)
 
             return method
@@ -227,8 +232,10 @@ def multiplexed(
         @functools.wraps(loader)
         async def function(model_id: str) -> Any:
             if not holder:
-                holder.append(_ModelCache(loader, max_num_models_per_replica))
-                _caches.append(holder[0])
+                from ember.serve import _multiplex
+
+                holder.append(_multiplex._ModelCache(loader, max_num_models_per_replica))
+                _multiplex._caches.append(holder[0])
             return await holder[0].get(model_id)
 
         return function

@@ -280,6 +280,18 @@ def test_multiplexing_loads_once_and_routes_to_the_holder(tmp_path: Path) -> Non
     model_id, _pid = handle.options(multiplexed_model_id="b").which.remote().result(timeout_s=20)
     assert model_id == "b"
 
+    # The replicas report what they hold (the class was shipped by value, as a script's is),
+    # so the routers keep sending each model to its holder long after they sent it there.
+    from ember.serve._handle import CONTROLLER_NAME, CONTROLLER_NAMESPACE
+
+    controller = ember.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
+
+    def reported() -> list[list[str]]:
+        info = ember.get(controller.routing_info.remote("default", "Models", -1), timeout=20)
+        return sorted(sorted(models) for models in info["models"].values())
+
+    wait_for(lambda: reported() == [["a"], ["b"]], what="the replicas to report their models")
+
 
 def test_crashed_replica_fails_in_flight_requests_and_is_replaced(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
