@@ -12,7 +12,7 @@ TORCH  := torch==2.13.0
 $(VENV)/.stamp-base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e . numpy  # numpy: the demo (examples/core_tour.py) shares an array
+	$(PIP) install -q -e .
 	touch $@
 
 $(VENV)/.stamp-test: $(VENV)/.stamp-base
