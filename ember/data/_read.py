@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 import ember
-from ember.data import _block
+from ember.data import _block, _transforms
 from ember.data._block import Block
 from ember.data._context import DataContext
 from ember.data._plan import BlockMeta, Bundle, InputBlocks, Read, ReadTask
@@ -169,7 +169,7 @@ def _read_files(
             block = reader(fs, path)
         except Exception as exc:
             # Readers see file objects, so their errors rarely say which file was bad.
-            exc.add_note(f"ember.data: raised while reading {path}")
+            _transforms.add_note(exc, f"ember.data: raised while reading {path}")
             raise
         if include_paths:
             block = block.append_column("path", pa.array([path] * block.num_rows, pa.string()))

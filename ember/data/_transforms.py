@@ -50,8 +50,16 @@ def preview(data: Any, limit: int = 300) -> str:
 def _add_context(exc: BaseException, operator: str, what: str, data: Any) -> None:
     # A note keeps the user's exception type and object; the consumer's error message carries
     # the remote traceback, notes included.
-    exc.add_note(f"ember.data: raised by the UDF of operator {operator} on {what} "
-                 f"{preview(data)}")
+    add_note(exc, f"ember.data: raised by the UDF of operator {operator} on {what} "
+                  f"{preview(data)}")
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, also on Python 3.10 (where tracebacks do not show notes yet)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
 
 
 @dataclass
