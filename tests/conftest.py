@@ -106,9 +106,9 @@ def s3_bucket(_moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
 
 # -- leaving the test process -----------------------------------------------------------------
 # Ray's Python side keeps gRPC threads (grpcio's event engine) that can crash the interpreter
-# while it finalizes, after every test has passed and the summary is printed: the kernel log
-# showed `event_engine ... segfault ... in cygrpc` once in a clean-clone run, a known gRPC/Ray
-# problem (grpc/grpc#11804) that is not ember's. When Ray ran in this process, the session ends
+# while it finalizes, after every test has passed and the summary is printed (seen once in a
+# clean-clone run; the kernel log put the crash in gRPC's memory): a known gRPC/Ray problem
+# (grpc/grpc#11804) that is not ember's. When Ray ran in this process, the session ends
 # with os._exit once pytest is done, keeping pytest's exit status; ember's own teardown (and
 # the leftover checks above) has already run by then.
 _exit_status: int | None = None
