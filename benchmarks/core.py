@@ -28,21 +28,20 @@ they never compete for cores. To add a framework, add one entry to ``FRAMEWORKS`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import importlib
 import importlib.util
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import _procs
 
 ARRAY_BYTES = 256 * 1024 * 1024
 RESULT_MARKER = "BENCH-RESULT "
@@ -260,63 +259,14 @@ def measure_limits(settings: Settings) -> dict[str, Any]:
 BUSY: list[str] = []  # measurements that started while other processes kept the CPUs busy
 
 
-def _session_pids(sid: int) -> list[int]:
-    """Processes still in session `sid` (a child's daemons, such as Ray's); Linux only."""
-    if not os.path.isdir("/proc"):
-        return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                if os.getsid(int(entry)) == sid:
-                    pids.append(int(entry))
-    return pids
-
-
-def _reap_session(sid: int, max_wait_s: float = 30.0) -> None:
-    """Wait for everything the child started to exit; kill what is left after `max_wait_s`."""
-    deadline = time.monotonic() + max_wait_s
-    while (left := _session_pids(sid)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in left:
-        print(f"[benchmark] killing pid {pid}, left behind by a child", file=sys.stderr)
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _wait_for_quiet_cpus(what: str, max_wait_s: float = 10.0) -> None:
-    """Start measuring only once the CPUs are (nearly) idle; note it when they never are."""
-    try:
-        import psutil
-    except ImportError:
-        time.sleep(1.0)
-        return
-    deadline = time.monotonic() + max_wait_s
-    while psutil.cpu_percent(interval=0.25) > 15:
-        if time.monotonic() > deadline:
-            BUSY.append(what)
-            return
-
-
 def _run_child(argv: list[str], what: str) -> tuple[Any, str]:
     """Run a child Python process; return (the value it reported, or None; its stderr)."""
-    _wait_for_quiet_cpus(what)
-    proc = subprocess.Popen(
-        [sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,  # its own session: its daemons can be found and waited for
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=CHILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        stderr += f"\n[benchmark] child timed out after {CHILD_TIMEOUT_S} s and was killed"
-    _reap_session(proc.pid)
+    _procs.wait_for_quiet_cpus(what, BUSY)
+    stdout, stderr, code = _procs.run_child(argv, CHILD_TIMEOUT_S)
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_MARKER):
             return json.loads(line[len(RESULT_MARKER):]), stderr
-    return None, f"exit code {proc.returncode}\n{stdout[-2000:]}\n{stderr[-4000:]}"
+    return None, f"exit code {code}\n{stdout[-2000:]}\n{stderr[-4000:]}"
 
 
 def run_framework(fw_spec: Framework, settings: Settings, quick: bool) -> dict[str, Any]:

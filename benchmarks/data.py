@@ -36,7 +36,6 @@ import json
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import _procs
 
 BUDGET = 100 * 1024 * 1024
 RESULT_MARKER = "BENCH-RESULT "
@@ -231,26 +232,12 @@ def write_inputs(workdir: str, sizes: Sizes) -> int:
 # The parent: one framework at a time, each workload under a time limit.
 
 
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                if os.getsid(int(entry)) == sid:
-                    pids.append(int(entry))
-    return pids
-
-
 def _stop_session(proc: subprocess.Popen[str], grace_s: float) -> None:
     """End a child and everything it started (Ray's daemons): wait ``grace_s``, then kill."""
-    deadline = time.monotonic() + grace_s
+    start = time.monotonic()
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace_s)
-    while (left := _session_pids(proc.pid)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in left:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+    _procs.reap_session(proc.pid, max(0.0, grace_s - (time.monotonic() - start)), say=False)
     proc.wait()
 
 

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _procs
+
 HERE = Path(__file__).resolve().parent
 TAIL_LINES = 30
 DEFAULT_TIMEOUT_S = 3600.0
@@ -127,30 +129,6 @@ def parse_result(name: str, data: Any) -> tuple[list[dict[str, Any]], list[str]]
 # Running one benchmark.
 
 
-def _session_pids(sid: int) -> list[int]:
-    """Processes still in session ``sid`` (daemons a benchmark left, such as Ray's); Linux."""
-    if not os.path.isdir("/proc"):
-        return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                if os.getsid(int(entry)) == sid:
-                    pids.append(int(entry))
-    return pids
-
-
-def _reap_session(sid: int, grace_s: float) -> list[int]:
-    """Give what the benchmark started ``grace_s`` to exit, then kill it; return killed pids."""
-    deadline = time.monotonic() + grace_s
-    while (left := _session_pids(sid)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in left:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    return left
-
-
 def _pump(stream: Any, tail: collections.deque[str], echo: bool) -> None:
     for line in stream:
         tail.append(line.rstrip("\n"))
@@ -185,7 +163,7 @@ def run_benchmark(script: Path, quick: bool, timeout_s: float, echo: bool = True
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         # Daemons the benchmark left behind may hold its pipes open: reap them first.
-        left = _reap_session(proc.pid, 0 if timed_out else reap_grace_s)
+        left = _procs.reap_session(proc.pid, 0 if timed_out else reap_grace_s, say=False)
         for reader in readers:
             reader.join(timeout=5)
         for stream in (proc.stdout, proc.stderr):

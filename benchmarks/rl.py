@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import datetime
 import importlib.util
 import json
@@ -56,11 +55,12 @@ import platform
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
+
+import _procs
 
 RESULT_MARKER = "BENCH-RESULT "
 TARGET_RETURN = 450.0
@@ -337,66 +337,21 @@ def throughput(framework: str, batches: int) -> dict[str, Any]:
 BUSY: list[str] = []
 
 
-def _session_pids(sid: int) -> list[int]:
-    if not os.path.isdir("/proc"):
-        return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                if os.getsid(int(entry)) == sid:
-                    pids.append(int(entry))
-    return pids
-
-
-def _reap_session(sid: int, max_wait_s: float = 30.0) -> None:
-    """Wait for everything the child started (Ray's daemons) to exit; kill what is left."""
-    deadline = time.monotonic() + max_wait_s
-    while (left := _session_pids(sid)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for pid in left:
-        print(f"[benchmark] killing pid {pid}, left behind by a child", file=sys.stderr)
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _wait_for_quiet_cpus(what: str, max_wait_s: float = 10.0) -> None:
-    try:
-        import psutil
-    except ImportError:
-        time.sleep(1.0)
-        return
-    deadline = time.monotonic() + max_wait_s
-    while psutil.cpu_percent(interval=0.25) > 25:
-        if time.monotonic() > deadline:
-            BUSY.append(what)
-            return
-
-
 def _run_child(args: list[str], what: str, timeout_s: float) -> tuple[Any, str]:
     """Run ``rl.py --child ARGS`` and return (its last reported value or None, its stderr)."""
-    _wait_for_quiet_cpus(what)
+    _procs.wait_for_quiet_cpus(what, BUSY, threshold_pct=25)
     print(f"[benchmark] {what} ...", file=sys.stderr, flush=True)
     spawned = time.time()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", *args, "--spawned", repr(spawned)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        stderr += f"\n[benchmark] child timed out after {timeout_s:.0f} s and was killed"
-    _reap_session(proc.pid)
-    killed = proc.returncode in (-signal.SIGKILL, -signal.SIGTERM)
+    stdout, stderr, code = _procs.run_child(
+        [__file__, "--child", *args, "--spawned", repr(spawned)], timeout_s)
+    killed = code in (-signal.SIGKILL, -signal.SIGTERM)
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_MARKER):
             value = json.loads(line[len(RESULT_MARKER):])
             if killed and isinstance(value, dict):
                 value["killed_after_s"] = timeout_s  # its last report before it was stopped
             return value, stderr
-    return None, f"exit code {proc.returncode}\n{stdout[-2000:]}\n{stderr[-4000:]}"
+    return None, f"exit code {code}\n{stdout[-2000:]}\n{stderr[-4000:]}"
 
 
 def available(framework: str) -> bool:

@@ -38,7 +38,6 @@ import json
 import os
 import platform
 import random
-import signal
 import socket
 import statistics
 import subprocess
@@ -48,6 +47,8 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
+
+import _procs
 
 RESULT_MARKER = "BENCH-RESULT "
 CHILD_TIMEOUT_S = 600
@@ -355,59 +356,14 @@ def _load_average() -> str:
         return "unknown"
 
 
-def _wait_for_quiet_cpus(what: str, max_wait_s: float = 10.0) -> None:
-    try:
-        import psutil
-    except ImportError:
-        time.sleep(1.0)
-        return
-    deadline = time.monotonic() + max_wait_s
-    while psutil.cpu_percent(interval=0.25) > 15:
-        if time.monotonic() > deadline:
-            BUSY.append(what)
-            return
-
-
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    if os.path.isdir("/proc"):
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                with contextlib.suppress(OSError):
-                    if os.getsid(int(entry)) == sid:
-                        pids.append(int(entry))
-    return pids
-
-
-def _reap_session(sid: int, max_wait_s: float = 30.0) -> None:
-    """Wait for what the child started (Ray's daemons) to exit; kill what is left."""
-    deadline = time.monotonic() + max_wait_s
-    while (left := _session_pids(sid)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in left:
-        print(f"[benchmark] killing pid {pid}, left behind by a child", file=sys.stderr)
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-
-
 def run_framework(name: str, quick: bool) -> tuple[dict[str, Any] | None, str]:
-    _wait_for_quiet_cpus(name)
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", name] + (["--quick"] if quick else []),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=CHILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        stderr += f"\n[benchmark] child timed out after {CHILD_TIMEOUT_S} s and was killed"
-    _reap_session(proc.pid)
+    _procs.wait_for_quiet_cpus(name, BUSY)
+    stdout, stderr, code = _procs.run_child(
+        [__file__, "--child", name] + (["--quick"] if quick else []), CHILD_TIMEOUT_S)
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_MARKER):
             return json.loads(line[len(RESULT_MARKER):]), stderr
-    return None, f"exit code {proc.returncode}\n{stdout[-2000:]}\n{stderr[-4000:]}"
+    return None, f"exit code {code}\n{stdout[-2000:]}\n{stderr[-4000:]}"
 
 
 @dataclass(frozen=True)

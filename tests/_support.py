@@ -20,6 +20,20 @@ SEGMENT_PREFIX = "ember-"
 T = TypeVar("T")
 
 
+def session_pids(sid: int) -> list[int]:
+    """Processes in session ``sid`` (a subprocess started with ``start_new_session=True`` and
+    all it started, however deep); Linux only."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid:
+                    found.append(int(entry))
+            except OSError:  # gone meanwhile
+                pass
+    return found
+
+
 def ember_segments(folder: str = SHM_DIR) -> set[str]:
     """Names of the ember segments in ``folder`` (by default the shared-memory mount)."""
     try:

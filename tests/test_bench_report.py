@@ -80,6 +80,8 @@ def _run_report(folder: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def _load_report_module() -> ModuleType:
+    if str(REPORT.parent) not in sys.path:  # as when it runs as a script: its helpers sit beside it
+        sys.path.insert(0, str(REPORT.parent))
     spec = importlib.util.spec_from_file_location("bench_report", REPORT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._support import session_pids
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 SKIP = re.compile(r"<!--\s*readme-test:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->")
 BLOCK_TIMEOUT_S = 100  # under the per-test timeout, so a hang fails with the block's output
@@ -67,16 +69,6 @@ def python_blocks(text: str) -> list[Block]:
 BLOCKS = python_blocks(README.read_text())
 
 
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                if os.getsid(int(entry)) == sid:
-                    pids.append(int(entry))
-    return pids
-
-
 def _describe(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -114,7 +106,7 @@ def test_readme_python_block_runs(block: Block, tmp_path: Path) -> None:
                     f"{BLOCK_TIMEOUT_S} s; its output:\n{output[-4000:]}")
     finally:
         deadline = time.monotonic() + 10
-        while (left := _session_pids(proc.pid)) and time.monotonic() < deadline:
+        while (left := session_pids(proc.pid)) and time.monotonic() < deadline:
             time.sleep(0.1)
         described = [_describe(pid) for pid in left]
         for pid in left:

@@ -8,6 +8,7 @@ says it wrote, exit code 0, and nothing left running or in /dev/shm afterwards.
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import re
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests._support import SHM_DIR, ember_segments
+from tests._support import SHM_DIR, ember_segments, session_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "llm_lifecycle.py"
@@ -36,12 +37,9 @@ def script_constant(name: str) -> object:
 
 def processes_in_session(sid: int) -> list[psutil.Process]:
     found = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getsid(proc.pid) == sid:
-                found.append(proc)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            continue
+    for pid in session_pids(sid):
+        with contextlib.suppress(psutil.Error):
+            found.append(psutil.Process(pid))
     return found
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from ember import serve
 from ember.serve._cli import load_target, main
+from tests._support import session_pids
 
 APP_SOURCE = '''
 from ember import serve
@@ -131,15 +132,3 @@ def test_the_command_serves_until_interrupted(tmp_path: Path) -> None:
     while (left := session_pids(proc.pid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"processes left behind: {left}"
-
-
-def session_pids(sid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.getsid(int(entry)) == sid:
-                    found.append(int(entry))
-            except OSError:
-                pass
-    return found
