@@ -84,12 +84,7 @@ class TorchTrainer:
                                                                  Checkpoint):
             raise TypeError("resume_from_checkpoint must be a Checkpoint, got "
                             f"{type(resume_from_checkpoint).__name__}")
-        run_config = run_config or RunConfig()
-        if run_config.name is None:
-            stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-            run_config = replace(run_config, name=f"TorchTrainer_{stamp}")
-        if run_config.storage_path is None:
-            run_config = replace(run_config, storage_path=DEFAULT_STORAGE)
+        run_config = complete_run_config(run_config, type(self).__name__)
         self.train_loop_per_worker = train_loop_per_worker
         self.train_loop_config = train_loop_config
         self.scaling_config = scaling_config
@@ -176,6 +171,18 @@ class TorchTrainer:
             "resume_from_checkpoint": self.resume_from_checkpoint,
         }
         run.write_bytes(cloudpickle.dumps(state), TRAINER_FILE)
+
+
+def complete_run_config(run_config: RunConfig | None, trainer_name: str) -> RunConfig:
+    """``run_config`` with the defaults filled in: the name ``{trainer_name}_{time}`` and the
+    default storage path."""
+    run_config = run_config or RunConfig()
+    if run_config.name is None:
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+        run_config = replace(run_config, name=f"{trainer_name}_{stamp}")
+    if run_config.storage_path is None:
+        run_config = replace(run_config, storage_path=DEFAULT_STORAGE)
+    return run_config
 
 
 class _Run:

@@ -278,3 +278,19 @@ def test_restore_keeps_the_factory_and_replaces_what_is_given(tmp_path):
     assert same.train_loop_config["trainer_init_per_worker"].__name__ == "gpt2_trainer_factory"
     assert changed.train_loop_config["trainer_init_config"] == {"max_steps": 8}
     assert changed.scaling_config.num_workers == 2 and changed.path == trainer.path
+
+
+def test_runs_are_named_after_their_trainer() -> None:
+    from ember.train import ScalingConfig
+    from ember.train.huggingface import AccelerateTrainer, TransformersTrainer
+    from ember.train.torch import TorchTrainer
+
+    def loop() -> None:
+        pass
+
+    scaling = ScalingConfig(num_workers=1)
+    for trainer in (TorchTrainer(loop, scaling_config=scaling),
+                    TransformersTrainer(loop, scaling_config=scaling),
+                    AccelerateTrainer(loop, scaling_config=scaling)):
+        assert trainer.run_config.name.startswith(f"{type(trainer).__name__}_")
+        assert trainer.run_config.storage_path

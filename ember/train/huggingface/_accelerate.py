@@ -10,12 +10,10 @@ format) into those variables; each worker sets them before the loop runs.
 
 from __future__ import annotations
 
-import datetime
 import inspect
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from ember.train._checkpoint import Checkpoint
@@ -141,10 +139,6 @@ class AccelerateTrainer(TorchTrainer):
             raise TypeError(f"scaling_config must be a ScalingConfig, got "
                             f"{type(scaling_config).__name__}")
         env = accelerate_env(accelerate_config, use_gpu=scaling_config.use_gpu)  # fail early
-        run_config = run_config or RunConfig()
-        if run_config.name is None:
-            stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-            run_config = replace(run_config, name=f"AccelerateTrainer_{stamp}")
         super().__init__(
             _accelerate_loop,
             train_loop_config={"train_loop_per_worker": train_loop_per_worker, "env": env,

@@ -7,12 +7,10 @@ workers, when a Trainer is prepared.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from ember.train._checkpoint import Checkpoint
@@ -134,10 +132,6 @@ class TransformersTrainer(TorchTrainer):
         if unknown:
             raise ValueError(f"TransformersTrainer(datasets=...) has key(s) {unknown}; it takes "
                              f"{list(DATASET_KEYS)} (the Trainer's train and eval datasets)")
-        run_config = run_config or RunConfig()
-        if run_config.name is None:
-            stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-            run_config = replace(run_config, name=f"TransformersTrainer_{stamp}")
         super().__init__(
             _transformers_loop,
             train_loop_config={"trainer_init_per_worker": trainer_init_per_worker,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import replace
 from typing import Any
 
 from ember.train._checkpoint import Checkpoint
 from ember.train._config import CheckpointConfig, RunConfig, ScalingConfig
 from ember.train._result import Result
-from ember.train._trainer import TorchTrainer
+from ember.train._trainer import TorchTrainer, complete_run_config
 from ember.train.lightning._config import LightningConfig
 
 
@@ -44,10 +43,7 @@ class LightningTrainer:
         if not isinstance(lightning_config, LightningConfig):
             raise TypeError("lightning_config must come from LightningConfigBuilder().build(), "
                             f"got {type(lightning_config).__name__}")
-        run_config = run_config or RunConfig()
-        if run_config.name is None:
-            stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-            run_config = replace(run_config, name=f"LightningTrainer_{stamp}")
+        run_config = complete_run_config(run_config, "LightningTrainer")
         run_config = _with_retention(run_config, lightning_config)
         self.lightning_config = lightning_config
         self._trainer = TorchTrainer(
