@@ -585,16 +585,17 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         with self._lock:
             values = [store.value(i) for i in ids]
         self._check_open()
-        out = []
-        for oid, entry in zip(ids, values, strict=True):
-            if entry is None:
-                entry = _lost(oid)
-            stored, is_error = entry
-            value = ser.loads(stored, self._names)
-            if is_error:
-                raise value
-            out.append(value)
-        return out
+        return [self._decode(oid, entry) for oid, entry in zip(ids, values, strict=True)]
+
+    def _decode(self, oid: int, entry: tuple[Any, bool] | None) -> Any:
+        """The value of a stored entry; raises the stored error (or a lost-object error)."""
+        if entry is None:
+            entry = _lost(oid)
+        stored, is_error = entry
+        value = ser.loads(stored, self._names)
+        if is_error:
+            raise value
+        return value
 
     def _get_one(self, oid: int, timeout: float | None) -> Any:
         """``get`` of one reference: the common synchronous case, kept short."""
@@ -636,13 +637,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             finally:
                 self._unlock()
             self._check_open()
-        if entry is None:
-            entry = _lost(oid)
-        stored, is_error = entry
-        value = ser.loads(stored, self._names)
-        if is_error:
-            raise value
-        return value
+        return self._decode(oid, entry)
 
     def put(self, value: Any) -> ObjectRef:
         self._check_open()
