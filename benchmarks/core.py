@@ -15,8 +15,8 @@ It prints one Markdown table, one row per workload:
 - 256 MB through a task: ``get(identity.remote(arr))`` with a fresh 256 MB float64 array passed by
   value (Ray puts such an argument in its object store first, and the result too);
 
-with a column per framework (ember, Ray when it is installed, ember on the Ray backend when that
-backend exists), the machine's limit where one applies (a ``multiprocessing.Pipe`` round trip to a
+with a column per framework (ember, ember with its polling before blocking turned off, Ray when
+it is installed, ember on the Ray backend when that backend exists), the machine's limit where one applies (a ``multiprocessing.Pipe`` round trip to a
 child process that echoes, one copy of 256 MB into fresh shared memory), the speedup of ember over
 Ray, ember's ratio to the limit (the best of several tries: what the machine can do), the target
 and whether ember meets it.
@@ -56,6 +56,7 @@ class Framework:
     module: str
     init_kwargs: dict[str, Any]
     requires: tuple[str, ...] = ()  # modules that must be importable, else the column is skipped
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set before the import
 
     def available(self) -> bool:
         for name in self.requires:
@@ -70,6 +71,9 @@ class Framework:
 
 FRAMEWORKS = [
     Framework("ember", "ember", {"num_cpus": 2}, requires=("ember",)),
+    # ember with its brief polling before blocking turned off (see the notes).
+    Framework("ember-no-spin", "ember", {"num_cpus": 2}, requires=("ember",),
+              env=(("EMBER_SPIN_US", "0"),)),
     Framework("ray", "ray", {"num_cpus": 2, "include_dashboard": False}, requires=("ray",)),
     Framework(
         "ember-on-ray", "ember",
@@ -101,7 +105,8 @@ class Settings:
 
 
 STARTUP_SCRIPT = """\
-import time
+import os, time
+os.environ.update({env!r})
 start = time.perf_counter()
 import {module} as fw
 fw.init(**{init_kwargs!r})
@@ -120,6 +125,7 @@ def measure_framework(fw_spec: Framework, settings: Settings) -> dict[str, Any]:
     """The in-process workloads, run in a child process that owns one framework runtime."""
     import numpy as np
 
+    os.environ.update(fw_spec.env)
     fw = importlib.import_module(fw_spec.module)
     fw.init(**fw_spec.init_kwargs)
     try:
@@ -272,7 +278,7 @@ def _run_child(argv: list[str], what: str) -> tuple[Any, str]:
 def run_framework(fw_spec: Framework, settings: Settings, quick: bool) -> dict[str, Any]:
     result: dict[str, Any] = {"errors": []}
     script = STARTUP_SCRIPT.format(module=fw_spec.module, init_kwargs=fw_spec.init_kwargs,
-                                   marker=RESULT_MARKER)
+                                   marker=RESULT_MARKER, env=dict(fw_spec.env))
     startups = []
     for _ in range(settings.startup_runs):
         value, stderr = _run_child(["-c", script], f"{fw_spec.name} start-up")
@@ -339,6 +345,9 @@ NOTES = """\
 - sync actor call: median over {actor_rounds} rounds of {actor_calls} `get(actor.ping.remote())`;
   limit: a `multiprocessing.Pipe` round trip with a child process that echoes small tuples
   (best of {pipe_rounds} rounds of {pipe_calls}: limits are the machine's best, not its median).
+  Both ends of a quick ember exchange poll their socket for up to 50 µs before they block
+  (`EMBER_SPIN_US`), which keeps the CPUs awake between calls; the pipe's ends block at once.
+  The ember-no-spin column turns the polling off (`EMBER_SPIN_US=0`).
 - 256 MB: median of {array_runs} runs of `get(identity.remote(arr))`, a fresh float64 array each
   run, passed by value; Ray copies such an argument into its object store before the task runs
   and stores the returned array there again. Limit: one copy into fresh shared memory

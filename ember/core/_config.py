@@ -9,6 +9,7 @@ Everything else receives a frozen config object, so behaviour is explicit and te
 | ``EMBER_OBJECT_STORE_MEMORY`` | shared-memory capacity in bytes (default 30% of RAM) |
 | ``EMBER_SPILL_DIR`` | where objects spill when the store is full (default: the temp dir) |
 | ``EMBER_INLINE_THRESHOLD`` | buffers smaller than this travel inside messages (default 100 KiB) |
+| ``EMBER_SPIN_US`` | how long a waiting side of a quick actor exchange polls before it blocks, in µs (default 50; 0 turns it off) |
 | ``EMBER_LOG_LEVEL`` | level of the ``ember`` logger |
 | ``CUDA_VISIBLE_DEVICES`` | GPUs the local backend may hand out (default: those the driver sees) |
 """
@@ -51,6 +52,9 @@ class LocalConfig:
     spill_dir: str = ""
     inline_threshold: int = 100 * 1024
     namespace: str = "default"
+    # A synchronous actor call's caller, and an actor that runs calls one at a time, poll for
+    # the next message this long before they block (see _transport.spin_poll).
+    spin_s: float = 50e-6
 
 
 def resolve_local_config(
@@ -91,7 +95,20 @@ def resolve_local_config(
         spill_dir=os.environ.get("EMBER_SPILL_DIR") or tempfile.gettempdir(),
         inline_threshold=int(os.environ.get("EMBER_INLINE_THRESHOLD", 100 * 1024)),
         namespace=namespace or "default",
+        spin_s=_spin_seconds(os.environ.get("EMBER_SPIN_US")),
     )
+
+
+def _spin_seconds(env: str | None) -> float:
+    if not env:
+        return 50e-6
+    try:
+        micros = float(env)
+    except ValueError:
+        raise ValueError(f"EMBER_SPIN_US={env!r} must be a number of microseconds") from None
+    if not 0 <= micros <= 10_000:
+        raise ValueError(f"EMBER_SPIN_US={env!r} must be between 0 and 10000 microseconds")
+    return micros * 1e-6
 
 
 def default_backend() -> tuple[str, str | None]:

@@ -89,3 +89,18 @@ def test_config_is_frozen():
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         resolve().num_cpus = 4  # type: ignore[misc]
+
+
+def test_spin_time_comes_from_the_environment_in_microseconds(monkeypatch):
+    assert resolve().spin_s == pytest.approx(50e-6)
+    monkeypatch.setenv("EMBER_SPIN_US", "0")
+    assert resolve().spin_s == 0
+    monkeypatch.setenv("EMBER_SPIN_US", "200")
+    assert resolve().spin_s == pytest.approx(200e-6)
+
+
+@pytest.mark.parametrize("bad", ["fast", "-1", "20000"])
+def test_a_bad_spin_time_is_refused_with_the_variable_named(monkeypatch, bad):
+    monkeypatch.setenv("EMBER_SPIN_US", bad)
+    with pytest.raises(ValueError, match="EMBER_SPIN_US"):
+        resolve()

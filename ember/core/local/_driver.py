@@ -32,7 +32,7 @@ from ember.core.local._requests import RequestsMixin
 from ember.core.local._resources import ResourcePool
 from ember.core.local._store import ObjectStore
 from ember.core.local._tasks import TasksMixin
-from ember.core.local._transport import DriverChannel
+from ember.core.local._transport import DriverChannel, spin_poll
 from ember.core.local._worker import (
     WorkerConfig,
 )
@@ -173,7 +173,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         uid = next(self._uids)
         parent, child = socket.socketpair()
         config = WorkerConfig(uid, self._names, self._threshold, self._cfg.namespace,
-                              self._job_id, dict(self._pool.totals))
+                              self._job_id, dict(self._pool.totals), self._cfg.spin_s)
         self._forkserver.spawn(uid, config, child)
         child.close()
         worker = _Worker(uid, DriverChannel(parent))
@@ -321,15 +321,24 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         deadline = None if timeout is None else time.monotonic() + timeout
         lock = self._lock
         handed_back = False
+        spin = self._cfg.spin_s
         try:
             while waiter.count > 0:
-                if deadline is None:
-                    events = poller.poll()
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    events = poller.poll(max(1, int(remaining * 1000)))
+                events = None
+                if spin and worker.spin_pays:  # a quick reply: catch it on an awake CPU
+                    events = spin_poll(lambda: poller.poll(0), spin if deadline is None else
+                                       min(spin, deadline - time.monotonic()))
+                if not events:
+                    blocked = time.perf_counter()
+                    if deadline is None:
+                        events = poller.poll()
+                    else:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return False
+                        events = poller.poll(max(1, int(remaining * 1000)))
+                    if spin:  # spin next time only if this reply came about that quickly
+                        worker.spin_pays = time.perf_counter() - blocked <= 2 * spin
                 if not events:
                     continue
                 lock.acquire()

@@ -70,6 +70,7 @@ class _Worker:
         "pid",
         "poller",
         "ready",
+        "spin_pays",
         "uid",
     )
 
@@ -79,6 +80,8 @@ class _Worker:
         self.fd = chan.fileno()
         self.direct: int | None = None  # wake pipe of a caller reading this socket itself
         self.poller: tuple[Any, int, int] | None = None  # (poll object, wake pipe r, w)
+        # Did the last reply read directly from this socket come within the spin time?
+        self.spin_pays = True
         # The object id of a call's result whose caller is expected to read the reply itself
         # (see LocalBackend._claim); the reactor does not watch the socket meanwhile.
         self.claim: int | None = None

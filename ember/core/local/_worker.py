@@ -49,9 +49,10 @@ class WorkerConfig:
 
     def __init__(
         self, uid: int, names: _shm.SegmentNames, threshold: int, namespace: str, job_id: str,
-        totals: dict[str, float],
+        totals: dict[str, float], spin_s: float = 0.0,
     ) -> None:
         self.uid = uid
+        self.spin_s = spin_s
         self.names = names
         self.threshold = threshold
         self.namespace = namespace
@@ -501,6 +502,8 @@ class WorkerRuntime(ClientMixin):
         elif max_concurrency and max_concurrency > 1:
             self._inline = False
             self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="ember-actor")
+        else:  # one call at a time on this thread: poll briefly for the next one
+            self._chan.spin = self._cfg.spin_s
         self._send([("actor_ready", actor_id)])
 
     def _start_loop(self, limit: int) -> None:

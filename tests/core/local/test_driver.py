@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 import ember
-from ember.errors import WorkerCrashedError
+from ember.errors import GetTimeoutError, WorkerCrashedError
 from tests._support import is_gone, settle, wait_for
 
 
@@ -335,6 +335,68 @@ def test_actor_call_result_passed_on_or_waited_for_right_away(ember_local):
     assert get(unbox.remote([actor.incr.remote()])) == 103
     actor.incr.remote()  # dropped at once
     assert get(actor.incr.remote()) == 5
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+@ember.remote
+class Echo:
+    def ping(self, x=None):
+        return x
+
+    def pid(self):
+        return os.getpid()
+
+
+def test_quick_calls_poll_but_an_idle_actor_and_its_caller_use_no_cpu(ember_local):
+    # Both ends of a quick exchange poll for a moment before blocking (EMBER_SPIN_US); once
+    # the calls stop, neither the actor nor the driver may keep spinning.
+    actor = Echo.remote()
+    worker = psutil.Process(get(actor.pid.remote()))
+    driver = psutil.Process()
+    for i in range(3000):
+        assert ember.get(actor.ping.remote(i)) == i
+
+    actor_before, driver_before = _cpu_seconds(worker), _cpu_seconds(driver)
+    time.sleep(1.0)
+
+    assert _cpu_seconds(worker) - actor_before < 0.05
+    assert _cpu_seconds(driver) - driver_before < 0.05
+    assert get(actor.ping.remote("still there")) == "still there"
+
+
+def test_calls_with_slow_and_quick_replies_mixed_keep_their_answers(ember_local):
+    # Replies slower than the spin make both ends block; quick ones make them spin again.
+    @ember.remote
+    class Mixed:
+        def run(self, i):
+            if i % 7 == 0:
+                time.sleep(0.002)
+            return i * i
+
+    actor = Mixed.remote()
+    answers = []
+    for i in range(300):
+        answers.append(ember.get(actor.run.remote(i), timeout=60))
+        if i % 50 == 0:
+            time.sleep(0.01)  # a gap: the actor stops spinning and blocks
+
+    assert answers == [i * i for i in range(300)]
+
+
+def test_actor_calls_work_with_spinning_turned_off(monkeypatch):
+    monkeypatch.setenv("EMBER_SPIN_US", "0")
+    ember.init(num_cpus=2)
+    try:
+        actor = Echo.remote()
+        assert [ember.get(actor.ping.remote(i), timeout=60) for i in range(200)] == list(range(200))
+        with pytest.raises(GetTimeoutError):
+            ember.get(ember.remote(lambda: time.sleep(5)).remote(), timeout=0.05)
+    finally:
+        ember.shutdown()
 
 
 def test_cancel_of_an_actor_call_waiting_for_its_argument_names_the_method(ember_local, tmp_path):

@@ -136,3 +136,36 @@ def test_messages_keep_their_content_through_the_wire_format():
     # The two messages of a plain call travel in fewer bytes than their pickles.
     for message in messages[0], messages[7]:
         assert len(encode(message)) < len(pickle.dumps(message, protocol=5))
+
+
+def test_spin_poll_returns_the_first_true_look_and_gives_up_after_its_time():
+    from ember.core.local._transport import spin_poll
+
+    looks = iter([None, [], [(3, 1)]])
+    assert spin_poll(lambda: next(looks), 1.0) == [(3, 1)]
+
+    start = time.perf_counter()
+    assert spin_poll(lambda: [], 0.002) is None
+    assert 0.002 <= time.perf_counter() - start < 0.5
+
+
+def test_a_spinning_worker_end_gets_quick_and_late_frames_and_the_end_of_stream():
+    driver_end, worker_end = socket.socketpair()
+    driver = DriverChannel(driver_end)
+    worker = WorkerChannel(worker_end)
+    worker.spin = 0.05  # long enough that a frame sent from another thread lands inside it
+
+    threading.Timer(0.001, driver.send_many, [[("call", 1)]]).start()
+    assert pickle.loads(worker.recv()) == ("call", 1)
+
+    threading.Timer(0.3, driver.send_many, [[("call", 2)]]).start()  # after the spin
+    assert pickle.loads(worker.recv()) == ("call", 2)
+    assert not worker._spin_pays  # a long gap: the next read blocks at once
+
+    driver.send_many([("call", 3), ("call", 4)])  # two frames in one read
+    assert [pickle.loads(worker.recv()) for _ in range(2)] == [("call", 3), ("call", 4)]
+    assert worker._spin_pays  # a short gap again: spinning resumes
+
+    driver.close()
+    assert worker.recv() is None
+    worker_end.close()
