@@ -61,7 +61,9 @@ class CheckpointConfig:
       shard (default), or only rank 0's.
     - ``upload_from_workers`` (Ray 2.5: ``_checkpoint_upload_from_workers``): each worker uploads
       its own shard straight to storage (default); ``False`` gathers the shards on the driver,
-      which writes them (the measured baseline; it moves every byte through one process).
+      which writes them (Ray 2.5's default, the measured baseline: every byte goes through the
+      object store and one process). The files travel out of band, so a rank holds about twice
+      its shard's size while it hands it over.
     - ``async_upload``: ``report`` returns as soon as this rank's shard is copied aside, and the
       upload runs while the loop trains on; the driver still commits the checkpoint (writes its
       manifest) only once every rank's upload is confirmed. The next ``report`` waits for the

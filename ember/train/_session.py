@@ -67,7 +67,9 @@ class ReportEvent:
     count: int  # how many reports this rank made before this one
     metrics: dict[str, Any]
     files: list[Any] | None  # FileEntry list of an uploaded shard, or None
-    inline: dict[str, bytes] | None = None  # the shard's bytes, when gathered on the driver
+    # The shard's files, when gathered on the driver: each a buffer (bytes-like) that travels
+    # out of band (the object store), not inside the pickled event.
+    inline: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ class _Session:
     def report(self, metrics: Mapping[str, Any], checkpoint: Checkpoint | None) -> None:
         clean = check_metrics(metrics)
         files: list[Any] | None = None
-        inline: dict[str, bytes] | None = None
+        inline: dict[str, Any] | None = None
         rank = self.context.world_rank
         if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
             raise TypeError(f"report(checkpoint=...) takes a Checkpoint, got "
@@ -287,13 +289,20 @@ def _bad_key(key: Any) -> str:
     raise TypeError(f"dict key {key!r} is not a string")
 
 
-def _read_folder(local: str) -> dict[str, bytes]:
+def _read_folder(local: str) -> dict[str, Any]:
+    """Every file under ``local`` as an out-of-band buffer: pickled with protocol 5, each is
+    written once into the object store instead of being copied into the pickled message."""
     import os
+    import pickle
 
-    out: dict[str, bytes] = {}
+    out: dict[str, Any] = {}
     for folder, _dirs, names in os.walk(local):
         for name in names:
             full = os.path.join(folder, name)
+            data = bytearray(os.path.getsize(full))
             with open(full, "rb") as f:
-                out[os.path.relpath(full, local).replace(os.sep, "/")] = f.read()
+                got = f.readinto(data)
+            del data[got:]  # a file that shrank while read
+            rel = os.path.relpath(full, local).replace(os.sep, "/")
+            out[rel] = pickle.PickleBuffer(data)
     return out

@@ -122,23 +122,31 @@ class Storage:
     def upload_directory(self, local_dir: str, *parts: str) -> list[FileEntry]:
         """Copy a local folder's files to ``parts``; returns what was written, with checksums."""
         entries: list[FileEntry] = []
-        target_dir = self.path(*parts)
         for rel in _walk(local_dir):
-            source = os.path.join(local_dir, rel)
-            target = posixpath.join(target_dir, rel)
-            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-            digest = hashlib.sha256()
-            size = 0
-            # block_size: s3fs buffers a whole block (50 MB by default) before each part upload;
-            # one CHUNK per part keeps a worker's memory flat however large its shard is.
-            with open(source, "rb") as src, \
-                    self.fs.open(target, "wb", block_size=CHUNK) as dst:
-                while chunk := src.read(CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    dst.write(chunk)
-            entries.append(FileEntry(rel, size, digest.hexdigest()))
+            with open(os.path.join(local_dir, rel), "rb") as src:
+                entries.append(self._write_chunks(iter(lambda: src.read(CHUNK), b""), rel,
+                                                  *parts))
         return entries
+
+    def write_buffer(self, data: Any, rel: str, *parts: str) -> FileEntry:
+        """Write a bytes-like object as the file ``rel`` under ``parts``, in parts of CHUNK."""
+        view = memoryview(data).cast("B")
+        return self._write_chunks((view[i:i + CHUNK] for i in range(0, len(view), CHUNK)),
+                                  rel, *parts)
+
+    def _write_chunks(self, chunks: Any, rel: str, *parts: str) -> FileEntry:
+        target = posixpath.join(self.path(*parts), rel)
+        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        # block_size: s3fs buffers a whole block (50 MB by default) before each part upload;
+        # one CHUNK per part keeps memory flat however large the file is.
+        with self.fs.open(target, "wb", block_size=CHUNK) as dst:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                dst.write(chunk)
+        return FileEntry(rel, size, digest.hexdigest())
 
     def download_directory(self, local_dir: str, *parts: str,
                            files: list[str] | None = None) -> None:

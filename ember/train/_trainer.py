@@ -340,14 +340,9 @@ class _Run:
 
 
 def _write_inline(run: Storage, folder: str, event: ReportEvent) -> list[FileEntry]:
-    import hashlib
-
     assert event.inline is not None
-    entries = []
-    for rel, data in sorted(event.inline.items()):
-        run.write_bytes(data, folder, rank_dir_name(event.rank), *rel.split("/"))
-        entries.append(FileEntry(rel, len(data), hashlib.sha256(data).hexdigest()))
-    return entries
+    return [run.write_buffer(data, rel, folder, rank_dir_name(event.rank))
+            for rel, data in sorted(event.inline.items())]
 
 
 def _mismatch_error(events: list[Any]) -> ValueError:

@@ -261,6 +261,46 @@ def test_gather_on_driver_writes_the_same_layout(ember_local, tmp_path):
         assert read_json(folder, "state.json") == {"step": 0, "rank": 1}
 
 
+def _large_files_loop():
+    import os
+    import tempfile
+
+    import ember.train as train
+
+    rank = train.get_context().get_world_rank()
+    folder = tempfile.mkdtemp()
+    os.makedirs(os.path.join(folder, "sub"))
+    with open(os.path.join(folder, "sub", "weights.bin"), "wb") as f:
+        f.write(bytes(range(256)) * (12_000 + 24_000 * rank))  # 3 and 9.2 MB: one part, two
+    open(os.path.join(folder, "empty"), "wb").close()
+    train.report({"rank": rank}, checkpoint=train.Checkpoint.from_directory(folder))
+
+
+def test_gather_on_driver_carries_large_files_whole_to_s3(ember_local, s3_bucket):
+    # upload_from_workers=False (Ray 2.5's default): each rank's files reach the driver through
+    # the object store, and the driver uploads them in parts, with the same manifest.
+    import hashlib
+
+    result = TorchTrainer(
+        _large_files_loop, scaling_config=ScalingConfig(num_workers=2),
+        run_config=RunConfig(name="run", storage_path=s3_bucket, checkpoint_config=(
+            CheckpointConfig(keep_all_ranks=True, upload_from_workers=False)))).fit()
+
+    committed, uncommitted = scan_run(Storage(f"{s3_bucket}/run"))
+    assert uncommitted == [] and list(committed) == [0]
+    for rank in (0, 1):
+        expected = bytes(range(256)) * (12_000 + 24_000 * rank)
+        entries = {e.path: e for e in committed[0].files[rank]}
+        assert set(entries) == {"sub/weights.bin", "empty"}
+        assert entries["sub/weights.bin"].size == len(expected)
+        assert entries["sub/weights.bin"].sha256 == hashlib.sha256(expected).hexdigest()
+        assert entries["empty"].size == 0
+        with result.checkpoint.for_rank(rank).as_directory() as folder:
+            with open(os.path.join(folder, "sub", "weights.bin"), "rb") as f:
+                assert f.read() == expected
+            assert os.path.getsize(os.path.join(folder, "empty")) == 0
+
+
 def test_driver_commits_only_after_every_ranks_upload_is_confirmed(tmp_path):
     """The commit step alone (no workers): a shard that did not reach storage blocks the
     manifest; once it is there, the manifest is written and lists both ranks."""
