@@ -325,11 +325,13 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         try:
             while waiter.count > 0:
                 events = None
-                if spin and worker.spin_pays:  # a quick reply: catch it on an awake CPU
+                if spin and worker.spin_gate.should_spin():  # catch a quick reply awake
+                    started = time.perf_counter()
                     events = spin_poll(lambda: poller.poll(0), spin if deadline is None else
                                        min(spin, deadline - time.monotonic()))
+                    worker.spin_gate.caught(
+                        bool(events) and time.perf_counter() - started <= 2 * spin)
                 if not events:
-                    blocked = time.perf_counter()
                     if deadline is None:
                         events = poller.poll()
                     else:
@@ -337,8 +339,6 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
                         if remaining <= 0:
                             return False
                         events = poller.poll(max(1, int(remaining * 1000)))
-                    if spin:  # spin next time only if this reply came about that quickly
-                        worker.spin_pays = time.perf_counter() - blocked <= 2 * spin
                 if not events:
                     continue
                 lock.acquire()

@@ -12,7 +12,7 @@ from typing import Any
 from ember.core import _serialization as ser
 from ember.core._remote import ActorMeta
 from ember.core.local._protocol import DEFAULT_BACKPRESSURE, EMPTY_ARGS
-from ember.core.local._transport import DriverChannel
+from ember.core.local._transport import DriverChannel, SpinGate
 
 _PIPELINE_DEPTH = 16  # tasks queued on one busy worker, for functions known to be short
 _SHORT_TASK_S = 0.002
@@ -70,7 +70,7 @@ class _Worker:
         "pid",
         "poller",
         "ready",
-        "spin_pays",
+        "spin_gate",
         "uid",
     )
 
@@ -80,8 +80,8 @@ class _Worker:
         self.fd = chan.fileno()
         self.direct: int | None = None  # wake pipe of a caller reading this socket itself
         self.poller: tuple[Any, int, int] | None = None  # (poll object, wake pipe r, w)
-        # Did the last reply read directly from this socket come within the spin time?
-        self.spin_pays = True
+        # Whether a caller reading this socket directly spins first (see _transport.SpinGate).
+        self.spin_gate = SpinGate()
         # The object id of a call's result whose caller is expected to read the reply itself
         # (see LocalBackend._claim); the reactor does not watch the socket meanwhile.
         self.claim: int | None = None

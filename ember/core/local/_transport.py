@@ -8,7 +8,6 @@ sent in a row leave in one system call when the socket is busy, which batches sm
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import struct
@@ -171,8 +170,9 @@ def spin_poll(check: Callable[[], _T], seconds: float) -> _T | None:
     its CPU going idle and being woken by the sender: on a virtual machine that costs tens of
     microseconds per message, more than the work of the exchange itself. Looking for a
     short while before blocking keeps a busy exchange on awake CPUs. Each look is a system
-    call that lets other threads take the GIL, and the loop yields the CPU to any other
-    runnable process, so spinning does not keep other work off a busy CPU.
+    call that lets other threads take the GIL. The loop does not yield the CPU: on a busy
+    machine a yield can cost the spinner a whole time slice, so it costs other processes at
+    most ``seconds`` of CPU instead, and callers stop spinning when waits run long.
     """
     deadline = time.perf_counter() + seconds
     while True:
@@ -181,16 +181,46 @@ def spin_poll(check: Callable[[], _T], seconds: float) -> _T | None:
             return result
         if time.perf_counter() > deadline:
             return None
-        os.sched_yield()
+
+
+class SpinGate:
+    """When a waiting side should spin (a pure policy): after a wait that spinning caught in
+    time, spin again; after one it missed, skip the next 1, then 2, 4, ... up to 64 waits.
+
+    A quick exchange on idle CPUs keeps spinning. Where spinning does not pay (long calls, an
+    idle peer, or more runnable processes than CPUs, where a spinner holds the CPU its peer
+    needs), it is soon tried only once every 64 waits.
+    """
+
+    MAX_SKIP = 64
+    __slots__ = ("_backoff", "_skip")
+
+    def __init__(self) -> None:
+        self._skip = 0
+        self._backoff = 0
+
+    def should_spin(self) -> bool:
+        if self._skip:
+            self._skip -= 1
+            return False
+        return True
+
+    def caught(self, in_time: bool) -> None:
+        """Record a spin's outcome: True when the message came while spinning and the whole
+        wait took at most twice the spin time (not descheduled meanwhile)."""
+        if in_time:
+            self._backoff = 0
+        else:
+            self._backoff = min(max(1, 2 * self._backoff), self.MAX_SKIP)
+            self._skip = self._backoff
 
 
 class WorkerChannel:
     """The worker's end: blocking sends (thread-safe) and blocking reads.
 
-    With ``spin`` > 0 (an actor running calls one at a time), a read that starts shortly
-    after the last exchange first polls the socket for up to ``spin`` seconds (see
-    :func:`spin_poll`). It spins only while the gaps between messages are about that short:
-    after a longer gap it blocks at once, until a short gap is seen again.
+    With ``spin`` > 0 (an actor running calls one at a time), a read first polls the socket
+    for up to ``spin`` seconds (see :func:`spin_poll`) when its :class:`SpinGate` says that
+    spinning has been paying.
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -200,7 +230,7 @@ class WorkerChannel:
         self._frames: deque[bytes] = deque()
         self._lock = threading.Lock()
         self.spin = 0.0
-        self._spin_pays = True  # was the last gap between messages shorter than ``spin``?
+        self._gate = SpinGate()
 
     def send_many(self, messages: list[Any]) -> None:
         if len(messages) == 1:
@@ -212,11 +242,12 @@ class WorkerChannel:
 
     def recv(self, timeout: float | None = None) -> bytes | None:
         """The next frame; None at end of stream. Raises TimeoutError after ``timeout`` s."""
-        spin = self.spin if timeout is None and not self._frames else 0.0
-        if spin:
-            if self._spin_pays and spin_poll(self._try_read, spin) and self._frames:
+        if self.spin and timeout is None and not self._frames and self._gate.should_spin():
+            started = time.perf_counter()
+            caught = spin_poll(self._try_read, self.spin) and self._frames
+            self._gate.caught(bool(caught) and time.perf_counter() - started <= 2 * self.spin)
+            if caught:
                 return self._frames.popleft()
-            blocked = time.perf_counter()
         while not self._frames:
             if timeout is not None:
                 ready, _, _ = select.select([self.sock], [], [], timeout)
@@ -231,8 +262,6 @@ class WorkerChannel:
             if frames is None:
                 return None
             self._frames.extend(frames)
-        if spin:
-            self._spin_pays = time.perf_counter() - blocked <= 2 * spin
         return self._frames.popleft()
 
     def _try_read(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import socket
 import threading
@@ -160,12 +161,34 @@ def test_a_spinning_worker_end_gets_quick_and_late_frames_and_the_end_of_stream(
 
     threading.Timer(0.3, driver.send_many, [[("call", 2)]]).start()  # after the spin
     assert pickle.loads(worker.recv()) == ("call", 2)
-    assert not worker._spin_pays  # a long gap: the next read blocks at once
 
     driver.send_many([("call", 3), ("call", 4)])  # two frames in one read
     assert [pickle.loads(worker.recv()) for _ in range(2)] == [("call", 3), ("call", 4)]
-    assert worker._spin_pays  # a short gap again: spinning resumes
 
     driver.close()
     assert worker.recv() is None
     worker_end.close()
+
+
+def test_spin_gate_keeps_spinning_while_it_pays_and_backs_off_when_it_does_not():
+    from ember.core.local._transport import SpinGate
+
+    gate = SpinGate()
+    for _ in range(100):  # every spin catches its message: always spin
+        assert gate.should_spin()
+        gate.caught(True)
+
+    pattern = []
+    for _ in range(200):  # every spin misses: the gaps between tries double up to 64
+        if gate.should_spin():
+            pattern.append(1)
+            gate.caught(False)
+        else:
+            pattern.append(0)
+    tries = [i for i, tried in enumerate(pattern) if tried]
+    assert [b - a - 1 for a, b in itertools.pairwise(tries)][:8] == [1, 2, 4, 8, 16, 32, 64, 64]
+
+    while not gate.should_spin():
+        pass
+    gate.caught(True)  # one catch: back to spinning every time
+    assert all(gate.should_spin() for _ in range(10))
