@@ -22,7 +22,8 @@ T = TypeVar("T")
 
 def session_pids(sid: int) -> list[int]:
     """Processes in session ``sid`` (a subprocess started with ``start_new_session=True`` and
-    all it started, however deep); Linux only."""
+    all it started, however deep, except what starts a session of its own: the local backend's
+    fork server and its workers do); Linux only."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():

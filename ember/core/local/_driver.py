@@ -107,7 +107,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._watch_fd(self._wake_r, "wake")
-        self._forkserver = ForkServer()
+        self._forkserver = ForkServer(self._names)
         self._pids: dict[int, _Worker] = {}
         self._watch_fd(self._forkserver.fileno(), "forkserver")
         self._reactor = threading.Thread(target=self._reactor_loop, name="ember-reactor",

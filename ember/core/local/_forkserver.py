@@ -7,12 +7,23 @@ Why not ``multiprocessing``'s forkserver: it re-imports the user's ``__main__`` 
 child, so a script without an ``if __name__ == "__main__":`` guard would start its whole program
 again inside each worker. Ray has no such requirement, and neither does ember.
 
-Protocol on the control socket (pickled, length-prefixed frames):
+The server starts with two arguments on its command line: the control socket's descriptor and
+the session's segment names (``SegmentNames``: session id and spill folder). Protocol on the
+control socket (pickled, length-prefixed frames):
 - driver -> server: ``("spawn", uid, config)`` with the worker's socket passed as SCM_RIGHTS;
 - server -> driver: ``("spawned", uid, pid)`` and, when a worker ends, ``("exit", pid, code)``
   where ``code`` is the exit status, or ``-signal`` when a signal killed it.
-When the control socket closes (the driver exited or shut down) the server kills its workers
-and exits, so nothing outlives the driver.
+When the control socket closes (the driver exited, shut down or was killed), or the server gets
+SIGTERM (systemd stopping a service sends it to every process at once), it kills its workers,
+waits until they are dead (so none is left creating a segment), removes the runtime session's
+shared-memory segments and spill files, and exits: nothing outlives the driver.
+
+The server runs in a process session of its own (``setsid``), and its workers with it. A signal
+to the driver's process group (Ctrl-C, ``kill -9 -PGID``, a job runner ending the job's group)
+therefore reaches only the driver, and the server, told by its control socket, cleans up. Were
+they in the driver's group, all would die at once, nobody would remove the segments, and they
+would stay in /dev/shm until reboot. Only a SIGKILL of the server too (a whole cgroup killed)
+still leaves them.
 """
 
 from __future__ import annotations
@@ -25,8 +36,9 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
+from ember.core import _shm
 from ember.core.local._transport import _frame, _FrameReader, recv_frames
 
 _MAX_FDS = 1
@@ -35,14 +47,16 @@ _MAX_FDS = 1
 class ForkServer:
     """The driver's handle on the fork server process."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: _shm.SegmentNames) -> None:
         parent, child = socket.socketpair()
         # The driver's sys.path, not `-c`'s (which puts the current directory first): the
         # workers must import the same ember, and the same user modules, as the driver.
         code = (f"import sys; sys.path[:] = {sys.path!r}; "
-                f"from ember.core.local._forkserver import serve; serve({child.fileno()})")
+                f"from ember.core.local._forkserver import serve; "
+                f"serve({child.fileno()}, {names.session!r}, {names.spill_dir!r})")
         self._proc = subprocess.Popen(
             [sys.executable, "-c", code], pass_fds=(child.fileno(),), close_fds=True,
+            start_new_session=True,  # out of the driver's process group: see the docstring
         )
         child.close()
         self.sock = parent
@@ -100,16 +114,19 @@ def _receive(sock: socket.socket, reader: _FrameReader, pending_fds: list[int]
     return reader.feed(data)
 
 
-def serve(control_fd: int) -> None:
+def serve(control_fd: int, session: str, spill_dir: str) -> None:
     """Main loop of the fork server process."""
     import ember.core.local._worker as worker_module  # preload: children start with it
 
+    names = _shm.SegmentNames(session, spill_dir)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     control = socket.socket(fileno=control_fd)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
+    # The handlers do nothing: the wakeup pipe carries each signal's number to the loop.
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, lambda *_: None)
     selector = selectors.DefaultSelector()
     selector.register(control, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
@@ -135,28 +152,35 @@ def serve(control_fd: int) -> None:
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             notify(("exit", pid, code))
 
+    def end_session() -> NoReturn:
+        """Take the workers with us, then remove what they and the driver left."""
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for _ in list(children):
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+        _shm.sweep(names)  # only now: a worker killed mid-write can create nothing more
+        os._exit(0)
+
     while True:
         for key, _mask in selector.select():
             if key.fileobj == wake_r:
                 try:
-                    os.read(wake_r, 4096)
+                    signals = os.read(wake_r, 4096)
                 except BlockingIOError:
-                    pass
+                    signals = b""
+                if signal.SIGTERM in signals:
+                    end_session()
                 reap()
                 continue
             frames = _receive(control, reader, pending_fds)
-            if frames is None:  # the driver is gone: take the workers with us
-                for pid in list(children):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                for _ in list(children):
-                    try:
-                        os.waitpid(-1, 0)
-                    except ChildProcessError:
-                        break
-                os._exit(0)
+            if frames is None:  # the driver is gone
+                end_session()
             for frame in frames:
                 _kind, uid, config = pickle.loads(frame)
                 fd = pending_fds.pop(0)
@@ -169,6 +193,7 @@ def serve(control_fd: int) -> None:
                         os.close(wake_w)
                         signal.set_wakeup_fd(-1)
                         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                        signal.signal(signal.SIGTERM, signal.SIG_DFL)
                         for other in pending_fds:
                             os.close(other)
                         worker_module.worker_main(socket.socket(fileno=fd), config)

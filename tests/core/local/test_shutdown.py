@@ -1,4 +1,5 @@
-"""``ember.shutdown()`` on the local backend leaves nothing behind, whatever was going on.
+"""``ember.shutdown()`` on the local backend leaves nothing behind, whatever was going on; nor
+does a driver program that is killed with its whole process group or interrupted with Ctrl-C.
 
 Each test checks the two things a user would find: no process of the runtime still running and
 no ``/dev/shm/ember-*`` segment of its session left.
@@ -6,10 +7,18 @@ no ``/dev/shm/ember-*`` segment of its session left.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import select
 import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -17,9 +26,18 @@ import pytest
 
 import ember
 from ember.errors import RuntimeNotInitializedError, WorkerCrashedError
-from tests._support import alive_after, describe, ember_segments, wait_for
+from tests._support import (
+    SHM_DIR,
+    alive_after,
+    describe,
+    ember_segments,
+    is_gone,
+    session_pids,
+    wait_for,
+)
 
 MB = 1 << 20
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True)
@@ -200,3 +218,169 @@ def test_shutdown_twice_is_safe_and_a_new_runtime_starts_clean():
     assert second != session
     assert ember.get(one.remote(), timeout=60) == 1
     shut_down_and_assert_clean(second)
+
+
+# A driver program that leaves its runtime busy: segments written by the driver and by a worker,
+# a live actor and a running task. It prints what the test must find afterwards: its session,
+# the fork server's pid and two workers' pids. A tail (below) says how it then waits.
+DRIVER = """
+import json, os, time
+import numpy as np
+import ember
+
+ember.init(num_cpus=2)
+
+@ember.remote
+def where():
+    return os.getpid(), os.getppid()
+
+@ember.remote
+def make():
+    return np.ones(1 << 20)
+
+@ember.remote
+def forever():
+    time.sleep(300)
+
+@ember.remote
+class Holder:
+    def pid(self):
+        return os.getpid()
+
+kept = [ember.put(np.zeros(1 << 20)), make.remote()]
+ember.get(kept, timeout=60)
+task_worker, server = ember.get(where.remote(), timeout=60)
+holder = Holder.remote()
+actor_worker = ember.get(holder.pid.remote(), timeout=60)
+running = forever.remote()
+report = json.dumps({"session": ember.get_runtime_context().get_job_id(), "server": server,
+                     "workers": [task_worker, actor_worker]})
+"""
+
+SLEEP = """
+print(report, flush=True)
+time.sleep(120)
+"""
+
+
+def interrupted_get(then: str) -> str:
+    return f"""
+try:
+    print(report, flush=True)
+    ember.get(running, timeout=120)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt in ember.get", flush=True)
+    {then}
+"""
+
+
+@dataclass
+class Driver:
+    """A driver program running in a process group (and session) of its own, and its report."""
+
+    proc: subprocess.Popen[str]
+    stderr: Path
+    session: str = "?"
+    server: int = 0
+    workers: tuple[int, ...] = ()
+
+    def segments(self) -> list[str]:
+        return sorted(n for n in ember_segments() if n.startswith(f"ember-{self.session}-"))
+
+    def processes(self) -> list[psutil.Process]:
+        """The driver, its fork server and every worker (the fork server's children)."""
+        children = [p.pid for p in psutil.Process(self.server).children()]
+        pids = {self.proc.pid, self.server, *self.workers, *children}
+        assert len(pids) >= 4, f"expected a driver, a fork server and two workers: {pids}"
+        return [psutil.Process(pid) for pid in pids]
+
+    def assert_nothing_left(self, processes: list[psutil.Process]) -> None:
+        alive = alive_after(processes, timeout=10)
+        assert not alive, f"processes still running: {describe(alive)}"
+        late = [pid for pid in session_pids(self.server) if not is_gone(pid)]
+        assert not late, f"workers started meanwhile are still running: {late}"
+        wait_for(lambda: not self.segments(), timeout=10,
+                 what=f"the segments of session {self.session} to be removed")
+
+
+@contextlib.contextmanager
+def driver_program(tmp_path: Path, tail: str) -> Iterator[Driver]:
+    """Run ``DRIVER + tail`` in a process group of its own, the way a shell or a job runner
+    starts a program. Whatever is left when the test ends, failed or not, is killed and its
+    segments removed, so a failing test leaks nothing."""
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER + tail)
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=err, text=True,
+            cwd=tmp_path, start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None
+    driver = Driver(proc, stderr)
+    try:
+        readable, _, _ = select.select([proc.stdout], [], [], 60)
+        line = proc.stdout.readline() if readable else ""
+        assert line, f"the driver printed no report; its stderr:\n{driver.stderr.read_text()}"
+        report = json.loads(line)
+        driver.session, driver.server = report["session"], report["server"]
+        driver.workers = tuple(report["workers"])
+        yield driver
+    finally:
+        left = [*session_pids(proc.pid), *driver.workers]
+        if driver.server:
+            left += [driver.server, *session_pids(driver.server)]
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        wait_for(lambda: all(is_gone(pid) for pid in left), timeout=10,
+                 what="the processes a failed test left to be killed")
+        for name in driver.segments():
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(SHM_DIR, name))
+
+
+def test_killing_the_drivers_process_group_leaves_no_process_and_no_segment(tmp_path):
+    # kill -9 -PGID, as `timeout -s KILL` or a job runner ending the job's process group does.
+    with driver_program(tmp_path, SLEEP) as driver:
+        processes = driver.processes()
+        assert len(driver.segments()) >= 2
+
+        os.killpg(driver.proc.pid, signal.SIGKILL)
+
+        assert driver.proc.wait(timeout=10) == -signal.SIGKILL
+        driver.assert_nothing_left(processes)
+
+
+def test_sigterm_to_every_process_of_the_runtime_leaves_no_process_and_no_segment(tmp_path):
+    # What systemd does when it stops a service: SIGTERM to every process of its cgroup at once.
+    # The driver last: were it first, a worker might see it go and sweep before its own SIGTERM.
+    with driver_program(tmp_path, SLEEP) as driver:
+        processes = driver.processes()
+        assert len(driver.segments()) >= 2
+
+        for process in sorted(processes, key=lambda p: p.pid == driver.proc.pid):
+            os.kill(process.pid, signal.SIGTERM)
+
+        assert driver.proc.wait(timeout=10) == -signal.SIGTERM
+        driver.assert_nothing_left(processes)
+
+
+@pytest.mark.parametrize("then", ["ember.shutdown()", "raise"], ids=["shutdown", "atexit"])
+def test_ctrl_c_in_a_driver_blocked_in_get_leaves_no_process_and_no_segment(tmp_path, then):
+    with driver_program(tmp_path, interrupted_get(then)) as driver:
+        processes = driver.processes()
+        assert len(driver.segments()) >= 2
+        # Blocked in ember.get by now, most likely; the driver catches the interrupt either way.
+        wait_for(lambda: psutil.Process(driver.proc.pid).status() == psutil.STATUS_SLEEPING,
+                 timeout=10, what="the driver to block")
+
+        os.killpg(driver.proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+
+        code = driver.proc.wait(timeout=30)
+        assert driver.proc.stdout is not None
+        assert "KeyboardInterrupt in ember.get" in driver.proc.stdout.read()
+        assert code == (0 if then == "ember.shutdown()" else -signal.SIGINT), (
+            driver.stderr.read_text())
+        driver.assert_nothing_left(processes)
