@@ -15,15 +15,22 @@ import time
 
 
 def session_pids(sid: int) -> list[int]:
-    """Processes still in session ``sid``; Linux only (empty elsewhere)."""
+    """Processes still in session ``sid``, and ember's fork server and workers that a driver in
+    that session started in a session of their own (they carry ``EMBER_DRIVER_SID``); Linux
+    only (empty elsewhere)."""
     if not os.path.isdir("/proc"):
         return []
+    tag = f"EMBER_DRIVER_SID={sid}".encode()
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError):
                 if os.getsid(int(entry)) == sid:
                     pids.append(int(entry))
+                    continue
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if tag in f.read().split(b"\0"):
+                        pids.append(int(entry))
     return pids
 
 

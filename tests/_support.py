@@ -21,16 +21,22 @@ T = TypeVar("T")
 
 
 def session_pids(sid: int) -> list[int]:
-    """Processes in session ``sid`` (a subprocess started with ``start_new_session=True`` and
-    all it started, however deep, except what starts a session of its own: the local backend's
-    fork server and its workers do); Linux only."""
+    """Processes of session ``sid`` (a subprocess started with ``start_new_session=True`` and
+    all it started, however deep), and the local backend's fork server and workers that a
+    driver in that session started in a session of their own (they carry
+    ``EMBER_DRIVER_SID``); Linux only."""
+    tag = f"EMBER_DRIVER_SID={sid}".encode()
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 if os.getsid(int(entry)) == sid:
                     found.append(int(entry))
-            except OSError:  # gone meanwhile
+                    continue
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if tag in f.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:  # gone meanwhile, or not ours to read
                 pass
     return found
 

@@ -23,7 +23,8 @@ to the driver's process group (Ctrl-C, ``kill -9 -PGID``, a job runner ending th
 therefore reaches only the driver, and the server, told by its control socket, cleans up. Were
 they in the driver's group, all would die at once, nobody would remove the segments, and they
 would stay in /dev/shm until reboot. Only a SIGKILL of the server too (a whole cgroup killed)
-still leaves them.
+still leaves them. The server and its workers carry the driver's session id in their
+environment (``EMBER_DRIVER_SID``), so whoever tracks a job by its session finds them.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ember.core import _shm
 from ember.core.local._transport import _frame, _FrameReader, recv_frames
 
 _MAX_FDS = 1
+DRIVER_SID_VAR = "EMBER_DRIVER_SID"
 
 
 class ForkServer:
@@ -54,9 +56,12 @@ class ForkServer:
         code = (f"import sys; sys.path[:] = {sys.path!r}; "
                 f"from ember.core.local._forkserver import serve; "
                 f"serve({child.fileno()}, {names.session!r}, {names.spill_dir!r})")
+        # The driver's session id goes along in the environment (workers inherit it), so a
+        # supervisor that tracks a job by its session can still find these processes.
+        env = {**os.environ, DRIVER_SID_VAR: str(os.getsid(0))}
         self._proc = subprocess.Popen(
             [sys.executable, "-c", code], pass_fds=(child.fileno(),), close_fds=True,
-            start_new_session=True,  # out of the driver's process group: see the docstring
+            start_new_session=True, env=env,  # out of the driver's process group: see above
         )
         child.close()
         self.sock = parent

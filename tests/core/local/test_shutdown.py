@@ -346,6 +346,8 @@ def test_killing_the_drivers_process_group_leaves_no_process_and_no_segment(tmp_
     with driver_program(tmp_path, SLEEP) as driver:
         processes = driver.processes()
         assert len(driver.segments()) >= 2
+        # In a session of their own, yet found by the driver's session id (EMBER_DRIVER_SID).
+        assert {p.pid for p in processes} <= set(session_pids(driver.proc.pid))
 
         os.killpg(driver.proc.pid, signal.SIGKILL)
 
