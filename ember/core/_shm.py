@@ -9,6 +9,7 @@ view of it) so that a buffer that already lies in a segment can be referenced in
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import itertools
 import mmap
 import os
@@ -190,7 +191,8 @@ def spill_segment(names: SegmentNames, name: str) -> bool:
 
 
 def sweep(names: SegmentNames) -> int:
-    """Remove every segment of the session (shared memory and spill files); returns the count."""
+    """Remove every segment of the session (shared memory and spill files) and its lock file;
+    returns the number of segments removed."""
     removed = 0
     prefix = names.prefix()
     for folder in (SHM_DIR, names.spill_dir):
@@ -205,4 +207,72 @@ def sweep(names: SegmentNames) -> int:
                     removed += 1
                 except OSError:
                     pass
+    try:
+        os.unlink(_lock_path(names.session))
+    except OSError:
+        pass
+    return removed
+
+
+# -- sessions whose every process died ---------------------------------------------------------
+# Each runtime session has a lock file, /dev/shm/.ember-<session>.lock, held with a shared
+# flock by the driver, the fork server and the workers (one open file, inherited). The kernel
+# drops the lock when the last of them dies, however it dies. A new runtime that can take the
+# lock exclusively knows the session is dead and removes what it left: the cleanup for the
+# cases no process of the session lived through (a whole cgroup killed, the OOM killer).
+_LOCK_PREFIX = "." + SEGMENT_PREFIX
+_LOCK_SUFFIX = ".lock"
+
+
+def _lock_path(session: str) -> str:
+    return os.path.join(SHM_DIR, f"{_LOCK_PREFIX}{session}{_LOCK_SUFFIX}")
+
+
+def hold_session_lock(names: SegmentNames) -> int:
+    """Create the session's lock file and hold it (shared); returns the descriptor, which
+    child processes must inherit. It appears under its name only once it is locked, so a
+    sweeping runtime never takes a starting session for a dead one."""
+    final = _lock_path(names.session)
+    staging = f"{final}.{os.getpid()}.new"
+    fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        os.rename(staging, final)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(staging)
+        except OSError:
+            pass
+        raise
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def sweep_dead_sessions(spill_dir: str) -> int:
+    """Remove the segments of every session whose processes all died without cleaning up
+    (their lock is free); returns the number of segments removed. Sessions still running, and
+    segments without a lock file, are left alone."""
+    removed = 0
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return 0
+    for entry in entries:
+        if not (entry.startswith(_LOCK_PREFIX) and entry.endswith(_LOCK_SUFFIX)):
+            continue
+        session = entry[len(_LOCK_PREFIX):-len(_LOCK_SUFFIX)]
+        try:
+            fd = os.open(os.path.join(SHM_DIR, entry), os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a process of that session is alive
+            os.close(fd)
+            continue
+        try:
+            removed += sweep(SegmentNames(session, spill_dir))
+        finally:
+            os.close(fd)
     return removed

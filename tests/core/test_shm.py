@@ -117,3 +117,27 @@ def test_sweep_removes_the_sessions_segments_only(names, tmp_path):
     finally:
         _shm.sweep(other)
 
+
+def test_only_sessions_whose_processes_all_died_are_swept(tmp_path):
+    dead = _shm.SegmentNames(f"testdead{os.urandom(4).hex()}", str(tmp_path))
+    live = _shm.SegmentNames(f"testlive{os.urandom(4).hex()}", str(tmp_path))
+    unlocked = _shm.SegmentNames(f"testnolock{os.urandom(4).hex()}", str(tmp_path))
+    live_lock = _shm.hold_session_lock(live)
+    try:
+        os.close(_shm.hold_session_lock(dead))  # its last holder is gone: the lock is free
+        dead_segments = [write_segment(dead, b"x" * 100) for _ in range(2)]
+        live_segment = write_segment(live, b"y" * 100)
+        unlocked_segment = write_segment(unlocked, b"z" * 100)  # no lock file: not judged
+
+        assert _shm.sweep_dead_sessions(str(tmp_path)) >= 2
+
+        assert not any(_shm.segment_exists(dead, n) for n in dead_segments)
+        assert not os.path.exists(_shm._lock_path(dead.session))
+        assert _shm.segment_exists(live, live_segment)
+        assert _shm.segment_exists(unlocked, unlocked_segment)
+    finally:
+        os.close(live_lock)
+        for names in (dead, live, unlocked):
+            _shm.sweep(names)
+    assert not os.path.exists(_shm._lock_path(live.session))  # sweep takes the lock file too
+

@@ -72,6 +72,11 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         self._cfg = config
         self._job_id = os.urandom(4).hex()
         self._names = _shm.SegmentNames(self._job_id, config.spill_dir)
+        removed = _shm.sweep_dead_sessions(config.spill_dir)
+        if removed:
+            logger.warning("ember: removed %d shared-memory segment(s) left by a runtime whose "
+                           "processes were all killed before they could clean up", removed)
+        self._session_lock = _shm.hold_session_lock(self._names)
         self._threshold = config.inline_threshold
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -107,7 +112,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._watch_fd(self._wake_r, "wake")
-        self._forkserver = ForkServer(self._names)
+        self._forkserver = ForkServer(self._names, self._session_lock)
         self._pids: dict[int, _Worker] = {}
         self._watch_fd(self._forkserver.fileno(), "forkserver")
         self._reactor = threading.Thread(target=self._reactor_loop, name="ember-reactor",
@@ -753,6 +758,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         os.close(self._wake_r)
         os.close(self._wake_w)
         _shm.sweep(self._names)
+        os.close(self._session_lock)
 
 
 def _pipe() -> tuple[int, int]:

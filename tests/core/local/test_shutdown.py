@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import select
 import signal
@@ -33,6 +34,7 @@ from tests._support import (
     ember_segments,
     is_gone,
     session_pids,
+    shutdown_and_check,
     wait_for,
 )
 
@@ -363,7 +365,8 @@ def test_sigterm_to_every_process_of_the_runtime_leaves_no_process_and_no_segmen
         assert len(driver.segments()) >= 2
 
         for process in sorted(processes, key=lambda p: p.pid == driver.proc.pid):
-            os.kill(process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # the server's SIGTERM took it along
+                os.kill(process.pid, signal.SIGTERM)
 
         assert driver.proc.wait(timeout=10) == -signal.SIGTERM
         driver.assert_nothing_left(processes)
@@ -386,3 +389,27 @@ def test_ctrl_c_in_a_driver_blocked_in_get_leaves_no_process_and_no_segment(tmp_
         assert code == (0 if then == "ember.shutdown()" else -signal.SIGINT), (
             driver.stderr.read_text())
         driver.assert_nothing_left(processes)
+
+
+def test_a_runtime_killed_whole_is_cleaned_up_by_the_next_one(tmp_path, caplog):
+    # Every process of a runtime SIGKILLed at once (a whole cgroup killed, the OOM killer):
+    # none is left to clean up, so the next runtime on the machine removes what it left.
+    with driver_program(tmp_path, SLEEP) as driver:
+        processes = driver.processes()
+        left = driver.segments()
+        assert len(left) >= 2
+        for process in processes:  # stopped first, so that none sees another die
+            os.kill(process.pid, signal.SIGSTOP)
+        for process in processes:
+            os.kill(process.pid, signal.SIGKILL)
+        assert not alive_after(processes, timeout=10)
+        assert driver.segments() == left  # nobody was there to remove them
+
+        with caplog.at_level(logging.WARNING, logger="ember"):
+            ember.init(num_cpus=1)
+        try:
+            assert driver.segments() == []
+            assert f"removed {len(left)} shared-memory segment(s)" in caplog.text
+        finally:
+            shutdown_and_check()
+
