@@ -23,8 +23,10 @@ to the driver's process group (Ctrl-C, ``kill -9 -PGID``, a job runner ending th
 therefore reaches only the driver, and the server, told by its control socket, cleans up. Were
 they in the driver's group, all would die at once, nobody would remove the segments, and they
 would stay in /dev/shm until reboot. Only a SIGKILL of the server too (a whole cgroup killed)
-still leaves them. The server and its workers carry the driver's session id in their
-environment (``EMBER_DRIVER_SID``), so whoever tracks a job by its session finds them.
+still leaves them; then the session's lock, which the server and its workers inherit open,
+falls free, and the next runtime on the machine removes them (``_shm.sweep_dead_sessions``).
+The server and its workers carry the driver's session id in their environment
+(``EMBER_DRIVER_SID``), so whoever tracks a job by its session finds them.
 """
 
 from __future__ import annotations
