@@ -1,7 +1,8 @@
 """The contract of the core API, run against every backend (``local`` and ``ray``).
 
 Every test here states behaviour that a program written against ``ember`` may rely on whichever
-backend runs it. Remote code is defined inside each test: cloudpickle ships such functions by
+backend runs it. Remote code is defined inside each test, or inside a function or fixture that
+makes it (``_counter_class``, the fixtures of ``conftest.py``): cloudpickle ships such code by
 value, so no worker has to import this module.
 
 Where the backends legitimately differ, the test says so; local-only guarantees (shared-memory
@@ -17,6 +18,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -62,6 +64,25 @@ def call_until_served(method, *args, timeout: float = 60):
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _counter_class():
+    """An actor class that counts its ``increment()`` calls from 0; ``reconstructed()`` says
+    whether this instance is a restart. Made inside a function, so it ships by value."""
+
+    @ember.remote
+    class Counter:
+        def __init__(self):
+            self.count = 0
+
+        def increment(self):
+            self.count += 1
+            return self.count
+
+        def reconstructed(self):
+            return ember.get_runtime_context().was_current_actor_reconstructed
+
+    return Counter
 
 
 # -- tasks: values ---------------------------------------------------------------------------
@@ -240,12 +261,10 @@ def test_error_of_an_upstream_task_fails_the_dependent_task():
         get(downstream.remote(broken.remote()))
 
 
-def test_get_raises_get_timeout_error_and_the_task_still_finishes(gate: Gate):
+def test_get_raises_get_timeout_error_and_the_task_still_finishes(gate: Gate, wait_until_exists):
     @ember.remote
     def wait_for_gate(path):
-        deadline = time.monotonic() + 60
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until_exists(path)
         return "opened"
 
     ref = wait_for_gate.remote(gate.path)
@@ -268,25 +287,12 @@ def test_worker_killed_mid_task_is_retried(tmp_path):
     assert get(die_once.remote(str(tmp_path / "attempted"))) == "second attempt"
 
 
-def test_worker_killed_with_no_retries_left_raises_worker_crashed_error(tmp_path):
+@pytest.mark.parametrize("max_retries", [0, 2], ids=["max_retries=0", "max_retries=2"])
+def test_worker_killed_with_no_retries_left_raises_worker_crashed_error(tmp_path, max_retries):
     attempts = tmp_path / "attempts"
 
-    @ember.remote(max_retries=2)
+    @ember.remote(max_retries=max_retries)
     def always_die(path):
-        with open(path, "a") as f:
-            f.write("attempt\n")
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    with pytest.raises(WorkerCrashedError):
-        get(always_die.remote(str(attempts)))
-    assert attempts.read_text().count("attempt") == 3  # the first run and max_retries=2 more
-
-
-def test_worker_killed_with_max_retries_zero_fails_at_once(tmp_path):
-    attempts = tmp_path / "attempts"
-
-    @ember.remote(max_retries=0)
-    def die(path):
         with open(path, "a") as f:
             f.write("attempt\n")
         os.kill(os.getpid(), signal.SIGKILL)
@@ -296,8 +302,9 @@ def test_worker_killed_with_max_retries_zero_fails_at_once(tmp_path):
         return "yes"
 
     with pytest.raises(WorkerCrashedError):
-        get(die.remote(str(attempts)))
-    assert attempts.read_text().count("attempt") == 1
+        get(always_die.remote(str(attempts)))
+    # The first run and max_retries more: with max_retries=0 it fails at once.
+    assert attempts.read_text().count("attempt") == 1 + max_retries
     assert get(still_working.remote()) == "yes"
 
 
@@ -380,7 +387,7 @@ def test_unpicklable_argument_raises_serialization_error_naming_it():
         use.remote(threading.Lock())
 
 
-def test_errors_from_failed_work_survive_pickling(tmp_path):
+def test_errors_from_failed_work_survive_pickling(tmp_path, wait_until_exists):
     @ember.remote
     def user_error():
         raise ValueError("user error")
@@ -396,9 +403,7 @@ def test_errors_from_failed_work_survive_pickling(tmp_path):
 
     @ember.remote
     def slow(path):
-        deadline = time.monotonic() + 60
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until_exists(path)
 
     actor = Dead.remote()
     ember.kill(actor)
@@ -424,13 +429,12 @@ def test_errors_from_failed_work_survive_pickling(tmp_path):
 # -- cancellation ---------------------------------------------------------------------------
 
 
-def test_cancel_of_a_queued_task_raises_task_cancelled_error(tmp_path, gate: Gate):
+def test_cancel_of_a_queued_task_raises_task_cancelled_error(tmp_path, gate: Gate,
+                                                            wait_until_exists):
     @ember.remote(num_cpus=1)
     def hold_cpu(path, started):
         open(started, "w").close()
-        deadline = time.monotonic() + 60
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until_exists(path)
         return "held"
 
     @ember.remote(num_cpus=1)
@@ -452,15 +456,14 @@ def test_cancel_of_a_queued_task_raises_task_cancelled_error(tmp_path, gate: Gat
 
 
 @pytest.mark.parametrize("force", [False, True], ids=["interrupt", "force"])
-def test_cancel_of_a_running_task_raises_task_cancelled_error(tmp_path, gate: Gate, force):
+def test_cancel_of_a_running_task_raises_task_cancelled_error(tmp_path, gate: Gate, force,
+                                                             wait_until_exists):
     started = tmp_path / "started"
 
     @ember.remote(max_retries=0)
     def long_running(path, started):
         open(started, "w").close()
-        deadline = time.monotonic() + 60
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until_exists(path)
         return "finished"
 
     @ember.remote
@@ -482,16 +485,14 @@ def test_cancel_of_a_running_task_raises_task_cancelled_error(tmp_path, gate: Ga
 # -- wait -----------------------------------------------------------------------------------
 
 
-def test_wait_splits_ready_from_not_ready_in_input_order(gate: Gate):
+def test_wait_splits_ready_from_not_ready_in_input_order(gate: Gate, wait_until_exists):
     @ember.remote
     def quick(x):
         return x
 
     @ember.remote
     def slow(path):
-        deadline = time.monotonic() + 60
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until_exists(path)
         return "slow"
 
     blocked = slow.remote(gate.path)
@@ -537,15 +538,8 @@ def test_actor_keeps_state_and_runs_calls_in_submission_order():
     assert get(log.items_.remote()) == ["start", *range(50)]
 
 
-def test_actor_method_with_num_returns_two():
-    @ember.remote
-    class Splitter:
-        @ember.method(num_returns=2)
-        def halves(self, word):
-            middle = len(word) // 2
-            return word[:middle], word[middle:]
-
-    left, right = Splitter.remote().halves.remote("abcdef")
+def test_actor_method_with_num_returns_two(splitter_class):
+    left, right = splitter_class.remote().halves.remote("abcdef")
 
     assert get([left, right]) == ["abc", "def"]
 
@@ -585,22 +579,10 @@ def test_failing_constructor_makes_calls_raise_actor_died_error():
         get(actor.ping.remote())
 
 
-def test_kill_fails_pending_and_later_calls_with_actor_died_error(tmp_path, gate: Gate):
+def test_kill_fails_pending_and_later_calls_with_actor_died_error(tmp_path, gate: Gate,
+                                                                 blocker_class):
     started = tmp_path / "started"
-
-    @ember.remote
-    class Worker:
-        def block(self, path, started):
-            open(started, "w").close()
-            deadline = time.monotonic() + 60
-            while not os.path.exists(path) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            return "unblocked"
-
-        def ping(self):
-            return "pong"
-
-    actor = Worker.remote()
+    actor = blocker_class.remote()
     running = actor.block.remote(gate.path, str(started))
     queued = actor.ping.remote()
     wait_for(started.exists, what="the actor call to start")
@@ -632,19 +614,7 @@ def test_kill_with_no_restart_keeps_a_restartable_actor_dead():
 
 
 def test_killed_actor_restarts_when_max_restarts_allows():
-    @ember.remote(max_restarts=1)
-    class Counter:
-        def __init__(self):
-            self.count = 0
-
-        def increment(self):
-            self.count += 1
-            return self.count
-
-        def reconstructed(self):
-            return ember.get_runtime_context().was_current_actor_reconstructed
-
-    counter = Counter.remote()
+    counter = _counter_class().options(max_restarts=1).remote()
     assert get([counter.increment.remote() for _ in range(3)]) == [1, 2, 3]
     assert get(counter.reconstructed.remote()) is False
     ember.kill(counter, no_restart=False)
@@ -792,81 +762,84 @@ def test_runtime_context_names_the_task_and_the_actor():
 # -- named actors ---------------------------------------------------------------------------
 
 
-def _counter_class():
-    @ember.remote
-    class Counter:
-        def __init__(self):
-            self.count = 0
+class NamedCounters:
+    """Counter actors (``_counter_class``) made under one fresh name, in any namespace."""
 
-        def increment(self):
-            self.count += 1
-            return self.count
+    def __init__(self) -> None:
+        self.name = unique("counter")
+        self.counter_class = _counter_class()
+        self._namespaces: set[str | None] = set()
 
-    return Counter
+    def remote(self, **options):
+        """``Counter.options(name=self.name, **options).remote()``."""
+        self._namespaces.add(options.get("namespace"))
+        return self.counter_class.options(name=self.name, **options).remote()
+
+    def kill_all(self) -> None:
+        for namespace in self._namespaces:
+            try:
+                ember.kill(ember.get_actor(self.name, namespace=namespace))
+            except ValueError:  # killed by the test already, or never created
+                pass
 
 
-def test_named_actor_is_found_by_name_and_shares_state():
-    name = unique("counter")
-    counter = _counter_class().options(name=name).remote()
+@pytest.fixture
+def named_counters(backend: str) -> Iterator[NamedCounters]:
+    """Named Counter actors for one test, killed after it (even when it fails midway): the Ray
+    instance is shared by the whole module."""
+    counters = NamedCounters()
     try:
-        assert get(counter.increment.remote()) == 1
-        found = ember.get_actor(name)
-        assert get(found.increment.remote()) == 2
-        assert found == counter
+        yield counters
     finally:
-        ember.kill(counter)
+        counters.kill_all()
 
 
-def test_named_actor_outlives_the_handle_that_created_it():
-    name = unique("kept")
-    Counter = _counter_class()
-    handle = Counter.options(name=name).remote()
+def test_named_actor_is_found_by_name_and_shares_state(named_counters):
+    counter = named_counters.remote()
+
+    assert get(counter.increment.remote()) == 1
+    found = ember.get_actor(named_counters.name)
+    assert get(found.increment.remote()) == 2
+    assert found == counter
+
+
+def test_named_actor_outlives_the_handle_that_created_it(named_counters):
+    handle = named_counters.remote()
     assert get(handle.increment.remote()) == 1
     del handle
 
-    found = ember.get_actor(name)
-    try:
-        assert get(found.increment.remote()) == 2
-    finally:
-        ember.kill(found)
+    found = ember.get_actor(named_counters.name)
+    assert get(found.increment.remote()) == 2
 
 
-def test_second_actor_with_a_taken_name_is_refused_unless_get_if_exists():
-    name = unique("single")
-    Counter = _counter_class()
-    first = Counter.options(name=name).remote()
-    try:
-        get(first.increment.remote())
-        with pytest.raises(ValueError, match=name):
-            get(Counter.options(name=name).remote().increment.remote())
-        again = Counter.options(name=name, get_if_exists=True).remote()
-        assert get(again.increment.remote()) == 2  # the same actor, not a new one
-    finally:
-        ember.kill(first)
+def test_second_actor_with_a_taken_name_is_refused_unless_get_if_exists(named_counters):
+    first = named_counters.remote()
+    get(first.increment.remote())
+
+    with pytest.raises(ValueError, match=named_counters.name):
+        get(named_counters.remote().increment.remote())
+    again = named_counters.remote(get_if_exists=True)
+    assert get(again.increment.remote()) == 2  # the same actor, not a new one
 
 
-def test_named_actors_are_scoped_by_namespace():
-    name = unique("scoped")
-    Counter = _counter_class()
-    in_a = Counter.options(name=name, namespace="team-a").remote()
-    in_b = Counter.options(name=name, namespace="team-b").remote()
-    try:
-        get([in_a.increment.remote(), in_a.increment.remote(), in_b.increment.remote()])
-        assert get(ember.get_actor(name, namespace="team-a").increment.remote()) == 3
-        assert get(ember.get_actor(name, namespace="team-b").increment.remote()) == 2
-        with pytest.raises(ValueError, match=name):
-            ember.get_actor(name)  # not in the default namespace
-    finally:
-        ember.kill(in_a)
-        ember.kill(in_b)
+def test_named_actors_are_scoped_by_namespace(named_counters):
+    name = named_counters.name
+    in_a = named_counters.remote(namespace="team-a")
+    in_b = named_counters.remote(namespace="team-b")
+
+    get([in_a.increment.remote(), in_a.increment.remote(), in_b.increment.remote()])
+    assert get(ember.get_actor(name, namespace="team-a").increment.remote()) == 3
+    assert get(ember.get_actor(name, namespace="team-b").increment.remote()) == 2
+    with pytest.raises(ValueError, match=name):
+        ember.get_actor(name)  # not in the default namespace
 
 
-def test_get_actor_of_an_unknown_or_killed_name_raises_value_error():
-    name = unique("gone")
+def test_get_actor_of_an_unknown_or_killed_name_raises_value_error(named_counters):
+    name = named_counters.name
     with pytest.raises(ValueError, match=name):
         ember.get_actor(name)
 
-    actor = _counter_class().options(name=name).remote()
+    actor = named_counters.remote()
     get(actor.increment.remote())
     ember.kill(actor)
 
@@ -974,13 +947,11 @@ def test_generator_is_an_async_iterator():
     assert values == list(range(8))
 
 
-def test_generator_items_arrive_before_the_generator_ends(gate: Gate):
+def test_generator_items_arrive_before_the_generator_ends(gate: Gate, wait_until_exists):
     @ember.remote
     def first_then_wait(path):
         yield "first"
-        deadline = time.monotonic() + 60
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until_exists(path)
         yield "second"
 
     gen = first_then_wait.remote(gate.path)
@@ -1088,15 +1059,14 @@ def test_available_resources_drop_while_an_actor_holds_them():
              what="the killed actor's widget to be given back")
 
 
-def test_task_waits_until_the_custom_resource_it_needs_is_free(tmp_path, gate: Gate):
+def test_task_waits_until_the_custom_resource_it_needs_is_free(tmp_path, gate: Gate,
+                                                               wait_until_exists):
     started = tmp_path / "started"
 
     @ember.remote(num_cpus=1, resources={"widget": 2})
     def hold_all_widgets(path, started):
         open(started, "w").close()
-        deadline = time.monotonic() + 60
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until_exists(path)
         return "released"
 
     @ember.remote(num_cpus=0, resources={"widget": 1})
@@ -1115,14 +1085,11 @@ def test_task_waits_until_the_custom_resource_it_needs_is_free(tmp_path, gate: G
     assert get([holder, waiting]) == ["released", "ran"]
 
 
-def test_gpu_tasks_get_distinct_gpu_ids_in_cuda_visible_devices(tmp_path):
+def test_gpu_tasks_get_distinct_gpu_ids_in_cuda_visible_devices(tmp_path, wait_until_exists):
     @ember.remote(num_gpus=1)
     def visible(folder, me, other):
         open(os.path.join(folder, me), "w").close()
-        deadline = time.monotonic() + 30
-        while not os.path.exists(os.path.join(folder, other)) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        met = os.path.exists(os.path.join(folder, other))
+        met = wait_until_exists(os.path.join(folder, other), timeout=30)
         return (os.environ.get("CUDA_VISIBLE_DEVICES"),
                 ember.get_runtime_context().get_accelerator_ids()["GPU"], met)
 
@@ -1155,15 +1122,13 @@ def test_gpu_actor_keeps_its_gpus_and_cpu_task_has_none():
     ember.kill(actor)
 
 
-def test_a_cancelled_await_of_a_ref_leaves_the_awaiting_actor_alive(tmp_path):
+def test_a_cancelled_await_of_a_ref_leaves_the_awaiting_actor_alive(gate: Gate,
+                                                                    wait_until_exists):
     """An async actor that gives up on a reference (timeout) keeps serving when it arrives."""
-    gate = Gate(tmp_path)
 
     @ember.remote
     def slow(path):
-        deadline = time.monotonic() + 30
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until_exists(path, timeout=30)
         return "late"
 
     @ember.remote

@@ -2,7 +2,8 @@
 Ray, ember code inside Ray workers, per-node resource checks and placement-group gangs.
 
 The behaviour both backends share lives in ``test_contract.py``. Remote code is defined inside
-the tests so that cloudpickle ships it by value (workers never import this module).
+the tests, or inside the fixtures of ``conftest.py``, so that cloudpickle ships it by value
+(workers never import this module).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -256,12 +256,10 @@ class TestOnRay:
             get(Quitter.remote().quit.remote())
         assert not isinstance(died.value, ray.exceptions.RayError)
 
-    def test_get_timeout_is_embers_and_a_timeout_error(self, gate: Gate):
+    def test_get_timeout_is_embers_and_a_timeout_error(self, gate: Gate, wait_until_exists):
         @ember.remote
         def wait_for_gate(path):
-            deadline = time.monotonic() + 60
-            while not os.path.exists(path) and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until_exists(path)
             return "opened"
 
         ref = wait_for_gate.remote(gate.path)
@@ -324,22 +322,15 @@ class TestOnRay:
         assert get(later.remote(1)) == 2
         assert [get(ref) for ref in ticks.remote(3)] == [0, 1, 2]
 
-    def test_named_actor_found_from_a_task_keeps_its_method_options(self):
+    def test_named_actor_found_from_a_task_keeps_its_method_options(self, splitter_class):
         name = f"splitter-{uuid.uuid4().hex[:8]}"
-
-        @ember.remote
-        class Splitter:
-            @ember.method(num_returns=2)
-            def halves(self, word):
-                middle = len(word) // 2
-                return word[:middle], word[middle:]
 
         @ember.remote
         def use_by_name(name):
             left, right = ember.get_actor(name).halves.remote("abcd")
             return ember.get([left, right], timeout=60)
 
-        actor = Splitter.options(name=name).remote()
+        actor = splitter_class.options(name=name).remote()
         try:
             assert get(use_by_name.remote(name)) == ["ab", "cd"]
         finally:
@@ -382,23 +373,10 @@ class TestOnRay:
                  what="the CPUs to come back")
 
     def test_force_cancel_of_a_queued_actor_call_cancels_only_that_call(
-        self, tmp_path, gate: Gate
+        self, tmp_path, gate: Gate, blocker_class
     ):
         started = tmp_path / "started"
-
-        @ember.remote
-        class Busy:
-            def block(self, path, started):
-                open(started, "w").close()
-                deadline = time.monotonic() + 60
-                while not os.path.exists(path) and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                return "unblocked"
-
-            def ping(self):
-                return "pong"
-
-        actor = Busy.remote()
+        actor = blocker_class.remote()
         running = actor.block.remote(gate.path, str(started))
         wait_for(started.exists, what="the blocking call to start")
         queued = actor.ping.remote()

@@ -1,13 +1,17 @@
 """End-to-end: deployments as actors, handles, the HTTP proxy, streaming, multiplexing, faults.
 
 HTTP goes only to 127.0.0.1 on a port the proxy picked (``port=0``). Code that runs in replicas
-is defined inside each test, so it ships by value. Gates are files the test creates.
+is defined inside each test, so it ships by value. Gates are files the test creates; replica code
+waits for them with ``wait_until_exists``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,63 @@ def url(path: str = "/") -> str:
     port = serve.status().http_port
     assert port
     return f"http://127.0.0.1:{port}{path}"
+
+
+def _wait_until_exists_by_value() -> Callable[..., Awaitable[bool]]:
+    """Make ``wait_until_exists`` inside a function: cloudpickle then ships it by value with the
+    replica code that calls it, as it ships the classes defined in the tests (a module-level
+    function would travel by reference, and replicas would have to import this module)."""
+
+    async def wait_until_exists(path: Path, timeout_s: float = 20) -> bool:
+        """Poll until the file ``path`` exists or ``timeout_s`` pass; say whether it exists."""
+        deadline = time.monotonic() + timeout_s
+        while not path.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return path.exists()
+
+    return wait_until_exists
+
+
+wait_until_exists = _wait_until_exists_by_value()
+
+
+@dataclass
+class GatedCalls:
+    """Calls that hold a replica until the test creates the file ``gate``."""
+
+    gate: Path
+    started: Path
+
+    def deployment(self, *, wait_s: float = 20, **options: Any) -> Any:
+        """A deployment (with ``options``) whose calls, over HTTP or ``handle.work.remote()``,
+        create ``started``, then answer "done" once the gate exists, or "gate never opened"
+        after ``wait_s``. Made inside this method, so it ships by value."""
+        gate, started = self.gate, self.started
+
+        @serve.deployment(**options)
+        class Gated:
+            async def __call__(self, request: Any) -> str:
+                return await self.work()
+
+            async def work(self) -> str:
+                started.touch()
+                opened = await wait_until_exists(gate, timeout_s=wait_s)
+                return "done" if opened else "gate never opened"
+
+        return Gated
+
+    async def get_until_running(
+        self, client: httpx.AsyncClient, target: str
+    ) -> asyncio.Task[httpx.Response]:
+        """Start a GET of ``target``; return its task once a replica runs the request."""
+        request = asyncio.create_task(client.get(target))
+        assert await wait_until_exists(self.started), "the request never reached a replica"
+        return request
+
+
+@pytest.fixture
+def gated(tmp_path: Path) -> GatedCalls:
+    return GatedCalls(tmp_path / "gate", tmp_path / "started")
 
 
 def test_handle_http_and_composition() -> None:
@@ -121,35 +182,18 @@ def test_constructor_failure_is_reported() -> None:
         serve.run(Broken.bind(), http=False)
 
 
-def test_full_deployment_answers_503_at_once(tmp_path: Path) -> None:
-    gate = tmp_path / "gate"
-    started = tmp_path / "started"
-
-    @serve.deployment(max_ongoing_requests=1)
-    class Slow:
-        async def __call__(self, request: Any) -> str:
-            started.touch()
-            for _ in range(1000):
-                if gate.exists():
-                    return "done"
-                await asyncio.sleep(0.01)
-            return "gate never opened"
-
-    serve.run(Slow.bind(), port=0)
+def test_full_deployment_answers_503_at_once(gated: GatedCalls) -> None:
+    serve.run(gated.deployment(max_ongoing_requests=1, wait_s=10).bind(), port=0)
     target = url("/")
 
     async def main() -> None:
         async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-            first = asyncio.create_task(client.get(target))
-            for _ in range(2000):  # until the first request occupies the only slot
-                if started.exists():
-                    break
-                await asyncio.sleep(0.01)
+            first = await gated.get_until_running(client, target)  # it holds the only slot
             r = await client.get(target)
             assert r.status_code == 503
             assert r.headers["retry-after"] == "1"
             assert not first.done()
-            gate.touch()
+            gated.gate.touch()
             assert (await first).text == "done"
             assert (await client.get(target)).text == "done"
 
@@ -168,10 +212,7 @@ def test_streaming_http_chunks_arrive_as_produced(tmp_path: Path) -> None:
             async def tokens() -> Any:
                 try:
                     yield "first\n"
-                    for _ in range(1000):
-                        if gate.exists():
-                            break
-                        await asyncio.sleep(0.01)
+                    await wait_until_exists(gate, timeout_s=10)
                     for i in range(3):
                         yield f"t{i}\n"
                     if request.query_params.get("forever"):
@@ -299,11 +340,7 @@ def test_crashed_replica_fails_in_flight_requests_and_is_replaced(tmp_path: Path
     @serve.deployment(health_check_period_s=0.5)
     class Fragile:
         async def wait(self) -> str:
-            for _ in range(2000):
-                if gate.exists():
-                    return "gate"
-                await asyncio.sleep(0.01)
-            return "never"
+            return "gate" if await wait_until_exists(gate) else "never"
 
         def crash(self) -> None:
             os._exit(1)
@@ -336,11 +373,7 @@ def test_autoscaling_follows_ongoing_requests(tmp_path: Path) -> None:
     })
     class Elastic:
         async def wait(self) -> str:
-            for _ in range(2000):
-                if gate.exists():
-                    return "ok"
-                await asyncio.sleep(0.01)
-            return "never"
+            return "ok" if await wait_until_exists(gate) else "never"
 
     handle = serve.run(Elastic.bind(), http=False)
 
@@ -527,10 +560,7 @@ def test_a_timed_out_call_between_deployments_leaves_the_caller_alive(tmp_path: 
     @serve.deployment
     class Back:
         async def slow(self) -> str:
-            for _ in range(2000):
-                if gate.exists():
-                    break
-                await asyncio.sleep(0.01)
+            await wait_until_exists(gate)
             finished.touch()
             return "late"
 
@@ -557,69 +587,34 @@ def test_a_timed_out_call_between_deployments_leaves_the_caller_alive(tmp_path: 
         assert handle.pid.remote().result(timeout_s=20) == pid  # same process, still serving
 
 
-def test_client_giving_up_on_a_slow_request_leaves_the_proxy_serving(tmp_path: Path) -> None:
-    gate = tmp_path / "gate"
-    started = tmp_path / "started"
-
-    @serve.deployment
-    class Slow:
-        async def __call__(self, request: Any) -> str:
-            started.touch()
-            for _ in range(2000):
-                if gate.exists():
-                    return "done"
-                await asyncio.sleep(0.01)
-            return "never"
-
-    serve.run(Slow.bind(), port=0)
+def test_client_giving_up_on_a_slow_request_leaves_the_proxy_serving(gated: GatedCalls) -> None:
+    serve.run(gated.deployment().bind(), port=0)
     target = url("/")
 
     async def give_up() -> None:
         async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-            request = asyncio.create_task(client.get(target))
-            for _ in range(2000):
-                if started.exists():
-                    break
-                await asyncio.sleep(0.01)
+            request = await gated.get_until_running(client, target)
             request.cancel()  # the client leaves mid-request
             with pytest.raises(asyncio.CancelledError):
                 await request
 
     asyncio.run(give_up())
-    gate.touch()  # the abandoned reply now arrives at the proxy
+    gated.gate.touch()  # the abandoned reply now arrives at the proxy
     with httpx.Client(timeout=TIMEOUT) as client:
         for _ in range(5):
             assert client.get(target).text == "done"
     assert serve.status().applications["default"].status == "RUNNING"
 
 
-def test_max_queued_requests_bounds_the_wait(tmp_path: Path) -> None:
-    gate = tmp_path / "gate"
-    started = tmp_path / "started"
-
-    @serve.deployment(max_ongoing_requests=1, max_queued_requests=1)
-    class Single:
-        async def __call__(self, request: Any) -> str:
-            return await self.work()
-
-        async def work(self) -> str:
-            started.touch()
-            for _ in range(2000):
-                if gate.exists():
-                    return "done"
-                await asyncio.sleep(0.01)
-            return "gate never opened"
-
-    handle = serve.run(Single.bind(), port=0)
+def test_max_queued_requests_bounds_the_wait(gated: GatedCalls) -> None:
+    gate, started = gated.gate, gated.started
+    single = gated.deployment(max_ongoing_requests=1, max_queued_requests=1)
+    handle = serve.run(single.bind(), port=0)
     target = url("/")
 
     async def main() -> None:
         async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-            first = asyncio.create_task(client.get(target))
-            for _ in range(2000):  # until the first request occupies the only slot
-                if started.exists():
-                    break
-                await asyncio.sleep(0.01)
+            first = await gated.get_until_running(client, target)  # it holds the only slot
             second = asyncio.create_task(client.get(target))  # waits in the proxy's queue
             await asyncio.sleep(0.3)
             third = await client.get(target)  # the queue is full
