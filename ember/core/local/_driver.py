@@ -76,7 +76,13 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         if removed:
             logger.warning("ember: removed %d shared-memory segment(s) left by a runtime whose "
                            "processes were all killed before they could clean up", removed)
-        self._session_lock = _shm.hold_session_lock(self._names)
+        self._session_lock: int | None = None
+        try:
+            self._session_lock = _shm.hold_session_lock(self._names)
+        except OSError as exc:  # e.g. a read-only or full /dev/shm: lose only that cleanup
+            logger.warning("ember: cannot create this runtime's lock file in %s (%s); if all "
+                           "its processes are killed at once, its shared memory stays behind",
+                           _shm.SHM_DIR, exc)
         self._threshold = config.inline_threshold
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -758,7 +764,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         os.close(self._wake_r)
         os.close(self._wake_w)
         _shm.sweep(self._names)
-        os.close(self._session_lock)
+        if self._session_lock is not None:
+            os.close(self._session_lock)
 
 
 def _pipe() -> tuple[int, int]:

@@ -51,7 +51,7 @@ DRIVER_SID_VAR = "EMBER_DRIVER_SID"
 class ForkServer:
     """The driver's handle on the fork server process."""
 
-    def __init__(self, names: _shm.SegmentNames, session_lock: int) -> None:
+    def __init__(self, names: _shm.SegmentNames, session_lock: int | None) -> None:
         parent, child = socket.socketpair()
         # The driver's sys.path, not `-c`'s (which puts the current directory first): the
         # workers must import the same ember, and the same user modules, as the driver.
@@ -64,7 +64,8 @@ class ForkServer:
         self._proc = subprocess.Popen(
             # The session's lock (see _shm.hold_session_lock) stays open in the server and,
             # through fork, in every worker: it is free only once all of them are dead.
-            [sys.executable, "-c", code], pass_fds=(child.fileno(), session_lock), close_fds=True,
+            [sys.executable, "-c", code], close_fds=True,
+            pass_fds=(child.fileno(),) + (() if session_lock is None else (session_lock,)),
             start_new_session=True, env=env,  # out of the driver's process group: see above
         )
         child.close()

@@ -413,3 +413,21 @@ def test_a_runtime_killed_whole_is_cleaned_up_by_the_next_one(tmp_path, caplog):
         finally:
             shutdown_and_check()
 
+
+def test_a_runtime_that_cannot_write_its_lock_file_still_runs_and_says_so(
+        monkeypatch, caplog):
+    from ember.core import _shm
+
+    def refuse(names):
+        raise PermissionError(13, "Permission denied", _shm.SHM_DIR)
+
+    monkeypatch.setattr(_shm, "hold_session_lock", refuse)
+    with caplog.at_level(logging.WARNING, logger="ember"):
+        ember.init(num_cpus=1)
+    try:
+        assert "cannot create this runtime's lock file" in caplog.text
+        big = ember.put(np.ones(4 * MB))  # shared memory itself still works
+        assert ember.get(ember.remote(lambda a: float(a.sum())).remote(big), timeout=60) == 4 * MB
+    finally:
+        shutdown_and_check()
+
