@@ -212,7 +212,10 @@ def test_streaming_http_chunks_arrive_as_produced(tmp_path: Path) -> None:
             async def tokens() -> Any:
                 try:
                     yield "first\n"
-                    await wait_until_exists(gate, timeout_s=10)
+                    # The test opens the gate once it has read "first": a response that is
+                    # not streamed never gets there, and says so instead of passing late.
+                    if not await wait_until_exists(gate, timeout_s=10):
+                        yield "the gate never opened: 'first' was not streamed\n"
                     for i in range(3):
                         yield f"t{i}\n"
                     if request.query_params.get("forever"):
@@ -261,6 +264,8 @@ def test_handle_streaming_sync_and_async(tmp_path: Path) -> None:
                 if gate.exists():
                     break
                 time.sleep(0.005)
+            else:  # the caller opens the gate once it has 0: so 0 was not streamed
+                yield -1
             yield from range(1, n)
 
         async def acount(self, n: int) -> Any:
