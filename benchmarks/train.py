@@ -50,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 RESULT_MARKER = "BENCH-RESULT "
@@ -198,7 +199,10 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "n/a"
 
 
-def table(results: dict[str, Any]) -> str:
+def _summaries(results: dict[str, Any]) -> tuple[Callable[[str], float | None],
+                                                 Callable[[str], float | None]]:
+    """(time_of, mem_of): a mode's median seconds per checkpoint and max rank-0 peak RSS rise
+    in MiB, None when the mode was not measured."""
     def time_of(mode: str) -> float | None:
         r = results.get(mode)
         return statistics.median(r["times_s"]) if r else None
@@ -207,6 +211,11 @@ def table(results: dict[str, Any]) -> str:
         r = results.get(mode)
         return max(r["peak_rss_delta"]) / 2**20 if r else None
 
+    return time_of, mem_of
+
+
+def table(results: dict[str, Any]) -> str:
+    time_of, mem_of = _summaries(results)
     lines = ["| mode | s per checkpoint (median) | rank-0 peak RSS delta (MiB, max) |",
              "|---|---:|---:|"]
     for mode in MODES:
@@ -229,13 +238,7 @@ def table(results: dict[str, Any]) -> str:
 
 def protocol_rows(results: dict[str, Any], shard_mib: int) -> list[dict[str, Any]]:
     """The rows of the shared benchmark protocol (see ``benchmarks/report.py``)."""
-    def time_of(mode: str) -> float | None:
-        r = results.get(mode)
-        return statistics.median(r["times_s"]) if r else None
-
-    def mem_of(mode: str) -> float | None:
-        r = results.get(mode)
-        return max(r["peak_rss_delta"]) / 2**20 if r else None
+    time_of, mem_of = _summaries(results)
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return a / b if a is not None and b else None

@@ -74,12 +74,7 @@ class TorchTrainer:
         datasets: dict[str, Any] | None = None,
         resume_from_checkpoint: Checkpoint | None = None,
     ) -> None:
-        if not callable(train_loop_per_worker):
-            raise TypeError("train_loop_per_worker must be a function taking no argument or "
-                            f"one (the config), got {type(train_loop_per_worker).__name__}")
-        if not isinstance(scaling_config, ScalingConfig):
-            raise TypeError(f"scaling_config must be a ScalingConfig, got "
-                            f"{type(scaling_config).__name__}")
+        check_loop_and_scaling(train_loop_per_worker, scaling_config)
         if resume_from_checkpoint is not None and not isinstance(resume_from_checkpoint,
                                                                  Checkpoint):
             raise TypeError("resume_from_checkpoint must be a Checkpoint, got "
@@ -171,6 +166,16 @@ class TorchTrainer:
             "resume_from_checkpoint": self.resume_from_checkpoint,
         }
         run.write_bytes(cloudpickle.dumps(state), TRAINER_FILE)
+
+
+def check_loop_and_scaling(train_loop_per_worker: Any, scaling_config: Any) -> None:
+    """The checks every trainer that takes a training loop makes of it and its scaling."""
+    if not callable(train_loop_per_worker):
+        raise TypeError("train_loop_per_worker must be a function taking no argument or "
+                        f"one (the config), got {type(train_loop_per_worker).__name__}")
+    if not isinstance(scaling_config, ScalingConfig):
+        raise TypeError(f"scaling_config must be a ScalingConfig, got "
+                        f"{type(scaling_config).__name__}")
 
 
 def complete_run_config(run_config: RunConfig | None, trainer_name: str) -> RunConfig:

@@ -32,7 +32,7 @@ from ember.core.local._requests import RequestsMixin
 from ember.core.local._resources import ResourcePool
 from ember.core.local._store import ObjectStore
 from ember.core.local._tasks import TasksMixin
-from ember.core.local._transport import DriverChannel, spin_poll
+from ember.core.local._transport import DriverChannel
 from ember.core.local._worker import (
     WorkerConfig,
 )
@@ -336,12 +336,10 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         try:
             while waiter.count > 0:
                 events = None
-                if spin and worker.spin_gate.should_spin():  # catch a quick reply awake
-                    started = time.perf_counter()
-                    events = spin_poll(lambda: poller.poll(0), spin if deadline is None else
-                                       min(spin, deadline - time.monotonic()))
-                    worker.spin_gate.caught(
-                        bool(events) and time.perf_counter() - started <= 2 * spin)
+                if spin:  # catch a quick reply on an awake CPU
+                    events = worker.spin_gate.spin(
+                        lambda: poller.poll(0),
+                        spin if deadline is None else min(spin, deadline - time.monotonic()))
                 if not events:
                     if deadline is None:
                         events = poller.poll()

@@ -205,6 +205,16 @@ class SpinGate:
             return False
         return True
 
+    def spin(self, check: Callable[[], _T], seconds: float) -> _T | None:
+        """:func:`spin_poll` ``check`` for up to ``seconds`` if spinning has been paying, and
+        record how it went; the result, or None (not spun, or nothing came)."""
+        if not self.should_spin():
+            return None
+        started = time.perf_counter()
+        result = spin_poll(check, seconds)
+        self.caught(bool(result) and time.perf_counter() - started <= 2 * seconds)
+        return result
+
     def caught(self, in_time: bool) -> None:
         """Record a spin's outcome: True when the message came while spinning and the whole
         wait took at most twice the spin time (not descheduled meanwhile)."""
@@ -242,12 +252,9 @@ class WorkerChannel:
 
     def recv(self, timeout: float | None = None) -> bytes | None:
         """The next frame; None at end of stream. Raises TimeoutError after ``timeout`` s."""
-        if self.spin and timeout is None and not self._frames and self._gate.should_spin():
-            started = time.perf_counter()
-            caught = spin_poll(self._try_read, self.spin) and self._frames
-            self._gate.caught(bool(caught) and time.perf_counter() - started <= 2 * self.spin)
-            if caught:
-                return self._frames.popleft()
+        if (self.spin and timeout is None and not self._frames
+                and self._gate.spin(self._try_read, self.spin) and self._frames):
+            return self._frames.popleft()
         while not self._frames:
             if timeout is not None:
                 ready, _, _ = select.select([self.sock], [], [], timeout)

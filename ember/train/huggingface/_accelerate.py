@@ -19,7 +19,7 @@ from typing import Any
 from ember.train._checkpoint import Checkpoint
 from ember.train._config import RunConfig, ScalingConfig
 from ember.train._session import get_checkpoint, get_context, report
-from ember.train._trainer import TorchTrainer
+from ember.train._trainer import TorchTrainer, check_loop_and_scaling
 from ember.train.huggingface._files import download_merged
 
 DISTRIBUTED_TYPES = ("NO", "MULTI_CPU", "MULTI_GPU", "FSDP")
@@ -132,12 +132,7 @@ class AccelerateTrainer(TorchTrainer):
         datasets: dict[str, Any] | None = None,
         resume_from_checkpoint: Checkpoint | None = None,
     ) -> None:
-        if not callable(train_loop_per_worker):
-            raise TypeError("train_loop_per_worker must be a function taking no argument or "
-                            f"one (the config), got {type(train_loop_per_worker).__name__}")
-        if not isinstance(scaling_config, ScalingConfig):
-            raise TypeError(f"scaling_config must be a ScalingConfig, got "
-                            f"{type(scaling_config).__name__}")
+        check_loop_and_scaling(train_loop_per_worker, scaling_config)  # before the wrapping
         env = accelerate_env(accelerate_config, use_gpu=scaling_config.use_gpu)  # fail early
         super().__init__(
             _accelerate_loop,
