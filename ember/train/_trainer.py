@@ -178,6 +178,17 @@ def check_loop_and_scaling(train_loop_per_worker: Any, scaling_config: Any) -> N
                         f"{type(scaling_config).__name__}")
 
 
+def restore_wrapped(path: str, datasets: dict[str, Any] | None,
+                    replacements: dict[str, Any]) -> TorchTrainer:
+    """``TorchTrainer.restore(path)`` for a trainer whose loop wraps the user's: each entry of
+    ``replacements`` that is not None replaces that key of the saved loop config."""
+    trainer = TorchTrainer.restore(path, datasets=datasets)
+    wrapped = dict(trainer.train_loop_config or {})
+    wrapped.update({key: value for key, value in replacements.items() if value is not None})
+    trainer.train_loop_config = wrapped
+    return trainer
+
+
 def complete_run_config(run_config: RunConfig | None, trainer_name: str) -> RunConfig:
     """``run_config`` with the defaults filled in: the name ``{trainer_name}_{time}`` and the
     default storage path."""

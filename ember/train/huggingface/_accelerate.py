@@ -19,7 +19,7 @@ from typing import Any
 from ember.train._checkpoint import Checkpoint
 from ember.train._config import RunConfig, ScalingConfig
 from ember.train._session import get_checkpoint, get_context, report
-from ember.train._trainer import TorchTrainer, check_loop_and_scaling
+from ember.train._trainer import TorchTrainer, check_loop_and_scaling, restore_wrapped
 from ember.train.huggingface._files import download_merged
 
 DISTRIBUTED_TYPES = ("NO", "MULTI_CPU", "MULTI_GPU", "FSDP")
@@ -148,14 +148,8 @@ class AccelerateTrainer(TorchTrainer):
         """A trainer that resumes the run in ``path`` (whose driver died) from its latest
         committed checkpoint (see ``TorchTrainer.restore``); a loop or config given here
         replaces the saved one."""
-        trainer = TorchTrainer.restore(path, datasets=datasets)
-        wrapped = dict(trainer.train_loop_config or {})
-        if train_loop_per_worker is not None:
-            wrapped["train_loop_per_worker"] = train_loop_per_worker
-        if train_loop_config is not None:
-            wrapped["config"] = train_loop_config
-        trainer.train_loop_config = wrapped
-        return trainer
+        return restore_wrapped(path, datasets, {"train_loop_per_worker": train_loop_per_worker,
+                                                "config": train_loop_config})
 
 
 def _accelerate_loop(config: dict[str, Any]) -> None:

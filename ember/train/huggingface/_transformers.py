@@ -16,7 +16,7 @@ from typing import Any
 from ember.train._checkpoint import Checkpoint
 from ember.train._config import RunConfig, ScalingConfig
 from ember.train._session import _current, get_checkpoint, get_context
-from ember.train._trainer import TorchTrainer
+from ember.train._trainer import TorchTrainer, restore_wrapped
 from ember.train.huggingface._files import download_merged
 
 DATASET_KEYS = ("train", "evaluation")
@@ -147,14 +147,10 @@ class TransformersTrainer(TorchTrainer):
         committed checkpoint (see ``TorchTrainer.restore``). ``train_loop_per_worker`` and
         ``train_loop_config`` here replace the saved ``trainer_init_per_worker`` and
         ``trainer_init_config``."""
-        trainer = TorchTrainer.restore(path, datasets=datasets)
-        wrapped = dict(trainer.train_loop_config or {})
-        if train_loop_per_worker is not None:
-            wrapped["trainer_init_per_worker"] = train_loop_per_worker
-        if train_loop_config is not None:
-            wrapped["trainer_init_config"] = dict(train_loop_config)
-        trainer.train_loop_config = wrapped
-        return trainer
+        return restore_wrapped(path, datasets, {
+            "trainer_init_per_worker": train_loop_per_worker,
+            "trainer_init_config": None if train_loop_config is None else dict(train_loop_config),
+        })
 
 
 def _transformers_loop(config: dict[str, Any]) -> None:
