@@ -35,7 +35,6 @@ drops cancels every request it carried on the replica.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import hmac

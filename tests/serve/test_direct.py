@@ -238,7 +238,7 @@ def test_an_oversized_length_prefix_ends_the_connection_unread() -> None:
         tracemalloc.start()
         server, channel = await connected(handler)
         rid, frames = channel.open({}, b"", "")
-        messages, status = await collect(channel, rid, frames)
+        _messages, status = await collect(channel, rid, frames)
         assert status == "ok"
         # An authenticated peer announces a 4 GiB frame and sends a first megabyte of it.
         channel._writer.write(struct.pack("!I", 2**32 - 1) + b"\0" * (1 << 20))
