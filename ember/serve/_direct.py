@@ -74,6 +74,7 @@ class FrameTooLarge(ConnectionError):
 class NotAuthenticated(ConnectionError):
     """The other end of a direct connection did not prove that it holds the replica's key."""
 
+
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 # (scope, body, model_id, send) -> runs the request; its exception is the request's failure.
 Handler = Callable[[dict[str, Any], bytes, str, Send], Awaitable[None]]
@@ -110,7 +111,11 @@ async def _prove_proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
     replica_nonce = greeting[len(_MAGIC):]
     proxy_nonce = os.urandom(_NONCE_BYTES)
     writer.write(proxy_nonce + _digest(key, b"proxy", replica_nonce, proxy_nonce))
-    answer = await reader.readexactly(_DIGEST_BYTES)
+    try:
+        answer = await reader.readexactly(_DIGEST_BYTES)
+    except asyncio.IncompleteReadError:
+        raise NotAuthenticated("the replica refused this proxy's proof (it holds another "
+                               "key)") from None
     if not hmac.compare_digest(answer, _digest(key, b"replica", proxy_nonce, replica_nonce)):
         raise NotAuthenticated("the replica did not prove that it holds its key")
 
@@ -334,7 +339,8 @@ class DirectChannel:
     async def connect(cls, address: tuple[str, str, bytes]) -> DirectChannel | None:
         """A channel to the replica at ``address`` (from ``DirectServer.start``), or ``None``
         when it cannot be reached from here (another machine): then the caller uses actor
-        calls instead. Raises ``NotAuthenticated`` when the other end does not hold the key."""
+        calls instead. Raises ``NotAuthenticated`` when the two ends do not hold the same key,
+        ``ConnectionError`` when the replica does not finish the handshake in time."""
         host, path, key = address
         if host != socket.gethostname():
             return None
@@ -352,13 +358,13 @@ class DirectChannel:
             return None
         try:
             await asyncio.wait_for(_prove_proxy(reader, writer, key), HANDSHAKE_TIMEOUT_S)
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError,
-                OSError) as exc:
+        except NotAuthenticated:
             writer.close()
-            if isinstance(exc, NotAuthenticated):
-                raise
-            raise NotAuthenticated(f"the replica at {path!r} did not complete the "
-                                   f"handshake ({exc!r})") from exc
+            raise
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
+            writer.close()  # a replica that is busy or going away: the caller uses actor calls
+            raise ConnectionError(f"the replica at {path!r} did not complete the handshake "
+                                  f"({exc!r})") from exc
         return cls(reader, writer)
 
     def open(self, scope: dict[str, Any], body: bytes, model_id: str
