@@ -7,7 +7,7 @@ Everything else receives a frozen config object, so behaviour is explicit and te
 | ``EMBER_BACKEND`` | backend used by the implicit ``init`` (default ``local``) |
 | ``EMBER_ADDRESS`` | address for the ``ray`` backend's implicit ``init`` |
 | ``EMBER_OBJECT_STORE_MEMORY`` | shared-memory capacity in bytes (default 30% of RAM) |
-| ``EMBER_SPILL_DIR`` | where objects spill when the store is full (default: the temp dir) |
+| ``EMBER_SPILL_DIR`` | where objects spill when the store is full, each runtime into an owner-only (0700) folder of its own (default: the temp dir) |
 | ``EMBER_INLINE_THRESHOLD`` | buffers smaller than this travel inside messages (default 100 KiB) |
 | ``EMBER_SPIN_US`` | how long a waiting side of a quick actor exchange polls before it blocks, in µs (default 50; 0 turns it off) |
 | ``EMBER_LOG_LEVEL`` | level of the ``ember`` logger |

@@ -1,9 +1,14 @@
-"""Shared-memory segments: files in /dev/shm (or, once spilled, in the spill folder).
+"""Shared-memory segments: files in /dev/shm (or, once spilled, in the session's spill folder).
 
 A segment holds the large out-of-band buffers of one object. It is written once by its producer
 and mapped read-only by every reader, so a numpy array read from it is a zero-copy view. Each
 process keeps a registry of its live mappings (weakly: a mapping lives exactly as long as some
 view of it) so that a buffer that already lies in a segment can be referenced instead of copied.
+
+Everything a session leaves on disk is its user's alone: segments and spill files are 0600, and
+spill files lie in a folder of the session's own (``ember-spill-<session>`` in the spill
+directory, 0700, made at the first spill and removed with the session), never under a
+predictable name in a shared temp dir.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import fcntl
 import itertools
 import mmap
 import os
+import stat
 import threading
 import weakref
 from dataclasses import dataclass
@@ -67,7 +73,7 @@ class SegmentNames:
     """Names of the segments of one runtime session; lets shutdown sweep them all."""
 
     session: str
-    spill_dir: str
+    spill_root: str  # the spill directory (EMBER_SPILL_DIR): the session's folder goes in it
 
     def prefix(self) -> str:
         return f"{SEGMENT_PREFIX}{self.session}-"
@@ -75,8 +81,11 @@ class SegmentNames:
     def shm_path(self, name: str) -> str:
         return os.path.join(SHM_DIR, name)
 
+    def spill_folder(self) -> str:
+        return os.path.join(self.spill_root, f"{SEGMENT_PREFIX}spill-{self.session}")
+
     def spill_path(self, name: str) -> str:
-        return os.path.join(self.spill_dir, name)
+        return os.path.join(self.spill_folder(), name)
 
 
 _counter = itertools.count()
@@ -167,22 +176,48 @@ def unlink_segment(names: SegmentNames, name: str) -> None:
             pass
 
 
+def _is_private_folder(st: os.stat_result) -> bool:
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+            and not st.st_mode & (stat.S_IRWXG | stat.S_IRWXO))
+
+
+def _make_spill_folder(names: SegmentNames) -> str:
+    """The session's spill folder, made owner-only (0700) if it does not exist yet. One that
+    exists but is not this user's alone (someone made it first) is refused, not used."""
+    folder = names.spill_folder()
+    try:
+        os.mkdir(folder, 0o700)
+        os.chmod(folder, 0o700)  # whatever the umask
+    except FileExistsError:
+        pass
+    st = os.lstat(folder)
+    if not _is_private_folder(st):
+        raise PermissionError(
+            f"spill folder {folder!r} is not a folder that only this user can enter (owner uid "
+            f"{st.st_uid}, mode {stat.filemode(st.st_mode)}): refusing to spill into it; remove "
+            "it, or point EMBER_SPILL_DIR at a directory other users cannot write")
+    return folder
+
+
 def spill_segment(names: SegmentNames, name: str) -> bool:
     """Move a segment from shared memory to the spill folder; readers find it in either place.
 
     The spill file is complete (written, then renamed into place) before the shared-memory file
-    is removed, so at every moment one complete copy exists under a known path.
+    is removed, so at every moment one complete copy exists under a known path. Raises
+    ``OSError`` when the spill folder cannot be made or written.
     """
     src = names.shm_path(name)
-    dst = names.spill_path(name)
+    dst = os.path.join(_make_spill_folder(names), name)
     tmp = dst + ".partial"
     try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            while True:
-                chunk = fin.read(16 << 20)
-                if not chunk:
-                    break
-                fout.write(chunk)
+        with open(src, "rb") as fin:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "wb") as fout:
+                while True:
+                    chunk = fin.read(16 << 20)
+                    if not chunk:
+                        break
+                    fout.write(chunk)
     except FileNotFoundError:
         return False
     os.replace(tmp, dst)
@@ -191,22 +226,37 @@ def spill_segment(names: SegmentNames, name: str) -> bool:
 
 
 def sweep(names: SegmentNames) -> int:
-    """Remove every segment of the session (shared memory and spill files) and its lock file;
-    returns the number of segments removed."""
+    """Remove every segment of the session (shared memory and spill files), its spill folder
+    and its lock file; returns the number of segments removed."""
     removed = 0
     prefix = names.prefix()
-    for folder in (SHM_DIR, names.spill_dir):
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        entries = []
+    for entry in entries:
+        if entry.startswith(prefix):
+            try:
+                os.unlink(os.path.join(SHM_DIR, entry))
+                removed += 1
+            except OSError:
+                pass
+    folder = names.spill_folder()
+    try:
+        private = _is_private_folder(os.lstat(folder))
+    except OSError:
+        private = False
+    if private:  # one that is not the user's own was never used: leave it to its owner
+        for entry in os.listdir(folder):
+            try:
+                os.unlink(os.path.join(folder, entry))
+                removed += not entry.endswith(".partial")
+            except OSError:
+                pass
         try:
-            entries = os.listdir(folder)
+            os.rmdir(folder)
         except OSError:
-            continue
-        for entry in entries:
-            if entry.startswith(prefix):
-                try:
-                    os.unlink(os.path.join(folder, entry))
-                    removed += 1
-                except OSError:
-                    pass
+            pass
     try:
         os.unlink(_lock_path(names.session))
     except OSError:
@@ -249,7 +299,7 @@ def hold_session_lock(names: SegmentNames) -> int:
     return fd
 
 
-def sweep_dead_sessions(spill_dir: str) -> int:
+def sweep_dead_sessions(spill_root: str) -> int:
     """Remove the segments of every session whose processes all died without cleaning up
     (their lock is free); returns the number of segments removed. Sessions still running, and
     segments without a lock file, are left alone."""
@@ -272,7 +322,7 @@ def sweep_dead_sessions(spill_dir: str) -> int:
             os.close(fd)
             continue
         try:
-            removed += sweep(SegmentNames(session, spill_dir))
+            removed += sweep(SegmentNames(session, spill_root))
         finally:
             os.close(fd)
     return removed

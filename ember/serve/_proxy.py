@@ -4,8 +4,9 @@ It matches the longest route prefix (404 when none does), reads the body (413 pa
 ``max_body_bytes``), asks that application's router for a replica (503 with ``Retry-After`` when
 every replica is full and the deployment allows no queue, or its queue is full), and relays the
 replica's ASGI messages to the client as they come, so streamed chunks are not held back. Requests
-travel to replicas on this machine over a direct socket (``_direct``), else as actor calls. When
-the client goes away the request is cancelled on the replica, which closes its generator.
+travel to replicas on this machine over a direct socket (``_direct``; authenticated, see there),
+else as actor calls. When the client goes away the request is cancelled on the replica, which
+closes its generator.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import threading
 from typing import Any
 
 from ember.errors import ActorDiedError
-from ember.serve._direct import DirectChannel, ReplicaLost
+from ember.serve import _direct
+from ember.serve._direct import DirectChannel, NotAuthenticated, ReplicaLost
 from ember.serve._handle import await_ref, router_client
 
 logger = logging.getLogger("ember.serve")
@@ -187,7 +189,9 @@ class Proxy:
         }
         inner["root_path"] = "" if prefix.rstrip("/") == "" else prefix.rstrip("/")
         inner["asgi"] = {"version": "3.0", "spec_version": "2.4"}
-        channel = await self._channel(replica_id, actor)
+        # A body too large for one frame of the direct channel goes as an actor call.
+        channel = (await self._channel(replica_id, actor)
+                   if len(body) <= _direct.MAX_BODY_BYTES else None)
         if channel is not None:
             await self._serve_direct(channel, client, replica_id, deployment_name, inner, body,
                                      model_id, receive, send)
@@ -235,6 +239,10 @@ class Proxy:
             address = await asyncio.wait_for(await_ref(actor.http_address.remote()),
                                              CONNECT_TIMEOUT_S)
             return await DirectChannel.connect(address)
+        except NotAuthenticated as exc:  # not our replica at that address: never use it
+            logger.warning("serve proxy: the replica's direct socket failed authentication "
+                           "(%s); using actor calls", exc)
+            return None
         except Exception as exc:  # an older or unreachable replica: actor calls still work
             logger.info("serve proxy: no direct connection to a replica (%r); using actor "
                         "calls", exc)

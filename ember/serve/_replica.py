@@ -106,8 +106,9 @@ class Replica:
             _reset(token)
             self._ongoing -= 1
 
-    async def http_address(self) -> tuple[str, Any]:
-        """Where the proxy reaches this replica directly (see ``_direct``); starts listening."""
+    async def http_address(self) -> tuple[str, str, bytes]:
+        """Where the proxy reaches this replica directly, and the key it proves itself with
+        (see ``_direct``; it travels only as this call's result); starts listening."""
         if self._direct is None:
             from ember.serve._direct import DirectServer
 

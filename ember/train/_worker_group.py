@@ -55,21 +55,51 @@ def _node_address() -> str:
         return "127.0.0.1"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        port: int = sock.getsockname()[1]
-        return port
+# The listening socket of torch's rendezvous store, made by rank 0 before the others know its
+# port and handed to the store when rank 0 joins (see _listen_for_rendezvous).
+_rendezvous_socket: socket.socket | None = None
+
+
+def _listen_for_rendezvous(address: str) -> int:
+    """Bind the rendezvous store's socket to ``address`` (loopback when the gang shares one
+    machine), not to every interface as torch's store does by default; returns its port."""
+    global _rendezvous_socket
+    if _rendezvous_socket is not None:
+        _rendezvous_socket.close()
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((address, 0))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    _rendezvous_socket = sock
+    port: int = sock.getsockname()[1]
+    return port
+
+
+def _loopback_interface() -> str | None:
+    names = {name for _index, name in socket.if_nameindex()}
+    return next((name for name in ("lo", "lo0") if name in names), None)
 
 
 def _init_torch_process_group(rank: int, world_size: int, local_rank: int,
                               local_world_size: int, address: str, port: int, backend: str,
                               timeout_s: float, num_threads: int) -> None:
+    global _rendezvous_socket
     os.environ.update({
         "RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(local_rank),
         "LOCAL_WORLD_SIZE": str(local_world_size), "MASTER_ADDR": address,
         "MASTER_PORT": str(port),
     })
+    if address == "127.0.0.1":
+        # One machine: gloo's and NCCL's own sockets listen on loopback too (by default they
+        # take the address the host name resolves to), unless the user chose an interface.
+        loopback = _loopback_interface()
+        if loopback is not None:
+            os.environ.setdefault("GLOO_SOCKET_IFNAME", loopback)
+            os.environ.setdefault("NCCL_SOCKET_IFNAME", loopback)
     from datetime import timedelta
 
     import torch
@@ -80,8 +110,16 @@ def _init_torch_process_group(rank: int, world_size: int, local_rank: int,
     torch.set_num_threads(max(1, num_threads))
     if backend == "nccl":
         torch.cuda.set_device(0)  # the worker sees only its own GPUs (CUDA_VISIBLE_DEVICES)
-    dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=rank,
-                            world_size=world_size, timeout=timedelta(seconds=timeout_s))
+    timeout = timedelta(seconds=timeout_s)
+    if rank == 0 and _rendezvous_socket is not None:
+        # The store takes the socket over (and closes it when it goes).
+        listen_fd, _rendezvous_socket = _rendezvous_socket.detach(), None
+        store = dist.TCPStore(address, port, world_size, True, timeout,
+                              master_listen_fd=listen_fd)
+    else:
+        store = dist.TCPStore(address, port, world_size, False, timeout)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
+                            timeout=timeout)
 
 
 class WorkerGroup:
@@ -175,9 +213,11 @@ class WorkerGroup:
         self._check_started()
         if backend is None:
             backend = "nccl" if self.num_gpus_per_worker > 0 else "gloo"
+        # The rendezvous store listens on rank 0's node: on loopback when the whole gang is
+        # on one machine, else on that node's address only (never on every interface).
         same_node = len({info.node_id for info in self.infos}) == 1
         address = "127.0.0.1" if same_node else self.infos[0].address
-        port = _get_all([self.execute_single_async(0, _free_port)])[0]
+        port = _get_all([self.execute_single_async(0, _listen_for_rendezvous, address)])[0]
         threads = max(1, int(self.num_cpus_per_worker))
         _get_all([
             w.execute.remote(_init_torch_process_group, info.rank, self.num_workers,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 
 import pytest
@@ -84,8 +85,8 @@ def test_spilled_segment_moves_to_disk_and_stays_readable(names, tmp_path):
     assert _shm.spill_segment(names, name)
 
     assert not os.path.exists(os.path.join("/dev/shm", name))
-    assert os.path.exists(tmp_path / name)
-    assert not list(tmp_path.glob("*.partial"))
+    assert os.path.exists(names.spill_path(name))
+    assert not list(tmp_path.rglob("*.partial"))
     assert _shm.segment_exists(names, name)
     assert bytes(_shm.map_segment(names, name)[:8]) == b"spill me"
 
@@ -113,6 +114,7 @@ def test_sweep_removes_the_sessions_segments_only(names, tmp_path):
         assert _shm.sweep(names) == 2
 
         assert not any(_shm.segment_exists(names, n) for n in mine)
+        assert not os.path.exists(names.spill_folder())
         assert _shm.segment_exists(other, theirs)
     finally:
         _shm.sweep(other)
@@ -126,12 +128,14 @@ def test_only_sessions_whose_processes_all_died_are_swept(tmp_path):
     try:
         os.close(_shm.hold_session_lock(dead))  # its last holder is gone: the lock is free
         dead_segments = [write_segment(dead, b"x" * 100) for _ in range(2)]
+        _shm.spill_segment(dead, dead_segments[1])
         live_segment = write_segment(live, b"y" * 100)
         unlocked_segment = write_segment(unlocked, b"z" * 100)  # no lock file: not judged
 
         assert _shm.sweep_dead_sessions(str(tmp_path)) >= 2
 
         assert not any(_shm.segment_exists(dead, n) for n in dead_segments)
+        assert not os.path.exists(dead.spill_folder())
         assert not os.path.exists(_shm._lock_path(dead.session))
         assert _shm.segment_exists(live, live_segment)
         assert _shm.segment_exists(unlocked, unlocked_segment)
@@ -141,3 +145,33 @@ def test_only_sessions_whose_processes_all_died_are_swept(tmp_path):
             _shm.sweep(names)
     assert not os.path.exists(_shm._lock_path(live.session))  # sweep takes the lock file too
 
+
+
+def test_spill_files_are_the_users_alone_whatever_the_umask(names, tmp_path):
+    name = write_segment(names, b"secret" * 100)
+    old_umask = os.umask(0)
+    try:
+        assert _shm.spill_segment(names, name)
+    finally:
+        os.umask(old_umask)
+
+    assert os.listdir(tmp_path) == [os.path.basename(names.spill_folder())]
+    assert stat.S_IMODE(os.stat(names.spill_folder()).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(names.spill_path(name)).st_mode) == 0o600
+    assert bytes(_shm.map_segment(names, name)[:6]) == b"secret"
+
+
+def test_a_spill_folder_that_others_can_enter_is_never_used(names):
+    # Someone who learned the session id made its spill folder first, open to all.
+    os.mkdir(names.spill_folder())
+    os.chmod(names.spill_folder(), 0o777)
+    name = write_segment(names, b"x" * 100)
+    try:
+        with pytest.raises(PermissionError, match="only this user"):
+            _shm.spill_segment(names, name)
+        assert os.listdir(names.spill_folder()) == []
+        assert os.path.exists(names.shm_path(name))  # still readable from shared memory
+        _shm.sweep(names)
+        assert os.path.isdir(names.spill_folder())  # not ours alone: left to its owner
+    finally:
+        os.rmdir(names.spill_folder())

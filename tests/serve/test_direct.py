@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pickle
+import socket
+import struct
+import tracemalloc
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ember.serve import _direct
-from ember.serve._direct import DirectChannel, DirectServer, ReplicaLost
+from ember.serve._direct import DirectChannel, DirectServer, NotAuthenticated, ReplicaLost
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -167,6 +173,103 @@ def test_a_dropped_connection_fails_requests_in_flight() -> None:
 
 def test_another_machine_is_not_reached_directly() -> None:
     async def main() -> None:
-        assert await DirectChannel.connect(("some-other-host", ("tcp", ("127.0.0.1", 1)))) is None
+        address = ("some-other-host", "\0ember-serve-elsewhere", b"k" * 32)
+        assert await DirectChannel.connect(address) is None
+
+    asyncio.run(main())
+
+
+class _CreatesFile:
+    """Unpickling this creates ``path``: what an attacker's payload would run."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
+def test_a_peer_without_the_key_gets_nothing_unpickled(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_CreatesFile(str(marker)))
+    frame = struct.pack("!I", len(payload)) + payload
+    called = []
+
+    async def handler(scope: dict[str, Any], body: bytes, model_id: str, send: Send) -> None:
+        called.append(scope)
+
+    async def main() -> None:
+        server = DirectServer(handler)
+        host, path, key = await server.start()
+        # A peer that sends a frame at once, and one that answers the challenge with a guess.
+        for guess in (b"", os.urandom(64)):
+            reader, writer = await asyncio.open_unix_connection(sock=_connected(path))
+            writer.write(guess + frame)
+            # The replica's challenge, then the end of the connection: nothing else.
+            assert len(await asyncio.wait_for(reader.read(), 5)) == 8 + 32
+            writer.close()
+        # A proxy holding another key fails its handshake and opens no channel.
+        with pytest.raises(NotAuthenticated):
+            await DirectChannel.connect((host, path, os.urandom(32)))
+        # The real key still works.
+        channel = await DirectChannel.connect((host, path, key))
+        assert channel is not None
+        channel.close()
+        server.close()
+
+    asyncio.run(main())
+    assert not marker.exists()
+    assert called == []
+
+
+def _connected(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    sock.setblocking(False)
+    return sock
+
+
+def test_an_oversized_length_prefix_ends_the_connection_unread() -> None:
+    async def handler(scope: dict[str, Any], body: bytes, model_id: str, send: Send) -> None:
+        await send(start())
+        await send(chunk(b"fine", more=False))
+
+    async def main() -> None:
+        tracemalloc.start()
+        server, channel = await connected(handler)
+        rid, frames = channel.open({}, b"", "")
+        _messages, status = await collect(channel, rid, frames)
+        assert status == "ok"
+        # An authenticated peer announces a 4 GiB frame and sends a first megabyte of it.
+        channel._writer.write(struct.pack("!I", 2**32 - 1) + b"\0" * (1 << 20))
+        _rid, frames = channel.open({}, b"", "")  # queued behind it: never read
+        item = await asyncio.wait_for(frames.get(), 5)
+        assert isinstance(item, ReplicaLost)  # the replica closed the connection
+        _current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak < 64 << 20, f"{peak} bytes allocated for a frame that was refused"
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_a_response_past_the_frame_limit_fails_with_a_clear_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_direct, "MAX_FRAME_BYTES", 4096)
+
+    async def handler(scope: dict[str, Any], body: bytes, model_id: str, send: Send) -> None:
+        await send(start())
+        await send(chunk(b"x" * (10_000 if scope["path"] == "/big" else 10), more=False))
+
+    async def main() -> None:
+        server, channel = await connected(handler)
+        messages, status = await collect(channel, *channel.open({"path": "/big"}, b"", ""))
+        assert messages == []
+        assert status.startswith("FrameTooLarge") and "4096" in status
+        # The connection itself is fine: a small response still comes back.
+        messages, status = await collect(channel, *channel.open({"path": "/"}, b"", ""))
+        assert status == "ok" and messages[-1]["body"] == b"x" * 10
+        channel.close()
+        server.close()
 
     asyncio.run(main())

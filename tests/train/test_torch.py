@@ -119,3 +119,36 @@ def test_fsdp2_dcp_checkpoint_reshards_two_to_one_and_three(ember_local, tmp_pat
             resume_from_checkpoint=saved.checkpoint,
             run_config=RunConfig(name=f"restore{workers}", storage_path=str(tmp_path))).fit()
         assert restored.metrics["weights"] == saved.metrics["weights"], workers
+
+
+def test_rendezvous_and_gloo_listen_on_loopback_only_on_one_machine(ember_local, tmp_path):
+    def loop(config):
+        import psutil
+        import torch
+        import torch.distributed as dist
+
+        import ember.train as train
+
+        total = torch.ones(1)
+        dist.all_reduce(total)  # the gang is joined: every socket it needs is open
+        listening = sorted({f"{c.laddr.ip} {c.laddr.port}"
+                            for c in psutil.Process().net_connections("inet")
+                            if c.status == psutil.CONN_LISTEN})
+        rank = train.get_context().get_world_rank()
+        with open(os.path.join(config["out"], f"rank{rank}.json"), "w") as f:
+            json.dump({"listening": listening, "master_port": os.environ["MASTER_PORT"],
+                       "total": total.item()}, f)
+        dist.barrier()  # no rank leaves (closing its sockets) before every rank has looked
+        train.report({"done": 1})
+
+    TorchTrainer(loop, train_loop_config={"out": str(tmp_path)},
+                 scaling_config=ScalingConfig(num_workers=2),
+                 run_config=RunConfig(name="run", storage_path=str(tmp_path))).fit()
+
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert {r["total"] for r in ranks} == {2.0}
+    rank0 = ranks[0]
+    assert f"127.0.0.1 {rank0['master_port']}" in rank0["listening"]  # the rendezvous store
+    for rank in ranks:
+        assert rank["listening"], "nothing listening: the check itself is broken"
+        assert all(entry.startswith("127.0.0.1 ") for entry in rank["listening"]), rank

@@ -57,7 +57,7 @@ class ForkServer:
         # workers must import the same ember, and the same user modules, as the driver.
         code = (f"import sys; sys.path[:] = {sys.path!r}; "
                 f"from ember.core.local._forkserver import serve; "
-                f"serve({child.fileno()}, {names.session!r}, {names.spill_dir!r})")
+                f"serve({child.fileno()}, {names.session!r}, {names.spill_root!r})")
         # The driver's session id goes along in the environment (workers inherit it), so a
         # supervisor that tracks a job by its session can still find these processes.
         env = {**os.environ, DRIVER_SID_VAR: str(os.getsid(0))}
@@ -124,11 +124,11 @@ def _receive(sock: socket.socket, reader: _FrameReader, pending_fds: list[int]
     return reader.feed(data)
 
 
-def serve(control_fd: int, session: str, spill_dir: str) -> None:
+def serve(control_fd: int, session: str, spill_root: str) -> None:
     """Main loop of the fork server process."""
     import ember.core.local._worker as worker_module  # preload: children start with it
 
-    names = _shm.SegmentNames(session, spill_dir)
+    names = _shm.SegmentNames(session, spill_root)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     control = socket.socket(fileno=control_fd)
     wake_r, wake_w = os.pipe()

@@ -47,6 +47,7 @@ class ObjectStore:
         self.segments: OrderedDict[str, Segment] = OrderedDict()
         self.used = 0
         self.spilled_bytes = 0
+        self._spill_failed = False
 
     # -- references ---------------------------------------------------------------------
     def new(self, oid: int, refs: int = 1) -> Obj:
@@ -171,12 +172,20 @@ class ObjectStore:
                 return
             if segment.spilled:
                 continue
-            if _shm.spill_segment(self.names, name):
+            try:
+                spilled = _shm.spill_segment(self.names, name)
+            except OSError as exc:  # said (once), not raised: the value stays in shared memory
+                if not self._spill_failed:
+                    self._spill_failed = True
+                    logger.warning("object store over %d bytes, but cannot spill to disk: %s",
+                                   self.capacity, exc)
+                return
+            if spilled:
                 segment.spilled = True
                 self.used -= segment.size
                 self.spilled_bytes += segment.size
                 logger.info("object store over %d bytes: spilled %s (%d bytes) to %s",
-                            self.capacity, name, segment.size, self.names.spill_dir)
+                            self.capacity, name, segment.size, self.names.spill_folder())
 
     def stats(self) -> dict[str, Any]:
         return {

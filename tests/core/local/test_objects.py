@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -162,6 +163,11 @@ def test_argument_is_kept_alive_while_its_task_is_queued(ember_local):
     assert get(result) == MB // 8
 
 
+def spilled(spill_dir) -> set[str]:
+    """The spill files in the session folders under ``spill_dir``."""
+    return {name for folder in spill_dir.glob("ember-spill-*") for name in os.listdir(folder)}
+
+
 @pytest.fixture
 def spill_dir(tmp_path, monkeypatch):
     folder = tmp_path / "spill"
@@ -175,9 +181,9 @@ def test_objects_past_the_store_capacity_spill_to_disk_and_stay_readable(spill_d
     try:
         refs = [ember.put(np.full(4 * MB // 8, i, dtype=np.int64)) for i in range(5)]
 
-        spilled = ember_segments(str(spill_dir))
+        on_disk = spilled(spill_dir)
         in_memory = session_segments()
-        assert spilled, "nothing was spilled although 20 MB went into a 10 MB store"
+        assert on_disk, "nothing was spilled although 20 MB went into a 10 MB store"
         assert len(in_memory) * 4 * MB <= 10 * MB + MB
         for i, ref in enumerate(refs):
             value = get(ref)
@@ -185,11 +191,11 @@ def test_objects_past_the_store_capacity_spill_to_disk_and_stay_readable(spill_d
 
         del refs, ref, value
         gc.collect()
-        wait_for(lambda: not ember_segments(str(spill_dir)) and not session_segments(),
+        wait_for(lambda: not spilled(spill_dir) and not session_segments(),
                  what="spilled and in-memory segments to be freed")
     finally:
         shutdown_and_check()
-    assert not ember_segments(str(spill_dir))
+    assert not spilled(spill_dir)
 
 
 def test_task_reads_a_spilled_argument(spill_dir):
@@ -201,7 +207,7 @@ def test_task_reads_a_spilled_argument(spill_dir):
     try:
         oldest = ember.put(np.full(4 * MB // 8, 3, dtype=np.int64))
         newer = [ember.put(np.zeros(4 * MB // 8)) for _ in range(2)]
-        assert ember_segments(str(spill_dir))
+        assert spilled(spill_dir)
 
         assert get(first_and_last.remote(oldest)) == (3, 3)
         del newer
@@ -212,10 +218,30 @@ def test_task_reads_a_spilled_argument(spill_dir):
 def test_spill_files_are_removed_by_shutdown(spill_dir):
     ember.init(num_cpus=1, object_store_memory=2 * MB)
     refs = [ember.put(np.ones(MB // 4 * 3)) for _ in range(4)]
-    assert ember_segments(str(spill_dir))
+    assert spilled(spill_dir)
 
     shutdown_and_check()
 
-    assert not ember_segments(str(spill_dir))
+    assert not spilled(spill_dir)
     del refs
     assert not os.listdir(spill_dir)
+
+
+def test_spilled_objects_are_readable_by_their_user_only(spill_dir):
+    old_umask = os.umask(0)  # modes must not depend on the umask
+    try:
+        ember.init(num_cpus=1, object_store_memory=2 * MB)
+        try:
+            refs = [ember.put(np.ones(MB // 4 * 3)) for _ in range(4)]
+            folders = list(spill_dir.iterdir())
+            assert len(folders) == 1 and folders[0].name.startswith("ember-spill-")
+            assert stat.S_IMODE(folders[0].stat().st_mode) == 0o700
+            files = list(folders[0].iterdir())
+            assert files
+            assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
+            del refs
+        finally:
+            shutdown_and_check()
+    finally:
+        os.umask(old_umask)
+    assert not os.listdir(spill_dir)  # the session folder goes with the session
