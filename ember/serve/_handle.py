@@ -397,8 +397,8 @@ class DeploymentHandle:
                         method, args, kwargs, model_id, request_id, *refs)
                     out._start(client, replica_id, stream)
                     return
-                ref = actor.handle_request.remote(method, args, kwargs, model_id, request_id,
-                                                  *refs)
+                ref, done = actor.handle_request.options(num_returns=2).remote(
+                    method, args, kwargs, model_id, request_id, *refs)
             except BaseException as exc:  # e.g. an argument that cannot be pickled
                 client.done(replica_id)
                 out._fail(exc)
@@ -407,7 +407,9 @@ class DeploymentHandle:
             def finished(future: concurrent.futures.Future[Any]) -> None:
                 client.done(replica_id, future.exception())
 
-            ref.future().add_done_callback(finished)
+            # The second return is None (or the call's error): watching it tells the router
+            # the call ended without fetching the result into this process.
+            done.future().add_done_callback(finished)
             out._set_ref(ref)
 
         client.submit(model_id, assigned, out._fail)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import socket
 import sys
@@ -97,7 +98,8 @@ class Proxy:
                                 http=_h11_protocol(),
                                 h11_max_incomplete_event_size=int(
                                     self._options["max_request_head_bytes"]),
-                                timeout_keep_alive=float(self._options["keep_alive_timeout_s"]))
+                                timeout_keep_alive=math.ceil(
+                                    self._options["keep_alive_timeout_s"]))
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, args=(sock,), daemon=True,
                                         name="ember-serve-proxy")
@@ -184,7 +186,7 @@ class Proxy:
                     return request_id, (400, problem)
         return request_id, None
 
-    def _error_body(self, deployment_name: str, error: BaseException | str,
+    def _error_body(self, deployment_name: str, error: BaseException | str | None,
                     request_id: str) -> str:
         # A replica that died is the server's own news; a handler's exception text is not
         # for clients (it can hold paths, data or secrets) unless asked for.
@@ -447,7 +449,7 @@ def _h11_protocol() -> type:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class BoundedH11Protocol(H11Protocol):  # type: ignore[misc]
+    class BoundedH11Protocol(H11Protocol):
         def send_400_response(self, msg: str) -> None:
             failure = sys.exc_info()[1]  # called while uvicorn handles h11's error
             if not (isinstance(failure, h11.RemoteProtocolError)

@@ -113,15 +113,18 @@ class Replica:
     async def handle_request(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], model_id: str,
         request_id: str = "", *upstream: Any,
-    ) -> Any:
+    ) -> tuple[Any, None]:
         """Run one handle call; ``upstream`` are the values of the responses passed to it as
-        arguments (the core resolved them), put back in place of their placeholders."""
+        arguments (the core resolved them), put back in place of their placeholders.
+
+        Called with ``num_returns=2``: the result, and ``None`` once it is done, which the
+        caller's router watches, so that it never has to fetch the result itself."""
         args, kwargs = fill_upstream(args, kwargs, upstream)
         self._ongoing += 1
         tokens = self._enter_request(request_id, model_id)
         try:
             async with self._slots:
-                return await _call(self._method(method), args, kwargs)
+                return await _call(self._method(method), args, kwargs), None
         finally:
             _reset(tokens)
             self._ongoing -= 1
@@ -234,8 +237,8 @@ class Replica:
         task = asyncio.create_task(respond())
         # The core closes this generator only between two messages; the proxy cancels the
         # request at once instead (cancel_http) when its client goes away.
-        request_key = scope.get(INTERNAL_REQUEST_KEY)
-        if request_key is not None:
+        request_key = str(scope.get(INTERNAL_REQUEST_KEY, ""))
+        if request_key:
             self._http_tasks[request_key] = task
         try:
             while True:

@@ -65,7 +65,7 @@ class SyncIterator(AsyncIterator[T]):
         item = await asyncio.shield(step)
         if item is _END:
             raise StopAsyncIteration
-        return item  # type: ignore[no-any-return]
+        return item
 
     def _step(self) -> Any:
         item: Any = _END  # also when next() raises: a generator that raised is finished
@@ -141,8 +141,6 @@ def install_starlette_hook() -> None:
         import starlette.responses
     except ImportError:  # no starlette: nothing streams through it here
         return
-    starlette.concurrency.iterate_in_threadpool = iterate_in_threadpool  # type: ignore[assignment]
-    starlette.responses.iterate_in_threadpool = iterate_in_threadpool  # type: ignore[assignment]
-    routing = sys.modules.get("fastapi.routing")
-    if routing is not None and hasattr(routing, "iterate_in_threadpool"):
-        routing.iterate_in_threadpool = iterate_in_threadpool
+    for module in (starlette.concurrency, starlette.responses, sys.modules.get("fastapi.routing")):
+        if module is not None and hasattr(module, "iterate_in_threadpool"):
+            setattr(module, "iterate_in_threadpool", iterate_in_threadpool)  # noqa: B010
