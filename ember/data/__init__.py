@@ -44,10 +44,13 @@ __all__ = [
     "StrictModeError",
     "TaskPoolStrategy",
     "from_arrow",
+    "from_arrow_refs",
     "from_huggingface",
     "from_items",
     "from_numpy",
+    "from_numpy_refs",
     "from_pandas",
+    "from_pandas_refs",
     "from_torch",
     "range",
     "range_tensor",
@@ -108,6 +111,21 @@ def from_pandas(dfs: Any) -> MaterializedDataset:
 
 def from_arrow(tables: Any) -> MaterializedDataset:
     return MaterializedDataset(_read.from_arrow(tables))
+
+
+def from_arrow_refs(tables: Any) -> MaterializedDataset:
+    """From ObjectRefs of ``pyarrow.Table``s (one block each); the tables stay in the store."""
+    return MaterializedDataset(_read.refs_source("FromArrowRefs", tables, "arrow"))
+
+
+def from_pandas_refs(dfs: Any) -> MaterializedDataset:
+    """From ObjectRefs of ``pandas.DataFrame``s, converted to blocks where they are."""
+    return MaterializedDataset(_read.refs_source("FromPandasRefs", dfs, "pandas"))
+
+
+def from_numpy_refs(ndarrays: Any) -> MaterializedDataset:
+    """From ObjectRefs of NumPy arrays: each becomes a block with column ``data``."""
+    return MaterializedDataset(_read.refs_source("FromNumpyRefs", ndarrays, "numpy"))
 
 
 def from_huggingface(dataset: Any, *, parallelism: int = -1,

@@ -76,6 +76,32 @@ def blocks_source(name: str, blocks: Sequence[Block]) -> InputBlocks:
     return InputBlocks(name, bundles)
 
 
+def _as_block(value: Any, kind: str) -> tuple[Block, dict[str, int]]:
+    """Inside a task: an object of a ``from_*_refs`` call as a block, and its size."""
+    if kind == "numpy":
+        block = _block.batch_to_block({"data": np.asarray(value)})
+    elif isinstance(value, pa.Table):
+        block = value
+    else:
+        block = _block.batch_to_block(value, what=f"from_{kind}_refs")
+    return block, {"rows": block.num_rows, "bytes": _block.size_bytes(block)}
+
+
+def refs_source(name: str, refs: Any, kind: str) -> InputBlocks:
+    """Blocks from ObjectRefs of tables, DataFrames or arrays: each is turned into a block by a
+    task where it lives, so the data never passes through this process."""
+    items = list(refs) if isinstance(refs, (list, tuple)) else [refs]
+    if not all(isinstance(r, ember.ObjectRef) for r in items):
+        raise TypeError(f"from_{kind}_refs takes ObjectRefs (ember.put(...)), got "
+                        f"{[type(r).__name__ for r in items if not isinstance(r, ember.ObjectRef)]}")
+    convert = ember.remote(_as_block).options(num_returns=2, num_cpus=0)
+    pairs = [convert.remote(ref, kind) for ref in items]
+    metas = ember.get([meta for _, meta in pairs])
+    bundles = tuple(Bundle(block, BlockMeta(meta["rows"], meta["bytes"]), (i,))
+                    for i, ((block, _), meta) in enumerate(zip(pairs, metas, strict=True)))
+    return InputBlocks(name, bundles)
+
+
 def _split_table(table: Block, parallelism: int) -> list[Block]:
     parts = parallelism if parallelism > 0 else default_parallelism(table.nbytes, table.num_rows)
     return [table.slice(a, b - a) for a, b in _splits(table.num_rows, parts)]

@@ -19,8 +19,8 @@ from ember.errors import ResourceError
 DATA_ALL = [
     "ActorPoolStrategy", "BlockMetadata", "DataContext", "DataIterator", "Dataset", "Datasource",
     "DatasetStats", "GroupedData", "MaterializedDataset", "ReadTask", "StrictModeError",
-    "TaskPoolStrategy", "from_arrow", "from_huggingface", "from_items", "from_numpy",
-    "from_pandas", "from_torch", "range", "range_tensor", "read_binary_files", "read_csv",
+    "TaskPoolStrategy", "from_arrow", "from_arrow_refs", "from_huggingface", "from_items",
+    "from_numpy", "from_numpy_refs", "from_pandas", "from_pandas_refs", "from_torch", "range", "range_tensor", "read_binary_files", "read_csv",
     "read_datasource", "read_images", "read_json", "read_numpy", "read_parquet", "read_text",
 ]
 

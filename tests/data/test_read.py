@@ -150,3 +150,18 @@ def test_override_num_blocks_sets_the_number_of_blocks(ember_local: Any) -> None
         ed.range(10, override_num_blocks=0)
     with pytest.raises(ValueError, match="disagree"):
         ed.range(10, parallelism=2, override_num_blocks=3)
+
+
+def test_from_refs_build_datasets_from_objects_in_the_store(ember_local: Any) -> None:
+    import ember
+
+    tables = [ember.put(pa.table({"a": [1, 2]})), ember.put(pa.table({"a": [3]}))]
+    assert sorted(r["a"] for r in ed.from_arrow_refs(tables).take_all()) == [1, 2, 3]
+    assert ed.from_arrow_refs(tables).num_blocks() == 2
+    frame = ember.put(pd.DataFrame({"b": ["x", "y"]}))
+    assert ed.from_pandas_refs(frame).take_all() == [{"b": "x"}, {"b": "y"}]
+    arrays = ember.put(np.arange(6).reshape(3, 2))
+    assert ed.from_numpy_refs([arrays]).take_batch(3)["data"].tolist() == [[0, 1], [2, 3],
+                                                                              [4, 5]]
+    with pytest.raises(TypeError, match="ObjectRefs"):
+        ed.from_arrow_refs([pa.table({"a": [1]})])
