@@ -172,16 +172,15 @@ class Replica:
         status = 500
         body_sent = False
         id_header = (REQUEST_ID_HEADER, request_id.encode("latin-1"))
-        downstream = send
 
-        async def send(message: dict[str, Any]) -> None:  # type: ignore[no-redef]
+        async def send_with_id(message: dict[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message.get("status", 200)
                 headers = list(message.get("headers", ()))
                 if not any(k.lower() == REQUEST_ID_HEADER for k, _ in headers):
                     message = {**message, "headers": [*headers, id_header]}
-            await downstream(message)
+            await send(message)
 
         async def receive() -> dict[str, Any]:
             nonlocal body_sent
@@ -195,13 +194,13 @@ class Replica:
             async with self._slots:
                 if self._asgi is not None:
                     await self._asgi({**scope, "ember_serve_replica": self._instance},
-                                     receive, send)
+                                     receive, send_with_id)
                 else:
                     from starlette.requests import Request
 
                     result = await _call(self._method("__call__"),
                                          (Request(scope, receive),), {})
-                    await _send_result(result, scope, receive, send)
+                    await _send_result(result, scope, receive, send_with_id)
         except asyncio.CancelledError:
             status = 499  # the client went away (nginx's code for it, in the access log)
             raise

@@ -104,12 +104,12 @@ def test_oversized_request_heads_get_431() -> None:
         assert client.get(base, headers={"x-fine": "a" * 4000}).text == "hello"
         one_big = client.get(base, headers={"x-big": "a" * 100_000})
         assert one_big.status_code == 431
-        many = client.get(base, headers=[(f"x-h{i}", "v") for i in range(10_000)])
-        assert many.status_code == 431
-        assert client.get(base, headers=[(f"x-h{i}", "v") for i in range(101)]
-                          ).status_code == 431
-        assert "max_headers" in client.get(
-            base, headers=[(f"x-h{i}", "v") for i in range(101)]).text
+        too_many = client.get(base, headers=[(f"x-h{i}", "v") for i in range(101)])
+        assert too_many.status_code == 431 and "max_headers" in too_many.text
+    # 10,000 headers (sent raw: httpx takes seconds to build such a request).
+    many = b"GET / HTTP/1.1\r\nhost: x\r\n" + b"".join(
+        b"x-h%d: v\r\n" % i for i in range(10_000)) + b"\r\n"
+    assert _raw_request(port, many).startswith(b"HTTP/1.1 431 ")
     # A head larger than the parser's buffer, arriving in pieces: the parser refuses it, 431.
     head = b"GET / HTTP/1.1\r\nhost: x\r\n" + b"".join(
         b"x-h%d: %s\r\n" % (i, b"v" * 1000) for i in range(80)) + b"\r\n"
