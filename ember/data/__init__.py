@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ember.data import _read
+from ember.data import block as block
+from ember.data import datasource as datasource
 from ember.data._block import StrictModeError
 from ember.data._context import DataContext
 from ember.data._dataset import Dataset, MaterializedDataset
@@ -25,27 +27,36 @@ from ember.data._grouped import GroupedData
 from ember.data._plan import ActorPoolStrategy, TaskPoolStrategy
 from ember.data._split import DataIterator
 from ember.data._stats import DatasetStats
+from ember.data.block import BlockMetadata
+from ember.data.datasource import Datasource, ReadTask
 
 __all__ = [
     "ActorPoolStrategy",
+    "BlockMetadata",
     "DataContext",
     "DataIterator",
     "Dataset",
+    "Datasource",
     "DatasetStats",
     "GroupedData",
     "MaterializedDataset",
+    "ReadTask",
     "StrictModeError",
     "TaskPoolStrategy",
     "from_arrow",
+    "from_arrow_refs",
     "from_huggingface",
     "from_items",
     "from_numpy",
+    "from_numpy_refs",
     "from_pandas",
+    "from_pandas_refs",
     "from_torch",
     "range",
     "range_tensor",
     "read_binary_files",
     "read_csv",
+    "read_datasource",
     "read_images",
     "read_json",
     "read_numpy",
@@ -56,19 +67,37 @@ __all__ = [
 Paths = str | Sequence[str]
 
 
-def range(n: int, *, parallelism: int = -1) -> Dataset:
+def _blocks(parallelism: int, override_num_blocks: int | None) -> int:
+    """Ray's ``override_num_blocks`` (the current name) or ``parallelism`` (the older one)."""
+    if override_num_blocks is None:
+        return parallelism
+    if isinstance(override_num_blocks, bool) or not isinstance(override_num_blocks, int) or (
+            override_num_blocks < 1):
+        raise ValueError(f"override_num_blocks={override_num_blocks!r} must be an int >= 1")
+    if parallelism != -1 and parallelism != override_num_blocks:
+        raise ValueError(f"parallelism={parallelism} and override_num_blocks="
+                         f"{override_num_blocks} disagree; pass override_num_blocks only")
+    return override_num_blocks
+
+
+def range(n: int, *, parallelism: int = -1, override_num_blocks: int | None = None
+          ) -> Dataset:
     """Rows ``{"id": 0}`` ... ``{"id": n - 1}``."""
-    return Dataset(_read.range_source(n, parallelism=parallelism))
+    return Dataset(_read.range_source(n, parallelism=_blocks(parallelism, override_num_blocks)))
 
 
-def range_tensor(n: int, *, shape: tuple[int, ...] = (1,), parallelism: int = -1) -> Dataset:
+def range_tensor(n: int, *, shape: tuple[int, ...] = (1,), parallelism: int = -1,
+                 override_num_blocks: int | None = None) -> Dataset:
     """Rows ``{"data": array}`` where row i's array of ``shape`` is filled with i."""
-    return Dataset(_read.range_source(n, parallelism=parallelism, shape=tuple(shape)))
+    return Dataset(_read.range_source(n, parallelism=_blocks(parallelism, override_num_blocks),
+                                      shape=tuple(shape)))
 
 
-def from_items(items: Sequence[Any], *, parallelism: int = -1) -> MaterializedDataset:
+def from_items(items: Sequence[Any], *, parallelism: int = -1,
+               override_num_blocks: int | None = None) -> MaterializedDataset:
     """Rows from a list: dicts become rows, anything else becomes ``{"item": value}``."""
-    return MaterializedDataset(_read.from_items(items, parallelism=parallelism))
+    return MaterializedDataset(_read.from_items(
+        items, parallelism=_blocks(parallelism, override_num_blocks)))
 
 
 def from_numpy(ndarrays: Any) -> MaterializedDataset:
@@ -84,58 +113,112 @@ def from_arrow(tables: Any) -> MaterializedDataset:
     return MaterializedDataset(_read.from_arrow(tables))
 
 
-def from_huggingface(dataset: Any, *, parallelism: int = -1) -> MaterializedDataset:
+def from_arrow_refs(tables: Any) -> MaterializedDataset:
+    """From ObjectRefs of ``pyarrow.Table``s (one block each); the tables stay in the store."""
+    return MaterializedDataset(_read.refs_source("FromArrowRefs", tables, "arrow"))
+
+
+def from_pandas_refs(dfs: Any) -> MaterializedDataset:
+    """From ObjectRefs of ``pandas.DataFrame``s, converted to blocks where they are."""
+    return MaterializedDataset(_read.refs_source("FromPandasRefs", dfs, "pandas"))
+
+
+def from_numpy_refs(ndarrays: Any) -> MaterializedDataset:
+    """From ObjectRefs of NumPy arrays: each becomes a block with column ``data``."""
+    return MaterializedDataset(_read.refs_source("FromNumpyRefs", ndarrays, "numpy"))
+
+
+def from_huggingface(dataset: Any, *, parallelism: int = -1,
+                     override_num_blocks: int | None = None) -> MaterializedDataset:
     """From a ``datasets.Dataset`` (its Arrow table, without copying row by row)."""
-    return MaterializedDataset(_read.from_huggingface(dataset, parallelism=parallelism))
+    return MaterializedDataset(_read.from_huggingface(
+        dataset, parallelism=_blocks(parallelism, override_num_blocks)))
 
 
-def from_torch(dataset: Any, *, parallelism: int = -1) -> MaterializedDataset:
+def from_torch(dataset: Any, *, parallelism: int = -1,
+               override_num_blocks: int | None = None) -> MaterializedDataset:
     """From a map-style ``torch.utils.data.Dataset``: each item becomes a row ``{"item": x}``."""
-    return MaterializedDataset(_read.from_torch(dataset, parallelism=parallelism))
+    return MaterializedDataset(_read.from_torch(
+        dataset, parallelism=_blocks(parallelism, override_num_blocks)))
 
 
 def read_parquet(paths: Paths, *, columns: list[str] | None = None,
-                 parallelism: int = -1) -> Dataset:
-    return Dataset(_read.file_source("ReadParquet", paths, _read.parquet_reader(columns),
-                                     extensions=[".parquet"], parallelism=parallelism))
+                 schema: Any = None, parallelism: int = -1,
+                 override_num_blocks: int | None = None) -> Dataset:
+    """Parquet files (a file, a folder, or a list). Files whose schemas differ are read as one
+    schema, unified as ``pyarrow.unify_schemas`` does (columns missing from a file are null,
+    numeric types widen); ``schema=`` forces a ``pyarrow.Schema``. Files whose schemas cannot
+    be unified raise a ``ValueError`` naming two of them."""
+    fs, files = _read.resolve_files(paths, [".parquet"])
+    target = _read.parquet_schema(fs, files, columns, schema)
+    return Dataset(_read.file_source("ReadParquet", paths, _read.parquet_reader(target),
+                                     extensions=[".parquet"],
+                                     parallelism=_blocks(parallelism, override_num_blocks),
+                                     resolved=(fs, files)))
 
 
-def read_csv(paths: Paths, *, parallelism: int = -1, include_paths: bool = False) -> Dataset:
+def read_csv(paths: Paths, *, parallelism: int = -1, include_paths: bool = False,
+             override_num_blocks: int | None = None) -> Dataset:
     return Dataset(_read.file_source("ReadCSV", paths, _read.csv_reader, extensions=[".csv"],
-                                     include_paths=include_paths, parallelism=parallelism))
+                                     include_paths=include_paths,
+                                     parallelism=_blocks(parallelism, override_num_blocks)))
 
 
-def read_json(paths: Paths, *, parallelism: int = -1, include_paths: bool = False) -> Dataset:
+def read_json(paths: Paths, *, parallelism: int = -1, include_paths: bool = False,
+              override_num_blocks: int | None = None) -> Dataset:
     """Newline-delimited JSON files (one object per line)."""
     return Dataset(_read.file_source("ReadJSON", paths, _read.json_reader,
                                      extensions=[".json", ".jsonl"],
-                                     include_paths=include_paths, parallelism=parallelism))
+                                     include_paths=include_paths,
+                                     parallelism=_blocks(parallelism, override_num_blocks)))
 
 
 def read_text(paths: Paths, *, encoding: str = "utf-8", drop_empty_lines: bool = True,
-              parallelism: int = -1, include_paths: bool = False) -> Dataset:
+              parallelism: int = -1, include_paths: bool = False,
+              override_num_blocks: int | None = None) -> Dataset:
     """One row ``{"text": line}`` per line."""
     return Dataset(_read.file_source("ReadText", paths,
                                      _read.text_reader(encoding, drop_empty_lines),
-                                     include_paths=include_paths, parallelism=parallelism))
+                                     include_paths=include_paths,
+                                     parallelism=_blocks(parallelism, override_num_blocks)))
 
 
 def read_binary_files(paths: Paths, *, include_paths: bool = False,
-                      parallelism: int = -1) -> Dataset:
+                      parallelism: int = -1, override_num_blocks: int | None = None) -> Dataset:
     """One row ``{"bytes": contents}`` per file."""
     return Dataset(_read.file_source("ReadBinary", paths, _read.binary_reader,
-                                     include_paths=include_paths, parallelism=parallelism))
+                                     include_paths=include_paths,
+                                     parallelism=_blocks(parallelism, override_num_blocks)))
 
 
 def read_images(paths: Paths, *, size: tuple[int, int] | None = None, mode: str | None = None,
-                include_paths: bool = False, parallelism: int = -1) -> Dataset:
+                include_paths: bool = False, parallelism: int = -1,
+                override_num_blocks: int | None = None) -> Dataset:
     """One row ``{"image": array}`` per image file (needs Pillow)."""
     return Dataset(_read.file_source("ReadImages", paths, _read.image_reader(size, mode),
                                      extensions=list(_read.IMAGE_EXTENSIONS),
-                                     include_paths=include_paths, parallelism=parallelism))
+                                     include_paths=include_paths,
+                                     parallelism=_blocks(parallelism, override_num_blocks)))
 
 
-def read_numpy(paths: Paths, *, parallelism: int = -1) -> Dataset:
+def read_numpy(paths: Paths, *, parallelism: int = -1,
+               override_num_blocks: int | None = None) -> Dataset:
     """``.npy`` files; each array's rows become rows ``{"data": row}``."""
     return Dataset(_read.file_source("ReadNumpy", paths, _read.numpy_reader,
-                                     extensions=[".npy"], parallelism=parallelism))
+                                     extensions=[".npy"],
+                                     parallelism=_blocks(parallelism, override_num_blocks)))
+
+
+def read_datasource(datasource: Datasource, *, parallelism: int = -1,
+                    override_num_blocks: int | None = None, num_cpus: float | None = None,
+                    concurrency: int | None = None, **read_args: Any) -> Dataset:
+    """Read a custom ``Datasource``: its ``get_read_tasks(n)`` (``n`` from
+    ``override_num_blocks``, else from its size estimate and the CPUs) gives the read tasks,
+    each run as an ember task (``num_cpus`` each, at most ``concurrency`` at once).
+    ``read_args`` go to ``get_read_tasks``."""
+    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(
+            concurrency, int) or concurrency < 1):
+        raise ValueError(f"read_datasource: concurrency={concurrency!r} must be an int >= 1")
+    return Dataset(_read.datasource_source(
+        datasource, parallelism=_blocks(parallelism, override_num_blocks), num_cpus=num_cpus,
+        max_tasks=concurrency, read_args=read_args))

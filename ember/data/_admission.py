@@ -7,10 +7,11 @@ The rule, in order:
 1. Downstream first: the operator nearest the consumer that can start a task does, so blocks
    already in flight are finished before new ones are read.
 2. CPU slots: actor pools hold ``actors * num_cpus`` CPUs while they live; task operators share
-   what is left. When that is less than one task's request (an actor pool as large as the
-   machine), task operators still get one *reserved* slot: one task at a time, submitted to the
-   core with ``num_cpus=0`` so that it never waits behind the actors it feeds. This is the fix
-   for Ray 2.5's hang with ``ActorPoolStrategy(size=2)`` on a 2-CPU machine.
+   what is left, each within its own cap when it has one (``concurrency=n``). When that is less
+   than one task's request (an actor pool as large as the machine), task operators still get
+   one *reserved* slot: one task at a time, submitted to the core with ``num_cpus=0`` so that
+   it never waits behind the actors it feeds. This is the fix for Ray 2.5's hang with
+   ``ActorPoolStrategy(size=2)`` on a 2-CPU machine.
 3. Memory: bytes in flight (blocks queued between operators, inputs held by running tasks and
    the estimated outputs of running tasks) plus the new task's estimated output must fit the
    budget. Sources must also leave room for one output block of every operator downstream of
@@ -45,6 +46,7 @@ class OperatorView:
     actors_alive: int = 0
     min_actors: int = 0
     max_actors: int = 0
+    max_running: int | None = None  # a task operator's concurrency cap (concurrency=n)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class AdmissionPolicy:
         op = ops[index]
         if op.compute == "actors":
             return op.running < op.actors_alive * self.actor_tasks_in_flight
+        if op.max_running is not None and op.running >= op.max_running:
+            return False
         slots = task_slots(op.num_cpus, snapshot.total_cpus, actor_cpus(ops))
         if op.num_cpus <= 0:
             return op.running < slots.limit

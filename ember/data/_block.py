@@ -234,3 +234,65 @@ class Batcher:
         if self._rows and not self.drop_last:
             yield concat(self._pending)
         self._pending, self._rows = [], 0
+
+
+class ShufflingBatcher:
+    """Batches of ``batch_size`` rows drawn at random from a local buffer (Ray's
+    ``local_shuffle_buffer_size``): a batch leaves only while the buffer holds at least
+    ``buffer_size`` rows, so each is a random pick among that many; at the end the rest is
+    drained, shuffled. Pure: blocks in, batches out, randomness from ``seed``.
+
+    The buffer is shuffled once per arriving block (not once per batch): batches are slices of
+    the shuffled buffer until new rows come in.
+    """
+
+    def __init__(self, batch_size: int | None, buffer_size: int, *, seed: int | None = None,
+                 drop_last: bool = False) -> None:
+        if batch_size is None:
+            raise ValueError("local_shuffle_buffer_size needs a batch_size (batches are drawn "
+                             "from the buffer); pass batch_size=")
+        if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or (
+                buffer_size < batch_size):
+            raise ValueError(f"local_shuffle_buffer_size={buffer_size!r} must be an int >= "
+                             f"batch_size ({batch_size})")
+        self.batch_size = batch_size
+        self.buffer_size = buffer_size
+        self.drop_last = drop_last
+        self._rng = np.random.default_rng(seed)
+        self._shuffled: Block | None = None  # rows shuffled and not handed out yet
+        self._pending: list[Block] = []  # rows added since the last shuffle
+        self._rows = 0
+
+    def _shuffle(self) -> None:
+        blocks = ([self._shuffled] if self._shuffled is not None else []) + self._pending
+        table = concat(blocks)
+        order = self._rng.permutation(table.num_rows)
+        self._shuffled = table.take(pa.array(order)) if table.num_rows else None
+        self._pending = []
+
+    def _take(self, rows: int) -> Block:
+        assert self._shuffled is not None
+        batch = self._shuffled.slice(0, rows)
+        rest = self._shuffled.slice(rows)
+        self._shuffled = rest if rest.num_rows else None
+        self._rows -= rows
+        return batch
+
+    def add(self, block: Block) -> Iterator[Block]:
+        if block.num_rows == 0:
+            return
+        self._pending.append(block)
+        self._rows += block.num_rows
+        while self._rows >= self.buffer_size:
+            if self._pending:
+                self._shuffle()
+            yield self._take(self.batch_size)
+
+    def finish(self) -> Iterator[Block]:
+        if self._pending:
+            self._shuffle()
+        while self._rows >= self.batch_size:
+            yield self._take(self.batch_size)
+        if self._rows and not self.drop_last:
+            yield self._take(self._rows)
+        self._shuffled, self._pending, self._rows = None, [], 0

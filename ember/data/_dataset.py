@@ -82,8 +82,40 @@ class Dataset(_iterator.BatchIteration):
                 f"compute={compute!r} is not a strategy: use ActorPoolStrategy(size=n) or "
                 "ActorPoolStrategy(min_size=, max_size=) for a class, or leave it out for tasks"
             )
+        max_tasks = compute.size if isinstance(compute, TaskPoolStrategy) else None
         return Dataset(MapStage(self._plan, name, transforms, pool, num_cpus,
-                                num_gpus or 0.0, resources))
+                                num_gpus or 0.0, resources, max_tasks=max_tasks))
+
+    @staticmethod
+    def _compute(fn: Any, compute: Any, concurrency: Any, what: str) -> Any:
+        """The compute strategy for ``fn``: ``compute=`` as given, or Ray's ``concurrency=``:
+        for a class, ``n`` (a pool of n actors), ``(min, max)`` or ``(min, max, initial)``
+        (an autoscaling pool); for a function, ``n`` (at most n tasks at once)."""
+        if concurrency is None:
+            return compute
+        if compute is not None:
+            raise ValueError(f"{what}: pass concurrency= or compute=, not both (concurrency= "
+                             "is Ray's current way to ask for the same)")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, (int, tuple)):
+            raise TypeError(f"{what}: concurrency={concurrency!r} must be an int, or a "
+                            "(min, max) or (min, max, initial) tuple for a class")
+        if isinstance(concurrency, int):
+            if concurrency < 1:
+                raise ValueError(f"{what}: concurrency={concurrency} must be >= 1")
+            if is_class_udf(fn):
+                return ActorPoolStrategy(size=concurrency)
+            return TaskPoolStrategy(size=concurrency)
+        if not is_class_udf(fn):
+            raise ValueError(
+                f"{what}: concurrency={concurrency} (a tuple) asks for an autoscaling actor "
+                "pool, which runs a callable class; for a function pass concurrency=n (at "
+                "most n tasks at once)")
+        if len(concurrency) not in (2, 3) or not all(
+                isinstance(c, int) and not isinstance(c, bool) for c in concurrency):
+            raise ValueError(f"{what}: concurrency={concurrency!r} must be (min, max) or "
+                             "(min, max, initial), each an int")
+        return ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1],
+                                 initial_size=concurrency[2] if len(concurrency) == 3 else None)
 
     @staticmethod
     def _check_udf(fn: Any, compute: Any, what: str) -> None:
@@ -92,7 +124,7 @@ class Dataset(_iterator.BatchIteration):
         if is_class_udf(fn) and not isinstance(compute, ActorPoolStrategy):
             raise ValueError(
                 f"{what} got the class {fn.__name__}: classes run on an actor pool, so pass "
-                "compute=ember.data.ActorPoolStrategy(size=n) (or min_size=/max_size=)"
+                "concurrency=n (or (min, max)), or compute=ember.data.ActorPoolStrategy(size=n)"
             )
         if not is_class_udf(fn) and isinstance(compute, ActorPoolStrategy):
             raise ValueError(
@@ -104,8 +136,10 @@ class Dataset(_iterator.BatchIteration):
             num_cpus: float | None = None, num_gpus: float = 0.0,
             fn_args: tuple[Any, ...] = (), fn_kwargs: dict[str, Any] | None = None,
             fn_constructor_args: tuple[Any, ...] = (),
-            fn_constructor_kwargs: dict[str, Any] | None = None) -> Dataset:
+            fn_constructor_kwargs: dict[str, Any] | None = None,
+            concurrency: int | tuple[int, ...] | None = None) -> Dataset:
         """Apply ``fn`` to each row (a dict); it returns a dict."""
+        compute = self._compute(fn, compute, concurrency, "map")
         self._check_udf(fn, compute, "map")
         step = MapRows(f"Map({udf_name(fn)})", fn, fn_args, fn_kwargs or {},
                        (fn_constructor_args, fn_constructor_kwargs or {}), "map")
@@ -116,8 +150,10 @@ class Dataset(_iterator.BatchIteration):
                  compute: Any = None, num_cpus: float | None = None, num_gpus: float = 0.0,
                  fn_args: tuple[Any, ...] = (), fn_kwargs: dict[str, Any] | None = None,
                  fn_constructor_args: tuple[Any, ...] = (),
-                 fn_constructor_kwargs: dict[str, Any] | None = None) -> Dataset:
+                 fn_constructor_kwargs: dict[str, Any] | None = None,
+                 concurrency: int | tuple[int, ...] | None = None) -> Dataset:
         """Apply ``fn`` to each row; it returns a list of rows."""
+        compute = self._compute(fn, compute, concurrency, "flat_map")
         self._check_udf(fn, compute, "flat_map")
         step = MapRows(f"FlatMap({udf_name(fn)})", fn, fn_args, fn_kwargs or {},
                        (fn_constructor_args, fn_constructor_kwargs or {}), "flat_map")
@@ -125,8 +161,10 @@ class Dataset(_iterator.BatchIteration):
                                num_gpus=num_gpus)
 
     def filter(self, fn: Callable[[dict[str, Any]], bool], *, compute: Any = None,
-               num_cpus: float | None = None) -> Dataset:
+               num_cpus: float | None = None,
+               concurrency: int | tuple[int, ...] | None = None) -> Dataset:
         """Keep the rows for which ``fn(row)`` is true."""
+        compute = self._compute(fn, compute, concurrency, "filter")
         self._check_udf(fn, compute, "filter")
         step = MapRows(f"Filter({udf_name(fn)})", fn, (), {}, ((), {}), "filter")
         return self._map_stage(step.name, (step,), compute=compute, num_cpus=num_cpus)
@@ -139,11 +177,18 @@ class Dataset(_iterator.BatchIteration):
         fn_constructor_args: tuple[Any, ...] = (),
         fn_constructor_kwargs: dict[str, Any] | None = None,
         resources: dict[str, float] | None = None,
+        concurrency: int | tuple[int, ...] | None = None,
     ) -> Dataset:
         """Apply ``fn`` to batches (``dict[str, np.ndarray]`` by default) of at most
         ``batch_size`` rows (1024 by default; ``None``: whole blocks). A function runs as core
-        tasks; a class runs on an actor pool (``compute=ActorPoolStrategy(size=n)``), built once
-        per actor with ``fn_constructor_args``/``fn_constructor_kwargs``."""
+        tasks; a class runs on an actor pool, built once per actor with
+        ``fn_constructor_args``/``fn_constructor_kwargs``.
+
+        ``concurrency`` (Ray's current way to size the work): for a class, ``n`` actors, or
+        ``(min, max)`` / ``(min, max, initial)`` for a pool that grows while every actor is
+        busy; for a function, at most ``n`` tasks at once. ``compute=ActorPoolStrategy(...)``
+        (or ``TaskPoolStrategy(size=n)``) says the same the older way."""
+        compute = self._compute(fn, compute, concurrency, "map_batches")
         self._check_udf(fn, compute, "map_batches")
         if batch_size == "default":
             batch_size = 1024
@@ -246,10 +291,17 @@ class Dataset(_iterator.BatchIteration):
         out._stats = self._stats
         return out
 
-    def split(self, n: int, *, equal: bool = False) -> list[MaterializedDataset]:
-        """``n`` materialized datasets (by blocks; ``equal=True``: the same number of rows)."""
+    def split(self, n: int, *, equal: bool = False,
+              locality_hints: list[Any] | None = None) -> list[MaterializedDataset]:
+        """``n`` materialized datasets (by blocks; ``equal=True``: the same number of rows).
+
+        ``locality_hints`` (Ray's: one actor per split, the consumer of that split) is checked
+        and otherwise has no effect: every block is in this machine's object store."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"split(n={n!r}) needs an int >= 1")
+        if locality_hints is not None and len(locality_hints) != n:
+            raise ValueError(f"split: locality_hints has {len(locality_hints)} entries; it "
+                             f"needs one per split (n={n}), or leave it out")
         bundles = list(self._bundles(ordered=True))
         if equal:
             total = sum(b.meta.num_rows for b in bundles)
@@ -362,24 +414,52 @@ class Dataset(_iterator.BatchIteration):
         return sum(1 for _ in self._bundles())
 
     # -- writes -------------------------------------------------------------------------------
-    def _write(self, path: str, fmt: str, column: str | None = None) -> None:
+    def _write(self, path: str, fmt: str, column: str | None = None, *,
+               min_rows_per_file: int | None = None,
+               num_rows_per_file: int | None = None) -> None:
+        if num_rows_per_file is not None:  # Ray's older name for the same hint
+            if min_rows_per_file is not None and min_rows_per_file != num_rows_per_file:
+                raise ValueError("pass min_rows_per_file= (or its older name "
+                                 "num_rows_per_file=), not both")
+            min_rows_per_file = num_rows_per_file
+        if min_rows_per_file is not None and (isinstance(min_rows_per_file, bool) or not
+                                              isinstance(min_rows_per_file, int) or
+                                              min_rows_per_file < 1):
+            raise ValueError(f"min_rows_per_file={min_rows_per_file!r} must be an int >= 1")
         step = _write.write_transform(path, fmt, column)
-        writer = Dataset(MapStage(self._plan, step.name, (step,)))
+        # With a minimum, the write is a stage of its own whose tasks join blocks up to it, so
+        # each file but the last has at least that many rows (a larger block is not split).
+        writer = Dataset(MapStage(self._plan, step.name, (step,),
+                                  min_rows=min_rows_per_file or 0))
         for _ in writer._bundles():
             pass
         self._stats = writer._stats
 
-    def write_parquet(self, path: str) -> None:
-        self._write(path, "parquet")
+    def write_parquet(self, path: str, *, min_rows_per_file: int | None = None,
+                      num_rows_per_file: int | None = None) -> None:
+        """One Parquet file per block, written by the task that made it (``min_rows_per_file``:
+        blocks are joined so that each file but the last has at least that many rows)."""
+        self._write(path, "parquet", min_rows_per_file=min_rows_per_file,
+                    num_rows_per_file=num_rows_per_file)
 
-    def write_csv(self, path: str) -> None:
-        self._write(path, "csv")
+    def write_csv(self, path: str, *, min_rows_per_file: int | None = None,
+                  num_rows_per_file: int | None = None) -> None:
+        """As ``write_parquet``, in CSV."""
+        self._write(path, "csv", min_rows_per_file=min_rows_per_file,
+                    num_rows_per_file=num_rows_per_file)
 
-    def write_json(self, path: str) -> None:
-        self._write(path, "json")
+    def write_json(self, path: str, *, min_rows_per_file: int | None = None,
+                   num_rows_per_file: int | None = None) -> None:
+        """As ``write_parquet``, in newline-delimited JSON."""
+        self._write(path, "json", min_rows_per_file=min_rows_per_file,
+                    num_rows_per_file=num_rows_per_file)
 
-    def write_numpy(self, path: str, *, column: str = "data") -> None:
-        self._write(path, "numpy", column)
+    def write_numpy(self, path: str, *, column: str = "data",
+                    min_rows_per_file: int | None = None,
+                    num_rows_per_file: int | None = None) -> None:
+        """As ``write_parquet``: ``column`` as ``.npy`` files."""
+        self._write(path, "numpy", column, min_rows_per_file=min_rows_per_file,
+                    num_rows_per_file=num_rows_per_file)
 
 
 class MaterializedDataset(Dataset):

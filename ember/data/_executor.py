@@ -9,9 +9,10 @@ consumer is busy, nothing new starts (a slow loop pauses the pipeline upstream).
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,9 @@ from ember.data._progress import ProgressBars
 from ember.data._stats import DatasetStats, OperatorStats
 from ember.data._transforms import MapBatches, MapWorker, make_task_function
 from ember.errors import ResourceError
+
+# How long the loop waits for a task to finish before it looks around again (a stop request).
+COLLECT_WAIT_S = 0.2
 
 # A block's place in plan order: the first and last input positions it covers. A block made
 # by joining blocks (so that map_batches sees full batches) covers several.
@@ -65,6 +69,8 @@ class _Stage:
         first = spec.transforms[0] if spec.transforms else None
         self.bundle_rows = (first.batch_size or 0) if (
             spec.kind in ("tasks", "actors") and isinstance(first, MapBatches)) else 0
+        if spec.kind in ("tasks", "actors") and spec.min_rows:  # e.g. min_rows_per_file
+            self.bundle_rows = max(self.bundle_rows, spec.min_rows)
 
     def est_output(self) -> int | None:
         if self.out_sizes:
@@ -144,6 +150,9 @@ class StreamingExecutor:
             [s.spec.name for s in self.stages], [s.spec.rows_total for s in self.stages],
             enabled=self.ctx.enable_progress_bars,
         )
+        # Set from another thread when the consumer left (a prefetching iterator closed): the
+        # loop ends within a wait and its cleanup cancels the tasks still running.
+        self.stop_requested = threading.Event()
 
     def _run_child(self, node: Node) -> Iterator[Bundle]:
         # Children of a barrier or union run in plan order: zip and split line rows up by it.
@@ -152,11 +161,11 @@ class StreamingExecutor:
         return child.run()
 
     # -- the loop -------------------------------------------------------------------------------
-    def run(self) -> Iterator[Bundle]:
+    def run(self) -> Generator[Bundle, None, None]:
         start = time.perf_counter()
         try:
             self._start_pools()
-            while True:
+            while not self.stop_requested.is_set():
                 self._propagate_done()
                 self._scale_pools()
                 while (index := self._next_launch()) is not None:
@@ -186,7 +195,7 @@ class StreamingExecutor:
             running=len(stage.running), num_cpus=spec.num_cpus,
             est_output_bytes=stage.est_output(), next_input_bytes=stage.next_input_bytes(),
             input_done=stage.input_done, actors_alive=len(stage.actors),
-            min_actors=lo, max_actors=hi,
+            min_actors=lo, max_actors=hi, max_running=spec.max_tasks,
         )
 
     def _snapshot(self) -> _admission.Snapshot:
@@ -296,7 +305,7 @@ class StreamingExecutor:
             spec = stage.spec
             if spec.kind != "actors" or spec.actor_pool is None:
                 continue
-            lo, _ = spec.actor_pool.bounds
+            lo = spec.actor_pool.start_size
             if lo * spec.num_cpus > self.total_cpus + 1e-9:
                 raise ResourceError(
                     f"{spec.name}: ActorPoolStrategy needs at least {lo} actors of CPU="
@@ -341,7 +350,7 @@ class StreamingExecutor:
         pending = [ref for s in self.stages for ref in s.running]
         if not pending:
             return
-        ready, _ = ember.wait(pending, num_returns=1, timeout=0.5)
+        ready, _ = ember.wait(pending, num_returns=1, timeout=COLLECT_WAIT_S)
         if ready:
             more, _ = ember.wait(pending, num_returns=len(pending), timeout=0)
             ready = list({*ready, *more})
@@ -433,6 +442,13 @@ class StreamingExecutor:
 
     def _shutdown(self) -> None:
         for stage in self.stages:
+            # Tasks still running are no longer wanted (the consumer left, or a UDF failed):
+            # cancelling raises in them, so the finally of a generator UDF runs now.
+            for meta_ref in list(stage.running):
+                try:
+                    ember.cancel(meta_ref)
+                except Exception:  # best effort: the task may have finished meanwhile
+                    pass
             for actor in list(stage.actors):
                 try:
                     ember.kill(actor)
@@ -443,8 +459,26 @@ class StreamingExecutor:
         self.progress.close()
 
 
-def execute(node: Node, context: DataContext | None = None) -> tuple[Iterator[Bundle],
+class BundleStream(Iterator[Bundle]):
+    """The output of one execution: an iterator of bundles that can also be told, from another
+    thread, to stop (``request_stop``) while its ``next`` is waiting for work to finish."""
+
+    def __init__(self, executor: StreamingExecutor) -> None:
+        self._executor = executor
+        self._run: Generator[Bundle, None, None] = executor.run()
+
+    def __next__(self) -> Bundle:
+        return next(self._run)
+
+    def close(self) -> None:
+        self._run.close()
+
+    def request_stop(self) -> None:
+        self._executor.stop_requested.set()
+
+
+def execute(node: Node, context: DataContext | None = None) -> tuple[BundleStream,
                                                                         DatasetStats]:
     """Start streaming ``node``; returns the bundle iterator and the stats it fills in."""
     executor = StreamingExecutor(node, context)
-    return executor.run(), executor.stats
+    return BundleStream(executor), executor.stats

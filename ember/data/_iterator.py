@@ -14,7 +14,7 @@ from typing import Any
 
 import ember
 from ember.data import _block
-from ember.data._block import Batcher, Block
+from ember.data._block import Batcher, Block, ShufflingBatcher
 from ember.data._plan import Bundle
 
 _DONE = object()
@@ -76,6 +76,9 @@ def blocks_of(bundles: Iterator[Any], prefetch_blocks: int,
             yield value
     finally:
         stop.set()
+        request_stop = getattr(bundles, "request_stop", None)
+        if request_stop is not None:  # the producer may be waiting inside the executor
+            request_stop()
         thread.join()
 
 
@@ -83,9 +86,16 @@ def iter_batches(
     blocks: Iterator[Block], *, batch_size: int | None, batch_format: str | None,
     drop_last: bool = False,
     collate: Callable[[Any], Any] | None = None,
+    local_shuffle_buffer_size: int | None = None,
+    local_shuffle_seed: int | None = None,
 ) -> Iterator[Any]:
     fmt = _block.check_batch_format(batch_format)
-    batcher = Batcher(batch_size, drop_last=drop_last)
+    batcher: Batcher | ShufflingBatcher
+    if local_shuffle_buffer_size is not None:
+        batcher = ShufflingBatcher(batch_size, local_shuffle_buffer_size,
+                                   seed=local_shuffle_seed, drop_last=drop_last)
+    else:
+        batcher = Batcher(batch_size, drop_last=drop_last)
     for block in blocks:
         for piece in batcher.add(block):
             batch = _block.block_to_batch(piece, fmt)
@@ -95,7 +105,33 @@ def iter_batches(
         yield collate(batch) if collate is not None else batch
 
 
-def torch_collate(dtypes: Any, device: str | None) -> Callable[[Any], Any]:
+def resolve_device(device: Any) -> Any:
+    """Ray's ``device="auto"``: this process's GPU when it was given one (a task or actor that
+    asked for ``num_gpus``) and CUDA is there, else ``None`` (tensors stay on the CPU)."""
+    if not (isinstance(device, str) and device == "auto"):
+        return device
+    import torch
+
+    if ember.get_runtime_context().get_accelerator_ids().get("GPU") and (
+            torch.cuda.is_available()):
+        return torch.device("cuda", torch.cuda.current_device())
+    return None
+
+
+def to_device(value: Any, device: Any) -> Any:
+    """``value`` (a tensor, or a dict, list or tuple of them) moved to ``device``."""
+    if device is None:
+        return value
+    if hasattr(value, "to") and callable(value.to):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_device(v, device) for v in value)
+    return value
+
+
+def torch_collate(dtypes: Any, device: Any) -> Callable[[Any], Any]:
     import torch
 
     def convert(batch: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +144,7 @@ def torch_collate(dtypes: Any, device: str | None) -> Callable[[Any], Any]:
                 )
             dtype = dtypes.get(name) if isinstance(dtypes, dict) else dtypes
             tensor = torch.as_tensor(array, dtype=dtype)
-            out[name] = tensor.to(device) if device else tensor
+            out[name] = tensor.to(device) if device is not None else tensor
         return out
 
     return convert
@@ -122,18 +158,52 @@ class BatchIteration:
         raise NotImplementedError
 
     def iter_batches(self, *, batch_size: int | None = 256, batch_format: str | None = "default",
-                     prefetch_batches: int = 1, drop_last: bool = False) -> Iterator[Any]:
-        """Batches of ``batch_size`` rows (the last may be short unless ``drop_last``)."""
+                     prefetch_batches: int = 1, drop_last: bool = False,
+                     local_shuffle_buffer_size: int | None = None,
+                     local_shuffle_seed: int | None = None) -> Iterator[Any]:
+        """Batches of ``batch_size`` rows (the last may be short unless ``drop_last``).
+
+        ``local_shuffle_buffer_size=n``: each batch is drawn at random from a buffer of at least
+        ``n`` rows (``n >= batch_size``), so rows are shuffled beyond block boundaries without a
+        global shuffle; ``local_shuffle_seed`` makes the draw repeatable for the same order of
+        blocks."""
+        if local_shuffle_buffer_size is not None:  # checked now, not at the first batch
+            ShufflingBatcher(batch_size, local_shuffle_buffer_size)
         return iter_batches(self._blocks(prefetch_batches), batch_size=batch_size,
-                            batch_format=batch_format, drop_last=drop_last)
+                            batch_format=batch_format, drop_last=drop_last,
+                            local_shuffle_buffer_size=local_shuffle_buffer_size,
+                            local_shuffle_seed=local_shuffle_seed)
 
     def iter_torch_batches(self, *, batch_size: int | None = 256, dtypes: Any = None,
-                           device: str | None = None, prefetch_batches: int = 1,
-                           drop_last: bool = False) -> Iterator[dict[str, Any]]:
-        """Batches as ``dict[str, torch.Tensor]``."""
+                           device: Any = "auto",
+                           collate_fn: Callable[[dict[str, Any]], Any] | None = None,
+                           prefetch_batches: int = 1, drop_last: bool = False,
+                           local_shuffle_buffer_size: int | None = None,
+                           local_shuffle_seed: int | None = None) -> Iterator[Any]:
+        """Batches as ``dict[str, torch.Tensor]``, on ``device`` (``"auto"``: this process's GPU
+        when it was given one, else the CPU).
+
+        ``collate_fn`` replaces the conversion: it gets each batch as ``dict[str, np.ndarray]``
+        and returns what the loop wants (a tensor, or a dict, list or tuple of tensors, which
+        are then moved to ``device``); ``dtypes`` cannot be combined with it. Shuffling as in
+        ``iter_batches``."""
+        if collate_fn is not None and dtypes is not None:
+            raise ValueError("iter_torch_batches: pass dtypes= or collate_fn=, not both (set "
+                             "the dtypes inside collate_fn)")
+        if local_shuffle_buffer_size is not None:
+            ShufflingBatcher(batch_size, local_shuffle_buffer_size)
+        target = resolve_device(device)
+        collate: Callable[[Any], Any]
+        if collate_fn is None:
+            collate = torch_collate(dtypes, target)
+        else:
+            def collate(batch: dict[str, Any]) -> Any:
+                return to_device(collate_fn(batch), target)
         return iter_batches(
             self._blocks(prefetch_batches), batch_size=batch_size, batch_format="numpy",
-            drop_last=drop_last, collate=torch_collate(dtypes, device))
+            drop_last=drop_last, collate=collate,
+            local_shuffle_buffer_size=local_shuffle_buffer_size,
+            local_shuffle_seed=local_shuffle_seed)
 
     def iter_rows(self, *, prefetch_blocks: int = 1) -> Iterator[dict[str, Any]]:
         from ember.data import _block

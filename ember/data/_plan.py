@@ -19,6 +19,7 @@ class ActorPoolStrategy:
     size: int | None = None
     min_size: int | None = None
     max_size: int | None = None
+    initial_size: int | None = None  # actors started at first (default min_size)
 
     def __post_init__(self) -> None:
         if self.size is not None:
@@ -31,6 +32,14 @@ class ActorPoolStrategy:
             raise ValueError(
                 f"ActorPoolStrategy(min_size={lo}, max_size={hi}) needs 1 <= min_size <= max_size"
             )
+        if self.initial_size is not None and not (
+                isinstance(self.initial_size, int) and lo <= self.initial_size <= hi):
+            raise ValueError(f"ActorPoolStrategy(initial_size={self.initial_size!r}) must be "
+                             f"an int between min_size ({lo}) and max_size ({hi})")
+
+    @property
+    def start_size(self) -> int:
+        return self.bounds[0] if self.initial_size is None else self.initial_size
 
     @property
     def bounds(self) -> tuple[int, int]:
@@ -41,11 +50,17 @@ class ActorPoolStrategy:
         return lo, hi
 
 
+@dataclass(frozen=True)
 class TaskPoolStrategy:
-    """Run the UDF as core tasks (the default for functions)."""
+    """Run the UDF as core tasks (the default for functions); ``size=n`` runs at most ``n`` of
+    them at once (what ``concurrency=n`` asks for a function)."""
 
-    def __repr__(self) -> str:
-        return "TaskPoolStrategy()"
+    size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.size is not None and (isinstance(self.size, bool) or not isinstance(
+                self.size, int) or self.size < 1):
+            raise ValueError(f"TaskPoolStrategy(size={self.size!r}) must be an int >= 1")
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,8 @@ class Node:
 class Read(Node):
     name: str
     tasks: tuple[ReadTask, ...]
+    num_cpus: float | None = None  # per read task (default 1)
+    max_tasks: int | None = None  # at most this many read tasks at once
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,6 +123,8 @@ class MapStage(Node):
     num_cpus: float | None = None
     num_gpus: float = 0.0
     resources: dict[str, float] | None = None
+    max_tasks: int | None = None  # at most this many tasks at once (concurrency=n)
+    min_rows: int = 0  # each task gets at least this many rows (joined blocks), when there are
 
     def inputs(self) -> tuple[Node, ...]:
         return (self.input,)
@@ -170,12 +189,16 @@ class StageSpec:
     num_gpus: float = 0.0
     resources: dict[str, float] | None = None
     limit: int = 0
+    max_tasks: int | None = None
+    min_rows: int = 0
 
     def fusable(self, stage: MapStage) -> bool:
         if self.kind not in ("source", "tasks") or stage.actor_pool is not None:
             return False
-        return (self.num_cpus, self.num_gpus, self.resources) == (
-            _cpus(stage), stage.num_gpus, stage.resources
+        if stage.min_rows:  # its tasks join blocks: it needs blocks of its own to join
+            return False
+        return (self.num_cpus, self.num_gpus, self.resources, self.max_tasks) == (
+            _cpus(stage), stage.num_gpus, stage.resources, stage.max_tasks
         )
 
 
@@ -196,6 +219,7 @@ def compile_plan(
         return [StageSpec(
             name=node.name, kind="source", work=lambda: iter(tasks), work_total=len(tasks),
             rows_total=sum(r for r in rows if r is not None) if None not in rows else None,
+            num_cpus=1.0 if node.num_cpus is None else node.num_cpus, max_tasks=node.max_tasks,
         )]
     if isinstance(node, InputBlocks):
         bundles = node.bundles
@@ -215,6 +239,7 @@ def compile_plan(
             transforms=list(node.transforms), actor_pool=node.actor_pool,
             num_cpus=_cpus(node), num_gpus=node.num_gpus, resources=node.resources,
             rows_total=last.rows_total if _row_preserving(node) else None,
+            max_tasks=node.max_tasks, min_rows=node.min_rows,
         ))
         return chain
     if isinstance(node, Limit):

@@ -3,9 +3,11 @@ paths or fsspec URLs). File reads become one read task per file, run by the exec
 
 from __future__ import annotations
 
+import builtins
 import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -71,6 +73,32 @@ def blocks_source(name: str, blocks: Sequence[Block]) -> InputBlocks:
         Bundle(ember.put(block), BlockMeta(block.num_rows, _block.size_bytes(block)), (i,))
         for i, block in enumerate(blocks)
     )
+    return InputBlocks(name, bundles)
+
+
+def _as_block(value: Any, kind: str) -> tuple[Block, dict[str, int]]:
+    """Inside a task: an object of a ``from_*_refs`` call as a block, and its size."""
+    if kind == "numpy":
+        block = _block.batch_to_block({"data": np.asarray(value)})
+    elif isinstance(value, pa.Table):
+        block = value
+    else:
+        block = _block.batch_to_block(value, what=f"from_{kind}_refs")
+    return block, {"rows": block.num_rows, "bytes": _block.size_bytes(block)}
+
+
+def refs_source(name: str, refs: Any, kind: str) -> InputBlocks:
+    """Blocks from ObjectRefs of tables, DataFrames or arrays: each is turned into a block by a
+    task where it lives, so the data never passes through this process."""
+    items = list(refs) if isinstance(refs, (list, tuple)) else [refs]
+    if not all(isinstance(r, ember.ObjectRef) for r in items):
+        raise TypeError(f"from_{kind}_refs takes ObjectRefs (ember.put(...)), got "
+                        f"{[type(r).__name__ for r in items if not isinstance(r, ember.ObjectRef)]}")
+    convert = ember.remote(_as_block).options(num_returns=2, num_cpus=0)
+    pairs = [convert.remote(ref, kind) for ref in items]
+    metas = ember.get([meta for _, meta in pairs])
+    bundles = tuple(Bundle(block, BlockMeta(meta["rows"], meta["bytes"]), (i,))
+                    for i, ((block, _), meta) in enumerate(zip(pairs, metas, strict=True)))
     return InputBlocks(name, bundles)
 
 
@@ -179,9 +207,10 @@ def _read_files(
 def file_source(
     name: str, paths: str | Sequence[str], reader: Callable[[Any, str], Block], *,
     extensions: Sequence[str] | None = None, include_paths: bool = False, parallelism: int = -1,
+    resolved: tuple[Any, list[str]] | None = None,
 ) -> Read:
     _check_parallelism(parallelism)
-    fs, files = resolve_files(paths, extensions)
+    fs, files = resolved if resolved is not None else resolve_files(paths, extensions)
     sizes = []
     for f in files:
         try:
@@ -197,11 +226,92 @@ def file_source(
     return Read(name, tuple(tasks))
 
 
-def parquet_reader(columns: list[str] | None) -> Callable[[Any, str], Block]:
+def parquet_schema(fs: Any, files: Sequence[str], columns: list[str] | None,
+                   schema: pa.Schema | None) -> pa.Schema:
+    """The schema every block of ``files`` is given: ``schema`` when the caller forces one,
+    else the files' own schemas unified as ``pyarrow.unify_schemas`` does (a column missing
+    from some files becomes nullable; int32 and int64 become int64). Schemas that cannot be
+    unified raise a ``ValueError`` naming two files that clash. Only footers are read."""
+    import pyarrow.parquet as pq
+
+    if schema is not None:
+        if not isinstance(schema, pa.Schema):
+            raise TypeError(f"read_parquet(schema=...) takes a pyarrow.Schema, got {schema!r}")
+        unified = schema
+    else:
+        def footer(path: str) -> pa.Schema:
+            try:
+                return pq.read_schema(path, filesystem=fs)
+            except Exception as exc:
+                _transforms.add_note(exc, f"ember.data: raised while reading {path}")
+                raise
+
+        if len(files) == 1:
+            schemas = [footer(files[0])]
+        else:
+            with ThreadPoolExecutor(min(16, len(files))) as pool:  # remote footers: at once
+                schemas = list(pool.map(footer, files))
+        unified = _unify(files, schemas)
+    if columns is None:
+        return unified
+    missing = [c for c in columns if c not in unified.names]
+    if missing:
+        raise ValueError(f"read_parquet(columns={columns}): no file has the columns {missing}; "
+                         f"the columns are {unified.names}")
+    return pa.schema([unified.field(c) for c in columns], metadata=unified.metadata)
+
+
+def _unify(files: Sequence[str], schemas: list[pa.Schema]) -> pa.Schema:
+    if all(s.equals(schemas[0], check_metadata=False) for s in schemas[1:]):
+        return schemas[0]
+    stripped = [s.remove_metadata() for s in schemas]  # pandas metadata of one file misleads
+    try:
+        return pa.unify_schemas(stripped, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    for i in builtins.range(1, len(stripped)):  # the first file that clashes with an earlier one
+        for j in builtins.range(i):
+            try:
+                pa.unify_schemas([stripped[j], stripped[i]], promote_options="permissive")
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                clash = [f"{f.name!r} is {f.type} in the first and "
+                         f"{stripped[i].field(f.name).type} in the second"
+                         for f in stripped[j] if f.name in stripped[i].names
+                         and f.type != stripped[i].field(f.name).type]
+                raise ValueError(
+                    f"parquet files {files[j]} and {files[i]} have schemas that cannot be "
+                    f"unified ({'; '.join(clash) or 'incompatible types'}); read them as one "
+                    "type with read_parquet(..., schema=pyarrow.schema([...])), or read them "
+                    "apart") from None
+    raise ValueError(f"the schemas of the parquet files under {files[0]} cannot be unified; "
+                     "pass read_parquet(..., schema=pyarrow.schema([...]))")
+
+
+def parquet_reader(schema: pa.Schema) -> Callable[[Any, str], Block]:
+    """Reads a file's columns of ``schema``, conformed to it: columns in its order, cast to its
+    types, missing ones as nulls (the file is named if a value cannot be cast)."""
+
     def read(fs: Any, path: str) -> Block:
         import pyarrow.parquet as pq
 
-        return pq.read_table(path, filesystem=fs, columns=columns)
+        with fs.open(path, "rb") as f:
+            file = pq.ParquetFile(f)
+            present = [name for name in schema.names if name in file.schema_arrow.names]
+            table = file.read(columns=present)
+        if table.schema.equals(schema, check_metadata=False):
+            return table
+        columns = []
+        for field in schema:
+            if field.name not in table.column_names:
+                columns.append(pa.nulls(table.num_rows, field.type))
+                continue
+            column = table.column(field.name)
+            try:
+                columns.append(column if column.type == field.type else column.cast(field.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise ValueError(f"{path}: column {field.name!r} of type {column.type} cannot "
+                                 f"be read as {field.type}: {exc}") from exc
+        return pa.Table.from_arrays(columns, schema=schema)
 
     return read
 
@@ -260,3 +370,36 @@ def image_reader(size: tuple[int, int] | None, mode: str | None) -> Callable[[An
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
+
+
+# -- custom datasources -------------------------------------------------------------------------
+def _run_read_task(task: Any) -> Iterable[Block]:
+    for block in task():
+        if isinstance(block, pa.Table):
+            yield block
+        elif isinstance(block, pa.RecordBatch):
+            yield pa.Table.from_batches([block])
+        else:  # pandas or a dict of arrays, as Ray's read tasks may return
+            yield _block.batch_to_block(block, what="a ReadTask of read_datasource")
+
+
+def datasource_source(datasource: Any, *, parallelism: int = -1, num_cpus: float | None = None,
+                      max_tasks: int | None = None, read_args: dict[str, Any] | None = None
+                      ) -> Read:
+    _check_parallelism(parallelism)
+    if not callable(getattr(datasource, "get_read_tasks", None)):
+        raise TypeError(f"read_datasource takes a Datasource (with get_read_tasks), got "
+                        f"{datasource!r}")
+    if parallelism == -1:
+        estimate = getattr(datasource, "estimate_inmemory_data_size", lambda: None)()
+        parallelism = default_parallelism(estimate)
+    tasks = datasource.get_read_tasks(parallelism, **(read_args or {}))
+    converted = []
+    for task in tasks:
+        meta = getattr(task, "metadata", None)
+        converted.append(ReadTask(functools.partial(_run_read_task, task),
+                                  getattr(meta, "num_rows", None),
+                                  getattr(meta, "size_bytes", None)))
+    name = datasource.get_name() if callable(getattr(datasource, "get_name", None)) else (
+        type(datasource).__name__)
+    return Read(f"Read{name}", tuple(converted), num_cpus=num_cpus, max_tasks=max_tasks)

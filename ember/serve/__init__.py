@@ -16,6 +16,11 @@ Replicas and the HTTP proxy are ember actors; starlette and uvicorn load only wh
 
 from __future__ import annotations
 
+# Ray's module names, reachable as attributes (serve.context, serve.handle, ...) as in Ray.
+from ember.serve import config as config
+from ember.serve import context as context
+from ember.serve import handle as handle
+from ember.serve import schema as schema
 from ember.serve._api import (
     ApplicationStatus,
     DeploymentFailedError,
@@ -38,7 +43,10 @@ from ember.serve._handle import (
     DeploymentResponseGenerator,
     DeploymentUnavailableError,
 )
+from ember.serve._logging import LoggingConfig
 from ember.serve._multiplex import get_multiplexed_model_id, multiplexed
+from ember.serve.config import HTTPOptions, ProxyLocation, gRPCOptions
+from ember.serve.context import get_replica_context
 
 __all__ = [
     "Application",
@@ -53,12 +61,17 @@ __all__ = [
     "DeploymentResponseGenerator",
     "DeploymentStatus",
     "DeploymentUnavailableError",
+    "HTTPOptions",
+    "LoggingConfig",
+    "ProxyLocation",
     "ServeStatus",
     "delete",
     "deployment",
+    "gRPCOptions",
     "get_app_handle",
     "get_deployment_handle",
     "get_multiplexed_model_id",
+    "get_replica_context",
     "ingress",
     "multiplexed",
     "run",

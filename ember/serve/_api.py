@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,8 @@ from ember.serve import _handle
 from ember.serve._controller import Controller
 from ember.serve._deployment import Application, Deployment, replace_applications
 from ember.serve._handle import CONTROLLER_NAME, CONTROLLER_NAMESPACE, DeploymentHandle
+from ember.serve._logging import LoggingConfig
+from ember.serve.config import HTTPOptions, ProxyLocation, gRPCOptions
 
 DEPLOY_TIMEOUT_S = 120.0
 
@@ -55,37 +58,54 @@ def _controller(create: bool) -> Any:
     return controller
 
 
-HTTP_OPTIONS = {"host": "127.0.0.1", "port": 8000, "max_body_bytes": 100 * 2**20}
+_default_logging_config: LoggingConfig | None = None
 
 
-def start(*, http_options: dict[str, Any] | None = None) -> int:
+def start(
+    proxy_location: ProxyLocation | str | None = None,
+    http_options: HTTPOptions | dict[str, Any] | None = None,
+    grpc_options: gRPCOptions | dict[str, Any] | None = None,
+    logging_config: LoggingConfig | dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> int | None:
     """Start serve (controller and HTTP proxy) if it is not running; returns the HTTP port.
 
-    ``http_options``: ``host`` (default 127.0.0.1), ``port`` (default 8000; 0 picks a free
-    one), ``max_body_bytes`` (default 100 MiB: a larger request body gets 413).
+    ``http_options`` (an ``HTTPOptions`` or a dict of its fields): ``host`` (default
+    127.0.0.1), ``port`` (default 8000; 0 picks a free one), the limits on what clients send
+    (``max_body_bytes``: 413; ``max_header_bytes``, ``max_headers``, ``max_request_head_bytes``:
+    431) and ``show_error_details``. ``proxy_location="Disabled"`` starts no proxy (returns
+    ``None``). ``logging_config`` is the default of the deployments deployed after this call.
+    ``grpc_options`` are accepted only when they ask for no gRPC service (ember serves HTTP).
     """
-    unknown = set(http_options or {}) - set(HTTP_OPTIONS)
+    global _default_logging_config
+    unknown = sorted(set(kwargs) - {"detached"})  # Ray's old flag: serve outlives nothing here
     if unknown:
-        raise ValueError(f"unknown http_options {sorted(unknown)}; known: "
-                         f"{', '.join(sorted(HTTP_OPTIONS))}")
-    options = {**HTTP_OPTIONS, **(http_options or {})}
-    if not isinstance(options["max_body_bytes"], int) or options["max_body_bytes"] < 0:
-        raise ValueError(f"max_body_bytes={options['max_body_bytes']!r} must be an integer >= 0")
+        raise TypeError(f"serve.start() got unknown arguments {unknown}")
+    options = HTTPOptions.from_any(http_options)
+    if isinstance(grpc_options, dict):
+        gRPCOptions(**grpc_options)  # refuses what ember cannot do
+    if logging_config is not None:
+        _default_logging_config = LoggingConfig.from_any(logging_config)
+    location = proxy_location if proxy_location is not None else options.location
     controller = _controller(create=True)
+    if str(getattr(location, "value", location)) in ("Disabled", "NoServer"):
+        return None
     return int(ember.get(controller.start_proxy.remote(
-        options["host"], options["port"], options["max_body_bytes"])))
+        options.host, options.port, options.proxy_options())))
 
 
 def run(
     target: Application | Deployment, *, name: str = "default", route_prefix: str | None = "/",
     host: str = "127.0.0.1", port: int = 8000, blocking: bool = False, http: bool = True,
+    logging_config: LoggingConfig | dict[str, Any] | None = None,
     _blocking_poll_s: float = 1.0,
 ) -> DeploymentHandle:
     """Deploy an application and return a handle to its ingress deployment.
 
     Waits until every replica is up. With ``route_prefix`` (default ``"/"``) the application
     also answers HTTP on ``host:port`` (``port=0`` picks a free port; ``serve.status().http_port``
-    says which). ``blocking=True`` then serves until interrupted.
+    says which). ``blocking=True`` then serves until interrupted. ``logging_config`` applies
+    to each deployment of the application that does not set its own.
     """
     if isinstance(target, Deployment):
         target = target.bind()
@@ -97,7 +117,7 @@ def run(
         raise ValueError(f"route_prefix={route_prefix!r} must start with '/'")
     controller = _controller(create=True)
     if http and route_prefix is not None:
-        ember.get(controller.start_proxy.remote(host, port))
+        ember.get(controller.start_proxy.remote(host, port, None))
     apps = target.walk()
     names: dict[int, str] = {}  # a deployment bound twice gets a numbered second name
     for app in apps:
@@ -111,12 +131,16 @@ def run(
     def as_handle(bound: Application) -> DeploymentHandle:
         return DeploymentHandle(names[id(bound)], name)
 
+    app_logging = (LoggingConfig.from_any(logging_config) if logging_config is not None
+                   else _default_logging_config)
     specs = []
     for app in apps:
         args = replace_applications(app.args, as_handle)
         kwargs = replace_applications(app.kwargs, as_handle)
-        specs.append((names[id(app)], app.deployment.func_or_class, args, kwargs,
-                      app.deployment.config))
+        config = app.deployment.config
+        if config.logging_config is None and app_logging is not None:
+            config = dataclasses.replace(config, logging_config=app_logging)
+        specs.append((names[id(app)], app.deployment.func_or_class, args, kwargs, config))
     ingress = names[id(target)]
     ember.get(controller.deploy.remote(name, route_prefix, ingress, specs))
     outcome = ember.get(controller.wait_healthy.remote(name, DEPLOY_TIMEOUT_S))

@@ -97,12 +97,14 @@ class Controller:
             self._changed = asyncio.Condition()
             self._loop_task = asyncio.create_task(self._run())
 
-    async def start_proxy(self, host: str, port: int, max_body_bytes: int | None = None) -> int:
+    async def start_proxy(self, host: str, port: int,
+                          options: dict[str, Any] | None = None) -> int:
+        """Start the HTTP proxy (``options``: ``HTTPOptions.proxy_options()``) unless it runs."""
         if self._proxy is None:
             from ember.serve._proxy import Proxy
 
             proxy = ember.remote(Proxy).options(max_concurrency=10_000).remote()
-            self._proxy_port = await _await(proxy.start.remote(host, port, max_body_bytes))
+            self._proxy_port = await _await(proxy.start.remote(host, port, options))
             self._proxy = proxy
             await self._push_routes()
         assert self._proxy_port is not None
@@ -371,7 +373,8 @@ class Controller:
                                        "max_concurrency": dep.config.max_ongoing_requests + 100}
             actor = _replica_class().options(**options).remote(
                 rid, dep.target, dep.args, dep.kwargs, dep.config.user_config,
-                dep.config.max_ongoing_requests,
+                dep.config.max_ongoing_requests, app_name=app_name, deployment_name=dep.name,
+                logging_config=dep.config.logging_config,
             )
             ready = asyncio.ensure_future(_await(actor.ready.remote()))
             dep.replicas[rid] = _ReplicaInfo(actor, ready_ref=ready)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ember.serve._autoscaling import AutoscalingConfig
+from ember.serve._logging import LoggingConfig
 
 # Ray 2.5 spellings accepted as they are, mapped to ours.
 _ALIASES = {"max_concurrent_queries": "max_ongoing_requests"}
@@ -43,6 +44,7 @@ class DeploymentConfig:
     # replica; past that, handles raise BackPressureError and HTTP answers 503 + Retry-After.
     # -1 (default): handles wait without bound, HTTP answers 503 at once (no queue).
     max_queued_requests: int = -1
+    logging_config: LoggingConfig | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_replicas, int) or self.num_replicas < 0:
@@ -93,6 +95,8 @@ def make_config(base: DeploymentConfig, options: dict[str, Any]) -> DeploymentCo
             value = AutoscalingConfig.from_any(value)
         if key == "ray_actor_options":
             value = dict(value or {})
+        if key == "logging_config" and value is not None:
+            value = LoggingConfig.from_any(value)
         changes[key] = value
     if changes.get("autoscaling_config") is not None and "num_replicas" in options:
         raise ValueError("pass num_replicas or autoscaling_config, not both")
@@ -197,7 +201,7 @@ def deployment(_target: Any = None, *, name: str | None = None, **options: Any) 
     return make
 
 
-def ingress(asgi_app: Any) -> Callable[[type], type]:
+def ingress(asgi_app: Any) -> Callable[..., type]:
     """Serve a class's HTTP traffic through an ASGI app (FastAPI, Starlette)::
 
         app = FastAPI()
@@ -216,16 +220,24 @@ def ingress(asgi_app: Any) -> Callable[[type], type]:
     handlers, ``self`` being the replica's instance; path, query and body parameters work as
     in FastAPI (a body that fails validation gets 422). Handlers that are plain functions (any
     ASGI app) find the instance as ``request.scope["ember_serve_replica"]``.
-    """
 
-    def mark(cls: type) -> type:
+    ``asgi_app`` may also be a factory: a function taking no arguments that returns the app.
+    Each replica calls it when it starts, so the app is built where it runs and never pickled
+    (as Ray's builder functions). ``serve.ingress(app)()`` (no class) makes an empty class
+    around the app, as in Ray.
+    """
+    factory = _is_app_factory(asgi_app)
+
+    def mark(cls: type | None = None) -> type:
+        if cls is None:
+            cls = type("ASGIIngressWrapper", (), {"__module__": __name__})
         if not inspect.isclass(cls):
             raise TypeError(f"@serve.ingress decorates a class, got {cls!r}")
-        if _is_fastapi(asgi_app):
+        if not factory and _is_fastapi(asgi_app):
             from ember.serve._fastapi import bind_methods
 
             bind_methods(asgi_app, cls)
-        cls.__ember_serve_asgi__ = AsgiIngress(asgi_app)  # type: ignore[attr-defined]
+        cls.__ember_serve_asgi__ = AsgiIngress(asgi_app, factory=factory)  # type: ignore[attr-defined]
         return cls
 
     return mark
@@ -238,18 +250,51 @@ def _is_fastapi(app: Any) -> bool:
     return fastapi is not None and isinstance(app, fastapi.FastAPI)
 
 
-class AsgiIngress:
-    """Holds an ingress ASGI app so that it travels to replicas (see below)."""
+def _is_app_factory(app: Any) -> bool:
+    """A callable that takes no arguments (an ASGI app takes scope, receive and send)."""
+    if inspect.isclass(app) or not callable(app):
+        return False
+    import sys
 
-    def __init__(self, app: Any) -> None:
+    starlette = sys.modules.get("starlette.applications")
+    if starlette is not None and isinstance(app, starlette.Starlette):
+        return False
+    try:
+        parameters = inspect.signature(app).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: take it for an app
+        return False
+    required = [p for p in parameters if p.default is inspect.Parameter.empty and p.kind in (
+        inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    return not required
+
+
+class AsgiIngress:
+    """Holds an ingress ASGI app (or its factory) so that it travels to replicas (see below)."""
+
+    def __init__(self, app: Any, *, factory: bool = False) -> None:
         self.app = app
+        self.factory = factory
+
+    def build(self) -> AsgiIngress:
+        """The ingress as a replica runs it: a factory is called (once per replica) here."""
+        if not self.factory:
+            return self
+        app = self.app()
+        if not callable(app):
+            raise TypeError(f"the @serve.ingress factory {self.app!r} returned {app!r}, which "
+                            "is not an ASGI app; return the FastAPI (or Starlette) app")
+        return AsgiIngress(app)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.app(scope, receive, send)
 
     def __reduce__(self) -> tuple[Any, ...]:
         _make_starlette_state_picklable()  # in whichever process pickles it
-        return (AsgiIngress, (self.app,))
+        return (_rebuild_ingress, (self.app, self.factory))
+
+
+def _rebuild_ingress(app: Any, factory: bool) -> AsgiIngress:
+    return AsgiIngress(app, factory=factory)
 
 
 def _make_starlette_state_picklable() -> None:

@@ -20,7 +20,9 @@ from typing import Any
 
 import ember
 from ember.errors import ActorDiedError
+from ember.serve._multiplex import model_id_problem
 from ember.serve._router import Router
+from ember.serve.context import _get_serve_request_context, new_request_id
 
 CONTROLLER_NAME = "ember-serve-controller"
 CONTROLLER_NAMESPACE = "ember-serve"
@@ -295,6 +297,12 @@ class DeploymentHandle:
     ``await response`` or ``response.result()`` gives the value. Options:
     ``handle.options(stream=True)`` (iterate the response), ``multiplexed_model_id="m"``,
     ``method_name="..."``. Handles may be passed to other deployments (``.bind`` does that).
+
+    A ``DeploymentResponse`` passed as an argument (``b.remote(a.remote(x))``, Ray's model
+    composition) is resolved to its value before the call runs: its result goes from the first
+    replica to the second through the object store, not through the caller, and an error of the
+    first call is what the second raises. As in Ray this holds for top-level arguments; one
+    nested inside a list or dict is refused (await it first).
     """
 
     def __init__(
@@ -324,6 +332,10 @@ class DeploymentHandle:
                 "use_new_handle_api=False is not supported: ember has only the handle API of "
                 "Ray 2.7+ (responses you await or .result()); drop the option"
             )
+        if multiplexed_model_id is not None:
+            problem = model_id_problem(multiplexed_model_id)
+            if problem is not None:
+                raise ValueError(f"multiplexed_model_id: {problem}")
         return DeploymentHandle(
             self.deployment_name, self.app_name,
             method_name=self._method_name if method_name is None else method_name,
@@ -341,25 +353,111 @@ class DeploymentHandle:
         """Send the call; returns a ``DeploymentResponse`` (or a ``DeploymentResponseGenerator``
         with ``stream=True``) at once."""
         client = router_client(self.app_name, self.deployment_name)
-        if self._stream:
-            stream = DeploymentResponseGenerator()
-            client.submit(self._model_id, lambda rid, actor: stream._start(
-                client, rid, actor.handle_request_streaming.remote(
-                    self._method_name, args, kwargs, self._model_id)), stream._fail)
-            return stream
-        response = DeploymentResponse()
+        # A call made while serving a request belongs to it: it carries the request's id on.
+        request_id = _get_serve_request_context().request_id or new_request_id()
+        out: DeploymentResponse | DeploymentResponseGenerator = (
+            DeploymentResponseGenerator() if self._stream else DeploymentResponse())
+        upstream = [value._future for value in (*args, *kwargs.values())
+                    if isinstance(value, DeploymentResponse)]
+        if any(isinstance(v, DeploymentResponseGenerator) for v in (*args, *kwargs.values())):
+            raise TypeError("a DeploymentResponseGenerator cannot be passed to another handle "
+                            "call; iterate it and pass the items")
+
+        def send() -> None:
+            # Each response argument becomes a placeholder, and the ObjectRef of its result
+            # goes as a top-level argument of the actor call: the core hands the replica its
+            # value (or fails the call with its error) without the caller ever fetching it.
+            refs: list[Any] = []
+            try:
+                call_args = tuple(_placeholder(v, refs) for v in args)
+                call_kwargs = {k: _placeholder(v, refs) for k, v in kwargs.items()}
+            except BaseException as exc:  # the first call never reached a replica
+                out._fail(exc)
+                return
+            self._submit(client, call_args, call_kwargs, request_id, out, refs)
+
+        if upstream:
+            _when_all_done(upstream, send)
+        else:
+            send()
+        return out
+
+    def _submit(self, client: _RouterClient, args: tuple[Any, ...], kwargs: dict[str, Any],
+                request_id: str, out: DeploymentResponse | DeploymentResponseGenerator,
+                refs: list[Any]) -> None:
+        method, model_id = self._method_name, self._model_id
 
         def assigned(replica_id: str, actor: Any) -> None:
-            ref = actor.handle_request.remote(self._method_name, args, kwargs, self._model_id)
-            response._future.set_result(ref)
+            if out._future.cancelled():  # cancelled while it waited for a replica
+                client.done(replica_id)
+                return
+            try:
+                if isinstance(out, DeploymentResponseGenerator):
+                    stream = actor.handle_request_streaming.remote(
+                        method, args, kwargs, model_id, request_id, *refs)
+                    out._start(client, replica_id, stream)
+                    return
+                ref, done = actor.handle_request.options(num_returns=2).remote(
+                    method, args, kwargs, model_id, request_id, *refs)
+            except BaseException as exc:  # e.g. an argument that cannot be pickled
+                client.done(replica_id)
+                out._fail(exc)
+                return
 
             def finished(future: concurrent.futures.Future[Any]) -> None:
                 client.done(replica_id, future.exception())
 
-            ref.future().add_done_callback(finished)
+            # The second return is None (or the call's error): watching it tells the router
+            # the call ended without fetching the result into this process.
+            done.future().add_done_callback(finished)
+            out._set_ref(ref)
 
-        client.submit(self._model_id, assigned, response._future.set_exception)
-        return response
+        client.submit(model_id, assigned, out._fail)
+
+
+class Upstream:
+    """Stands for the ``index``-th upstream result among a replica call's extra arguments."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Upstream, (self.index,))
+
+
+def _placeholder(value: Any, refs: list[Any]) -> Any:
+    if not isinstance(value, DeploymentResponse):
+        return value
+    refs.append(value._future.result())  # done: raises if the first call found no replica
+    return Upstream(len(refs) - 1)
+
+
+def fill_upstream(args: tuple[Any, ...], kwargs: dict[str, Any], values: tuple[Any, ...]
+                  ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``args`` and ``kwargs`` with each ``Upstream`` placeholder replaced by its value."""
+    if not values:
+        return args, kwargs
+    return (tuple(values[a.index] if isinstance(a, Upstream) else a for a in args),
+            {k: values[v.index] if isinstance(v, Upstream) else v for k, v in kwargs.items()})
+
+
+def _when_all_done(futures: list[concurrent.futures.Future[Any]], then: Callable[[], None]
+                   ) -> None:
+    """Call ``then`` once every future is done (at once if they already are)."""
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_: Any) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            then()
+
+    for future in futures:
+        future.add_done_callback(one_done)
 
 
 def _rebuild_handle(deployment_name: str, app_name: str, method_name: str, stream: bool,
@@ -369,17 +467,41 @@ def _rebuild_handle(deployment_name: str, app_name: str, method_name: str, strea
 
 
 class DeploymentResponse:
-    """The pending result of ``handle.remote()``: ``await`` it or call ``.result()``."""
+    """The pending result of ``handle.remote()``: ``await`` it or call ``.result()``.
+
+    Pass it to another handle call to compose deployments (see ``DeploymentHandle``);
+    ``await response._to_object_ref()`` gives the ``ObjectRef`` of its result, to pass to an
+    ember task or actor.
+    """
 
     def __init__(self) -> None:
+        # The ObjectRef of the result, once a replica took the call.
         self._future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
-    def result(self, timeout_s: float | None = None) -> Any:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    def _set_ref(self, ref: Any) -> None:
         try:
-            ref = self._future.result(timeout_s)
-        except concurrent.futures.TimeoutError:
-            raise TimeoutError(f"no replica took the call within {timeout_s} s") from None
+            self._future.set_result(ref)
+        except concurrent.futures.InvalidStateError:  # cancelled meanwhile
+            ember.cancel(ref)
+
+    def _fail(self, exc: BaseException) -> None:
+        try:
+            self._future.set_exception(exc)
+        except concurrent.futures.InvalidStateError:  # cancelled meanwhile: nobody waits
+            pass
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a DeploymentResponse can be passed to another handle call only as a top-level "
+            "argument (b.remote(a.remote(x)), as in Ray), not inside a list, dict or other "
+            "object; await it (or .result()) first and pass the value"
+        )
+
+    def result(self, timeout_s: float | None = None, *, _skip_asyncio_check: bool = False
+               ) -> Any:
+        """The call's value (its exception raised here); ``TimeoutError`` after ``timeout_s``."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        ref = self._to_object_ref_sync(_timeout_s=timeout_s)
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         return ember.get(ref, timeout=left)
 
@@ -390,11 +512,34 @@ class DeploymentResponse:
         ref = await await_future(self._future)
         return await await_ref(ref)
 
+    async def _to_object_ref(self, _record_telemetry: bool = True) -> Any:
+        """The ``ObjectRef`` of the result, once a replica took the call (Ray's API)."""
+        return await await_future(self._future)
+
+    def _to_object_ref_sync(self, _record_telemetry: bool = True,
+                            _timeout_s: float | None = None,
+                            _allow_running_in_asyncio_loop: bool = False) -> Any:
+        """``_to_object_ref`` for code outside an event loop: waits for a replica."""
+        try:
+            return self._future.result(_timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"no replica took the call within {_timeout_s} s") from None
+
+    def cancel(self) -> None:
+        """Best effort: a call still waiting for a replica is dropped (``result()`` raises
+        ``concurrent.futures.CancelledError``); a running one is cancelled on its replica."""
+        if not self._future.cancel() and self._future.exception() is None:
+            ember.cancel(self._future.result())
+
+    def cancelled(self) -> bool:
+        return self._future.cancelled()
+
 
 class DeploymentResponseGenerator:
     """The items of a streaming call (``handle.options(stream=True)``), as they are produced.
 
-    Iterate it with ``for`` or ``async for``.
+    Iterate it with ``for`` or ``async for``. Dropping it (or leaving the loop) ends the call:
+    the replica closes the deployment's generator.
     """
 
     def __init__(self) -> None:
@@ -403,14 +548,43 @@ class DeploymentResponseGenerator:
 
     def _start(self, client: _RouterClient, replica_id: str, generator: Any) -> None:
         self._finish = weakref.finalize(self, client.done, replica_id)
-        self._future.set_result(generator)
+        try:
+            self._future.set_result(generator)
+        except concurrent.futures.InvalidStateError:  # cancelled meanwhile
+            self._ended()
 
     def _fail(self, exc: BaseException) -> None:
-        self._future.set_exception(exc)
+        try:
+            self._future.set_exception(exc)
+        except concurrent.futures.InvalidStateError:  # cancelled meanwhile: nobody waits
+            pass
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a DeploymentResponseGenerator cannot be pickled or passed to another "
+                        "handle call; iterate it and pass the items")
 
     def _ended(self, exc: BaseException | None = None) -> None:
         if self._finish is not None:
             self._finish()
+
+    async def _to_object_ref_gen(self, _record_telemetry: bool = True) -> Any:
+        """The ``ObjectRefGenerator`` of the call, once a replica took it (Ray's API)."""
+        return await await_future(self._future)
+
+    def _to_object_ref_gen_sync(self, _record_telemetry: bool = True,
+                                _timeout_s: float | None = None,
+                                _allow_running_in_asyncio_loop: bool = False) -> Any:
+        try:
+            return self._future.result(_timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"no replica took the call within {_timeout_s} s") from None
+
+    def cancel(self) -> None:
+        """Best effort, as ``DeploymentResponse.cancel``."""
+        self._future.cancel()
+
+    def cancelled(self) -> bool:
+        return self._future.cancelled()
 
     def __iter__(self) -> Iterator[Any]:
         return self

@@ -39,6 +39,28 @@ def set_multiplexed_model_id(model_id: str) -> contextvars.Token[str]:
     return _model_id.set(model_id)
 
 
+# A model id names a model to load: a registry name ("meta-llama/Llama-3-8B"), a version
+# ("model:v2"), a path or URL ("s3://bucket/model"). Anything else (spaces, quotes, control
+# characters, non-ASCII) is refused before any loader sees it.
+MAX_MODEL_ID_LENGTH = 256
+MODEL_ID_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:/@+=~"
+)
+
+
+def model_id_problem(model_id: str) -> str | None:
+    """Why ``model_id`` is not a valid multiplexed model id, or ``None`` when it is ("" is
+    valid: no model). The rule: at most 256 characters of ``A-Z a-z 0-9 - _ . : / @ + = ~``."""
+    if len(model_id) > MAX_MODEL_ID_LENGTH:
+        return (f"the multiplexed model id is {len(model_id)} characters long; at most "
+                f"{MAX_MODEL_ID_LENGTH} are allowed")
+    bad = sorted(set(model_id) - MODEL_ID_CHARS)
+    if bad:
+        return (f"the multiplexed model id {model_id[:64]!r} has characters outside "
+                f"A-Z a-z 0-9 - _ . : / @ + = ~ ({''.join(bad)[:16]!r})")
+    return None
+
+
 class Action(enum.Enum):
     HIT = "hit"  # loaded: use it
     JOIN = "join"  # being loaded by another request: wait for that load

@@ -1,21 +1,28 @@
 """The HTTP proxy: uvicorn serving a small ASGI app inside an async actor.
 
-It matches the longest route prefix (404 when none does), reads the body (413 past
-``max_body_bytes``), asks that application's router for a replica (503 with ``Retry-After`` when
-every replica is full and the deployment allows no queue, or its queue is full), and relays the
-replica's ASGI messages to the client as they come, so streamed chunks are not held back. Requests
+It checks the request head first (431 past the header limits of ``HTTPOptions``; 400 for a
+``serve_multiplexed_model_id`` that is not a valid model id), gives the request its id (the
+client's ``x-request-id``, or a new one; every response carries it back), matches the longest
+route prefix (404 when none does), reads the body (413 past ``max_body_bytes``), asks that
+application's router for a replica (503 with ``Retry-After`` when every replica is full and the
+deployment allows no queue, or its queue is full), and relays the replica's ASGI messages to the client as they come, so streamed chunks are not held back. Requests
 travel to replicas on this machine over a direct socket (``_direct``; authenticated, see there),
 else as actor calls. When the client goes away the request is cancelled on the replica, which
-closes its generator.
+closes its generator. A handler's failure is answered 500 with a generic message naming the
+request id (the replica logs the traceback under that id); ``show_error_details`` puts the error
+text in the body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import math
 import os
 import socket
+import sys
 import threading
 from typing import Any
 
@@ -23,10 +30,16 @@ from ember.errors import ActorDiedError
 from ember.serve import _direct
 from ember.serve._direct import DirectChannel, NotAuthenticated, ReplicaLost
 from ember.serve._handle import await_ref, router_client
+from ember.serve._multiplex import model_id_problem
+from ember.serve._replica import INTERNAL_REQUEST_KEY
+from ember.serve.config import HTTPOptions
+from ember.serve.context import new_request_id
 
 logger = logging.getLogger("ember.serve")
 
 MODEL_ID_HEADER = b"serve_multiplexed_model_id"
+REQUEST_ID_HEADER = b"x-request-id"
+MAX_REQUEST_ID_LENGTH = 256
 FIRST_ROUTING_WAIT_S = 5.0
 NO_REPLICA_WAIT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
@@ -45,12 +58,14 @@ class Proxy:
         # replica id -> its direct connection (None: reach it by actor calls), being made or made
         self._channels: dict[str, asyncio.Future[DirectChannel | None]] = {}
         self._clients: dict[tuple[str, str], Any] = {}
+        self._options = HTTPOptions().proxy_options()
         self._max_body = DEFAULT_MAX_BODY_BYTES
         # EMBER_SERVE_DIRECT=0: every request as an actor call (for tests of that path).
         self._direct = os.environ.get("EMBER_SERVE_DIRECT") != "0"
 
-    async def start(self, host: str, port: int, max_body_bytes: int | None = None) -> int:
+    async def start(self, host: str, port: int, options: dict[str, Any] | None = None) -> int:
         """Bind ``host:port`` (port 0: any free port) and serve; returns the bound port.
+        ``options``: ``HTTPOptions.proxy_options()`` (the limits; defaults when ``None``).
 
         uvicorn runs on an event loop of its own, in a thread (uvloop when it is installed:
         it halves the proxy's cost per request), not on the actor's loop.
@@ -68,17 +83,25 @@ class Proxy:
             sock.close()
             raise OSError(f"the serve HTTP proxy cannot bind {host}:{port}: {exc}") from exc
         self._socket = sock
-        if max_body_bytes is not None:
-            self._max_body = max_body_bytes
+        self._options = {**self._options, **(options or {})}
+        self._max_body = int(self._options["max_body_bytes"])
 
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             # A plain function: a backend may wrap actor methods (Ray does), which would make
             # uvicorn mistake a bound method for an app factory.
             await self._app(scope, receive, send)
 
+        # h11, with its buffer bounded: a request head larger than max_request_head_bytes is
+        # refused by the parser (431) before it is all in memory. httptools' parser has no
+        # such bound, so it is not used even where it is installed.
         config = uvicorn.Config(app, log_level="warning", lifespan="off", interface="asgi3",
                                 timeout_graceful_shutdown=2, access_log=False,
-                                proxy_headers=False, server_header=False)
+                                proxy_headers=False, server_header=False,
+                                http=_h11_protocol(),
+                                h11_max_incomplete_event_size=int(
+                                    self._options["max_request_head_bytes"]),
+                                timeout_keep_alive=math.ceil(
+                                    self._options["keep_alive_timeout_s"]))
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, args=(sock,), daemon=True,
                                         name="ember-serve-proxy")
@@ -133,8 +156,54 @@ class Proxy:
                 best = (prefix, target)
         return best
 
+    def _check_head(self, raw_headers: list[tuple[bytes, bytes]]
+                    ) -> tuple[str, tuple[int, str] | None]:
+        """The request's id, and ``(status, why)`` when its head breaks a limit or rule."""
+        options = self._options
+        request_id = ""
+        if len(raw_headers) > options["max_headers"]:
+            return new_request_id(), (431, (
+                f"the request has {len(raw_headers)} headers; this server takes at most "
+                f"{options['max_headers']} (http_options max_headers)"))
+        limit = options["max_header_bytes"]
+        for key, value in raw_headers:
+            if len(key) + len(value) > limit:
+                return new_request_id(), (431, (
+                    f"header {bytes(key[:64]).decode('latin-1')!r} is {len(key) + len(value)} "
+                    f"bytes; this server takes at most {limit} per header (http_options "
+                    "max_header_bytes)"))
+            if key == REQUEST_ID_HEADER:
+                request_id = _valid_request_id(value)
+        request_id = request_id or new_request_id()
+        for key, value in raw_headers:
+            if key == MODEL_ID_HEADER:
+                try:
+                    model_id = bytes(value).decode("ascii")
+                except UnicodeDecodeError:
+                    return request_id, (400, (
+                        "the serve_multiplexed_model_id header is not ASCII text; model ids "
+                        "are made of A-Z a-z 0-9 - _ . : / @ + = ~"))
+                problem = model_id_problem(model_id)
+                if problem is not None:
+                    return request_id, (400, problem)
+        return request_id, None
+
+    def _error_body(self, deployment_name: str, error: BaseException | str | None,
+                    request_id: str) -> str:
+        # A replica that died is the server's own news; a handler's exception text is not
+        # for clients (it can hold paths, data or secrets) unless asked for.
+        if self._options["show_error_details"] or isinstance(error, ActorDiedError):
+            return f"{deployment_name} failed (request id {request_id}): {error}"
+        return (f"Internal Server Error (request id {request_id}): the replica's log has the "
+                "details")
+
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
+            return
+        request_id, refused = self._check_head(scope["headers"])
+        send = functools.partial(_with_request_id, send, request_id.encode("latin-1"))
+        if refused is not None:
+            await _plain(send, *refused)
             return
         matched = self._match(scope["path"])
         if matched is None:
@@ -163,7 +232,7 @@ class Proxy:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
-        model_id = headers.get(MODEL_ID_HEADER, b"").decode()
+        model_id = headers.get(MODEL_ID_HEADER, b"").decode("ascii")  # checked above
         client = self._clients.get((app_name, deployment_name))
         if client is None or client.dead is not None:
             client = self._clients[(app_name, deployment_name)] = router_client(
@@ -189,20 +258,25 @@ class Proxy:
         }
         inner["root_path"] = "" if prefix.rstrip("/") == "" else prefix.rstrip("/")
         inner["asgi"] = {"version": "3.0", "spec_version": "2.4"}
+        # The replica reads the request's id from its header (the client's one replaced).
+        inner["headers"] = [*(h for h in scope["headers"] if h[0] != REQUEST_ID_HEADER),
+                            (REQUEST_ID_HEADER, request_id.encode("latin-1"))]
         # A body too large for one frame of the direct channel goes as an actor call.
         channel = (await self._channel(replica_id, actor)
                    if len(body) <= _direct.MAX_BODY_BYTES else None)
         if channel is not None:
             await self._serve_direct(channel, client, replica_id, deployment_name, inner, body,
-                                     model_id, receive, send)
+                                     model_id, receive, send, request_id)
             return
         error: BaseException | None = None
+        inner[INTERNAL_REQUEST_KEY] = request_key = os.urandom(8).hex()
         try:
             stream = actor.handle_http.remote(inner, body, model_id)
             relay = asyncio.create_task(self._relay(stream, send))
             watch = asyncio.create_task(_wait_disconnect(receive))
             await asyncio.wait({relay, watch}, return_when=asyncio.FIRST_COMPLETED)
-            if not relay.done():  # the client left: drop the stream, which closes the generator
+            if not relay.done():  # the client left: stop the request, drop the stream
+                actor.cancel_http.remote(request_key)
                 relay.cancel()
                 with contextlib.suppress(BaseException):
                     await relay
@@ -214,7 +288,8 @@ class Proxy:
                 error = relay.exception()
                 started = getattr(error, "ember_response_started", False)
                 if not started:
-                    await _plain(send, 500, f"{deployment_name} failed: {error}")
+                    await _plain(send, 500, self._error_body(deployment_name, error,
+                                                             request_id))
         finally:
             client.done(replica_id, error)
 
@@ -251,6 +326,7 @@ class Proxy:
     async def _serve_direct(
         self, channel: DirectChannel, client: Any, replica_id: str, deployment_name: str,
         scope: dict[str, Any], body: bytes, model_id: str, receive: Any, send: Any,
+        request_id: str = "",
     ) -> None:
         error: BaseException | None = None
         started = False
@@ -259,7 +335,7 @@ class Proxy:
         except ReplicaLost as exc:
             error = ActorDiedError(f"replica {replica_id} of {deployment_name} died: {exc}")
             client.done(replica_id, error)
-            await _plain(send, 500, f"{deployment_name} failed: {error}")
+            await _plain(send, 500, self._error_body(deployment_name, error, request_id))
             return
         # Watch for the client leaving only once the answer takes a while: most come sooner,
         # and a task per request is a good part of the proxy's cost per request.
@@ -291,7 +367,7 @@ class Proxy:
                     error = RuntimeError(status)
                 break
             if error is not None and not started:
-                await _plain(send, 500, f"{deployment_name} failed: {error}")
+                await _plain(send, 500, self._error_body(deployment_name, error, request_id))
             # Started and failed: returning without finishing makes uvicorn cut the connection.
         finally:
             timer.cancel()
@@ -355,6 +431,52 @@ async def _wait_disconnect(receive: Any) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
+
+
+def _valid_request_id(value: bytes) -> str:
+    """The client's request id when it is 1-256 visible ASCII characters (it goes into logs,
+    so nothing that could forge a log line), else ""."""
+    if 0 < len(value) <= MAX_REQUEST_ID_LENGTH and all(0x21 <= c <= 0x7E for c in value):
+        return bytes(value).decode("ascii")
+    return ""
+
+
+async def _with_request_id(send: Any, request_id: bytes, message: dict[str, Any]) -> None:
+    """``send``, with the request's id on the response head (unless the app set one)."""
+    if message["type"] == "http.response.start":
+        headers = message.get("headers") or []
+        if not any(key.lower() == REQUEST_ID_HEADER for key, _ in headers):
+            message = {**message, "headers": [*headers, (REQUEST_ID_HEADER, request_id)]}
+    await send(message)
+
+
+@functools.cache
+def _h11_protocol() -> type:
+    """uvicorn's h11 protocol, answering 431 (not 400) when a request head outgrows the
+    parser's buffer: h11 says so (``error_status_hint``), uvicorn does not pass it on."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class BoundedH11Protocol(H11Protocol):
+        def send_400_response(self, msg: str) -> None:
+            failure = sys.exc_info()[1]  # called while uvicorn handles h11's error
+            if not (isinstance(failure, h11.RemoteProtocolError)
+                    and failure.error_status_hint == 431):
+                super().send_400_response(msg)
+                return
+            text = (b"the request head is larger than this server takes (http_options "
+                    b"max_request_head_bytes)")
+            for event in (
+                h11.Response(status_code=431, reason=b"Request Header Fields Too Large",
+                             headers=[(b"content-type", b"text/plain; charset=utf-8"),
+                                      (b"content-length", str(len(text)).encode()),
+                                      (b"connection", b"close")]),
+                h11.Data(data=text), h11.EndOfMessage(),
+            ):
+                self.transport.write(self.conn.send(event))
+            self.transport.close()
+
+    return BoundedH11Protocol
 
 
 async def _plain(send: Any, status: int, text: str,

@@ -10,32 +10,65 @@ away) cancels the response and closes the user's generator.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-from ember.serve import _multiplex
+from ember.serve import _multiplex, _syncgen
+from ember.serve._handle import fill_upstream
+from ember.serve._logging import LoggingConfig, configure_replica_logging
+from ember.serve.context import (
+    ReplicaContext,
+    _RequestContext,
+    _serve_request_context,
+    _set_internal_replica_context,
+    new_request_id,
+)
 
+REQUEST_ID_HEADER = b"x-request-id"
+INTERNAL_REQUEST_KEY = "ember_serve_request_key"  # scope key: the proxy's id of a request
 _END = object()
 
 
 class Replica:
     def __init__(
         self, replica_id: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-        user_config: Any, max_ongoing_requests: int | None = None,
+        user_config: Any, max_ongoing_requests: int | None = None, *, app_name: str = "",
+        deployment_name: str = "", logging_config: LoggingConfig | None = None,
     ) -> None:
         self.replica_id = replica_id
+        # Before the user's constructor: serve.get_replica_context() works inside it.
+        context = ReplicaContext(replica_id, app_name, deployment_name)
+        _set_internal_replica_context(context)
+        self._logger = configure_replica_logging(logging_config, replica_id)
+        self._access_log = logging_config is not None and logging_config.enable_access_log
+        self._app_name = app_name
+        _syncgen.install_starlette_hook()
         # The cap holds for the replica as a whole: each caller's router keeps its own share
         # under it, and calls from several callers past it wait here for a slot.
         self._slots = asyncio.Semaphore(max_ongoing_requests or 2**31)
         self._is_class = inspect.isclass(target)
         self._instance = target(*args, **kwargs) if self._is_class else None
         self._function = None if self._is_class else target
+        context.servable_object = self._instance if self._is_class else target
         self._user_config = user_config
         self._asgi = getattr(target, "__ember_serve_asgi__", None) if self._is_class else None
+        if self._asgi is not None:
+            self._asgi = self._asgi.build()  # an app factory runs here, in the replica
         self._ongoing = 0
         self._direct: Any = None
+        self._http_tasks: dict[str, asyncio.Task[None]] = {}
+
+    def _enter_request(self, request_id: str, model_id: str, route: str = "",
+                       is_http: bool = False) -> tuple[Any, Any]:
+        request = _RequestContext(route=route, request_id=request_id or new_request_id(),
+                                  app_name=self._app_name, multiplexed_model_id=model_id,
+                                  is_http_request=is_http)
+        return (_serve_request_context.set(request),
+                _multiplex.set_multiplexed_model_id(model_id))
 
     async def ready(self) -> str:
         """Finishes construction (``reconfigure(user_config)``); returns the replica id."""
@@ -78,22 +111,31 @@ class Replica:
         return method
 
     async def handle_request(
-        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], model_id: str
-    ) -> Any:
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], model_id: str,
+        request_id: str = "", *upstream: Any,
+    ) -> tuple[Any, None]:
+        """Run one handle call; ``upstream`` are the values of the responses passed to it as
+        arguments (the core resolved them), put back in place of their placeholders.
+
+        Called with ``num_returns=2``: the result, and ``None`` once it is done, which the
+        caller's router watches, so that it never has to fetch the result itself."""
+        args, kwargs = fill_upstream(args, kwargs, upstream)
         self._ongoing += 1
-        token = _multiplex.set_multiplexed_model_id(model_id)
+        tokens = self._enter_request(request_id, model_id)
         try:
             async with self._slots:
-                return await _call(self._method(method), args, kwargs)
+                return await _call(self._method(method), args, kwargs), None
         finally:
-            _reset(token)
+            _reset(tokens)
             self._ongoing -= 1
 
     async def handle_request_streaming(
-        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], model_id: str
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], model_id: str,
+        request_id: str = "", *upstream: Any,
     ) -> AsyncIterator[Any]:
+        args, kwargs = fill_upstream(args, kwargs, upstream)
         self._ongoing += 1
-        token = _multiplex.set_multiplexed_model_id(model_id)
+        tokens = self._enter_request(request_id, model_id)
         try:
             async with self._slots:
                 fn = self._method(method)
@@ -103,7 +145,7 @@ class Replica:
                 async for item in _aiter(produced):
                     yield item
         finally:
-            _reset(token)
+            _reset(tokens)
             self._ongoing -= 1
 
     async def http_address(self) -> tuple[str, str, bytes]:
@@ -117,10 +159,29 @@ class Replica:
 
     async def run_http(self, scope: dict[str, Any], body: bytes, model_id: str,
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        """Run one HTTP request through the app, handing each ASGI message to ``send``."""
+        """Run one HTTP request through the app, handing each ASGI message to ``send``.
+
+        The request's id comes in the ``x-request-id`` header (the proxy puts it there) and
+        leaves on the response. A failure is logged here with its traceback and the id, and
+        raised to the proxy, which answers 500 without the details unless asked for them."""
         self._ongoing += 1
-        token = _multiplex.set_multiplexed_model_id(model_id)
+        request_id = _header(scope, REQUEST_ID_HEADER) or new_request_id()
+        tokens = self._enter_request(request_id, model_id, scope.get("root_path", "") or "/",
+                                     is_http=True)
+        iterators = _syncgen.open_request_iterators()
+        started = time.perf_counter()
+        status = 500
         body_sent = False
+        id_header = (REQUEST_ID_HEADER, request_id.encode("latin-1"))
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message.get("status", 200)
+                headers = list(message.get("headers", ()))
+                if not any(k.lower() == REQUEST_ID_HEADER for k, _ in headers):
+                    message = {**message, "headers": [*headers, id_header]}
+            await send(message)
 
         async def receive() -> dict[str, Any]:
             nonlocal body_sent
@@ -134,15 +195,26 @@ class Replica:
             async with self._slots:
                 if self._asgi is not None:
                     await self._asgi({**scope, "ember_serve_replica": self._instance},
-                                     receive, send)
+                                     receive, send_with_id)
                 else:
                     from starlette.requests import Request
 
                     result = await _call(self._method("__call__"),
                                          (Request(scope, receive),), {})
-                    await _send_result(result, scope, receive, send)
+                    await _send_result(result, scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            status = 499  # the client went away (nginx's code for it, in the access log)
+            raise
+        except Exception:
+            self._logger.exception("request %s (%s %s) failed", request_id,
+                                   scope.get("method"), scope.get("path"))
+            raise
         finally:
-            _reset(token)
+            _syncgen.close_request_iterators(iterators)
+            if self._access_log:
+                self._logger.info("%s %s %s %.1fms", scope.get("method"), scope.get("path"),
+                                  status, (time.perf_counter() - started) * 1000)
+            _reset(tokens)
             self._ongoing -= 1
 
     async def handle_http(
@@ -155,10 +227,19 @@ class Replica:
         async def respond() -> None:
             try:
                 await self.run_http(scope, body, model_id, messages.put)
-            finally:
+            except asyncio.CancelledError:
+                raise  # the caller went away: nobody reads an end marker (the queue may be full)
+            except BaseException:
                 await messages.put(_END)
+                raise
+            await messages.put(_END)
 
         task = asyncio.create_task(respond())
+        # The core closes this generator only between two messages; the proxy cancels the
+        # request at once instead (cancel_http) when its client goes away.
+        request_key = str(scope.get(INTERNAL_REQUEST_KEY, ""))
+        if request_key:
+            self._http_tasks[request_key] = task
         try:
             while True:
                 message = await messages.get()
@@ -167,6 +248,7 @@ class Replica:
                 yield message
             await task  # the user's exception, if any, goes to the caller
         finally:
+            self._http_tasks.pop(request_key, None)
             if not task.done():
                 task.cancel()
                 try:
@@ -174,12 +256,28 @@ class Replica:
                 except BaseException:
                     pass  # cancelled on purpose: the caller went away
 
+    def cancel_http(self, request_key: str) -> None:
+        """The client of an HTTP request sent through ``handle_http`` went away: stop it now
+        (its sync generators are closed as the request ends)."""
+        task = self._http_tasks.get(request_key)
+        if task is not None:
+            task.cancel()
 
-def _reset(token: Any) -> None:
+
+def _reset(tokens: tuple[Any, Any]) -> None:
+    request, model = tokens
     try:
-        _multiplex._model_id.reset(token)
+        _multiplex._model_id.reset(model)
+        _serve_request_context.reset(request)
     except ValueError:  # finished from another context (a generator closed elsewhere)
         pass
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return ""
 
 
 _TEXT = b"text/plain; charset=utf-8"
@@ -188,37 +286,52 @@ _BYTES = b"application/octet-stream"
 
 
 async def _send_result(result: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Send what the callable returned: a Starlette response as it is; a body (str, bytes, or
-    anything JSON) as the response ``to_response`` would make, without building one."""
+    """Send what the callable returned: a Starlette response as it is; a str as text, bytes as
+    they are; anything else as JSON, as Ray does (dicts, lists, numbers, any ``Mapping`` such as
+    ``request.query_params``, dataclasses, pydantic models, numpy values)."""
     if isinstance(result, str):
         body, kind = result.encode(), _TEXT
     elif isinstance(result, (bytes, bytearray)):
         body, kind = bytes(result), _BYTES
-    elif isinstance(result, (dict, list, int, float, bool)) or result is None:
-        # What starlette's JSONResponse renders, byte for byte.
-        body = json.dumps(result, ensure_ascii=False, allow_nan=False, indent=None,
-                          separators=(",", ":")).encode()
-        kind = _JSON
-    else:
-        await to_response(result)(scope, receive, send)
+    elif _is_response(result):
+        await result(scope, receive, send)
         return
+    else:
+        # What starlette's JSONResponse renders for JSON values, byte for byte.
+        body = json.dumps(result, ensure_ascii=False, allow_nan=False, indent=None,
+                          separators=(",", ":"), default=_to_json).encode()
+        kind = _JSON
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(body)).encode()),
                             (b"content-type", kind)]})
     await send({"type": "http.response.body", "body": body})
 
 
-def to_response(result: Any) -> Any:
-    """A Starlette response for what a callable returned (a response passes through)."""
-    from starlette.responses import JSONResponse, PlainTextResponse, Response
+def _is_response(result: Any) -> bool:
+    import sys
 
-    if isinstance(result, Response):
-        return result
-    if isinstance(result, (bytes, bytearray)):
-        return Response(bytes(result), media_type="application/octet-stream")
-    if isinstance(result, str):
-        return PlainTextResponse(result)
-    return JSONResponse(result)
+    responses = sys.modules.get("starlette.responses")  # loaded if a response was made
+    return responses is not None and isinstance(result, responses.Response)
+
+
+def _to_json(value: Any) -> Any:
+    """``json.dumps``'s fallback: what FastAPI's encoder (which Ray uses) makes of a value."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    dump = getattr(value, "model_dump", None)  # pydantic 2
+    if callable(dump):
+        return dump(mode="json")
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
+    if callable(tolist):
+        return tolist()
+    raise TypeError(
+        f"the handler returned a {type(value).__name__}, which has no JSON form; return a "
+        "str, bytes, a JSON value (dict, list, number), or a starlette Response"
+    )
 
 
 async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -245,11 +358,9 @@ async def _aiter(produced: Any) -> AsyncIterator[Any]:
             f"a streaming call needs a generator, got {type(produced).__name__}; "
             "make the method a generator (use yield) or call it without stream=True"
         )
+    iterator = _syncgen.SyncIterator(produced)
     try:
-        while True:
-            item = await asyncio.to_thread(next, produced, _END)
-            if item is _END:
-                break
+        async for item in iterator:
             yield item
     finally:
-        produced.close()
+        iterator.close_soon()  # in a thread, once the next() in flight (if any) returns

@@ -165,3 +165,13 @@ def test_exhaustive_small_pipelines_never_stall() -> None:
             assert choice is not None, (used, a, b, c)
         else:
             assert choice is None
+
+
+def test_a_task_operator_never_runs_more_tasks_than_its_concurrency() -> None:
+    policy = AdmissionPolicy(64 * MB)
+    capped = mapper(has_input=True, running=2, max_running=2)
+    assert policy.next_launch(snap(source(has_input=False), capped, cpus=8)) is None
+    assert policy.next_launch(snap(source(has_input=False), mapper(
+        has_input=True, running=1, max_running=2), cpus=8)) == 1
+    # The cap binds the operator, not the others: the read still starts.
+    assert policy.next_launch(snap(source(), capped, cpus=8)) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -16,17 +17,21 @@ import ember.data as ed
 from ember.errors import ResourceError
 
 DATA_ALL = [
-    "ActorPoolStrategy", "DataContext", "DataIterator", "Dataset", "DatasetStats", "GroupedData",
-    "MaterializedDataset", "StrictModeError", "TaskPoolStrategy", "from_arrow",
-    "from_huggingface", "from_items", "from_numpy", "from_pandas", "from_torch", "range",
-    "range_tensor", "read_binary_files", "read_csv", "read_images", "read_json", "read_numpy",
-    "read_parquet", "read_text",
+    "ActorPoolStrategy", "BlockMetadata", "DataContext", "DataIterator", "Dataset", "Datasource",
+    "DatasetStats", "GroupedData", "MaterializedDataset", "ReadTask", "StrictModeError",
+    "TaskPoolStrategy", "from_arrow", "from_arrow_refs", "from_huggingface", "from_items",
+    "from_numpy", "from_numpy_refs", "from_pandas", "from_pandas_refs", "from_torch", "range", "range_tensor", "read_binary_files", "read_csv",
+    "read_datasource", "read_images", "read_json", "read_numpy", "read_parquet", "read_text",
 ]
 
 
 def test_public_names_are_pinned() -> None:
     assert sorted(ed.__all__) == sorted(DATA_ALL)
     assert ember.data is ed
+    # Ray's module names for custom sources.
+    assert ed.block.__all__ == ["Block", "BlockMetadata"]
+    assert ed.datasource.__all__ == ["Datasource", "ReadTask"]
+    assert ed.datasource.ReadTask is ed.ReadTask and ed.block.BlockMetadata is ed.BlockMetadata
 
 
 def ids(ds: ed.Dataset) -> list[int]:
@@ -359,3 +364,47 @@ def _fail_on_7(row: dict[str, Any]) -> Any:
 
 def _fail_batch(batch: dict[str, Any]) -> Any:
     raise BadRowError("bad data")
+
+
+def test_concurrency_sizes_actor_pools_and_caps_tasks(ember_local: Any, tmp_path: Path) -> None:
+    fixed = ed.range(200, parallelism=8).map_batches(AddConstant, concurrency=2,
+                                                     fn_constructor_args=(1,), num_cpus=0.5)
+    assert ids(fixed) == [i + 1 for i in range(200)]
+    assert fixed.stats().operators[1].actors_peak == 2
+    scaled = ed.range(200, parallelism=8).map_batches(AddConstant, concurrency=(1, 2),
+                                                      fn_constructor_args=(0,), num_cpus=0.5)
+    assert ids(scaled) == list(range(200))
+    assert 1 <= scaled.stats().operators[1].actors_peak <= 2
+
+    def note_running(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import time
+
+        mark = tmp_path / f"{batch['id'][0]}"
+        mark.write_text(f"{time.monotonic()}")
+        time.sleep(0.2)
+        mark.write_text(f"{mark.read_text()} {time.monotonic()}")
+        return batch
+
+    one_at_a_time = ed.range(6, parallelism=6).map_batches(note_running, concurrency=1,
+                                                           batch_size=1,
+                                                           num_cpus=0.5)
+    assert ids(one_at_a_time) == list(range(6))
+    spans = sorted(tuple(map(float, p.read_text().split())) for p in tmp_path.iterdir())
+    assert len(spans) == 6
+    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans))
+
+    with pytest.raises(ValueError, match="callable class"):
+        ed.range(3).map_batches(lambda b: b, concurrency=(1, 2))
+    with pytest.raises(ValueError, match="not both"):
+        ed.range(3).map_batches(AddConstant, concurrency=2,
+                                compute=ed.ActorPoolStrategy(size=2))
+    with pytest.raises(ValueError, match="initial_size"):
+        ed.range(3).map(AddConstant, concurrency=(1, 2, 5))
+    assert ed.range(4).filter(lambda r: r["id"] % 2 == 0, concurrency=1).count() == 2
+
+
+def test_split_takes_locality_hints(ember_local: Any) -> None:
+    parts = ed.range(10, parallelism=2).split(2, locality_hints=["worker-a", "worker-b"])
+    assert sorted(i for p in parts for i in ids(p)) == list(range(10))
+    with pytest.raises(ValueError, match="one per split"):
+        ed.range(10).split(2, locality_hints=["only-one"])

@@ -78,3 +78,44 @@ def test_deployment_options_reach_the_named_deployment() -> None:
     with pytest.raises(ValueError, match="unknown deployment option 'num_replica'"):
         build_application(AppConfig("z", "m:a", deployments={"Inner": {"num_replica": 1}}),
                           Inner.bind())
+
+
+# -- ember.serve.config: HTTPOptions, gRPCOptions, ProxyLocation (Ray's module) --------------
+def test_http_options_take_ray_names_and_refuse_what_ember_cannot_do() -> None:
+    from ember.serve.config import HTTPOptions, ProxyLocation
+
+    options = HTTPOptions.from_any({"host": "0.0.0.0", "port": 0, "keep_alive_timeout_s": 90,
+                                    "location": "EveryNode", "num_cpus": 0})
+    assert (options.host, options.port, options.keep_alive_timeout_s) == ("0.0.0.0", 0, 90)
+    assert HTTPOptions.from_any(None) == HTTPOptions()
+    assert HTTPOptions().max_header_bytes == 8192 and HTTPOptions().max_headers == 100
+    assert ProxyLocation("Disabled") is ProxyLocation.Disabled
+    for bad, match in (({"ssl_certfile": "c.pem"}, "TLS"),
+                       ({"root_path": "/api"}, "route_prefix"),
+                       ({"request_timeout_s": 5}, "request_timeout_s"),
+                       ({"middlewares": [object()]}, "middlewares"),
+                       ({"max_headers": -1}, "max_headers"),
+                       ({"port": 70000}, "port"),
+                       ({"location": "Nowhere"}, "location"),
+                       ({"hots": "x"}, "unknown http_options")):
+        with pytest.raises(ValueError, match=match):
+            HTTPOptions.from_any(bad)
+
+
+def test_grpc_options_are_refused_when_they_ask_for_a_service() -> None:
+    from ember import serve
+    from ember.serve.config import gRPCOptions
+
+    assert gRPCOptions().grpc_servicer_functions == []  # asks for nothing: accepted, as Ray
+    with pytest.raises(ValueError, match="HTTP"):
+        gRPCOptions(grpc_servicer_functions=["my_pb2_grpc.add_Servicer_to_server"])
+    with pytest.raises(ValueError, match="gRPC"):
+        serve.start(grpc_options={"grpc_servicer_functions": ["x.add_Servicer_to_server"]})
+
+
+def test_status_strings_compare_equal_to_ray_status_enums() -> None:
+    from ember.serve.schema import ApplicationStatus, ApplicationStatusOverview, DeploymentStatus
+
+    overview = ApplicationStatusOverview("RUNNING", "/")
+    assert overview.status == ApplicationStatus.RUNNING
+    assert DeploymentStatus.HEALTHY == "HEALTHY"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
+
+import pytest
 
 from ember import serve
 
@@ -20,12 +23,17 @@ SERVE_ALL = [
     "DeploymentResponseGenerator",
     "DeploymentStatus",
     "DeploymentUnavailableError",
+    "HTTPOptions",
+    "LoggingConfig",
+    "ProxyLocation",
     "ServeStatus",
     "delete",
     "deployment",
+    "gRPCOptions",
     "get_app_handle",
     "get_deployment_handle",
     "get_multiplexed_model_id",
+    "get_replica_context",
     "ingress",
     "multiplexed",
     "run",
@@ -39,6 +47,26 @@ def test_serve_all_is_pinned() -> None:
     assert serve.__all__ == SERVE_ALL
     for name in SERVE_ALL:
         assert hasattr(serve, name), name
+
+
+# Ray's module names, each with the names Ray programs import from it.
+MODULE_ALL = {
+    "config": ["AutoscalingConfig", "DeploymentMode", "HTTPOptions", "ProxyLocation",
+               "gRPCOptions"],
+    "context": ["ReplicaContext", "get_replica_context"],
+    "handle": ["DeploymentHandle", "DeploymentResponse", "DeploymentResponseGenerator"],
+    "schema": ["ApplicationStatus", "ApplicationStatusOverview", "DeploymentStatus",
+               "DeploymentStatusOverview", "LoggingConfig", "ServeStatus"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(MODULE_ALL))
+def test_ray_module_names_are_pinned(module: str) -> None:
+    imported = importlib.import_module(f"ember.serve.{module}")
+    assert imported.__all__ == MODULE_ALL[module]
+    assert getattr(serve, module) is imported  # reachable as serve.<module>, as in Ray
+    for name in imported.__all__:
+        assert getattr(imported, name).__doc__, name
 
 
 def test_importing_serve_loads_no_web_stack() -> None:

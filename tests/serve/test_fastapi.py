@@ -88,3 +88,59 @@ def test_method_routes_refuse_to_run_outside_a_replica() -> None:
 
     with pytest.raises(RuntimeError, match="only inside a replica"):
         TestClient(app).get("/")
+
+
+@pytest.mark.usefixtures("serve_instance")
+def test_ingress_takes_an_app_factory_called_in_each_replica() -> None:
+    import os
+    import threading
+
+    from fastapi import FastAPI
+
+    def build_app() -> FastAPI:
+        app = FastAPI()
+        lock = threading.Lock()  # cannot be pickled: the app is built where it runs
+        built_in = os.getpid()
+
+        @app.get("/info")
+        def info() -> dict[str, Any]:
+            with lock:
+                return {"built_in": built_in, "served_in": os.getpid()}
+
+        @app.get("/text")
+        def text() -> str:
+            return "plain"
+
+        return app
+
+    @serve.deployment
+    @serve.ingress(build_app)
+    class Api:
+        pass
+
+    standalone = FastAPI()
+
+    @standalone.get("/hi")
+    def say_hi() -> str:
+        return "Hello world!"
+
+    serve.run(Api.bind(), name="factory", route_prefix="/factory", port=0)
+    # Ray's other form: serve.ingress(app)() makes the class around a standalone app.
+    serve.run(serve.deployment(serve.ingress(standalone)()).bind(), name="standalone",
+              route_prefix="/standalone", port=0)
+    base = f"http://127.0.0.1:{serve.status().http_port}"
+    with httpx.Client(timeout=20) as client:
+        info = client.get(f"{base}/factory/info").json()
+        assert info["built_in"] == info["served_in"] != os.getpid()
+        # FastAPI encodes what routes return, as FastAPI would: a str is a JSON string.
+        text = client.get(f"{base}/factory/text")
+        assert text.headers["content-type"] == "application/json"
+        assert text.text == '"plain"'
+        assert client.get(f"{base}/standalone/hi").json() == "Hello world!"
+
+
+def test_an_ingress_factory_must_return_an_app() -> None:
+    from ember.serve._deployment import AsgiIngress
+
+    with pytest.raises(TypeError, match="not an ASGI app"):
+        AsgiIngress(lambda: 42, factory=True).build()

@@ -736,3 +736,95 @@ def test_chunks_leave_while_a_generator_computes_without_yielding_the_loop() -> 
     arrivals = asyncio.run(main())
     assert len(arrivals) == 3
     assert arrivals[1] - arrivals[0] > 0.2 and arrivals[2] - arrivals[1] > 0.2
+
+
+def test_passing_a_response_to_another_call_composes_without_the_caller(tmp_path: Path) -> None:
+    unpickled_in = tmp_path / "unpickled_in"
+
+    def make_payload(value: int) -> Any:
+        """A value that notes each process it is unpickled in (made here: ships by value)."""
+        def rebuild(value: int) -> Any:
+            import os
+
+            with open(unpickled_in, "a") as f:
+                f.write(f"{os.getpid()}\n")
+            return Payload(value)
+
+        class Payload:
+            def __init__(self, value: int) -> None:
+                self.value = value
+
+            def __reduce__(self) -> Any:
+                return (rebuild, (self.value,))
+
+        return Payload(value)
+
+    @serve.deployment
+    class First:
+        def make(self, x: int) -> Any:
+            if x < 0:
+                raise KeyError(f"no item {x}")
+            return make_payload(x)
+
+        def double(self, payload: Any) -> int:
+            return 2 * payload.value
+
+    @serve.deployment
+    class Second:
+        def __init__(self, first: Any) -> None:
+            self.first = first
+
+        def use(self, payload: Any, *, offset: int = 0) -> tuple[int, int]:
+            return payload.value + offset, os.getpid()
+
+        def add(self, a: Any, b: Any) -> int:
+            return a.value + b.value
+
+        async def chain(self, x: int) -> int:  # composition inside a replica
+            return await self.first.double.remote(self.first.make.remote(x))
+
+    first = serve.run(First.bind(), name="first", route_prefix=None)
+    second = serve.run(Second.bind(First.bind()), name="second", route_prefix=None)
+    value, second_pid = second.use.remote(first.make.remote(20), offset=1).result(timeout_s=20)
+    assert value == 21
+    # The payload went from the first replica to the second, never through this process.
+    assert unpickled_in.read_text().split() == [str(second_pid)]
+    assert second.add.remote(first.make.remote(1), b=first.make.remote(2)).result(
+        timeout_s=20) == 3
+    assert second.chain.remote(5).result(timeout_s=20) == 10
+
+    # The first call's error is what the second call raises.
+    with pytest.raises(KeyError, match="no item -1"):
+        second.use.remote(first.make.remote(-1)).result(timeout_s=20)
+    # Nested responses are refused (as in Ray), with what to do, not a hang.
+    with pytest.raises(TypeError, match="top-level argument"):
+        second.use.remote([first.make.remote(3)]).result(timeout_s=20)
+
+    # The ObjectRef of a response can go to an ember task.
+    ref = asyncio.run(first.make.remote(7)._to_object_ref())
+    assert ember.get(ember.remote(lambda p: p.value * 2).remote(ref)) == 14
+    assert ember.get(first.make.remote(8)._to_object_ref_sync()).value == 8
+
+
+def test_handlers_return_json_for_mappings_like_ray() -> None:
+    @serve.deployment
+    def echo(request: Any) -> Any:
+        import numpy as np
+
+        kind = request.query_params.get("kind")
+        if kind == "pairs":
+            return (1, "two")
+        if kind == "numpy":
+            return {"sum": np.int64(6), "values": np.arange(3)}
+        if kind == "opaque":
+            return object()
+        return request.query_params  # a starlette ImmutableMultiDict: a Mapping
+
+    serve.run(echo.bind(), port=0)
+    with httpx.Client(timeout=TIMEOUT) as client:
+        answer = client.get(url("/?a=1&b=x"))
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.json() == {"a": "1", "b": "x"}
+        assert client.get(url("/?kind=pairs")).json() == [1, "two"]
+        assert client.get(url("/?kind=numpy")).json() == {"sum": 6, "values": [0, 1, 2]}
+        assert client.get(url("/?kind=opaque")).status_code == 500
