@@ -85,15 +85,19 @@ def _run_report(folder: Path, *extra: str) -> subprocess.CompletedProcess[str]:
          *extra], capture_output=True, text=True, timeout=90)
 
 
-def _load_report_module() -> ModuleType:
-    if str(REPORT.parent) not in sys.path:  # as when it runs as a script: its helpers sit beside it
-        sys.path.insert(0, str(REPORT.parent))
-    spec = importlib.util.spec_from_file_location("bench_report", REPORT)
+def _load_benchmark_module(path: Path, name: str) -> ModuleType:
+    if str(path.parent) not in sys.path:  # as when it runs as a script: its helpers sit beside it
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_report"] = module  # dataclasses look their module up by name
+    sys.modules[name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+def _load_report_module() -> ModuleType:
+    return _load_benchmark_module(REPORT, "bench_report")
 
 
 def test_report_shows_good_rows_and_every_failure_and_exits_non_zero(tmp_path: Path) -> None:
@@ -316,3 +320,46 @@ def test_a_limit_target_decides_the_rows_verdict_in_parse_result() -> None:
     assert (old["limit"], old["vs_limit"], old["target"], old["met"]) == (None, None, ">= 2x Ray",
                                                                           True)
     assert report.fmt_ratio(p99["vs_limit"]) == "2.50x" and report.fmt_ratio(None) == "—"
+
+
+WRK_REPORT = """\
+Running 5s test @ http://127.0.0.1:41213/trivial
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.69ms    1.59ms  14.06ms   83.80%
+    Req/Sec    11.62k     2.97k   19.96k    76.67%
+  Latency Distribution
+     50%  671.00us
+     75%    2.58ms
+     90%    3.85ms
+     99%    1.02s
+  57834 requests in 5.02s, 6.52MB read
+  Socket errors: connect 0, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 4
+Requests/sec:  11531.59
+Transfer/sec:      1.30MB
+"""
+
+
+def test_the_serve_benchmark_reads_wrks_report() -> None:
+    serve = _load_benchmark_module(REPORT.parent / "serve.py", "bench_serve")
+    assert serve.parse_wrk(WRK_REPORT) == {
+        "requests": 57834, "per_s": 11531.59, "p50_ms": pytest.approx(0.671),
+        "p99_ms": pytest.approx(1020.0), "errors": 9}
+    with pytest.raises(ValueError, match="no p50_ms, p99_ms"):  # run without --latency
+        serve.parse_wrk(WRK_REPORT.replace("50%", "").replace("99%", ""))
+
+
+def test_the_serve_limit_keeps_each_phases_best_round() -> None:
+    serve = _load_benchmark_module(REPORT.parent / "serve.py", "bench_serve")
+    rounds = [
+        {"trivial_c16": {"per_s": 9000.0, "p50_ms": 1.5, "p99_ms": 4.0, "errors": 0,
+                         "client": "wrk"},
+         "stream": {"first_chunk_ms": 0.4, "total_ms": 1.2, "runs": 50, "errors": 0}},
+        {"trivial_c16": {"per_s": 11000.0, "p50_ms": 1.2, "p99_ms": 5.0, "errors": 1,
+                         "client": "wrk"},
+         "stream": {"first_chunk_ms": None, "total_ms": 1.0, "runs": 0, "errors": 50}},
+    ]
+    assert serve.best_of(rounds) == {
+        "trivial_c16": {"per_s": 11000.0, "p50_ms": 1.2, "p99_ms": 4.0, "errors": 1},
+        "stream": {"first_chunk_ms": 0.4, "total_ms": 1.0, "errors": 50}}
