@@ -30,10 +30,10 @@ ember ``ember.init(num_cpus=2)``:
   passes in minibatches), as the driver sees it, median of several batches.
 
 The limit column (issue 20) is the same work with no framework, best of several rounds, in a
-process of its own (``limits``): for sampling, one process stepping a gymnasium ``SyncVectorEnv``
-of the same sub-envs with the same numpy policy (ember's ``NumpyMLPPolicy``, no runtime) and the
-same GAE until one runner's share of a train batch is in (2 runners: twice that rate, one per
-core); for the learner update, the same PPO update of one train batch in a bare torch loop (the
+process of its own (``limits``): for sampling, one process stepping the same sub-envs (as a
+gymnasium ``SyncVectorEnv``, and in a plain loop: the faster of the two) with the same numpy
+policy (ember's ``NumpyMLPPolicy``, no runtime) and the same GAE until one runner's share of a
+train batch is in (2 runners: twice that rate, one per core); for the learner update, the same PPO update of one train batch in a bare torch loop (the
 same MLPs, ``torch.optim.Adam``, one thread). Targets: ember's sampling per runner at least 0.8x
 the limit's, its learner update at most 1.1x the bare loop's time.
 
@@ -407,11 +407,59 @@ def _random_mlp_weights(obs_dim: int, num_actions: int, rng: Any) -> dict[str, A
     return weights
 
 
+class _VectorEnvs:
+    """The sub-envs as a gymnasium ``SyncVectorEnv`` (same-step autoreset, as ember's runner)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        import gymnasium as gym
+
+        self.envs: Any = gym.make_vec(
+            SETTINGS["env"], num_envs=n, vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
+        self.obs = self.envs.reset(seed=seed)[0]
+
+    def step(self, actions: Any) -> tuple[Any, ...]:
+        """(next observations, rewards, terminateds, truncateds, {i: final obs if truncated})"""
+        import numpy as np
+
+        obs, rewards, terminateds, truncateds, info = self.envs.step(actions)
+        finals = {i: info["final_obs"][i] for i in np.flatnonzero(truncateds)}
+        return obs, rewards, terminateds, truncateds, finals
+
+
+class _LoopEnvs:
+    """The same sub-envs stepped one by one in a plain loop, reset within the step."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        import gymnasium as gym
+        import numpy as np
+
+        self.envs = [gym.make(SETTINGS["env"]) for _ in range(n)]
+        self.obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(self.envs)])
+
+    def step(self, actions: Any) -> tuple[Any, ...]:
+        import numpy as np
+
+        n = len(self.envs)
+        obs = np.empty_like(self.obs)
+        rewards = np.zeros(n, np.float32)
+        terminateds, truncateds = np.zeros(n, bool), np.zeros(n, bool)
+        finals = {}
+        for i, env in enumerate(self.envs):
+            o, rewards[i], terminateds[i], truncateds[i], _ = env.step(int(actions[i]))
+            if terminateds[i] or truncateds[i]:
+                if truncateds[i]:
+                    finals[i] = o
+                o, _ = env.reset()
+            obs[i] = o
+        return obs, rewards, terminateds, truncateds, finals
+
+
 def sampling_limit(rounds: int) -> dict[str, Any]:
-    """Env steps/s of one process sampling one runner's share of a train batch: a gymnasium
-    SyncVectorEnv (same-step autoreset, as ember's runner) of the same sub-envs, the same numpy
-    policy and the same GAE, no framework; best of ``rounds``."""
-    import gymnasium as gym
+    """Env steps/s of one process sampling one runner's share of a train batch with the same
+    numpy policy and the same GAE, no framework: the sub-envs as a gymnasium SyncVectorEnv and
+    in a plain loop (cheaper for CartPole: the vector wrapper's bookkeeping costs more than the
+    env); the best round of either is the limit."""
     import numpy as np
 
     from ember.rl._math import compute_gae, next_values
@@ -419,43 +467,43 @@ def sampling_limit(rounds: int) -> dict[str, Any]:
 
     n = SETTINGS["num_envs_per_env_runner"]
     steps = -(-SETTINGS["train_batch_size"] // n)  # one runner's fragment: the whole batch
-    envs: Any = gym.make_vec(SETTINGS["env"], num_envs=n, vectorization_mode="sync",
-                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
     rng = np.random.default_rng(SETTINGS["seed"])
-    policy = NumpyMLPPolicy(_random_mlp_weights(int(np.prod(envs.single_observation_space.shape)),
-                                                int(envs.single_action_space.n), rng))
-    obs, _ = envs.reset(seed=SETTINGS["seed"])
+    out: dict[str, Any] = {}
+    for name, kind in (("vector", _VectorEnvs), ("loop", _LoopEnvs)):
+        envs = kind(n, SETTINGS["seed"])
+        policy = NumpyMLPPolicy(_random_mlp_weights(int(np.prod(envs.obs.shape[1:])), 2, rng))
 
-    def sample() -> int:
-        nonlocal obs
-        obs_buf = np.zeros((steps, n, *obs.shape[1:]), dtype=obs.dtype)
-        actions = np.zeros((steps, n), dtype=np.int64)
-        logps = np.zeros((steps, n), dtype=np.float32)
-        values = np.zeros((steps, n), dtype=np.float32)
-        rewards = np.zeros((steps, n), dtype=np.float32)
-        terminateds = np.zeros((steps, n), dtype=bool)
-        truncateds = np.zeros((steps, n), dtype=bool)
-        final_values = np.zeros((steps, n), dtype=np.float32)
-        for t in range(steps):
-            obs_buf[t] = obs
-            actions[t], logps[t], values[t] = policy.act(obs, rng)
-            obs, rewards[t], terminateds[t], truncateds[t], info = envs.step(actions[t])
-            if truncateds[t].any():  # bootstrap from the final observations
-                ended = np.flatnonzero(truncateds[t])
-                final_values[t, ended] = policy.values(np.stack(info["final_obs"][ended]))
-        nxt = next_values(values, policy.values(obs), truncateds, final_values)
-        compute_gae(rewards, values, nxt, terminateds, truncateds, gamma=SETTINGS["gamma"],
-                    lambda_=SETTINGS["lambda_"])
-        return steps * n
+        def sample(envs: Any = envs, policy: Any = policy) -> int:
+            obs = envs.obs
+            obs_buf = np.zeros((steps, n, *obs.shape[1:]), dtype=obs.dtype)
+            actions = np.zeros((steps, n), dtype=np.int64)
+            logps = np.zeros((steps, n), dtype=np.float32)
+            values = np.zeros((steps, n), dtype=np.float32)
+            rewards = np.zeros((steps, n), dtype=np.float32)
+            terminateds = np.zeros((steps, n), dtype=bool)
+            truncateds = np.zeros((steps, n), dtype=bool)
+            final_values = np.zeros((steps, n), dtype=np.float32)
+            for t in range(steps):
+                obs_buf[t] = obs
+                actions[t], logps[t], values[t] = policy.act(obs, rng)
+                obs, rewards[t], terminateds[t], truncateds[t], finals = envs.step(actions[t])
+                if finals:  # bootstrap from the final observations of truncated episodes
+                    ended = list(finals)
+                    final_values[t, ended] = policy.values(np.stack([finals[i] for i in ended]))
+            envs.obs = obs
+            nxt = next_values(values, policy.values(obs), truncateds, final_values)
+            compute_gae(rewards, values, nxt, terminateds, truncateds, gamma=SETTINGS["gamma"],
+                        lambda_=SETTINGS["lambda_"])
+            return steps * n
 
-    sample()  # warm-up
-    rates = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        done = sample()
-        rates.append(done / (time.perf_counter() - start))
-    envs.close()
-    return {"best": max(rates), "rounds": rates}
+        sample()  # warm-up
+        rates = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            done = sample()
+            rates.append(done / (time.perf_counter() - start))
+        out[name] = {"best": max(rates), "rounds": rates}
+    return {"best": max(part["best"] for part in out.values()), **out}
 
 
 def learner_update_limit(rounds: int) -> dict[str, Any]:
@@ -613,6 +661,10 @@ def build_rows(results: dict[str, dict[str, Any]], target: float, cap_s: float
     if su["ember"] and su["ray"]:
         su["speedup"] = su["ray"] / su["ember"]
     sampling_limit = get("limit", "throughput", "sampling", "best")
+    ways = [f"{way} {rate:,.0f}/s" for way in ("vector", "loop")
+            if (rate := get("limit", "throughput", "sampling", way, "best")) is not None]
+    how = ("limit: one process, the best of the sub-envs as a gymnasium SyncVectorEnv and in a "
+           f"plain loop ({', '.join(ways)})") if ways else ""
     for runners in (1, 2):
         e = get("ember", "throughput", f"runners_{runners}", "median")
         r = get("rllib", "throughput", f"runners_{runners}", "median")
@@ -620,7 +672,7 @@ def build_rows(results: dict[str, dict[str, Any]], target: float, cap_s: float
                                  f"x {SETTINGS['num_envs_per_env_runner']} envs",
                      "unit": "env steps/s", "ember": e, "ray": r, "better": "higher",
                      "speedup": e / r if e and r else None, "target": None, "met": None,
-                     "note": "" if runners == 1 else "limit: twice one process's rate (one "
+                     "note": how if runners == 1 else "limit: twice one process's rate (one "
                              "per core): the ratio is per runner",
                      "limit": None if sampling_limit is None else runners * sampling_limit,
                      "min_vs_limit": 0.8})
