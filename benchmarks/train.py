@@ -56,6 +56,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -402,6 +403,7 @@ def measure(mode: str, shard_bytes: int, checkpoints: int, bucket: str) -> dict[
             ember.shutdown()
     with open(out) as f:
         measured: dict[str, Any] = json.load(f)
+    shutil.rmtree(os.path.dirname(out), ignore_errors=True)  # no temp folder left
     return measured
 
 
