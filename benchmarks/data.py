@@ -18,9 +18,19 @@ each timed on its own (seconds unless marked):
   a pool of 2 takes both CPUs, where Ray Data 2.60 has been seen to hang);
 - ``parquet pipeline``: read 16 Parquet files (1 GiB of columns; 32 MiB with ``--quick``) ->
   map_batches -> write_parquet;
+- ``parquet iter_batches 4096``: iterate ``read_parquet`` of the same 16 files in batches of
+  4096 rows (numpy);
 - ``peak RSS growth``: stream a dataset 5x the memory budget (100 MiB) through map_batches and
   count; the number is how far the summed RSS of the process tree rose above its level just
   before, in MiB.
+
+The limit column (issue 20) is the same work with no framework, in one process, best of
+``LIMIT_ROUNDS`` rounds (``limit_workloads``): numpy on the same batches for the range
+workloads; for the Parquet ones ``pyarrow.dataset`` (its threads use both cores): the files
+scanned as record batches, each mapped by the same numpy function and written by
+``pyarrow.dataset.write_dataset``, and a plain ``to_batches(batch_size=4096)`` iterator turned
+into numpy. Targets: the Parquet pipeline at most 1.3x the limit's time, Parquet
+``iter_batches`` at most 1.2x.
 
 A workload that does not finish within its time limit counts as hung: its child is killed with
 everything it started, and a fresh child runs the remaining workloads. The printed Markdown table
@@ -59,6 +69,7 @@ class Workload:
     unit: str
     target: str
     throughput: bool = True  # a time, judged by the >= 2x Ray Data target
+    max_vs_limit: float | None = None  # ember's time / the limit's (checked by report.py)
 
 
 WORKLOADS = [
@@ -67,7 +78,8 @@ WORKLOADS = [
     Workload("iter_batches 4096", "s", ">= 2x faster than Ray Data"),
     Workload("actor pool 1", "s", ">= 2x faster than Ray Data"),
     Workload("actor pool 2", "s", "finishes; >= 2x faster than Ray Data"),
-    Workload("parquet pipeline", "s", ">= 2x faster than Ray Data"),
+    Workload("parquet pipeline", "s", ">= 2x faster than Ray Data", max_vs_limit=1.3),
+    Workload("parquet iter_batches 4096", "s", ">= 2x faster than Ray Data", max_vs_limit=1.2),
     Workload("peak RSS growth, 5x-budget dataset", "MiB",
              f"<= the {BUDGET // 2**20} MiB memory budget", throughput=False),
 ]
@@ -189,10 +201,15 @@ def run_framework(name: str, sizes: Sizes, workdir: str, skip: int) -> None:
         with PeakRSS() as rss:
             data.range_tensor(rows, shape=(1024,)).map_batches(
                 lambda b: {"data": b["data"] * 2.0}, batch_size=64).count()
-        _emit(WORKLOADS[6].key, (rss.peak - rss.start) / 2**20,
+        _emit(WORKLOADS[-1].key, (rss.peak - rss.start) / 2**20,
               peak_mib=rss.peak / 2**20, before_mib=rss.start / 2**20)
 
     src, dst = os.path.join(workdir, "in"), os.path.join(workdir, f"out-{name}")
+
+    def iterate_parquet() -> None:
+        for _ in data.read_parquet(src).iter_batches(batch_size=4096):
+            pass
+
     steps: list[Callable[[], Any]] = [
         lambda: None,  # start-up: done above
         lambda: _emit(WORKLOADS[1].key,
@@ -204,10 +221,87 @@ def run_framework(name: str, sizes: Sizes, workdir: str, skip: int) -> None:
                       timed(lambda: data.range(n // 2).map_batches(Scale, **pool(2)).count())),
         lambda: _emit(WORKLOADS[5].key, timed(
             lambda: data.read_parquet(src).map_batches(add_one).write_parquet(dst))),
-        stream_5x_budget,
+        lambda: _emit(WORKLOADS[6].key, timed(iterate_parquet)),
+        stream_5x_budget,  # last: it lowers the memory budget
     ]
     for step in steps[max(skip, 1):]:
         step()
+
+
+# --------------------------------------------------------------------------------------------
+# The limit: the same work in one process with no framework.
+
+LIMIT_ROUNDS = 3
+QUICK_LIMIT_ROUNDS = 2
+
+
+def limit_workloads(sizes: Sizes, workdir: str) -> dict[str, Callable[[], Any]]:
+    """Workload key -> the same work done with numpy and pyarrow alone, in this process."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    n = sizes.rows
+    src = os.path.join(workdir, "in")
+
+    def batches(rows: int, size: int, fn: Callable[[dict[str, Any]], Any]) -> int:
+        done = 0
+        for lo in range(0, rows, size):
+            done += len(fn({"id": np.arange(lo, min(lo + size, rows))})["id"])
+        return done
+
+    def parquet_pipeline() -> None:
+        dataset = pads.dataset(src, format="parquet")
+        schema = dataset.schema
+
+        def mapped() -> Any:
+            for batch in dataset.to_batches(use_threads=True):
+                out = add_one({name: column.to_numpy() for name, column
+                               in zip(batch.schema.names, batch.columns, strict=True)})
+                yield pa.RecordBatch.from_arrays(list(out.values()), schema=schema)
+
+        # as many files as the input, so that pyarrow's threads write them side by side
+        pads.write_dataset(mapped(), os.path.join(workdir, "out-limit"), schema=schema,
+                           format="parquet", use_threads=True,
+                           existing_data_behavior="delete_matching",
+                           max_rows_per_file=sizes.parquet_rows_per_file,
+                           max_rows_per_group=sizes.parquet_rows_per_file)
+
+    def parquet_iter() -> None:
+        for batch in pads.dataset(src, format="parquet").to_batches(batch_size=4096,
+                                                                     use_threads=True):
+            {name: column.to_numpy() for name, column
+             in zip(batch.schema.names, batch.columns, strict=True)}
+
+    return {
+        "map_batches count": lambda: batches(n, 1024, add_one),
+        "iter_batches 4096": lambda: batches(n, 4096, add_one),
+        "actor pool 1": lambda: batches(n // 2, 1024, Scale()),
+        "actor pool 2": lambda: batches(n // 2, 1024, Scale()),
+        "parquet pipeline": parquet_pipeline,
+        "parquet iter_batches 4096": parquet_iter,
+    }
+
+
+def run_limits(sizes: Sizes, workdir: str, rounds: int) -> dict[str, Any]:
+    """Each limit workload's best time of ``rounds`` (after one untimed warm-up of each)."""
+    results: dict[str, Any] = {}
+    for key, work in limit_workloads(sizes, workdir).items():
+        work()
+        times = [timed(work) for _ in range(rounds)]
+        results[key] = {"best": min(times), "rounds": times}
+    shutil.rmtree(os.path.join(workdir, "out-limit"), ignore_errors=True)
+    return results
+
+
+def measure_limits(sizes: Sizes, workdir: str, quick: bool) -> tuple[dict[str, Any], list[str]]:
+    """The limits, from a child process of their own; (results, errors)."""
+    cmd = [__file__, "--limits", "--workdir", workdir] + (["--quick"] if quick else [])
+    stdout, stderr, code = _procs.run_child(cmd, 2 * sizes.workload_timeout_s)
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER):]), []
+    return {}, [f"limit failed (exit {code}): " + " ".join(stderr.split())[-800:]]
 
 
 def write_inputs(workdir: str, sizes: Sizes) -> int:
@@ -320,9 +414,11 @@ def measure(framework: str, sizes: Sizes, workdir: str, quick: bool
     return results, errors
 
 
-def protocol_rows(columns: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+def protocol_rows(columns: dict[str, dict[str, dict[str, Any]]],
+                  limits: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     rows = []
     for w in WORKLOADS:
+        limit = (limits or {}).get(w.key, {}).get("best")
         e_entry = columns["ember"].get(w.key, {})
         r_entry = columns["ray"].get(w.key, {})
         e, r = e_entry.get("value"), r_entry.get("value")
@@ -349,12 +445,15 @@ def protocol_rows(columns: dict[str, dict[str, dict[str, Any]]]) -> list[dict[st
             met = None
         rows.append({"workload": w.key, "unit": w.unit, "ember": e, "ray": r,
                      "better": "lower", "speedup": speedup, "target": w.target, "met": met,
-                     "note": "; ".join(notes)})
+                     "note": "; ".join(notes), "limit": limit,
+                     "max_vs_limit": w.max_vs_limit})
     return rows
 
 
 def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if abs(value) >= 0.1 else f"{value:.2g}"
 
 
 def main() -> int:
@@ -365,26 +464,43 @@ def main() -> int:
     parser.add_argument("--framework", help=argparse.SUPPRESS)  # internal: run one framework
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--skip", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--limits", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=(*FRAMEWORKS, "limit"),
+                        help="run one framework only (or only the limit: no framework)")
     args = parser.parse_args()
     sizes = Sizes.of(args.quick)
+    if args.limits:
+        rounds = QUICK_LIMIT_ROUNDS if args.quick else LIMIT_ROUNDS
+        print(RESULT_MARKER + json.dumps(run_limits(sizes, args.workdir, rounds)), flush=True)
+        return 0
     if args.framework:
         run_framework(args.framework, sizes, args.workdir, args.skip)
         return 0
 
     workdir = tempfile.mkdtemp(prefix="ember-data-bench-")
-    columns: dict[str, dict[str, dict[str, Any]]] = {}
+    columns: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in FRAMEWORKS}
+    limits: dict[str, Any] = {}
     errors: list[str] = []
     try:
         parquet_bytes = write_inputs(workdir, sizes)
         for framework in FRAMEWORKS:
+            if args.only not in (None, framework):
+                continue
             print(f"[data] running {framework} ...", file=sys.stderr, flush=True)
             columns[framework], framework_errors = measure(framework, sizes, workdir,
                                                            args.quick)
             errors += framework_errors
+        if args.only in (None, "limit"):
+            print("[data] running the limit (pyarrow + numpy, no framework) ...",
+                  file=sys.stderr, flush=True)
+            limits, limit_errors = measure_limits(sizes, workdir, args.quick)
+            errors += limit_errors
+            for key, value in limits.items():
+                print(f"[data] limit: {key}: {value['best']:.2f}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    rows = protocol_rows(columns)
+    rows = protocol_rows(columns, limits)
     notes = [f"N = {sizes.rows:,} rows for the range workloads; the Parquet input is 16 files, "
              f"{parquet_bytes / 2**20:,.0f} MiB in memory (one int64 and 7 float64 columns)",
              "2 CPUs for each framework, one after the other; Ray started with "
@@ -393,16 +509,28 @@ def main() -> int:
              "included; interpreter start-up not included",
              f"a workload over {sizes.workload_timeout_s:.0f} s counts as hung: its child is "
              "killed and a fresh one runs the rest",
+             f"limit: the same work with no framework, one process, best of "
+             f"{QUICK_LIMIT_ROUNDS if args.quick else LIMIT_ROUNDS} rounds: numpy over the same "
+             "batches (range workloads: arange blocks of 1024 rows, 4096 for iter_batches); "
+             "Parquet: pyarrow.dataset to_batches (pyarrow's threads) -> the same numpy "
+             "add_one -> pyarrow.dataset.write_dataset (16 files, threads), and a plain "
+             "to_batches(batch_size=4096) iterator turned into numpy",
              *errors]
-    print("\nember.data beside Ray Data; seconds unless marked; speedup = Ray / ember"
-          + (" (quick)" if args.quick else "") + "\n")
-    print("| workload | ember | Ray Data | speedup | target | met |")
-    print("| --- | ---: | ---: | ---: | --- | --- |")
+    from report import limit_verdict, merge_verdicts  # the report's own check of limit targets
+
+    print("\nember.data beside Ray Data and the limit (no framework); seconds unless marked; "
+          "speedup = Ray / ember" + (" (quick)" if args.quick else "") + "\n")
+    print("| workload | ember | Ray Data | limit | speedup | ember / limit | target | met |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for row in rows:
         speedup = "-" if row["speedup"] is None else f"{row['speedup']:.2f}x"
-        met = {True: "yes", False: "**no**", None: "-"}[row["met"]]
+        ratio, limit_target, limit_met = limit_verdict(row["ember"], row["limit"],
+                                                       row["max_vs_limit"], None)
+        target, met_value = merge_verdicts(row["target"], row["met"], limit_target, limit_met)
+        met = {True: "yes", False: "**no**", None: "-"}[met_value]
         print(f"| {row['workload']} ({row['unit']}) | {_fmt(row['ember'])} | "
-              f"{_fmt(row['ray'])} | {speedup} | {row['target']} | {met} |")
+              f"{_fmt(row['ray'])} | {_fmt(row['limit'])} | {speedup} | "
+              f"{'-' if ratio is None else f'{ratio:.2f}x'} | {target} | {met} |")
     print()
     for row in rows:
         if row["note"]:
@@ -411,8 +539,8 @@ def main() -> int:
         print(f"- {note}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "data", "rows": rows, "notes": notes, "raw": columns}, f,
-                      indent=2)
+            json.dump({"benchmark": "data", "rows": rows, "notes": notes, "raw": columns,
+                       "limits": limits}, f, indent=2)
     return 1 if errors else 0
 
 

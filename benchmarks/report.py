@@ -12,10 +12,19 @@ JSON of the shared protocol to PATH::
 
     {"benchmark": "<name>", "rows": [{"workload": str, "unit": str, "ember": float | null,
       "ray": float | null, "better": "lower" | "higher", "speedup": float | null,
-      "target": str | null, "met": bool | null, "note": str}], "notes": [str, ...]}
+      "target": str | null, "met": bool | null, "note": str,
+      "limit": float | null, "max_vs_limit": float | null, "min_vs_limit": float | null}],
+     "notes": [str, ...]}
 
-where ``speedup`` is how many times better ember is than Ray (above 1: ember wins). The report
-gives the machine, the date, a headline section with the ratios, and one table per benchmark. A
+where ``speedup`` is how many times better ember is than Ray (above 1: ember wins). The last
+three keys of a row are optional: ``limit`` is the same work done with no framework (best of
+several rounds, in the same run and the row's unit), and ``max_vs_limit`` / ``min_vs_limit`` are
+a target on ember's ratio to it (``ember / limit`` at most / at least that). This script checks
+that target itself (``limit_verdict``) and joins it to the benchmark's own target and verdict
+(``merge_verdicts``): a row meets its targets when it meets both.
+
+The report gives the machine, the date, a headline section with the ratios, and one table per
+benchmark, each row with ember, Ray and the limit side by side and ember's ratio to the limit. A
 benchmark that fails, times out or writes no valid JSON appears as failed with the tail of its
 stderr; the report is written anyway and this script then exits with status 1.
 """
@@ -47,7 +56,8 @@ import _procs
 HERE = Path(__file__).resolve().parent
 TAIL_LINES = 30
 DEFAULT_TIMEOUT_S = 3600.0
-ROW_KEYS = ("workload", "unit", "ember", "ray", "better", "speedup", "target", "met", "note")
+ROW_KEYS = ("workload", "unit", "ember", "ray", "better", "speedup", "target", "met", "note",
+            "limit", "max_vs_limit", "min_vs_limit")
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,11 +128,68 @@ def parse_result(name: str, data: Any) -> tuple[list[dict[str, Any]], list[str]]
                              '"higher"')
         if row["met"] not in (True, False, None):
             raise ValueError(f'{where} "met" is {row["met"]!r}: expected true, false or null')
+        row["limit"] = _number(raw.get("limit"), f'{where} "limit"')
+        for key in ("max_vs_limit", "min_vs_limit"):
+            bound = row[key] = _number(raw.get(key), f'{where} "{key}"')
+            if bound is not None and not bound > 0:
+                raise ValueError(f'{where} "{key}" is {bound!r}: expected a ratio above 0')
+        row["vs_limit"], limit_target, limit_met = limit_verdict(
+            row["ember"], row["limit"], row["max_vs_limit"], row["min_vs_limit"])
+        row["target"], row["met"] = merge_verdicts(row["target"], row["met"], limit_target,
+                                                   limit_met)
         rows.append(row)
     notes = data.get("notes", [])
     if not isinstance(notes, list):
         raise ValueError(f'"notes" is {notes!r}: expected a list of strings')
     return rows, [str(n) for n in notes]
+
+
+# --------------------------------------------------------------------------------------------
+# The limit: ember's ratio to the same work done with no framework, and its target.
+
+
+def limit_verdict(ember: float | None, limit: float | None, max_vs_limit: float | None,
+                  min_vs_limit: float | None) -> tuple[float | None, str | None, bool | None]:
+    """(ember / limit, the limit target's text, its verdict) for one row.
+
+    The ratio is None unless both numbers are there (and the limit is not 0). The text is None
+    when the row has no limit target. The verdict is None without a target or when the limit was
+    not measured, False when ember was not measured (it failed), else whether the ratio stays
+    within ``max_vs_limit`` and reaches ``min_vs_limit``.
+    """
+    ratio = ember / limit if ember is not None and limit else None
+    bounds = []
+    if min_vs_limit is not None:
+        bounds.append(f"≥ {min_vs_limit:g}x the limit")
+    if max_vs_limit is not None:
+        bounds.append(f"≤ {max_vs_limit:g}x the limit")
+    if not bounds:
+        return ratio, None, None
+    text = " and ".join(bounds)
+    if ember is None:
+        return ratio, text, False
+    if ratio is None:
+        return ratio, text, None
+    met = ((max_vs_limit is None or ratio <= max_vs_limit)
+           and (min_vs_limit is None or ratio >= min_vs_limit))
+    return ratio, text, met
+
+
+def merge_verdicts(target: str | None, met: bool | None, limit_target: str | None,
+                   limit_met: bool | None) -> tuple[str | None, bool | None]:
+    """One row's target text and verdict from the benchmark's own and the limit's.
+
+    A missed target wins (False); else a target that could not be judged (None) leaves the row
+    unjudged; else the row meets its targets. Without a limit target the benchmark's own pair
+    comes back unchanged.
+    """
+    if limit_target is None:
+        return target, met
+    if target is None and met is None:
+        return limit_target, limit_met
+    verdicts = [met, limit_met]
+    merged = (False if False in verdicts else None if None in verdicts else True)
+    return "; ".join(t for t in (target, limit_target) if t), merged
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,6 +335,11 @@ def fmt_speedup(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}x"
 
 
+def fmt_ratio(value: float | None) -> str:
+    """ember / limit: "0.35x" (a rate at 35% of the limit's) or "1.08x" (8% over its time)."""
+    return "—" if value is None or not math.isfinite(value) else f"{value:.2f}x"
+
+
 def fmt_met(value: bool | None) -> str:
     return {True: "yes", False: "**no**", None: "—"}[value]
 
@@ -315,10 +387,15 @@ def render(outcomes: list[Outcome], machine: dict[str, str], started: datetime.d
     if ratios:
         lines += ["", "The rows with a target (for a benchmark without targets, its ratios to "
                   "Ray). ember vs Ray is how many times better ember is than Ray on the "
-                  "workload (above 1: ember wins).", ""]
-        lines += _table(["benchmark", "workload", "ember", "Ray", "ember vs Ray", "target", "met"],
+                  "workload (above 1: ember wins). The limit is the same work done with no "
+                  "framework, best of several rounds in the same run; ember / limit divides "
+                  "ember's number by it (for a time, 1.10x is 10% slower than the bare work; "
+                  "for a rate, 0.80x is 80% of the bare rate).", ""]
+        lines += _table(["benchmark", "workload", "ember", "Ray", "limit", "ember vs Ray",
+                         "ember / limit", "target", "met"],
                         [[name, r["workload"], fmt_value(r["ember"], r["unit"]),
-                          fmt_value(r["ray"], r["unit"]), fmt_speedup(r["speedup"]),
+                          fmt_value(r["ray"], r["unit"]), fmt_value(r["limit"], r["unit"]),
+                          fmt_speedup(r["speedup"]), fmt_ratio(r["vs_limit"]),
                           r["target"] or "—", fmt_met(r["met"])] for name, r in ratios])
     misses = [(name, r) for name, r in all_rows if r["met"] is False]
     if misses:
@@ -333,9 +410,11 @@ def render(outcomes: list[Outcome], machine: dict[str, str], started: datetime.d
         if o.rows:
             lines.append("")
             lines += _table(
-                ["workload", "ember", "Ray", "unit", "speedup", "target", "met"],
-                [[r["workload"], fmt_number(r["ember"]), fmt_number(r["ray"]), r["unit"],
-                  fmt_speedup(r["speedup"]), r["target"] or "—", fmt_met(r["met"])]
+                ["workload", "ember", "Ray", "limit", "unit", "speedup", "ember / limit",
+                 "target", "met"],
+                [[r["workload"], fmt_number(r["ember"]), fmt_number(r["ray"]),
+                  fmt_number(r["limit"]), r["unit"], fmt_speedup(r["speedup"]),
+                  fmt_ratio(r["vs_limit"]), r["target"] or "—", fmt_met(r["met"])]
                  for r in o.rows])
         notes = [f"{r['workload']}: {r['note']}" for r in o.rows if r["note"]] + o.notes
         if notes:

@@ -26,6 +26,17 @@ ember ``ember.init(num_cpus=2)``:
   pieces are back in the driver), with 1 and 2 env runners, median of several batches after a
   warm-up one.
 
+- learner update: milliseconds for the learner(s) to update on one train batch (``num_epochs``
+  passes in minibatches), as the driver sees it, median of several batches.
+
+The limit column (issue 20) is the same work with no framework, best of several rounds, in a
+process of its own (``limits``): for sampling, one process stepping the same sub-envs (as a
+gymnasium ``SyncVectorEnv``, and in a plain loop: the faster of the two) with the same numpy
+policy (ember's ``NumpyMLPPolicy``, no runtime) and the same GAE until one runner's share of a
+train batch is in (2 runners: twice that rate, one per core); for the learner update, the same PPO update of one train batch in a bare torch loop (the
+same MLPs, ``torch.optim.Adam``, one thread). Targets: ember's sampling per runner at least 0.8x
+the limit's, its learner update at most 1.1x the bare loop's time.
+
 Matched settings (``SETTINGS`` below): the same separate policy and value MLPs (64, 64, tanh), lr,
 gamma, lambda, clip, value-loss coefficient, entropy coefficient, gradient clipping by global norm,
 train batch, minibatch, epochs, number of env runners and sub-envs per runner, whole-batch
@@ -49,6 +60,7 @@ import argparse
 import collections
 import datetime
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -196,6 +208,16 @@ class Ember:
         _, steps = algo._sample()  # exactly train()'s sampling phase
         return int(steps)
 
+    def update_s(self, algo: Any) -> float:
+        """Seconds of train()'s learner phase on one freshly sampled batch."""
+        from ember.rl._math import normalize_advantages
+
+        batch, _ = algo._sample()
+        batch["advantages"] = normalize_advantages(batch["advantages"])
+        start = time.perf_counter()
+        algo._update_learners(batch)
+        return time.perf_counter() - start
+
     def stop(self, algo: Any) -> None:
         algo.stop()
 
@@ -264,6 +286,28 @@ class RLlib:
             sample_timeout_s=algo.config.sample_timeout_s, _uses_new_env_runners=True)
         return sum(len(e) for e in episodes)
 
+    def update_s(self, algo: Any) -> float:
+        """Seconds of PPO.training_step's learner update on one freshly sampled batch."""
+        from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+        from ray.rllib.utils.metrics import (
+            NUM_ENV_STEPS_SAMPLED_LIFETIME,
+            NUM_MODULE_STEPS_TRAINED_LIFETIME,
+        )
+
+        cfg = algo.config
+        episodes: Any = synchronous_parallel_sample(
+            worker_set=algo.env_runner_group, max_env_steps=cfg.total_train_batch_size,
+            sample_timeout_s=cfg.sample_timeout_s, _uses_new_env_runners=True)
+        steps = sum(len(e) for e in episodes)
+        start = time.perf_counter()
+        algo.learner_group.update(
+            episodes=episodes,
+            timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: steps,
+                       NUM_MODULE_STEPS_TRAINED_LIFETIME: 0},
+            num_epochs=cfg.num_epochs, minibatch_size=cfg.minibatch_size,
+            shuffle_batch_per_epoch=cfg.shuffle_batch_per_epoch)
+        return time.perf_counter() - start
+
     def stop(self, algo: Any) -> None:
         algo.stop()
 
@@ -323,12 +367,202 @@ def throughput(framework: str, batches: int) -> dict[str, Any]:
                     start = time.perf_counter()
                     steps = fw.sample(algo)
                     rates.append(steps / (time.perf_counter() - start))
+                out[f"runners_{runners}"] = {"median": statistics.median(rates), "runs": rates}
+                if runners == 1:
+                    out["learner_update"] = learner_updates(fw, algo, batches)
             finally:
                 fw.stop(algo)
-            out[f"runners_{runners}"] = {"median": statistics.median(rates), "runs": rates}
     finally:
         fw.shutdown()
     return out
+
+
+def learner_updates(fw: Any, algo: Any, batches: int) -> dict[str, Any]:
+    """The learner phase's seconds on ``batches`` fresh batches (median), after a warm-up."""
+    try:
+        fw.update_s(algo)
+        updates = [fw.update_s(algo) for _ in range(batches)]
+    except Exception as exc:  # the sampling numbers still count: report this row as failed
+        return {"error": repr(exc)[-600:]}
+    return {"median": statistics.median(updates), "runs": updates}
+
+
+# --------------------------------------------------------------------------------------------
+# The limits: the same work in one process with no framework.
+
+LIMIT_ROUNDS = 5
+
+
+def _random_mlp_weights(obs_dim: int, num_actions: int, rng: Any) -> dict[str, Any]:
+    """Weights in ``MLPModel``'s state-dict layout (``pi|vf.<i>.weight|bias``); values do not
+    change the arithmetic."""
+    import numpy as np
+
+    weights = {}
+    for head, out in (("pi", num_actions), ("vf", 1)):
+        sizes = [obs_dim, *SETTINGS["hiddens"], out]
+        for layer, (a, b) in enumerate(itertools.pairwise(sizes)):
+            weights[f"{head}.{2 * layer}.weight"] = rng.normal(0, 0.1, (b, a)).astype(np.float32)
+            weights[f"{head}.{2 * layer}.bias"] = np.zeros(b, np.float32)
+    return weights
+
+
+class _VectorEnvs:
+    """The sub-envs as a gymnasium ``SyncVectorEnv`` (same-step autoreset, as ember's runner)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        import gymnasium as gym
+
+        self.envs: Any = gym.make_vec(
+            SETTINGS["env"], num_envs=n, vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
+        self.obs = self.envs.reset(seed=seed)[0]
+
+    def step(self, actions: Any) -> tuple[Any, ...]:
+        """(next observations, rewards, terminateds, truncateds, {i: final obs if truncated})"""
+        import numpy as np
+
+        obs, rewards, terminateds, truncateds, info = self.envs.step(actions)
+        finals = {i: info["final_obs"][i] for i in np.flatnonzero(truncateds)}
+        return obs, rewards, terminateds, truncateds, finals
+
+
+class _LoopEnvs:
+    """The same sub-envs stepped one by one in a plain loop, reset within the step."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        import gymnasium as gym
+        import numpy as np
+
+        self.envs = [gym.make(SETTINGS["env"]) for _ in range(n)]
+        self.obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(self.envs)])
+
+    def step(self, actions: Any) -> tuple[Any, ...]:
+        import numpy as np
+
+        n = len(self.envs)
+        obs = np.empty_like(self.obs)
+        rewards = np.zeros(n, np.float32)
+        terminateds, truncateds = np.zeros(n, bool), np.zeros(n, bool)
+        finals = {}
+        for i, env in enumerate(self.envs):
+            o, rewards[i], terminateds[i], truncateds[i], _ = env.step(int(actions[i]))
+            if terminateds[i] or truncateds[i]:
+                if truncateds[i]:
+                    finals[i] = o
+                o, _ = env.reset()
+            obs[i] = o
+        return obs, rewards, terminateds, truncateds, finals
+
+
+def sampling_limit(rounds: int) -> dict[str, Any]:
+    """Env steps/s of one process sampling one runner's share of a train batch with the same
+    numpy policy and the same GAE, no framework: the sub-envs as a gymnasium SyncVectorEnv and
+    in a plain loop (cheaper for CartPole: the vector wrapper's bookkeeping costs more than the
+    env); the best round of either is the limit."""
+    import numpy as np
+
+    from ember.rl._math import compute_gae, next_values
+    from ember.rl._numpy_policy import NumpyMLPPolicy
+
+    n = SETTINGS["num_envs_per_env_runner"]
+    steps = -(-SETTINGS["train_batch_size"] // n)  # one runner's fragment: the whole batch
+    rng = np.random.default_rng(SETTINGS["seed"])
+    out: dict[str, Any] = {}
+    for name, kind in (("vector", _VectorEnvs), ("loop", _LoopEnvs)):
+        envs = kind(n, SETTINGS["seed"])
+        policy = NumpyMLPPolicy(_random_mlp_weights(int(np.prod(envs.obs.shape[1:])), 2, rng))
+
+        def sample(envs: Any = envs, policy: Any = policy) -> int:
+            obs = envs.obs
+            obs_buf = np.zeros((steps, n, *obs.shape[1:]), dtype=obs.dtype)
+            actions = np.zeros((steps, n), dtype=np.int64)
+            logps = np.zeros((steps, n), dtype=np.float32)
+            values = np.zeros((steps, n), dtype=np.float32)
+            rewards = np.zeros((steps, n), dtype=np.float32)
+            terminateds = np.zeros((steps, n), dtype=bool)
+            truncateds = np.zeros((steps, n), dtype=bool)
+            final_values = np.zeros((steps, n), dtype=np.float32)
+            for t in range(steps):
+                obs_buf[t] = obs
+                actions[t], logps[t], values[t] = policy.act(obs, rng)
+                obs, rewards[t], terminateds[t], truncateds[t], finals = envs.step(actions[t])
+                if finals:  # bootstrap from the final observations of truncated episodes
+                    ended = list(finals)
+                    final_values[t, ended] = policy.values(np.stack([finals[i] for i in ended]))
+            envs.obs = obs
+            nxt = next_values(values, policy.values(obs), truncateds, final_values)
+            compute_gae(rewards, values, nxt, terminateds, truncateds, gamma=SETTINGS["gamma"],
+                        lambda_=SETTINGS["lambda_"])
+            return steps * n
+
+        sample()  # warm-up
+        rates = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            done = sample()
+            rates.append(done / (time.perf_counter() - start))
+        out[name] = {"best": max(rates), "rounds": rates}
+    return {"best": max(part["best"] for part in out.values()), **out}
+
+
+def learner_update_limit(rounds: int) -> dict[str, Any]:
+    """Seconds of PPO's update on one train batch in a bare torch loop, one thread: the same
+    MLPs, clipped loss, global-norm clipping and Adam; best of ``rounds``."""
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(1)  # as ember's 1-CPU learner
+    torch.manual_seed(SETTINGS["seed"])
+    s = SETTINGS
+    obs_dim, num_actions, size = 4, 2, s["train_batch_size"]  # CartPole-v1
+
+    def mlp(out: int) -> nn.Sequential:
+        sizes = [obs_dim, *s["hiddens"]]
+        layers: list[nn.Module] = []
+        for a, b in itertools.pairwise(sizes):
+            layers += [nn.Linear(a, b), nn.Tanh()]
+        return nn.Sequential(*layers, nn.Linear(sizes[-1], out))
+
+    pi, vf = mlp(num_actions), mlp(1)
+    params = [*pi.parameters(), *vf.parameters()]
+    optimizer = torch.optim.Adam(params, lr=s["lr"], eps=1e-5, foreach=True)
+    obs = torch.randn(size, obs_dim)
+    actions = torch.randint(0, num_actions, (size,))
+    old_logp = torch.full((size,), -0.69)
+    advantages = torch.randn(size)
+    targets = torch.randn(size)
+
+    def update() -> None:
+        for _ in range(s["num_epochs"]):
+            for index in torch.randperm(size).split(s["minibatch_size"]):
+                log_probs = torch.log_softmax(pi(obs[index]), dim=-1)
+                logp = log_probs.gather(-1, actions[index].unsqueeze(-1)).squeeze(-1)
+                ratio = torch.exp(logp - old_logp[index])
+                adv = advantages[index]
+                policy_loss = -torch.min(
+                    ratio * adv, ratio.clamp(1 - s["clip_param"], 1 + s["clip_param"]) * adv
+                ).mean()
+                value_loss = (vf(obs[index]).squeeze(-1) - targets[index]).pow(2).mean()
+                entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+                loss = (policy_loss + s["vf_loss_coeff"] * value_loss
+                        - s["entropy_coeff"] * entropy)
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, s["grad_clip"])
+                optimizer.step()
+
+    update()  # warm-up
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        update()
+        times.append(time.perf_counter() - start)
+    return {"best": min(times), "rounds": times}
+
+
+def limits(rounds: int) -> dict[str, Any]:
+    return {"sampling": sampling_limit(rounds), "learner_update": learner_update_limit(rounds)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,6 +660,11 @@ def build_rows(results: dict[str, dict[str, Any]], target: float, cap_s: float
     su = rows[-1]
     if su["ember"] and su["ray"]:
         su["speedup"] = su["ray"] / su["ember"]
+    sampling_limit = get("limit", "throughput", "sampling", "best")
+    ways = [f"{way} {rate:,.0f}/s" for way in ("vector", "loop")
+            if (rate := get("limit", "throughput", "sampling", way, "best")) is not None]
+    how = ("limit: one process, the best of the sub-envs as a gymnasium SyncVectorEnv and in a "
+           f"plain loop ({', '.join(ways)})") if ways else ""
     for runners in (1, 2):
         e = get("ember", "throughput", f"runners_{runners}", "median")
         r = get("rllib", "throughput", f"runners_{runners}", "median")
@@ -433,7 +672,24 @@ def build_rows(results: dict[str, dict[str, Any]], target: float, cap_s: float
                                  f"x {SETTINGS['num_envs_per_env_runner']} envs",
                      "unit": "env steps/s", "ember": e, "ray": r, "better": "higher",
                      "speedup": e / r if e and r else None, "target": None, "met": None,
-                     "note": ""})
+                     "note": how if runners == 1 else "limit: twice one process's rate (one "
+                             "per core): the ratio is per runner",
+                     "limit": None if sampling_limit is None else runners * sampling_limit,
+                     "min_vs_limit": 0.8})
+    e = get("ember", "throughput", "learner_update", "median")
+    r = get("rllib", "throughput", "learner_update", "median")
+    update_limit = get("limit", "throughput", "learner_update", "best")
+    failed = [f"{name}: {error}" for name in ("ember", "rllib")
+              if (error := get(name, "throughput", "learner_update", "error"))]
+    rows.append({"workload": f"learner update, one train batch ({SETTINGS['train_batch_size']} "
+                             f"samples x {SETTINGS['num_epochs']} epochs)",
+                 "unit": "ms", "ember": None if e is None else 1e3 * e,
+                 "ray": None if r is None else 1e3 * r, "better": "lower",
+                 "speedup": r / e if e and r else None, "target": None, "met": None,
+                 "note": "; ".join(["as the driver sees it, from the batch handed over to the "
+                                    "learner's results back; limit: a bare torch loop", *failed]),
+                 "limit": None if update_limit is None else 1e3 * update_limit,
+                 "max_vs_limit": 1.1})
     return rows
 
 
@@ -442,6 +698,8 @@ def fmt(value: Any, unit: str) -> str:
         return "—"
     if unit == "s":
         return f"{value:.1f} s"
+    if unit == "ms":
+        return f"{value:.0f} ms"
     if unit == "steps":
         return f"{value:,.0f}"
     return f"{value:,.0f} /s"
@@ -454,7 +712,9 @@ def main() -> int:
                              f"{QUICK_CAP_S:.0f} s cap")
     parser.add_argument("--json", metavar="PATH", help="also write the rows here")
     parser.add_argument("--cap", type=float, help="seconds per framework to reach the return")
-    parser.add_argument("--only", choices=sorted(FRAMEWORKS), help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=[*sorted(FRAMEWORKS), "limit"],
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--only-throughput", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)  # framework, workload
     parser.add_argument("--spawned", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -464,7 +724,9 @@ def main() -> int:
 
     if args.child:
         framework, workload = args.child
-        if workload == "solve":
+        if framework == "limit":
+            value = limits(QUICK_THROUGHPUT_BATCHES if args.quick else LIMIT_ROUNDS)
+        elif workload == "solve":
             value = solve(framework, args.spawned or time.time(), target, cap_s)
         else:
             value = throughput(framework, batches)
@@ -472,12 +734,15 @@ def main() -> int:
         return 0
 
     names = [n for n in FRAMEWORKS if available(n) and (args.only in (None, n))]
+    workloads = ("throughput",) if args.only_throughput else ("solve", "throughput")
     skipped = [n for n in FRAMEWORKS if n not in names]
     started = datetime.datetime.now().astimezone()
     results: dict[str, dict[str, Any]] = {name: {} for name in names}
     errors: list[str] = []
     # the cap is checked between iterations: allow start-up, one long iteration and shutdown
     for workload, timeout in (("solve", cap_s + 240), ("throughput", 600)):
+        if workload not in workloads:
+            continue
         for name in names:
             child = [name, workload, "--cap", repr(cap_s)] + (["--quick"] if args.quick else [])
             value, stderr = _run_child(child, f"{name} {workload}", timeout)
@@ -486,6 +751,14 @@ def main() -> int:
                 print(f"[benchmark] {errors[-1]}", file=sys.stderr)
             else:
                 results[name][workload] = value
+    if args.only in (None, "limit"):
+        value, stderr = _run_child(["limit", "throughput"] + (["--quick"] if args.quick else []),
+                                   "limit (no framework)", 600)
+        if value is None:
+            errors.append(f"limit failed: {stderr}")
+            print(f"[benchmark] {errors[-1]}", file=sys.stderr)
+        else:
+            results["limit"] = {"throughput": value}
 
     rows = build_rows(results, target, cap_s)
     machine = (f"{os.cpu_count()} CPUs, {platform.machine()}, Python "
@@ -496,14 +769,21 @@ def main() -> int:
     if skipped:
         print(f"(skipped, not installed: {', '.join(skipped)})")
     print()
-    print("| workload | ember | RLlib | ember speedup | target | met? | note |")
-    print("|---|---|---|---|---|---|---|")
+    from report import limit_verdict, merge_verdicts  # the report's own check of limit targets
+
+    print("| workload | ember | RLlib | limit | ember speedup | ember / limit | target | met? "
+          "| note |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         speedup = f"{row['speedup']:.2f}x" if row["speedup"] is not None else "—"
-        met = {None: "—", True: "yes", False: "**no**"}[row["met"]]
+        ratio, limit_target, limit_met = limit_verdict(
+            row["ember"], row.get("limit"), row.get("max_vs_limit"), row.get("min_vs_limit"))
+        row_target, row_met = merge_verdicts(row["target"], row["met"], limit_target, limit_met)
+        met = {None: "—", True: "yes", False: "**no**"}[row_met]
         print(f"| {row['workload']} | {fmt(row['ember'], row['unit'])} "
-              f"| {fmt(row['ray'], row['unit'])} | {speedup} | {row['target'] or '—'} | {met} "
-              f"| {row['note']} |")
+              f"| {fmt(row['ray'], row['unit'])} | {fmt(row.get('limit'), row['unit'])} "
+              f"| {speedup} | {'—' if ratio is None else f'{ratio:.2f}x'} "
+              f"| {row_target or '—'} | {met} | {row['note']} |")
     notes = [
         "settings (both): " + ", ".join(f"{k}={v}" for k, v in SETTINGS.items()),
         "ember: 1 learner actor, runners hold no CPU; RLlib: new API stack, num_learners=0 "

@@ -23,9 +23,17 @@ uvloop when installed (one keep-alive connection per concurrent user), never fro
 that owns the runtime. Ray gets ``ray.init(num_cpus=2, include_dashboard=False)``, ember
 ``ember.init(num_cpus=2)``; both deployments are the same code (``build_deployments``).
 
+The limit column (issue 20) is the same work with no framework: the same trivial handler and the
+same streaming generator in a plain Starlette app served by uvicorn (uvloop, httptools) in one
+process, under the same load, best of ``limit_rounds`` rounds (``bare_server``, ``measure_limit``).
+The closed-loop phases use ``wrk`` (one thread) when it is installed, for every column alike
+(``apt-get install wrk``), else the asyncio client; ``--client`` chooses.
+
 Targets (issue 7): ember >= 10x Ray Serve's requests/s at concurrency 16 with a lower p99, a first
-streamed chunk in under 5 ms, fewer model loads than Ray Serve on the multiplexing mix. On a
-shared machine the numbers move with the load: the notes give the load average before and after.
+streamed chunk in under 5 ms, fewer model loads than Ray Serve on the multiplexing mix; (issue
+20) at concurrency 16, ember >= 0.5x the bare app's requests/s with a p99 at most 2x its p99. On
+a shared machine the numbers move with the load: the notes give the load average before and
+after.
 """
 
 from __future__ import annotations
@@ -35,9 +43,12 @@ import asyncio
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import random
+import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -68,10 +79,12 @@ class Settings:
     stream_runs: int = 50
     mux_requests: int = 1500
     concurrency: int = 16
+    limit_rounds: int = 3  # the bare app's best of this many rounds of every phase
 
     @classmethod
     def quick(cls) -> Settings:
-        return cls(trivial_s=1.5, warmup_s=0.5, stream_runs=15, mux_requests=400)
+        return cls(trivial_s=1.5, warmup_s=0.5, stream_runs=15, mux_requests=400,
+                   limit_rounds=2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,7 +255,59 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     return {**result, "client_cpu_s": time.process_time() - cpu}
 
 
+# The closed-loop phases under wrk (C, epoll): it costs the two cores far less per request than
+# any Python client, so more of them go to the server being measured. Set by main().
+CLIENT = {"closed": "python"}
+
+
+def _wrk_ms(text: str) -> float:
+    """A wrk latency ("671.00us", "2.58ms", "1.02s") in milliseconds."""
+    for suffix, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(suffix):
+            return float(text[:-len(suffix)]) * scale
+    raise ValueError(f"wrk latency {text!r}: expected a number ending in us, ms or s")
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    """Requests, errors, requests/s, p50 and p99 (ms) from ``wrk --latency``'s report."""
+    result: dict[str, Any] = {"errors": 0}
+    for line in output.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] in ("50%", "99%"):
+            result[f"p{words[0][:-1]}_ms"] = _wrk_ms(words[1])
+        elif line.startswith("Requests/sec:"):
+            result["per_s"] = float(words[1])
+        elif len(words) > 2 and words[1] == "requests" and words[2] == "in":
+            result["requests"] = int(words[0])
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            result["errors"] += int(words[-1])
+        elif line.strip().startswith("Socket errors:"):  # connect N, read N, write N, timeout N
+            result["errors"] += sum(int(w.rstrip(",")) for w in words[3::2])
+    missing = {"per_s", "requests", "p50_ms", "p99_ms"} - set(result)
+    if missing:
+        raise ValueError(f"wrk's report has no {', '.join(sorted(missing))}: {output[-1500:]}")
+    return result
+
+
+def run_wrk(port: int, path: str, concurrency: int, duration_s: float,
+            warmup_s: float) -> dict[str, Any]:
+    """The closed-loop phase under wrk: a warm-up run, then the measured one (whole seconds)."""
+    url = f"http://127.0.0.1:{port}{path}"
+    base = ["wrk", "-t1", f"-c{concurrency}", "--timeout", "10s"]
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([*base, f"-d{max(1, math.ceil(warmup_s))}s", url], capture_output=True,
+                   timeout=120, check=True)
+    out = subprocess.run([*base, f"-d{max(1, math.ceil(duration_s))}s", "--latency", url],
+                         capture_output=True, text=True, timeout=300, check=True)
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {**parse_wrk(out.stdout), "client": "wrk",
+            "client_cpu_s": used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime}
+
+
 def load_in_a_process(**spec: Any) -> dict[str, Any]:
+    if spec["kind"] == "closed" and CLIENT["closed"] == "wrk":
+        spec.pop("kind")
+        return run_wrk(**spec)
     out = subprocess.run([sys.executable, __file__, "--load", json.dumps(spec)],
                          capture_output=True, text=True, timeout=300, check=False)
     for line in reversed(out.stdout.splitlines()):
@@ -343,6 +408,96 @@ def measure_framework(name: str, settings: Settings) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# The limit: the same handlers in a bare Starlette app on uvicorn, one process, no framework.
+
+
+def bare_server() -> None:
+    """Serve the trivial handler and the streaming generator on uvicorn (uvloop and httptools
+    where installed) on a free port of 127.0.0.1; print the port, then serve until SIGTERM."""
+    import importlib.util
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse, StreamingResponse
+    from starlette.routing import Route
+
+    async def trivial(request: Any) -> Any:
+        return PlainTextResponse("ok")  # what ember's replica makes of a returned "ok"
+
+    async def stream(request: Any) -> Any:
+        async def tokens() -> Any:
+            for i in range(STREAM_CHUNKS):
+                yield f"token {i:03d}\n"
+
+        return StreamingResponse(tokens(), media_type="text/plain")
+
+    app = Starlette(routes=[Route("/trivial", trivial), Route("/stream", stream)])
+    # IPPROTO_TCP, as ember's proxy binds: asyncio sets TCP_NODELAY only on such sockets
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
+    has = {name: importlib.util.find_spec(name) is not None for name in ("uvloop", "httptools")}
+    config = uvicorn.Config(app, loop="uvloop" if has["uvloop"] else "asyncio",
+                            http="httptools" if has["httptools"] else "h11",
+                            log_level="warning", access_log=False, lifespan="off",
+                            server_header=False)
+    print(f"{BARE_MARKER}{sock.getsockname()[1]} {json.dumps(has)}", flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+BARE_MARKER = "BARE-SERVER "
+
+
+def best_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each phase's best number over the rounds: the highest rate, the lowest latency."""
+    best: dict[str, Any] = {}
+    for phase in rounds[0]:
+        parts = [r[phase] for r in rounds if isinstance(r.get(phase), dict)]
+        merged: dict[str, Any] = {}
+        for key in parts[0]:
+            values = [p[key] for p in parts if isinstance(p.get(key), (int, float))]
+            if key == "per_s":
+                merged[key] = max(values, default=None)
+            elif key.endswith("_ms"):
+                merged[key] = min(values, default=None)
+            elif key == "errors":
+                merged[key] = sum(values)
+        best[phase] = merged
+    return best
+
+
+def measure_limit(settings: Settings) -> dict[str, Any]:
+    """The bare app under the same phases as the frameworks, best of ``limit_rounds``."""
+    proc = subprocess.Popen([sys.executable, __file__, "--bare-server"], stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith(BARE_MARKER):
+            raise RuntimeError(f"the bare uvicorn server did not start (said {line!r})")
+        port_text, has = line[len(BARE_MARKER):].split(" ", 1)
+        port = int(port_text)
+        rounds = []
+        for _ in range(settings.limit_rounds):
+            phases = {}
+            for concurrency in (1, settings.concurrency):
+                phases[f"trivial_c{concurrency}"] = load_in_a_process(
+                    kind="closed", port=port, path="/trivial", concurrency=concurrency,
+                    duration_s=settings.trivial_s, warmup_s=settings.warmup_s)
+            phases["stream"] = load_in_a_process(kind="stream", port=port, path="/stream",
+                                                 runs=settings.stream_runs)
+            rounds.append(phases)
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        _procs.reap_session(proc.pid, 0, say=False)
+        proc.wait()
+    return {**best_of(rounds), "rounds": rounds, "server": json.loads(has)}
+
+
+# --------------------------------------------------------------------------------------------
 # The parent: runs each framework's child, one at a time, and prints the table.
 
 
@@ -375,22 +530,28 @@ class Row:
     target: str | None = None
     min_speedup: float | None = None  # ember must be at least this many times better than Ray
     max_value: float | None = None  # ember's own number must stay at or below this
+    limit: bool = False  # the bare app measures this row too (the limit column)
+    min_vs_limit: float | None = None  # ember / limit must reach this (checked by report.py)
+    max_vs_limit: float | None = None  # ember / limit must stay at or below this
 
 
 def rows(concurrency: int) -> list[Row]:
     c = concurrency
     return [
-        Row("trivial, concurrency 1: requests/s", ("trivial_c1", "per_s"), "req/s", "higher"),
-        Row("trivial, concurrency 1: p50", ("trivial_c1", "p50_ms"), "ms", "lower"),
-        Row("trivial, concurrency 1: p99", ("trivial_c1", "p99_ms"), "ms", "lower"),
+        Row("trivial, concurrency 1: requests/s", ("trivial_c1", "per_s"), "req/s", "higher",
+            limit=True),
+        Row("trivial, concurrency 1: p50", ("trivial_c1", "p50_ms"), "ms", "lower", limit=True),
+        Row("trivial, concurrency 1: p99", ("trivial_c1", "p99_ms"), "ms", "lower", limit=True),
         Row(f"trivial, concurrency {c}: requests/s", (f"trivial_c{c}", "per_s"), "req/s",
-            "higher", ">= 10x Ray Serve req/s", min_speedup=10),
-        Row(f"trivial, concurrency {c}: p50", (f"trivial_c{c}", "p50_ms"), "ms", "lower"),
+            "higher", ">= 10x Ray Serve req/s", min_speedup=10, limit=True, min_vs_limit=0.5),
+        Row(f"trivial, concurrency {c}: p50", (f"trivial_c{c}", "p50_ms"), "ms", "lower",
+            limit=True),
         Row(f"trivial, concurrency {c}: p99", (f"trivial_c{c}", "p99_ms"), "ms", "lower",
-            "lower p99 than Ray Serve", min_speedup=1.0),
+            "lower p99 than Ray Serve", min_speedup=1.0, limit=True, max_vs_limit=2.0),
         Row(f"streaming {STREAM_CHUNKS} chunks: first chunk", ("stream", "first_chunk_ms"), "ms",
-            "lower", "< 5 ms", max_value=5.0),
-        Row(f"streaming {STREAM_CHUNKS} chunks: total", ("stream", "total_ms"), "ms", "lower"),
+            "lower", "< 5 ms", max_value=5.0, limit=True),
+        Row(f"streaming {STREAM_CHUNKS} chunks: total", ("stream", "total_ms"), "ms", "lower",
+            limit=True),
         Row(f"multiplexing {MUX_MODELS} ids / {MUX_REPLICAS} replicas x {MUX_SLOTS}: requests/s",
             ("mux", "per_s"), "req/s", "higher"),
         Row(f"multiplexing {MUX_MODELS} ids: model loads", ("mux", "loads"), "loads", "lower",
@@ -404,7 +565,8 @@ def _value(results: dict[str, Any] | None, path: tuple[str, str]) -> float | Non
     return None if value is None else float(value)
 
 
-def evaluate(row: Row, ember: float | None, ray: float | None) -> dict[str, Any]:
+def evaluate(row: Row, ember: float | None, ray: float | None,
+             limit: float | None = None) -> dict[str, Any]:
     speedup = None
     if ember is not None and ray is not None:
         if row.better == "higher":
@@ -428,7 +590,8 @@ def evaluate(row: Row, ember: float | None, ray: float | None) -> dict[str, Any]
         met = all(verdicts) if verdicts else None
     return {"workload": row.workload, "unit": row.unit, "ember": ember, "ray": ray,
             "better": row.better, "speedup": speedup, "target": row.target, "met": met,
-            "note": "; ".join(notes)}
+            "note": "; ".join(notes), "limit": limit if row.limit else None,
+            "min_vs_limit": row.min_vs_limit, "max_vs_limit": row.max_vs_limit}
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -442,18 +605,25 @@ def _fmt(value: float | None, unit: str) -> str:
 
 
 def table(verdicts: list[dict[str, Any]], ran: set[str]) -> str:
-    header = ["workload", "ember", "Ray Serve", "ember vs Ray", "target", "met?"]
+    from report import limit_verdict, merge_verdicts  # the report's own check of limit targets
+
+    header = ["workload", "ember", "Ray Serve", "limit", "ember vs Ray", "ember / limit",
+              "target", "met?"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for v in verdicts:
         speedup = "—" if v["speedup"] is None else f"{v['speedup']:.1f}x"
-        met = "—" if v["met"] is None else ("yes" if v["met"] else "**no**")
+        ratio, limit_target, limit_met = limit_verdict(v["ember"], v["limit"], v["max_vs_limit"],
+                                                       v["min_vs_limit"])
+        target, met_value = merge_verdicts(v["target"], v["met"], limit_target, limit_met)
+        met = "—" if met_value is None else ("yes" if met_value else "**no**")
         if v["note"]:
             met += f" ({v['note']})"
         lines.append("| " + " | ".join([
             v["workload"],
             _fmt(v["ember"], v["unit"]) if "ember" in ran else "not run",
-            _fmt(v["ray"], v["unit"]) if "ray" in ran else "not run", speedup,
-            v["target"] or "", met]) + " |")
+            _fmt(v["ray"], v["unit"]) if "ray" in ran else "not run",
+            _fmt(v["limit"], v["unit"]) if "limit" in ran and v["limit"] is not None else "—",
+            speedup, "—" if ratio is None else f"{ratio:.2f}x", target or "", met]) + " |")
     return "\n".join(lines)
 
 
@@ -468,12 +638,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter phases: a smoke run")
     parser.add_argument("--json", metavar="PATH", help="also write the rows here")
-    parser.add_argument("--only", choices=FRAMEWORKS, help="run one framework only")
+    parser.add_argument("--only", choices=(*FRAMEWORKS, "limit"),
+                        help="run one framework only (or only the limit: the bare app)")
+    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto",
+                        help="the closed-loop load: wrk, the asyncio client, or wrk when it is "
+                             "installed (the default)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one framework's part
     parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: the load generator
+    parser.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     settings = Settings.quick() if args.quick else Settings()
+    if args.client == "wrk" and shutil.which("wrk") is None:
+        parser.error("--client wrk: wrk is not installed (apt-get install wrk)")
+    CLIENT["closed"] = ("wrk" if args.client == "wrk" or (args.client == "auto"
+                                                          and shutil.which("wrk")) else "python")
+    if args.child:  # the framework's child passes the choice on to its loads
+        CLIENT["closed"] = os.environ.get("EMBER_BENCH_SERVE_CLIENT", CLIENT["closed"])
+    os.environ["EMBER_BENCH_SERVE_CLIENT"] = CLIENT["closed"]
 
+    if args.bare_server:
+        bare_server()
+        return 0
     if args.load:
         print(RESULT_MARKER + json.dumps(run_load(json.loads(args.load))), flush=True)
         return 0
@@ -496,8 +681,19 @@ def main() -> int:
         if results[name] is None:
             errors.append(f"{name} failed: {stderr}")
             print(f"[benchmark] {name} failed: {stderr}", file=sys.stderr)
+    if args.only in (None, "limit"):
+        print("[benchmark] running the limit (bare Starlette on uvicorn) ...", file=sys.stderr,
+              flush=True)
+        _procs.wait_for_quiet_cpus("limit", BUSY)
+        try:
+            results["limit"] = measure_limit(settings)
+        except Exception as exc:  # the frameworks' numbers still count: report the failure
+            results["limit"] = None
+            errors.append(f"limit failed: {exc!r}")
+            print(f"[benchmark] limit failed: {exc!r}", file=sys.stderr)
     verdicts = [evaluate(row, _value(results.get("ember"), row.path),
-                         _value(results.get("ray"), row.path))
+                         _value(results.get("ray"), row.path),
+                         _value(results.get("limit"), row.path))
                 for row in rows(settings.concurrency)]
     machine = (f"{os.cpu_count()} CPUs, {platform.machine()}, Python "
                f"{platform.python_version()}, ray {_version('ray')}")
@@ -512,7 +708,17 @@ def main() -> int:
         f"loader sleeps {MUX_LOAD_S * 1e3:.0f} ms, {settings.concurrency} connections",
         "both frameworks: 1 replica (4 for multiplexing), num_cpus=0 per replica; "
         "ray.init(num_cpus=2, include_dashboard=False); ember.init(num_cpus=2)",
+        "closed-loop load: " + ("wrk -t1 (its own warm-up run first; whole seconds)"
+                                if CLIENT["closed"] == "wrk" else "the asyncio client"),
     ]
+    if limit_result := results.get("limit"):
+        server = limit_result["server"]
+        notes.append(
+            "limit: the same trivial handler (PlainTextResponse('ok')) and streaming generator "
+            "in a plain Starlette app on uvicorn in one process ("
+            + ", ".join(f"{k} {'yes' if v else 'NOT INSTALLED'}" for k, v in server.items())
+            + f"), the same load; each phase's best of {settings.limit_rounds} rounds (highest "
+            "req/s, lowest latency)")
     for name, res in results.items():
         for key, part in (res or {}).items():
             if isinstance(part, dict) and part.get("errors"):

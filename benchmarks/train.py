@@ -34,6 +34,17 @@ gather (target <= 0.6 for both against the 2.5 default) and ember per-worker / R
 Every mode runs in its own child process, one after the other, all against the same moto server
 (which runs in this process, so its CPU use competes with the workers on a small machine alike
 for every mode).
+
+Then the DDP step: the benchmark model (``bench_model``: an MLP of 4 layers of 1024, batch 64,
+SGD) trained by ``ddp_loop`` in a 2-worker ``TorchTrainer`` (``prepare_model``: DDP over gloo),
+the same in Ray Train, and the median seconds per step in rank 0 after a warm-up.
+
+The limit column (issue 20) is the same work with no framework, best of several rounds:
+``ddp_loop`` in 2 plain processes that set up ``torch.distributed`` (gloo on loopback, one torch
+thread each, as ember's 1-CPU workers have) themselves; and for the checkpoint, 2 plain processes
+that each ``torch.save`` their shard and ``s3fs.put`` it to the same moto server, timed in rank
+0 until both shards are up. Targets: ember's step at most 1.05x the limit's, its per-worker
+checkpoint at most 1.15x.
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -123,6 +135,226 @@ def train_loop(config: dict[str, Any]) -> None:
     api.report({"done": 1})
 
 
+# --------------------------------------------------------------------------------------------
+# The DDP step, and the limits: the same work in plain processes.
+
+DDP_MODES = ("ember-ddp", "ray-ddp", "limit-ddp")
+LIMIT_ROUNDS = 3
+BENCH_MODEL = {"inputs": 1024, "hidden": 1024, "layers": 4, "classes": 10, "batch": 64}
+
+
+def bench_model() -> Any:
+    """The benchmark model: an MLP, ``layers`` Linear(hidden) + ReLU, then the classifier."""
+    import torch
+
+    m = BENCH_MODEL
+    layers: list[Any] = []
+    width = m["inputs"]
+    for _ in range(m["layers"]):
+        layers += [torch.nn.Linear(width, m["hidden"]), torch.nn.ReLU()]
+        width = m["hidden"]
+    layers.append(torch.nn.Linear(width, m["classes"]))
+    return torch.nn.Sequential(*layers)
+
+
+def ddp_loop(config: dict[str, Any]) -> None:
+    """DDP steps of ``bench_model`` on a fixed batch: ``config['rounds']`` rounds of
+    ``config['steps']`` after ``config['warmup']``; rank 0 writes each round's median seconds
+    per step to ``config['out']``. ``config['api']`` names the framework's train module (its
+    ``torch.prepare_model`` wraps the model), or is None in a plain process group."""
+    import importlib
+    import json
+    import statistics
+
+    import torch
+    import torch.distributed as dist
+
+    torch.manual_seed(0)
+    model = bench_model()
+    if config["api"] is None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model)
+    else:
+        model = importlib.import_module(config["api"] + ".torch").prepare_model(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(dist.get_rank())
+    x = torch.randn(BENCH_MODEL["batch"], BENCH_MODEL["inputs"], generator=generator)
+    y = torch.randint(0, BENCH_MODEL["classes"], (BENCH_MODEL["batch"],), generator=generator)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+
+    for _ in range(config["warmup"]):
+        step()
+    rounds = []
+    for _ in range(config["rounds"]):
+        times = []
+        for _ in range(config["steps"]):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        rounds.append(statistics.median(times))
+    if dist.get_rank() == 0:
+        with open(config["out"], "w") as f:
+            json.dump({"step_s": rounds, "threads": torch.get_num_threads()}, f)
+    if config["api"] is not None:
+        importlib.import_module(config["api"]).report({"done": 1})
+
+
+def _loopback_env() -> dict[str, str]:
+    """Where gloo's sockets listen: loopback, as ember's workers on one machine have it."""
+    names = [name for _, name in socket.if_nameindex()]
+    return {"GLOO_SOCKET_IFNAME": "lo"} if "lo" in names else {}
+
+
+def _ddp_limit_rank(rank: int, port: int, config: dict[str, Any]) -> None:
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(_loopback_env())
+    torch.set_num_threads(1)  # one CPU per process, as the frameworks' workers hold
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)
+    try:
+        ddp_loop(config)
+    finally:
+        dist.destroy_process_group()
+
+
+def _upload_limit_rank(rank: int, shard_bytes: int, rounds: int, bucket: str, barrier: Any,
+                       out: str) -> None:
+    import json
+    import shutil
+    import tempfile
+    import threading
+
+    import psutil
+    import s3fs
+    import torch
+
+    fs = s3fs.S3FileSystem()
+    shard = torch.full((shard_bytes // 4,), float(rank), dtype=torch.float32)
+    me = psutil.Process()
+    times, peaks = [], []
+    for index in range(rounds + 1):  # the first round warms up (connections, imports)
+        folder = tempfile.mkdtemp(prefix="bench-ckpt-limit-")
+        base = me.memory_info().rss
+        peak = [base]
+        stop = threading.Event()
+
+        def sample(peak: list[int] = peak, stop: threading.Event = stop) -> None:
+            while not stop.wait(0.005):
+                peak[0] = max(peak[0], me.memory_info().rss)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        barrier.wait()
+        sampler.start()
+        start = time.perf_counter()
+        torch.save(shard, os.path.join(folder, f"shard_{rank}.pt"))
+        fs.put(folder, f"{bucket}/limit/checkpoint_{index:06d}/rank_{rank}", recursive=True)
+        barrier.wait()  # the checkpoint is up when every shard is
+        elapsed = time.perf_counter() - start
+        stop.set()
+        sampler.join()
+        shutil.rmtree(folder, ignore_errors=True)
+        if index:
+            times.append(elapsed)
+            peaks.append(peak[0] - base)
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump({"times_s": times, "peak_rss_delta": peaks}, f)
+
+
+def _run_ranks(target: Callable[..., None], args: list[tuple[Any, ...]]) -> None:
+    """One fresh (spawned) process per rank running ``target(*args[rank])``; all must exit 0."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=target, args=a) for a in args]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(CHILD_TIMEOUT_S)
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    if failed:
+        raise RuntimeError(f"a limit rank failed (exit codes {failed})")
+
+
+def measure_ddp(mode: str, quick: bool) -> dict[str, Any]:
+    """Seconds per DDP step of ``bench_model`` on 2 workers: ember, Ray Train, or the limit."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-ddp-") as folder:
+        return _measure_ddp(mode, quick, folder)
+
+
+def _measure_ddp(mode: str, quick: bool, folder: str) -> dict[str, Any]:
+    out = os.path.join(folder, "rank0.json")
+    storage = os.path.join(folder, "runs")
+    config: dict[str, Any] = {"warmup": 3 if quick else 5, "steps": 10 if quick else 30,
+                              "rounds": 1, "out": out}
+    if mode == "limit-ddp":
+        config.update(api=None, rounds=2 if quick else LIMIT_ROUNDS)
+        port = _free_port()
+        _run_ranks(_ddp_limit_rank, [(rank, port, config) for rank in (0, 1)])
+    elif mode == "ray-ddp":
+        import ray
+        import ray.train
+        import ray.train.torch
+
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        try:
+            result = ray.train.torch.TorchTrainer(
+                ddp_loop, train_loop_config={**config, "api": "ray.train"},
+                scaling_config=ray.train.ScalingConfig(num_workers=2),
+                run_config=ray.train.RunConfig(name="ddp", storage_path=storage),
+            ).fit()
+            if result.error is not None:
+                raise result.error
+        finally:
+            ray.shutdown()
+    else:
+        import ember
+        from ember.train import RunConfig, ScalingConfig
+        from ember.train.torch import TorchTrainer
+
+        ember.init(num_cpus=2)
+        try:
+            TorchTrainer(ddp_loop, train_loop_config={**config, "api": "ember.train"},
+                         scaling_config=ScalingConfig(num_workers=2),
+                         run_config=RunConfig(name="ddp", storage_path=storage)).fit()
+        finally:
+            ember.shutdown()
+    with open(out) as f:
+        measured: dict[str, Any] = json.load(f)
+    return measured
+
+
+def measure_upload_limit(shard_bytes: int, checkpoints: int, bucket: str,
+                         quick: bool) -> dict[str, Any]:
+    """2 plain processes each save their shard and s3fs.put it: rank 0's times per round."""
+    import multiprocessing
+    import tempfile
+
+    barrier = multiprocessing.get_context("spawn").Barrier(2)
+    rounds = max(checkpoints, 2 if quick else LIMIT_ROUNDS)
+    with tempfile.TemporaryDirectory(prefix="bench-train-upload-") as folder:
+        out = os.path.join(folder, "rank0.json")
+        _run_ranks(_upload_limit_rank, [(rank, shard_bytes, rounds, bucket, barrier, out)
+                                        for rank in (0, 1)])
+        with open(out) as f:
+            measured: dict[str, Any] = json.load(f)
+    return measured
+
+
 def measure(mode: str, shard_bytes: int, checkpoints: int, bucket: str) -> dict[str, Any]:
     import tempfile
 
@@ -171,6 +403,7 @@ def measure(mode: str, shard_bytes: int, checkpoints: int, bucket: str) -> dict[
             ember.shutdown()
     with open(out) as f:
         measured: dict[str, Any] = json.load(f)
+    shutil.rmtree(os.path.dirname(out), ignore_errors=True)  # no temp folder left
     return measured
 
 
@@ -197,6 +430,10 @@ def _run_child(argv: list[str]) -> tuple[Any, str]:
 
 def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "n/a"
+
+
+def _ms(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.1f}"
 
 
 def _summaries(results: dict[str, Any]) -> tuple[Callable[[str], float | None],
@@ -257,14 +494,19 @@ def protocol_rows(results: dict[str, Any], shard_mib: int) -> list[dict[str, Any
     time_speedup = ratio(ray_t, pw_t)
     time_ratio, mem_ratio = ratio(pw_t, g_t), ratio(pw_m, g_m)
     r0_time, r0_mem = ratio(pw_t, r0_t), ratio(pw_m, r0_m)
+    limit = results.get("limit-upload")
+    limit_t = min(limit["times_s"]) if limit else None
+    limit_m = min(limit["peak_rss_delta"]) / 2**20 if limit else None
     return [
         {"workload": f"checkpoint to S3, 2 ranks x {shard_mib} MiB shards (per-worker upload)",
          "unit": "s", "ember": pw_t, "ray": ray_t, "better": "lower", "speedup": time_speedup,
          "target": "no slower than Ray Train", "met": None if time_speedup is None
-         else time_speedup >= 1.0, "note": "median per checkpoint, in rank 0"},
+         else time_speedup >= 1.0, "note": "median per checkpoint, in rank 0; limit: 2 plain "
+         "processes each torch.save + s3fs.put their shard, until both are up, best round",
+         "limit": limit_t, "max_vs_limit": 1.15},
         {"workload": "rank-0 peak RSS rise per checkpoint", "unit": "MiB", "ember": pw_m,
          "ray": ray_m, "better": "lower", "speedup": ratio(ray_m, pw_m), "target": None,
-         "met": None, "note": "max over the checkpoints, sampled every 5 ms"},
+         "met": None, "note": "max over the checkpoints, sampled every 5 ms", "limit": limit_m},
         {"workload": "time: per-worker upload / gather-to-rank-0 (Ray 2.5 default)",
          "unit": "ratio", "ember": time_ratio, "ray": None, "better": "lower", "speedup": None,
          "target": "<= 0.60", "met": None if time_ratio is None else time_ratio <= 0.6,
@@ -283,11 +525,33 @@ def protocol_rows(results: dict[str, Any], shard_mib: int) -> list[dict[str, Any
     ]
 
 
+def ddp_row(results: dict[str, Any]) -> dict[str, Any]:
+    """The DDP step's protocol row: ember's and Ray's median step, the limit's best round."""
+    def step_ms(mode: str, pick: Callable[[list[float]], float]) -> float | None:
+        r = results.get(mode)
+        return 1e3 * pick(r["step_s"]) if r else None
+
+    ember, ray = step_ms("ember-ddp", statistics.median), step_ms("ray-ddp", statistics.median)
+    limit = step_ms("limit-ddp", min)
+    m = BENCH_MODEL
+    return {"workload": f"DDP step, 2 workers, MLP {m['layers']}x{m['hidden']} (batch "
+                        f"{m['batch']}), gloo",
+            "unit": "ms", "ember": ember, "ray": ray, "better": "lower",
+            "speedup": ray / ember if ember and ray else None, "target": None, "met": None,
+            "note": "median step in rank 0 after a warm-up; limit: the same loop in 2 plain "
+                    "torch.distributed processes (gloo on loopback, 1 torch thread each), "
+                    "best round",
+            "limit": limit, "max_vs_limit": 1.05}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shards: a smoke run")
     parser.add_argument("--json", metavar="PATH",
                         help="also write the rows of benchmarks/report.py's protocol here")
+    parser.add_argument("--only", action="append", metavar="MODE",
+                        choices=(*MODES, "limit-upload", *DDP_MODES),
+                        help="run only this mode (repeatable)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: run one mode
     parser.add_argument("--bucket", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -295,7 +559,12 @@ def main() -> int:
     checkpoints = 2 if args.quick else 3
 
     if args.child:
-        value = measure(args.child, shard_bytes, checkpoints, args.bucket)
+        if args.child in DDP_MODES:
+            value = measure_ddp(args.child, args.quick)
+        elif args.child == "limit-upload":
+            value = measure_upload_limit(shard_bytes, checkpoints, args.bucket, args.quick)
+        else:
+            value = measure(args.child, shard_bytes, checkpoints, args.bucket)
         print(RESULT_MARKER + json.dumps(value), flush=True)
         return 0
 
@@ -315,7 +584,9 @@ def main() -> int:
                            "AWS_DEFAULT_REGION": "us-east-1"})
         bucket = "ember-train-bench"
         s3fs.S3FileSystem().mkdir(bucket)
-        for mode in MODES:
+        for mode in (*MODES, "limit-upload", *DDP_MODES):
+            if args.only and mode not in args.only:
+                continue
             print(f"[benchmark] running {mode} ...", file=sys.stderr, flush=True)
             value, stderr = _run_child([__file__, "--child", mode, "--bucket", bucket]
                                        + (["--quick"] if args.quick else []))
@@ -335,18 +606,32 @@ def main() -> int:
           "moto S3 on 127.0.0.1" + (" (quick)" if args.quick else ""))
     print()
     print(table(results))
+    ddp = ddp_row(results)
+    print()
+    print("| DDP step (ms, median) | ember | Ray Train | limit (no framework) | ember / limit |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| {ddp['workload']} | {_ms(ddp['ember'])} | {_ms(ddp['ray'])} | "
+          f"{_ms(ddp['limit'])} | {_ratio(ddp['ember'], ddp['limit'])} (target <= 1.05x) |")
+    upload = results.get("limit-upload")
+    if upload:
+        time_of, _ = _summaries(results)
+        best = min(upload["times_s"])
+        print(f"\nlimit, per-worker checkpoint with no framework: {best:.2f} s (best of "
+              f"{len(upload['times_s'])}); ember per-worker / limit "
+              f"{_ratio(time_of('ember-per-worker'), best)} (target <= 1.15x)")
     for mode in errors:
-        print(f"- {LABELS[mode]}: not measured (the child failed; see stderr)")
+        print(f"- {LABELS.get(mode, mode)}: not measured (the child failed; see stderr)")
     if args.json:
         notes = [f"{checkpoints} checkpoints per mode of a float32 shard per rank (nothing is "
                  "trained), TorchTrainer with 2 workers, moto S3 server on 127.0.0.1 in the "
                  "benchmark's process; Ray Train: ray.init(num_cpus=4), storage_filesystem = "
                  "pyarrow S3FileSystem at the same endpoint",
                  f"{machine}"]
-        notes += [f"{LABELS[mode]} failed: {' '.join(text.split())[-600:]}"
+        notes += [f"{LABELS.get(mode, mode)} failed: {' '.join(text.split())[-600:]}"
                   for mode, text in errors.items()]
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "train", "rows": protocol_rows(results, shard_bytes // 2**20),
+            json.dump({"benchmark": "train",
+                       "rows": [*protocol_rows(results, shard_bytes // 2**20), ddp],
                        "notes": notes,
                        "raw": {"date": started.isoformat(), "machine": machine,
                                "quick": args.quick, "shard_bytes": shard_bytes,

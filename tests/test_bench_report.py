@@ -34,6 +34,12 @@ rows = [
      "better": "lower", "speedup": 5.25, "target": ">= 8x Ray", "met": False, "note": ""},
     {"workload": "ember alone", "unit": "s", "ember": 0.0123, "ray": None, "better": "lower",
      "speedup": None, "target": None, "met": None, "note": ""},
+    {"workload": "req/s", "unit": "req/s", "ember": 6000.0, "ray": 500.0, "better": "higher",
+     "speedup": 12.0, "target": ">= 10x Ray", "met": True, "note": "", "limit": 15000.0,
+     "min_vs_limit": 0.5},
+    {"workload": "pipeline", "unit": "s", "ember": 3.6, "ray": 11.0, "better": "lower",
+     "speedup": 2.82, "target": None, "met": None, "note": "", "limit": 3.0,
+     "max_vs_limit": 1.3},
 ]
 with open(args.json, "w") as f:
     json.dump({"benchmark": "alpha", "rows": rows,
@@ -79,15 +85,19 @@ def _run_report(folder: Path, *extra: str) -> subprocess.CompletedProcess[str]:
          *extra], capture_output=True, text=True, timeout=90)
 
 
-def _load_report_module() -> ModuleType:
-    if str(REPORT.parent) not in sys.path:  # as when it runs as a script: its helpers sit beside it
-        sys.path.insert(0, str(REPORT.parent))
-    spec = importlib.util.spec_from_file_location("bench_report", REPORT)
+def _load_benchmark_module(path: Path, name: str) -> ModuleType:
+    if str(path.parent) not in sys.path:  # as when it runs as a script: its helpers sit beside it
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_report"] = module  # dataclasses look their module up by name
+    sys.modules[name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+def _load_report_module() -> ModuleType:
+    return _load_benchmark_module(REPORT, "bench_report")
 
 
 def test_report_shows_good_rows_and_every_failure_and_exits_non_zero(tmp_path: Path) -> None:
@@ -108,19 +118,32 @@ def test_report_shows_good_rows_and_every_failure_and_exits_non_zero(tmp_path: P
     assert "quick mode" in report
     for key in ("- CPU:", "- RAM:", "- OS:", "- Python:", "- ember:", "- Ray:", "- torch:"):
         assert key in report
-    # the good benchmark's table, with --quick passed through and a pipe in a name escaped
-    assert "| tasks/s | 36,022 | 2,489 | 1/s | 14.47x | >= 3x Ray | yes |" in report
-    assert "| actor call \\| sync | 118 | 621 | µs | 5.25x | >= 8x Ray | **no** |" in report
-    assert "| ember alone | 0.0123 | — | s | — | — | — |" in report
+    # the good benchmark's table, with --quick passed through and a pipe in a name escaped;
+    # ember, Ray and the limit side by side, with ember's ratio to the limit
+    assert ("| workload | ember | Ray | limit | unit | speedup | ember / limit | target | met |"
+            in report)
+    assert "| tasks/s | 36,022 | 2,489 | — | 1/s | 14.47x | — | >= 3x Ray | yes |" in report
+    assert ("| actor call \\| sync | 118 | 621 | — | µs | 5.25x | — | >= 8x Ray | **no** |"
+            in report)
+    assert "| ember alone | 0.0123 | — | — | s | — | — | — | — |" in report
+    # a limit target is checked here and joined to the benchmark's own target
+    assert ("| req/s | 6,000 | 500 | 15,000 | req/s | 12.00x | 0.40x "
+            "| >= 10x Ray; ≥ 0.5x the limit | **no** |" in report)
+    assert "| pipeline | 3.60 | 11.0 | 3.00 | s | 2.82x | 1.20x | ≤ 1.3x the limit | yes |" in report
     assert "- quick" in report
     assert "- tasks/s: N sized to 1.5 s" in report
     # the headline: ratios, the miss, the failures
     headline = report.split("## Headline", 1)[1].split("\n## ", 1)[0]
-    assert "| alpha | tasks/s | 36,022 1/s | 2,489 1/s | 14.47x | >= 3x Ray | yes |" in headline
-    assert "| alpha | actor call \\| sync | 118 µs | 621 µs | 5.25x | >= 8x Ray | **no** |" in headline
+    assert ("| alpha | tasks/s | 36,022 1/s | 2,489 1/s | — | 14.47x | — | >= 3x Ray | yes |"
+            in headline)
+    assert ("| alpha | actor call \\| sync | 118 µs | 621 µs | — | 5.25x | — | >= 8x Ray "
+            "| **no** |" in headline)
+    assert ("| alpha | pipeline | 3.60 s | 11.0 s | 3.00 s | 2.82x | 1.20x | ≤ 1.3x the limit "
+            "| yes |" in headline)
     assert "ember alone" not in headline  # no target: only in alpha's own table
-    assert "targets met: 1 of 2" in headline
-    assert "Targets not met: alpha / actor call | sync (>= 8x Ray)" in headline
+    assert "targets met: 2 of 4" in headline
+    assert ("Targets not met: alpha / actor call | sync (>= 8x Ray); alpha / req/s (>= 10x Ray; "
+            "≥ 0.5x the limit)" in headline)
     assert "**3 failed** (beta, delta, gamma)" in headline
     # each failure says why, with its stderr tail
     beta = report.split("## beta", 1)[1].split("\n## ", 1)[0]
@@ -195,7 +218,7 @@ open({str(pid_file)!r}, "w").write(str(daemon.pid))
                                    reap_grace_s=0.5)
 
     assert not outcome.failed, outcome.error
-    assert len(outcome.rows) == 3
+    assert len(outcome.rows) == 5
     assert "killed 1 process(es)" in outcome.stderr_tail
     daemon_pid = int(pid_file.read_text())
     deadline = time.monotonic() + 10
@@ -215,6 +238,10 @@ open({str(pid_file)!r}, "w").write(str(daemon.pid))
      "\"ember\" is 'fast': expected a number or null"),
     ({"benchmark": "x", "rows": [{"workload": "w", "better": "lower", "met": "yes"}]},
      "\"met\" is 'yes'"),
+    ({"benchmark": "x", "rows": [{"workload": "w", "better": "lower", "limit": "1 s"}]},
+     "\"limit\" is '1 s': expected a number or null"),
+    ({"benchmark": "x", "rows": [{"workload": "w", "better": "lower", "max_vs_limit": 0}]},
+     "\"max_vs_limit\" is 0.0: expected a ratio above 0"),
 ])
 def test_protocol_violations_name_the_bad_value(data: object, message: str) -> None:
     report = _load_report_module()
@@ -228,3 +255,111 @@ def test_numbers_are_shown_with_sensible_precision() -> None:
                                            None, float("nan"))] == [
         "36,022", "621", "42.2", "4.09", "0.19", "0.000118", "0.00", "—", "—"]
     assert report.fmt_speedup(21.08) == "21.08x"
+
+
+@pytest.mark.parametrize(("ember", "limit", "max_vs", "min_vs", "expected"), [
+    # a time at most 1.3x the bare work's
+    (3.6, 3.0, 1.3, None, (1.2, "≤ 1.3x the limit", True)),
+    (4.2, 3.0, 1.3, None, (1.4, "≤ 1.3x the limit", False)),
+    # a rate at least 0.5x the bare rate
+    (6000.0, 15000.0, None, 0.5, (0.4, "≥ 0.5x the limit", False)),
+    (9000.0, 15000.0, None, 0.5, (0.6, "≥ 0.5x the limit", True)),
+    # both bounds at once
+    (1.0, 1.0, 1.05, 0.95, (1.0, "≥ 0.95x the limit and ≤ 1.05x the limit", True)),
+    # ember failed: the target is missed; the limit failed: nothing to judge it by
+    (None, 3.0, 1.3, None, (None, "≤ 1.3x the limit", False)),
+    (3.6, None, 1.3, None, (None, "≤ 1.3x the limit", None)),
+    (3.6, 0.0, 1.3, None, (None, "≤ 1.3x the limit", None)),
+    # a limit without a target: the ratio alone
+    (2.0, 4.0, None, None, (0.5, None, None)),
+    (None, None, None, None, (None, None, None)),
+])
+def test_limit_verdict_checks_embers_ratio_to_the_limit(
+        ember: float | None, limit: float | None, max_vs: float | None, min_vs: float | None,
+        expected: tuple[float | None, str | None, bool | None]) -> None:
+    report = _load_report_module()
+    ratio, text, met = report.limit_verdict(ember, limit, max_vs, min_vs)
+    assert (text, met) == expected[1:]
+    assert ratio == pytest.approx(expected[0]) if expected[0] is not None else ratio is None
+
+
+@pytest.mark.parametrize(("own", "limit", "expected"), [
+    # no limit target: the benchmark's own pair, unchanged
+    ((">= 10x Ray", True), (None, None), (">= 10x Ray", True)),
+    ((None, None), (None, None), (None, None)),
+    # only a limit target
+    ((None, None), ("≤ 1.3x the limit", False), ("≤ 1.3x the limit", False)),
+    # both: a miss anywhere is a miss; else anything unjudged leaves the row unjudged
+    ((">= 10x Ray", True), ("≥ 0.5x the limit", True), (">= 10x Ray; ≥ 0.5x the limit", True)),
+    ((">= 10x Ray", True), ("≥ 0.5x the limit", False), (">= 10x Ray; ≥ 0.5x the limit", False)),
+    ((">= 10x Ray", False), ("≥ 0.5x the limit", None), (">= 10x Ray; ≥ 0.5x the limit", False)),
+    ((">= 10x Ray", None), ("≥ 0.5x the limit", True), (">= 10x Ray; ≥ 0.5x the limit", None)),
+    ((">= 10x Ray", True), ("≥ 0.5x the limit", None), (">= 10x Ray; ≥ 0.5x the limit", None)),
+])
+def test_merge_verdicts_joins_the_benchmarks_target_and_the_limits(
+        own: tuple[str | None, bool | None], limit: tuple[str | None, bool | None],
+        expected: tuple[str | None, bool | None]) -> None:
+    report = _load_report_module()
+    assert report.merge_verdicts(*own, *limit) == expected
+
+
+def test_a_limit_target_decides_the_rows_verdict_in_parse_result() -> None:
+    report = _load_report_module()
+    rows, _ = report.parse_result("x", {"benchmark": "x", "rows": [
+        {"workload": "p99", "unit": "ms", "ember": 5.0, "ray": 50.0, "better": "lower",
+         "speedup": 10.0, "target": "lower p99 than Ray", "met": True, "limit": 2.0,
+         "max_vs_limit": 2.0},
+        {"workload": "old row", "unit": "s", "ember": 1.0, "ray": 2.0, "better": "lower",
+         "speedup": 2.0, "target": ">= 2x Ray", "met": True},
+    ]})
+    p99, old = rows
+    assert p99["vs_limit"] == pytest.approx(2.5)
+    assert p99["target"] == "lower p99 than Ray; ≤ 2x the limit"
+    assert p99["met"] is False
+    # a row of the protocol before limits existed reads as before, with no limit
+    assert (old["limit"], old["vs_limit"], old["target"], old["met"]) == (None, None, ">= 2x Ray",
+                                                                          True)
+    assert report.fmt_ratio(p99["vs_limit"]) == "2.50x" and report.fmt_ratio(None) == "—"
+
+
+WRK_REPORT = """\
+Running 5s test @ http://127.0.0.1:41213/trivial
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.69ms    1.59ms  14.06ms   83.80%
+    Req/Sec    11.62k     2.97k   19.96k    76.67%
+  Latency Distribution
+     50%  671.00us
+     75%    2.58ms
+     90%    3.85ms
+     99%    1.02s
+  57834 requests in 5.02s, 6.52MB read
+  Socket errors: connect 0, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 4
+Requests/sec:  11531.59
+Transfer/sec:      1.30MB
+"""
+
+
+def test_the_serve_benchmark_reads_wrks_report() -> None:
+    serve = _load_benchmark_module(REPORT.parent / "serve.py", "bench_serve")
+    assert serve.parse_wrk(WRK_REPORT) == {
+        "requests": 57834, "per_s": 11531.59, "p50_ms": pytest.approx(0.671),
+        "p99_ms": pytest.approx(1020.0), "errors": 9}
+    with pytest.raises(ValueError, match="no p50_ms, p99_ms"):  # run without --latency
+        serve.parse_wrk(WRK_REPORT.replace("50%", "").replace("99%", ""))
+
+
+def test_the_serve_limit_keeps_each_phases_best_round() -> None:
+    serve = _load_benchmark_module(REPORT.parent / "serve.py", "bench_serve")
+    rounds = [
+        {"trivial_c16": {"per_s": 9000.0, "p50_ms": 1.5, "p99_ms": 4.0, "errors": 0,
+                         "client": "wrk"},
+         "stream": {"first_chunk_ms": 0.4, "total_ms": 1.2, "runs": 50, "errors": 0}},
+        {"trivial_c16": {"per_s": 11000.0, "p50_ms": 1.2, "p99_ms": 5.0, "errors": 1,
+                         "client": "wrk"},
+         "stream": {"first_chunk_ms": None, "total_ms": 1.0, "runs": 0, "errors": 50}},
+    ]
+    assert serve.best_of(rounds) == {
+        "trivial_c16": {"per_s": 11000.0, "p50_ms": 1.2, "p99_ms": 4.0, "errors": 1},
+        "stream": {"first_chunk_ms": 0.4, "total_ms": 1.0, "errors": 50}}
