@@ -77,9 +77,28 @@ class ObjectRef:
 
 
 def _rebuild_ref(object_id: Any) -> ObjectRef:
+    if _serialization.detached():
+        return ObjectRef(object_id, DETACHED, add_ref=False)
     from ember.core._api import current_backend
 
     return current_backend().make_ref(object_id)
+
+
+class _Detached:
+    """The runtime of references and handles rebuilt only to be looked at (see
+    ``_serialization.loads_detached``): they count nothing and cannot be used."""
+
+    name = "detached"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith(("add_", "remove_", "on_actor_handle")):
+            return lambda *args: None
+        raise RuntimeError(
+            "this reference was rebuilt only to inspect an error and cannot be used"
+        )
+
+
+DETACHED: Any = _Detached()
 
 
 class ObjectRefGenerator:

@@ -279,6 +279,10 @@ class ActorHandle:
 
 
 def _rebuild_handle(actor_id: Any, meta: ActorMeta) -> ActorHandle:
+    if _serialization.detached():
+        from ember.core._refs import DETACHED
+
+        return ActorHandle(actor_id, meta, DETACHED)
     from ember.core._api import current_backend
 
     return ActorHandle(actor_id, meta, current_backend())

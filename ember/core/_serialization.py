@@ -131,6 +131,23 @@ def loads(stored: Stored, names: _shm.SegmentNames | None) -> Any:
     return pickle.loads(data, buffers=views)
 
 
+def loads_detached(stored: Stored, names: _shm.SegmentNames | None) -> Any:
+    """Unpickle a value only to look at it (its type, its message), as the local driver does
+    with its lock held: ``ObjectRef``s and actor handles inside it bind to no runtime and are
+    not counted, so rebuilding them cannot wait for that lock."""
+    previous = getattr(_local, "detached", False)
+    _local.detached = True
+    try:
+        return loads(stored, names)
+    finally:
+        _local.detached = previous
+
+
+def detached() -> bool:
+    """True while :func:`loads_detached` runs in this thread."""
+    return bool(getattr(_local, "detached", False))
+
+
 def new_segments(stored: Stored) -> list[tuple[str, int]]:
     """Segments that this serialization created (name, size)."""
     seen: dict[str, int] = {}

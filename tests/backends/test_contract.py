@@ -684,6 +684,77 @@ def test_actor_handle_can_be_passed_to_tasks_and_other_actors():
     assert get(tally.total_.remote()) == 110
 
 
+# An actor handle that shipped code refers to as a module global (set by the test below).
+_STORE = None
+
+
+def _store_class():
+    """An actor class that collects items; ``add(item)`` returns how many it holds."""
+
+    @ember.remote
+    class Store:
+        def __init__(self):
+            self.items = []
+
+        def add(self, item):
+            self.items.append(item)
+            return len(self.items)
+
+    return Store
+
+
+@pytest.mark.parametrize("how", ["method-global", "default-argument", "closure", "task-global"])
+def test_code_that_refers_to_another_actors_handle_ships_without_a_hang(how):
+    """Ray's "async actor" pattern: a TaskStore handle used inside TaskExecutor.run. Pickling
+    the executor's code pickles the handle; that must not wait for the runtime's own lock."""
+    global _STORE
+    store = _STORE = _store_class().remote()
+    try:
+        if how == "method-global":
+            @ember.remote
+            class Executor:
+                def run(self, item):
+                    return ember.get(_STORE.add.remote(item), timeout=60)
+        elif how == "default-argument":
+            @ember.remote
+            class Executor:
+                def run(self, item, store=store):
+                    return ember.get(store.add.remote(item), timeout=60)
+        elif how == "closure":
+            def make_executor(store):
+                @ember.remote
+                class Executor:
+                    def run(self, item):
+                        return ember.get(store.add.remote(item), timeout=60)
+
+                return Executor
+
+            Executor = make_executor(store)
+        else:
+            @ember.remote
+            def run(item):
+                return ember.get(_STORE.add.remote(item), timeout=60)
+
+            assert get([run.remote("a"), run.remote("b")]) in ([1, 2], [2, 1])
+            return
+        executor = Executor.remote()
+        assert get(executor.run.remote("a")) == 1
+        assert get(Executor.remote().run.remote("b")) == 2
+    finally:
+        _STORE = None
+
+
+def test_an_exception_that_holds_a_ref_comes_back_without_a_hang():
+    @ember.remote
+    def fail_with_a_ref():
+        raise LookupError(ember.put("inside"))
+
+    with pytest.raises(LookupError) as info:
+        get(fail_with_a_ref.remote())
+
+    assert isinstance(info.value, TaskError)
+
+
 def test_threaded_actor_runs_calls_concurrently_up_to_max_concurrency():
     @ember.remote(max_concurrency=2)
     class Pair:

@@ -75,8 +75,11 @@ class ActorsMixin:
         request = resource_request(options)
         self._check_feasible(request, f"actor {meta.class_name}")
         stored, deps = self._serialize(meta.class_name, args, kwargs)
+        # Pickling user code may meet actor handles (module globals, defaults, closures), whose
+        # __reduce__ takes the lock: never pickle while holding it.
+        code = cls.pickled()
         with self._lock:
-            actor_id = self._create_actor(next(self._ids), cls.class_id, cls.pickled(), stored,
+            actor_id = self._create_actor(next(self._ids), cls.class_id, code, stored,
                                           deps, request, _actor_settings(options), meta)
             handle = ActorHandle.__new__(ActorHandle)
             handle._actor_id, handle._meta, handle._rt = actor_id, meta, self
@@ -262,7 +265,7 @@ class ActorsMixin:
         cause = ""
         if error is not None:
             try:
-                cause = f": {ser.loads(error, self._names)}"
+                cause = f": {ser.loads_detached(error, self._names)}"
             except Exception:
                 cause = ""
         actor.death = f"{reason}{cause}"

@@ -85,7 +85,7 @@ class TasksMixin:
     def _should_retry(self: LocalBackend, work: _Work, error: ser.Stored) -> bool:
         if work.cancelled or not work.retries_left or work.actor is not None:
             return False
-        exc = ser.loads(error, self._names)
+        exc = ser.loads_detached(error, self._names)  # the lock is held
         if type(exc) is TaskCancelledError:
             # A cancel signal that landed on the next (pipelined) task: run that one again.
             return True
