@@ -214,10 +214,18 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     current_backend().kill(actor, no_restart)
 
 
-def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancel a task: a queued one never runs, a running one is interrupted (``force=True``
-    kills its worker). ``get`` on it then raises ``TaskCancelledError``."""
-    _check_refs([ref], "ember.cancel()")
+def cancel(
+    ref: ObjectRef | ObjectRefGenerator, *, force: bool = False, recursive: bool = True
+) -> None:
+    """Cancel a task or an actor call (by its ``ObjectRef`` or ``ObjectRefGenerator``).
+
+    A queued one never runs. A running task is interrupted (``TaskCancelledError`` is raised in
+    it; ``force=True`` kills its worker). A running actor call is not interrupted, as in Ray:
+    an ``async`` actor's call gets ``asyncio.CancelledError``, the others can look at
+    ``get_runtime_context().is_canceled()``. ``get`` raises ``TaskCancelledError`` at once.
+    """
+    if not isinstance(ref, ObjectRefGenerator):
+        _check_refs([ref], "ember.cancel()")
     current_backend().cancel(ref, force, recursive)
 
 

@@ -161,6 +161,21 @@ def segments_of(stored: Stored) -> set[str]:
     return {loc[0] for loc in stored[1]}
 
 
+def refuse_generator(value: Any, name: str) -> None:
+    """Raise a ``SerializationError`` naming ``name`` when a task or method that is not a
+    generator function returned a generator object: it cannot be pickled, and the fix is to
+    declare the function as what it is."""
+    import inspect
+
+    if inspect.isgenerator(value) or inspect.isasyncgen(value):
+        kind = "an async generator" if inspect.isasyncgen(value) else "a generator"
+        raise SerializationError(
+            f"{name} returned {kind} object, which cannot be sent back. To stream its items, "
+            f"make {name} itself a generator function (yield in its body) or declare it with "
+            "num_returns='streaming'; to return them all, return a list"
+        )
+
+
 def dumps_function(fn: Any) -> bytes:
     """Pickle a function or class by value where needed (cloudpickle)."""
     import cloudpickle

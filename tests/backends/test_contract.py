@@ -482,6 +482,114 @@ def test_cancel_of_a_running_task_raises_task_cancelled_error(tmp_path, gate: Ga
     assert get(after.remote()) == "still working"
 
 
+@pytest.mark.parametrize("force", [False, True], ids=["interrupt", "force"])
+def test_cancel_right_after_submission_to_a_warm_worker_raises_at_once(force):
+    """The task reaches an idle worker at once; the cancel that follows must still stop it
+    (the worker gets the interrupt before the task's code starts) and free its CPU."""
+
+    @ember.remote(max_retries=0)
+    def block():
+        time.sleep(600)
+
+    @ember.remote
+    def quick():
+        return "quick"
+
+    get([quick.remote() for _ in range(4)])  # warm workers
+    for _ in range(3):  # more than the 2 CPUs: each cancelled task must give its CPU back
+        ref = block.remote()
+        ember.cancel(ref, force=force)
+        with pytest.raises(TaskCancelledError):
+            ember.get(ref, timeout=20)
+    wait_for(lambda: ember.available_resources().get("CPU") == 2.0,
+             what="the cancelled tasks' CPUs to come back")
+    assert get(quick.remote()) == "quick"
+
+
+def test_cancel_of_a_streaming_generator_stops_it(tmp_path, wait_until_exists):
+    started = tmp_path / "started"
+
+    @ember.remote(max_retries=0)
+    def endless(started):
+        yield "first"
+        open(started, "w").close()
+        while True:
+            time.sleep(0.01)
+            yield "more"
+
+    gen = endless.remote(str(started))
+    assert get(next(gen)) == "first"
+    wait_for(started.exists, what="the generator to run on")
+    ember.cancel(gen)
+
+    with pytest.raises(TaskCancelledError):
+        for ref in gen:
+            get(ref)
+    wait_for(lambda: ember.available_resources().get("CPU") == 2.0,
+             what="the generator's CPU to come back")
+
+
+def test_cancel_of_a_running_actor_call_sets_is_canceled_and_get_raises(tmp_path):
+    started, saw_it = tmp_path / "started", tmp_path / "saw-cancel"
+
+    @ember.remote
+    class Worker:
+        def long_job(self, started, saw_it):
+            open(started, "w").close()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if ember.get_runtime_context().is_canceled():
+                    open(saw_it, "w").close()
+                    return "stopped early"
+                time.sleep(0.01)
+            return "ran to the end"
+
+        def ping(self):
+            return "pong"
+
+    actor = Worker.remote()
+    ref = actor.long_job.remote(str(started), str(saw_it))
+    wait_for(started.exists, what="the call to start")
+    ember.cancel(ref)
+
+    with pytest.raises(TaskCancelledError):
+        get(ref)
+    wait_for(saw_it.exists, what="the method to see is_canceled()")
+    assert get(actor.ping.remote()) == "pong"  # the actor was not interrupted
+
+
+def test_cancel_of_a_running_async_actor_call_cancels_its_asyncio_task(tmp_path):
+    started, cancelled = tmp_path / "started", tmp_path / "cancelled"
+
+    @ember.remote
+    class Sleeper:
+        async def nap(self, started, cancelled):
+            open(started, "w").close()
+            try:
+                await asyncio.sleep(600)
+            except asyncio.CancelledError:
+                open(cancelled, "w").close()
+                raise
+
+        async def ping(self):
+            return "pong"
+
+    actor = Sleeper.remote()
+    ref = actor.nap.remote(str(started), str(cancelled))
+    wait_for(started.exists, what="the call to start")
+    ember.cancel(ref)
+
+    with pytest.raises(TaskCancelledError):
+        get(ref)
+    wait_for(cancelled.exists, what="asyncio.CancelledError in the call")
+    assert get(actor.ping.remote()) == "pong"
+
+
+def test_is_canceled_outside_a_task_raises_runtime_error():
+    with pytest.raises(RuntimeError, match="driver"):
+        ember.get_runtime_context().is_canceled()
+
+
 # -- wait -----------------------------------------------------------------------------------
 
 
@@ -1048,6 +1156,76 @@ def test_generator_error_is_raised_by_the_item_after_the_last_good_one():
     with pytest.raises(ValueError, match="stream broke") as info:
         get(refs[2])
     assert isinstance(info.value, TaskError)
+
+
+def _generators():
+    """Generator objects a task could return by mistake, by kind (made here to ship by
+    value)."""
+
+    def numbers():
+        yield 0
+        yield 1
+
+    def nones():  # a generator that yields None once ran as a coroutine without a word
+        yield None
+        return "its return value"
+
+    async def async_numbers():
+        yield 0
+
+    return {"generator": numbers, "none-yielding": nones, "async-generator": async_numbers}
+
+
+@pytest.mark.parametrize("kind", ["generator", "none-yielding", "async-generator"])
+@pytest.mark.parametrize("where", ["task", "actor", "async-actor"])
+def test_returning_a_generator_object_is_a_serialization_error_naming_the_function(
+    kind, where
+):
+    make = _generators()[kind]
+
+    @ember.remote
+    def hands_back_a_generator():
+        return make()
+
+    @ember.remote
+    class Holder:
+        def hands_back_a_generator(self):
+            return make()
+
+    @ember.remote
+    class AsyncHolder:
+        async def hands_back_a_generator(self):
+            return make()
+
+        async def ping(self):
+            return "pong"
+
+    if where == "task":
+        ref = hands_back_a_generator.remote()
+    elif where == "actor":
+        ref = Holder.remote().hands_back_a_generator.remote()
+    else:
+        ref = AsyncHolder.remote().hands_back_a_generator.remote()
+
+    with pytest.raises(SerializationError, match="hands_back_a_generator.*generator") as info:
+        get(ref)
+    assert isinstance(info.value, TypeError)
+    assert "generator function" in str(info.value)  # it says what to do
+
+
+def test_a_generator_function_streams_and_an_async_one_too():
+    @ember.remote
+    def sync_gen():
+        yield None
+        yield 1
+
+    @ember.remote
+    async def async_gen():
+        yield None
+        yield 2
+
+    assert [get(ref) for ref in sync_gen.remote()] == [None, 1]
+    assert [get(ref) for ref in async_gen.remote()] == [None, 2]
 
 
 def test_slow_consumer_pauses_the_producer(tmp_path):

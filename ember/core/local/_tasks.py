@@ -8,6 +8,7 @@ retries, cancellation, and what happens when a task's worker dies."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -325,7 +326,8 @@ class TasksMixin:
             queue.appendleft(work)
         self._schedule()
 
-    def cancel(self: LocalBackend, ref: ObjectRef, force: bool, recursive: bool) -> None:
+    def cancel(self: LocalBackend, ref: ObjectRef | ObjectRefGenerator, force: bool,
+               recursive: bool) -> None:
         self._check_open()
         with self._lock:
             self._cancel(ref._id, force, recursive)
@@ -337,12 +339,8 @@ class TasksMixin:
         if work is None or work.cancelled:
             return
         if work.actor is not None:
-            if work in work.actor.queue:
-                work.actor.queue.remove(work)
-                work.cancelled = True
-                self._fail(work, TaskCancelledError(
-                    f"{work.actor.meta.class_name}.{work.method} was cancelled"))
-            return  # a running actor call is not interrupted (as in Ray)
+            self._cancel_call(work)
+            return
         work.cancelled = True
         if recursive:
             for child in [w for w in self._tasks.values() if w.parent == work.id]:
@@ -361,15 +359,57 @@ class TasksMixin:
                 self._tasks.pop(work.id, None)
                 self._fail(work, TaskCancelledError(f"{work.name} was cancelled before it ran"))
             return
-        if worker.inflight[0] is not work:
+        # Sent to a worker: its caller learns at once (the worker's own answer, when it comes,
+        # is dropped), and the worker is stopped: interrupted (force=False) or killed.
+        self._resolve_cancelled(work, worker, TaskCancelledError(
+            f"{work.name} was cancelled{' (force=True)' if force else ''} while it ran"))
+        if worker.inflight[0] is not work:  # queued behind another task on that worker
             self._send(worker, ("cancel", work.id))
         elif force:
             _kill(worker)
         elif worker.pid is not None:
+            # The signal follows the message (deferred callbacks run once the outboxes are
+            # sent): a worker that gets it between two tasks then finds out which task it meant.
             self._send(worker, ("cancel", work.id))
+            self._deferred.append(functools.partial(_interrupt, worker.pid))
+
+    def _cancel_call(self: LocalBackend, work: _Work) -> None:
+        """Cancel an actor call. A queued one never runs. A running one is not interrupted (an
+        actor has state), as in Ray: an ``async`` actor cancels its asyncio task, the others
+        let the method see ``get_runtime_context().is_canceled()``. Either way ``get`` raises
+        ``TaskCancelledError`` at once."""
+        actor = work.actor
+        assert actor is not None
+        if work in actor.queue:
+            actor.queue.remove(work)
+            work.cancelled = True
+            self._fail(work, TaskCancelledError(
+                f"{actor.meta.class_name}.{work.method} was cancelled"))
+        elif work.id in actor.inflight and actor.worker is not None:
+            work.cancelled = True
+            self._send(actor.worker, ("cancel", work.id))
+            self._resolve_cancelled(work, actor.worker, TaskCancelledError(
+                f"{actor.meta.class_name}.{work.method} was cancelled while it ran"))
+
+    def _resolve_cancelled(
+        self: LocalBackend, work: _Work, worker: _Worker, exc: TaskCancelledError
+    ) -> None:
+        """Resolve what ``work`` returns to ``exc`` now, before ``worker`` has stopped it; what
+        it pinned stays pinned until then."""
+        stored = ser.dumps(exc, None, 0)
+        if work.gen_id is not None:
+            gen = self._gens.get(work.gen_id)
+            if gen is not None and not gen.finished:
+                self._on_item(work.gen_id, -1, stored, True)
+                gen.finished = True
+                self._wake_generator(gen)
+        else:
+            for oid in work.return_ids:
+                self._resolve(oid, stored, True)
+        if worker.direct is not None:  # a caller reads that worker's socket itself: wake it
             try:
-                os.kill(worker.pid, signal.SIGUSR1)
-            except ProcessLookupError:
+                os.write(worker.direct, b"x")
+            except OSError:
                 pass
 
     def _on_worker_exit(self: LocalBackend, worker: _Worker) -> None:
@@ -417,3 +457,10 @@ class TasksMixin:
             self._fail(work, WorkerCrashedError(
                 f"the worker process running {work.name} died (exit code {exitcode}) and no "
                 "retries are left (raise max_retries to retry more)"))
+
+
+def _interrupt(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        pass

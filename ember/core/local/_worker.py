@@ -11,6 +11,7 @@ thread pool or an event loop.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import os
 import signal
@@ -81,6 +82,8 @@ class WorkerRuntime(ClientMixin):
         self._deltas: deque[tuple[int, int]] = deque()
         self._send_lock = threading.Lock()
         self._signalled = False
+        self._signal_pending = False  # a cancel signal came while no user code ran
+        self._async_calls: dict[int, asyncio.Future[Any]] = {}  # running calls of an async actor
         self._cond = threading.Condition()
         self._sleepers = 0  # threads inside self._cond.wait_for (changed under self._cond)
         self._slots: dict[int, _Slot] = {}
@@ -164,6 +167,9 @@ class WorkerRuntime(ClientMixin):
                 self._closed_generators.add(message[1])
             elif kind == "cancel":
                 self._cancel_requested.add(message[1])
+                running = self._async_calls.get(message[1])
+                if running is not None and self._loop is not None:
+                    self._loop.call_soon_threadsafe(running.cancel)
             if self._sleepers:
                 self._cond.notify_all()
 
@@ -225,6 +231,57 @@ class WorkerRuntime(ClientMixin):
         finally:
             if main:
                 self._main_waiting = False
+
+    def _read_available(self) -> None:
+        """Take in what the driver has sent so far, without waiting: control messages act at
+        once, work is queued. Does nothing while another thread is reading."""
+        if not self._read_lock.acquire(blocking=False):
+            return
+        try:
+            while True:
+                try:
+                    message = self._read_one(0)
+                except TimeoutError:
+                    return
+                if message is not None:
+                    self._route(message)
+        finally:
+            self._read_lock.release()
+            if self._sleepers:
+                with self._cond:
+                    self._cond.notify_all()
+
+    def _start_user_code(self, work_id: int) -> None:
+        """Mark the user code of task ``work_id`` as running (a cancel signal then interrupts
+        it), unless the task was cancelled: then raise ``TaskCancelledError``.
+
+        A signal that came while no user code ran is matched with the driver's cancel message,
+        which was sent ahead of it: it may have meant this task or one that already ended.
+        """
+        while self._signal_pending:
+            self._signal_pending = False
+            self._read_available()
+        if work_id in self._cancel_requested:
+            self._cancel_requested.discard(work_id)
+            self._signalled = True
+            raise TaskCancelledError("the task was cancelled before it started")
+        self._executing = True
+        if self._signal_pending:  # it came just now, after the look above: it meant this task
+            self._signal_pending = False
+            self._signalled = True
+            raise TaskCancelledError("the task was cancelled as it started")
+
+    def is_canceled(self) -> bool:
+        """Whether the running task or actor call was cancelled (``RuntimeContext.is_canceled``)."""
+        if self._loop is not None:
+            raise RuntimeError("is_canceled() is not available in an async actor: ember.cancel "
+                               "raises asyncio.CancelledError in the cancelled call instead")
+        work_id = getattr(self._local, "task_id", None)
+        if work_id is None:
+            raise RuntimeError("is_canceled() is only available inside a task or an actor method")
+        if work_id not in self._cancel_requested:
+            self._read_available()
+        return work_id in self._cancel_requested
 
     def _request(self, kind: str, payload: Any, timeout: float | None = None) -> Any:
         rid = next(self._ids)
@@ -378,13 +435,25 @@ class WorkerRuntime(ClientMixin):
                     f"return a tuple of exactly {n} values"
                 )
             values = result
-        return tuple(ser.dumps(v, self._names, self._cfg.threshold) for v in values)
+        return tuple(self._store_return(v, name) for v in values)
+
+    def _store_return(self, value: Any, name: str) -> ser.Stored:
+        ser.refuse_generator(value, name)
+        try:
+            return ser.dumps(value, self._names, self._cfg.threshold)
+        except SerializationError as exc:
+            raise SerializationError(
+                f"the value that {name} returned could not be pickled: {exc}"
+            ) from exc.__cause__
 
     def _call_user(self, fn: Callable[..., Any], a: tuple[Any, ...], kw: dict[str, Any]) -> Any:
-        self._executing = True
         try:
+            if self._is_task_worker:
+                self._start_user_code(self._local.task_id)
+            else:
+                self._executing = True
             result = fn(*a, **kw)
-            if result is not None and asyncio.iscoroutine(result):
+            if inspect.iscoroutine(result):  # not asyncio.iscoroutine: true for generators
                 result = asyncio.run(result)
             return result
         finally:
@@ -399,15 +468,16 @@ class WorkerRuntime(ClientMixin):
         results = error = None
         self._local.task_id = work_id
         try:
-            if work_id in self._cancel_requested:
+            if work_id in self._cancel_requested and self._is_task_worker:
                 self._cancel_requested.discard(work_id)
+                self._signalled = True
                 raise TaskCancelledError(f"{name} was cancelled before it started")
             a, kw = self._load_args(args, deps)
             if fn is None:
                 fn = getattr(self._instance, method)  # type: ignore[arg-type]
             assert fn is not None
             if gen_id is not None:
-                self._stream(gen_id, fn, a, kw, name, backpressure)
+                self._stream(work_id, gen_id, fn, a, kw, name, backpressure)
             else:
                 results = self._store_returns(self._call_user(fn, a, kw), return_ids, name)
         except BaseException as exc:
@@ -417,14 +487,18 @@ class WorkerRuntime(ClientMixin):
                 error = None
         finally:
             self._local.task_id = None
+            self._cancel_requested.discard(work_id)
         self._send([("done", work_id, results, error, time.perf_counter() - started)])
 
     def _stream(
-        self, gen_id: int, fn: Callable[..., Any], a: tuple[Any, ...], kw: dict[str, Any],
-        name: str, backpressure: int,
+        self, work_id: int, gen_id: int, fn: Callable[..., Any], a: tuple[Any, ...],
+        kw: dict[str, Any], name: str, backpressure: int,
     ) -> None:
-        self._executing = True
         try:
+            if self._is_task_worker:
+                self._start_user_code(work_id)
+            else:
+                self._executing = True
             produced = fn(*a, **kw)
         finally:
             self._executing = False
@@ -455,7 +529,12 @@ class WorkerRuntime(ClientMixin):
                     self._wait_until(
                         lambda floor=floor: self._acks.get(gen_id, 0) > floor  # type: ignore[misc]
                         or gen_id in self._closed_generators
+                        or work_id in self._cancel_requested
                     )
+                if self._is_task_worker and work_id in self._cancel_requested:
+                    self._cancel_requested.discard(work_id)
+                    self._signalled = True
+                    raise TaskCancelledError(f"{name} was cancelled while it streamed")
         finally:
             close = getattr(produced, "close", None)
             if close is not None:
@@ -536,25 +615,36 @@ class WorkerRuntime(ClientMixin):
         _, call_id, method, args, deps, return_ids, gen_id, backpressure = message
         name = self._call_name(method)
         assert self._async_limit is not None
-        async with self._async_limit:
-            fn = getattr(self._instance, method)
-            started = time.perf_counter()
-            results = error = None
-            try:
+        started = time.perf_counter()
+        results = error = None
+        running = asyncio.current_task()
+        assert running is not None
+        self._async_calls[call_id] = running  # ember.cancel cancels it (see _control)
+        try:
+            async with self._async_limit:
+                if call_id in self._cancel_requested:
+                    raise asyncio.CancelledError
+                fn = getattr(self._instance, method)
                 a, kw = self._load_args(args, deps)
                 if gen_id is not None:
                     await self._stream_async(gen_id, fn, a, kw, name, backpressure)
                 else:
                     result = fn(*a, **kw)
-                    if asyncio.iscoroutine(result):
+                    if inspect.isawaitable(result):
                         result = await result
                     results = self._store_returns(result, return_ids, name)
-            except BaseException as exc:
-                error = self._error(exc, name)
-                if gen_id is not None:
-                    self._send([("item", gen_id, -1, error, True)])
-                    error = None
-            self._send([("done", call_id, results, error, time.perf_counter() - started)])
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and call_id in self._cancel_requested:
+                self._signalled = True
+                exc = TaskCancelledError(f"{name} was cancelled")
+            error = self._error(exc, name)
+            if gen_id is not None:
+                self._send([("item", gen_id, -1, error, True)])
+                error = None
+        finally:
+            self._async_calls.pop(call_id, None)
+            self._cancel_requested.discard(call_id)
+        self._send([("done", call_id, results, error, time.perf_counter() - started)])
 
     async def _stream_async(
         self, gen_id: int, fn: Callable[..., Any], a: tuple[Any, ...], kw: dict[str, Any],
@@ -608,9 +698,12 @@ def _sync_iter(agen: Any, loop: asyncio.AbstractEventLoop | None) -> Any:
 
 def _on_cancel_signal(signum: int, frame: Any) -> None:
     runtime = _current_worker
-    if runtime is not None and runtime._executing:
+    if runtime is None:
+        return
+    if runtime._executing:
         runtime._signalled = True
         raise TaskCancelledError("the task was cancelled while it ran")
+    runtime._signal_pending = True  # the next task to start checks whether it was meant
 
 
 _current_worker: WorkerRuntime | None = None

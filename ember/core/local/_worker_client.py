@@ -288,7 +288,8 @@ class ClientMixin:
     def kill(self: WorkerRuntime, handle: ActorHandle, no_restart: bool) -> None:
         self._request("kill", (handle._actor_id, no_restart))
 
-    def cancel(self: WorkerRuntime, ref: ObjectRef, force: bool, recursive: bool) -> None:
+    def cancel(self: WorkerRuntime, ref: ObjectRef | ObjectRefGenerator, force: bool,
+               recursive: bool) -> None:
         self._request("cancel", (ref._id, force, recursive))
 
     def get_actor(self: WorkerRuntime, name: str, namespace: str | None) -> ActorHandle:
@@ -310,6 +311,7 @@ class ClientMixin:
             actor_id=None if self._actor_id is None else f"{self._actor_id:016x}",
             accelerator_ids={"GPU": list(self._gpu_ids)},
             was_current_actor_reconstructed=self._actor_restarted,
+            _is_canceled=self.is_canceled,
         )
 
     def shutdown(self: WorkerRuntime) -> None:

@@ -524,7 +524,7 @@ class RayBackend:
             (first if ref._id in done and len(first) < num_returns else rest).append(ref)
         return first, rest
 
-    def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+    def cancel(self, ref: ObjectRef | ObjectRefGenerator, force: bool, recursive: bool) -> None:
         self._check_open()
         try:
             self._ray.cancel(ref._id, force=force, recursive=recursive)
@@ -566,6 +566,7 @@ class RayBackend:
             accelerator_ids=accelerators,
             assigned_resources=dict(ctx.get_assigned_resources()),
             was_current_actor_reconstructed=_reconstructed(ctx) if actor_id else False,
+            _is_canceled=ctx.is_canceled,
         )
 
 

@@ -41,12 +41,26 @@ def runnable(function: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.iscoroutinefunction(function):
         @functools.wraps(function)
         def run_coroutine(*args: Any, **kwargs: Any) -> Any:
-            return asyncio.run(function(*args, **kwargs))
+            return returnable(asyncio.run(function(*args, **kwargs)), function)
 
         return run_coroutine
     if inspect.isgeneratorfunction(function):
         return _drive_generator(function)
-    return function
+
+    @functools.wraps(function)
+    def run_plain(*args: Any, **kwargs: Any) -> Any:
+        return returnable(function(*args, **kwargs), function)
+
+    return run_plain
+
+
+def returnable(value: Any, function: Callable[..., Any]) -> Any:
+    """``value``, unless it is a generator object: then the local backend's clear
+    ``SerializationError`` naming ``function``, instead of Ray's pickling error."""
+    from ember.core._serialization import refuse_generator
+
+    refuse_generator(value, getattr(function, "__qualname__", repr(function)))
+    return value
 
 
 def _drive_generator(function: Callable[..., Any]) -> Callable[..., Any]:
