@@ -53,7 +53,11 @@ class ActorsMixin:
         if actor is None:
             return
         actor.handles -= 1
-        if actor.handles <= 0 and not actor.pinned and actor.state not in ("dead", "exiting"):
+        if actor.handles <= 0 and not actor.pinned and actor.state == "pending" and not any(
+            work.id != -1 for work in actor.queue
+        ):  # out of scope before it started, with no calls to run: it never starts
+            self._actor_dead(actor, "it went out of scope")
+        elif actor.handles <= 0 and not actor.pinned and actor.state not in ("dead", "exiting"):
             # Out of scope: stop after the calls already submitted (Ray's semantics).
             exit_call = _Work()
             exit_call.id = -1
@@ -150,6 +154,7 @@ class ActorsMixin:
                 self._actor_dead(actor, "an argument of its constructor failed", error=value[0])
                 return
         actor.gpu_ids = self._pool.acquire(actor.request)
+        actor.holds = True
         self._launch_actor(actor, restarted=False)
 
     def _launch_actor(self: LocalBackend, actor: _Actor, restarted: bool) -> None:
@@ -274,7 +279,9 @@ class ActorsMixin:
             self._fail(work, died)
         actor.inflight.clear()
         actor.queue.clear()
-        self._pool.release(actor.request, actor.gpu_ids)
+        if actor.holds:  # a queued actor never took any: giving some back would overcommit
+            self._pool.release(actor.request, actor.gpu_ids)
+            actor.holds = False
         actor.gpu_ids = ()
         if actor.name and self._named.get((actor.namespace, actor.name)) == actor.id:
             del self._named[(actor.namespace, actor.name)]

@@ -117,7 +117,7 @@ class _Worker:
 
 class _Actor:
     __slots__ = (
-        "args", "class_code", "class_id", "death", "deps", "gpu_ids", "handles", "id",
+        "args", "class_code", "class_id", "death", "deps", "gpu_ids", "handles", "holds", "id",
         "inflight", "max_concurrency", "max_task_retries", "meta", "name", "namespace",
         "no_restart", "pinned", "queue", "request", "restarts", "restarts_left", "state",
         "worker",
@@ -146,6 +146,7 @@ class _Actor:
         self.death = ""
         self.restarts = 0
         self.gpu_ids: tuple[str, ...] = ()
+        self.holds = False  # its resources are taken from the pool (it has been started)
 
 
 class _Generator:

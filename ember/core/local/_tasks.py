@@ -248,8 +248,14 @@ class TasksMixin:
         if self._closed:
             return
         pool = self._pool
-        while self._pending_actors and pool.fits(self._pending_actors[0].request):
-            self._start_actor(self._pending_actors.popleft())
+        pending = self._pending_actors
+        while pending:
+            if pending[0].state == "dead":  # killed while it waited: drop it here, in O(1)
+                pending.popleft()
+            elif pool.fits(pending[0].request):
+                self._start_actor(pending.popleft())
+            else:
+                break
         for key, queue in list(self._ready.items()):
             while queue:
                 work = queue[0]
