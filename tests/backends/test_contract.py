@@ -1228,6 +1228,71 @@ def test_a_generator_function_streams_and_an_async_one_too():
     assert [get(ref) for ref in async_gen.remote()] == [None, 2]
 
 
+def test_num_returns_dynamic_gives_a_ref_to_a_dynamic_object_ref_generator():
+    @ember.remote(num_returns="dynamic")
+    def split(n):
+        for i in range(n):
+            yield i * 10
+
+    @ember.remote
+    class Splitter:
+        @ember.method(num_returns="dynamic")
+        def split(self, n):
+            yield from range(n)
+
+    ref = split.remote(3)
+    assert isinstance(ref, ember.ObjectRef)
+    items = get(ref)
+    assert isinstance(items, ember.DynamicObjectRefGenerator)
+    assert len(items) == 3
+    assert get(list(items)) == [0, 10, 20]
+    assert get(list(get(Splitter.remote().split.remote(2)))) == [0, 1]
+    assert len(get(split.options(num_returns="dynamic").remote(0))) == 0
+
+
+def test_wait_takes_an_object_ref_generator_ready_when_its_next_item_is(
+    gate: Gate, wait_until_exists
+):
+    @ember.remote
+    def gated(path):
+        yield "first"
+        wait_until_exists(path)
+        yield "second"
+
+    gen = gated.remote(gate.path)
+    ready, not_ready = ember.wait([gen], timeout=GET_TIMEOUT)
+    assert ready == [gen] and not_ready == []
+    assert get(next(gen)) == "first"
+    try:
+        ready, not_ready = ember.wait([gen], timeout=0.2)  # "second" waits for the gate
+        assert ready == [] and not_ready == [gen]
+    finally:
+        gate.open()
+    ready, _ = ember.wait([gen], timeout=GET_TIMEOUT)
+    assert ready == [gen]
+    assert [get(ref) for ref in gen] == ["second"]
+    ready, _ = ember.wait([gen], timeout=GET_TIMEOUT)  # an ended generator is ready too
+    assert ready == [gen]
+
+
+def test_wait_mixes_refs_and_generators_inside_a_task():
+    @ember.remote
+    def numbers():
+        yield 1
+
+    @ember.remote
+    def one():
+        return 1
+
+    @ember.remote
+    def waits():
+        gen, ref = numbers.remote(), one.remote()
+        ready, _ = ember.wait([gen, ref], num_returns=2, timeout=60)
+        return len(ready), ember.get(next(gen), timeout=60), ember.get(ref, timeout=60)
+
+    assert get(waits.remote()) == (2, 1, 1)
+
+
 def test_slow_consumer_pauses_the_producer(tmp_path):
     """Bounded buffering: the producer runs at most 16 items ahead of what was consumed."""
     progress = tmp_path / "produced"

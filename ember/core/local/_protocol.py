@@ -19,7 +19,8 @@ Worker to driver::
     ("requeue", [task_id, ...])           ("put", object_id, stored)
     ("submit", spec)                      ("request", request_id, kind, payload)
 
-``args`` is a serialized ``(args, kwargs)`` pair in which each top-level ``ObjectRef`` became a
+``backpressure`` is how many items a streaming generator may run ahead of its consumer, or
+``COLLECT`` for a ``num_returns="dynamic"`` one. ``args`` is a serialized ``(args, kwargs)`` pair in which each top-level ``ObjectRef`` became a
 ``Dep(i)``; ``deps`` carries the i-th dependency's serialized value and whether it is an error.
 
 On the wire a message is its pickle, except the two messages of a plain actor call, which make
@@ -96,3 +97,7 @@ class Dep:
 ID_SHIFT = 40
 
 DEFAULT_BACKPRESSURE = 16
+
+# The ``backpressure`` of a ``num_returns="dynamic"`` task or call: it streams nothing; the
+# worker runs the generator to its end and returns one ``DynamicObjectRefGenerator``.
+COLLECT = -1

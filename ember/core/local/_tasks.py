@@ -15,10 +15,12 @@ import signal
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from ember.core import _runtime_env
 from ember.core import _serialization as ser
 from ember.core._options import resource_request
 from ember.core._refs import ObjectRef, ObjectRefGenerator
 from ember.core._remote import RemoteFunction
+from ember.core.local._protocol import COLLECT
 from ember.core.local._records import (
     _EMPTY_ARGS,
     _MAX_TASK_WORKERS,
@@ -128,13 +130,23 @@ class TasksMixin:
         for dep in work.deps:
             store.decref(dep)
 
-    def _check_feasible(self: LocalBackend, request: dict[str, float], what: str) -> None:
+    def _infeasible(self: LocalBackend, request: dict[str, float], what: str
+                    ) -> ResourceError | None:
+        """The error of a request that can never fit (None when it can), logged as a warning
+        the first time, as Ray logs its infeasible-task warning: the submission returns its
+        references anyway, and ``get``/``wait``/``await`` on them raise this at once."""
         reason = self._pool.infeasible_reason(request)
-        if reason is not None:
-            raise ResourceError(
-                f"{what} can never run: {reason}. Ask for less, or start ember with more "
-                "(ember.init(num_cpus=..., num_gpus=..., resources={...}))"
-            )
+        if reason is None:
+            return None
+        error = ResourceError(
+            f"{what} can never run: {reason}. Ask for less, or start ember with more "
+            "(ember.init(num_cpus=..., num_gpus=..., resources={...}))"
+        )
+        key = (what, tuple(sorted(request.items())))
+        if key not in self._warned_infeasible:
+            self._warned_infeasible.add(key)
+            logger.warning("ember: %s; ember.get of its result raises ResourceError", error)
+        return error
 
     def _serialize(self: LocalBackend, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
                    ) -> tuple[ser.Stored, list[int]]:
@@ -148,7 +160,7 @@ class TasksMixin:
     ) -> Any:
         self._check_open()
         request = resource_request(options)
-        self._check_feasible(request, f"task {fn._name}")
+        env = _runtime_env.for_local(options.get("runtime_env"), f"task {fn._name}")
         stored, deps = self._serialize(fn._name, args, kwargs)
         fn_id = fn.function_id
         if fn_id not in self._fn_code:
@@ -164,7 +176,8 @@ class TasksMixin:
             work.key = (fn_id, tuple(sorted(request.items())))
             work.retries_left = options["max_retries"]
             work.retry_exceptions = options["retry_exceptions"]
-            self._enqueue(work)
+            work.env = env
+            self._enqueue_feasible(work, f"task {fn._name}")
             return self._returns(work, num_returns)
         finally:
             self._unlock()
@@ -183,7 +196,10 @@ class TasksMixin:
         store.pin(stored)
         for dep in deps:
             store.incref(dep)
-        streaming = num_returns in ("streaming", "dynamic")
+        if num_returns == "dynamic":  # one result: the references of what it yields
+            work.backpressure = COLLECT
+            num_returns = 1
+        streaming = num_returns == "streaming"
         if return_ids is None:
             return_ids = [] if streaming else [next(self._ids) for _ in range(num_returns)]
             if streaming:
@@ -209,9 +225,17 @@ class TasksMixin:
             gen._id, gen._rt, gen._index, gen._done = work.gen_id, self, 0, False
             return gen
         refs = [ObjectRef(oid, self, add_ref=False) for oid in work.return_ids]
-        if num_returns == 1:
+        if num_returns in (1, "dynamic"):
             return refs[0]
         return refs or None
+
+    def _enqueue_feasible(self: LocalBackend, work: _Work, what: str) -> None:
+        """Queue a new task, or fail it at once when its request can never fit."""
+        error = self._infeasible(work.request, what) if work.request else None
+        if error is None:
+            self._enqueue(work)
+        else:
+            self._fail(work, error)
 
     def _enqueue(self: LocalBackend, work: _Work) -> None:
         """Queue a task once its dependencies are ready."""
@@ -310,7 +334,7 @@ class TasksMixin:
             code = self._fn_code[fn_id]
         self._send(worker, ("task", work.id, fn_id, code, work.args, self._dep_values(work),
                             work.return_ids, work.gen_id, work.gpu_ids, work.name,
-                            work.backpressure))
+                            work.backpressure, work.env))
         if work.gen_id is not None:
             gen = self._gens.get(work.gen_id)
             if gen is not None:

@@ -24,10 +24,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ember.core import _api, _shm
+from ember.core import _api, _runtime_env, _shm
 from ember.core import _serialization as ser
+from ember.core._refs import DynamicObjectRefGenerator
 from ember.core._remote import register_code
-from ember.core.local._protocol import ID_SHIFT, Dep, decode
+from ember.core.local._protocol import COLLECT, ID_SHIFT, Dep, decode
 from ember.core.local._transport import WorkerChannel
 from ember.core.local._worker_client import ClientMixin, _RemoteFailure, _Slot
 from ember.errors import (
@@ -51,8 +52,10 @@ class WorkerConfig:
     def __init__(
         self, uid: int, names: _shm.SegmentNames, threshold: int, namespace: str, job_id: str,
         totals: dict[str, float], spin_s: float = 0.0,
+        job_env: dict[str, Any] | None = None,
     ) -> None:
         self.uid = uid
+        self.job_env = job_env
         self.spin_s = spin_s
         self.names = names
         self.threshold = threshold
@@ -109,6 +112,7 @@ class WorkerRuntime(ClientMixin):
         self._gpu_ids: tuple[str, ...] = ()
         self._exiting = False
         self._call_names: dict[str, str] = {}
+        self._actor_env: dict[str, Any] | None = None
 
     # -- sending ------------------------------------------------------------------------
     def _send(self, messages: list[Any]) -> None:
@@ -478,6 +482,8 @@ class WorkerRuntime(ClientMixin):
             assert fn is not None
             if gen_id is not None:
                 self._stream(work_id, gen_id, fn, a, kw, name, backpressure)
+            elif backpressure == COLLECT:
+                results = self._store_returns(self._collect(fn, a, kw, name), return_ids, name)
             else:
                 results = self._store_returns(self._call_user(fn, a, kw), return_ids, name)
         except BaseException as exc:
@@ -542,25 +548,72 @@ class WorkerRuntime(ClientMixin):
             self._closed_generators.discard(gen_id)
             self._acks.pop(gen_id, None)
 
+    def _collect(
+        self, fn: Callable[..., Any], a: tuple[Any, ...], kw: dict[str, Any], name: str
+    ) -> DynamicObjectRefGenerator:
+        """Run a ``num_returns="dynamic"`` generator to its end: each item becomes an object."""
+        produced = self._call_user(fn, a, kw)
+        if hasattr(produced, "__anext__"):
+            produced = _sync_iter(produced, self._loop)
+        elif not hasattr(produced, "__next__"):
+            raise TypeError(
+                f"{name} was declared with num_returns='dynamic' but returned "
+                f"{type(produced).__name__}; make it a generator function (use yield)"
+            )
+        refs = []
+        try:
+            while True:
+                self._executing = True
+                try:
+                    item = next(produced)
+                except StopIteration:
+                    break
+                finally:
+                    self._executing = False
+                refs.append(self.put(item))
+        finally:
+            close = getattr(produced, "close", None)
+            if close is not None:
+                close()
+        return DynamicObjectRefGenerator(refs)
+
     def _run_task(self, message: tuple[Any, ...]) -> None:
         (_, task_id, fn_id, code, args, deps, return_ids, gen_id, gpu_ids, name,
-         backpressure) = message
+         backpressure, env) = message
         self._set_gpus(gpu_ids)
+        # The task's runtime_env holds while its code loads (imports may need it) and runs,
+        # and is undone after: the next task on this worker starts from the job's state.
+        restore = _apply_env(_runtime_env.local_plan(env)) if env else None
+        self._local.runtime_env = env
         try:
-            fn = self._load_function(fn_id, code)
-        except BaseException as exc:
-            self._send([("done", task_id, None, self._error(exc, name), 0.0)])
-            return
-        self._run(task_id, fn, None, args, deps, return_ids, gen_id, name, backpressure)
+            try:
+                fn = self._load_function(fn_id, code)
+            except BaseException as exc:
+                self._send([("done", task_id, None, self._error(exc, name), 0.0)])
+                return
+            self._run(task_id, fn, None, args, deps, return_ids, gen_id, name, backpressure)
+        finally:
+            self._local.runtime_env = None
+            if restore is not None:
+                restore()
+
+    def _current_env(self) -> dict[str, Any] | None:
+        """The runtime_env of the running task or of this actor (what children inherit)."""
+        if self._is_task_worker:
+            return getattr(self._local, "runtime_env", None)
+        return self._actor_env
 
     # -- actors ------------------------------------------------------------------------
     def _create_actor(self, message: tuple[Any, ...]) -> None:
         (_, actor_id, _class_id, code, args, deps, max_concurrency, gpu_ids, name, _namespace,
-         restarted, is_async) = message
+         restarted, is_async, env) = message
         self._is_task_worker = False
         self._actor_id = actor_id
         self._actor_restarted = restarted
         self._set_gpus(gpu_ids)
+        if env:  # for the actor's whole life: this process is its own
+            _apply_env(_runtime_env.local_plan(env))
+            self._actor_env = env
         try:
             import cloudpickle
 
@@ -628,6 +681,14 @@ class WorkerRuntime(ClientMixin):
                 a, kw = self._load_args(args, deps)
                 if gen_id is not None:
                     await self._stream_async(gen_id, fn, a, kw, name, backpressure)
+                elif backpressure == COLLECT:
+                    produced = fn(*a, **kw)
+                    if hasattr(produced, "__anext__"):
+                        refs = [self.put(item) async for item in produced]
+                    else:
+                        refs = [self.put(item) for item in produced]
+                    results = self._store_returns(DynamicObjectRefGenerator(refs), return_ids,
+                                                  name)
                 else:
                     result = fn(*a, **kw)
                     if inspect.isawaitable(result):
@@ -696,6 +757,37 @@ def _sync_iter(agen: Any, loop: asyncio.AbstractEventLoop | None) -> Any:
             runner.close()
 
 
+def _apply_env(plan: _runtime_env.LocalEnv | None) -> Callable[[], None]:
+    """Apply a runtime_env to this process; returns what puts everything back. Modules that
+    were imported meanwhile stay imported (as any import in a reused worker does)."""
+    if plan is None:
+        return lambda: None
+    saved = {name: os.environ.get(name) for name in plan.env_vars}
+    os.environ.update(plan.env_vars)
+    previous_cwd = None
+    if plan.cwd is not None:
+        previous_cwd = os.getcwd()
+        os.chdir(plan.cwd)
+    sys.path[0:0] = plan.paths
+
+    def restore() -> None:
+        for path in plan.paths:
+            if path in sys.path:
+                sys.path.remove(path)
+        if previous_cwd is not None:
+            try:
+                os.chdir(previous_cwd)
+            except OSError:
+                pass
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    return restore
+
+
 def _on_cancel_signal(signum: int, frame: Any) -> None:
     runtime = _current_worker
     if runtime is None:
@@ -719,6 +811,7 @@ def worker_main(sock: Any, config: WorkerConfig) -> None:
         os.chdir(config.cwd)
     except OSError:
         pass
+    _apply_env(_runtime_env.local_plan(config.job_env))  # ember.init(runtime_env=...)
     chan = WorkerChannel(sock)
     runtime = WorkerRuntime(chan, config)
     _current_worker = runtime

@@ -54,6 +54,17 @@ def runnable(function: Callable[..., Any]) -> Callable[..., Any]:
     return run_plain
 
 
+def raise_error(error: BaseException) -> Any:
+    """A task that raises ``error`` (the references of an infeasible request)."""
+    raise error
+
+
+def raise_error_streaming(error: BaseException) -> Any:
+    """A streaming task that raises ``error`` before its first item."""
+    raise error
+    yield  # a generator function
+
+
 def returnable(value: Any, function: Callable[..., Any]) -> Any:
     """``value``, unless it is a generator object: then the local backend's clear
     ``SerializationError`` naming ``function``, instead of Ray's pickling error."""
