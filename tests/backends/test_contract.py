@@ -12,6 +12,7 @@ segments, the fork server, worker reuse) live in ``tests/core/local/``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pickle
 import signal
@@ -349,28 +350,67 @@ def test_user_errors_are_not_retried_unless_asked(tmp_path, retry_exceptions):
     ],
     ids=["cpus", "gpus", "unknown-resource", "too-much-custom"],
 )
-def test_impossible_task_request_raises_resource_error_at_once(options, resource, asked, total):
+def test_impossible_task_request_returns_refs_that_raise_resource_error_at_once(
+    options, resource, asked, total, caplog
+):
+    """As in Ray, submitting work that can never run is not an error in itself (a Ray program
+    that submits and never waits carries on), but a warning; waiting on it fails at once."""
+
     @ember.remote
     def never():
         return "ran"
 
-    with pytest.raises(ResourceError) as info:
-        never.options(**options).remote()
+    with caplog.at_level(logging.WARNING, logger="ember"):
+        ref = never.options(**options).remote()
+    assert isinstance(ref, ember.ObjectRef)
+    assert any("can never run" in r.getMessage() and resource in r.getMessage()
+               for r in caplog.records)
 
+    ready, _ = ember.wait([ref], timeout=GET_TIMEOUT)
+    assert ready == [ref]
+    with pytest.raises(ResourceError) as info:
+        ember.get(ref, timeout=GET_TIMEOUT)
     assert isinstance(info.value, ValueError)
     message = str(info.value)
     assert resource in message
     assert str(asked) in message and str(total) in message  # what was asked for, what there is
+    with pytest.raises(ResourceError):
+        asyncio.run(asyncio.wait_for(_await(ref), GET_TIMEOUT))
 
 
-def test_impossible_actor_request_raises_resource_error_at_once():
+async def _await(ref):
+    return await ref
+
+
+def test_impossible_request_of_other_shapes_raises_at_once_too():
+    @ember.remote(num_cpus=3)
+    def pair():
+        return 1, 2
+
+    @ember.remote(num_cpus=3)
+    def stream():
+        yield 1
+
+    first, second = pair.options(num_returns=2).remote()
+    with pytest.raises(ResourceError):
+        get(second)
+    with pytest.raises(ResourceError):
+        get(next(stream.remote()))
+
+
+def test_impossible_actor_request_returns_a_handle_whose_calls_raise_at_once(caplog):
     @ember.remote
     class Greedy:
         def ping(self):
             return "pong"
 
+    with caplog.at_level(logging.WARNING, logger="ember"):
+        greedy = Greedy.options(num_gpus=8).remote()
+    assert isinstance(greedy, ember.ActorHandle)
+    assert any("can never run" in r.getMessage() for r in caplog.records)
     with pytest.raises(ResourceError, match="GPU"):
-        Greedy.options(num_gpus=8).remote()
+        get(greedy.ping.remote())
+    ember.kill(greedy)  # a no-op, not an error
 
 
 def test_unpicklable_argument_raises_serialization_error_naming_it():
@@ -1502,3 +1542,200 @@ def test_a_users_thread_inside_a_task_can_call_ember_while_the_task_waits():
         return box
 
     assert get(outer.remote()) == [36]
+
+
+# -- Ray's names: a Ray program that only changes its import ------------------------------------
+
+
+def test_ray_exception_names_catch_what_ember_raises(tmp_path, named_counters):
+    from ember import exceptions as rx
+
+    @ember.remote(max_retries=0)
+    def fails():
+        raise KeyError("user bug")
+
+    @ember.remote(max_retries=0)
+    def crashes():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    @ember.remote
+    def slow():
+        time.sleep(600)
+
+    with pytest.raises(rx.RayTaskError) as info:
+        get(fails.remote())
+    assert isinstance(info.value.cause, KeyError) and info.value.cause.args == ("user bug",)
+    assert isinstance(info.value.as_instanceof_cause(), KeyError)
+    assert "user bug" in info.value.traceback_str
+    with pytest.raises(rx.WorkerCrashedError):
+        get(crashes.remote())
+    ref = slow.remote()
+    with pytest.raises(rx.GetTimeoutError):
+        ember.get(ref, timeout=0.05)
+    ember.cancel(ref)
+    with pytest.raises(rx.TaskCancelledError):
+        get(ref)
+    with pytest.raises(rx.TaskUnschedulableError):
+        get(fails.options(num_cpus=64).remote())
+
+    counter = named_counters.remote()
+    get(counter.increment.remote())
+    with pytest.raises(rx.ActorAlreadyExistsError):
+        get(named_counters.remote().increment.remote())
+    ember.kill(counter)
+    with pytest.raises(rx.RayActorError):
+        get(counter.increment.remote())
+    with pytest.raises(rx.ActorDiedError):
+        get(counter.increment.remote())
+    for error in (rx.RayTaskError, rx.RayActorError, rx.TaskCancelledError,
+                  rx.GetTimeoutError, rx.WorkerCrashedError):
+        assert issubclass(error, rx.RayError)
+
+
+def test_actor_module_names_serve_for_isinstance_and_annotations():
+    from ember.actor import ActorClass, ActorHandle
+
+    @ember.remote
+    class Pinger:
+        def ping(self) -> str:
+            return "pong"
+
+    def ping(handle: ActorHandle[Pinger]) -> str:
+        return get(handle.ping.remote())
+
+    handle = Pinger.remote()
+    assert isinstance(Pinger, ActorClass)
+    assert isinstance(handle, ActorHandle)
+    assert ping(handle) == "pong"
+
+
+def test_get_if_exists_with_a_detached_lifetime_returns_the_one_actor(named_counters):
+    first = named_counters.remote(get_if_exists=True, lifetime="detached")
+    assert get(first.increment.remote()) == 1
+    del first  # detached: it outlives its handles
+    again = named_counters.remote(get_if_exists=True, lifetime="detached")
+    assert get(again.increment.remote()) == 2
+
+
+def test_nodes_gpu_ids_and_timeline(tmp_path):
+    @ember.remote(num_gpus=1)
+    def my_gpus():
+        return ember.get_gpu_ids()
+
+    nodes = ember.nodes()
+    assert nodes and all(node["Alive"] for node in nodes)
+    assert sum(node["Resources"].get("CPU", 0) for node in nodes) == 2
+    assert ember.get_gpu_ids() == []  # the driver holds none
+    gpus = get(my_gpus.remote())
+    assert len(gpus) == 1 and isinstance(gpus[0], int)
+    trace = tmp_path / "trace.json"
+    assert ember.timeline(str(trace)) is None
+    import json
+
+    assert isinstance(json.loads(trace.read_text()), list)  # a Chrome trace (maybe empty)
+
+
+def test_node_resource_pins_work_to_the_node_whose_address_it_names():
+    ip = ember.util.get_node_ip_address()
+
+    @ember.remote
+    def where():
+        return ember.util.get_node_ip_address()
+
+    assert ember.cluster_resources().get(f"node:{ip}") == 1
+    assert any(node["NodeManagerAddress"] == ip for node in ember.nodes())
+    assert get(where.options(resources={f"node:{ip}": 0.01}).remote()) == ip
+
+
+def test_actor_pool_maps_values_over_its_actors_in_order_and_as_they_finish():
+    from ember.util import ActorPool
+
+    @ember.remote
+    class Doubler:
+        def double(self, value):
+            time.sleep(0.01 * (value % 3))  # finish out of order
+            return 2 * value
+
+    actors = [Doubler.remote(), Doubler.remote()]
+    pool = ActorPool(actors)
+
+    assert list(pool.map(lambda a, v: a.double.remote(v), range(8))) == [2 * v for v in range(8)]
+    assert sorted(pool.map_unordered(lambda a, v: a.double.remote(v), range(8))) == [
+        2 * v for v in range(8)]
+    for value in range(3):  # more values than actors: the third waits for a free one
+        pool.submit(lambda a, v: a.double.remote(v), value)
+    assert not pool.has_free()
+    assert [pool.get_next() for _ in range(3)] == [0, 2, 4]
+    assert not pool.has_next()
+    idle = pool.pop_idle()
+    assert idle in actors and pool.pop_idle() is not None and pool.pop_idle() is None
+    pool.push(idle)
+    with pytest.raises(ValueError, match="already"):
+        pool.push(idle)
+    assert pool.has_free()
+
+
+def test_queue_is_shared_by_tasks_and_raises_empty_and_full():
+    from ember.util.queue import Empty, Full, Queue
+
+    @ember.remote
+    def produce(queue, n):
+        for i in range(n):
+            queue.put(i)  # blocks while the queue is full
+        return "done"
+
+    queue = Queue(maxsize=2)
+    try:
+        done = produce.remote(queue, 5)
+        assert [queue.get(timeout=GET_TIMEOUT) for _ in range(5)] == list(range(5))
+        assert get(done) == "done"
+        with pytest.raises(Empty):
+            queue.get(timeout=0.05)
+        queue.put_nowait_batch(["a", "b"])
+        assert queue.full() and len(queue) == 2
+        with pytest.raises(Full):
+            queue.put_nowait("c")
+        with pytest.raises(Full):
+            queue.put("c", timeout=0.05)
+        assert queue.get_nowait_batch(2) == ["a", "b"]
+        assert queue.empty()
+        with pytest.raises(Empty):
+            queue.get_nowait()
+    finally:
+        queue.shutdown()
+
+
+def test_runtime_env_vars_apply_to_the_task_only_and_to_an_actor_for_life():
+    @ember.remote
+    def read(name):
+        return os.environ.get(name)
+
+    @ember.remote
+    def read_in_child(name):
+        return ember.get(read.remote(name), timeout=60)
+
+    @ember.remote
+    class Reader:
+        def read(self, name):
+            return os.environ.get(name)
+
+    with_env = read.options(runtime_env={"env_vars": {"EMBER_TEST_VAR": "task"}})
+    assert get(with_env.remote("EMBER_TEST_VAR")) == "task"
+    assert get([read.remote("EMBER_TEST_VAR") for _ in range(4)]) == [None] * 4  # put back
+    inherits = read_in_child.options(runtime_env={"env_vars": {"EMBER_TEST_VAR": "parent"}})
+    assert get(inherits.remote("EMBER_TEST_VAR")) == "parent"  # children inherit it
+    actor = Reader.options(runtime_env={"env_vars": {"EMBER_TEST_VAR": "actor"}}).remote()
+    assert get([actor.read.remote("EMBER_TEST_VAR") for _ in range(2)]) == ["actor"] * 2
+
+
+def test_runtime_env_with_an_unknown_key_or_bad_values_is_refused_at_once():
+    @ember.remote
+    def noop():
+        return None
+
+    with pytest.raises(ValueError, match="env_var.*did you mean 'env_vars'"):
+        noop.options(runtime_env={"env_var": {"A": "1"}})
+    with pytest.raises(TypeError, match="str -> str"):
+        noop.options(runtime_env={"env_vars": {"A": 1}})
+    with pytest.raises(ValueError, match="unknown runtime_env key"):
+        ember.remote(runtime_env={"pipp": ["x"]})(noop._function)

@@ -489,6 +489,11 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             self._requeue(worker, message[1])
         elif kind == "ready":
             worker.ready = True
+            if worker.pid is None:  # the fork server's notice may come later: kill needs it
+                worker.pid = message[1]
+                self._pids[message[1]] = worker
+                if worker.doomed:
+                    _kill(worker)
             if worker.actor is None:
                 self._starting -= 1
                 self._idle.append(worker)

@@ -107,4 +107,5 @@ def node_record(resources: dict[str, float]) -> dict[str, Any]:
 
 
 def _fmt(resources: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:g}" for k, v in sorted(resources.items())) or "nothing"
+    shown = {k: v for k, v in resources.items() if not k.startswith("node:")}
+    return ", ".join(f"{k}={v:g}" for k, v in sorted(shown.items())) or "nothing"
