@@ -398,7 +398,7 @@ class TestOnRay:
             return "ran"
 
         with pytest.raises(ResourceError, match="arrives-later"):
-            needs_a_new_node.remote()
+            get(needs_a_new_node.remote())
         patient = RayBackend(ray, owned=False, reject_infeasible=False)
         ref = patient.submit_task(needs_a_new_node, (), {}, needs_a_new_node._options)
         try:

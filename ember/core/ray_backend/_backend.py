@@ -26,6 +26,7 @@ from ember.core._refs import DynamicObjectRefGenerator, ObjectRef, ObjectRefGene
 from ember.core._remote import ActorClass, ActorHandle, ActorMeta, RemoteFunction
 from ember.core.ray_backend._callables import (
     actor_runnable,
+    collecting,
     raise_error,
     raise_error_streaming,
     runnable,
@@ -294,10 +295,19 @@ class RayBackend:
 
     def _task_variant(self, fn: RemoteFunction, options: dict[str, Any]) -> Any:
         explicit = getattr(fn, "_explicit", options)
-        base = self._functions.get(fn.function_id)
-        if base is None:
-            base = self._functions[fn.function_id] = self._ray.remote(runnable(fn._function))
-        ray_options = ray_task_options(explicit, options["num_returns"])
+        num_returns = options["num_returns"]
+        if num_returns == "dynamic":  # one result, collected in the worker (see collecting)
+            key = f"{fn.function_id}:dynamic"
+            base = self._functions.get(key)
+            if base is None:
+                base = self._functions[key] = self._ray.remote(collecting(fn._function))
+            num_returns = 1
+        else:
+            base = self._functions.get(fn.function_id)
+            if base is None:
+                base = self._functions[fn.function_id] = self._ray.remote(
+                    runnable(fn._function))
+        ray_options = ray_task_options(explicit, num_returns)
         remote = base.options(**ray_options) if ray_options else base
         self._variants[fn] = remote
         return remote
@@ -435,6 +445,9 @@ class RayBackend:
         if isinstance(handle._actor_id, Unplaceable):
             return self._failed(handle._actor_id.error, num_returns)
         bound = getattr(handle._actor_id, method)
+        declared = handle._meta.methods.get(method)
+        if num_returns == "dynamic" and declared is not None and declared.num_returns == num_returns:
+            num_returns = 1  # the method collects its items itself (see actor_runnable)
         if num_returns != 1:
             if is_streaming(num_returns):
                 bound = bound.options(num_returns="streaming",
