@@ -391,7 +391,7 @@ def test_impossible_request_of_other_shapes_raises_at_once_too():
     def stream():
         yield 1
 
-    first, second = pair.options(num_returns=2).remote()
+    _, second = pair.options(num_returns=2).remote()
     with pytest.raises(ResourceError):
         get(second)
     with pytest.raises(ResourceError):
@@ -529,7 +529,8 @@ def test_cancel_right_after_submission_to_a_warm_worker_raises_at_once(force):
 
     @ember.remote(max_retries=0)
     def block():
-        time.sleep(600)
+        for _ in range(60_000):  # short sleeps: Ray interrupts between bytecodes, not in C
+            time.sleep(0.01)
 
     @ember.remote
     def quick():
@@ -1247,7 +1248,7 @@ def test_returning_a_generator_object_is_a_serialization_error_naming_the_functi
     else:
         ref = AsyncHolder.remote().hands_back_a_generator.remote()
 
-    with pytest.raises(SerializationError, match="hands_back_a_generator.*generator") as info:
+    with pytest.raises(SerializationError, match=r"hands_back_a_generator.*generator") as info:
         get(ref)
     assert isinstance(info.value, TypeError)
     assert "generator function" in str(info.value)  # it says what to do
@@ -1559,8 +1560,10 @@ def test_ray_exception_names_catch_what_ember_raises(tmp_path, named_counters):
         os.kill(os.getpid(), signal.SIGKILL)
 
     @ember.remote
-    def slow():
-        time.sleep(600)
+    def slow(started):
+        open(started, "w").close()
+        for _ in range(60_000):  # short sleeps: Ray interrupts between bytecodes, not in C
+            time.sleep(0.01)
 
     with pytest.raises(rx.RayTaskError) as info:
         get(fails.remote())
@@ -1569,9 +1572,11 @@ def test_ray_exception_names_catch_what_ember_raises(tmp_path, named_counters):
     assert "user bug" in info.value.traceback_str
     with pytest.raises(rx.WorkerCrashedError):
         get(crashes.remote())
-    ref = slow.remote()
+    started = tmp_path / "started"
+    ref = slow.remote(str(started))
     with pytest.raises(rx.GetTimeoutError):
         ember.get(ref, timeout=0.05)
+    wait_for(started.exists, what="the task to start")
     ember.cancel(ref)
     with pytest.raises(rx.TaskCancelledError):
         get(ref)
@@ -1733,7 +1738,7 @@ def test_runtime_env_with_an_unknown_key_or_bad_values_is_refused_at_once():
     def noop():
         return None
 
-    with pytest.raises(ValueError, match="env_var.*did you mean 'env_vars'"):
+    with pytest.raises(ValueError, match=r"env_var.*did you mean 'env_vars'"):
         noop.options(runtime_env={"env_var": {"A": "1"}})
     with pytest.raises(TypeError, match="str -> str"):
         noop.options(runtime_env={"env_vars": {"A": 1}})

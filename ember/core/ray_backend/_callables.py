@@ -138,7 +138,15 @@ def collecting(function: Callable[..., Any]) -> Callable[..., Any]:
 
         return DynamicObjectRefGenerator([ember.put(item) for item in produce(*args, **kwargs)])
 
+    _hide_generator(collect, function)
     return collect
+
+
+def _hide_generator(wrapper: Callable[..., Any], function: Callable[..., Any]) -> None:
+    """Ray unwraps what it runs to see whether it is a generator: a wrapper that collects one
+    keeps only the generator's signature."""
+    del wrapper.__wrapped__  # type: ignore[attr-defined]
+    wrapper.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
 
 
 def _collecting_method(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -151,6 +159,7 @@ def _collecting_method(method: Callable[..., Any]) -> Callable[..., Any]:
             return DynamicObjectRefGenerator(
                 [ember.put(item) async for item in method(*args, **kwargs)])
 
+        _hide_generator(collect_async, method)
         return collect_async
     return collecting(method)
 
