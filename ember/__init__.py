@@ -1,7 +1,9 @@
 """ember: scale AI workloads from one machine to a Ray cluster.
 
-The core API (tasks, actors, object references) lives here; the libraries are attributes that
-load on first use: ``ember.data``, ``ember.train``, ``ember.serve``, ``ember.rl``.
+The core API (tasks, actors, object references) lives here, under Ray's names: ``ember.actor``
+and ``ember.exceptions`` are Ray's ``ray.actor`` and ``ray.exceptions``. The libraries and
+``ember.util`` are attributes that load on first use: ``ember.data``, ``ember.train``,
+``ember.serve``, ``ember.rl``.
 """
 
 from __future__ import annotations
@@ -9,23 +11,26 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ember import errors
+from ember import actor, errors, exceptions
 from ember.core._api import (
     available_resources,
     cancel,
     cluster_resources,
     get,
     get_actor,
+    get_gpu_ids,
     get_runtime_context,
     init,
     is_initialized,
     kill,
+    nodes,
     put,
     shutdown,
+    timeline,
     wait,
 )
 from ember.core._context import RuntimeContext
-from ember.core._refs import ObjectRef, ObjectRefGenerator
+from ember.core._refs import DynamicObjectRefGenerator, ObjectRef, ObjectRefGenerator
 from ember.core._remote import ActorClass, ActorHandle, RemoteFunction, method, remote
 
 __version__ = "0.1.0"
@@ -33,28 +38,34 @@ __version__ = "0.1.0"
 __all__ = [
     "ActorClass",
     "ActorHandle",
+    "DynamicObjectRefGenerator",
     "ObjectRef",
     "ObjectRefGenerator",
     "RemoteFunction",
     "RuntimeContext",
+    "actor",
     "available_resources",
     "cancel",
     "cluster_resources",
     "errors",
+    "exceptions",
     "get",
     "get_actor",
+    "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",
     "kill",
     "method",
+    "nodes",
     "put",
     "remote",
     "shutdown",
+    "timeline",
     "wait",
 ]
 
-_LAZY_LIBRARIES = ("data", "train", "serve", "rl")
+_LAZY_LIBRARIES = ("data", "train", "serve", "rl", "util")
 
 
 def __getattr__(name: str) -> Any:

@@ -8,17 +8,21 @@ The tree::
     ├── WorkerCrashedError        the process running a task died and retries were used up
     ├── ActorDiedError            the actor's process died (or it was killed) and cannot restart
     │   └── ActorUnavailableError the actor is restarting; the call was not delivered
+    ├── ActorAlreadyExistsError   an actor with that name lives already (also a ``ValueError``)
     ├── GetTimeoutError           ``get(..., timeout=)`` ran out (also a ``TimeoutError``)
     ├── ObjectLostError           the object's value is gone (its owner died, or it was freed)
+    ├── ObjectStoreFullError      Ray's object store is full (the local backend spills instead)
     ├── TaskCancelledError        ``ember.cancel`` stopped the task
     ├── OutOfMemoryError          the task was stopped because the machine ran out of memory
     ├── ResourceError             a request that can never be satisfied (also a ``ValueError``)
+    ├── RuntimeEnvSetupError      a ``runtime_env`` that this backend cannot set up
     ├── SerializationError        a value could not be pickled (also a ``TypeError``)
     ├── TrainingFailedError       an ``ember.train`` run failed and used up its ``max_failures``
     ├── StorageError              a storage path cannot be read or written (also an ``OSError``)
     └── RuntimeNotInitializedError / BackendError   misuse of the runtime itself
 
-All of them survive pickling, so they travel between processes unchanged.
+All of them survive pickling, so they travel between processes unchanged. Ray's names for
+them (``RayTaskError``, ``RayActorError``, ...) are in ``ember.exceptions``.
 """
 
 from __future__ import annotations
@@ -27,14 +31,17 @@ import pickle
 from typing import Any
 
 __all__ = [
+    "ActorAlreadyExistsError",
     "ActorDiedError",
     "ActorUnavailableError",
     "BackendError",
     "EmberError",
     "GetTimeoutError",
     "ObjectLostError",
+    "ObjectStoreFullError",
     "OutOfMemoryError",
     "ResourceError",
+    "RuntimeEnvSetupError",
     "RuntimeNotInitializedError",
     "SerializationError",
     "StorageError",
@@ -61,12 +68,21 @@ class ActorUnavailableError(ActorDiedError):
     """The actor is restarting and the call could not be delivered to it."""
 
 
+class ActorAlreadyExistsError(EmberError, ValueError):
+    """An actor was created with a name that a live actor in that namespace already has."""
+
+
 class GetTimeoutError(EmberError, TimeoutError):
     """``ember.get`` (or ``wait``/``next`` on a generator) ran past its ``timeout``."""
 
 
 class ObjectLostError(EmberError):
     """The object's value can no longer be read."""
+
+
+class ObjectStoreFullError(EmberError):
+    """Ray's object store had no room for a value (the ray backend); the local backend spills
+    objects to disk instead of raising this."""
 
 
 class TaskCancelledError(EmberError):
@@ -79,6 +95,11 @@ class OutOfMemoryError(EmberError):
 
 class ResourceError(EmberError, ValueError):
     """A task or actor asked for resources that the cluster can never provide."""
+
+
+class RuntimeEnvSetupError(EmberError):
+    """A ``runtime_env`` could not be set up: the backend does not support one of its keys
+    (``pip`` on the local backend, say), or setting it up failed."""
 
 
 class SerializationError(EmberError, TypeError):
@@ -136,6 +157,16 @@ class TaskError(EmberError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_task_error, (self.function_name, self.remote_traceback, self.cause))
+
+    @property
+    def traceback_str(self) -> str:
+        """The remote traceback (Ray's ``RayTaskError.traceback_str``)."""
+        return self.remote_traceback
+
+    def as_instanceof_cause(self) -> TaskError:
+        """This error, which is already an instance of the cause's type (Ray's
+        ``RayTaskError.as_instanceof_cause``)."""
+        return self
 
     @classmethod
     def wrap(

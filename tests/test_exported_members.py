@@ -5,41 +5,51 @@ from __future__ import annotations
 import pytest
 
 import ember
-from ember import errors
+import ember.util.queue
+from ember import actor, errors, exceptions, util
 
 EMBER_ALL = [
     "ActorClass",
     "ActorHandle",
+    "DynamicObjectRefGenerator",
     "ObjectRef",
     "ObjectRefGenerator",
     "RemoteFunction",
     "RuntimeContext",
+    "actor",
     "available_resources",
     "cancel",
     "cluster_resources",
     "errors",
+    "exceptions",
     "get",
     "get_actor",
+    "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",
     "kill",
     "method",
+    "nodes",
     "put",
     "remote",
     "shutdown",
+    "timeline",
     "wait",
 ]
 
 ERRORS_ALL = [
+    "ActorAlreadyExistsError",
     "ActorDiedError",
     "ActorUnavailableError",
     "BackendError",
     "EmberError",
     "GetTimeoutError",
     "ObjectLostError",
+    "ObjectStoreFullError",
     "OutOfMemoryError",
     "ResourceError",
+    "RuntimeEnvSetupError",
     "RuntimeNotInitializedError",
     "SerializationError",
     "StorageError",
@@ -50,18 +60,58 @@ ERRORS_ALL = [
 ]
 
 
-def test_ember_all_is_pinned():
-    assert ember.__all__ == EMBER_ALL
+# Ray's names (ray.exceptions, ray.actor, ray.util, ray.util.queue) that ember offers.
+EXCEPTIONS_ALL = [
+    "ActorAlreadyExistsError",
+    "ActorDiedError",
+    "ActorUnavailableError",
+    "ActorUnschedulableError",
+    "GetTimeoutError",
+    "LocalRayletDiedError",
+    "NodeDiedError",
+    "ObjectFetchTimedOutError",
+    "ObjectFreedError",
+    "ObjectLostError",
+    "ObjectReconstructionFailedError",
+    "ObjectStoreFullError",
+    "OutOfMemoryError",
+    "OwnerDiedError",
+    "RayActorError",
+    "RayError",
+    "RaySystemError",
+    "RayTaskError",
+    "RuntimeEnvSetupError",
+    "TaskCancelledError",
+    "TaskUnschedulableError",
+    "WorkerCrashedError",
+]
+
+ACTOR_ALL = ["ActorClass", "ActorHandle", "ActorMethod", "method"]
+
+UTIL_ALL = ["ActorPool", "get_node_ip_address", "queue"]
+
+QUEUE_ALL = ["Empty", "Full", "Queue"]
+
+PINNED = [(ember, EMBER_ALL), (errors, ERRORS_ALL), (exceptions, EXCEPTIONS_ALL),
+          (actor, ACTOR_ALL), (util, UTIL_ALL), (ember.util.queue, QUEUE_ALL)]
 
 
-def test_errors_all_is_pinned():
-    assert errors.__all__ == ERRORS_ALL
+@pytest.mark.parametrize(("module", "names"), PINNED, ids=lambda v: getattr(v, "__name__", ""))
+def test_all_is_pinned(module, names):
+    assert module.__all__ == names
 
 
 @pytest.mark.parametrize(("module", "name"),
-                         [(ember, n) for n in EMBER_ALL] + [(errors, n) for n in ERRORS_ALL])
+                         [(module, n) for module, names in PINNED for n in names])
 def test_every_exported_name_exists(module, name):
     assert getattr(module, name) is not None
+
+
+def test_every_ray_exception_name_is_a_class_of_embers_tree():
+    for name in EXCEPTIONS_ALL:
+        cls = getattr(exceptions, name)
+        assert isinstance(cls, type) and issubclass(cls, errors.EmberError), name
+        assert cls.__module__ == errors.__name__, name  # an alias, never a second tree
 
 
 def test_every_error_class_is_exported():

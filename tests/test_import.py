@@ -18,7 +18,9 @@ def run_python(code: str) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize("statement", ["import ember", "import ember.errors", "import ember.core"])
+@pytest.mark.parametrize("statement", ["import ember", "import ember.errors", "import ember.core",
+                                       "import ember.util", "import ember.util.queue",
+                                       "import ember.exceptions, ember.actor"])
 def test_import_loads_no_heavy_library(statement):
     code = (f"{statement}; import sys, json; "
             f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")

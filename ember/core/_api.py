@@ -6,11 +6,13 @@ These functions validate what the user passed and hand the work to the current b
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ember.core import _runtime_env
 from ember.core._refs import ObjectRef, ObjectRefGenerator
 from ember.errors import RuntimeNotInitializedError
 
@@ -54,6 +56,7 @@ def init(
     resources: dict[str, float] | None = None,
     object_store_memory: int | None = None,
     namespace: str | None = None,
+    runtime_env: dict[str, Any] | None = None,
     ignore_reinit_error: bool = False,
     **backend_options: Any,
 ) -> InitInfo:
@@ -62,7 +65,14 @@ def init(
     ``backend="local"`` runs everything on this machine in worker processes started from a fork
     server; ``backend="ray"`` runs the same program on a Ray cluster (``address="auto"`` or
     ``"ray://host:10001"``; extra keyword arguments go to ``ray.init``).
+
+    ``runtime_env`` (Ray's shape: ``env_vars``, ``working_dir``, ``py_modules``, ...) applies
+    to every task and actor of the job; a task's or actor's own ``runtime_env`` option is
+    merged over it (its fields win; ``env_vars`` are merged). The local backend sets up
+    ``env_vars``, ``working_dir`` and ``py_modules`` itself and refuses the keys that install
+    software (``pip``, ``conda``, ...); unknown keys are an error.
     """
+    runtime_env = _runtime_env.validate(runtime_env)
     global _backend, _atexit_registered
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (known: {', '.join(map(repr, BACKENDS))})")
@@ -90,6 +100,7 @@ def init(
             _backend = LocalBackend.start(
                 num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                 object_store_memory=object_store_memory, namespace=namespace,
+                runtime_env=runtime_env,
             )
         else:
             from ember.core.ray_backend import RayBackend
@@ -97,7 +108,7 @@ def init(
             _backend = RayBackend.start(
                 address=address, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                 object_store_memory=object_store_memory, namespace=namespace,
-                **backend_options,
+                runtime_env=runtime_env, **backend_options,
             )
         if not _atexit_registered:
             atexit.register(shutdown)
@@ -181,16 +192,20 @@ def put(value: Any) -> ObjectRef:
 
 
 def wait(
-    refs: Sequence[ObjectRef],
+    refs: Sequence[ObjectRef | ObjectRefGenerator],
     *,
     num_returns: int = 1,
     timeout: float | None = None,
     fetch_local: bool = True,
-) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    """Split ``refs`` into (ready, not ready) once ``num_returns`` are ready or time runs out."""
+) -> tuple[list[Any], list[Any]]:
+    """Split ``refs`` into (ready, not ready) once ``num_returns`` are ready or time runs out.
+
+    ``refs`` may hold ``ObjectRefGenerator``s too: one is ready when its next item is (or when
+    it has ended), as in Ray.
+    """
     if isinstance(refs, ObjectRef) or not isinstance(refs, (list, tuple)):
         raise TypeError(f"ember.wait() takes a list of ObjectRefs, got {type(refs).__name__}")
-    _check_refs(refs, "ember.wait()")
+    _check_refs([r for r in refs if not isinstance(r, ObjectRefGenerator)], "ember.wait()")
     if not refs:
         return [], []
     if len(set(refs)) != len(refs):
@@ -214,10 +229,18 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     current_backend().kill(actor, no_restart)
 
 
-def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancel a task: a queued one never runs, a running one is interrupted (``force=True``
-    kills its worker). ``get`` on it then raises ``TaskCancelledError``."""
-    _check_refs([ref], "ember.cancel()")
+def cancel(
+    ref: ObjectRef | ObjectRefGenerator, *, force: bool = False, recursive: bool = True
+) -> None:
+    """Cancel a task or an actor call (by its ``ObjectRef`` or ``ObjectRefGenerator``).
+
+    A queued one never runs. A running task is interrupted (``TaskCancelledError`` is raised in
+    it; ``force=True`` kills its worker). A running actor call is not interrupted, as in Ray:
+    an ``async`` actor's call gets ``asyncio.CancelledError``, the others can look at
+    ``get_runtime_context().is_canceled()``. ``get`` raises ``TaskCancelledError`` at once.
+    """
+    if not isinstance(ref, ObjectRefGenerator):
+        _check_refs([ref], "ember.cancel()")
     current_backend().cancel(ref, force, recursive)
 
 
@@ -238,6 +261,34 @@ def available_resources() -> dict[str, float]:
 
 def get_runtime_context() -> RuntimeContext:
     return current_backend().runtime_context()
+
+
+def nodes() -> list[dict[str, Any]]:
+    """The nodes of the cluster, one dict each in the shape of Ray's ``ray.nodes()``
+    (``NodeID``, ``Alive``, ``NodeManagerAddress``, ``Resources``, ...); the local backend has
+    one, at ``127.0.0.1``."""
+    return current_backend().nodes()
+
+
+def get_gpu_ids() -> list[int] | list[str]:
+    """The GPUs assigned to the calling task or actor (``[]`` in the driver), as integers
+    when they are numbers, as Ray returns them."""
+    ids = get_runtime_context().get_accelerator_ids().get("GPU", [])
+    if all(str(i).isdigit() for i in ids):
+        return [int(i) for i in ids]
+    return [str(i) for i in ids]
+
+
+def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
+    """Task events as a Chrome trace (``chrome://tracing``): the list, or written to
+    ``filename`` as JSON. The local backend records no events yet, so its trace is empty; the
+    ray backend gives Ray's."""
+    events = current_backend().timeline_events()
+    if filename is None:
+        return events
+    with open(filename, "w") as f:
+        json.dump(events, f)
+    return None
 
 
 def _require_backend() -> Backend:

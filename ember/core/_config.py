@@ -19,8 +19,15 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
+from typing import Any
+
+from ember.core import _runtime_env
 
 SHM_DIR = "/dev/shm"
+# The local backend's one node: its address, and the resources that name it (as Ray gives each
+# node ``node:<ip>`` and the head ``node:__internal_head__``, so that work can be pinned there).
+LOCAL_NODE_IP = "127.0.0.1"
+NODE_RESOURCES = {f"node:{LOCAL_NODE_IP}": 1.0, "node:__internal_head__": 1.0}
 SEGMENT_PREFIX = "ember-"
 
 
@@ -55,6 +62,9 @@ class LocalConfig:
     # A synchronous actor call's caller, and an actor that runs calls one at a time, poll for
     # the next message this long before they block (see _transport.spin_poll).
     spin_s: float = 50e-6
+    # ember.init(runtime_env=...) as the local backend applies it in every worker (see
+    # ember.core._runtime_env); None when not given.
+    runtime_env: dict[str, Any] | None = None
 
 
 def resolve_local_config(
@@ -64,6 +74,7 @@ def resolve_local_config(
     resources: dict[str, float] | None,
     object_store_memory: int | None,
     namespace: str | None,
+    runtime_env: dict[str, Any] | None = None,
 ) -> LocalConfig:
     gpus = _detect_gpus()
     if num_gpus is not None:
@@ -96,6 +107,7 @@ def resolve_local_config(
         inline_threshold=int(os.environ.get("EMBER_INLINE_THRESHOLD", 100 * 1024)),
         namespace=namespace or "default",
         spin_s=_spin_seconds(os.environ.get("EMBER_SPIN_US")),
+        runtime_env=_runtime_env.for_local(runtime_env, "ember.init"),
     )
 
 

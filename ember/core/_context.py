@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ class RuntimeContext:
     accelerator_ids: dict[str, list[str]] = field(default_factory=dict)
     assigned_resources: dict[str, float] = field(default_factory=dict)
     was_current_actor_reconstructed: bool = False
+    # Asks the backend whether the running task was cancelled (None in the driver).
+    _is_canceled: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
 
     def get_job_id(self) -> str:
         return self.job_id
@@ -45,6 +48,18 @@ class RuntimeContext:
 
     def get_assigned_resources(self) -> dict[str, float]:
         return dict(self.assigned_resources)
+
+    def is_canceled(self) -> bool:
+        """True once ``ember.cancel`` was called on the running task or actor call.
+
+        A running actor call is not interrupted (an actor has state): its method can look at
+        this and stop early. Raises ``RuntimeError`` in the driver and in an ``async`` actor
+        (where a cancelled call gets ``asyncio.CancelledError``).
+        """
+        if self._is_canceled is None:
+            raise RuntimeError("is_canceled() is only available inside a task or an actor "
+                               "method, not in the driver")
+        return self._is_canceled()
 
     def get(self) -> dict[str, Any]:
         return {

@@ -6,6 +6,8 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
+from ember.core import _runtime_env
+
 TASK_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "max_retries", "retry_exceptions", "num_returns",
     "name", "memory", "scheduling_strategy", "runtime_env", "placement_group",
@@ -71,6 +73,8 @@ def validate_task_options(options: Mapping[str, Any]) -> None:
         elif key == "num_returns":
             if value not in ("streaming", "dynamic"):
                 _number(key, value, integer=True, minimum=0)
+        elif key == "runtime_env":
+            _runtime_env.validate(value)
         elif key == "retry_exceptions" and not (
             isinstance(value, bool)
             or (isinstance(value, (list, tuple))
@@ -93,6 +97,8 @@ def validate_actor_options(options: Mapping[str, Any]) -> None:
             _number(key, value, integer=True, minimum=1)
         elif key == "resources":
             _resources(value)
+        elif key == "runtime_env":
+            _runtime_env.validate(value)
         elif key == "lifetime" and value not in (None, "detached", "non_detached"):
             raise ValueError(f"lifetime={value!r} must be None, 'detached' or 'non_detached'")
         elif key in ("name", "namespace") and value is not None and (

@@ -1,10 +1,11 @@
-"""``ObjectRef`` and ``ObjectRefGenerator``: handles to values that a backend holds."""
+"""``ObjectRef``, ``ObjectRefGenerator`` and ``DynamicObjectRefGenerator``: handles to values
+that a backend holds."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ember.core import _serialization
@@ -77,9 +78,28 @@ class ObjectRef:
 
 
 def _rebuild_ref(object_id: Any) -> ObjectRef:
+    if _serialization.detached():
+        return ObjectRef(object_id, DETACHED, add_ref=False)
     from ember.core._api import current_backend
 
     return current_backend().make_ref(object_id)
+
+
+class _Detached:
+    """The runtime of references and handles rebuilt only to be looked at (see
+    ``_serialization.loads_detached``): they count nothing and cannot be used."""
+
+    name = "detached"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith(("add_", "remove_", "on_actor_handle")):
+            return lambda *args: None
+        raise RuntimeError(
+            "this reference was rebuilt only to inspect an error and cannot be used"
+        )
+
+
+DETACHED: Any = _Detached()
 
 
 class ObjectRefGenerator:
@@ -152,3 +172,29 @@ class ObjectRefGenerator:
 
     def completed(self) -> bool:
         return self._done
+
+
+class DynamicObjectRefGenerator:
+    """The value of a ``num_returns="dynamic"`` task: a reference per item its generator
+    yielded, in order (Ray's older form of a generator task; ``"streaming"`` hands items out
+    while the task runs)::
+
+        @ember.remote(num_returns="dynamic")
+        def split(n):
+            yield from range(n)
+
+        refs = ember.get(split.remote(3))  # a DynamicObjectRefGenerator
+        ember.get(list(refs))  # [0, 1, 2]
+    """
+
+    def __init__(self, refs: Iterable[ObjectRef]) -> None:
+        self._refs = list(refs)
+
+    def __iter__(self) -> Iterator[ObjectRef]:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __repr__(self) -> str:
+        return f"DynamicObjectRefGenerator({len(self._refs)} refs)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -182,6 +183,8 @@ def _method_meta(cls: type) -> ActorMeta:
 class ActorClass:
     """A class whose instances live in their own process: ``A.remote(...)`` gives a handle."""
 
+    __class_getitem__: Any = classmethod(types.GenericAlias)  # ActorClass[Counter], as in Ray
+
     def __init__(
         self, cls: type, options: dict[str, Any], *, _shared: dict[str, Any] | None = None
     ) -> None:
@@ -241,6 +244,8 @@ def _rebuild_actor_class(
 class ActorHandle:
     """A handle to a live actor: ``handle.method.remote(...)`` returns an ``ObjectRef``."""
 
+    __class_getitem__: Any = classmethod(types.GenericAlias)  # ActorHandle[Counter], as in Ray
+
     def __init__(self, actor_id: Any, meta: ActorMeta, runtime: Any) -> None:
         self._actor_id = actor_id
         self._meta = meta
@@ -279,12 +284,18 @@ class ActorHandle:
 
 
 def _rebuild_handle(actor_id: Any, meta: ActorMeta) -> ActorHandle:
+    if _serialization.detached():
+        from ember.core._refs import DETACHED
+
+        return ActorHandle(actor_id, meta, DETACHED)
     from ember.core._api import current_backend
 
     return ActorHandle(actor_id, meta, current_backend())
 
 
 class ActorMethod:
+    """A method of an actor, reached through its handle: ``handle.method.remote(...)``."""
+
     def __init__(
         self, handle: ActorHandle, name: str, meta: MethodMeta, options: dict[str, Any]
     ) -> None:

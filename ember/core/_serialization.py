@@ -131,6 +131,23 @@ def loads(stored: Stored, names: _shm.SegmentNames | None) -> Any:
     return pickle.loads(data, buffers=views)
 
 
+def loads_detached(stored: Stored, names: _shm.SegmentNames | None) -> Any:
+    """Unpickle a value only to look at it (its type, its message), as the local driver does
+    with its lock held: ``ObjectRef``s and actor handles inside it bind to no runtime and are
+    not counted, so rebuilding them cannot wait for that lock."""
+    previous = getattr(_local, "detached", False)
+    _local.detached = True
+    try:
+        return loads(stored, names)
+    finally:
+        _local.detached = previous
+
+
+def detached() -> bool:
+    """True while :func:`loads_detached` runs in this thread."""
+    return bool(getattr(_local, "detached", False))
+
+
 def new_segments(stored: Stored) -> list[tuple[str, int]]:
     """Segments that this serialization created (name, size)."""
     seen: dict[str, int] = {}
@@ -142,6 +159,21 @@ def new_segments(stored: Stored) -> list[tuple[str, int]]:
 
 def segments_of(stored: Stored) -> set[str]:
     return {loc[0] for loc in stored[1]}
+
+
+def refuse_generator(value: Any, name: str) -> None:
+    """Raise a ``SerializationError`` naming ``name`` when a task or method that is not a
+    generator function returned a generator object: it cannot be pickled, and the fix is to
+    declare the function as what it is."""
+    import inspect
+
+    if inspect.isgenerator(value) or inspect.isasyncgen(value):
+        kind = "an async generator" if inspect.isasyncgen(value) else "a generator"
+        raise SerializationError(
+            f"{name} returned {kind} object, which cannot be sent back. To stream its items, "
+            f"make {name} itself a generator function (yield in its body) or declare it with "
+            "num_returns='streaming'; to return them all, return a list"
+        )
 
 
 def dumps_function(fn: Any) -> bytes:

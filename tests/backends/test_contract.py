@@ -12,6 +12,7 @@ segments, the fork server, worker reuse) live in ``tests/core/local/``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pickle
 import signal
@@ -349,28 +350,67 @@ def test_user_errors_are_not_retried_unless_asked(tmp_path, retry_exceptions):
     ],
     ids=["cpus", "gpus", "unknown-resource", "too-much-custom"],
 )
-def test_impossible_task_request_raises_resource_error_at_once(options, resource, asked, total):
+def test_impossible_task_request_returns_refs_that_raise_resource_error_at_once(
+    options, resource, asked, total, caplog
+):
+    """As in Ray, submitting work that can never run is not an error in itself (a Ray program
+    that submits and never waits carries on), but a warning; waiting on it fails at once."""
+
     @ember.remote
     def never():
         return "ran"
 
-    with pytest.raises(ResourceError) as info:
-        never.options(**options).remote()
+    with caplog.at_level(logging.WARNING, logger="ember"):
+        ref = never.options(**options).remote()
+    assert isinstance(ref, ember.ObjectRef)
+    assert any("can never run" in r.getMessage() and resource in r.getMessage()
+               for r in caplog.records)
 
+    ready, _ = ember.wait([ref], timeout=GET_TIMEOUT)
+    assert ready == [ref]
+    with pytest.raises(ResourceError) as info:
+        ember.get(ref, timeout=GET_TIMEOUT)
     assert isinstance(info.value, ValueError)
     message = str(info.value)
     assert resource in message
     assert str(asked) in message and str(total) in message  # what was asked for, what there is
+    with pytest.raises(ResourceError):
+        asyncio.run(asyncio.wait_for(_await(ref), GET_TIMEOUT))
 
 
-def test_impossible_actor_request_raises_resource_error_at_once():
+async def _await(ref):
+    return await ref
+
+
+def test_impossible_request_of_other_shapes_raises_at_once_too():
+    @ember.remote(num_cpus=3)
+    def pair():
+        return 1, 2
+
+    @ember.remote(num_cpus=3)
+    def stream():
+        yield 1
+
+    _, second = pair.options(num_returns=2).remote()
+    with pytest.raises(ResourceError):
+        get(second)
+    with pytest.raises(ResourceError):
+        get(next(stream.remote()))
+
+
+def test_impossible_actor_request_returns_a_handle_whose_calls_raise_at_once(caplog):
     @ember.remote
     class Greedy:
         def ping(self):
             return "pong"
 
+    with caplog.at_level(logging.WARNING, logger="ember"):
+        greedy = Greedy.options(num_gpus=8).remote()
+    assert isinstance(greedy, ember.ActorHandle)
+    assert any("can never run" in r.getMessage() for r in caplog.records)
     with pytest.raises(ResourceError, match="GPU"):
-        Greedy.options(num_gpus=8).remote()
+        get(greedy.ping.remote())
+    ember.kill(greedy)  # a no-op, not an error
 
 
 def test_unpicklable_argument_raises_serialization_error_naming_it():
@@ -480,6 +520,115 @@ def test_cancel_of_a_running_task_raises_task_cancelled_error(tmp_path, gate: Ga
     finally:
         gate.open()
     assert get(after.remote()) == "still working"
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["interrupt", "force"])
+def test_cancel_right_after_submission_to_a_warm_worker_raises_at_once(force):
+    """The task reaches an idle worker at once; the cancel that follows must still stop it
+    (the worker gets the interrupt before the task's code starts) and free its CPU."""
+
+    @ember.remote(max_retries=0)
+    def block():
+        for _ in range(60_000):  # short sleeps: Ray interrupts between bytecodes, not in C
+            time.sleep(0.01)
+
+    @ember.remote
+    def quick():
+        return "quick"
+
+    get([quick.remote() for _ in range(4)])  # warm workers
+    for _ in range(3):  # more than the 2 CPUs: each cancelled task must give its CPU back
+        ref = block.remote()
+        ember.cancel(ref, force=force)
+        with pytest.raises(TaskCancelledError):
+            ember.get(ref, timeout=20)
+    wait_for(lambda: ember.available_resources().get("CPU") == 2.0,
+             what="the cancelled tasks' CPUs to come back")
+    assert get(quick.remote()) == "quick"
+
+
+def test_cancel_of_a_streaming_generator_stops_it(tmp_path, wait_until_exists):
+    started = tmp_path / "started"
+
+    @ember.remote(max_retries=0)
+    def endless(started):
+        yield "first"
+        open(started, "w").close()
+        while True:
+            time.sleep(0.01)
+            yield "more"
+
+    gen = endless.remote(str(started))
+    assert get(next(gen)) == "first"
+    wait_for(started.exists, what="the generator to run on")
+    ember.cancel(gen)
+
+    with pytest.raises(TaskCancelledError):
+        for ref in gen:
+            get(ref)
+    wait_for(lambda: ember.available_resources().get("CPU") == 2.0,
+             what="the generator's CPU to come back")
+
+
+def test_cancel_of_a_running_actor_call_sets_is_canceled_and_get_raises(tmp_path):
+    started, saw_it = tmp_path / "started", tmp_path / "saw-cancel"
+
+    @ember.remote
+    class Worker:
+        def long_job(self, started, saw_it):
+            open(started, "w").close()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if ember.get_runtime_context().is_canceled():
+                    open(saw_it, "w").close()
+                    return "stopped early"
+                time.sleep(0.01)
+            return "ran to the end"
+
+        def ping(self):
+            return "pong"
+
+    actor = Worker.remote()
+    ref = actor.long_job.remote(str(started), str(saw_it))
+    wait_for(started.exists, what="the call to start")
+    ember.cancel(ref)
+
+    with pytest.raises(TaskCancelledError):
+        get(ref)
+    wait_for(saw_it.exists, what="the method to see is_canceled()")
+    assert get(actor.ping.remote()) == "pong"  # the actor was not interrupted
+
+
+def test_cancel_of_a_running_async_actor_call_cancels_its_asyncio_task(tmp_path):
+    started, cancelled = tmp_path / "started", tmp_path / "cancelled"
+
+    @ember.remote
+    class Sleeper:
+        async def nap(self, started, cancelled):
+            open(started, "w").close()
+            try:
+                await asyncio.sleep(600)
+            except asyncio.CancelledError:
+                open(cancelled, "w").close()
+                raise
+
+        async def ping(self):
+            return "pong"
+
+    actor = Sleeper.remote()
+    ref = actor.nap.remote(str(started), str(cancelled))
+    wait_for(started.exists, what="the call to start")
+    ember.cancel(ref)
+
+    with pytest.raises(TaskCancelledError):
+        get(ref)
+    wait_for(cancelled.exists, what="asyncio.CancelledError in the call")
+    assert get(actor.ping.remote()) == "pong"
+
+
+def test_is_canceled_outside_a_task_raises_runtime_error():
+    with pytest.raises(RuntimeError, match="driver"):
+        ember.get_runtime_context().is_canceled()
 
 
 # -- wait -----------------------------------------------------------------------------------
@@ -682,6 +831,77 @@ def test_actor_handle_can_be_passed_to_tasks_and_other_actors():
     get(Relay.remote().forward.remote(tally, 100))
 
     assert get(tally.total_.remote()) == 110
+
+
+# An actor handle that shipped code refers to as a module global (set by the test below).
+_STORE = None
+
+
+def _store_class():
+    """An actor class that collects items; ``add(item)`` returns how many it holds."""
+
+    @ember.remote
+    class Store:
+        def __init__(self):
+            self.items = []
+
+        def add(self, item):
+            self.items.append(item)
+            return len(self.items)
+
+    return Store
+
+
+@pytest.mark.parametrize("how", ["method-global", "default-argument", "closure", "task-global"])
+def test_code_that_refers_to_another_actors_handle_ships_without_a_hang(how):
+    """Ray's "async actor" pattern: a TaskStore handle used inside TaskExecutor.run. Pickling
+    the executor's code pickles the handle; that must not wait for the runtime's own lock."""
+    global _STORE
+    store = _STORE = _store_class().remote()
+    try:
+        if how == "method-global":
+            @ember.remote
+            class Executor:
+                def run(self, item):
+                    return ember.get(_STORE.add.remote(item), timeout=60)
+        elif how == "default-argument":
+            @ember.remote
+            class Executor:
+                def run(self, item, store=store):
+                    return ember.get(store.add.remote(item), timeout=60)
+        elif how == "closure":
+            def make_executor(store):
+                @ember.remote
+                class Executor:
+                    def run(self, item):
+                        return ember.get(store.add.remote(item), timeout=60)
+
+                return Executor
+
+            Executor = make_executor(store)
+        else:
+            @ember.remote
+            def run(item):
+                return ember.get(_STORE.add.remote(item), timeout=60)
+
+            assert get([run.remote("a"), run.remote("b")]) in ([1, 2], [2, 1])
+            return
+        executor = Executor.remote()
+        assert get(executor.run.remote("a")) == 1
+        assert get(Executor.remote().run.remote("b")) == 2
+    finally:
+        _STORE = None
+
+
+def test_an_exception_that_holds_a_ref_comes_back_without_a_hang():
+    @ember.remote
+    def fail_with_a_ref():
+        raise LookupError(ember.put("inside"))
+
+    with pytest.raises(LookupError) as info:
+        get(fail_with_a_ref.remote())
+
+    assert isinstance(info.value, TaskError)
 
 
 def test_threaded_actor_runs_calls_concurrently_up_to_max_concurrency():
@@ -979,6 +1199,141 @@ def test_generator_error_is_raised_by_the_item_after_the_last_good_one():
     assert isinstance(info.value, TaskError)
 
 
+def _generators():
+    """Generator objects a task could return by mistake, by kind (made here to ship by
+    value)."""
+
+    def numbers():
+        yield 0
+        yield 1
+
+    def nones():  # a generator that yields None once ran as a coroutine without a word
+        yield None
+        return "its return value"
+
+    async def async_numbers():
+        yield 0
+
+    return {"generator": numbers, "none-yielding": nones, "async-generator": async_numbers}
+
+
+@pytest.mark.parametrize("kind", ["generator", "none-yielding", "async-generator"])
+@pytest.mark.parametrize("where", ["task", "actor", "async-actor"])
+def test_returning_a_generator_object_is_a_serialization_error_naming_the_function(
+    kind, where
+):
+    make = _generators()[kind]
+
+    @ember.remote
+    def hands_back_a_generator():
+        return make()
+
+    @ember.remote
+    class Holder:
+        def hands_back_a_generator(self):
+            return make()
+
+    @ember.remote
+    class AsyncHolder:
+        async def hands_back_a_generator(self):
+            return make()
+
+        async def ping(self):
+            return "pong"
+
+    if where == "task":
+        ref = hands_back_a_generator.remote()
+    elif where == "actor":
+        ref = Holder.remote().hands_back_a_generator.remote()
+    else:
+        ref = AsyncHolder.remote().hands_back_a_generator.remote()
+
+    with pytest.raises(SerializationError, match=r"hands_back_a_generator.*generator") as info:
+        get(ref)
+    assert isinstance(info.value, TypeError)
+    assert "generator function" in str(info.value)  # it says what to do
+
+
+def test_a_generator_function_streams_and_an_async_one_too():
+    @ember.remote
+    def sync_gen():
+        yield None
+        yield 1
+
+    @ember.remote
+    async def async_gen():
+        yield None
+        yield 2
+
+    assert [get(ref) for ref in sync_gen.remote()] == [None, 1]
+    assert [get(ref) for ref in async_gen.remote()] == [None, 2]
+
+
+def test_num_returns_dynamic_gives_a_ref_to_a_dynamic_object_ref_generator():
+    @ember.remote(num_returns="dynamic")
+    def split(n):
+        for i in range(n):
+            yield i * 10
+
+    @ember.remote
+    class Splitter:
+        @ember.method(num_returns="dynamic")
+        def split(self, n):
+            yield from range(n)
+
+    ref = split.remote(3)
+    assert isinstance(ref, ember.ObjectRef)
+    items = get(ref)
+    assert isinstance(items, ember.DynamicObjectRefGenerator)
+    assert len(items) == 3
+    assert get(list(items)) == [0, 10, 20]
+    assert get(list(get(Splitter.remote().split.remote(2)))) == [0, 1]
+    assert len(get(split.options(num_returns="dynamic").remote(0))) == 0
+
+
+def test_wait_takes_an_object_ref_generator_ready_when_its_next_item_is(
+    gate: Gate, wait_until_exists
+):
+    @ember.remote
+    def gated(path):
+        yield "first"
+        wait_until_exists(path)
+        yield "second"
+
+    gen = gated.remote(gate.path)
+    ready, not_ready = ember.wait([gen], timeout=GET_TIMEOUT)
+    assert ready == [gen] and not_ready == []
+    assert get(next(gen)) == "first"
+    try:
+        ready, not_ready = ember.wait([gen], timeout=0.2)  # "second" waits for the gate
+        assert ready == [] and not_ready == [gen]
+    finally:
+        gate.open()
+    ready, _ = ember.wait([gen], timeout=GET_TIMEOUT)
+    assert ready == [gen]
+    assert [get(ref) for ref in gen] == ["second"]
+    ready, _ = ember.wait([gen], timeout=GET_TIMEOUT)  # an ended generator is ready too
+    assert ready == [gen]
+
+
+def test_wait_mixes_refs_and_generators_inside_a_task():
+    @ember.remote
+    def numbers():
+        yield 1
+
+    @ember.remote
+    def one():
+        return 1
+
+    @ember.remote
+    def waits():
+        gen, ref = numbers.remote(), one.remote()
+        ready, _ = ember.wait([gen, ref], num_returns=2, timeout=60)
+        return len(ready), ember.get(next(gen), timeout=60), ember.get(ref, timeout=60)
+
+    assert get(waits.remote()) == (2, 1, 1)
+
+
 def test_slow_consumer_pauses_the_producer(tmp_path):
     """Bounded buffering: the producer runs at most 16 items ahead of what was consumed."""
     progress = tmp_path / "produced"
@@ -1188,3 +1543,204 @@ def test_a_users_thread_inside_a_task_can_call_ember_while_the_task_waits():
         return box
 
     assert get(outer.remote()) == [36]
+
+
+# -- Ray's names: a Ray program that only changes its import ------------------------------------
+
+
+def test_ray_exception_names_catch_what_ember_raises(tmp_path, named_counters):
+    from ember import exceptions as rx
+
+    @ember.remote(max_retries=0)
+    def fails():
+        raise KeyError("user bug")
+
+    @ember.remote(max_retries=0)
+    def crashes():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    @ember.remote
+    def slow(started):
+        open(started, "w").close()
+        for _ in range(60_000):  # short sleeps: Ray interrupts between bytecodes, not in C
+            time.sleep(0.01)
+
+    with pytest.raises(rx.RayTaskError) as info:
+        get(fails.remote())
+    assert isinstance(info.value.cause, KeyError) and info.value.cause.args == ("user bug",)
+    assert isinstance(info.value.as_instanceof_cause(), KeyError)
+    assert "user bug" in info.value.traceback_str
+    with pytest.raises(rx.WorkerCrashedError):
+        get(crashes.remote())
+    started = tmp_path / "started"
+    ref = slow.remote(str(started))
+    with pytest.raises(rx.GetTimeoutError):
+        ember.get(ref, timeout=0.05)
+    wait_for(started.exists, what="the task to start")
+    ember.cancel(ref)
+    with pytest.raises(rx.TaskCancelledError):
+        get(ref)
+    with pytest.raises(rx.TaskUnschedulableError):
+        get(fails.options(num_cpus=64).remote())
+
+    counter = named_counters.remote()
+    get(counter.increment.remote())
+    with pytest.raises(rx.ActorAlreadyExistsError):
+        get(named_counters.remote().increment.remote())
+    ember.kill(counter)
+    with pytest.raises(rx.RayActorError):
+        get(counter.increment.remote())
+    with pytest.raises(rx.ActorDiedError):
+        get(counter.increment.remote())
+    for error in (rx.RayTaskError, rx.RayActorError, rx.TaskCancelledError,
+                  rx.GetTimeoutError, rx.WorkerCrashedError):
+        assert issubclass(error, rx.RayError)
+
+
+def test_actor_module_names_serve_for_isinstance_and_annotations():
+    from ember.actor import ActorClass, ActorHandle
+
+    @ember.remote
+    class Pinger:
+        def ping(self) -> str:
+            return "pong"
+
+    def ping(handle: ActorHandle[Pinger]) -> str:
+        return get(handle.ping.remote())
+
+    handle = Pinger.remote()
+    assert isinstance(Pinger, ActorClass)
+    assert isinstance(handle, ActorHandle)
+    assert ping(handle) == "pong"
+
+
+def test_get_if_exists_with_a_detached_lifetime_returns_the_one_actor(named_counters):
+    first = named_counters.remote(get_if_exists=True, lifetime="detached")
+    assert get(first.increment.remote()) == 1
+    del first  # detached: it outlives its handles
+    again = named_counters.remote(get_if_exists=True, lifetime="detached")
+    assert get(again.increment.remote()) == 2
+
+
+def test_nodes_gpu_ids_and_timeline(tmp_path):
+    @ember.remote(num_gpus=1)
+    def my_gpus():
+        return ember.get_gpu_ids()
+
+    nodes = ember.nodes()
+    assert nodes and all(node["Alive"] for node in nodes)
+    assert sum(node["Resources"].get("CPU", 0) for node in nodes) == 2
+    assert ember.get_gpu_ids() == []  # the driver holds none
+    gpus = get(my_gpus.remote())
+    assert len(gpus) == 1 and isinstance(gpus[0], int)
+    trace = tmp_path / "trace.json"
+    assert ember.timeline(str(trace)) is None
+    import json
+
+    assert isinstance(json.loads(trace.read_text()), list)  # a Chrome trace (maybe empty)
+
+
+def test_node_resource_pins_work_to_the_node_whose_address_it_names():
+    ip = ember.util.get_node_ip_address()
+
+    @ember.remote
+    def where():
+        return ember.util.get_node_ip_address()
+
+    assert ember.cluster_resources().get(f"node:{ip}") == 1
+    assert any(node["NodeManagerAddress"] == ip for node in ember.nodes())
+    assert get(where.options(resources={f"node:{ip}": 0.01}).remote()) == ip
+
+
+def test_actor_pool_maps_values_over_its_actors_in_order_and_as_they_finish():
+    from ember.util import ActorPool
+
+    @ember.remote
+    class Doubler:
+        def double(self, value):
+            time.sleep(0.01 * (value % 3))  # finish out of order
+            return 2 * value
+
+    actors = [Doubler.remote(), Doubler.remote()]
+    pool = ActorPool(actors)
+
+    assert list(pool.map(lambda a, v: a.double.remote(v), range(8))) == [2 * v for v in range(8)]
+    assert sorted(pool.map_unordered(lambda a, v: a.double.remote(v), range(8))) == [
+        2 * v for v in range(8)]
+    for value in range(3):  # more values than actors: the third waits for a free one
+        pool.submit(lambda a, v: a.double.remote(v), value)
+    assert not pool.has_free()
+    assert [pool.get_next() for _ in range(3)] == [0, 2, 4]
+    assert not pool.has_next()
+    idle = pool.pop_idle()
+    assert idle in actors and pool.pop_idle() is not None and pool.pop_idle() is None
+    pool.push(idle)
+    with pytest.raises(ValueError, match="already"):
+        pool.push(idle)
+    assert pool.has_free()
+
+
+def test_queue_is_shared_by_tasks_and_raises_empty_and_full():
+    from ember.util.queue import Empty, Full, Queue
+
+    @ember.remote
+    def produce(queue, n):
+        for i in range(n):
+            queue.put(i)  # blocks while the queue is full
+        return "done"
+
+    queue = Queue(maxsize=2)
+    try:
+        done = produce.remote(queue, 5)
+        assert [queue.get(timeout=GET_TIMEOUT) for _ in range(5)] == list(range(5))
+        assert get(done) == "done"
+        with pytest.raises(Empty):
+            queue.get(timeout=0.05)
+        queue.put_nowait_batch(["a", "b"])
+        assert queue.full() and len(queue) == 2
+        with pytest.raises(Full):
+            queue.put_nowait("c")
+        with pytest.raises(Full):
+            queue.put("c", timeout=0.05)
+        assert queue.get_nowait_batch(2) == ["a", "b"]
+        assert queue.empty()
+        with pytest.raises(Empty):
+            queue.get_nowait()
+    finally:
+        queue.shutdown()
+
+
+def test_runtime_env_vars_apply_to_the_task_only_and_to_an_actor_for_life():
+    @ember.remote
+    def read(name):
+        return os.environ.get(name)
+
+    @ember.remote
+    def read_in_child(name):
+        return ember.get(read.remote(name), timeout=60)
+
+    @ember.remote
+    class Reader:
+        def read(self, name):
+            return os.environ.get(name)
+
+    with_env = read.options(runtime_env={"env_vars": {"EMBER_TEST_VAR": "task"}})
+    assert get(with_env.remote("EMBER_TEST_VAR")) == "task"
+    assert get([read.remote("EMBER_TEST_VAR") for _ in range(4)]) == [None] * 4  # put back
+    inherits = read_in_child.options(runtime_env={"env_vars": {"EMBER_TEST_VAR": "parent"}})
+    assert get(inherits.remote("EMBER_TEST_VAR")) == "parent"  # children inherit it
+    actor = Reader.options(runtime_env={"env_vars": {"EMBER_TEST_VAR": "actor"}}).remote()
+    assert get([actor.read.remote("EMBER_TEST_VAR") for _ in range(2)]) == ["actor"] * 2
+
+
+def test_runtime_env_with_an_unknown_key_or_bad_values_is_refused_at_once():
+    @ember.remote
+    def noop():
+        return None
+
+    with pytest.raises(ValueError, match=r"env_var.*did you mean 'env_vars'"):
+        noop.options(runtime_env={"env_var": {"A": "1"}})
+    with pytest.raises(TypeError, match="str -> str"):
+        noop.options(runtime_env={"env_vars": {"A": 1}})
+    with pytest.raises(ValueError, match="unknown runtime_env key"):
+        ember.remote(runtime_env={"pipp": ["x"]})(noop._function)

@@ -19,13 +19,16 @@ import pytest
 import ember
 from ember.core._remote import ActorMeta, MethodMeta
 from ember.errors import (
+    ActorAlreadyExistsError,
     ActorDiedError,
     ActorUnavailableError,
     BackendError,
     GetTimeoutError,
     ObjectLostError,
+    ObjectStoreFullError,
     OutOfMemoryError,
     ResourceError,
+    RuntimeEnvSetupError,
     TaskCancelledError,
     TaskError,
     WorkerCrashedError,
@@ -62,11 +65,12 @@ def test_only_explicit_task_options_reach_ray_and_streaming_gets_backpressure():
     assert ray_task_options({"num_cpus": 2, "max_retries": 0}, 1) == {
         "num_cpus": 2, "max_retries": 0}
     assert ray_task_options({}, 3) == {"num_returns": 3}
-    for mode in ("streaming", "dynamic"):
-        assert ray_task_options({"num_returns": mode}, mode) == {
-            "num_returns": "streaming",
-            "_generator_backpressure_num_objects": GENERATOR_BACKPRESSURE,
-        }
+    assert ray_task_options({"num_returns": "streaming"}, "streaming") == {
+        "num_returns": "streaming",
+        "_generator_backpressure_num_objects": GENERATOR_BACKPRESSURE,
+    }
+    # "dynamic" never reaches Ray: the backend collects the items in the task (one result).
+    assert ray_task_options({"num_returns": "dynamic"}, 1) == {}
 
 
 def test_actor_options_leave_unset_values_to_ray():
@@ -126,6 +130,9 @@ def test_system_errors_become_ember_errors():
         (rx.OwnerDiedError("00" * 28, None, "call site"), ObjectLostError),
         (rx.OutOfMemoryError("memory"), OutOfMemoryError),
         (rx.RaySystemError("boom"), BackendError),
+        (rx.ActorAlreadyExistsError("taken"), ActorAlreadyExistsError),
+        (rx.ObjectStoreFullError("full"), ObjectStoreFullError),
+        (rx.RuntimeEnvSetupError("no pip"), RuntimeEnvSetupError),
     ]
     for error, expected in cases:
         translated = translate_error(error)
@@ -398,7 +405,7 @@ class TestOnRay:
             return "ran"
 
         with pytest.raises(ResourceError, match="arrives-later"):
-            needs_a_new_node.remote()
+            get(needs_a_new_node.remote())
         patient = RayBackend(ray, owned=False, reject_infeasible=False)
         ref = patient.submit_task(needs_a_new_node, (), {}, needs_a_new_node._options)
         try:

@@ -189,9 +189,9 @@ def test_requests_are_checked_per_node_not_against_the_cluster_total(connected: 
         return "ran"
 
     with pytest.raises(ResourceError, match=r"largest node has 1 \(cluster total 2\)"):
-        never.options(num_cpus=2).remote()  # 2 CPUs in all, but no node has 2
+        ember.get(never.options(num_cpus=2).remote(), timeout=60)  # no node has 2 CPUs
     with pytest.raises(ResourceError, match="node_b"):
-        never.options(resources={"node_b": 2}).remote()
+        ember.get(never.options(resources={"node_b": 2}).remote(), timeout=60)
 
 
 def test_gang_spreads_over_both_nodes_and_refuses_to_pack_onto_one(connected: Cluster):

@@ -87,7 +87,9 @@ def test_init_reports_the_resources_it_was_given():
     ember.init(num_cpus=3, num_gpus=2, resources={"tpu_slice": 4},
                object_store_memory=64 * 2**20)
     try:
-        given = {"CPU": 3, "GPU": 2, "tpu_slice": 4, "object_store_memory": 64 * 2**20}
+        given = {"CPU": 3, "GPU": 2, "tpu_slice": 4, "object_store_memory": 64 * 2**20,
+                 # as Ray does, the node's own resources, to pin work to it
+                 "node:127.0.0.1": 1, "node:__internal_head__": 1}
         assert ember.cluster_resources() == given
         assert ember.available_resources() == given
         held = ember.put(np.zeros(2**20))  # 8 MiB: large enough to live in shared memory

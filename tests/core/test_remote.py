@@ -53,9 +53,9 @@ def test_options_returns_a_copy_and_leaves_the_original_alone(ember_local):
     too_big = step.options(num_cpus=3)
 
     with pytest.raises(ResourceError):
-        too_big.remote()
+        ember.get(too_big.remote(), timeout=30)
     with pytest.raises(ResourceError):
-        too_big.options(max_retries=0).remote()  # options accumulate
+        ember.get(too_big.options(max_retries=0).remote(), timeout=30)  # options accumulate
     assert ember.get(step.remote(), timeout=30) == 1
 
 

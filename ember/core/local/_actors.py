@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ember.core import _runtime_env
 from ember.core import _serialization as ser
 from ember.core._options import resource_request
 from ember.core._refs import ObjectRef
@@ -22,6 +23,7 @@ from ember.core.local._records import (
 )
 from ember.core.local._worker_client import _actor_settings
 from ember.errors import (
+    ActorAlreadyExistsError,
     ActorDiedError,
 )
 
@@ -53,7 +55,11 @@ class ActorsMixin:
         if actor is None:
             return
         actor.handles -= 1
-        if actor.handles <= 0 and not actor.pinned and actor.state not in ("dead", "exiting"):
+        if actor.handles <= 0 and not actor.pinned and actor.state == "pending" and not any(
+            work.id != -1 for work in actor.queue
+        ):  # out of scope before it started, with no calls to run: it never starts
+            self._actor_dead(actor, "it went out of scope")
+        elif actor.handles <= 0 and not actor.pinned and actor.state not in ("dead", "exiting"):
             # Out of scope: stop after the calls already submitted (Ray's semantics).
             exit_call = _Work()
             exit_call.id = -1
@@ -73,11 +79,16 @@ class ActorsMixin:
         self._check_open()
         meta = cls.meta
         request = resource_request(options)
-        self._check_feasible(request, f"actor {meta.class_name}")
+        settings = _actor_settings(options)
+        settings["runtime_env"] = _runtime_env.for_local(options.get("runtime_env"),
+                                                         f"actor {meta.class_name}")
         stored, deps = self._serialize(meta.class_name, args, kwargs)
+        # Pickling user code may meet actor handles (module globals, defaults, closures), whose
+        # __reduce__ takes the lock: never pickle while holding it.
+        code = cls.pickled()
         with self._lock:
-            actor_id = self._create_actor(next(self._ids), cls.class_id, cls.pickled(), stored,
-                                          deps, request, _actor_settings(options), meta)
+            actor_id = self._create_actor(next(self._ids), cls.class_id, code, stored,
+                                          deps, request, settings, meta)
             handle = ActorHandle.__new__(ActorHandle)
             handle._actor_id, handle._meta, handle._rt = actor_id, meta, self
             self._actors[actor_id].handles += 1
@@ -96,7 +107,7 @@ class ActorsMixin:
             if existing is not None and self._actors[existing].state != "dead":
                 if settings.get("get_if_exists"):
                     return existing
-                raise ValueError(
+                raise ActorAlreadyExistsError(
                     f"an actor named {name!r} already exists in namespace {namespace!r}; "
                     "pick another name, kill it first, or pass get_if_exists=True"
                 )
@@ -114,6 +125,7 @@ class ActorsMixin:
         actor.max_task_retries = settings.get("max_task_retries") or 0
         actor.restarts_left = settings.get("max_restarts") or 0
         actor.pinned = bool(name) or settings.get("lifetime") == "detached"
+        actor.env = settings.get("runtime_env")
         self._store.pin(stored)
         for dep in deps:
             self._store.incref(dep)
@@ -121,6 +133,11 @@ class ActorsMixin:
         self._live_actors += 1
         if name:
             self._named[(namespace, name)] = actor_id
+        error = self._infeasible(request, f"actor {meta.class_name}")
+        if error is not None:  # its calls raise the ResourceError at once
+            actor.error = error
+            self._actor_dead(actor, "it can never be placed")
+            return actor_id
         pending = [d for d in deps if not self._store.is_ready(d)]
         if pending:
             counter = [len(pending)]
@@ -147,6 +164,7 @@ class ActorsMixin:
                 self._actor_dead(actor, "an argument of its constructor failed", error=value[0])
                 return
         actor.gpu_ids = self._pool.acquire(actor.request)
+        actor.holds = True
         self._launch_actor(actor, restarted=False)
 
     def _launch_actor(self: LocalBackend, actor: _Actor, restarted: bool) -> None:
@@ -156,7 +174,7 @@ class ActorsMixin:
         self._send(worker, ("actor", actor.id, actor.class_id, actor.class_code, actor.args,
                             tuple(self._store.value(d) for d in actor.deps),
                             actor.max_concurrency, actor.gpu_ids, actor.meta.class_name,
-                            actor.namespace, restarted, actor.meta.is_async))
+                            actor.namespace, restarted, actor.meta.is_async, actor.env))
         self._pump_actor(actor)
 
     def submit_actor_task(
@@ -206,8 +224,8 @@ class ActorsMixin:
         work.retry_exceptions = False
         if actor is None or actor.state == "dead":
             reason = actor.death if actor is not None else "it is not known to this runtime"
-            self._fail(work, ActorDiedError(f"cannot call {method}(): the actor is dead "
-                                            f"({reason})"))
+            self._fail(work, (actor.error if actor is not None else None) or ActorDiedError(
+                f"cannot call {method}(): the actor is dead ({reason})"))
             return
         work.actor = actor
         actor.queue.append(work)
@@ -262,16 +280,18 @@ class ActorsMixin:
         cause = ""
         if error is not None:
             try:
-                cause = f": {ser.loads(error, self._names)}"
+                cause = f": {ser.loads_detached(error, self._names)}"
             except Exception:
                 cause = ""
         actor.death = f"{reason}{cause}"
-        died = ActorDiedError(f"actor {actor.meta.class_name} died: {actor.death}")
+        died = actor.error or ActorDiedError(f"actor {actor.meta.class_name} died: {actor.death}")
         for work in list(actor.inflight.values()) + [w for w in actor.queue if w.id != -1]:
             self._fail(work, died)
         actor.inflight.clear()
         actor.queue.clear()
-        self._pool.release(actor.request, actor.gpu_ids)
+        if actor.holds:  # a queued actor never took any: giving some back would overcommit
+            self._pool.release(actor.request, actor.gpu_ids)
+            actor.holds = False
         actor.gpu_ids = ()
         if actor.name and self._named.get((actor.namespace, actor.name)) == actor.id:
             del self._named[(actor.namespace, actor.name)]

@@ -21,15 +21,15 @@ from typing import Any
 
 from ember.core import _serialization as ser
 from ember.core import _shm
-from ember.core._config import LocalConfig, resolve_local_config
+from ember.core._config import LOCAL_NODE_IP, NODE_RESOURCES, LocalConfig, resolve_local_config
 from ember.core._context import RuntimeContext
-from ember.core._refs import ObjectRef
+from ember.core._refs import ObjectRef, ObjectRefGenerator
 from ember.core.local._actors import ActorsMixin
 from ember.core.local._forkserver import ForkServer
 from ember.core.local._protocol import decode
 from ember.core.local._records import _Actor, _Generator, _kill, _lost, _Waiter, _Work, _Worker
 from ember.core.local._requests import RequestsMixin
-from ember.core.local._resources import ResourcePool
+from ember.core.local._resources import ResourcePool, node_record
 from ember.core.local._store import ObjectStore
 from ember.core.local._tasks import TasksMixin
 from ember.core.local._transport import DriverChannel
@@ -60,11 +60,12 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
     def start(
         cls, *, num_cpus: float | None = None, num_gpus: float | None = None,
         resources: dict[str, float] | None = None, object_store_memory: int | None = None,
-        namespace: str | None = None,
+        namespace: str | None = None, runtime_env: dict[str, Any] | None = None,
     ) -> LocalBackend:
         config = resolve_local_config(
             num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
             object_store_memory=object_store_memory, namespace=namespace,
+            runtime_env=runtime_env,
         )
         return cls(config)
 
@@ -87,7 +88,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._store = ObjectStore(self._names, config.object_store_memory)
-        totals = {"CPU": config.num_cpus, **config.resources}
+        totals = {"CPU": config.num_cpus, **config.resources, **NODE_RESOURCES}
         self._pool = ResourcePool(totals, config.gpu_ids)
         self._tasks: dict[int, _Work] = {}
         self._producer: dict[int, _Work] = {}
@@ -101,6 +102,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         self._named: dict[tuple[str, str], int] = {}
         self._fn_code: dict[str, bytes] = {}
         self._fn_seconds: dict[str, float] = {}
+        self._warned_infeasible: set[tuple[Any, ...]] = set()
         self._decrefs: deque[Any] = deque()  # object ids, or ("actor", id)
         self._deferred: list[Callable[[], None]] = []
         self._dirty: set[_Worker] = set()
@@ -184,7 +186,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         uid = next(self._uids)
         parent, child = socket.socketpair()
         config = WorkerConfig(uid, self._names, self._threshold, self._cfg.namespace,
-                              self._job_id, dict(self._pool.totals), self._cfg.spin_s)
+                              self._job_id, dict(self._pool.totals), self._cfg.spin_s,
+                              self._cfg.runtime_env)
         self._forkserver.spawn(uid, config, child)
         child.close()
         worker = _Worker(uid, DriverChannel(parent))
@@ -486,6 +489,11 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             self._requeue(worker, message[1])
         elif kind == "ready":
             worker.ready = True
+            if worker.pid is None:  # the fork server's notice may come later: kill needs it
+                worker.pid = message[1]
+                self._pids[message[1]] = worker
+                if worker.doomed:
+                    _kill(worker)
             if worker.actor is None:
                 self._starting -= 1
                 self._idle.append(worker)
@@ -667,29 +675,30 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         return ObjectRef(oid, self, add_ref=False)
 
     def wait(
-        self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None,
-        fetch_local: bool,
-    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        self, refs: Sequence[ObjectRef | ObjectRefGenerator], num_returns: int,
+        timeout: float | None, fetch_local: bool,
+    ) -> tuple[list[Any], list[Any]]:
         self._check_open()
-        store = self._store
-        ids = [r._id for r in refs]
+        # An object's id, or (id, next index) of a generator: ready when its next item is.
+        entries: list[Any] = [(r._id, r._index) if isinstance(r, ObjectRefGenerator) else r._id
+                              for r in refs]
+        ready_of = self._waitable_ready
         with self._lock:
             if self._claimed:
                 self._release_claims()
-            ready_now = sum(1 for i in ids if store.is_ready(i))
+            ready_now = sum(1 for e in entries if ready_of(e))
             waiter = None
             if ready_now < num_returns and timeout != 0:
                 waiter = _Waiter(num_returns - ready_now)
-                for oid in ids:
-                    store.add_callback(oid, waiter)
+                self._watch(entries, waiter)
         if waiter is not None:
             waiter.wait(timeout)
             with self._lock:
-                store.remove_callback(ids, waiter)
+                self._unwatch(entries, waiter)
         with self._lock:
-            flags = [store.is_ready(i) for i in ids]
-        ready: list[ObjectRef] = []
-        not_ready: list[ObjectRef] = []
+            flags = [ready_of(e) for e in entries]
+        ready: list[Any] = []
+        not_ready: list[Any] = []
         for ref, flag in zip(refs, flags, strict=True):
             (ready if flag and len(ready) < num_returns else not_ready).append(ref)
         return ready, not_ready
@@ -721,6 +730,16 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             backend="local", job_id=self._job_id, node_id="local",
             namespace=self._cfg.namespace, worker_id="driver",
         )
+
+    def nodes(self) -> list[dict[str, Any]]:
+        self._check_open()
+        return [node_record(self._resources("total"))]
+
+    def node_ip_address(self) -> str:
+        return LOCAL_NODE_IP
+
+    def timeline_events(self) -> list[dict[str, Any]]:
+        return []  # no task events are recorded yet: an empty Chrome trace
 
     def store_stats(self) -> dict[str, Any]:
         with self._lock:

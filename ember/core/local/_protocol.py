@@ -3,9 +3,9 @@
 Messages are tuples whose first item names them. Driver to worker::
 
     ("task", task_id, fn_id, fn_code|None, args, deps, return_ids, generator_id|None, gpu_ids,
-     name, backpressure)
+     name, backpressure, runtime_env|None)
     ("actor", actor_id, class_id, class_code, args, deps, max_concurrency, gpu_ids, name,
-     namespace, restarted)
+     namespace, restarted, is_async, runtime_env|None)
     ("call", call_id, method, args, deps, return_ids, generator_id|None, backpressure)
     ("reply", request_id, payload)        ("ack", generator_id, consumed)
     ("close_generator", generator_id)     ("cancel", task_id)        ("exit",)
@@ -19,7 +19,9 @@ Worker to driver::
     ("requeue", [task_id, ...])           ("put", object_id, stored)
     ("submit", spec)                      ("request", request_id, kind, payload)
 
-``args`` is a serialized ``(args, kwargs)`` pair in which each top-level ``ObjectRef`` became a
+``backpressure`` is how many items a streaming generator may run ahead of its consumer, or
+``COLLECT`` for a ``num_returns="dynamic"`` one. ``runtime_env`` is what
+``ember.core._runtime_env.for_local`` made of the task's or actor's own ``runtime_env``. ``args`` is a serialized ``(args, kwargs)`` pair in which each top-level ``ObjectRef`` became a
 ``Dep(i)``; ``deps`` carries the i-th dependency's serialized value and whether it is an error.
 
 On the wire a message is its pickle, except the two messages of a plain actor call, which make
@@ -96,3 +98,7 @@ class Dep:
 ID_SHIFT = 40
 
 DEFAULT_BACKPRESSURE = 16
+
+# The ``backpressure`` of a ``num_returns="dynamic"`` task or call: it streams nothing; the
+# worker runs the generator to its end and returns one ``DynamicObjectRefGenerator``.
+COLLECT = -1

@@ -24,7 +24,7 @@ class _Work:
     """A task, or a call of an actor method."""
 
     __slots__ = (
-        "actor", "args", "backpressure", "cancelled", "deps", "fn_id", "gen_id", "gpu_ids",
+        "actor", "args", "backpressure", "cancelled", "deps", "env", "fn_id", "gen_id", "gpu_ids",
         "id", "key", "method", "name", "parent", "request", "retries_left", "retry_exceptions",
         "return_ids", "waiting",
     )
@@ -48,6 +48,7 @@ class _Work:
         self.method: str | None = None
         self.parent: int | None = None
         self.backpressure = DEFAULT_BACKPRESSURE
+        self.env: dict[str, Any] | None = None  # its runtime_env, as the worker applies it
 
 
 class _Worker:
@@ -117,7 +118,8 @@ class _Worker:
 
 class _Actor:
     __slots__ = (
-        "args", "class_code", "class_id", "death", "deps", "gpu_ids", "handles", "id",
+        "args", "class_code", "class_id", "death", "deps", "env", "error", "gpu_ids", "handles",
+        "holds", "id",
         "inflight", "max_concurrency", "max_task_retries", "meta", "name", "namespace",
         "no_restart", "pinned", "queue", "request", "restarts", "restarts_left", "state",
         "worker",
@@ -146,11 +148,14 @@ class _Actor:
         self.death = ""
         self.restarts = 0
         self.gpu_ids: tuple[str, ...] = ()
+        self.holds = False  # its resources are taken from the pool (it has been started)
+        self.env: dict[str, Any] | None = None  # its runtime_env, applied for its whole life
+        self.error: BaseException | None = None  # what its calls raise once it is dead
 
 
 class _Generator:
-    __slots__ = ("consumed", "finished", "items", "produced", "refs", "waiters", "work",
-                 "worker")
+    __slots__ = ("consumed", "finished", "items", "produced", "refs", "waiters", "watchers",
+                 "work", "worker")
 
     def __init__(self, work: _Work) -> None:
         self.work = work
@@ -161,6 +166,8 @@ class _Generator:
         self.finished = False
         self.refs = 0
         self.waiters: list[tuple[int, Callable[[int | None], None]]] = []
+        # Called (once) at the next item or at the end, without taking anything: ember.wait.
+        self.watchers: list[Callable[[int], None]] = []
 
 
 class _Waiter:

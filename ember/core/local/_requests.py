@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ember.core import _serialization as ser
 from ember.core._refs import ObjectRef
+from ember.core.local._protocol import COLLECT
 from ember.core.local._records import (
     _Generator,
     _lost,
@@ -116,32 +117,65 @@ class RequestsMixin:
             state["timer"] = self._add_timer(timeout, expire)
 
     def _request_wait(
-        self: LocalBackend, worker: _Worker, rid: int, ids: list[int], num_returns: int,
+        self: LocalBackend, worker: _Worker, rid: int, entries: list[Any], num_returns: int,
         timeout: float | None,
     ) -> None:
-        store = self._store
+        """``entries``: an object id, or ``(generator id, next index)`` for a generator. The
+        answer lists the positions of the ready entries (at most ``num_returns``)."""
         done = {"sent": False}
+        waitables = [tuple(e) if isinstance(e, (tuple, list)) else e for e in entries]
+
+        def ready_positions() -> list[int]:
+            return [i for i, e in enumerate(waitables) if self._waitable_ready(e)]
 
         def answer() -> None:
             if done["sent"]:
                 return
             done["sent"] = True
-            store.remove_callback(ids, arrived)
+            self._unwatch(waitables, arrived)
             self._unblock(worker)
-            self._reply(worker, rid, [i for i in ids if store.is_ready(i)][:num_returns])
+            self._reply(worker, rid, ready_positions()[:num_returns])
 
         def arrived(_oid: int) -> None:
-            if sum(1 for i in ids if store.is_ready(i)) >= num_returns:
+            if len(ready_positions()) >= num_returns:
                 answer()
+            else:  # a generator's watch is used up: watch the generators again
+                self._watch(waitables, arrived, generators_only=True)
 
-        if sum(1 for i in ids if store.is_ready(i)) >= num_returns or timeout == 0:
+        if len(ready_positions()) >= num_returns or timeout == 0:
             answer()
             return
         self._block(worker)
-        for oid in ids:
-            store.add_callback(oid, arrived)
+        self._watch(waitables, arrived)
         if timeout is not None:
             self._add_timer(timeout, answer)
+
+    def _waitable_ready(self: LocalBackend, entry: Any) -> bool:
+        """Whether an object (its id) or a generator's next item (``(id, index)``) is ready."""
+        if type(entry) is tuple:
+            gen = self._gens.get(entry[0])
+            return gen is None or gen.finished or entry[1] in gen.items
+        return self._store.is_ready(entry)
+
+    def _watch(self: LocalBackend, entries: list[Any], callback: Callable[[int], None],
+               generators_only: bool = False) -> None:
+        """Call ``callback`` when an object arrives, or a generator produces or ends (once)."""
+        for entry in entries:
+            if type(entry) is tuple:
+                gen = self._gens.get(entry[0])
+                if gen is not None and callback not in gen.watchers:
+                    gen.watchers.append(callback)
+            elif not generators_only:
+                self._store.add_callback(entry, callback)
+
+    def _unwatch(self: LocalBackend, entries: list[Any], callback: Callable[[int], None]) -> None:
+        for entry in entries:
+            if type(entry) is tuple:
+                gen = self._gens.get(entry[0])
+                if gen is not None and callback in gen.watchers:
+                    gen.watchers.remove(callback)
+            else:
+                self._store.remove_callback((entry,), callback)
 
     def _request_generator_next(
         self: LocalBackend, worker: _Worker, rid: int, gen_id: int, index: int, timeout: float | None
@@ -157,7 +191,7 @@ class RequestsMixin:
 
     def _submit_from_worker(self: LocalBackend, worker: _Worker, spec: tuple[Any, ...]) -> None:
         (task_id, fn_id, code, stored, deps, return_ids, gen_id, request, max_retries,
-         retry_exceptions, name, parent) = spec
+         retry_exceptions, name, parent, collect, env) = spec
         if deps and self._claimed:
             self._release_claims()
         if code is not None:
@@ -170,14 +204,19 @@ class RequestsMixin:
         work.retries_left = max_retries
         work.retry_exceptions = retry_exceptions
         work.parent = parent
-        self._enqueue(work)
+        if collect:
+            work.backpressure = COLLECT
+        work.env = env
+        self._enqueue_feasible(work, f"task {name}")
 
     def _call_from_worker(self: LocalBackend, worker: _Worker, spec: tuple[Any, ...]) -> None:
-        actor_id, call_id, method, stored, deps, return_ids, gen_id = spec
+        actor_id, call_id, method, stored, deps, return_ids, gen_id, collect = spec
         if deps and self._claimed:
             self._release_claims()
         work = self._new_work(method, stored, deps, None, worker, work_id=call_id,
                               return_ids=return_ids, gen_id=gen_id)
+        if collect:
+            work.backpressure = COLLECT
         self._queue_call(actor_id, work, method)
 
     def _on_item(self: LocalBackend, gen_id: int, index: int, stored: ser.Stored, is_error: bool) -> None:
@@ -194,6 +233,10 @@ class RequestsMixin:
         self._wake_generator(gen)
 
     def _wake_generator(self: LocalBackend, gen: _Generator) -> None:
+        if gen.watchers:
+            watchers, gen.watchers = gen.watchers, []
+            for watcher in watchers:
+                watcher(gen.work.gen_id or 0)
         if not gen.waiters:
             return
         waiters, gen.waiters = gen.waiters, []

@@ -8,6 +8,8 @@ device with other fractional requests.
 from __future__ import annotations
 
 import math
+import socket
+from typing import Any
 
 _EPS = 1e-9
 
@@ -93,5 +95,17 @@ class ResourcePool:
         return {k: max(0.0, round(v, 9)) for k, v in self.available.items()}
 
 
+def node_record(resources: dict[str, float]) -> dict[str, Any]:
+    """The local backend's one node in the shape of Ray's ``ray.nodes()`` entries."""
+    from ember.core._config import LOCAL_NODE_IP
+
+    return {
+        "NodeID": "local", "Alive": True, "alive": True, "NodeManagerAddress": LOCAL_NODE_IP,
+        "NodeManagerHostname": socket.gethostname(), "NodeName": LOCAL_NODE_IP,
+        "Resources": dict(resources), "Labels": {},
+    }
+
+
 def _fmt(resources: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:g}" for k, v in sorted(resources.items())) or "nothing"
+    shown = {k: v for k, v in resources.items() if not k.startswith("node:")}
+    return ", ".join(f"{k}={v:g}" for k, v in sorted(shown.items())) or "nothing"

@@ -8,16 +8,19 @@ retries, cancellation, and what happens when a task's worker dies."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from ember.core import _runtime_env
 from ember.core import _serialization as ser
 from ember.core._options import resource_request
 from ember.core._refs import ObjectRef, ObjectRefGenerator
 from ember.core._remote import RemoteFunction
+from ember.core.local._protocol import COLLECT
 from ember.core.local._records import (
     _EMPTY_ARGS,
     _MAX_TASK_WORKERS,
@@ -85,7 +88,7 @@ class TasksMixin:
     def _should_retry(self: LocalBackend, work: _Work, error: ser.Stored) -> bool:
         if work.cancelled or not work.retries_left or work.actor is not None:
             return False
-        exc = ser.loads(error, self._names)
+        exc = ser.loads_detached(error, self._names)  # the lock is held
         if type(exc) is TaskCancelledError:
             # A cancel signal that landed on the next (pipelined) task: run that one again.
             return True
@@ -127,13 +130,23 @@ class TasksMixin:
         for dep in work.deps:
             store.decref(dep)
 
-    def _check_feasible(self: LocalBackend, request: dict[str, float], what: str) -> None:
+    def _infeasible(self: LocalBackend, request: dict[str, float], what: str
+                    ) -> ResourceError | None:
+        """The error of a request that can never fit (None when it can), logged as a warning
+        the first time, as Ray logs its infeasible-task warning: the submission returns its
+        references anyway, and ``get``/``wait``/``await`` on them raise this at once."""
         reason = self._pool.infeasible_reason(request)
-        if reason is not None:
-            raise ResourceError(
-                f"{what} can never run: {reason}. Ask for less, or start ember with more "
-                "(ember.init(num_cpus=..., num_gpus=..., resources={...}))"
-            )
+        if reason is None:
+            return None
+        error = ResourceError(
+            f"{what} can never run: {reason}. Ask for less, or start ember with more "
+            "(ember.init(num_cpus=..., num_gpus=..., resources={...}))"
+        )
+        key = (what, tuple(sorted(request.items())))
+        if key not in self._warned_infeasible:
+            self._warned_infeasible.add(key)
+            logger.warning("ember: %s; ember.get of its result raises ResourceError", error)
+        return error
 
     def _serialize(self: LocalBackend, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
                    ) -> tuple[ser.Stored, list[int]]:
@@ -147,7 +160,7 @@ class TasksMixin:
     ) -> Any:
         self._check_open()
         request = resource_request(options)
-        self._check_feasible(request, f"task {fn._name}")
+        env = _runtime_env.for_local(options.get("runtime_env"), f"task {fn._name}")
         stored, deps = self._serialize(fn._name, args, kwargs)
         fn_id = fn.function_id
         if fn_id not in self._fn_code:
@@ -163,7 +176,8 @@ class TasksMixin:
             work.key = (fn_id, tuple(sorted(request.items())))
             work.retries_left = options["max_retries"]
             work.retry_exceptions = options["retry_exceptions"]
-            self._enqueue(work)
+            work.env = env
+            self._enqueue_feasible(work, f"task {fn._name}")
             return self._returns(work, num_returns)
         finally:
             self._unlock()
@@ -182,7 +196,10 @@ class TasksMixin:
         store.pin(stored)
         for dep in deps:
             store.incref(dep)
-        streaming = num_returns in ("streaming", "dynamic")
+        if num_returns == "dynamic":  # one result: the references of what it yields
+            work.backpressure = COLLECT
+            num_returns = 1
+        streaming = num_returns == "streaming"
         if return_ids is None:
             return_ids = [] if streaming else [next(self._ids) for _ in range(num_returns)]
             if streaming:
@@ -208,9 +225,17 @@ class TasksMixin:
             gen._id, gen._rt, gen._index, gen._done = work.gen_id, self, 0, False
             return gen
         refs = [ObjectRef(oid, self, add_ref=False) for oid in work.return_ids]
-        if num_returns == 1:
+        if num_returns in (1, "dynamic"):
             return refs[0]
         return refs or None
+
+    def _enqueue_feasible(self: LocalBackend, work: _Work, what: str) -> None:
+        """Queue a new task, or fail it at once when its request can never fit."""
+        error = self._infeasible(work.request, what) if work.request else None
+        if error is None:
+            self._enqueue(work)
+        else:
+            self._fail(work, error)
 
     def _enqueue(self: LocalBackend, work: _Work) -> None:
         """Queue a task once its dependencies are ready."""
@@ -247,8 +272,14 @@ class TasksMixin:
         if self._closed:
             return
         pool = self._pool
-        while self._pending_actors and pool.fits(self._pending_actors[0].request):
-            self._start_actor(self._pending_actors.popleft())
+        pending = self._pending_actors
+        while pending:
+            if pending[0].state == "dead":  # killed while it waited: drop it here, in O(1)
+                pending.popleft()
+            elif pool.fits(pending[0].request):
+                self._start_actor(pending.popleft())
+            else:
+                break
         for key, queue in list(self._ready.items()):
             while queue:
                 work = queue[0]
@@ -303,7 +334,7 @@ class TasksMixin:
             code = self._fn_code[fn_id]
         self._send(worker, ("task", work.id, fn_id, code, work.args, self._dep_values(work),
                             work.return_ids, work.gen_id, work.gpu_ids, work.name,
-                            work.backpressure))
+                            work.backpressure, work.env))
         if work.gen_id is not None:
             gen = self._gens.get(work.gen_id)
             if gen is not None:
@@ -325,7 +356,8 @@ class TasksMixin:
             queue.appendleft(work)
         self._schedule()
 
-    def cancel(self: LocalBackend, ref: ObjectRef, force: bool, recursive: bool) -> None:
+    def cancel(self: LocalBackend, ref: ObjectRef | ObjectRefGenerator, force: bool,
+               recursive: bool) -> None:
         self._check_open()
         with self._lock:
             self._cancel(ref._id, force, recursive)
@@ -337,12 +369,8 @@ class TasksMixin:
         if work is None or work.cancelled:
             return
         if work.actor is not None:
-            if work in work.actor.queue:
-                work.actor.queue.remove(work)
-                work.cancelled = True
-                self._fail(work, TaskCancelledError(
-                    f"{work.actor.meta.class_name}.{work.method} was cancelled"))
-            return  # a running actor call is not interrupted (as in Ray)
+            self._cancel_call(work)
+            return
         work.cancelled = True
         if recursive:
             for child in [w for w in self._tasks.values() if w.parent == work.id]:
@@ -361,15 +389,57 @@ class TasksMixin:
                 self._tasks.pop(work.id, None)
                 self._fail(work, TaskCancelledError(f"{work.name} was cancelled before it ran"))
             return
-        if worker.inflight[0] is not work:
+        # Sent to a worker: its caller learns at once (the worker's own answer, when it comes,
+        # is dropped), and the worker is stopped: interrupted (force=False) or killed.
+        self._resolve_cancelled(work, worker, TaskCancelledError(
+            f"{work.name} was cancelled{' (force=True)' if force else ''} while it ran"))
+        if worker.inflight[0] is not work:  # queued behind another task on that worker
             self._send(worker, ("cancel", work.id))
         elif force:
             _kill(worker)
         elif worker.pid is not None:
+            # The signal follows the message (deferred callbacks run once the outboxes are
+            # sent): a worker that gets it between two tasks then finds out which task it meant.
             self._send(worker, ("cancel", work.id))
+            self._deferred.append(functools.partial(_interrupt, worker.pid))
+
+    def _cancel_call(self: LocalBackend, work: _Work) -> None:
+        """Cancel an actor call. A queued one never runs. A running one is not interrupted (an
+        actor has state), as in Ray: an ``async`` actor cancels its asyncio task, the others
+        let the method see ``get_runtime_context().is_canceled()``. Either way ``get`` raises
+        ``TaskCancelledError`` at once."""
+        actor = work.actor
+        assert actor is not None
+        if work in actor.queue:
+            actor.queue.remove(work)
+            work.cancelled = True
+            self._fail(work, TaskCancelledError(
+                f"{actor.meta.class_name}.{work.method} was cancelled"))
+        elif work.id in actor.inflight and actor.worker is not None:
+            work.cancelled = True
+            self._send(actor.worker, ("cancel", work.id))
+            self._resolve_cancelled(work, actor.worker, TaskCancelledError(
+                f"{actor.meta.class_name}.{work.method} was cancelled while it ran"))
+
+    def _resolve_cancelled(
+        self: LocalBackend, work: _Work, worker: _Worker, exc: TaskCancelledError
+    ) -> None:
+        """Resolve what ``work`` returns to ``exc`` now, before ``worker`` has stopped it; what
+        it pinned stays pinned until then."""
+        stored = ser.dumps(exc, None, 0)
+        if work.gen_id is not None:
+            gen = self._gens.get(work.gen_id)
+            if gen is not None and not gen.finished:
+                self._on_item(work.gen_id, -1, stored, True)
+                gen.finished = True
+                self._wake_generator(gen)
+        else:
+            for oid in work.return_ids:
+                self._resolve(oid, stored, True)
+        if worker.direct is not None:  # a caller reads that worker's socket itself: wake it
             try:
-                os.kill(worker.pid, signal.SIGUSR1)
-            except ProcessLookupError:
+                os.write(worker.direct, b"x")
+            except OSError:
                 pass
 
     def _on_worker_exit(self: LocalBackend, worker: _Worker) -> None:
@@ -417,3 +487,10 @@ class TasksMixin:
             self._fail(work, WorkerCrashedError(
                 f"the worker process running {work.name} died (exit code {exitcode}) and no "
                 "retries are left (raise max_retries to retry more)"))
+
+
+def _interrupt(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        pass

@@ -11,6 +11,7 @@ thread pool or an event loop.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import os
 import signal
@@ -23,10 +24,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ember.core import _api, _shm
+from ember.core import _api, _runtime_env, _shm
 from ember.core import _serialization as ser
+from ember.core._refs import DynamicObjectRefGenerator
 from ember.core._remote import register_code
-from ember.core.local._protocol import ID_SHIFT, Dep, decode
+from ember.core.local._protocol import COLLECT, ID_SHIFT, Dep, decode
 from ember.core.local._transport import WorkerChannel
 from ember.core.local._worker_client import ClientMixin, _RemoteFailure, _Slot
 from ember.errors import (
@@ -50,8 +52,10 @@ class WorkerConfig:
     def __init__(
         self, uid: int, names: _shm.SegmentNames, threshold: int, namespace: str, job_id: str,
         totals: dict[str, float], spin_s: float = 0.0,
+        job_env: dict[str, Any] | None = None,
     ) -> None:
         self.uid = uid
+        self.job_env = job_env
         self.spin_s = spin_s
         self.names = names
         self.threshold = threshold
@@ -81,6 +85,8 @@ class WorkerRuntime(ClientMixin):
         self._deltas: deque[tuple[int, int]] = deque()
         self._send_lock = threading.Lock()
         self._signalled = False
+        self._signal_pending = False  # a cancel signal came while no user code ran
+        self._async_calls: dict[int, asyncio.Future[Any]] = {}  # running calls of an async actor
         self._cond = threading.Condition()
         self._sleepers = 0  # threads inside self._cond.wait_for (changed under self._cond)
         self._slots: dict[int, _Slot] = {}
@@ -106,6 +112,7 @@ class WorkerRuntime(ClientMixin):
         self._gpu_ids: tuple[str, ...] = ()
         self._exiting = False
         self._call_names: dict[str, str] = {}
+        self._actor_env: dict[str, Any] | None = None
 
     # -- sending ------------------------------------------------------------------------
     def _send(self, messages: list[Any]) -> None:
@@ -164,6 +171,9 @@ class WorkerRuntime(ClientMixin):
                 self._closed_generators.add(message[1])
             elif kind == "cancel":
                 self._cancel_requested.add(message[1])
+                running = self._async_calls.get(message[1])
+                if running is not None and self._loop is not None:
+                    self._loop.call_soon_threadsafe(running.cancel)
             if self._sleepers:
                 self._cond.notify_all()
 
@@ -225,6 +235,57 @@ class WorkerRuntime(ClientMixin):
         finally:
             if main:
                 self._main_waiting = False
+
+    def _read_available(self) -> None:
+        """Take in what the driver has sent so far, without waiting: control messages act at
+        once, work is queued. Does nothing while another thread is reading."""
+        if not self._read_lock.acquire(blocking=False):
+            return
+        try:
+            while True:
+                try:
+                    message = self._read_one(0)
+                except TimeoutError:
+                    return
+                if message is not None:
+                    self._route(message)
+        finally:
+            self._read_lock.release()
+            if self._sleepers:
+                with self._cond:
+                    self._cond.notify_all()
+
+    def _start_user_code(self, work_id: int) -> None:
+        """Mark the user code of task ``work_id`` as running (a cancel signal then interrupts
+        it), unless the task was cancelled: then raise ``TaskCancelledError``.
+
+        A signal that came while no user code ran is matched with the driver's cancel message,
+        which was sent ahead of it: it may have meant this task or one that already ended.
+        """
+        while self._signal_pending:
+            self._signal_pending = False
+            self._read_available()
+        if work_id in self._cancel_requested:
+            self._cancel_requested.discard(work_id)
+            self._signalled = True
+            raise TaskCancelledError("the task was cancelled before it started")
+        self._executing = True
+        if self._signal_pending:  # it came just now, after the look above: it meant this task
+            self._signal_pending = False
+            self._signalled = True
+            raise TaskCancelledError("the task was cancelled as it started")
+
+    def is_canceled(self) -> bool:
+        """Whether the running task or actor call was cancelled (``RuntimeContext.is_canceled``)."""
+        if self._loop is not None:
+            raise RuntimeError("is_canceled() is not available in an async actor: ember.cancel "
+                               "raises asyncio.CancelledError in the cancelled call instead")
+        work_id = getattr(self._local, "task_id", None)
+        if work_id is None:
+            raise RuntimeError("is_canceled() is only available inside a task or an actor method")
+        if work_id not in self._cancel_requested:
+            self._read_available()
+        return work_id in self._cancel_requested
 
     def _request(self, kind: str, payload: Any, timeout: float | None = None) -> Any:
         rid = next(self._ids)
@@ -378,13 +439,25 @@ class WorkerRuntime(ClientMixin):
                     f"return a tuple of exactly {n} values"
                 )
             values = result
-        return tuple(ser.dumps(v, self._names, self._cfg.threshold) for v in values)
+        return tuple(self._store_return(v, name) for v in values)
+
+    def _store_return(self, value: Any, name: str) -> ser.Stored:
+        ser.refuse_generator(value, name)
+        try:
+            return ser.dumps(value, self._names, self._cfg.threshold)
+        except SerializationError as exc:
+            raise SerializationError(
+                f"the value that {name} returned could not be pickled: {exc}"
+            ) from exc.__cause__
 
     def _call_user(self, fn: Callable[..., Any], a: tuple[Any, ...], kw: dict[str, Any]) -> Any:
-        self._executing = True
         try:
+            if self._is_task_worker:
+                self._start_user_code(self._local.task_id)
+            else:
+                self._executing = True
             result = fn(*a, **kw)
-            if result is not None and asyncio.iscoroutine(result):
+            if inspect.iscoroutine(result):  # not asyncio.iscoroutine: true for generators
                 result = asyncio.run(result)
             return result
         finally:
@@ -399,15 +472,18 @@ class WorkerRuntime(ClientMixin):
         results = error = None
         self._local.task_id = work_id
         try:
-            if work_id in self._cancel_requested:
+            if work_id in self._cancel_requested and self._is_task_worker:
                 self._cancel_requested.discard(work_id)
+                self._signalled = True
                 raise TaskCancelledError(f"{name} was cancelled before it started")
             a, kw = self._load_args(args, deps)
             if fn is None:
                 fn = getattr(self._instance, method)  # type: ignore[arg-type]
             assert fn is not None
             if gen_id is not None:
-                self._stream(gen_id, fn, a, kw, name, backpressure)
+                self._stream(work_id, gen_id, fn, a, kw, name, backpressure)
+            elif backpressure == COLLECT:
+                results = self._store_returns(self._collect(fn, a, kw, name), return_ids, name)
             else:
                 results = self._store_returns(self._call_user(fn, a, kw), return_ids, name)
         except BaseException as exc:
@@ -417,14 +493,18 @@ class WorkerRuntime(ClientMixin):
                 error = None
         finally:
             self._local.task_id = None
+            self._cancel_requested.discard(work_id)
         self._send([("done", work_id, results, error, time.perf_counter() - started)])
 
     def _stream(
-        self, gen_id: int, fn: Callable[..., Any], a: tuple[Any, ...], kw: dict[str, Any],
-        name: str, backpressure: int,
+        self, work_id: int, gen_id: int, fn: Callable[..., Any], a: tuple[Any, ...],
+        kw: dict[str, Any], name: str, backpressure: int,
     ) -> None:
-        self._executing = True
         try:
+            if self._is_task_worker:
+                self._start_user_code(work_id)
+            else:
+                self._executing = True
             produced = fn(*a, **kw)
         finally:
             self._executing = False
@@ -455,7 +535,12 @@ class WorkerRuntime(ClientMixin):
                     self._wait_until(
                         lambda floor=floor: self._acks.get(gen_id, 0) > floor  # type: ignore[misc]
                         or gen_id in self._closed_generators
+                        or work_id in self._cancel_requested
                     )
+                if self._is_task_worker and work_id in self._cancel_requested:
+                    self._cancel_requested.discard(work_id)
+                    self._signalled = True
+                    raise TaskCancelledError(f"{name} was cancelled while it streamed")
         finally:
             close = getattr(produced, "close", None)
             if close is not None:
@@ -463,25 +548,72 @@ class WorkerRuntime(ClientMixin):
             self._closed_generators.discard(gen_id)
             self._acks.pop(gen_id, None)
 
+    def _collect(
+        self, fn: Callable[..., Any], a: tuple[Any, ...], kw: dict[str, Any], name: str
+    ) -> DynamicObjectRefGenerator:
+        """Run a ``num_returns="dynamic"`` generator to its end: each item becomes an object."""
+        produced = self._call_user(fn, a, kw)
+        if hasattr(produced, "__anext__"):
+            produced = _sync_iter(produced, self._loop)
+        elif not hasattr(produced, "__next__"):
+            raise TypeError(
+                f"{name} was declared with num_returns='dynamic' but returned "
+                f"{type(produced).__name__}; make it a generator function (use yield)"
+            )
+        refs = []
+        try:
+            while True:
+                self._executing = True
+                try:
+                    item = next(produced)
+                except StopIteration:
+                    break
+                finally:
+                    self._executing = False
+                refs.append(self.put(item))
+        finally:
+            close = getattr(produced, "close", None)
+            if close is not None:
+                close()
+        return DynamicObjectRefGenerator(refs)
+
     def _run_task(self, message: tuple[Any, ...]) -> None:
         (_, task_id, fn_id, code, args, deps, return_ids, gen_id, gpu_ids, name,
-         backpressure) = message
+         backpressure, env) = message
         self._set_gpus(gpu_ids)
+        # The task's runtime_env holds while its code loads (imports may need it) and runs,
+        # and is undone after: the next task on this worker starts from the job's state.
+        restore = _apply_env(_runtime_env.local_plan(env)) if env else None
+        self._local.runtime_env = env
         try:
-            fn = self._load_function(fn_id, code)
-        except BaseException as exc:
-            self._send([("done", task_id, None, self._error(exc, name), 0.0)])
-            return
-        self._run(task_id, fn, None, args, deps, return_ids, gen_id, name, backpressure)
+            try:
+                fn = self._load_function(fn_id, code)
+            except BaseException as exc:
+                self._send([("done", task_id, None, self._error(exc, name), 0.0)])
+                return
+            self._run(task_id, fn, None, args, deps, return_ids, gen_id, name, backpressure)
+        finally:
+            self._local.runtime_env = None
+            if restore is not None:
+                restore()
+
+    def _current_env(self) -> dict[str, Any] | None:
+        """The runtime_env of the running task or of this actor (what children inherit)."""
+        if self._is_task_worker:
+            return getattr(self._local, "runtime_env", None)
+        return self._actor_env
 
     # -- actors ------------------------------------------------------------------------
     def _create_actor(self, message: tuple[Any, ...]) -> None:
         (_, actor_id, _class_id, code, args, deps, max_concurrency, gpu_ids, name, _namespace,
-         restarted, is_async) = message
+         restarted, is_async, env) = message
         self._is_task_worker = False
         self._actor_id = actor_id
         self._actor_restarted = restarted
         self._set_gpus(gpu_ids)
+        if env:  # for the actor's whole life: this process is its own
+            _apply_env(_runtime_env.local_plan(env))
+            self._actor_env = env
         try:
             import cloudpickle
 
@@ -536,25 +668,44 @@ class WorkerRuntime(ClientMixin):
         _, call_id, method, args, deps, return_ids, gen_id, backpressure = message
         name = self._call_name(method)
         assert self._async_limit is not None
-        async with self._async_limit:
-            fn = getattr(self._instance, method)
-            started = time.perf_counter()
-            results = error = None
-            try:
+        started = time.perf_counter()
+        results = error = None
+        running = asyncio.current_task()
+        assert running is not None
+        self._async_calls[call_id] = running  # ember.cancel cancels it (see _control)
+        try:
+            async with self._async_limit:
+                if call_id in self._cancel_requested:
+                    raise asyncio.CancelledError
+                fn = getattr(self._instance, method)
                 a, kw = self._load_args(args, deps)
                 if gen_id is not None:
                     await self._stream_async(gen_id, fn, a, kw, name, backpressure)
+                elif backpressure == COLLECT:
+                    produced = fn(*a, **kw)
+                    if hasattr(produced, "__anext__"):
+                        refs = [self.put(item) async for item in produced]
+                    else:
+                        refs = [self.put(item) for item in produced]
+                    results = self._store_returns(DynamicObjectRefGenerator(refs), return_ids,
+                                                  name)
                 else:
                     result = fn(*a, **kw)
-                    if asyncio.iscoroutine(result):
+                    if inspect.isawaitable(result):
                         result = await result
                     results = self._store_returns(result, return_ids, name)
-            except BaseException as exc:
-                error = self._error(exc, name)
-                if gen_id is not None:
-                    self._send([("item", gen_id, -1, error, True)])
-                    error = None
-            self._send([("done", call_id, results, error, time.perf_counter() - started)])
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and call_id in self._cancel_requested:
+                self._signalled = True
+                exc = TaskCancelledError(f"{name} was cancelled")
+            error = self._error(exc, name)
+            if gen_id is not None:
+                self._send([("item", gen_id, -1, error, True)])
+                error = None
+        finally:
+            self._async_calls.pop(call_id, None)
+            self._cancel_requested.discard(call_id)
+        self._send([("done", call_id, results, error, time.perf_counter() - started)])
 
     async def _stream_async(
         self, gen_id: int, fn: Callable[..., Any], a: tuple[Any, ...], kw: dict[str, Any],
@@ -606,11 +757,45 @@ def _sync_iter(agen: Any, loop: asyncio.AbstractEventLoop | None) -> Any:
             runner.close()
 
 
+def _apply_env(plan: _runtime_env.LocalEnv | None) -> Callable[[], None]:
+    """Apply a runtime_env to this process; returns what puts everything back. Modules that
+    were imported meanwhile stay imported (as any import in a reused worker does)."""
+    if plan is None:
+        return lambda: None
+    saved = {name: os.environ.get(name) for name in plan.env_vars}
+    os.environ.update(plan.env_vars)
+    previous_cwd = None
+    if plan.cwd is not None:
+        previous_cwd = os.getcwd()
+        os.chdir(plan.cwd)
+    sys.path[0:0] = plan.paths
+
+    def restore() -> None:
+        for path in plan.paths:
+            if path in sys.path:
+                sys.path.remove(path)
+        if previous_cwd is not None:
+            try:
+                os.chdir(previous_cwd)
+            except OSError:
+                pass
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    return restore
+
+
 def _on_cancel_signal(signum: int, frame: Any) -> None:
     runtime = _current_worker
-    if runtime is not None and runtime._executing:
+    if runtime is None:
+        return
+    if runtime._executing:
         runtime._signalled = True
         raise TaskCancelledError("the task was cancelled while it ran")
+    runtime._signal_pending = True  # the next task to start checks whether it was meant
 
 
 _current_worker: WorkerRuntime | None = None
@@ -626,6 +811,7 @@ def worker_main(sock: Any, config: WorkerConfig) -> None:
         os.chdir(config.cwd)
     except OSError:
         pass
+    _apply_env(_runtime_env.local_plan(config.job_env))  # ember.init(runtime_env=...)
     chan = WorkerChannel(sock)
     runtime = WorkerRuntime(chan, config)
     _current_worker = runtime

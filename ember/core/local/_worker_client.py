@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ember.core import _runtime_env, _shm
 from ember.core import _serialization as ser
-from ember.core import _shm
+from ember.core._config import LOCAL_NODE_IP
 from ember.core._context import RuntimeContext
 from ember.core._options import resource_request
 from ember.core._refs import ObjectRef, ObjectRefGenerator
 from ember.core._remote import ActorClass, ActorHandle, RemoteFunction
 from ember.core.local._protocol import Dep
-from ember.errors import EmberError, ResourceError, SerializationError
+from ember.core.local._resources import node_record
+from ember.errors import EmberError, SerializationError
 
 if TYPE_CHECKING:
     from ember.core.local._worker import WorkerRuntime
@@ -53,7 +55,7 @@ def _returns(rt: WorkerRuntime, return_ids: list[int], gen_id: int | None, num_r
         gen._id, gen._rt, gen._index, gen._done = gen_id, rt, 0, False
         return gen
     refs = [ObjectRef(oid, rt, add_ref=False) for oid in return_ids]
-    if num_returns == 1:
+    if num_returns in (1, "dynamic"):
         return refs[0]
     return refs or None
 
@@ -61,7 +63,7 @@ def _returns(rt: WorkerRuntime, return_ids: list[int], gen_id: int | None, num_r
 
 def _actor_settings(options: dict[str, Any]) -> dict[str, Any]:
     keys = ("name", "namespace", "lifetime", "max_restarts", "max_task_retries",
-            "max_concurrency", "get_if_exists")
+            "max_concurrency", "get_if_exists", "runtime_env")
     return {k: options.get(k) for k in keys}
 
 
@@ -183,14 +185,11 @@ class ClientMixin:
             self._slots[rid] = _Slot(arrived)
         self._send([("request", rid, "generator_next", (generator_id, index, None))])
 
-    def _check_feasible(self: WorkerRuntime, request: dict[str, float], what: str) -> None:
-        totals = self._cfg.totals
-        for key, amount in request.items():
-            if amount > totals.get(key, 0.0):
-                raise ResourceError(
-                    f"{what} asks for {key}={amount:g} but the cluster has "
-                    f"{totals.get(key, 0.0):g} in total; it can never run"
-                )
+    def _child_env(self: WorkerRuntime, options: dict[str, Any], what: str
+                   ) -> dict[str, Any] | None:
+        """The runtime_env of a task or actor made here: its own over the one it runs in."""
+        merged = _runtime_env.merge(self._current_env(), options.get("runtime_env"))
+        return _runtime_env.for_local(merged, what)
 
     def _serialize_args(
         self: WorkerRuntime, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -208,18 +207,24 @@ class ClientMixin:
         options: dict[str, Any],
     ) -> Any:
         request = resource_request(options)
-        self._check_feasible(request, f"task {fn._name}")
+        env = self._child_env(options, f"task {fn._name}")
         stored, deps = self._serialize_args(fn._name, args, kwargs)
         num_returns = options["num_returns"]
-        streaming = num_returns in ("streaming", "dynamic")
-        return_ids = [] if streaming else [self._new_id() for _ in range(num_returns)]
-        gen_id = self._new_id() if streaming else None
+        return_ids, gen_id = self._return_ids(num_returns)
         task_id = self._new_id()
         spec = (task_id, fn.function_id, self._code_once(fn.function_id, fn.pickled), stored,
                 deps, return_ids, gen_id, request, options["max_retries"],
-                options["retry_exceptions"], fn._name, self._parent())
+                options["retry_exceptions"], fn._name, self._parent(), num_returns == "dynamic",
+                env)
         self._send([("submit", spec)])
         return _returns(self, return_ids, gen_id, num_returns)
+
+    def _return_ids(self: WorkerRuntime, num_returns: Any) -> tuple[list[int], int | None]:
+        """Ids of the results of a submission, and of its stream if it streams."""
+        if num_returns == "streaming":
+            return [], self._new_id()
+        count = 1 if num_returns == "dynamic" else num_returns
+        return [self._new_id() for _ in range(count)], None
 
     def _parent(self: WorkerRuntime) -> int | None:
         return getattr(self._local, "task_id", None)
@@ -229,11 +234,12 @@ class ClientMixin:
         options: dict[str, Any],
     ) -> ActorHandle:
         request = resource_request(options)
-        self._check_feasible(request, f"actor {cls.meta.class_name}")
+        settings = _actor_settings(options)
+        settings["runtime_env"] = self._child_env(options, f"actor {cls.meta.class_name}")
         stored, deps = self._serialize_args(cls.meta.class_name, args, kwargs)
         actor_id = self._new_id()
-        spec = (actor_id, cls.class_id, cls.pickled(), stored, deps, request,
-                _actor_settings(options), cls.meta)
+        spec = (actor_id, cls.class_id, cls.pickled(), stored, deps, request, settings,
+                cls.meta)
         existing = self._request("create_actor", spec)
         if existing is not None:
             actor_id = existing
@@ -244,12 +250,10 @@ class ClientMixin:
         num_returns: Any,
     ) -> Any:
         stored, deps = self._serialize_args(method, args, kwargs)
-        streaming = num_returns in ("streaming", "dynamic")
-        return_ids = [] if streaming else [self._new_id() for _ in range(num_returns)]
-        gen_id = self._new_id() if streaming else None
+        return_ids, gen_id = self._return_ids(num_returns)
         call_id = self._new_id()
         self._send([("call", (handle._actor_id, call_id, method, stored, deps, return_ids,
-                              gen_id))])
+                              gen_id, num_returns == "dynamic"))])
         return _returns(self, return_ids, gen_id, num_returns)
 
     def get(self: WorkerRuntime, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
@@ -278,17 +282,20 @@ class ClientMixin:
         return ObjectRef(oid, self, add_ref=False)
 
     def wait(
-        self: WorkerRuntime, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None,
-        fetch_local: bool,
-    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
-        ready_ids = set(self._request("wait", ([r._id for r in refs], num_returns, timeout)))
-        ready = [r for r in refs if r._id in ready_ids]
-        return ready, [r for r in refs if r._id not in ready_ids]
+        self: WorkerRuntime, refs: Sequence[ObjectRef | ObjectRefGenerator], num_returns: int,
+        timeout: float | None, fetch_local: bool,
+    ) -> tuple[list[Any], list[Any]]:
+        entries = [(r._id, r._index) if isinstance(r, ObjectRefGenerator) else r._id
+                   for r in refs]
+        positions = set(self._request("wait", (entries, num_returns, timeout)))
+        ready = [r for i, r in enumerate(refs) if i in positions]
+        return ready, [r for i, r in enumerate(refs) if i not in positions]
 
     def kill(self: WorkerRuntime, handle: ActorHandle, no_restart: bool) -> None:
         self._request("kill", (handle._actor_id, no_restart))
 
-    def cancel(self: WorkerRuntime, ref: ObjectRef, force: bool, recursive: bool) -> None:
+    def cancel(self: WorkerRuntime, ref: ObjectRef | ObjectRefGenerator, force: bool,
+               recursive: bool) -> None:
         self._request("cancel", (ref._id, force, recursive))
 
     def get_actor(self: WorkerRuntime, name: str, namespace: str | None) -> ActorHandle:
@@ -310,7 +317,17 @@ class ClientMixin:
             actor_id=None if self._actor_id is None else f"{self._actor_id:016x}",
             accelerator_ids={"GPU": list(self._gpu_ids)},
             was_current_actor_reconstructed=self._actor_restarted,
+            _is_canceled=self.is_canceled,
         )
+
+    def nodes(self: WorkerRuntime) -> list[dict[str, Any]]:
+        return [node_record(self._request("resources", "total"))]
+
+    def node_ip_address(self: WorkerRuntime) -> str:
+        return LOCAL_NODE_IP
+
+    def timeline_events(self: WorkerRuntime) -> list[dict[str, Any]]:
+        return []
 
     def shutdown(self: WorkerRuntime) -> None:
         raise EmberError("ember.shutdown() is for the driver; a worker cannot shut down the runtime")

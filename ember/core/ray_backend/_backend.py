@@ -22,11 +22,18 @@ from typing import Any
 
 from ember.core._context import RuntimeContext
 from ember.core._options import resource_request
-from ember.core._refs import ObjectRef, ObjectRefGenerator
+from ember.core._refs import DynamicObjectRefGenerator, ObjectRef, ObjectRefGenerator
 from ember.core._remote import ActorClass, ActorHandle, ActorMeta, RemoteFunction
-from ember.core.ray_backend._callables import actor_runnable, runnable
+from ember.core.ray_backend._callables import (
+    actor_runnable,
+    collecting,
+    raise_error,
+    raise_error_streaming,
+    runnable,
+)
 from ember.core.ray_backend._mapping import (
     GENERATOR_BACKPRESSURE,
+    Unplaceable,
     gang_infeasible_reason,
     infeasible_reason,
     is_streaming,
@@ -89,6 +96,9 @@ class RayBackend:
         self._named: dict[str, Any] = {}  # actor id -> Ray handle, keeps named actors alive
         self._metas: dict[str, ActorMeta] = {}  # actor id -> ember metadata of named actors
         self._nodes: list[dict[str, float]] | None = None
+        self._warned_infeasible: set[tuple[Any, ...]] = set()
+        self._raise: Any = None  # Ray tasks that raise a given error (see _failed)
+        self._raise_streaming: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     @classmethod
@@ -101,6 +111,7 @@ class RayBackend:
         resources: dict[str, float] | None = None,
         object_store_memory: int | None = None,
         namespace: str | None = None,
+        runtime_env: dict[str, Any] | None = None,
         reject_infeasible: bool = True,
         **ray_init_kwargs: Any,
     ) -> RayBackend:
@@ -120,7 +131,15 @@ class RayBackend:
                                  "resources": resources,
                                  "object_store_memory": object_store_memory}
         local: dict[str, Any] = {k: v for k, v in sizes.items() if v is not None}
+        if runtime_env:
+            ray_init_kwargs["runtime_env"] = runtime_env
         if ray.is_initialized():
+            if runtime_env:
+                raise ValueError(
+                    "runtime_env cannot be applied to the Ray instance this process already "
+                    "joined; pass it to ray.init, or call ember.init(backend='ray', "
+                    "runtime_env=...) before Ray is initialized"
+                )
             if not inside_ray_worker():
                 logger.info("ray is already initialized in this process; ember uses it as is")
             return cls(ray, owned=False, reject_infeasible=reject_infeasible)
@@ -259,6 +278,11 @@ class RayBackend:
         self._check_open()
         remote = self._variants.get(fn)
         if remote is None:
+            explicit = getattr(fn, "_explicit", options)
+            if not uses_placement(explicit):
+                error = self._infeasible(resource_request(options), f"task {fn._name}")
+                if error is not None:
+                    return self._failed(error, options["num_returns"])
             remote = self._task_variant(fn, options)
         args, kwargs = self._unwrap_args(args, kwargs)
         try:
@@ -271,12 +295,19 @@ class RayBackend:
 
     def _task_variant(self, fn: RemoteFunction, options: dict[str, Any]) -> Any:
         explicit = getattr(fn, "_explicit", options)
-        if not uses_placement(explicit):
-            self._check_feasible(resource_request(options), f"task {fn._name}")
-        base = self._functions.get(fn.function_id)
-        if base is None:
-            base = self._functions[fn.function_id] = self._ray.remote(runnable(fn._function))
-        ray_options = ray_task_options(explicit, options["num_returns"])
+        num_returns = options["num_returns"]
+        if num_returns == "dynamic":  # one result, collected in the worker (see collecting)
+            key = f"{fn.function_id}:dynamic"
+            base = self._functions.get(key)
+            if base is None:
+                base = self._functions[key] = self._ray.remote(collecting(fn._function))
+            num_returns = 1
+        else:
+            base = self._functions.get(fn.function_id)
+            if base is None:
+                base = self._functions[fn.function_id] = self._ray.remote(
+                    runnable(fn._function))
+        ray_options = ray_task_options(explicit, num_returns)
         remote = base.options(**ray_options) if ray_options else base
         self._variants[fn] = remote
         return remote
@@ -302,19 +333,41 @@ class RayBackend:
                 )
         return SerializationError(f"the arguments of {name}() could not be pickled: {exc}")
 
-    def _check_feasible(self, request: dict[str, float], what: str) -> None:
+    def _infeasible(self, request: dict[str, float], what: str) -> ResourceError | None:
+        """The error of a request that no node can ever hold (None when one can), logged as
+        a warning the first time (as Ray logs its own); the caller returns references that
+        raise it. With ``reject_infeasible=False`` such requests wait for nodes instead."""
         if not self._reject_infeasible or not request:
-            return
+            return None
         nodes = self._nodes
         if nodes is not None and infeasible_reason(request, nodes) is None:
-            return
+            return None
         nodes = self._nodes = self._alive_nodes()  # new nodes may have joined: look again
         reason = infeasible_reason(request, nodes)
-        if reason is not None:
-            raise ResourceError(
-                f"{what} can never run: {reason}. Ask for less, or add a node that has it "
-                "(`ray start --address=<head> --num-cpus/--num-gpus/--resources=...`)"
-            )
+        if reason is None:
+            return None
+        error = ResourceError(
+            f"{what} can never run: {reason}. Ask for less, or add a node that has it "
+            "(`ray start --address=<head> --num-cpus/--num-gpus/--resources=...`)"
+        )
+        key = (what, tuple(sorted(request.items())))
+        if key not in self._warned_infeasible:
+            self._warned_infeasible.add(key)
+            logger.warning("ember: %s; ember.get of its result raises ResourceError", error)
+        return error
+
+    def _failed(self, error: BaseException, num_returns: Any) -> Any:
+        """References, shaped as ``num_returns`` asks, that raise ``error`` at once: they come
+        from a task that needs no resources and raises it."""
+        if self._raise is None:
+            self._raise = self._ray.remote(num_cpus=0, max_retries=0)(raise_error)
+            self._raise_streaming = self._ray.remote(
+                num_cpus=0, max_retries=0, num_returns="streaming")(raise_error_streaming)
+        if is_streaming(num_returns):
+            return self._wrap(self._raise_streaming.remote(error))
+        if num_returns in (1, "dynamic"):
+            return self._wrap(self._raise.remote(error))
+        return self._wrap(self._raise.options(num_returns=num_returns).remote(error))
 
     def _alive_nodes(self) -> list[dict[str, float]]:
         return [dict(node.get("Resources", {})) for node in self._ray.nodes()
@@ -329,7 +382,9 @@ class RayBackend:
         meta = cls.meta
         explicit = getattr(cls, "_explicit", options)
         if not uses_placement(explicit):
-            self._check_feasible(resource_request(options), f"actor {meta.class_name}")
+            error = self._infeasible(resource_request(options), f"actor {meta.class_name}")
+            if error is not None:  # its calls raise the error at once
+                return ActorHandle(Unplaceable(error), meta, self)
         ray_class = self._classes.get(cls.class_id)
         if ray_class is None:
             ray_class = self._classes[cls.class_id] = self._ray.remote(
@@ -340,6 +395,8 @@ class RayBackend:
         args, kwargs = self._unwrap_args(args, kwargs)
         try:
             ray_handle = ray_class.remote(*args, **kwargs)
+        except self._rx.RayError as exc:  # ActorAlreadyExistsError (also a ValueError)
+            raise translate_error(exc) from exc
         except TypeError as exc:
             raise self._argument_error(f"{meta.class_name}.__init__", args, kwargs,
                                        exc) from exc
@@ -385,7 +442,12 @@ class RayBackend:
         num_returns: Any,
     ) -> Any:
         self._check_open()
+        if isinstance(handle._actor_id, Unplaceable):
+            return self._failed(handle._actor_id.error, num_returns)
         bound = getattr(handle._actor_id, method)
+        declared = handle._meta.methods.get(method)
+        if num_returns == "dynamic" and declared is not None and declared.num_returns == num_returns:
+            num_returns = 1  # the method collects its items itself (see actor_runnable)
         if num_returns != 1:
             if is_streaming(num_returns):
                 bound = bound.options(num_returns="streaming",
@@ -405,6 +467,8 @@ class RayBackend:
     def kill(self, handle: ActorHandle, no_restart: bool) -> None:
         self._check_open()
         ray_handle = handle._actor_id
+        if isinstance(ray_handle, Unplaceable):
+            return
         key = ray_handle._actor_id.hex()
         before = _actor_info(key)
         self._ray.kill(ray_handle, no_restart=no_restart)
@@ -489,7 +553,9 @@ class RayBackend:
             if isinstance(error, TaskError):
                 raise error from None  # its message already carries the remote traceback
             raise error from exc
-        return values
+        dynamic = self._ray.DynamicObjectRefGenerator
+        return [DynamicObjectRefGenerator(ObjectRef(r, self, add_ref=False) for r in value)
+                if isinstance(value, dynamic) else value for value in values]
 
     def put(self, value: Any) -> ObjectRef:
         self._check_open()
@@ -503,9 +569,9 @@ class RayBackend:
             ) from exc
 
     def wait(
-        self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None,
-        fetch_local: bool,
-    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        self, refs: Sequence[ObjectRef | ObjectRefGenerator], num_returns: int,
+        timeout: float | None, fetch_local: bool,
+    ) -> tuple[list[Any], list[Any]]:
         self._check_open()
         if num_returns == 0:
             return [], list(refs)
@@ -518,13 +584,13 @@ class RayBackend:
             ready, _ = self._ray.wait(ids, num_returns=len(ids), timeout=0,
                                       fetch_local=fetch_local)
         done = set(ready)
-        first: list[ObjectRef] = []
-        rest: list[ObjectRef] = []
+        first: list[Any] = []
+        rest: list[Any] = []
         for ref in refs:
             (first if ref._id in done and len(first) < num_returns else rest).append(ref)
         return first, rest
 
-    def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+    def cancel(self, ref: ObjectRef | ObjectRefGenerator, force: bool, recursive: bool) -> None:
         self._check_open()
         try:
             self._ray.cancel(ref._id, force=force, recursive=recursive)
@@ -546,6 +612,19 @@ class RayBackend:
         available.update(self._ray.available_resources())
         return available
 
+    def nodes(self) -> list[dict[str, Any]]:
+        self._check_open()
+        return list(self._ray.nodes())
+
+    def node_ip_address(self) -> str:
+        from ray.util import get_node_ip_address
+
+        return str(get_node_ip_address())
+
+    def timeline_events(self) -> list[dict[str, Any]]:
+        self._check_open()
+        return list(self._ray.timeline() or [])
+
     def _namespace(self) -> str:
         return str(self._ray.get_runtime_context().namespace)
 
@@ -566,6 +645,7 @@ class RayBackend:
             accelerator_ids=accelerators,
             assigned_resources=dict(ctx.get_assigned_resources()),
             was_current_actor_reconstructed=_reconstructed(ctx) if actor_id else False,
+            _is_canceled=ctx.is_canceled,
         )
 
 

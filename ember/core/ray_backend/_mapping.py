@@ -13,14 +13,17 @@ from typing import Any
 
 from ember.core._remote import ActorMeta, MethodMeta
 from ember.errors import (
+    ActorAlreadyExistsError,
     ActorDiedError,
     ActorUnavailableError,
     BackendError,
     EmberError,
     GetTimeoutError,
     ObjectLostError,
+    ObjectStoreFullError,
     OutOfMemoryError,
     ResourceError,
+    RuntimeEnvSetupError,
     TaskCancelledError,
     TaskError,
     WorkerCrashedError,
@@ -41,11 +44,22 @@ _ACTOR_PASSTHROUGH = frozenset({
 })
 
 
+class Unplaceable:
+    """Stands in for the Ray handle of an actor that no node can ever hold: its calls raise
+    ``error`` at once (see ``RayBackend.create_actor``)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __repr__(self) -> str:
+        return "Unplaceable()"
+
+
 # -- options ----------------------------------------------------------------------------------
 
 
 def is_streaming(num_returns: Any) -> bool:
-    return num_returns in ("streaming", "dynamic")
+    return num_returns == "streaming"
 
 
 def _placement(explicit: Mapping[str, Any], out: dict[str, Any]) -> None:
@@ -64,7 +78,7 @@ def ray_task_options(explicit: Mapping[str, Any], num_returns: Any) -> dict[str,
     """``.options(...)`` for a Ray remote function, from the options the user set.
 
     Only explicit options travel: ember's task defaults are Ray's, so leaving the rest out keeps
-    Ray's own fast path. ``"dynamic"`` streams like ``"streaming"`` (as on the local backend).
+    Ray's own fast path.
     """
     out = {k: v for k, v in explicit.items() if k in _TASK_PASSTHROUGH and v is not None}
     if is_streaming(num_returns):
@@ -208,6 +222,12 @@ def translate_error(exc: BaseException, *, timeout: float | None = None) -> Base
     text = _clean(str(exc))
     if isinstance(exc, rx.ActorUnavailableError):
         return ActorUnavailableError(text)
+    if isinstance(exc, rx.ActorAlreadyExistsError):
+        return ActorAlreadyExistsError(text)
+    if isinstance(exc, rx.ObjectStoreFullError):
+        return ObjectStoreFullError(text)
+    if isinstance(exc, rx.RuntimeEnvSetupError):
+        return RuntimeEnvSetupError(text)
     if isinstance(exc, rx.RayActorError):
         return ActorDiedError(text)
     if isinstance(exc, rx.TaskCancelledError):
@@ -235,8 +255,10 @@ def _translate_task_error(exc: Any, rx: Any) -> BaseException:
     elif isinstance(cause, rx.RayError):
         # Remote code called ray directly (or Ray failed it, e.g. an interrupt by ray.cancel).
         cause = translate_error(cause)
-    if isinstance(cause, (TaskError, TaskCancelledError)):
-        return cause  # already ember's: a nested task's error passes through unchanged
+    if isinstance(cause, (TaskError, TaskCancelledError, ResourceError)):
+        # Already ember's: a nested task's error, a cancellation, or the ResourceError of an
+        # infeasible request (RayBackend._failed) passes through unchanged.
+        return cause
     if cause is None:
         return TaskError(_task_name(text), text, None)
     return TaskError.wrap(cause, _task_name(text), text)

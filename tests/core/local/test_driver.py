@@ -225,6 +225,61 @@ def test_killed_actor_process_is_gone(ember_local):
     wait_for(lambda: is_gone(actor_pid), what="the killed actor's process to exit")
 
 
+def test_killing_queued_actors_is_bookkeeping_only(ember_local):
+    """2,000 actors that wait for a CPU are killed: no process starts, the two running actors
+    keep their CPUs, and the loop is quick (it took 54 s when each kill gave back CPUs that a
+    queued actor never held, which started the next one in a new process)."""
+
+    @ember.remote(num_cpus=1)
+    class Slot:
+        def ping(self):
+            return "pong"
+
+    running = [Slot.remote() for _ in range(2)]
+    assert get([a.ping.remote() for a in running]) == ["pong", "pong"]
+    queued = [Slot.remote() for _ in range(2000)]
+    processes_before = len(psutil.Process().children(recursive=True))
+
+    started = time.monotonic()
+    for actor in queued:
+        ember.kill(actor)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 10, f"killing 2,000 queued actors took {elapsed:.1f} s"
+    assert ember.available_resources()["CPU"] == 0  # the running two still hold both CPUs
+    assert len(psutil.Process().children(recursive=True)) <= processes_before
+    with pytest.raises(ember.errors.ActorDiedError, match="killed"):
+        get(queued[-1].ping.remote())
+    assert get([a.ping.remote() for a in running]) == ["pong", "pong"]
+    ember.kill(running[0])
+    replacement = Slot.remote()  # the freed CPU goes to a new actor, not to a killed one
+    assert get(replacement.ping.remote()) == "pong"
+
+
+def test_an_actor_out_of_scope_before_it_started_never_starts(ember_local, tmp_path):
+    @ember.remote(num_cpus=2)
+    class Hog:
+        def __init__(self, marker=None):
+            if marker:
+                open(marker, "w").close()
+
+        def ping(self):
+            return "pong"
+
+    first = Hog.remote()
+    assert get(first.ping.remote()) == "pong"
+    marker = tmp_path / "constructed"
+    waiting = Hog.remote(str(marker))  # queued behind the first: both CPUs are taken
+    del waiting
+    gc.collect()
+    ember.kill(first)
+    wait_for(lambda: ember.available_resources()["CPU"] == 2,
+             what="the CPUs to come back")
+    second = Hog.remote()  # the next actor starts: the dropped one was not ahead of it
+    assert get(second.ping.remote()) == "pong"
+    assert not marker.exists()
+
+
 def test_restarted_actor_runs_in_a_new_process(ember_local):
     @ember.remote(max_restarts=1)
     class Proc:

@@ -1,0 +1,17 @@
+"""Ray's ``ray.actor`` names: the classes behind ``@ember.remote`` classes and their handles.
+
+``ActorClass`` is what ``@ember.remote`` makes of a class, ``ActorHandle`` what
+``ActorClass.remote()`` returns; both serve for annotations and ``isinstance`` checks, and
+accept a type argument as Ray's do (``ActorHandle[Counter]``)::
+
+    from ember.actor import ActorHandle
+
+    def bump(counter: ActorHandle) -> int:
+        return ember.get(counter.increment.remote())
+"""
+
+from __future__ import annotations
+
+from ember.core._remote import ActorClass, ActorHandle, ActorMethod, method
+
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "method"]
