@@ -340,7 +340,7 @@ def test_accelerate_zero_uploads_each_rank_resumes_and_consolidates(
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
         n_layer=2, n_embd=64, n_head=2, vocab_size=256, n_positions=BLOCK,
         bos_token_id=0, eos_token_id=0))
-    with pytest.raises(ValueError, match="no config.json.*model="):
+    with pytest.raises(ValueError, match=r"no config\.json.*model="):
         consolidate_zero_checkpoint(result.checkpoint, str(tmp_path / "nope"))
     folder = consolidate_zero_checkpoint(result.checkpoint, str(tmp_path / "model"), model=model)
     text, trained_loss, fresh_loss = generates_text(folder)

@@ -250,11 +250,11 @@ def _checked_accelerators(world_size: int) -> Iterator[None]:
         _deepspeed.check_accelerator(self, world_size)
         _check_fsdp(self)
 
-    Accelerator.__init__ = init  # type: ignore[method-assign]
+    Accelerator.__init__ = init
     try:
         yield
     finally:
-        Accelerator.__init__ = original  # type: ignore[method-assign]
+        Accelerator.__init__ = original
 
 
 def _enable_fsdp_on_cpu() -> None:
