@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import tempfile
 
 import pytest
 
@@ -400,7 +401,17 @@ def dropped_loop():
         AcceleratorState._reset_state(reset_partial_state=True)
         hf_trainer()
 
+    def partitions_dropped():  # CheckpointConfig(keep_all_ranks=False) with ZeRO
+        from ember.train.huggingface._deepspeed import check_partitions_kept
+
+        with tempfile.TemporaryDirectory() as folder:
+            os.makedirs(os.path.join(folder, "global_step2"))
+            name = f"zero_pp_rank_{train.get_context().get_world_rank()}_mp_rank_00_optim_states.pt"
+            open(os.path.join(folder, "global_step2", name), "w").close()
+            check_partitions_kept(folder)
+
     outcome = {name: attempt(make) for name, make in {
+        "partitions_dropped": partitions_dropped,
         "accelerate_cpu_flag": lambda: Accelerator(cpu=True, deepspeed_plugin=plugin()),
         "accelerate_cpu_env": accelerate_cpu_env,
         "accelerate_alone": accelerate_alone,
@@ -414,9 +425,10 @@ def dropped_loop():
 @needs_deepspeed
 @pytest.mark.slow
 def test_every_way_to_drop_deepspeed_silently_raises(ember_local, tmp_path):
-    result = AccelerateTrainer(dropped_loop, scaling_config=ScalingConfig(num_workers=2),
-                               run_config=RunConfig(name="drop", storage_path=str(tmp_path))
-                               ).fit()
+    result = AccelerateTrainer(
+        dropped_loop, scaling_config=ScalingConfig(num_workers=2),
+        run_config=RunConfig(name="drop", storage_path=str(tmp_path),
+                             checkpoint_config=CheckpointConfig(keep_all_ranks=False))).fit()
 
     outcome = result.metrics
     dropped = "DeepSpeed was dropped and .* would train plain DDP"
@@ -437,6 +449,8 @@ def test_every_way_to_drop_deepspeed_silently_raises(ember_local, tmp_path):
     assert "each rank would train alone" in (outcome["hf_alone"] or "")
     assert "use_cpu=True" in outcome["hf_alone"]
     assert outcome["hf_use_cpu"] is None
+    assert "keep_all_ranks=False) keeps rank 0's files only" in (outcome["partitions_dropped"]
+                                                                 or "")
 
 
 def blog_trainer_under_accelerate_use_cpu(train_dataset, eval_dataset, **config):

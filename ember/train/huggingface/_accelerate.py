@@ -292,6 +292,7 @@ def report_state(accelerator: Any, metrics: Mapping[str, Any]) -> None:
     with tempfile.TemporaryDirectory(prefix="ember-accelerate-") as folder:
         accelerator.save_state(folder)
         accelerator.wait_for_everyone()  # save_state does not wait for the other ranks
+        _deepspeed.check_partitions_kept(folder)
         report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
 

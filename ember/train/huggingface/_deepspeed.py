@@ -147,6 +147,27 @@ def check_accelerator(accelerator: Any, world_size: int) -> None:
             "this for you)")
 
 
+def check_partitions_kept(folder: str) -> None:
+    """(In a worker, before reporting ``folder``) raise ``ValueError`` when ``folder`` holds a
+    ZeRO partition but the run keeps only rank 0's checkpoint files
+    (``CheckpointConfig(keep_all_ranks=False)``): the other ranks' partitions would be lost and
+    the checkpoint could never be resumed or consolidated."""
+    from ember.train._session import _current
+
+    session = _current("report")
+    if session.keep_all_ranks or session.context.world_size < 2:
+        return
+    paths = [os.path.relpath(os.path.join(parent, name), folder).replace(os.sep, "/")
+             for parent, _dirs, names in os.walk(folder) for name in names]
+    if is_zero_checkpoint(paths):
+        raise ValueError(
+            "this checkpoint holds DeepSpeed ZeRO partitions, one per rank, but "
+            "CheckpointConfig(keep_all_ranks=False) keeps rank 0's files only: the other ranks' "
+            "partitions would be lost and the checkpoint could not be resumed. Set "
+            "CheckpointConfig(keep_all_ranks=True) (the default; Ray 2.5: "
+            "_checkpoint_keep_all_ranks=True)")
+
+
 # -- consolidation --------------------------------------------------------------------------
 def consolidate_zero_checkpoint(checkpoint: Checkpoint | str, output_dir: str, *,
                                 model: Any = None) -> str:

@@ -118,8 +118,9 @@ class TransformersTrainer(TorchTrainer):
     s, or ``None``; set ``max_steps``, they have no length), then ``prepare_trainer`` and
     ``trainer.train()``. On CPU workers every ``TrainingArguments`` built there gets
     ``use_cpu=True``, so that DDP and DeepSpeed ZeRO (``TrainingArguments(deepspeed=...)``,
-    over gloo) both span all workers; on GPU workers DeepSpeed runs over nccl. Checkpoints are written to a temporary folder on each worker (the
-    ``output_dir`` the Trainer was given is replaced) and uploaded by ``EmberReportCallback``:
+    over gloo) both span all workers; on GPU workers DeepSpeed runs over nccl. Checkpoints are
+    written to a temporary folder on each worker (the ``output_dir`` the Trainer was given is
+    replaced) and uploaded by ``EmberReportCallback``:
     every Hugging Face save is one ember checkpoint, each rank's files in its ``rank_{r}/``
     folder. After a failure, or with ``resume_from_checkpoint``, each worker downloads and
     merges that checkpoint and calls ``trainer.train(resume_from_checkpoint=<folder>)``.
