@@ -6,6 +6,12 @@ PIP    := $(PY) -m pip
 # The CPU build of torch that lies on the machine's disk; install it before the extras so that
 # their torch ranges are already satisfied and pip never pulls a CUDA build.
 TORCH  := torch==2.13.0
+# DeepSpeed (an optional extra) is installed with DS_BUILD_OPS=0: it compiles nothing then, and
+# builds its CPU shared-memory comm op at first use (a minute or more) into TORCH_EXTENSIONS_DIR.
+# That cache lives in the venv; the set-up below builds it once, so tests and the demo find it.
+export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch-extensions
+DS_INSTALL      := DS_BUILD_OPS=0 $(PIP) install -q
+DS_BUILD_COMMOP := $(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
 
 .PHONY: demo test test-fast lint typecheck bench clean
 
@@ -17,12 +23,14 @@ $(VENV)/.stamp-base: pyproject.toml
 
 $(VENV)/.stamp-test: $(VENV)/.stamp-base
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[test]'
+	$(DS_INSTALL) -e '.[test,deepspeed]'
+	$(DS_BUILD_COMMOP)
 	touch $@
 
 $(VENV)/.stamp-demo: $(VENV)/.stamp-base
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[demo]'
+	$(DS_INSTALL) -e '.[demo,deepspeed]'
+	$(DS_BUILD_COMMOP)
 	touch $@
 
 $(VENV)/.stamp-bench: $(VENV)/.stamp-test

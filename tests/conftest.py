@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +27,12 @@ from tests._support import (
     segments_of_this_process,
     shutdown_and_check,
 )
+
+# DeepSpeed builds its CPU comm op on first use (a minute or two) into TORCH_EXTENSIONS_DIR: keep
+# it in the virtual environment, where the test set-up builds it (Makefile) and where the workers
+# that the tests start look for it too. (Outside a venv, torch's default user cache stays.)
+if sys.prefix != sys.base_prefix:
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch-extensions"))
 
 # Examples touch files in /dev/shm and a loaded CI machine has slow moments: judge properties by
 # their outcome, never by how long an example took.

@@ -79,7 +79,7 @@ def _describe(pid: int) -> str:
 
 
 # Blocks under these headings import torch and start worker gangs: over ~10 s on 2 cores.
-SLOW_HEADINGS = ("ember.train", "ember.rl")
+SLOW_HEADINGS = ("ember.train", "ember.rl", "DeepSpeed")
 
 
 @pytest.mark.parametrize("block", [

@@ -143,10 +143,11 @@ def test_ddp_accelerate_uploads_what_each_rank_wrote_and_refuses_a_dropped_plugi
         from ember.train.huggingface import report_state
 
         # FSDP passed to Accelerator() directly, not through accelerate_config: on CPU
-        # Accelerate drops it; report_state refuses to save that as FSDP
-        dropped = Accelerator(fsdp_plugin=FullyShardedDataParallelPlugin(fsdp_version=2))
+        # Accelerate drops it; the AccelerateTrainer refuses that Accelerator as soon as it is
+        # made (report_state would refuse to save it as FSDP)
         try:
-            report_state(dropped, {})
+            report_state(Accelerator(fsdp_plugin=FullyShardedDataParallelPlugin(fsdp_version=2)),
+                         {})
             refused = ""
         except ValueError as exc:
             refused = str(exc)
@@ -172,7 +173,7 @@ def test_ddp_accelerate_uploads_what_each_rank_wrote_and_refuses_a_dropped_plugi
 
 def test_accelerate_env_is_what_accelerate_launch_would_set(tmp_path):
     env = accelerate_env(FSDP2, use_gpu=False)
-    assert env == {"ACCELERATE_USE_CPU": "true", "ACCELERATE_USE_FSDP": "true",
+    assert env == {"ACCELERATE_USE_FSDP": "true",
                    "FSDP_VERSION": "2", "FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT",
                    "FSDP_RESHARD_AFTER_FORWARD": "true"}
     assert accelerate_env(None, use_gpu=True) == {"ACCELERATE_USE_CPU": "false"}
@@ -184,10 +185,10 @@ def test_accelerate_env_is_what_accelerate_launch_would_set(tmp_path):
         "ACCELERATE_USE_CPU": "false", "ACCELERATE_MIXED_PRECISION": "bf16",
         "ACCELERATE_GRADIENT_ACCUMULATION_STEPS": "4", "ACCELERATE_USE_FSDP": "true",
         "FSDP_TRANSFORMER_CLS_TO_WRAP": "GPT2Block"}  # launch keys ignored
-    with pytest.raises(ValueError, match=r"unsupported key\(s\) \['deepspeed_config'\]"):
-        accelerate_env({"deepspeed_config": {}}, use_gpu=True)
-    with pytest.raises(ValueError, match="distributed_type='DEEPSPEED' is not supported"):
-        accelerate_env({"distributed_type": "DEEPSPEED"}, use_gpu=True)
+    with pytest.raises(ValueError, match=r"unsupported key\(s\) \['megatron_lm_config'\]"):
+        accelerate_env({"megatron_lm_config": {}}, use_gpu=True)
+    with pytest.raises(ValueError, match="distributed_type='MEGATRON_LM' is not supported"):
+        accelerate_env({"distributed_type": "MEGATRON_LM"}, use_gpu=True)
     with pytest.raises(ValueError, match="fsdp_config but distributed_type='MULTI_CPU'"):
         accelerate_env({"distributed_type": "MULTI_CPU", "fsdp_config": {"fsdp_version": 2}},
                        use_gpu=False)

@@ -224,8 +224,9 @@ def test_public_names_are_pinned():
     import ember.train.huggingface as hf
 
     assert hf.__all__ == ["AccelerateTrainer", "EmberReportCallback", "TransformersTrainer",
-                          "accelerate_env", "get_resume_checkpoint", "prepare_trainer",
-                          "report_state", "restore_state"]
+                          "accelerate_env", "consolidate_zero_checkpoint",
+                          "get_resume_checkpoint", "prepare_trainer", "report_state",
+                          "restore_state"]
     import transformers
 
     assert issubclass(hf.EmberReportCallback, transformers.TrainerCallback)

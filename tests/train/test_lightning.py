@@ -6,6 +6,7 @@ The module and loops live at module level: the workers import this module to unp
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 
@@ -171,7 +172,10 @@ def test_builder_rejects_what_ember_sets_or_cannot_honour():
         builder.build()
     with pytest.raises(TypeError, match="LightningModule subclass"):
         builder.module(TinyGPT)
-    with pytest.raises(ValueError, match=r"unknown strategy 'deepspeed' \(known: 'ddp', 'fsdp'\)"):
+    with pytest.raises(ValueError, match=r"unknown strategy 'deepspeedx' \(known: 'ddp', 'fsdp'\)"):
+        builder.strategy("deepspeedx")
+    with pytest.raises(ValueError, match=r"strategy 'deepspeed': .*CUDA GPUs only.*strategy 'fsdp'"
+                                         r".*FSDP2"):
         builder.strategy("deepspeed")
     with pytest.raises(ValueError, match=r"FSDP1 option\(s\) \['sharding_strategy'\].*FSDP2"):
         builder.strategy("fsdp", sharding_strategy="FULL_SHARD")
@@ -252,6 +256,15 @@ def test_lightning_traps_the_integration_guards_against():
     assert type(trainer.strategy.cluster_environment).__name__ == "LightningEnvironment"
     with pytest.raises(ValueError, match=r"LightningEnvironment.*plugins=\[EmberEnvironment"):
         prepare_trainer(trainer)
+    # Lightning's DeepSpeed strategy is built for the CPU, and refuses it only once fit() sets
+    # it up: ember refuses it before, naming FSDP2, whatever the number of workers
+    if importlib.util.find_spec("deepspeed") is not None:
+        trainer = pl.Trainer(accelerator="cpu", strategy="deepspeed", devices=1, logger=False)
+        with pytest.raises(RuntimeError, match="only supported on CUDA GPUs"):
+            trainer.strategy.setup_environment()
+        with pytest.raises(ValueError, match=r"strategy DeepSpeedStrategy: .*CUDA GPUs only.*"
+                                             r"EmberFSDPStrategy.*FSDP2"):
+            prepare_trainer(trainer)
 
 
 # -- end to end ------------------------------------------------------------------------------

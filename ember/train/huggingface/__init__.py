@@ -10,8 +10,12 @@
   and ``restore_state`` save and load ``accelerator.save_state`` folders as ember checkpoints.
 
 FSDP on CPU workers really shards (FSDP2 ``fully_shard`` over gloo): Accelerate would drop
-FSDP there and train DDP, so ember switches it on, or refuses FSDP1. Importing this package
-imports neither transformers nor accelerate (nor torch): they load inside the workers.
+FSDP there and train DDP, so ember switches it on, or refuses FSDP1. DeepSpeed ZeRO runs on CPU
+workers (gloo) as on GPU workers (nccl): ember sets Accelerate up so that it keeps DeepSpeed, and
+raises wherever DeepSpeed would be dropped; each rank uploads its own ZeRO partition, and
+``consolidate_zero_checkpoint`` turns a stored ZeRO checkpoint into one Hugging Face model.
+Importing this package imports neither transformers nor accelerate (nor torch): they load
+inside the workers.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ember.train.huggingface._accelerate import (
     report_state,
     restore_state,
 )
+from ember.train.huggingface._deepspeed import consolidate_zero_checkpoint
 from ember.train.huggingface._transformers import (
     TransformersTrainer,
     get_resume_checkpoint,
@@ -35,6 +40,7 @@ __all__ = [
     "EmberReportCallback",
     "TransformersTrainer",
     "accelerate_env",
+    "consolidate_zero_checkpoint",
     "get_resume_checkpoint",
     "prepare_trainer",
     "report_state",

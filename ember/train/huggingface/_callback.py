@@ -10,7 +10,7 @@ from transformers import TrainerCallback
 
 from ember.train._checkpoint import Checkpoint
 from ember.train._session import report
-from ember.train.huggingface import _fsdp
+from ember.train.huggingface import _deepspeed, _fsdp
 from ember.train.huggingface._files import stage
 
 PREFIX = "checkpoint"  # transformers.trainer_utils.PREFIX_CHECKPOINT_DIR
@@ -31,7 +31,8 @@ class EmberReportCallback(TrainerCallback):
     held back and reported with the save. On a save, every rank reports the
     ``checkpoint-{step}/`` folder that it wrote itself (its output directory is its own, see
     ``prepare_trainer``): rank 0's model, optimizer, scheduler and trainer state (DDP) or each
-    rank's DCP shards (FSDP ``SHARDED_STATE_DICT``), and every rank's RNG state. The metrics of
+    rank's DCP shards (FSDP ``SHARDED_STATE_DICT``) or ZeRO partition (DeepSpeed), and every
+    rank's RNG state. The metrics of
     a checkpoint are all values logged so far (the latest of each), so
     ``CheckpointConfig(checkpoint_score_attribute="eval_loss")`` works.
     """
@@ -62,6 +63,7 @@ class EmberReportCallback(TrainerCallback):
         if not os.path.isdir(folder):  # this rank wrote nothing for this save
             report(metrics)
             return
+        _deepspeed.check_partitions_kept(folder)
         staging = stage(folder, name, args.output_dir)
         try:
             report(metrics, checkpoint=Checkpoint.from_directory(staging))

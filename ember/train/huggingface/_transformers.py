@@ -10,14 +10,14 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ember.train._checkpoint import Checkpoint
 from ember.train._config import RunConfig, ScalingConfig
 from ember.train._session import _current, get_checkpoint, get_context
 from ember.train._trainer import TorchTrainer, restore_wrapped
-from ember.train.huggingface._files import download_merged
+from ember.train.huggingface._files import download_for_rank
 
 DATASET_KEYS = ("train", "evaluation")
 
@@ -26,8 +26,13 @@ def prepare_trainer(trainer: Any) -> Any:
     """Make a ``transformers.Trainer`` built inside an ember worker train as ember intends.
 
     - It checks that the Trainer is really distributed: on CPU workers, ``TrainingArguments``
-      need ``use_cpu=True`` (or ``ACCELERATE_USE_CPU=true`` in the environment), else
-      Accelerate ignores the process group and every rank trains alone (``ValueError``).
+      need ``use_cpu=True`` (or, without DeepSpeed, ``ACCELERATE_USE_CPU=true`` in the
+      environment), else Accelerate ignores the process group and every rank trains alone
+      (``ValueError``).
+    - DeepSpeed (``TrainingArguments(deepspeed=...)``) must have reached the Trainer's
+      Accelerator: Accelerate drops it without a word under ``ACCELERATE_USE_CPU`` and trains
+      plain DDP, which raises ``ValueError`` here instead. On CPU workers DeepSpeed runs over
+      gloo with ``use_cpu=True``; on GPU workers over nccl.
     - Its ``args.output_dir`` becomes ``{output_dir}/rank_{rank}``: each rank writes its own
       checkpoint folders, so each uploads exactly what it wrote.
     - FSDP on CPU workers: Accelerate drops the FSDP plugin on CPU and trains plain DDP.
@@ -49,8 +54,11 @@ def prepare_trainer(trainer: Any) -> Any:
     if not isinstance(trainer, transformers.Trainer):
         raise TypeError(f"prepare_trainer() takes a transformers.Trainer, got "
                         f"{type(trainer).__name__}")
+    from ember.train.huggingface import _deepspeed
+
     context = get_context()
     _check_distributed(trainer, context.get_world_size())
+    _deepspeed.check_trainer(trainer)
     suffix = f"rank_{context.get_world_rank()}"
     output_dir = str(trainer.args.output_dir or "trainer_output")
     if os.path.basename(os.path.normpath(output_dir)) != suffix:
@@ -67,12 +75,13 @@ def get_resume_checkpoint(directory: str | None = None) -> str | None:
     Downloads every rank's part of the checkpoint that ``ember.train.get_checkpoint()`` returns
     and merges them into ``directory`` (default: a new temporary folder; delete it after
     ``train()``): Hugging Face reads rank 0's trainer state and each rank's shard from one folder.
+    With DeepSpeed ZeRO, the other ranks' partitions are left out (each rank reads only its own).
     """
     checkpoint = get_checkpoint()
     if checkpoint is None:
         return None
     target = directory or tempfile.mkdtemp(prefix="ember-hf-resume-")
-    download_merged(checkpoint, target)
+    download_for_rank(checkpoint, target, get_context().get_world_rank())
     if os.path.exists(os.path.join(target, "trainer_state.json")):
         return target  # resume_from_checkpoint named a Hugging Face checkpoint folder itself
     found = sorted((n for n in os.listdir(target) if n.startswith("checkpoint-")
@@ -107,8 +116,11 @@ class TransformersTrainer(TorchTrainer):
     Each worker calls ``trainer_init_per_worker(train_dataset, eval_dataset, **config)`` with its
     shards of ``datasets["train"]`` and ``datasets["evaluation"]`` (torch ``IterableDataset``
     s, or ``None``; set ``max_steps``, they have no length), then ``prepare_trainer`` and
-    ``trainer.train()``. Checkpoints are written to a temporary folder on each worker (the
-    ``output_dir`` the Trainer was given is replaced) and uploaded by ``EmberReportCallback``:
+    ``trainer.train()``. On CPU workers every ``TrainingArguments`` built there gets
+    ``use_cpu=True``, so that DDP and DeepSpeed ZeRO (``TrainingArguments(deepspeed=...)``,
+    over gloo) both span all workers; on GPU workers DeepSpeed runs over nccl. Checkpoints are
+    written to a temporary folder on each worker (the ``output_dir`` the Trainer was given is
+    replaced) and uploaded by ``EmberReportCallback``:
     every Hugging Face save is one ember checkpoint, each rank's files in its ``rank_{r}/``
     folder. After a failure, or with ``resume_from_checkpoint``, each worker downloads and
     merges that checkpoint and calls ``trainer.train(resume_from_checkpoint=<folder>)``.
@@ -158,11 +170,10 @@ def _transformers_loop(config: dict[str, Any]) -> None:
     train."""
     from ember.train.huggingface._data import ShardDataset
 
-    if not get_context().use_gpu:  # Accelerate's own switch for CPU workers
-        os.environ["ACCELERATE_USE_CPU"] = "true"
     shards = _current("get_dataset_shard").dataset_shards
     datasets = [ShardDataset(shards[k], k) if k in shards else None for k in DATASET_KEYS]
-    trainer = config["trainer_init_per_worker"](*datasets, **config["trainer_init_config"])
+    with _cpu_training_arguments(not get_context().use_gpu):
+        trainer = config["trainer_init_per_worker"](*datasets, **config["trainer_init_config"])
     import transformers
 
     from ember.train.huggingface._callback import EmberReportCallback
@@ -186,6 +197,34 @@ def _transformers_loop(config: dict[str, Any]) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _cpu_training_arguments(on_cpu: bool) -> Iterator[None]:
+    """While the user's factory runs on a CPU worker, every ``TrainingArguments`` it creates gets
+    ``use_cpu=True``.
+
+    Accelerate ignores the process group of CPU workers unless told they are CPU workers. Its
+    environment switch (``ACCELERATE_USE_CPU``) also reaches the Trainer's ``Accelerator``, which
+    then drops DeepSpeed without a word and trains plain DDP; ``use_cpu=True`` reaches only the
+    device set-up, which is what both DDP and DeepSpeed need."""
+    if not on_cpu:
+        yield
+        return
+    import transformers
+
+    cls = transformers.TrainingArguments
+    original = cls.__post_init__
+
+    def post_init(self: Any) -> None:
+        self.use_cpu = True
+        original(self)
+
+    cls.__post_init__ = post_init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        cls.__post_init__ = original  # type: ignore[method-assign]
+
+
 def _check_distributed(trainer: Any, world_size: int) -> None:
     """On CPU workers, ``TrainingArguments`` without ``use_cpu=True`` (or the environment
     variable ``ACCELERATE_USE_CPU``) makes Accelerate ignore the process group: every rank
@@ -198,9 +237,8 @@ def _check_distributed(trainer: Any, world_size: int) -> None:
         raise ValueError(
             f"the Trainer is not distributed (parallel_mode={trainer.args.parallel_mode.name}) "
             f"although {world_size} workers run it: each would train alone. On CPU workers, "
-            "create TrainingArguments(..., use_cpu=True), or set "
-            "os.environ['ACCELERATE_USE_CPU'] = 'true' before creating them (the "
-            "TransformersTrainer does this for you)")
+            "create TrainingArguments(..., use_cpu=True) (the TransformersTrainer does this "
+            "for you)")
 
 
 def _enable_fsdp_on_cpu(trainer: Any) -> None:

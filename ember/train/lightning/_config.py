@@ -23,6 +23,16 @@ TRAINER_OWNED = {
     "num_nodes": "ember places the workers: set ScalingConfig(num_workers=...)",
 }
 FIT_PARAMS = ("train_dataloaders", "val_dataloaders", "datamodule")
+# Lightning's DeepSpeedStrategy refuses any accelerator but CUDA (its setup_environment raises
+# for accelerator="cpu"), so ember cannot run it on CPU workers, nor test it there.
+DEEPSPEED_REFUSED = (
+    "Lightning's DeepSpeed strategy is not supported by ember's Lightning integration: Lightning "
+    "runs it on CUDA GPUs only (it refuses accelerator='cpu'). Use strategy 'fsdp' instead "
+    "(.strategy('fsdp') or Trainer(strategy=EmberFSDPStrategy())): FSDP2, which shards "
+    "parameters, gradients and optimizer state across the workers as ZeRO-3 does, on CPU "
+    "(gloo) and GPU (nccl), each rank uploading its own shard. For DeepSpeed ZeRO itself, use "
+    "ember.train.huggingface (TransformersTrainer with TrainingArguments(deepspeed=...), or "
+    "AccelerateTrainer), which runs it on CPU and GPU workers")
 CHECKPOINTING = ("every_n_epochs", "monitor", "mode", "save_top_k")
 
 
@@ -105,6 +115,8 @@ class LightningConfigBuilder:
         return self
 
     def strategy(self, name: str = "ddp", **kwargs: Any) -> LightningConfigBuilder:
+        if name == "deepspeed":
+            raise ValueError(f"strategy 'deepspeed': {DEEPSPEED_REFUSED}")
         if name not in STRATEGIES:
             raise ValueError(f"unknown strategy {name!r} (known: 'ddp', 'fsdp')")
         if name == "fsdp":

@@ -14,8 +14,9 @@ def prepare_trainer(trainer: T) -> T:
     ``train_loop_per_worker``) will train across ember's workers as they are, and return it.
 
     It must use ``EmberEnvironment`` (``plugins=[EmberEnvironment()]``) and, with more than one
-    worker, ``EmberDDPStrategy`` or ``EmberFSDPStrategy``, on one device per worker. Anything
-    else fails here, before training, rather than train with the wrong world size, spawn
+    worker, ``EmberDDPStrategy`` or ``EmberFSDPStrategy``, on one device per worker (Lightning's
+    ``DeepSpeedStrategy`` is refused with any number of workers: it runs on CUDA only; FSDP2
+    shards as ZeRO-3 does). Anything else fails here, before training, rather than train with the wrong world size, spawn
     processes of its own, or replicate a model meant to be sharded.
     """
     from lightning.pytorch.strategies import ParallelStrategy
@@ -28,6 +29,10 @@ def prepare_trainer(trainer: T) -> T:
         raise TypeError(f"prepare_trainer() takes a lightning.pytorch.Trainer, got "
                         f"{type(trainer).__name__}")
     name = type(strategy).__name__
+    if any(cls.__name__ == "DeepSpeedStrategy" for cls in type(strategy).__mro__):
+        from ember.train.lightning._config import DEEPSPEED_REFUSED
+
+        raise ValueError(f"strategy {name}: {DEEPSPEED_REFUSED}")
     environment = getattr(strategy, "cluster_environment", None)
     if isinstance(strategy, ParallelStrategy) and not isinstance(environment, EmberEnvironment):
         raise ValueError(
