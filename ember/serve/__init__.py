@@ -30,6 +30,7 @@ from ember.serve._api import (
     status,
 )
 from ember.serve._autoscaling import AutoscalingConfig
+from ember.serve._batching import batch
 from ember.serve._deployment import Application, Deployment, DeploymentConfig, deployment, ingress
 from ember.serve._handle import (
     BackPressureError,
@@ -54,6 +55,7 @@ __all__ = [
     "DeploymentStatus",
     "DeploymentUnavailableError",
     "ServeStatus",
+    "batch",
     "delete",
     "deployment",
     "get_app_handle",

@@ -21,6 +21,7 @@ SERVE_ALL = [
     "DeploymentStatus",
     "DeploymentUnavailableError",
     "ServeStatus",
+    "batch",
     "delete",
     "deployment",
     "get_app_handle",
