@@ -19,7 +19,7 @@ torch and transformers load only when an engine is built.
 
 from __future__ import annotations
 
-from ember.serve.llm._app import LLMServer, OpenAIIngress, build_openai_app
+from ember.serve.llm._app import LLMServer, OpenAIIngress, OpenAIServer, build_openai_app
 from ember.serve.llm._engine import (
     EngineClosedError,
     EngineOverloadedError,
@@ -40,6 +40,7 @@ __all__ = [
     "LLMServer",
     "OpenAIError",
     "OpenAIIngress",
+    "OpenAIServer",
     "SamplingParams",
     "build_openai_app",
     "byte_tokenizer",

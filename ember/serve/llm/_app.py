@@ -1,8 +1,8 @@
-"""The OpenAI-compatible application: an ingress that speaks HTTP, and a pool of LLM servers.
+"""The OpenAI-compatible application: HTTP in front, one ``LLMEngine`` per loaded model behind.
 
-::
+With several replicas::
 
-    client --HTTP--> OpenAIIngress --handle, multiplexed_model_id=body["model"]--> LLMServer
+    client --HTTP--> OpenAIIngress --handle, multiplexed_model_id=body["model"]--> LLMServer x N
                      (checks the request,                                          (one LLMEngine
                       answers errors,                                               per loaded
                       streams SSE)                                                  model)
@@ -12,6 +12,10 @@ so the router sends each request to a replica that already holds that model, and
 replicas serves many fine-tuned variants. Each server replica keeps its engines in the
 ``@serve.multiplexed`` LRU (an evicted engine is closed), and every engine batches the requests
 for its model continuously.
+
+With one replica there is nothing to route between, so ``OpenAIServer`` is both: it answers HTTP
+and runs the engines in one process (the ``model`` field still picks the engine through the
+multiplexed LRU). That saves every streamed chunk a trip between processes.
 """
 
 from __future__ import annotations
@@ -65,9 +69,6 @@ class LLMServer:
         self._engines[model_id] = engine
         return engine
 
-    async def _engine(self) -> tuple[str, LLMEngine]:
-        model_id = serve.get_multiplexed_model_id()
-        return model_id, await self.get_engine(model_id)
 
     def _prompt(self, engine: LLMEngine, request: GenerationRequest) -> str | list[int]:
         if request.kind == "completion":
@@ -83,7 +84,7 @@ class LLMServer:
     async def _start(self, request: GenerationRequest) -> tuple[Any, Any]:
         """The engine's stream for the request, and its first delta: a request the model
         cannot take fails here, before anything is sent."""
-        _, engine = await self._engine()
+        engine = await self.get_engine(request.model)
         deltas = engine.generate(self._prompt(engine, request), request.params)
         try:
             first = await deltas.__anext__()
@@ -147,7 +148,7 @@ class OpenAIIngress:
 
     def __init__(self, server: Any, model_names: list[str]) -> None:
         self._server = server
-        self._models = list(model_names)
+        self._model_names = list(model_names)
         self._created = oai.now()
 
     async def __call__(self, request: Any) -> Any:
@@ -159,19 +160,19 @@ class OpenAIIngress:
         try:
             if path == "/v1/models":
                 _method(request, "GET")
-                return _json(oai.models_list(self._models, self._created))
+                return _json(oai.models_list(self._model_names, self._created))
             if path.startswith("/v1/models/"):
                 _method(request, "GET")
                 name = path[len("/v1/models/"):]
-                if name not in self._models:
-                    raise oai.unknown_model(name, self._models)
+                if name not in self._model_names:
+                    raise oai.unknown_model(name, self._model_names)
                 return _json(oai.models_list([name], self._created)["data"][0])
             if path in ("/v1/completions", "/v1/chat/completions"):
                 _method(request, "POST")
                 body = oai.parse_json(await request.body())
                 parse = oai.parse_chat if path.endswith("chat/completions") else \
                     oai.parse_completion
-                return await self._generate(parse(body, self._models))
+                return await self._generate(parse(body, self._model_names))
             raise OpenAIError(404, f"no such endpoint: {request.method} {path}; this server "
                                    "has GET /v1/models, POST /v1/completions and POST "
                                    "/v1/chat/completions", "invalid_request_error", None,
@@ -179,18 +180,24 @@ class OpenAIIngress:
         except OpenAIError as exc:
             return _error(exc)
 
-    async def _generate(self, request: GenerationRequest) -> Any:
+    async def _complete(self, request: GenerationRequest) -> dict[str, Any]:
         server = self._server.options(multiplexed_model_id=request.model)
+        return dict(await server.complete.remote(request))
+
+    def _stream(self, request: GenerationRequest) -> Any:
+        server = self._server.options(multiplexed_model_id=request.model, stream=True)
+        return server.stream.remote(request)
+
+    async def _generate(self, request: GenerationRequest) -> Any:
         if not request.stream:
             try:
-                return _json(await server.complete.remote(request))
+                return _json(await self._complete(request))
             except OpenAIError as exc:
                 return _error(exc)
             except (serve.BackPressureError, serve.DeploymentUnavailableError) as exc:
                 return _error(oai.overloaded(str(exc)))
         pieces: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
-        relay = asyncio.ensure_future(_relay(server.options(stream=True).stream.remote(request),
-                                             pieces))
+        relay = asyncio.ensure_future(_relay(self._stream(request), pieces))
         try:
             first = await pieces.get()
         except BaseException:
@@ -221,13 +228,29 @@ class OpenAIIngress:
                                  headers={"cache-control": "no-cache"})
 
 
+class OpenAIServer(LLMServer, OpenAIIngress):
+    """One replica that answers HTTP and runs the engines itself (``build_openai_app`` with
+    ``num_replicas=1``)."""
+
+    def __init__(self, models: Mapping[str, ModelSource], engine_options: dict[str, Any],
+                 max_models_per_replica: int) -> None:
+        LLMServer.__init__(self, models, engine_options, max_models_per_replica)
+        OpenAIIngress.__init__(self, None, list(models))
+
+    async def _complete(self, request: GenerationRequest) -> dict[str, Any]:
+        return await self.complete(request)
+
+    def _stream(self, request: GenerationRequest) -> Any:
+        return self.stream(request)
+
+
 async def _relay(stream: Any, pieces: asyncio.Queue[Any]) -> None:
     """Read a server's stream into ``pieces`` (its items, an exception, then ``None``).
 
-    Its own task, so that cancelling it is the end of the stream: the response generator
-    is then dropped, which closes the generator on the server (and takes the sequence out of
-    the engine's batch). A stream read in the request's own task would be kept alive by the
-    cancelled request's traceback."""
+    Its own task, so that cancelling it is the end of the stream: a local generator is closed
+    at once; a remote one's response is dropped, which closes the generator on the server. Either
+    way the sequence leaves the engine's batch. (A stream read in the request's own task would be
+    kept alive by the cancelled request's traceback.)"""
     try:
         async for piece in stream:
             await pieces.put(piece)
@@ -269,7 +292,8 @@ def build_openai_app(
         # openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="none")
 
     ``num_replicas`` LLM servers each hold up to ``max_models_per_replica`` models (default:
-    all of them); the request's ``model`` picks the replica through model multiplexing. Each
+    all of them); the request's ``model`` picks the replica through model multiplexing (behind
+    an ingress deployment; one replica answers HTTP itself, there being no choice to make). Each
     model's engine decodes up to ``max_num_seqs`` sequences together, with ``max_waiting``
     more queued (past that: HTTP 503). ``device``/``dtype`` go to ``from_pretrained``.
 
@@ -287,6 +311,8 @@ def build_openai_app(
         if not (callable(source) or isinstance(source, (str, os.PathLike))):
             raise ValueError(f"model {name!r}: {source!r} is neither a checkpoint folder nor a "
                              "function returning (model, tokenizer)")
+    if not isinstance(num_replicas, int) or num_replicas < 1:
+        raise ValueError(f"num_replicas={num_replicas!r} must be an integer >= 1")
     slots = len(models) if max_models_per_replica is None else max_models_per_replica
     options = {"max_num_seqs": max_num_seqs, "max_waiting": max_waiting,
                "max_prefill_tokens": max_prefill_tokens, "device": device, "dtype": dtype}
@@ -295,10 +321,13 @@ def build_openai_app(
     Scheduler(max_num_seqs, max_waiting, max_prefill_tokens)  # checks the numbers now
     # Every request waiting in an engine is also an ongoing request of its replica.
     ongoing = slots * (max_num_seqs + max_waiting) + 1
+    actor_options = dict(ray_actor_options or {})
+    if num_replicas == 1:
+        return serve.deployment(OpenAIServer, name="LLMServer", max_ongoing_requests=ongoing,
+                                ray_actor_options=actor_options).bind(dict(models), options, slots)
     server = serve.deployment(LLMServer, name="LLMServer", num_replicas=num_replicas,
-                              max_ongoing_requests=ongoing,
-                              ray_actor_options=dict(ray_actor_options or {}))
+                              max_ongoing_requests=ongoing, ray_actor_options=actor_options)
     ingress = serve.deployment(OpenAIIngress, name="OpenAIIngress",
-                               max_ongoing_requests=max(1024, num_replicas * ongoing))
+                               max_ongoing_requests=num_replicas * ongoing)
     return ingress.bind(server.bind(dict(models), options, slots), list(models))
 
