@@ -192,8 +192,9 @@ class LLMEngine:
                 raise EngineClosedError("the engine is closed; its model was unloaded")
             if not self._scheduler.add(request.rid, len(prompt_ids)):
                 raise EngineOverloadedError(
-                    f"{self._scheduler.max_waiting} requests already wait for this model "
-                    f"(max_waiting); retry later")
+                    f"this model's batch is full ({self._scheduler.max_num_seqs} sequences) "
+                    f"and {self._scheduler.max_waiting} more requests wait for a place "
+                    f"(max_waiting={self._scheduler.max_waiting}); retry later")
             self._waiting[request.rid] = request
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,

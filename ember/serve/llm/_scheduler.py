@@ -8,8 +8,8 @@ steps, finished and abandoned sequences leave and waiting ones join. The rule:
 - one step admits prompts of at most ``max_prefill_tokens`` tokens in total (at least one
   prompt, however long), so that a burst of long prompts does not stall the running sequences
   for one long prefill;
-- at most ``max_waiting`` requests wait; past that a new one is refused (the caller answers
-  "overloaded" at once rather than queueing without bound).
+- at most ``max_waiting`` requests wait beyond the free places of the batch; past that a new
+  one is refused (the caller answers "overloaded" at once rather than queueing without bound).
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ class Scheduler:
             raise ValueError(f"max_waiting={self.max_waiting!r} must be an integer >= 0")
 
     def add(self, key: Hashable, prompt_tokens: int) -> bool:
-        """Queue a request; False when ``max_waiting`` requests already wait (refused)."""
+        """Queue a request; False when ``max_waiting`` requests already wait for a place
+        (refused)."""
         if key in self._waiting or key in self._running:
             raise ValueError(f"request {key!r} is already queued or running")
-        if len(self._waiting) >= self.max_waiting:
+        free = max(0, self.max_num_seqs - len(self._running))
+        if len(self._waiting) - free >= self.max_waiting:
             return False
         self._waiting[key] = prompt_tokens
         return True
