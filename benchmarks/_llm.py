@@ -20,6 +20,7 @@ counts once). Every server uses one torch thread.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import statistics
 import tempfile
@@ -258,7 +259,7 @@ async def stream_load(port: int, path: str, rounds: int) -> dict[str, Any]:
             tokens += answer["tokens"]
             times = answer["arrivals"]
             firsts.append(times[0])
-            gaps.extend(b - a for a, b in zip(times, times[1:]))
+            gaps.extend(b - a for a, b in itertools.pairwise(times))
     return {"tokens": tokens, "errors": errors, "tokens_per_s": tokens / elapsed,
             "ttft_p50_ms": _ms(firsts, 0.5), "ttft_p99_ms": _ms(firsts, 0.99),
             "itl_p50_ms": _ms(gaps, 0.5), "itl_p99_ms": _ms(gaps, 0.99),

@@ -252,7 +252,7 @@ class _BatchQueue:
             self._wakeup.clear()
             now = self.loop.time()
             while (keys := self.policy.next_batch(now)) is not None:
-                calls = [self._calls.pop(k) for k in keys]
+                calls = [self._calls.pop(k) for k in keys]  # type: ignore[call-overload]
                 task = self.loop.create_task(self._run_batch(calls))
                 self._batches.add(task)
                 task.add_done_callback(self._batches.discard)
@@ -364,7 +364,7 @@ class _BatchQueue:
                 stream.end()
 
 
-class _Queues(dict):  # type: ignore[type-arg]
+class _Queues(dict[str, Any]):
     """Where a batched function keeps its queue: shipped to a replica empty."""
 
     def __reduce__(self) -> tuple[Any, ...]:

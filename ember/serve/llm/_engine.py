@@ -134,8 +134,9 @@ class LLMEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        kwargs = {} if dtype is None else {"dtype": dtype}
-        model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs).to(device)
+        kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
+        model: Any = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+        model = model.to(device)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         return cls(model, tokenizer, **options)
 
@@ -253,7 +254,8 @@ class LLMEngine:
                     if self._closed:
                         break
                     aborts, self._aborts = self._aborts, set()
-                    joining = [self._waiting.pop(rid) for rid in self._scheduler.admit()]
+                    joining = [self._waiting.pop(rid)  # type: ignore[call-overload]
+                               for rid in self._scheduler.admit()]
                     self._aborted += len(aborts)
                 try:
                     if aborts:
