@@ -122,6 +122,7 @@ class LLMEngine:
         self._mask: Any = None
         self._last: Any = None
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Any]]] = {}
+        self._mailboxes: dict[asyncio.AbstractEventLoop, _Mailbox] = {}
         self._peak = self._steps = self._generated = self._finished = self._aborted = 0
 
     @classmethod
@@ -407,9 +408,13 @@ class LLMEngine:
     def _flush(self) -> None:
         outbox, self._outbox = self._outbox, {}
         for loop, items in outbox.items():
+            mailbox = self._mailboxes.get(loop)
+            if mailbox is None or mailbox.loop.is_closed():
+                mailbox = self._mailboxes[loop] = _Mailbox(loop)
             try:
-                loop.call_soon_threadsafe(_deliver, items)
+                mailbox.post(items)
             except RuntimeError:  # that event loop is closed: nobody waits for these
+                del self._mailboxes[loop]
                 for request, _ in items:
                     if request.finish_reason is None:
                         request.finish_reason = "abort"
@@ -442,6 +447,37 @@ class LLMEngine:
                 self._emit(request, error)
                 with self._cond:
                     self._scheduler.remove(request.rid)
+
+
+class _Mailbox:
+    """What the step loop has for the requests of one event loop. The loop is woken (a write
+    to its self-pipe, and a wait for the GIL after it) only when it has nothing pending: when
+    it lags behind the steps, one wake-up takes the outputs of several."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._items: list[tuple[_Request, Delta | BaseException]] = []
+        self._lock = threading.Lock()
+        self._woken = False
+
+    def post(self, items: list[tuple[_Request, Delta | BaseException]]) -> None:
+        with self._lock:
+            self._items.extend(items)
+            if self._woken:
+                return
+            self._woken = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            with self._lock:
+                self._woken = False
+            raise
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+            self._woken = False
+        _deliver(items)
 
 
 def _deliver(items: list[tuple[_Request, Delta | BaseException]]) -> None:
