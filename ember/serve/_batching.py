@@ -229,17 +229,21 @@ class _BatchQueue:
             self._kick()
 
     def reconfigure(self) -> None:
-        self.policy.configure(self._settings.max_batch_size, self._settings.batch_wait_timeout_s)
-        if self.loop.is_closed():
-            return
+        """The settings changed: apply them on this queue's loop (a sync ``reconfigure`` runs
+        in a thread of its own)."""
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is self.loop:
-            self._kick()
-        else:  # set from another thread (a sync reconfigure runs in one)
-            self.loop.call_soon_threadsafe(self._kick)
+            self._apply_settings()
+        elif not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: nothing waits
+                self.loop.call_soon_threadsafe(self._apply_settings)
+
+    def _apply_settings(self) -> None:
+        self.policy.configure(self._settings.max_batch_size, self._settings.batch_wait_timeout_s)
+        self._kick()
 
     def _kick(self) -> None:
         if self._task is None or self._task.done():

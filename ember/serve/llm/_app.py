@@ -65,6 +65,7 @@ class LLMServer:
     async def _load(self, model_id: str) -> LLMEngine:
         if model_id not in self._models:
             raise oai.unknown_model(model_id, list(self._models))
+        self._forget_stopped()
         engine = await asyncio.to_thread(_load_engine, self._models[model_id], self._options)
         self._engines[model_id] = engine
         return engine
@@ -137,8 +138,15 @@ class LLMServer:
         finally:
             await deltas.aclose()  # a client that went away: its sequence leaves the batch
 
+    def _forget_stopped(self) -> None:
+        """Drop the engines that an eviction closed and that have finished their requests:
+        their models are freed with them."""
+        for model_id in [m for m, engine in self._engines.items() if engine.stopped]:
+            del self._engines[model_id]
+
     async def stats(self) -> dict[str, EngineStats]:
         """Each loaded model's engine: batch sizes, tokens, requests finished and abandoned."""
+        self._forget_stopped()
         return {model_id: engine.stats() for model_id, engine in self._engines.items()
                 if not engine.closed}
 

@@ -114,7 +114,10 @@ class LLMEngine:
         self._waiting: dict[int, _Request] = {}
         self._aborts: set[int] = set()
         self._ids = itertools.count()
-        self._closed = False
+        self._closed = False  # takes no new requests
+        self._draining = False  # ...and stops once those it holds are done (aclose)
+        self._stopped = threading.Event()  # the step loop has ended (or never started)
+        self._stopped.set()
         self._thread: threading.Thread | None = None
         # the running batch: owned by the step loop's thread
         self._rows: list[_Request] = []
@@ -199,6 +202,7 @@ class LLMEngine:
                     f"(max_waiting={self._scheduler.max_waiting}); retry later")
             self._waiting[request.rid] = request
             if self._thread is None:
+                self._stopped.clear()
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="ember-llm-engine")
                 self._thread.start()
@@ -217,7 +221,13 @@ class LLMEngine:
 
     @property
     def closed(self) -> bool:
+        """It takes no new requests (``close`` or ``aclose`` was called)."""
         return self._closed
+
+    @property
+    def stopped(self) -> bool:
+        """Its step loop has ended: nothing runs and nothing will."""
+        return self._closed and self._stopped.is_set()
 
     def stats(self) -> EngineStats:
         with self._cond:
@@ -225,14 +235,24 @@ class LLMEngine:
                                self._steps, self._generated, self._finished, self._aborted)
 
     def close(self) -> None:
-        """Stop the step loop; requests still queued or running fail with
-        ``EngineClosedError``. The model is unloaded with the engine's last reference."""
+        """Stop now: requests still queued or running fail with ``EngineClosedError``; returns
+        once the step loop has ended. The model goes with the engine's last reference."""
         with self._cond:
             self._closed = True
+            self._draining = False
             self._cond.notify()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+
+    async def aclose(self) -> None:
+        """Take no new requests, and stop once the requests already taken have finished
+        (returns at once). What ``@serve.multiplexed`` calls when it evicts the model: the
+        requests in flight on it still get their whole answers."""
+        with self._cond:
+            if not self._closed:
+                self._closed = self._draining = True
+            self._cond.notify()
 
     def __enter__(self) -> LLMEngine:
         return self
@@ -252,7 +272,8 @@ class LLMEngine:
                     while not (self._closed or self._aborts or self._rows
                                or self._scheduler.waiting):
                         self._cond.wait()
-                    if self._closed:
+                    if self._closed and not (self._draining and (
+                            self._rows or self._scheduler.waiting or self._aborts)):
                         break
                     aborts, self._aborts = self._aborts, set()
                     joining = [self._waiting.pop(rid)  # type: ignore[call-overload]
@@ -277,6 +298,7 @@ class LLMEngine:
         self._fail([*self._rows, *waiting], error)
         self._reset()
         self._flush()
+        self._stopped.set()
 
     def _forward(self, ids: Any, mask: Any, positions: Any, *, prefill: bool
                  ) -> tuple[Any, Any]:

@@ -235,6 +235,26 @@ def test_closing_the_engine_fails_what_it_holds(tiny_gpt2: str) -> None:
     assert engine.closed
 
 
+def test_an_evicted_engine_finishes_what_it_holds_and_takes_nothing_new(
+        tiny_gpt2: str) -> None:
+    engine = LLMEngine.from_pretrained(tiny_gpt2)
+
+    async def main() -> None:
+        running = asyncio.ensure_future(complete(engine, "Hello", greedy(60)))
+        await asyncio.sleep(0.05)
+        await engine.aclose()  # what @serve.multiplexed calls on eviction
+        with pytest.raises(EngineClosedError):
+            await engine.generate("Hi", greedy(1)).__anext__()
+        ids, _, last = await running
+        assert len(ids) == 60 and last.finish_reason == "length"
+
+    asyncio.run(main())
+    deadline = time.monotonic() + 10
+    while not engine.stopped and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.stopped
+
+
 def test_bad_sampling_params_name_the_field() -> None:
     with pytest.raises(ValueError, match="temperature=-1"):
         SamplingParams(temperature=-1)
