@@ -110,6 +110,12 @@ class LLMEngine:
         self._keep_arg = next((a for a in ("logits_to_keep", "num_logits_to_keep")
                                if a in params), None)
         self._torch = torch
+        # A fast tokenizer decodes in its Rust core; the Python wrapper around it costs several
+        # times more per call, and each new token takes two. Same text, unless the tokenizer
+        # cleans up spaces afterwards (then the wrapper does it).
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._fast_decode = None if backend is None or getattr(
+            tokenizer, "clean_up_tokenization_spaces", False) else backend.decode
         self._cond = threading.Condition()
         self._waiting: dict[int, _Request] = {}
         self._aborts: set[int] = set()
@@ -121,7 +127,7 @@ class LLMEngine:
         self._thread: threading.Thread | None = None
         # the running batch: owned by the step loop's thread
         self._rows: list[_Request] = []
-        self._kv: list[tuple[Any, Any]] = []
+        self._cache: Any = None  # the batch's KV cache, as the model takes and returns it
         self._mask: Any = None
         self._last: Any = None
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Any]]] = {}
@@ -263,6 +269,8 @@ class LLMEngine:
     # -- the step loop (its own thread) ---------------------------------------------------------
 
     def _decode(self, ids: list[int]) -> str:
+        if self._fast_decode is not None:
+            return str(self._fast_decode(ids, skip_special_tokens=True))
         return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
     def _run(self) -> None:
@@ -300,25 +308,23 @@ class LLMEngine:
         self._flush()
         self._stopped.set()
 
-    def _forward(self, ids: Any, mask: Any, positions: Any, *, prefill: bool
+    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any, *, prefill: bool
                  ) -> tuple[Any, Any]:
-        """The next-token logits of each row, and the cache with ``ids`` added; a prefill
-        starts from an empty cache, a step from the batch's."""
-        from transformers import DynamicCache
-
+        """The next-token logits of each row, and ``cache`` with ``ids`` added."""
         kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask,
-                                  "position_ids": positions, "use_cache": True}
-        kwargs[self._cache_arg] = DynamicCache() if prefill else _cache_from(DynamicCache,
-                                                                             self._kv)
+                                  "position_ids": positions, "use_cache": True,
+                                  self._cache_arg: cache}
         if prefill and self._keep_arg is not None:
             kwargs[self._keep_arg] = 1
         out = self.model(**kwargs)
         cache = out.get("cache")
         if cache is None:
             cache = out.get("past_key_values")
-        return out.logits[:, -1, :].float(), _kv_of(cache)
+        return out.logits[:, -1, :].float(), cache
 
     def _prefill(self, joining: list[_Request]) -> None:
+        from transformers import DynamicCache
+
         torch = self._torch
         longest = max(len(r.prompt_ids) for r in joining)
         ids = torch.zeros(len(joining), longest, dtype=torch.long)
@@ -330,7 +336,7 @@ class LLMEngine:
             request.generator = _generator(torch, request.params, self._device)
         ids, mask = ids.to(self._device), mask.to(self._device)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        logits, kv = self._forward(ids, mask, positions, prefill=True)
+        logits, cache = self._forward(ids, mask, positions, DynamicCache(), prefill=True)
         tokens = self._sample(logits, joining)
         for request, token in zip(joining, tokens, strict=True):
             self._accept(request, token)
@@ -338,21 +344,25 @@ class LLMEngine:
         stay = [i for i, r in enumerate(joining) if r.finish_reason is None]
         if not stay:
             return
-        index = torch.tensor(stay, dtype=torch.long, device=self._device)
-        kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in kv]
+        kv = _kv_of(cache)
+        if len(stay) < len(joining):
+            index = torch.tensor(stay, dtype=torch.long, device=self._device)
+            kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in kv]
+            mask = mask.index_select(0, index)
         last = torch.tensor([tokens[i] for i in stay], dtype=torch.long, device=self._device)
-        self._join([joining[i] for i in stay], kv, mask.index_select(0, index), last)
+        self._join([joining[i] for i in stay], kv, mask, last)
 
     def _join(self, rows: list[_Request], kv: list[tuple[Any, Any]], mask: Any,
               last: Any) -> None:
         torch = self._torch
         if not self._rows:
-            self._rows, self._kv, self._mask, self._last = rows, kv, mask, last
+            self._rows, self._cache, self._mask, self._last = rows, _cache_of(kv), mask, last
             return
         length = max(self._mask.shape[1], mask.shape[1])
-        self._kv = [(torch.cat([_pad_left(k0, length, 2), _pad_left(k1, length, 2)]),
-                     torch.cat([_pad_left(v0, length, 2), _pad_left(v1, length, 2)]))
-                    for (k0, v0), (k1, v1) in zip(self._kv, kv, strict=True)]
+        self._cache = _cache_of([
+            (torch.cat([_pad_left(k0, length, 2), _pad_left(k1, length, 2)]),
+             torch.cat([_pad_left(v0, length, 2), _pad_left(v1, length, 2)]))
+            for (k0, v0), (k1, v1) in zip(_kv_of(self._cache), kv, strict=True)])
         self._mask = torch.cat([_pad_left(self._mask, length, 1), _pad_left(mask, length, 1)])
         self._last = torch.cat([self._last, last])
         self._rows = self._rows + rows
@@ -362,8 +372,8 @@ class LLMEngine:
         rows = self._rows
         positions = self._mask.sum(1, keepdim=True)
         self._mask = torch.cat([self._mask, self._mask.new_ones(len(rows), 1)], 1)
-        logits, self._kv = self._forward(self._last[:, None], self._mask, positions,
-                                         prefill=False)
+        logits, self._cache = self._forward(self._last[:, None], self._mask, positions,
+                                            self._cache, prefill=False)
         tokens = self._sample(logits, rows)
         self._last = torch.tensor(tokens, dtype=torch.long, device=self._device)
         for request, token in zip(rows, tokens, strict=True):
@@ -454,13 +464,14 @@ class LLMEngine:
         mask = self._mask.index_select(0, index)
         start = int(mask.any(0).nonzero()[0])
         self._mask = mask[:, start:]
-        self._kv = [(k.index_select(0, index)[:, :, start:], v.index_select(0, index)[:, :, start:])
-                    for k, v in self._kv]
+        self._cache = _cache_of([(k.index_select(0, index)[:, :, start:],
+                                  v.index_select(0, index)[:, :, start:])
+                                 for k, v in _kv_of(self._cache)])
         self._last = self._last.index_select(0, index)
         self._rows = [self._rows[i] for i in indices]
 
     def _reset(self) -> None:
-        self._rows, self._kv, self._mask, self._last = [], [], None, None
+        self._rows, self._cache, self._mask, self._last = [], None, None, None
 
     def _fail(self, requests: list[_Request], error: BaseException) -> None:
         for request in requests:
@@ -544,11 +555,14 @@ def _kv_of(cache: Any) -> list[tuple[Any, Any]]:
     return [(k, v) for k, v, *_ in cache]
 
 
-def _cache_from(cache_class: Any, kv: list[tuple[Any, Any]]) -> Any:
-    legacy = getattr(cache_class, "from_legacy_cache", None)
+def _cache_of(kv: list[tuple[Any, Any]]) -> Any:
+    """A ``transformers`` cache holding these (key, value) tensors, one pair per layer."""
+    from transformers import DynamicCache
+
+    legacy = getattr(DynamicCache, "from_legacy_cache", None)
     if legacy is not None:
         return legacy(tuple(kv))
-    return cache_class(kv)
+    return DynamicCache(kv)
 
 
 def _context_length(model: Any, tokenizer: Any) -> int:
