@@ -10,8 +10,8 @@ With several replicas::
 The ingress reads the ``model`` field and calls the servers with it as the multiplexed model id,
 so the router sends each request to a replica that already holds that model, and one pool of
 replicas serves many fine-tuned variants. Each server replica keeps its engines in the
-``@serve.multiplexed`` LRU (an evicted engine is closed), and every engine batches the requests
-for its model continuously.
+``@serve.multiplexed`` LRU (an evicted engine finishes the requests it holds, then stops), and
+every engine batches the requests for its model continuously.
 
 With one replica there is nothing to route between, so ``OpenAIServer`` is both: it answers HTTP
 and runs the engines in one process (the ``model`` field still picks the engine through the
@@ -33,9 +33,6 @@ from ember.serve.llm._openai import GenerationRequest, OpenAIError
 # A model: a checkpoint folder (``save_pretrained``'s), or a function returning
 # ``(model, tokenizer)``.
 ModelSource = Any
-
-ENGINE_OPTIONS = ("max_num_seqs", "max_waiting", "max_prefill_tokens", "device", "dtype")
-
 
 def _load_engine(source: ModelSource, options: dict[str, Any]) -> LLMEngine:
     engine_options = {k: v for k, v in options.items() if k not in ("device", "dtype")}
@@ -59,7 +56,7 @@ class LLMServer:
         self._models = dict(models)
         self._options = dict(engine_options)
         self._engines: dict[str, LLMEngine] = {}
-        self.get_engine = serve.multiplexed(max_num_models_per_replica=max_models_per_replica)(
+        self._get_engine = serve.multiplexed(max_num_models_per_replica=max_models_per_replica)(
             self._load)
 
     async def _load(self, model_id: str) -> LLMEngine:
@@ -69,7 +66,6 @@ class LLMServer:
         engine = await asyncio.to_thread(_load_engine, self._models[model_id], self._options)
         self._engines[model_id] = engine
         return engine
-
 
     def _prompt(self, engine: LLMEngine, request: GenerationRequest) -> str | list[int]:
         if request.kind == "completion":
@@ -85,7 +81,7 @@ class LLMServer:
     async def _start(self, request: GenerationRequest) -> tuple[Any, Any]:
         """The engine's stream for the request, and its first delta: a request the model
         cannot take fails here, before anything is sent."""
-        engine = await self.get_engine(request.model)
+        engine = await self._get_engine(request.model)
         deltas = engine.generate(self._prompt(engine, request), request.params)
         try:
             first = await deltas.__anext__()
