@@ -284,7 +284,7 @@ def _error(exc: OpenAIError) -> Any:
 
 def build_openai_app(
     models: Mapping[str, ModelSource], *, max_num_seqs: int = 16, max_waiting: int = 256,
-    max_prefill_tokens: int = 4096, num_replicas: int = 1,
+    max_prefill_tokens: int = 4096, stream_interval: int | None = None, num_replicas: int = 1,
     max_models_per_replica: int | None = None, device: str | None = None, dtype: Any = None,
     ray_actor_options: dict[str, Any] | None = None,
 ) -> Any:
@@ -299,7 +299,9 @@ def build_openai_app(
     all of them); the request's ``model`` picks the replica through model multiplexing (behind
     an ingress deployment; one replica answers HTTP itself, there being no choice to make). Each
     model's engine decodes up to ``max_num_seqs`` sequences together, with ``max_waiting``
-    more queued (past that: HTTP 503). ``device``/``dtype`` go to ``from_pretrained``.
+    more queued (past that: HTTP 503); ``stream_interval`` is ``LLMEngine``'s (how many tokens
+    a streamed chunk carries; by default it adapts to the batch). ``device``/``dtype`` go to
+    ``from_pretrained``.
 
     For ``ember serve run config.yaml``, name this function as the ``import_path`` with its
     arguments as ``args``: ``{"models": {...}, "max_num_seqs": 16, ...}``.
@@ -319,7 +321,8 @@ def build_openai_app(
         raise ValueError(f"num_replicas={num_replicas!r} must be an integer >= 1")
     slots = len(models) if max_models_per_replica is None else max_models_per_replica
     options = {"max_num_seqs": max_num_seqs, "max_waiting": max_waiting,
-               "max_prefill_tokens": max_prefill_tokens, "device": device, "dtype": dtype}
+               "max_prefill_tokens": max_prefill_tokens, "stream_interval": stream_interval,
+               "device": device, "dtype": dtype}
     from ember.serve.llm._scheduler import Scheduler
 
     Scheduler(max_num_seqs, max_waiting, max_prefill_tokens)  # checks the numbers now

@@ -31,6 +31,8 @@ from ember.serve.llm._text import IncrementalText
 
 logger = logging.getLogger("ember.serve")
 
+CHUNKS_PER_STEP = 4  # deltas handed out per decode step, by default (see ``stream_interval``)
+
 
 class EngineOverloadedError(RuntimeError):
     """The engine already has ``max_waiting`` requests waiting for a place in its batch."""
@@ -76,6 +78,8 @@ class _Request:
         self.output_ids: list[int] = []
         self.finish_reason: str | None = None
         self.generator: Any = None
+        self.pending_text = ""  # produced, not yet handed to the caller (stream_interval)
+        self.pending_ids: list[int] = []
 
 
 class LLMEngine:
@@ -93,11 +97,26 @@ class LLMEngine:
     ``tokenizer`` its tokenizer. ``max_num_seqs`` sequences decode together; up to
     ``max_waiting`` more wait for a place (past that ``generate`` raises
     ``EngineOverloadedError``); one step prefills at most ``max_prefill_tokens`` prompt tokens.
+
+    ``stream_interval``: a request gets its new tokens every this many steps (the first token
+    and the last at once). Each delta costs the server as much to send as the model spends on a
+    few sequences' step, so by default it adapts to the batch: one token per delta while at
+    most ``CHUNKS_PER_STEP`` sequences run, then every ``ceil(running / CHUNKS_PER_STEP)``
+    steps, which keeps about that many deltas per step however large the batch.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, max_num_seqs: int = 16,
-                 max_waiting: int = 256, max_prefill_tokens: int = 4096) -> None:
+                 max_waiting: int = 256, max_prefill_tokens: int = 4096,
+                 stream_interval: int | None = None) -> None:
         import torch
+
+        if stream_interval is not None and (not isinstance(stream_interval, int)
+                                            or isinstance(stream_interval, bool)
+                                            or stream_interval < 1):
+            raise ValueError(f"stream_interval={stream_interval!r} must be an integer >= 1 "
+                             "(tokens per delta), or None to adapt it to the batch")
+        self._stream_interval = stream_interval
+        self._interval = 1  # tokens per delta in the current step
 
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -376,6 +395,7 @@ class LLMEngine:
                                             self._cache, prefill=False)
         tokens = self._sample(logits, rows)
         self._last = torch.tensor(tokens, dtype=torch.long, device=self._device)
+        self._interval = self._stream_interval or -(-len(rows) // CHUNKS_PER_STEP)
         for request, token in zip(rows, tokens, strict=True):
             self._accept(request, token)
         with self._cond:
@@ -413,25 +433,32 @@ class LLMEngine:
         params = request.params
         if (token in self._eos and not params.ignore_eos) or token in params.stop_token_ids:
             request.finish_reason = "stop"
-            text = request.text.finish()
-            self._emit(request, Delta(text, [], "stop", len(request.prompt_ids),
-                                      len(request.output_ids)))
+            text = request.pending_text + request.text.finish()
+            self._emit(request, Delta(text, request.pending_ids, "stop",
+                                      len(request.prompt_ids), len(request.output_ids)))
+            request.pending_text, request.pending_ids = "", []
             return
         request.output_ids.append(token)
-        text = request.text.add(token)
+        self._generated += 1
+        request.pending_text += request.text.add(token)
+        request.pending_ids.append(token)
         if request.text.stopped:
             request.finish_reason = "stop"
         elif len(request.output_ids) >= request.max_new or \
                 len(request.prompt_ids) + len(request.output_ids) >= self.max_model_len:
             request.finish_reason = "length"
-            text += request.text.finish()
-        self._emit(request, Delta(text, [token], request.finish_reason,
-                                  len(request.prompt_ids), len(request.output_ids)))
+            request.pending_text += request.text.finish()
+        if request.finish_reason is None and len(request.output_ids) > 1 \
+                and len(request.pending_ids) < self._interval:
+            return  # the first token goes at once, then one delta every `_interval` tokens
+        self._emit(request, Delta(request.pending_text, request.pending_ids,
+                                  request.finish_reason, len(request.prompt_ids),
+                                  len(request.output_ids)))
+        request.pending_text, request.pending_ids = "", []
 
     def _emit(self, request: _Request, delta: Delta | BaseException) -> None:
         self._outbox.setdefault(request.loop, []).append((request, delta))
         if isinstance(delta, Delta):
-            self._generated += len(delta.token_ids)
             if delta.finish_reason is not None:
                 with self._cond:
                     self._scheduler.remove(request.rid)

@@ -70,6 +70,34 @@ def test_greedy_tokens_are_model_generates_while_requests_join_and_leave(
     assert stats.finished == 6 and stats.running == 0 and stats.waiting == 0
 
 
+def deltas_of(engine: LLMEngine, n: int, tokens: int) -> list[list[int]]:
+    """The sizes (in tokens) of the deltas each of ``n`` concurrent requests received."""
+    async def sizes() -> list[int]:
+        return [len(d.token_ids) async for d in engine.generate("Hi", greedy(tokens))]
+
+    async def main() -> list[list[int]]:
+        return list(await asyncio.gather(*(sizes() for _ in range(n))))
+
+    return asyncio.run(main())
+
+
+def test_deltas_carry_one_token_each_while_the_batch_is_small(tiny_gpt2: str) -> None:
+    with LLMEngine.from_pretrained(tiny_gpt2, max_num_seqs=8) as engine:
+        for sizes in deltas_of(engine, 2, 12):
+            assert sizes == [1] * 12
+
+
+def test_a_large_batch_hands_out_several_tokens_per_delta(tiny_gpt2: str) -> None:
+    with LLMEngine.from_pretrained(tiny_gpt2, max_num_seqs=8) as engine:
+        for sizes in deltas_of(engine, 8, 25):
+            # the first token at once, then (8 running / 4 deltas per step) 2 per delta
+            assert sizes[0] == 1 and sum(sizes) == 25 and max(sizes) == 2
+    with LLMEngine.from_pretrained(tiny_gpt2, stream_interval=5) as engine:
+        assert deltas_of(engine, 1, 12) == [[1, 5, 5, 1]]  # and the rest at the end
+    with pytest.raises(ValueError, match="stream_interval=0"):
+        LLMEngine(engine.model, engine.tokenizer, stream_interval=0)
+
+
 def test_token_id_prompts_and_usage_counts(engine: LLMEngine) -> None:
     ids, _, last = asyncio.run(complete(engine, [72, 105], greedy(3)))
     assert len(ids) == 3 and (last.prompt_tokens, last.completion_tokens) == (2, 3)
