@@ -75,7 +75,7 @@ class Settings:
     stream_runs: int = 50
     mux_requests: int = 1500
     concurrency: int = 16
-    llm_rounds: int = 3
+    llm_rounds: int = 5
     llm_only: bool = False
 
     @classmethod
@@ -576,7 +576,8 @@ def main() -> int:
         "both frameworks: 1 replica (4 for multiplexing), num_cpus=0 per replica; "
         "ray.init(num_cpus=2, include_dashboard=False); ember.init(num_cpus=2)",
         f"LLM: {_llm.LLM_CONCURRENCY} concurrent streamed completions of {_llm.LLM_TOKENS} "
-        f"tokens, {settings.llm_rounds} bursts after a warm-up; every variant below:\n\n"
+        f"tokens, {settings.llm_rounds} bursts per variant after a warm-up, a framework's two "
+        "variants taking turns; tokens/s of the best burst; every variant below:\n\n"
         + _llm.table(results) + "\n",
     ]
     for name, res in results.items():
