@@ -46,7 +46,9 @@ class EngineClosedError(RuntimeError):
 class EngineStats:
     """What the engine is doing, and has done since it started.
 
-    ``peak_batch_size``: the most sequences one decode step has run together.
+    ``peak_batch_size``: the most sequences one decode step has run together. ``deltas``: how
+    many pieces of output it has handed to callers (a caller that reads late gets several at
+    once, merged; see ``stream_interval``).
     """
 
     running: int
@@ -56,6 +58,7 @@ class EngineStats:
     generated_tokens: int
     finished: int
     aborted: int
+    deltas: int
 
 
 class _Request:
@@ -152,6 +155,7 @@ class LLMEngine:
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Any]]] = {}
         self._mailboxes: dict[asyncio.AbstractEventLoop, _Mailbox] = {}
         self._peak = self._steps = self._generated = self._finished = self._aborted = 0
+        self._deltas = 0
 
     @classmethod
     def from_pretrained(cls, path: str, *, device: str | None = None, dtype: Any = None,
@@ -257,7 +261,8 @@ class LLMEngine:
     def stats(self) -> EngineStats:
         with self._cond:
             return EngineStats(self._scheduler.running, self._scheduler.waiting, self._peak,
-                               self._steps, self._generated, self._finished, self._aborted)
+                               self._steps, self._generated, self._finished, self._aborted,
+                               self._deltas)
 
     def close(self) -> None:
         """Stop now: requests still queued or running fail with ``EngineClosedError``; returns
@@ -458,11 +463,11 @@ class LLMEngine:
 
     def _emit(self, request: _Request, delta: Delta | BaseException) -> None:
         self._outbox.setdefault(request.loop, []).append((request, delta))
-        if isinstance(delta, Delta):
-            if delta.finish_reason is not None:
-                with self._cond:
-                    self._scheduler.remove(request.rid)
-                    self._finished += 1
+        self._deltas += 1
+        if isinstance(delta, Delta) and delta.finish_reason is not None:
+            with self._cond:
+                self._scheduler.remove(request.rid)
+                self._finished += 1
 
     def _flush(self) -> None:
         outbox, self._outbox = self._outbox, {}
