@@ -161,24 +161,31 @@ def test_bad_requests_are_400_naming_the_field(client: Any) -> None:
     assert caught.value.body["param"] == "temperature"
     with pytest.raises(openai.BadRequestError, match="ask for at most"):
         client.completions.create(model="base", prompt="Hi", max_tokens=100_000)
+    with pytest.raises(openai.BadRequestError, match="ask for at most"):  # before any event
+        client.completions.create(model="base", prompt="Hi", max_tokens=100_000, stream=True)
 
 
+@pytest.mark.parametrize("app", ["llm", "pool"])  # HTTP and engine in one replica, or not
 def test_a_client_that_closes_the_stream_takes_its_sequence_out_of_the_batch(
-        client: Any) -> None:
-    before = stats().get("base")
+        port: int, app: str) -> None:
+    before = stats(app, "base").get("base")
     aborted = before.aborted if before else 0
-    stream = client.completions.create(model="base", prompt="Once", max_tokens=480,
-                                       stream=True, **GREEDY)
-    for n, _ in enumerate(stream):
-        if n == 2:
-            break
-    stream.close()
+    prefix = "" if app == "llm" else "/pool"
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{port}{prefix}/v1", api_key="none",
+                       max_retries=0, timeout=60) as client:
+        stream = client.completions.create(model="base", prompt="Once", max_tokens=480,
+                                           stream=True, **GREEDY)
+        for n, _ in enumerate(stream):
+            if n == 2:
+                break
+        stream.close()
     deadline = time.monotonic() + 30
-    while stats()["base"].aborted == aborted and time.monotonic() < deadline:
+    while stats(app, "base")["base"].aborted == aborted and time.monotonic() < deadline:
         time.sleep(0.05)
-    after = stats()["base"]
+    after = stats(app, "base")["base"]
     assert after.aborted == aborted + 1  # the server's generator ran its finally
-    assert after.running == 0
+    assert after.running == 0 and after.generated_tokens < 480 + (before.generated_tokens
+                                                                  if before else 0)
 
 
 def test_several_replicas_serve_each_model_where_it_is_loaded(port: int) -> None:
