@@ -15,7 +15,11 @@ Workloads, each deployed alone as its own application, then deleted:
   request to the first chunk, and to the last);
 - multiplexing: 4 replicas, ``@serve.multiplexed(max_num_models_per_replica=3)`` on a loader that
   takes 20 ms (a sleep: the "download"), 20 model ids drawn from a Zipf(1.1) mix (the same seeded
-  sequence for both frameworks), 16 connections (requests/s, model loads, p99).
+  sequence for both frameworks), 16 connections (requests/s, model loads, p99);
+- LLM: a tiny GPT-2 streaming 16 completions of 64 tokens at once, ember's continuous batching
+  (and unbatched) beside Ray Serve running ``model.generate`` per request and with
+  ``@serve.batch`` (tokens/s, time to first token, inter-token latency; see ``_llm.py``).
+  ``--llm-only`` runs just this workload.
 
 Every framework runs in its own child process, one after the other, so that they never compete
 for the machine's cores; the load comes from a third process, a small asyncio HTTP/1.1 client on
@@ -31,8 +35,9 @@ The closed-loop phases use ``wrk`` (one thread) when it is installed, for every 
 
 Targets (issue 7): ember >= 10x Ray Serve's requests/s at concurrency 16 with a lower p99, a first
 streamed chunk in under 5 ms, fewer model loads than Ray Serve on the multiplexing mix; (issue
-20) at concurrency 16, ember >= 0.5x the bare app's requests/s with a p99 at most 2x its p99. On
-a shared machine the numbers move with the load: the notes give the load average before and
+20) at concurrency 16, ember >= 0.5x the bare app's requests/s with a p99 at most 2x its p99;
+(issue 17) ember's continuous batching >= 4x its own unbatched tokens/s and >= 2x Ray Serve's best
+variant, with a time to first token p99 under 2x the unbatched one. On a shared machine the numbers move with the load: the notes give the load average before and
 after.
 """
 
@@ -59,6 +64,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import _llm
 import _procs
 
 RESULT_MARKER = "BENCH-RESULT "
@@ -80,11 +86,13 @@ class Settings:
     mux_requests: int = 1500
     concurrency: int = 16
     limit_rounds: int = 3  # the bare app's best of this many rounds of every phase
+    llm_rounds: int = 5
+    llm_only: bool = False
 
     @classmethod
-    def quick(cls) -> Settings:
+    def quick(cls, llm_only: bool = False) -> Settings:
         return cls(trivial_s=1.5, warmup_s=0.5, stream_runs=15, mux_requests=400,
-                   limit_rounds=2)
+                   limit_rounds=2, llm_rounds=1, llm_only=llm_only)
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,7 +251,8 @@ def _percentiles(latencies: list[float]) -> dict[str, float | None]:
 def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     kind = spec.pop("kind")
     kinds: dict[str, Callable[..., Coroutine[Any, Any, dict[str, Any]]]] = {
-        "closed": _closed_loop, "stream": _streams, "mux": _multiplexed}
+        "closed": _closed_loop, "stream": _streams, "mux": _multiplexed,
+        "llm": _llm.stream_load}
     work = kinds[kind](**spec)
     cpu = time.process_time()
     try:  # the cheaper the client, the more of the two cores the servers get
@@ -375,6 +384,10 @@ def measure_framework(name: str, settings: Settings) -> dict[str, Any]:
             port = s.getsockname()[1]
         serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
+        if settings.llm_only:
+            results["llm"] = _llm.measure(name, serve, port, settings.llm_rounds,
+                                          load_in_a_process)
+            return results
         apps = build_deployments(serve, loads_file)
 
         serve.run(apps["trivial"].bind(), name="trivial", route_prefix="/trivial")
@@ -396,6 +409,8 @@ def measure_framework(name: str, settings: Settings) -> dict[str, Any]:
         with open(loads_file) as f:
             results["mux"]["loads"] = sum(1 for _ in f)
         serve.delete("mux")
+
+        results["llm"] = _llm.measure(name, serve, port, settings.llm_rounds, load_in_a_process)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(loads_file)
@@ -511,10 +526,12 @@ def _load_average() -> str:
         return "unknown"
 
 
-def run_framework(name: str, quick: bool) -> tuple[dict[str, Any] | None, str]:
+def run_framework(name: str, quick: bool, llm_only: bool = False
+                  ) -> tuple[dict[str, Any] | None, str]:
     _procs.wait_for_quiet_cpus(name, BUSY)
     stdout, stderr, code = _procs.run_child(
-        [__file__, "--child", name] + (["--quick"] if quick else []), CHILD_TIMEOUT_S)
+        [__file__, "--child", name] + (["--quick"] if quick else [])
+        + (["--llm-only"] if llm_only else []), CHILD_TIMEOUT_S)
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_MARKER):
             return json.loads(line[len(RESULT_MARKER):]), stderr
@@ -533,6 +550,34 @@ class Row:
     limit: bool = False  # the bare app measures this row too (the limit column)
     min_vs_limit: float | None = None  # ember / limit must reach this (checked by report.py)
     max_vs_limit: float | None = None  # ember / limit must stay at or below this
+    min_value: float | None = None  # ember's own number must reach at least this
+    ray_path: tuple[str, str] | None = None  # where Ray's number is, when not at ``path``
+
+
+LLM = f"LLM {_llm.LLM_CONCURRENCY} streams x {_llm.LLM_TOKENS} tokens"
+
+
+def llm_rows() -> list[Row]:
+    """ember's continuous batching beside Ray Serve's best variant; the ratios to ember's own
+    unbatched run are ember-only rows (see ``_llm.derived``)."""
+    best = ("llm_best_ray", "")
+    return [
+        Row(f"{LLM}: tokens/s (vs Ray's best variant)", ("llm", "ember_batched.tokens_per_s"),
+            "tok/s", "higher", ">= 2x Ray Serve's best", min_speedup=2.0,
+            ray_path=(best[0], "tokens_per_s")),
+        Row(f"{LLM}: batched / unbatched tokens/s", ("llm_derived", "batching_speedup"), "x",
+            "higher", ">= 4x", min_value=4.0),
+        Row(f"{LLM}: time to first token p50", ("llm", "ember_batched.ttft_p50_ms"), "ms",
+            "lower", ray_path=(best[0], "ttft_p50_ms")),
+        Row(f"{LLM}: time to first token p99", ("llm", "ember_batched.ttft_p99_ms"), "ms",
+            "lower", ray_path=(best[0], "ttft_p99_ms")),
+        Row(f"{LLM}: TTFT p99 batched / unbatched", ("llm_derived", "ttft_p99_vs_unbatched"),
+            "x", "lower", "< 2x", max_value=2.0),
+        Row(f"{LLM}: inter-token latency p50", ("llm", "ember_batched.itl_p50_ms"), "ms",
+            "lower", ray_path=(best[0], "itl_p50_ms")),
+        Row(f"{LLM}: inter-token latency p99", ("llm", "ember_batched.itl_p99_ms"), "ms",
+            "lower", ray_path=(best[0], "itl_p99_ms")),
+    ]
 
 
 def rows(concurrency: int) -> list[Row]:
@@ -561,7 +606,14 @@ def rows(concurrency: int) -> list[Row]:
 
 
 def _value(results: dict[str, Any] | None, path: tuple[str, str]) -> float | None:
-    value = (results or {}).get(path[0], {}).get(path[1])
+    if path[0] == "llm_derived":
+        value = _llm.derived(results).get(path[1])
+    elif path[0] == "llm_best_ray":
+        value = (_llm.best_ray(results) or {}).get(path[1])
+    else:
+        value = (results or {}).get(path[0], {})
+        for part in path[1].split("."):  # "variant.metric" inside a nested result
+            value = value.get(part) if isinstance(value, dict) else None
     return None if value is None else float(value)
 
 
@@ -582,6 +634,8 @@ def evaluate(row: Row, ember: float | None, ray: float | None,
             notes.append("ember failed")
         if row.max_value is not None and ember is not None:
             verdicts.append(ember < row.max_value)
+        if row.min_value is not None and ember is not None:
+            verdicts.append(ember >= row.min_value)
         if row.min_speedup is not None:
             if speedup is None:
                 notes.append("Ray not measured")
@@ -601,6 +655,10 @@ def _fmt(value: float | None, unit: str) -> str:
         return f"{value:,.0f} req/s"
     if unit == "loads":
         return f"{value:.0f}"
+    if unit == "tok/s":
+        return f"{value:,.0f} tok/s"
+    if unit == "x":
+        return f"{value:.1f}x"
     return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
 
 
@@ -643,11 +701,12 @@ def main() -> int:
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto",
                         help="the closed-loop load: wrk, the asyncio client, or wrk when it is "
                              "installed (the default)")
+    parser.add_argument("--llm-only", action="store_true", help="run only the LLM workload")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one framework's part
     parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: the load generator
     parser.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    settings = Settings.quick() if args.quick else Settings()
+    settings = Settings.quick(args.llm_only) if args.quick else Settings(llm_only=args.llm_only)
     if args.client == "wrk" and shutil.which("wrk") is None:
         parser.error("--client wrk: wrk is not installed (apt-get install wrk)")
     CLIENT["closed"] = ("wrk" if args.client == "wrk" or (args.client == "auto"
@@ -677,11 +736,11 @@ def main() -> int:
             errors.append("ray: not installed, its column is empty")
             continue
         print(f"[benchmark] running {name} ...", file=sys.stderr, flush=True)
-        results[name], stderr = run_framework(name, args.quick)
+        results[name], stderr = run_framework(name, args.quick, args.llm_only)
         if results[name] is None:
             errors.append(f"{name} failed: {stderr}")
             print(f"[benchmark] {name} failed: {stderr}", file=sys.stderr)
-    if args.only in (None, "limit"):
+    if args.only in (None, "limit") and not args.llm_only:
         print("[benchmark] running the limit (bare Starlette on uvicorn) ...", file=sys.stderr,
               flush=True)
         _procs.wait_for_quiet_cpus("limit", BUSY)
@@ -691,10 +750,12 @@ def main() -> int:
             results["limit"] = None
             errors.append(f"limit failed: {exc!r}")
             print(f"[benchmark] limit failed: {exc!r}", file=sys.stderr)
+    chosen = llm_rows() if args.llm_only else rows(settings.concurrency) + llm_rows()
     verdicts = [evaluate(row, _value(results.get("ember"), row.path),
-                         _value(results.get("ray"), row.path),
+                         None if row.ray_path is None and row.path[0] == "llm_derived"
+                         else _value(results.get("ray"), row.ray_path or row.path),
                          _value(results.get("limit"), row.path))
-                for row in rows(settings.concurrency)]
+                for row in chosen]
     machine = (f"{os.cpu_count()} CPUs, {platform.machine()}, Python "
                f"{platform.python_version()}, ray {_version('ray')}")
     notes = [
@@ -708,6 +769,10 @@ def main() -> int:
         f"loader sleeps {MUX_LOAD_S * 1e3:.0f} ms, {settings.concurrency} connections",
         "both frameworks: 1 replica (4 for multiplexing), num_cpus=0 per replica; "
         "ray.init(num_cpus=2, include_dashboard=False); ember.init(num_cpus=2)",
+        f"LLM: {_llm.LLM_CONCURRENCY} concurrent streamed completions of {_llm.LLM_TOKENS} "
+        f"tokens, {settings.llm_rounds} bursts per variant after a warm-up, a framework's two "
+        "variants taking turns; tokens/s of the best burst; every variant below:\n\n"
+        + _llm.table(results) + "\n",
         "closed-loop load: " + ("wrk -t1 (its own warm-up run first; whole seconds)"
                                 if CLIENT["closed"] == "wrk" else "the asyncio client"),
     ]

@@ -20,9 +20,11 @@ backend. The five stages:
 3. **batch inference**: completes a set of prompts with both variants through ``map_batches`` on
    an ``ActorPoolStrategy(size=2)`` pool (each actor loads both checkpoints from storage once)
    and ``show()``s the results.
-4. **serve**: deploys the generator with ember.serve on 2 replicas, streaming tokens over HTTP
-   and multiplexing the two variants by model id; an httpx client on 127.0.0.1 streams one
-   completion from each variant and prints every chunk with its arrival time.
+4. **serve**: puts both variants behind one OpenAI-compatible endpoint
+   (``ember.serve.llm.build_openai_app``: the request's ``model`` picks the variant); the
+   ``openai`` client on 127.0.0.1 streams one completion from each variant, printing every chunk
+   with its arrival time, then sends a burst of concurrent requests and prints how many
+   sequences the engines decoded together (continuous batching).
 5. **rl**: PPO on CartPole-v1 with 2 env runners and 2 learners until the mean return reaches 450
    or the time budget runs out, printing the return curve.
 
@@ -44,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import os
 import shutil
@@ -52,7 +55,8 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import AsyncIterator, Iterator
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,8 +124,6 @@ def load_variant(path: str) -> Any:
 def generate(model: Any, prompt: str, length: int) -> Iterator[str]:
     """Sample ``length`` printable bytes after ``prompt``, one at a time (temperature 0.7), with
     a seed of its own for each prompt."""
-    import zlib
-
     import torch
 
     generator = torch.Generator().manual_seed(zlib.crc32(prompt.encode()))
@@ -260,70 +262,54 @@ class Completer:
 
 
 # -- 4. serve ---------------------------------------------------------------------------------
-@serve.deployment(num_replicas=2, max_ongoing_requests=4)
-class GPT2Server:
-    """Streams a completion token by token; the variant is the multiplexed model id."""
+def load_for_serving(path: str) -> tuple[Any, Any]:
+    """A variant and its tokenizer (token id = byte, as in training), for the LLM server."""
+    from ember.serve.llm import byte_tokenizer
 
-    def __init__(self, variants: dict[str, str]) -> None:
-        build_gpt2()  # import torch and transformers now, not in the first request
-        self.variants = variants
-
-    @serve.multiplexed(max_num_models_per_replica=2)
-    async def get_model(self, model_id: str) -> Any:
-        if model_id not in self.variants:
-            raise KeyError(f"unknown model id {model_id!r}; known: {sorted(self.variants)}")
-        return await asyncio.to_thread(load_variant, self.variants[model_id])
-
-    async def stream(self, model: Any, prompt: str, length: int) -> AsyncIterator[str]:
-        for token in generate(model, prompt, length):
-            yield token
-            await asyncio.sleep(0)  # hand the token to the server before the next forward pass
-
-    async def __call__(self, request: Any) -> Any:
-        from starlette.responses import StreamingResponse
-
-        model = await self.get_model(serve.get_multiplexed_model_id() or "base")
-        prompt = request.query_params.get("prompt", "")
-        length = int(request.query_params.get("length", "40"))
-        return StreamingResponse(self.stream(model, prompt, length), media_type="text/plain",
-                                 headers={"x-replica-pid": str(os.getpid())})
+    return load_variant(path), byte_tokenizer(eos_token_id=0)
 
 
-async def load_variants(base_url: str, variants: list[str]) -> None:
-    """One tiny request per variant, side by side: each replica loads its model on first use."""
-    import httpx
+def openai_client(base_url: str, asynchronous: bool = False) -> Any:
+    import openai
 
-    async def load(client: httpx.AsyncClient, variant: str) -> None:
+    kind = openai.AsyncOpenAI if asynchronous else openai.OpenAI
+    return kind(base_url=base_url, api_key="not-needed", max_retries=0, timeout=120)
+
+
+def load_variants(base_url: str, variants: list[str]) -> None:
+    """One tiny request per variant, side by side: the server loads each on first use."""
+    async def load(client: Any, variant: str) -> None:
         started = time.perf_counter()
-        reply = await client.get(base_url, params={"prompt": "a", "length": "1"},
-                                 headers={"serve_multiplexed_model_id": variant})
-        reply.raise_for_status()
-        print(f"    {variant}: loaded from its checkpoint by replica pid "
-              f"{reply.headers.get('x-replica-pid', '?')} in {time.perf_counter() - started:.1f} s")
+        await client.completions.create(model=variant, prompt="a", max_tokens=1)
+        print(f"    {variant}: loaded from its checkpoint in {time.perf_counter() - started:.1f} s")
 
-    async with httpx.AsyncClient(timeout=120) as client:
-        await asyncio.gather(*(load(client, variant) for variant in variants))
+    async def main() -> None:
+        async with openai_client(base_url, asynchronous=True) as client:
+            await asyncio.gather(*(load(client, variant) for variant in variants))
+
+    asyncio.run(main())
 
 
-async def stream_completion(base_url: str, variant: str, prompt: str, length: int
-                            ) -> list[float]:
-    """Stream one completion over HTTP; print each chunk with its arrival time."""
-    import httpx
-
+def stream_completion(base_url: str, variant: str, prompt: str, length: int) -> list[float]:
+    """Stream one completion; print each chunk with its arrival time."""
     print(f"    {variant}: {prompt!r} ->")
     started = time.perf_counter()
     arrivals: list[float] = []
     text = ""
+    tokens = 0
     line = "     "
-    async with httpx.AsyncClient(timeout=60) as client, client.stream(
-        "GET", base_url, params={"prompt": prompt, "length": str(length)},
-        headers={"serve_multiplexed_model_id": variant},
-    ) as response:
-        response.raise_for_status()
-        pid = response.headers.get("x-replica-pid", "?")
-        async for chunk in response.aiter_text():
+    with openai_client(base_url) as client:
+        stream = client.completions.create(model=variant, prompt=prompt, max_tokens=length,
+                                           temperature=0.7, seed=zlib.crc32(prompt.encode()),
+                                           stream=True, stream_options={"include_usage": True})
+        for part in stream:
+            if part.usage is not None:
+                tokens = part.usage.completion_tokens
+            if not part.choices or not part.choices[0].text:
+                continue
             elapsed = time.perf_counter() - started
             arrivals.append(elapsed)
+            chunk = part.choices[0].text
             text += chunk
             cell = f" +{elapsed * 1000:4.0f}ms {chunk!r}"
             if len(line) + len(cell) > 96:
@@ -331,8 +317,31 @@ async def stream_completion(base_url: str, variant: str, prompt: str, length: in
                 line = "     "
             line += cell
     print(line)
-    print(f"     = {prompt + text!r}  (replica pid {pid}, {len(arrivals)} chunks)")
+    print(f"     = {prompt + text!r}  ({len(arrivals)} chunks, {tokens} tokens)")
     return arrivals
+
+
+def burst(base_url: str, variants: list[str], per_variant: int, length: int
+          ) -> tuple[int, float]:
+    """``per_variant`` streamed requests for each variant, all at once; (tokens, seconds)."""
+    async def one(client: Any, variant: str, i: int) -> int:
+        stream = await client.completions.create(
+            model=variant, prompt=PROMPTS[i % len(PROMPTS)], max_tokens=length,
+            temperature=0.7, seed=i, stream=True, stream_options={"include_usage": True})
+        tokens = 0
+        async for part in stream:
+            if part.usage is not None:
+                tokens = part.usage.completion_tokens
+        return tokens
+
+    async def main() -> list[int]:
+        async with openai_client(base_url, asynchronous=True) as client:
+            return list(await asyncio.gather(*(one(client, v, i) for v in variants
+                                               for i in range(per_variant))))
+
+    started = time.perf_counter()
+    tokens = asyncio.run(main())
+    return sum(tokens), time.perf_counter() - started
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -443,25 +452,34 @@ class Demo:
 
     # 4 ----------------------------------------------------------------------------------------
     def serve(self, variants: dict[str, str]) -> None:
+        from ember.serve.llm import build_openai_app
+
         length = 16 if self.quick else 40
-        with self.stage(4, "serve", "streaming + multiplexed variants over HTTP") as summary:
-            serve.run(GPT2Server.bind(variants), port=0)
+        per_variant = 8
+        with self.stage(4, "serve", "both variants behind one OpenAI-compatible endpoint, "
+                                    "continuous batching") as summary:
+            sources = {name: functools.partial(load_for_serving, path)
+                       for name, path in variants.items()}
+            serve.run(build_openai_app(sources, max_num_seqs=2 * per_variant), port=0)
             self.serving = True
-            base_url = f"http://127.0.0.1:{serve.status().http_port}/"
-            print(f"    serving at {base_url} (header serve_multiplexed_model_id: "
-                  f"{' | '.join(VARIANTS)})")
-            asyncio.run(load_variants(base_url, list(VARIANTS)))
-            arrivals = [asyncio.run(stream_completion(base_url, variant, "Return the ", length))
+            base_url = f"http://127.0.0.1:{serve.status().http_port}/v1"
+            with openai_client(base_url) as client:
+                models = [m.id for m in client.models.list()]
+            print(f"    serving {base_url} (OpenAI API; models: {', '.join(models)})")
+            load_variants(base_url, list(VARIANTS))
+            arrivals = [stream_completion(base_url, variant, "Return the ", length)
                         for variant in VARIANTS]
-            for app_name, app in serve.status().applications.items():
-                for dep in app.deployments.values():
-                    print(f"    app {app_name!r}: {app.status}, {dep.name} {dep.status} "
-                          f"with {dep.replicas} replicas")
+            tokens, seconds = burst(base_url, list(VARIANTS), per_variant, length)
+            stats = serve.get_deployment_handle("LLMServer").stats.remote().result()
+            peaks = ", ".join(f"{name} {stats[name].peak_batch_size}" for name in VARIANTS)
+            print(f"    burst: {per_variant * len(VARIANTS)} concurrent streamed requests, "
+                  f"{tokens} tokens in {seconds:.1f} s ({tokens / seconds:.0f} tokens/s); "
+                  f"sequences decoded together at most: {peaks}")
             self.stop_serving()
             first = [times[0] * 1000 for times in arrivals]
-            gaps = [(times[-1] - times[0]) * 1000 / max(1, len(times) - 1) for times in arrivals]
-            summary["figure"] = (f"first token {min(first):.0f}-{max(first):.0f} ms, then "
-                                 f"one every {np.mean(gaps):.0f} ms")
+            peak = max(stats[name].peak_batch_size for name in VARIANTS)
+            summary["figure"] = (f"first token {min(first):.0f}-{max(first):.0f} ms; burst "
+                                 f"{tokens / seconds:.0f} tokens/s, batches of up to {peak}")
 
     def stop_serving(self) -> None:
         if self.serving:
@@ -638,7 +656,7 @@ def prepare_out(out: str) -> None:
 
 def missing_packages(args: argparse.Namespace) -> list[str]:
     """What this run needs (the ``demo`` extra) and cannot import."""
-    needed = ["torch", "transformers", "pyarrow", "gymnasium", "starlette", "uvicorn", "httpx",
+    needed = ["torch", "transformers", "pyarrow", "gymnasium", "starlette", "uvicorn", "openai",
               "matplotlib"]
     if args.local_s3 or (args.storage or "").startswith("s3://"):
         needed.append("s3fs")

@@ -35,6 +35,7 @@ from ember.serve._api import (
     status,
 )
 from ember.serve._autoscaling import AutoscalingConfig
+from ember.serve._batching import batch
 from ember.serve._deployment import Application, Deployment, DeploymentConfig, deployment, ingress
 from ember.serve._handle import (
     BackPressureError,
@@ -65,6 +66,7 @@ __all__ = [
     "LoggingConfig",
     "ProxyLocation",
     "ServeStatus",
+    "batch",
     "delete",
     "deployment",
     "gRPCOptions",

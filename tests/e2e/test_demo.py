@@ -128,15 +128,24 @@ def test_quick_demo_runs_every_stage_and_cleans_up(
         assert row["base"] and row["tuned"], row
     assert len(list((out / "completions").glob("*.json"))) > 0
 
-    # serve: each variant streamed chunk by chunk, each chunk with its arrival time
+    # serve: one OpenAI-compatible endpoint for both variants; each streamed chunk by chunk,
+    # each chunk with its arrival time; then a burst that the engines batched together
+    assert re.search(r"    serving http://127\.0\.0\.1:\d+/v1 \(OpenAI API; models: base, tuned\)",
+                     text), text
     for variant in ("base", "tuned"):
-        assert re.search(rf"    {variant}: loaded from its checkpoint by replica pid \d+", text), text
+        assert re.search(rf"    {variant}: loaded from its checkpoint in \d+\.\d s", text), text
         match = re.search(rf"    {variant}: 'Return the ' ->\n((?:      .*\n)+)     = (['\"])Return "
-                          rf"the .*\2  \(replica pid \d+, (\d+) chunks\)", text)
+                          rf"the .*\2  \((\d+) chunks, (\d+) tokens\)", text)
         assert match, f"no stream for {variant}:\n{text}"
         times = [int(t) for t in re.findall(r"\+ *(\d+)ms", match.group(1))]
         assert len(times) == int(match.group(3)) > 1
+        assert int(match.group(3)) <= int(match.group(4)) <= 16  # 16, or fewer at the eos
         assert times == sorted(times)
+    burst = re.search(r"    burst: 16 concurrent streamed requests, (\d+) tokens in .* sequences "
+                      r"decoded together at most: base (\d+), tuned (\d+)", text)
+    assert burst, f"no burst line:\n{text}"
+    assert 16 < int(burst.group(1)) <= 16 * 16
+    assert int(burst.group(2)) > 1 and int(burst.group(3)) > 1  # batched, not one at a time
 
     # rl: a return curve, one line per iteration
     returns = [float(r) for r in re.findall(r"iter +\d+  return +(\d+\.\d+)", text)]

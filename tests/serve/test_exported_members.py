@@ -27,6 +27,7 @@ SERVE_ALL = [
     "LoggingConfig",
     "ProxyLocation",
     "ServeStatus",
+    "batch",
     "delete",
     "deployment",
     "gRPCOptions",
