@@ -42,6 +42,7 @@ ERRORS_ALL = [
     "ResourceError",
     "RuntimeNotInitializedError",
     "SerializationError",
+    "SessionError",
     "StorageError",
     "TaskCancelledError",
     "TaskError",

@@ -26,17 +26,21 @@ BACKENDS = ("local", "ray")
 _lock = threading.RLock()
 _backend: Backend | None = None
 _atexit_registered = False
+_DEFAULT_DASHBOARD_HOST = "127.0.0.1"
 
 
 class InitInfo:
     """What ``ember.init`` returns; also a context manager that shuts the runtime down."""
 
-    def __init__(self, backend: str, address: str | None) -> None:
+    def __init__(self, backend: str, address: str | None, dashboard_url: str | None = None
+                 ) -> None:
         self.backend = backend
         self.address = address
+        self.dashboard_url = dashboard_url  # with its token; None when no dashboard runs
 
     def __repr__(self) -> str:
-        return f"InitInfo(backend={self.backend!r}, address={self.address!r})"
+        return (f"InitInfo(backend={self.backend!r}, address={self.address!r}, "
+                f"dashboard_url={self.dashboard_url!r})")
 
     def __enter__(self) -> InitInfo:
         return self
@@ -55,6 +59,11 @@ def init(
     object_store_memory: int | None = None,
     namespace: str | None = None,
     ignore_reinit_error: bool = False,
+    include_dashboard: bool | None = None,
+    dashboard: bool | None = None,
+    dashboard_host: str = _DEFAULT_DASHBOARD_HOST,
+    dashboard_port: int | None = None,
+    log_to_driver: bool = True,
     **backend_options: Any,
 ) -> InitInfo:
     """Start (or connect to) a runtime. Called implicitly by the first API call that needs one.
@@ -62,10 +71,19 @@ def init(
     ``backend="local"`` runs everything on this machine in worker processes started from a fork
     server; ``backend="ray"`` runs the same program on a Ray cluster (``address="auto"`` or
     ``"ray://host:10001"``; extra keyword arguments go to ``ray.init``).
+
+    ``include_dashboard=True`` (or ``dashboard=True``) serves the dashboard and ``/metrics`` on
+    ``dashboard_host:dashboard_port`` (default 127.0.0.1, port 8265 or a free one) and prints
+    its URL, which carries the token every request needs. ``log_to_driver`` prints every
+    worker's output here prefixed ``(Name pid=N)``; it is kept for ``ember logs`` either way.
     """
     global _backend, _atexit_registered
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (known: {', '.join(map(repr, BACKENDS))})")
+    if include_dashboard is not None and dashboard is not None and include_dashboard != dashboard:
+        raise ValueError(f"include_dashboard={include_dashboard} and dashboard={dashboard} "
+                         "disagree; pass only one of them")
+    want_dashboard = bool(include_dashboard if include_dashboard is not None else dashboard)
     with _lock:
         if _backend is not None:
             if ignore_reinit_error:
@@ -90,10 +108,15 @@ def init(
             _backend = LocalBackend.start(
                 num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                 object_store_memory=object_store_memory, namespace=namespace,
+                log_to_driver=log_to_driver,
             )
         else:
             from ember.core.ray_backend import RayBackend
 
+            if include_dashboard is not None:  # Ray's own dashboard follows the same switch
+                backend_options.setdefault("include_dashboard", include_dashboard)
+            if not log_to_driver:
+                backend_options.setdefault("log_to_driver", False)
             _backend = RayBackend.start(
                 address=address, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                 object_store_memory=object_store_memory, namespace=namespace,
@@ -102,7 +125,24 @@ def init(
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
-        return InitInfo(backend, address)
+        try:
+            url = _start_observing(_backend, want_dashboard, dashboard_host, dashboard_port)
+        except BaseException:
+            started, _backend = _backend, None
+            started.shutdown()
+            raise
+        return InitInfo(backend, address, url)
+
+
+def _start_observing(backend: Backend, dashboard: bool, host: str, port: int | None
+                     ) -> str | None:
+    """observe: the session socket for the ember CLI and, when asked, the dashboard."""
+    from ember.core._config import session_server_enabled
+    from ember.dashboard import _server
+
+    service = _server.start(backend, dashboard=dashboard, host=host, port=port,
+                            session=session_server_enabled())
+    return None if service is None else service.url
 
 
 def shutdown() -> None:
@@ -111,7 +151,13 @@ def shutdown() -> None:
     with _lock:
         backend, _backend = _backend, None
     if backend is not None:
+        from ember.dashboard import _server
+
+        _server.stop()  # observe
         backend.shutdown()
+        from ember.core import _observe
+
+        _observe.leave_driver()
 
 
 def is_initialized() -> bool:

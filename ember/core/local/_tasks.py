@@ -97,6 +97,7 @@ class TasksMixin:
 
     def _finish(self: LocalBackend, work: _Work, results: Any, error: Any) -> None:
         """Publish a finished task's results (or error) and drop what it pinned."""
+        self._observer.on_finish(work, error)  # observe: counts and recent tasks
         if work.gen_id is not None:
             gen = self._gens.get(work.gen_id)
             if gen is not None:
@@ -375,6 +376,7 @@ class TasksMixin:
     def _on_worker_exit(self: LocalBackend, worker: _Worker) -> None:
         if self._workers.pop(worker.uid, None) is None:
             return
+        self._observer.on_exit(worker)  # observe
         worker.release()
         exitcode = worker.exitcode
         for oid, count in worker.held.items():

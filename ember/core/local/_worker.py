@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ember.core import _api, _shm
+from ember.core import _api, _observe, _shm
 from ember.core import _serialization as ser
 from ember.core._remote import register_code
 from ember.core.local._protocol import ID_SHIFT, Dep, decode
@@ -306,6 +306,7 @@ class WorkerRuntime(ClientMixin):
 
             asyncio.run_coroutine_threadsafe(drain(), loop).result()
             loop.call_soon_threadsafe(loop.stop)
+        _observe.flush()  # observe: what this actor's metrics and views changed last
         self._send([])
         os._exit(0)
 
@@ -630,6 +631,8 @@ def worker_main(sock: Any, config: WorkerConfig) -> None:
     runtime = WorkerRuntime(chan, config)
     _current_worker = runtime
     _api._set_worker_backend(runtime)
+    # observe: metrics and library views made here reach the driver in batches
+    _observe.set_sender(lambda batch: runtime._send([("observe", batch)]))
     try:
         runtime.run()
     except BaseException:  # a bug in the worker itself: say so on stderr, then leave
