@@ -279,7 +279,7 @@ class Store:
     def log_lines(self, select: Callable[[ProcessLog], bool], after: int = 0,
                   task_id: int | None = None) -> list[dict[str, Any]]:
         """Lines after sequence number ``after`` of the processes ``select`` picks, in order."""
-        out = []
+        out: list[dict[str, Any]] = []
         with self.lock:
             for log in self.logs.values():
                 if not select(log):

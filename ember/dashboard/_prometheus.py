@@ -30,7 +30,7 @@ def render(status: dict[str, Any], merged: list[tuple[Any, dict[Any, Any]]],
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(status, merged, views))  # type: ignore[arg-type]
+    registry.register(_Collector(status, merged, views))
     return bytes(generate_latest(registry))
 
 

@@ -261,7 +261,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.service = service
         super().__init__(conn, address, service)  # type: ignore[arg-type]
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # no access log on the driver's stderr
 
     # -- auth -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 
 from ember.core import _observe
 
-__all__ = ["Counter", "Gauge", "Histogram", "Metric", "publish"]
+__all__ = ["Counter", "Gauge", "Histogram", "Metric", "flush", "publish"]
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _TAG = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -152,7 +152,7 @@ class Histogram(Metric):
 def _rebuild(cls: type[Metric], name: str, description: str, tag_keys: tuple[str, ...],
              boundaries: tuple[float, ...], default_tags: dict[str, str]) -> Metric:
     if cls is Histogram or issubclass(cls, Histogram):
-        metric: Metric = cls(name, description, boundaries, tag_keys)  # type: ignore[call-arg]
+        metric: Metric = cls(name, description, boundaries, tag_keys)
     else:
         metric = cls(name, description, tag_keys)
     metric._default_tags = dict(default_tags)
@@ -176,3 +176,9 @@ def publish(view: str, key: str, *, state: dict[str, Any] | None = None,
     if state is None and event is None:
         raise ValueError("publish() needs a state=, an event=, or both")
     _observe.store().publish(view, key, state, event)
+
+
+def flush() -> None:
+    """In a task or an actor: send what this process recorded to the driver now (it happens
+    every half second anyway). Does nothing in the driver."""
+    _observe.flush()

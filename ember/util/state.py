@@ -179,13 +179,13 @@ def summarize_tasks(address: str | None = None, timeout: int = 30,
     return summary
 
 
-def get_actor(id: str, address: str | None = None, timeout: int = 30) -> ActorState | None:  # noqa: A002 - Ray's name
+def get_actor(id: str, address: str | None = None, timeout: int = 30) -> ActorState | None:
     """The actor with this id (``ActorHandle``'s hex id), or None."""
     found = list_actors(address, filters=[("actor_id", "=", id)], limit=1, detail=True)
     return found[0] if found else None
 
 
-def get_task(id: str, address: str | None = None, timeout: int = 30) -> TaskState | None:  # noqa: A002 - Ray's name
+def get_task(id: str, address: str | None = None, timeout: int = 30) -> TaskState | None:
     """The task with this id, or None (finished tasks are kept while among the recent ones)."""
     found = list_tasks(address, filters=[("task_id", "=", id)], limit=1)
     return found[0] if found else None

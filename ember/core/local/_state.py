@@ -32,6 +32,11 @@ _ACTOR_STATES = {"pending": "PENDING_CREATION", "starting": "PENDING_CREATION",
                  "alive": "ALIVE", "exiting": "ALIVE", "dead": "DEAD"}
 
 
+def short(class_name: str) -> str:
+    """A class's name as users wrote it: ``Printer``, not ``test.<locals>.Printer``."""
+    return class_name.rsplit(".", 1)[-1]
+
+
 def hex_id(value: int | None) -> str | None:
     return None if value is None else f"{value:016x}"
 
@@ -61,7 +66,7 @@ class LocalObserver:
     # -- hooks (driver lock held) -----------------------------------------------------------
     def on_finish(self, work: _Work, error: Any) -> None:
         actor = work.actor
-        key = (work.name, None if actor is None else actor.meta.class_name)
+        key = (work.name, None if actor is None else short(actor.meta.class_name))
         counts = self._counts.get(key)
         if counts is None:
             counts = self._counts[key] = [0, 0]
@@ -80,7 +85,7 @@ class LocalObserver:
         """Output pipes for a new worker (their write ends; the caller closes them)."""
         if self._capture is None:
             return ()
-        name = actor.meta.class_name if actor is not None else "worker"
+        name = short(actor.meta.class_name) if actor is not None else "worker"
         return self._capture.open(uid, name, None if actor is None else actor.id)
 
     def on_pid(self, worker: _Worker) -> None:
@@ -112,7 +117,7 @@ class LocalObserver:
                 calls = list(worker.actor.inflight.values())
                 return None, calls[0].id if calls else None
             work = worker.inflight[0]
-            return work.name, work.id
+            return short(work.name), work.id
         except (IndexError, RuntimeError):  # it changed while we looked
             return None, None
 
@@ -152,23 +157,22 @@ class LocalObserver:
             elif actor.state == "starting" and actor.restarts:
                 state = "RESTARTING"
             row = {
-                "actor_id": hex_id(actor.id), "class_name": actor.meta.class_name,
+                "actor_id": hex_id(actor.id), "class_name": short(actor.meta.class_name),
                 "state": state, "name": actor.name or "", "namespace": actor.namespace,
                 "pid": self._pid_of_actor(actor), "node_id": "local",
                 "required_resources": dict(actor.request), "num_restarts": actor.restarts,
                 "death_cause": actor.death or None,
                 "pending_calls": len(actor.queue), "running_calls": len(actor.inflight),
+                "is_detached": actor.pinned,
             }
-            if detail:
-                row["is_detached"] = actor.pinned
             yield row
 
     def _work_row(self, work: _Work, state: str, pid: int | None) -> dict[str, Any]:
         actor = work.actor
         return {
-            "task_id": hex_id(work.id), "name": work.name,
-            "func_or_class_name": work.name if actor is None
-            else f"{actor.meta.class_name}.{work.name}",
+            "task_id": hex_id(work.id), "name": short(work.name),
+            "func_or_class_name": short(work.name) if actor is None
+            else f"{short(actor.meta.class_name)}.{work.name}",
             "type": "NORMAL_TASK" if actor is None else "ACTOR_TASK", "state": state,
             "actor_id": hex_id(actor.id) if actor is not None else None,
             "worker_pid": pid, "node_id": "local",
@@ -194,8 +198,11 @@ class LocalObserver:
                 yield self._work_row(work, "PENDING_NODE_ASSIGNMENT", None)
         for actor in list(backend._actors.values()):
             pid = actor.worker.pid if actor.worker is not None else None
-            for work in list(actor.inflight.values()):
-                yield self._work_row(work, "RUNNING", pid)
+            # calls beyond the actor's concurrency wait in its process, in order
+            slots = actor.max_concurrency or (1000 if actor.meta.is_async else 1)
+            for position, work in enumerate(list(actor.inflight.values())):
+                yield self._work_row(work, "RUNNING" if position < slots
+                                     else "SUBMITTED_TO_WORKER", pid)
             for work in list(actor.queue):
                 if work.id != -1:
                     yield self._work_row(work, "PENDING_ARGS_AVAIL" if work.waiting
@@ -203,10 +210,11 @@ class LocalObserver:
         names = backend._names
         for record in reversed(self._recent):
             task_id, name, actor, error, ended = record
+            name = short(name)
             row = {
                 "task_id": hex_id(task_id), "name": name,
                 "func_or_class_name": name if actor is None
-                else f"{actor.meta.class_name}.{name}",
+                else f"{short(actor.meta.class_name)}.{name}",
                 "type": "NORMAL_TASK" if actor is None else "ACTOR_TASK",
                 "state": "FINISHED" if error is None else "FAILED",
                 "actor_id": hex_id(actor.id) if actor is not None else None,
@@ -232,7 +240,7 @@ class LocalObserver:
             return counts
 
         for (name, class_name), (finished, failed) in list(self._counts.items()):
-            full = name if class_name is None else f"{class_name}.{name}"
+            full = short(name) if class_name is None else f"{class_name}.{name}"
             counts = entry(full, "NORMAL_TASK" if class_name is None else "ACTOR_TASK")
             if finished:
                 counts["FINISHED"] = counts.get("FINISHED", 0) + finished
@@ -251,8 +259,8 @@ class LocalObserver:
             actor = record[2]
             failures.append({
                 "task_id": hex_id(record[0]),
-                "func_or_class_name": record[1] if actor is None
-                else f"{actor.meta.class_name}.{record[1]}",
+                "func_or_class_name": short(record[1]) if actor is None
+                else f"{short(actor.meta.class_name)}.{record[1]}",
                 "error_type": record[3][0], "error_message": record[3][1],
                 "end_time_ms": int(record[4] * 1000),
             })

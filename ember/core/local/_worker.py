@@ -58,6 +58,7 @@ class WorkerConfig:
         self.namespace = namespace
         self.job_id = job_id
         self.totals = totals
+        self.output_fds = 0  # observe: pipes for stdout/stderr that follow the socket
         # Workers import what the driver can: same import path and working directory.
         self.sys_path = list(sys.path)
         self.cwd = os.getcwd()
