@@ -8,6 +8,7 @@ output bytes, the bytes of its blocks held now (memory), running tasks and live 
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from typing import Any
 
@@ -15,12 +16,18 @@ from ember.util import metrics
 
 PUBLISH_PERIOD_S = 0.5
 _runs = itertools.count(1)
+_LOCALS = re.compile(r"[\w.]*<locals>\.")
+
+
+def _short(name: str) -> str:
+    """``MapBatches(double)`` rather than ``MapBatches(test.<locals>.double)``."""
+    return _LOCALS.sub("", name)
 
 
 class DatasetView:
     def __init__(self, stages: list[Any]) -> None:
         self.key = f"dataset_{next(_runs)}"
-        self.name = " -> ".join(stage.spec.name for stage in stages)
+        self.name = " -> ".join(_short(stage.spec.name) for stage in stages)
         self.started = time.time()
         self._started_clock = time.monotonic()
         self._last = float("-inf")
@@ -38,7 +45,7 @@ class DatasetView:
                 r.in_bytes + r.est_bytes for r in stage.running.values())
             stats = stage.stats
             operators.append({
-                "name": stage.spec.name, "rows": stats.rows, "rows_total": stage.spec.rows_total,
+                "name": _short(stage.spec.name), "rows": stats.rows, "rows_total": stage.spec.rows_total,
                 "rows_per_s": stats.rows / elapsed, "tasks": stats.tasks,
                 "running": len(stage.running), "bytes": stats.bytes, "bytes_in_flight": held,
                 "peak_bytes_in_flight": stats.peak_bytes_in_flight,
