@@ -337,6 +337,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(_asset("index.html"), _STATIC["index.html"], set_cookie)
         elif path.startswith("/static/") and path[8:] in _STATIC:
             self._send(_asset(path[8:]), _STATIC[path[8:]], set_cookie)
+        elif path == "/favicon.ico":
+            self.send_response(204)
+            self.end_headers()
         elif path == "/metrics":
             from prometheus_client import CONTENT_TYPE_LATEST
 

@@ -207,26 +207,33 @@ class LocalObserver:
                 if work.id != -1:
                     yield self._work_row(work, "PENDING_ARGS_AVAIL" if work.waiting
                                          else "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY", None)
-        names = backend._names
+        # then what ended: the recent failures first (so a flood of finished calls never
+        # hides one), then the recent successes, newest first
+        for record in reversed(self._failures):
+            yield self._ended_row(record)
         for record in reversed(self._recent):
-            task_id, name, actor, error, ended = record
-            name = short(name)
-            row = {
-                "task_id": hex_id(task_id), "name": name,
-                "func_or_class_name": name if actor is None
-                else f"{short(actor.meta.class_name)}.{name}",
-                "type": "NORMAL_TASK" if actor is None else "ACTOR_TASK",
-                "state": "FINISHED" if error is None else "FAILED",
-                "actor_id": hex_id(actor.id) if actor is not None else None,
-                "worker_pid": None, "node_id": "local", "required_resources": {},
-                "parent_task_id": None, "error_type": None, "error_message": None,
-                "end_time_ms": int(ended * 1000),
-            }
-            if error is not None:
-                if len(error) == 3:  # still the stored error: read it once
-                    record[3] = error = _describe(error, names)
-                row["error_type"], row["error_message"] = error
-            yield row
+            if record[3] is None:
+                yield self._ended_row(record)
+
+    def _ended_row(self, record: list[Any]) -> dict[str, Any]:
+        task_id, name, actor, error, ended = record
+        name = short(name)
+        row = {
+            "task_id": hex_id(task_id), "name": name,
+            "func_or_class_name": name if actor is None
+            else f"{short(actor.meta.class_name)}.{name}",
+            "type": "NORMAL_TASK" if actor is None else "ACTOR_TASK",
+            "state": "FINISHED" if error is None else "FAILED",
+            "actor_id": hex_id(actor.id) if actor is not None else None,
+            "worker_pid": None, "node_id": "local", "required_resources": {},
+            "parent_task_id": None, "error_type": None, "error_message": None,
+            "end_time_ms": int(ended * 1000),
+        }
+        if error is not None:
+            if len(error) == 3:  # still the stored error: read it once
+                record[3] = error = _describe(error, self._backend._names)
+            row["error_type"], row["error_message"] = error
+        return row
 
     def _task_summary(self) -> dict[str, Any]:
         summary: dict[str, dict[str, Any]] = {}

@@ -35,9 +35,16 @@ function firstLine(text) {
 }
 
 async function api(path) {
-  const response = await fetch(path, { credentials: "same-origin", cache: "no-store" });
-  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
-  return response.json();
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), 10000);  // a stuck request must not stop updates
+  try {
+    const response = await fetch(path, { credentials: "same-origin", cache: "no-store",
+                                         signal: abort.signal });
+    if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+    return await response.json();
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 // -- charts ------------------------------------------------------------------------------------
@@ -165,6 +172,11 @@ function matches(row, text, columns) {
   return columns.some((c) => String(row[c] === null ? "" : row[c]).toLowerCase().includes(needle));
 }
 
+// A chosen state is filtered by the driver, so the newest 1000 rows are of that state.
+function stateFilter(state) {
+  return state ? "&filter=" + encodeURIComponent(`state=${state}`) : "";
+}
+
 function filterBar(prefix, text, state, states) {
   return `<div class="filters"><input id="${prefix}-filter" placeholder="filter: id, class, ` +
          `name, pid…" value="${esc(text)}"><select id="${prefix}-state"><option value="">` +
@@ -173,12 +185,10 @@ function filterBar(prefix, text, state, states) {
 }
 
 async function actors() {
-  const rows = await api("/api/list/actors?limit=1000");
+  const rows = await api("/api/list/actors?limit=1000" + stateFilter(ui.actorState));
   const shown = rows.filter((r) => (!ui.actorState || r.state === ui.actorState) &&
     matches(r, ui.actorFilter, ["actor_id", "class_name", "name", "pid", "state"]));
-  let out = "<h2>Actors</h2>" + filterBar("actors", ui.actorFilter, ui.actorState,
-    ["DEPENDENCIES_UNREADY", "PENDING_CREATION", "ALIVE", "RESTARTING", "DEAD"]);
-  out += table([["actor id", (r) => `<code>${esc(r.actor_id)}</code>`],
+  let out = table([["actor id", (r) => `<code>${esc(r.actor_id)}</code>`],
                 ["class", (r) => esc(r.class_name)], ["state", (r) => badge(r.state)],
                 ["name", (r) => esc(r.name)], ["pid", (r) => esc(r.pid)],
                 ["restarts", (r) => esc(r.num_restarts)],
@@ -202,20 +212,13 @@ async function actors() {
 }
 
 async function tasks() {
-  const [rows, summary] = await Promise.all([api("/api/list/tasks?limit=1000"),
+  const [rows, summary] = await Promise.all([api("/api/list/tasks?limit=1000" +
+                                                 stateFilter(ui.taskState)),
                                              api("/api/summary/tasks")]);
-  let out = "<h2>Tasks by function</h2>";
-  const byName = Object.values(summary.summary || {});
-  out += table([["function", (r) => esc(r.func_or_class_name)], ["type", (r) => esc(r.type)],
-                ["states", (r) => Object.entries(r.state_counts).map(([s, n]) =>
-                  `${badge(s)} ${n}`).join(" ")]], byName, { empty: "no tasks yet" });
   const shown = rows.filter((r) => (!ui.taskState || r.state === ui.taskState) &&
     matches(r, ui.taskFilter, ["task_id", "func_or_class_name", "actor_id", "worker_pid",
                                "error_type"]));
-  out += "<h2>Tasks</h2>" + filterBar("tasks", ui.taskFilter, ui.taskState,
-    ["PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER", "RUNNING",
-     "FINISHED", "FAILED"]);
-  out += table([["task id", (r) => `<code>${esc(r.task_id)}</code>`],
+  let out = table([["task id", (r) => `<code>${esc(r.task_id)}</code>`],
                 ["function", (r) => esc(r.func_or_class_name)], ["state", (r) => badge(r.state)],
                 ["pid", (r) => esc(r.worker_pid)],
                 ["error", (r) => r.error_type ? `${esc(r.error_type)}: ` +
@@ -226,10 +229,15 @@ async function tasks() {
     out += `<div class="card detail" id="task-detail"><h3>Task ${esc(chosen.func_or_class_name)}` +
            ` <code>${esc(chosen.task_id)}</code> ${badge(chosen.state)}</h3>`;
     if (chosen.error_message) {
-      out += `<pre class="error">${esc(chosen.error_message)}</pre>`;
+      out += `<pre class="error">${esc(chosen.error_type)}: ${esc(chosen.error_message)}</pre>`;
     }
     out += `<h3>Output</h3>${await logsOf(chosen.task_id)}</div>`;
   }
+  const byName = Object.values(summary.summary || {});
+  out += "<h2>Tasks by function</h2>" +
+    table([["function", (r) => esc(r.func_or_class_name)], ["type", (r) => esc(r.type)],
+           ["states", (r) => Object.entries(r.state_counts).map(([s, n]) =>
+             `${badge(s)} ${n}`).join(" ")]], byName, { empty: "no tasks yet" });
   return out;
 }
 
@@ -361,6 +369,20 @@ async function rl() {
 
 const PAGES = { overview, actors, tasks, serve, data, train, rl };
 
+// Filters sit outside the part redrawn every second, so typing and open menus are not lost.
+function controls(page) {
+  if (page === "actors") {
+    return "<h2>Actors</h2>" + filterBar("actors", ui.actorFilter, ui.actorState,
+      ["DEPENDENCIES_UNREADY", "PENDING_CREATION", "ALIVE", "RESTARTING", "DEAD"]);
+  }
+  if (page === "tasks") {
+    return "<h2>Tasks</h2>" + filterBar("tasks", ui.taskFilter, ui.taskState,
+      ["PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER",
+       "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY", "RUNNING", "FINISHED", "FAILED"]);
+  }
+  return "";
+}
+
 // -- the loop ----------------------------------------------------------------------------------
 async function refresh() {
   if (ui.busy) return;
@@ -371,20 +393,9 @@ async function refresh() {
     const html = await PAGES[page]();
     if (page !== ui.page) return;
     const main = document.getElementById("page");
-    const focused = document.activeElement && document.activeElement.id;
-    const caret = focused && document.activeElement.selectionStart;
     main.innerHTML = html;
     main.dataset.page = page;
     main.dataset.updated = String(Date.now());
-    if (focused) {
-      const again = document.getElementById(focused);
-      if (again) {
-        again.focus();
-        if (typeof caret === "number" && again.setSelectionRange) {
-          again.setSelectionRange(caret, caret);
-        }
-      }
-    }
     live.textContent = `live · ${new Date().toLocaleTimeString()}`;
     live.classList.remove("stale");
   } catch (err) {
@@ -398,6 +409,7 @@ async function refresh() {
 function show(page) {
   ui.page = PAGES[page] ? page : "overview";
   ui.selected = null;
+  document.getElementById("controls").innerHTML = controls(ui.page);
   for (const link of document.querySelectorAll("#nav a")) {
     link.classList.toggle("active", link.dataset.page === ui.page);
   }
@@ -417,7 +429,7 @@ document.addEventListener("click", (event) => {
   refresh();
 });
 
-document.addEventListener("input", (event) => {
+function onFilter(event) {
   const id = event.target.id;
   if (id === "actors-filter") ui.actorFilter = event.target.value;
   else if (id === "actors-state") ui.actorState = event.target.value;
@@ -425,7 +437,9 @@ document.addEventListener("input", (event) => {
   else if (id === "tasks-state") ui.taskState = event.target.value;
   else return;
   refresh();
-});
+}
+document.addEventListener("input", onFilter);
+document.addEventListener("change", onFilter);
 
 window.addEventListener("hashchange", () => {
   const keep = ui.selected;
