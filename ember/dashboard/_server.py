@@ -386,6 +386,8 @@ def start(backend: Any, *, dashboard: bool, host: str = "127.0.0.1", port: int |
         if _service is not None:
             _service.close()
         _service = Service(backend, dashboard=dashboard, host=host, port=port, session=session)
+    if dashboard and hasattr(backend, "start_observe_drain"):
+        backend.start_observe_drain()  # the ray backend: workers' views come to this driver
     if _service.url is not None:
         print(f"ember: dashboard at {_service.url}", file=sys.stderr, flush=True)
     return _service

@@ -75,7 +75,7 @@ def test_the_session_file_is_owner_only_and_removed_at_shutdown(runtime_dir):
 def test_a_session_folder_open_to_others_is_refused(runtime_dir):
     runtime_dir.mkdir(mode=0o755)
     os.chmod(runtime_dir, 0o755)
-    with pytest.raises(SessionError, match="open to other users .*chmod 700"):
+    with pytest.raises(SessionError, match=r"open to other users .*chmod 700"):
         _session.session_dir()
 
 

@@ -4,7 +4,6 @@ and logs while a program runs."""
 from __future__ import annotations
 
 import os
-import threading
 
 import numpy as np
 import pytest
@@ -52,7 +51,7 @@ def test_a_dead_actor_shows_why_it_died_with_the_traceback(ember_local):
 def test_tasks_are_counted_by_function_and_state_with_recent_failures(ember_local):
     @ember.remote
     def parse(line):
-        key, value = line.split("=")
+        key, _value = line.split("=")
         return key
 
     ember.get([parse.remote(f"k{i}=v") for i in range(5)], timeout=60)

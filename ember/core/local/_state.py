@@ -218,7 +218,7 @@ class LocalObserver:
     def _ended_row(self, record: list[Any]) -> dict[str, Any]:
         task_id, name, actor, error, ended = record
         name = short(name)
-        row = {
+        row: dict[str, Any] = {
             "task_id": hex_id(task_id), "name": name,
             "func_or_class_name": name if actor is None
             else f"{short(actor.meta.class_name)}.{name}",
