@@ -137,6 +137,11 @@ def init(
 def _start_observing(backend: Backend, dashboard: bool, host: str, port: int | None
                      ) -> str | None:
     """observe: the session socket for the ember CLI and, when asked, the dashboard."""
+    if backend.name == "ray":
+        from ember.core.ray_backend import inside_ray_worker
+
+        if inside_ray_worker():  # ember attached to the Ray worker it runs in: not a driver
+            return None
     from ember.core._config import session_server_enabled
     from ember.dashboard import _server
 

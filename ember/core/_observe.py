@@ -16,6 +16,7 @@ value set last by any source, and a source's gauges go when its process ends.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -342,6 +343,8 @@ def set_sender(sender: Callable[[dict[str, Any]], None] | None) -> None:
 
 def flush() -> None:
     """Send what changed now (workers call it before they exit; the flusher every FLUSH_S)."""
+    if _sender is None and not _store.is_driver:
+        _ensure_flusher()  # in a Ray worker, finds the sender
     sender = _sender
     if sender is None or _store.is_driver:
         return
@@ -355,12 +358,32 @@ def flush() -> None:
 
 def _ensure_flusher() -> None:
     global _flusher
-    if _flusher is not None or _store.is_driver or _sender is None:
+    if _flusher is not None or _store.is_driver:
         return
+    if _sender is None:
+        if not _in_ray_worker():
+            return
+        from ember.core._api import current_backend
+
+        current_backend()  # attaching ember to the Ray worker sets the sender
+        if _sender is None:
+            return
     with _flusher_lock:
         if _flusher is None:
             _flusher = threading.Thread(target=_flush_loop, name="ember-metrics", daemon=True)
             _flusher.start()
+
+
+def _in_ray_worker() -> bool:
+    """A Ray task or actor that has not used ember's API yet (without importing ray)."""
+    worker_module = sys.modules.get("ray._private.worker")
+    if worker_module is None:
+        return False
+    try:
+        worker = worker_module.global_worker
+        return bool(worker.connected) and worker.mode == worker_module.WORKER_MODE
+    except AttributeError:
+        return False
 
 
 def _flush_loop() -> None:
