@@ -82,11 +82,14 @@ def slow_scale(batch: dict) -> dict:  # type: ignore[type-arg]
 
 
 def stream_dataset(stop: threading.Event) -> None:
-    dataset = ember.data.range(400_000, parallelism=400).map_batches(
-        slow_scale, batch_size=1000)
-    for _ in dataset.iter_batches(batch_size=1000):
-        if stop.is_set():
-            return
+    """One dataset after another, consumed slowly: one is always in flight."""
+    while not stop.is_set():
+        dataset = ember.data.range(200_000, parallelism=200).map_batches(
+            slow_scale, batch_size=1000)
+        for _ in dataset.iter_batches(batch_size=1000):
+            if stop.is_set():
+                return
+            time.sleep(0.05)
 
 
 def train_loop(config: dict) -> None:  # type: ignore[type-arg]
@@ -135,8 +138,9 @@ def ppo() -> None:
             algo.train()
 
 
-def start_workload(stop: threading.Event) -> list[threading.Thread]:
-    """Everything the pages show; returns the threads that keep it going."""
+def start_workload(stop: threading.Event) -> tuple[list[threading.Thread], list[object]]:
+    """Everything the pages show; returns the threads that keep it going and the actors'
+    handles (an actor lives while its handle does)."""
     counter = Counter.remote()
     for k in range(3):
         ember.get(counter.add.remote(k))
@@ -159,8 +163,7 @@ def start_workload(stop: threading.Event) -> list[threading.Thread]:
                threading.Thread(target=ppo, daemon=True)]
     for thread in threads:
         thread.start()
-    start_workload.keep = (counter, broken)  # type: ignore[attr-defined]
-    return threads
+    return threads, [counter, broken]
 
 
 def browser(width: int = 1400, height: int = 1000):  # type: ignore[no-untyped-def]
@@ -176,8 +179,10 @@ def browser(width: int = 1400, height: int = 1000):  # type: ignore[no-untyped-d
     return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
 
 
-def screenshot(driver, url: str, page: str, path: Path) -> None:  # type: ignore[no-untyped-def]
-    driver.get(f"{url}#{page}")
+def screenshot(driver, page: str, path: Path, click: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Show ``page`` (clicking the row ``click`` selects, if any) and save the whole page."""
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    driver.execute_script(f"location.hash = '#{page}'")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if driver.execute_script(
@@ -185,11 +190,31 @@ def screenshot(driver, url: str, page: str, path: Path) -> None:  # type: ignore
                 f"return m.dataset.page === '{page}' && !!m.dataset.updated;"):
             break
         time.sleep(0.2)
-    time.sleep(1.5)  # one more refresh, so charts have their latest points
-    height = driver.execute_script("return document.body.scrollHeight")
-    driver.set_window_size(1400, min(max(900, height + 40), 2400))
+    if click:
+        driver.execute_script(f"document.querySelector({click!r}).click()")
+    time.sleep(2.5)  # more refreshes: charts get their latest points
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": 1400, "height": min(max(800, height), 3000), "deviceScaleFactor": 1,
+        "mobile": False})
+    time.sleep(0.5)
     driver.save_screenshot(str(path))
     print(f"wrote {path}")
+
+
+def wait_for_views(url: str, timeout: float) -> None:
+    """Until the train run reported a few times and PPO ran a few iterations."""
+    from ember.dashboard import _server
+
+    service = _server.current()
+    assert service is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        train = service.views("train").get("linear-regression", {})
+        rl = next(iter(service.views("rl").values()), {})
+        if len(train.get("events", [])) >= 20 and len(rl.get("events", [])) >= 4:
+            return
+        time.sleep(1)
 
 
 def main() -> None:
@@ -197,27 +222,22 @@ def main() -> None:
     parser.add_argument("--out", default="docs/img", help="folder for the PNG files")
     parser.add_argument("--hold", action="store_true",
                         help="keep the program running after the screenshots (Ctrl+C ends it)")
-    parser.add_argument("--wait", type=float, default=25.0,
-                        help="seconds to let the workload run before the screenshots")
+    parser.add_argument("--wait", type=float, default=120.0,
+                        help="at most this many seconds for the workload to get going")
     args = parser.parse_args()
     info = ember.init(num_cpus=8, include_dashboard=True, dashboard_port=0)
     assert info.dashboard_url is not None
     stop = threading.Event()
-    threads = start_workload(stop)
-    time.sleep(args.wait)
+    threads, _actors = start_workload(stop)
+    wait_for_views(info.dashboard_url, args.wait)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     driver = browser()
     try:
+        driver.get(info.dashboard_url)
         for page in PAGES:
-            screenshot(driver, info.dashboard_url, page, out / f"dashboard-{page}.png")
-        driver.get(f"{info.dashboard_url}#actors")
-        time.sleep(1.5)
-        row = driver.find_element("css selector", "tr.click:has(.badge.DEAD)")
-        row.click()
-        time.sleep(1.5)
-        driver.save_screenshot(str(out / "dashboard-actor-error.png"))
-        print(f"wrote {out / 'dashboard-actor-error.png'}")
+            click = "tr.click:has(.badge.DEAD)" if page == "actors" else None
+            screenshot(driver, page, out / f"dashboard-{page}.png", click)
     finally:
         driver.quit()
     if args.hold:

@@ -3,6 +3,7 @@
 "use strict";
 
 const REFRESH_MS = 1000;
+const TASK_ROWS = 50;
 const COLORS = ["#1971c2", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285", "#c92a2a"];
 const ui = { page: "overview", selected: null, actorFilter: "", actorState: "",
              taskFilter: "", taskState: "", timer: null, busy: false };
@@ -223,7 +224,11 @@ async function tasks() {
                 ["pid", (r) => esc(r.worker_pid)],
                 ["error", (r) => r.error_type ? `${esc(r.error_type)}: ` +
                   esc(firstLine(r.error_message)) : ""]],
-               shown.slice(0, 300), { empty: "no tasks", key: (r) => "t:" + r.task_id });
+               shown.slice(0, TASK_ROWS), { empty: "no tasks", key: (r) => "t:" + r.task_id });
+  if (shown.length > TASK_ROWS) {
+    out += `<div class="muted">the first ${TASK_ROWS} of ${shown.length}: running and queued ` +
+           "first, then failures, then the newest finished; filter to narrow</div>";
+  }
   const chosen = rows.find((r) => "t:" + r.task_id === ui.selected);
   if (chosen) {
     out += `<div class="card detail" id="task-detail"><h3>Task ${esc(chosen.func_or_class_name)}` +
@@ -330,8 +335,8 @@ async function train() {
         .map((e) => [e.report, e.metrics[k]]) }],
       { title: k, xLabel: "report" })).join("") + "</div>";
     out += "<h3>Workers</h3>" + table([["rank", (w) => esc(w.rank)], ["pid", (w) => esc(w.pid)],
-      ["actor", (w) => `<code>${esc(w.actor_id)}</code>`]], s.workers || [],
-      { empty: "no workers running" });
+      ["node", (w) => esc(w.node_id)], ["GPUs", (w) => esc((w.gpu_ids || []).join(", "))]],
+      s.workers || [], { empty: "no workers running" });
     out += "<h3>Checkpoints</h3>" + table([["index", (c) => esc(c.index)],
       ["state", (c) => badge(c.deleted ? "deleted" : (c.committed ? "committed" : "uploading"))],
       ["size", (c) => bytes(c.size_bytes)], ["path", (c) => `<code>${esc(c.path)}</code>`],
