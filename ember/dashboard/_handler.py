@@ -18,7 +18,6 @@ from ember.dashboard._server import VIEW_KINDS
 if TYPE_CHECKING:
     from ember.dashboard._server import Service
 
-COOKIE = "ember_token"
 _STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8",
            "index.html": "text/html; charset=utf-8"}
 _LIST_KINDS = ("actors", "tasks", "objects", "nodes")
@@ -60,7 +59,7 @@ class Handler(BaseHTTPRequestHandler):
             offered.append(self.headers["X-Ember-Token"].strip())
         for part in self.headers.get("Cookie", "").split(";"):
             name, _, value = part.strip().partition("=")
-            if name == COOKIE:
+            if name == self.service.cookie:
                 offered.append(value)
         for value in offered:
             if hmac.compare_digest(value.encode(), expected.encode()):
@@ -106,8 +105,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
         if set_cookie:
-            self.send_header("Set-Cookie", f"{COOKIE}={self.service.token}; Path=/; HttpOnly; "
-                                           "SameSite=Strict")
+            self.send_header("Set-Cookie", f"{self.service.cookie}={self.service.token}; Path=/; "
+                                           "HttpOnly; SameSite=Strict")
         self.end_headers()
         self.wfile.write(body)
 

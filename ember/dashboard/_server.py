@@ -52,6 +52,8 @@ class Service:
         self._socket_path: str | None = None
         self._session_path: str | None = None
         self.url: str | None = None
+        # Cookies are per host, not per port: each program's has its own name.
+        self.cookie = "ember_token"
         self._closed = False
         self._wake_r, self._wake_w = os.pipe()
         if session:
@@ -101,6 +103,7 @@ class Service:
                           "dashboard_port (0 picks a free one)") from exc
         sock.listen(64)
         bound = sock.getsockname()[1]
+        self.cookie = f"ember_token_{bound}"
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{bound}/?token={self.token}"
         self._listeners.append(sock)

@@ -8,11 +8,14 @@ output bytes, the bytes of its blocks held now (memory), running tasks and live 
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import time
 from typing import Any
 
 from ember.util import metrics
+
+logger = logging.getLogger("ember.data")
 
 PUBLISH_PERIOD_S = 0.5
 _runs = itertools.count(1)
@@ -38,6 +41,12 @@ class DatasetView:
         if not force and now - self._last < PUBLISH_PERIOD_S:
             return
         self._last = now
+        try:
+            self._publish(executor, status, now)
+        except Exception:  # best-effort telemetry: a view must never break a dataset
+            logger.debug("ember.data: publishing the dashboard's view failed", exc_info=True)
+
+    def _publish(self, executor: Any, status: str, now: float) -> None:
         elapsed = max(now - self._started_clock, 1e-9)
         operators = []
         for stage in executor.stages:

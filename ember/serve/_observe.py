@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from ember.util import metrics
+
+logger = logging.getLogger("ember.serve")
 
 PUBLISH_PERIOD_S = 0.5
 # Ray Serve's default latency buckets, in milliseconds
@@ -137,14 +140,17 @@ class ViewPublisher:
         if not force and now - self._last < PUBLISH_PERIOD_S:
             return
         self._last = now
-        for name, app in apps.items():
-            metrics.publish("serve", name, state=_app_state(app))
-        for gone in self._known - set(apps):
-            metrics.publish("serve", gone, state={"status": "DELETED", "route_prefix": None,
-                                                  "deployments": {}})
-        self._known = set(apps)
-        if flush:  # the controller is about to stop: send it now
-            metrics.flush()
+        try:
+            for name, app in apps.items():
+                metrics.publish("serve", name, state=_app_state(app))
+            for gone in self._known - set(apps):
+                metrics.publish("serve", gone, state={"status": "DELETED", "route_prefix": None,
+                                                      "deployments": {}})
+            self._known = set(apps)
+            if flush:  # the controller is about to stop: send it now
+                metrics.flush()
+        except Exception:  # best-effort telemetry: a view must never stop the controller
+            logger.debug("serve: publishing the dashboard's view failed", exc_info=True)
 
 
 def _app_state(app: Any) -> dict[str, Any]:

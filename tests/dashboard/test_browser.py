@@ -120,7 +120,7 @@ def show(browser: Any, page: str) -> None:
     browser.execute_script(f"location.hash = '#{page}'")
     wait_for(lambda: browser.execute_script(
         "const m = document.getElementById('page');"
-        f"return m.dataset.page === '{page}' && Number(m.dataset.updated) > Date.now() - 900"),
+        f"return !!m && m.dataset.page === '{page}' && Number(m.dataset.updated) > Date.now() - 900"),
         what=f"the {page} page to draw")
 
 

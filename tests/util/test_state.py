@@ -182,3 +182,27 @@ def test_address_and_bad_arguments_are_refused(ember_local):
         state.list_tasks(filters=[("state", "is", "RUNNING")])
     with pytest.raises(ValueError, match="exactly one of"):
         list(state.get_log())
+
+
+def test_an_actor_whose_process_died_shows_what_it_wrote_last(ember_local):
+    @ember.remote
+    class Fragile:
+        def crash(self):
+            import sys
+
+            print("Fatal Python error: Segmentation fault", file=sys.stderr, flush=True)
+            os._exit(1)
+
+    fragile = Fragile.remote()
+    with pytest.raises(ActorDiedError):
+        ember.get(fragile.crash.remote(), timeout=60)
+
+    def cause():
+        found = state.list_actors(filters=[("class_name", "=", "Fragile"),
+                                           ("state", "=", "DEAD")])
+        text = found[0].death_cause if found else ""
+        return text if "Segmentation fault" in text else None
+
+    text = wait_for(cause, what="the crash's last words in the death cause")
+    assert "exit code 1" in text
+    assert text.endswith("Fatal Python error: Segmentation fault")

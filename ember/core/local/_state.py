@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 RECENT_TASKS = 1000
 RECENT_FAILURES = 100
+DEATH_LINES = 20
+EXITED_KEPT = 64
 
 _ACTOR_STATES = {"pending": "PENDING_CREATION", "starting": "PENDING_CREATION",
                  "alive": "ALIVE", "exiting": "ALIVE", "dead": "DEAD"}
@@ -59,6 +61,10 @@ class LocalObserver:
         # (task id, name, actor, error (Stored, or text once decoded), end time)
         self._recent: deque[list[Any]] = deque(maxlen=RECENT_TASKS)
         self._failures: deque[list[Any]] = deque(maxlen=RECENT_FAILURES)
+        # worker uid -> the work it finished last: output read after a task ended (the pipe is
+        # read by another thread than the replies) is still that task's
+        self.last_work: dict[int, _Work] = {}
+        self._exited: deque[int] = deque()
         self._capture: OutputCapture | None = None
         if log_to_driver is not None:  # None: workers write straight to the driver's streams
             self._capture = OutputCapture(self.store, log_to_driver, self._task_of)
@@ -95,6 +101,10 @@ class LocalObserver:
 
     def on_exit(self, worker: _Worker) -> None:
         log = self.store.logs.get(worker.uid)
+        # kept a little longer: its last output may still be in the pipe
+        self._exited.append(worker.uid)
+        if len(self._exited) > EXITED_KEPT:
+            self.last_work.pop(self._exited.popleft(), None)
         if log is not None:
             log.alive = False
         self.store.forget_source(worker.uid)
@@ -108,18 +118,24 @@ class LocalObserver:
         _observe.leave_driver()
 
     def _task_of(self, uid: int) -> tuple[str | None, int | None]:
-        """What worker ``uid`` runs now (read without the lock: see _logs)."""
+        """What worker ``uid`` runs now, else what it ran last (read without the lock: see
+        _logs)."""
         worker = self._backend._workers.get(uid)
-        if worker is None:
+        work = None
+        if worker is not None:
+            try:
+                if worker.actor is not None:
+                    calls = list(worker.actor.inflight.values())
+                    work = calls[0] if calls else None
+                else:
+                    work = worker.inflight[0]
+            except (IndexError, RuntimeError):  # it changed while we looked
+                work = None
+        if work is None:
+            work = self.last_work.get(uid)
+        if work is None:
             return None, None
-        try:
-            if worker.actor is not None:
-                calls = list(worker.actor.inflight.values())
-                return None, calls[0].id if calls else None
-            work = worker.inflight[0]
-            return short(work.name), work.id
-        except (IndexError, RuntimeError):  # it changed while we looked
-            return None, None
+        return (short(work.name) if work.actor is None else None), work.id
 
     # -- queries (driver lock held) -------------------------------------------------------------
     def query(self, kind: str, filters: list[tuple[str, str, Any]] | None = None,
@@ -148,6 +164,20 @@ class LocalObserver:
                 pid = log.pid
         return pid
 
+    def _death_cause(self, actor: _Actor) -> str:
+        """Why it died; for a process that ended on its own, also the last lines it wrote to
+        stderr (a crash's traceback lands there)."""
+        cause = actor.death
+        if "Traceback" in cause or "out of scope" in cause:
+            return cause
+        last: list[str] = []
+        for log in self.store.processes():
+            if log.actor_id == actor.id:
+                last = [line.text for line in log.lines if line.stream == "stderr"][-DEATH_LINES:]
+        if last:
+            cause += "\n\nthe last lines of its stderr:\n" + "\n".join(last)
+        return cause
+
     def _actors(self, detail: bool) -> Iterator[dict[str, Any]]:
         for actor in list(self._backend._actors.values()):
             state = _ACTOR_STATES.get(actor.state, actor.state.upper())
@@ -161,7 +191,7 @@ class LocalObserver:
                 "state": state, "name": actor.name or "", "namespace": actor.namespace,
                 "pid": self._pid_of_actor(actor), "node_id": "local",
                 "required_resources": dict(actor.request), "num_restarts": actor.restarts,
-                "death_cause": actor.death or None,
+                "death_cause": self._death_cause(actor) if actor.death else None,
                 "pending_calls": len(actor.queue), "running_calls": len(actor.inflight),
                 "is_detached": actor.pinned,
             }

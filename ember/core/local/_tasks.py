@@ -49,6 +49,7 @@ class TasksMixin:
         if actor is not None:  # an actor call frees no resources: nothing new to schedule
             work = actor.inflight.pop(work_id, None)
             if work is not None:
+                self._observer.last_work[worker.uid] = work  # observe: names late log lines
                 self._finish(work, results, error)
             return
         if not worker.inflight or worker.inflight[0].id != work_id:
@@ -58,6 +59,7 @@ class TasksMixin:
             worker.inflight.remove(work)
         else:
             work = worker.inflight.popleft()
+        self._observer.last_work[worker.uid] = work  # observe: names late log lines
         assert work.fn_id is not None
         previous = self._fn_seconds.get(work.fn_id)
         self._fn_seconds[work.fn_id] = seconds if previous is None else (

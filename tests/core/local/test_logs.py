@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 PROGRAM = textwrap.dedent("""
-    import os, sys
+    import os, sys, time
     import ember
     from ember.util import state
 
@@ -34,7 +34,12 @@ PROGRAM = textwrap.dedent("""
     except ember.errors.WorkerCrashedError:
         pass
     actor_id = state.list_actors()[0].actor_id
-    print("DRIVER pid", pid, list(state.get_log(actor_id=actor_id)), flush=True)
+    for _ in range(500):  # the lines travel through a pipe read by another thread
+        lines = list(state.get_log(actor_id=actor_id))
+        if len(lines) == 2:
+            break
+        time.sleep(0.02)
+    print("DRIVER pid", pid, lines, flush=True)
     ember.shutdown()
 """)
 
