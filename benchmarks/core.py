@@ -204,9 +204,10 @@ def measure_state_cost(run_tasks: Callable[[int], float], n: int, tasks_per_s: f
     """What the state API's bookkeeping costs an empty task (ember's local backend only).
 
     The only per-task bookkeeping is the driver's ``on_finish`` hook (a counter per function
-    and a ring of recent tasks); everything else is computed when asked. Timed two ways: the
-    hook alone, called as the driver calls it (lock held), against an empty task's time; and
-    empty tasks/s with the hook against the same with it replaced by a no-op, interleaved.
+    and a ring of recent tasks) and one dict entry naming the worker's last task (for its late
+    output); everything else is computed when asked. Timed two ways: both, run as the driver
+    runs them (lock held), against an empty task's time; and empty tasks/s with the hook
+    against the same with it replaced by a no-op, interleaved.
     """
     from ember.core._api import current_backend
     from ember.core.local._records import _Work
@@ -216,11 +217,14 @@ def measure_state_cost(run_tasks: Callable[[int], float], n: int, tasks_per_s: f
     work = _Work()
     work.id, work.name = 1, "noop"
     calls = 200_000
+    last_work = observer.last_work
     with backend._lock:
         start = time.perf_counter()
         for _ in range(calls):
+            last_work[1] = work
             observer.on_finish(work, None)
         hook_s = time.perf_counter() - start
+    last_work.pop(1, None)
     hook_us = hook_s / calls * 1e6
     task_us = 1e6 / tasks_per_s
     on, off = [], []
@@ -393,11 +397,11 @@ NOTES = """\
   Both ends of a quick ember exchange poll their socket for up to 50 µs before they block
   (`EMBER_SPIN_US`), which keeps the CPUs awake between calls; the pipe's ends block at once.
   The ember-no-spin column turns the polling off (`EMBER_SPIN_US=0`).
-- state API bookkeeping: the driver's per-task `on_finish` hook (a counter per function and a
-  ring of the last 1000 tasks, all that `ember.util.state` records as work runs) timed alone,
-  200,000 calls with the driver's lock held, as a share of one empty task's time in the row
-  above; the note gives empty tasks/s with the hook against it replaced by a no-op (medians of
-  3 interleaved runs each).
+- state API bookkeeping: all that `ember.util.state` records as work runs (the driver's
+  per-task `on_finish` hook: a counter per function and a ring of the last 1000 tasks; and the
+  worker's last task, which names late output), timed alone, 200,000 times with the driver's
+  lock held, as a share of one empty task's time in the row above; the note gives empty
+  tasks/s with the hook against it replaced by a no-op (medians of 3 interleaved runs each).
 - 256 MB: median of {array_runs} runs of `get(identity.remote(arr))`, a fresh float64 array each
   run, passed by value; Ray copies such an argument into its object store before the task runs
   and stores the returned array there again. Limit: one copy into fresh shared memory
