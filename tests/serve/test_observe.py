@@ -9,7 +9,7 @@ import pytest
 from ember import serve
 from ember.dashboard import _server
 from tests._support import wait_for
-from tests.util.test_metrics import scrape
+from tests.dashboard._support import scrape
 
 pytestmark = pytest.mark.usefixtures("serve_instance")
 

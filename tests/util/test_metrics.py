@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import ember
 from ember.dashboard import _server
 from ember.util import metrics
 from tests._support import wait_for
-
-
-def scrape() -> dict[str, dict[tuple, float]]:
-    """The driver's /metrics, parsed by prometheus_client: name -> labels -> value."""
-    service = _server.current()
-    assert service is not None
-    out: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(service.metrics_text().decode()):
-        for sample in family.samples:
-            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return out
+from tests.dashboard._support import scrape
 
 
 def test_counter_gauge_and_histogram_from_tasks_and_actors_reach_the_driver(ember_local):
