@@ -166,14 +166,14 @@ def start_workload(stop: threading.Event) -> tuple[list[threading.Thread], list[
     return threads, [counter, broken]
 
 
-def browser(width: int = 1400, height: int = 1000):  # type: ignore[no-untyped-def]
+def browser(profile: str, width: int = 1400, height: int = 1000):  # type: ignore[no-untyped-def]
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='ember-chromium-')}")
+    options.add_argument(f"--user-data-dir={profile}")  # fresh: no state from other runs
     options.add_argument(f"--window-size={width},{height}")
     options.binary_location = "/usr/bin/chromium"
     return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
@@ -232,14 +232,15 @@ def main() -> None:
     wait_for_views(info.dashboard_url, args.wait)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    driver = browser()
-    try:
-        driver.get(info.dashboard_url)
-        for page in PAGES:
-            click = "tr.click:has(.badge.DEAD)" if page == "actors" else None
-            screenshot(driver, page, out / f"dashboard-{page}.png", click)
-    finally:
-        driver.quit()
+    with tempfile.TemporaryDirectory(prefix="ember-chromium-") as profile:
+        driver = browser(profile)
+        try:
+            driver.get(info.dashboard_url)
+            for page in PAGES:
+                click = "tr.click:has(.badge.DEAD)" if page == "actors" else None
+                screenshot(driver, page, out / f"dashboard-{page}.png", click)
+        finally:
+            driver.quit()
     if args.hold:
         print(f"the dashboard stays up at {info.dashboard_url} (Ctrl+C ends the program)")
         try:
