@@ -4,6 +4,7 @@ Run it from the repository root (``make bench`` does this)::
 
     .venv/bin/python benchmarks/core.py            # full run, about a minute with Ray installed
     .venv/bin/python benchmarks/core.py --quick    # smoke run, fewer repetitions
+    .venv/bin/python benchmarks/core.py --frameworks ember   # ember's column only
     .venv/bin/python benchmarks/core.py --json /tmp/core.json   # also write the report's JSON
 
 It prints one Markdown table, one row per workload:
@@ -165,6 +166,8 @@ def measure_framework(fw_spec: Framework, settings: Settings) -> dict[str, Any]:
                 break
             n = int(n * min(20.0, settings.tasks_target_s / max(elapsed, 1e-3)))
         results["tasks"] = {"n": n, "seconds": elapsed, "per_s": n / elapsed}
+        if fw_spec.module == "ember" and fw_spec.init_kwargs.get("backend", "local") == "local":
+            results["state_cost"] = measure_state_cost(run_tasks, n, n / elapsed)
 
         # Sync actor calls: one call in flight at a time.
         actor = Echo.remote()
@@ -200,6 +203,48 @@ def measure_framework(fw_spec: Framework, settings: Settings) -> dict[str, Any]:
         return results
     finally:
         fw.shutdown()
+
+
+def measure_state_cost(run_tasks: Callable[[int], float], n: int, tasks_per_s: float
+                       ) -> dict[str, Any]:
+    """What the state API's bookkeeping costs an empty task (ember's local backend only).
+
+    The only per-task bookkeeping is the driver's ``on_finish`` hook (a counter per function
+    and a ring of recent tasks) and one dict entry naming the worker's last task (for its late
+    output); everything else is computed when asked. Timed two ways: both, run as the driver
+    runs them (lock held), against an empty task's time; and empty tasks/s with the hook
+    against the same with it replaced by a no-op, interleaved.
+    """
+    from ember.core._api import current_backend
+    from ember.core.local._records import _Work
+
+    backend: Any = current_backend()
+    observer = backend._observer
+    work = _Work()
+    work.id, work.name = 1, "noop"
+    calls = 200_000
+    last_work = observer.last_work
+    with backend._lock:
+        start = time.perf_counter()
+        for _ in range(calls):
+            last_work[1] = work
+            observer.on_finish(work, None)
+        hook_s = time.perf_counter() - start
+    last_work.pop(1, None)
+    hook_us = hook_s / calls * 1e6
+    task_us = 1e6 / tasks_per_s
+    on, off = [], []
+    real = observer.on_finish
+    for _ in range(3):
+        on.append(n / run_tasks(n))
+        observer.on_finish = lambda work, error: None
+        try:
+            off.append(n / run_tasks(n))
+        finally:
+            observer.on_finish = real
+    return {"hook_us": hook_us, "task_us": task_us, "percent": 100 * hook_us / task_us,
+            "tasks_per_s_on": statistics.median(on), "tasks_per_s_off": statistics.median(off),
+            "ab_percent": 100 * (1 - statistics.median(on) / statistics.median(off))}
 
 
 def _echo(conn: Any) -> None:
@@ -417,6 +462,7 @@ class Row:
     max_vs_limit: float | None = None  # ember / limit must stay at or below this
     min_speedup: float | None = None  # ember's speedup over Ray must reach this
     max_value: float | None = None  # ember's own number must stay at or below this
+    ember_local_only: bool = False  # measured for ember's local backend alone ("—" elsewhere)
 
 
 ROWS = [
@@ -427,6 +473,9 @@ ROWS = [
     Row("sync actor call round trip", ("actor_call_us", "median"), "µs", 1.0,
         lambda v: f"{v:,.0f} µs", False, "≤ 3x pipe round trip and ≥ 4x faster than Ray",
         limit_path=("pipe_rtt_us", "best"), max_vs_limit=3, min_speedup=4),
+    Row("state API bookkeeping per empty task", ("state_cost", "percent"), "%", 1.0,
+        lambda v: f"{v:.2f} %", False, "< 5% of an empty task's time", max_value=5,
+        ember_local_only=True),
     Row("256 MB array through a task and back", ("array_s", "median"), "ms", 1e3,
         lambda v: f"{v * 1e3:,.0f} ms", False, "≤ 1.5x one shared-memory copy",
         limit_path=("shm_copy_s", "best"), max_vs_limit=1.5),
@@ -448,6 +497,11 @@ NOTES = """\
   Both ends of a quick ember exchange poll their socket for up to 50 µs before they block
   (`EMBER_SPIN_US`), which keeps the CPUs awake between calls; the pipe's ends block at once.
   The ember-no-spin column turns the polling off (`EMBER_SPIN_US=0`).
+- state API bookkeeping: all that `ember.util.state` records as work runs (the driver's
+  per-task `on_finish` hook: a counter per function and a ring of the last 1000 tasks; and the
+  worker's last task, which names late output), timed alone, 200,000 times with the driver's
+  lock held, as a share of one empty task's time in the row above; the note gives empty
+  tasks/s with the hook against it replaced by a no-op (medians of 3 interleaved runs each).
 - 256 MB: median of {array_runs} runs of `get(identity.remote(arr))`, a fresh float64 array each
   run, passed by value; Ray copies such an argument into its object store before the task runs
   and stores the returned array there again. Limit: one copy into fresh shared memory
@@ -504,6 +558,8 @@ def protocol_rows(frameworks: list[Framework], results: dict[str, dict[str, Any]
         for fw_spec in frameworks:
             if fw_spec.name not in ("ember", "ray"):
                 value = _get(results.get(fw_spec.name, {}), *row.path)
+                if value is None and row.ember_local_only:
+                    continue
                 notes.append(f"{fw_spec.name}: {row.fmt(value) if value is not None else 'failed'}")
         if verdict["limit"] is not None:
             notes.append(f"machine limit: {row.fmt(verdict['limit'])}"
@@ -537,6 +593,9 @@ def table(frameworks: list[Framework], results: dict[str, dict[str, Any]],
         cells = [row.title]
         for name in names:
             value = _get(results.get(name, {}), *row.path)
+            if value is None and row.ember_local_only and name not in ("ember", "ember-no-spin"):
+                cells.append("—")
+                continue
             cells.append(row.fmt(value) if value is not None else "failed")
         cells.append(row.fmt(verdict["limit"]) if verdict["limit"] is not None else "—")
         cells.append(f"{verdict['speedup']:.1f}x" if verdict["speedup"] is not None else "—")
@@ -558,6 +617,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions: a smoke run")
     parser.add_argument("--json", metavar="PATH",
                         help="also write the rows of benchmarks/report.py's protocol here")
+    parser.add_argument("--frameworks", metavar="NAMES",
+                        help="only these columns, comma-separated (e.g. ember: just ember's "
+                             "rows, the state API's cost among them)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: run one framework's part
     args = parser.parse_args()
     settings = Settings.quick() if args.quick else Settings()
@@ -572,6 +634,13 @@ def main() -> int:
         return 0
 
     frameworks = [f for f in FRAMEWORKS if f.available()]
+    if args.frameworks:
+        wanted = {name.strip() for name in args.frameworks.split(",")}
+        unknown = wanted - {f.name for f in FRAMEWORKS}
+        if unknown:
+            parser.error(f"unknown frameworks {sorted(unknown)} (known: "
+                         f"{', '.join(f.name for f in FRAMEWORKS)})")
+        frameworks = [f for f in frameworks if f.name in wanted]
     skipped = [f.name for f in FRAMEWORKS if f not in frameworks]
     started = datetime.datetime.now().astimezone()
     results: dict[str, dict[str, Any]] = {}
@@ -600,6 +669,13 @@ def main() -> int:
     notes_text = NOTES.format(**asdict(settings), mapped_ms=1e3 * (
         _get(limits, "shm_copy_mapped_s", "best") or float("nan")))
     print(notes_text, end="")
+    cost = results.get("ember", {}).get("state_cost")
+    if cost:
+        print(f"- state API bookkeeping, measured: the hook takes {cost['hook_us']:.3f} µs of an "
+              f"empty task's {cost['task_us']:.1f} µs; empty tasks/s with it "
+              f"{cost['tasks_per_s_on']:,.0f}, with a no-op in its place "
+              f"{cost['tasks_per_s_off']:,.0f} ({cost['ab_percent']:+.1f} %, within run-to-run "
+              "noise when small).")
     if BUSY:
         print(f"- warning: other processes kept the CPUs busy before: {', '.join(BUSY)}; "
               "those numbers may be noisy.")

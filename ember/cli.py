@@ -1,4 +1,6 @@
-"""The ``ember`` command: ``ember serve run module:app``, ``ember --version``."""
+"""The ``ember`` command: ``ember serve run module:app``, ``ember --version``, and the commands
+that look at a running program (``ember status``, ``list``, ``summary``, ``logs``,
+``dashboard``, ``serve status``: see ``ember.dashboard._cli``)."""
 
 from __future__ import annotations
 
@@ -13,11 +15,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ember {__version__}")
         return 0
     if args and args[0] == "serve":
+        if args[1:2] == ["status"]:  # observe: talks to a running program
+            from ember.dashboard._cli import serve_status
+
+            return serve_status(args[2:])
         from ember.serve._cli import main as serve_main
 
         return int(serve_main(args[1:]) or 0)
-    print("usage: ember serve run MODULE:APP [--host H --port P ...] | ember --version",
-          file=sys.stderr)
+    from ember.dashboard._cli import COMMANDS
+    from ember.dashboard._cli import main as observe_main
+
+    if args and args[0] in COMMANDS:
+        return observe_main(args)
+    print("usage: ember serve run MODULE:APP [--host H --port P ...] | ember serve status | "
+          "ember status | ember list actors|tasks|objects|nodes | ember summary tasks | "
+          "ember logs ID [--follow] | ember dashboard | ember --version", file=sys.stderr)
     return 2
 
 

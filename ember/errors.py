@@ -19,6 +19,8 @@ The tree::
     ├── SerializationError        a value could not be pickled (also a ``TypeError``)
     ├── TrainingFailedError       an ``ember.train`` run failed and used up its ``max_failures``
     ├── StorageError              a storage path cannot be read or written (also an ``OSError``)
+    ├── SessionError              the ``ember`` CLI finds no running program, or an unsafe
+    │                             session folder
     └── RuntimeNotInitializedError / BackendError   misuse of the runtime itself
 
 All of them survive pickling, so they travel between processes unchanged. Ray's names for
@@ -44,6 +46,7 @@ __all__ = [
     "RuntimeEnvSetupError",
     "RuntimeNotInitializedError",
     "SerializationError",
+    "SessionError",
     "StorageError",
     "TaskCancelledError",
     "TaskError",
@@ -113,6 +116,11 @@ class TrainingFailedError(EmberError):
 
 class StorageError(EmberError, OSError):
     """A storage path could not be written or read; the message names the path and the cause."""
+
+
+class SessionError(EmberError):
+    """The ``ember`` CLI found no running program to talk to (or its session folder is open to
+    other users); the message says where it looked and what to do."""
 
 
 class RuntimeNotInitializedError(EmberError, RuntimeError):

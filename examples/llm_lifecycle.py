@@ -3,7 +3,7 @@
 Run it from the repository root (``make demo`` sets up ``.venv`` first)::
 
     .venv/bin/python examples/llm_lifecycle.py [--quick] [--out demo_output]
-        [--storage PATH_OR_S3_URL] [--s3-endpoint URL] [--local-s3]
+        [--storage PATH_OR_S3_URL] [--s3-endpoint URL] [--local-s3] [--hold]
 
 Nothing is downloaded and no cluster is needed: everything runs on ember's embedded local
 backend. The five stages:
@@ -36,6 +36,11 @@ new, empty, or the folder of an earlier run (which is then replaced).
 
 About 3.5 minutes on 2 busy CPU cores (``--quick``: about 1 minute).
 
+The dashboard runs while it does: the URL printed at the start (127.0.0.1, with its token)
+shows the actors, tasks, the dataset runs, the training loss, the serve deployment and the PPO
+return curve live. ``--hold`` keeps the program (and the dashboard) up after the last stage,
+until Ctrl+C; ``ember status`` and ``ember list actors`` look at it from another shell.
+
 S3: ``--storage s3://bucket/path`` uses any S3 endpoint, given by the usual AWS environment
 variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``...) or ``--s3-endpoint``; ``--local-s3``
 starts moto's S3-compatible server on 127.0.0.1 and keeps the checkpoints there.
@@ -53,6 +58,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import zlib
@@ -629,6 +635,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="S3 endpoint URL for --storage s3://... (else AWS_ENDPOINT_URL)")
     parser.add_argument("--local-s3", action="store_true",
                         help="start moto's S3-compatible server on 127.0.0.1 and store there")
+    parser.add_argument("--hold", action="store_true",
+                        help="after the last stage, keep the program and its dashboard up "
+                             "until Ctrl+C")
     return parser.parse_args(argv)
 
 
@@ -665,6 +674,16 @@ def missing_packages(args: argparse.Namespace) -> list[str]:
     return [name for name in needed if importlib.util.find_spec(name) is None]
 
 
+def hold(url: str | None) -> None:
+    """Keep the program, and so its dashboard, up until Ctrl+C."""
+    print(f"\n--hold: the dashboard stays up at {url}\n(also: ember status, ember list "
+          "actors, ember logs ID from another shell); Ctrl+C ends the program", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("stopping", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     missing = missing_packages(args)
@@ -690,19 +709,22 @@ def main(argv: list[str] | None = None) -> int:
             if storage.startswith("s3://"):
                 make_bucket(storage)
             demo = Demo(out=out, quick=args.quick, storage=storage)
-            ember.init(num_cpus=2)
+            info = ember.init(num_cpus=2, include_dashboard=True)
             stack.callback(ember.shutdown)
             stack.callback(demo.stop_serving)  # when the serve stage failed half-way
             print(f"ember {ember.__version__} on the local backend (session "
                   f"{ember.get_runtime_context().get_job_id()}): "
                   f"{'quick' if args.quick else 'full'} run, output in {out}, "
                   f"checkpoints in {storage}", flush=True)
+            print(f"dashboard: {info.dashboard_url}", flush=True)
             data = demo.data()
             variants = demo.train(data)
             demo.batch_inference(variants)
             demo.serve(variants)
             demo.rl()
             demo.report(time.perf_counter() - started)
+            if args.hold:
+                hold(info.dashboard_url)
         except StageFailed as failure:
             traceback.print_exception(failure.__cause__, file=sys.stderr)
             print(f"\nDEMO FAILED: {failure}", file=sys.stderr)

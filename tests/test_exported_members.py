@@ -52,6 +52,7 @@ ERRORS_ALL = [
     "RuntimeEnvSetupError",
     "RuntimeNotInitializedError",
     "SerializationError",
+    "SessionError",
     "StorageError",
     "TaskCancelledError",
     "TaskError",

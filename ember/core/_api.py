@@ -28,17 +28,21 @@ BACKENDS = ("local", "ray")
 _lock = threading.RLock()
 _backend: Backend | None = None
 _atexit_registered = False
+_DEFAULT_DASHBOARD_HOST = "127.0.0.1"
 
 
 class InitInfo:
     """What ``ember.init`` returns; also a context manager that shuts the runtime down."""
 
-    def __init__(self, backend: str, address: str | None) -> None:
+    def __init__(self, backend: str, address: str | None, dashboard_url: str | None = None
+                 ) -> None:
         self.backend = backend
         self.address = address
+        self.dashboard_url = dashboard_url  # with its token; None when no dashboard runs
 
     def __repr__(self) -> str:
-        return f"InitInfo(backend={self.backend!r}, address={self.address!r})"
+        return (f"InitInfo(backend={self.backend!r}, address={self.address!r}, "
+                f"dashboard_url={self.dashboard_url!r})")
 
     def __enter__(self) -> InitInfo:
         return self
@@ -58,6 +62,11 @@ def init(
     namespace: str | None = None,
     runtime_env: dict[str, Any] | None = None,
     ignore_reinit_error: bool = False,
+    include_dashboard: bool | None = None,
+    dashboard: bool | None = None,
+    dashboard_host: str = _DEFAULT_DASHBOARD_HOST,
+    dashboard_port: int | None = None,
+    log_to_driver: bool = True,
     **backend_options: Any,
 ) -> InitInfo:
     """Start (or connect to) a runtime. Called implicitly by the first API call that needs one.
@@ -71,11 +80,20 @@ def init(
     merged over it (its fields win; ``env_vars`` are merged). The local backend sets up
     ``env_vars``, ``working_dir`` and ``py_modules`` itself and refuses the keys that install
     software (``pip``, ``conda``, ...); unknown keys are an error.
+
+    ``include_dashboard=True`` (or ``dashboard=True``) serves the dashboard and ``/metrics`` on
+    ``dashboard_host:dashboard_port`` (default 127.0.0.1, port 8265 or a free one) and prints
+    its URL, which carries the token every request needs. ``log_to_driver`` prints every
+    worker's output here prefixed ``(Name pid=N)``; it is kept for ``ember logs`` either way.
     """
     runtime_env = _runtime_env.validate(runtime_env)
     global _backend, _atexit_registered
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (known: {', '.join(map(repr, BACKENDS))})")
+    if include_dashboard is not None and dashboard is not None and include_dashboard != dashboard:
+        raise ValueError(f"include_dashboard={include_dashboard} and dashboard={dashboard} "
+                         "disagree; pass only one of them")
+    want_dashboard = bool(include_dashboard if include_dashboard is not None else dashboard)
     with _lock:
         if _backend is not None:
             if ignore_reinit_error:
@@ -101,10 +119,15 @@ def init(
                 num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                 object_store_memory=object_store_memory, namespace=namespace,
                 runtime_env=runtime_env,
+                log_to_driver=log_to_driver,
             )
         else:
             from ember.core.ray_backend import RayBackend
 
+            if include_dashboard is not None:  # Ray's own dashboard follows the same switch
+                backend_options.setdefault("include_dashboard", include_dashboard)
+            if not log_to_driver:
+                backend_options.setdefault("log_to_driver", False)
             _backend = RayBackend.start(
                 address=address, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                 object_store_memory=object_store_memory, namespace=namespace,
@@ -113,7 +136,29 @@ def init(
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
-        return InitInfo(backend, address)
+        try:
+            url = _start_observing(_backend, want_dashboard, dashboard_host, dashboard_port)
+        except BaseException:
+            started, _backend = _backend, None
+            started.shutdown()
+            raise
+        return InitInfo(backend, address, url)
+
+
+def _start_observing(backend: Backend, dashboard: bool, host: str, port: int | None
+                     ) -> str | None:
+    """observe: the session socket for the ember CLI and, when asked, the dashboard."""
+    if backend.name == "ray":
+        from ember.core.ray_backend import inside_ray_worker
+
+        if inside_ray_worker():  # ember attached to the Ray worker it runs in: not a driver
+            return None
+    from ember.core._config import session_server_enabled
+    from ember.dashboard import _server
+
+    service = _server.start(backend, dashboard=dashboard, host=host, port=port,
+                            session=session_server_enabled())
+    return None if service is None else service.url
 
 
 def shutdown() -> None:
@@ -122,7 +167,13 @@ def shutdown() -> None:
     with _lock:
         backend, _backend = _backend, None
     if backend is not None:
+        from ember.dashboard import _server
+
+        _server.stop()  # observe
         backend.shutdown()
+        from ember.core import _observe
+
+        _observe.leave_driver()
 
 
 def is_initialized() -> bool:

@@ -11,6 +11,8 @@ Everything else receives a frozen config object, so behaviour is explicit and te
 | ``EMBER_INLINE_THRESHOLD`` | buffers smaller than this travel inside messages (default 100 KiB) |
 | ``EMBER_SPIN_US`` | how long a waiting side of a quick actor exchange polls before it blocks, in µs (default 50; 0 turns it off) |
 | ``EMBER_LOG_LEVEL`` | level of the ``ember`` logger |
+| ``EMBER_RUNTIME_DIR`` | where a running program's session file lies for the ``ember`` CLI (default: ``$XDG_RUNTIME_DIR/ember``, else ``<temp dir>/ember-<uid>``) |
+| ``EMBER_SESSION_SERVER`` | ``0`` turns off the owner-only socket the ``ember`` CLI talks to |
 | ``CUDA_VISIBLE_DEVICES`` | GPUs the local backend may hand out (default: those the driver sees) |
 """
 
@@ -129,3 +131,19 @@ def default_backend() -> tuple[str, str | None]:
 
 def log_level() -> str | None:
     return os.environ.get("EMBER_LOG_LEVEL")
+
+
+def runtime_dir() -> str:
+    """observe: the owner-only folder of session files (see ember.dashboard._session)."""
+    explicit = os.environ.get("EMBER_RUNTIME_DIR")
+    if explicit:
+        return explicit
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        return os.path.join(xdg, "ember")
+    return os.path.join(tempfile.gettempdir(), f"ember-{os.getuid()}")
+
+
+def session_server_enabled() -> bool:
+    """observe: whether ``ember.init`` opens the socket the ``ember`` CLI talks to."""
+    return os.environ.get("EMBER_SESSION_SERVER", "1") not in ("0", "false", "no", "off")

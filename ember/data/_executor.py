@@ -19,6 +19,7 @@ from typing import Any
 import ember
 from ember.data import _admission
 from ember.data._context import DataContext
+from ember.data._observe import DatasetView
 from ember.data._plan import BlockMeta, Bundle, Node, ReadTask, StageSpec, compile_plan
 from ember.data._progress import ProgressBars
 from ember.data._stats import DatasetStats, OperatorStats
@@ -153,16 +154,19 @@ class StreamingExecutor:
         # Set from another thread when the consumer left (a prefetching iterator closed): the
         # loop ends within a wait and its cleanup cancels the tasks still running.
         self.stop_requested = threading.Event()
+        self.view: DatasetView | None = DatasetView(self.stages)  # observe: the dashboard's view
 
     def _run_child(self, node: Node) -> Iterator[Bundle]:
         # Children of a barrier or union run in plan order: zip and split line rows up by it.
         child = StreamingExecutor(node, dataclasses.replace(self.ctx, preserve_order=True))
         child.progress.enabled = False
+        child.view = None  # shown as part of this dataset
         return child.run()
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> Generator[Bundle, None, None]:
         start = time.perf_counter()
+        status = "failed"
         try:
             self._start_pools()
             while not self.stop_requested.is_set():
@@ -171,17 +175,25 @@ class StreamingExecutor:
                 while (index := self._next_launch()) is not None:
                     self._launch(self.stages[self._schedulable()[index]])
                 self._track_memory()
+                if self.view is not None:
+                    self.view.maybe_publish(self)
                 if self.output:
                     _, bundle = self.output.popleft()
                     yield bundle
                     continue
                 if all(s.finished() for s in self.stages):
+                    status = "done"
                     return
                 self._collect()
+        except GeneratorExit:  # the consumer stopped early (take, limit): not a failure
+            status = "done"
+            raise
         finally:
             self.stats.wall_s = time.perf_counter() - start
             self.stats.executed = True
             self._shutdown()
+            if self.view is not None:
+                self.view.maybe_publish(self, status, force=True)
 
     def _schedulable(self) -> list[int]:
         return [s.index for s in self.stages if s.spec.kind != "limit"]

@@ -24,6 +24,7 @@ from ember.rl import _learner
 from ember.rl._config import PPOConfig
 from ember.rl._env_runner import EnvRunner, make_env
 from ember.rl._math import normalize_advantages
+from ember.rl._observe import IterationView
 from ember.rl._shares import offsets, split_by_weights
 from ember.train import WorkerGroup
 
@@ -52,6 +53,8 @@ class PPO:
         self.runners: list[Any] = []
         self.runner_restarts = 0
         self._runner_class = ember.remote(EnvRunner)
+        self._view = IterationView("PPO", config.env, config.num_env_runners,
+                                   config.num_learners)  # observe: the dashboard's view
         self.learner_group = WorkerGroup(config.num_learners,
                                          num_cpus_per_worker=config.num_cpus_per_learner,
                                          num_gpus_per_worker=config.num_gpus_per_learner)
@@ -93,6 +96,8 @@ class PPO:
     def stop(self) -> None:
         """End the env runners and the learner group. Safe to call twice."""
         runners, self.runners = self.runners, []
+        if runners:
+            self._view.stopped()
         for runner in runners:
             try:
                 ember.kill(runner)
@@ -137,6 +142,7 @@ class PPO:
             weighted = [(m[key], m["num_samples"]) for m in learner_metrics if key in m]
             total = sum(n for _, n in weighted)
             result[key] = sum(v * n for v, n in weighted) / total if total else float("nan")
+        self._view.iteration(result)
         return result
 
     def _update_learners(self, batch: dict[str, np.ndarray]

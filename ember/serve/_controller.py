@@ -19,6 +19,7 @@ import ember
 from ember.serve._autoscaling import AutoscalingPolicy
 from ember.serve._deployment import DeploymentConfig
 from ember.serve._handle import await_ref
+from ember.serve._observe import ViewPublisher
 from ember.serve._replica import Replica
 
 logger = logging.getLogger("ember.serve")
@@ -41,6 +42,8 @@ class _ReplicaInfo:
     model_slots: int | None = None
     last_health: float = 0.0
     health_check: asyncio.Task[Any] | None = None  # runs beside the loop, never blocks it
+    pid: int | None = None  # observe: shown in the dashboard
+    actor_id: str | None = None
 
 
 @dataclass
@@ -89,6 +92,7 @@ class Controller:
         self._proxy_port: int | None = None
         # (app, deployment) -> router client id -> (calls queued there, when reported, seq)
         self._queued: dict[tuple[str, str], dict[str, tuple[int, float, int]]] = {}
+        self._views = ViewPublisher()  # observe: the "serve" view of the dashboard
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -126,6 +130,7 @@ class Controller:
                     ember.kill(info.actor)
         self._apps.clear()
         await self._bump()
+        self._views.maybe_publish(self._apps, force=True, flush=True)  # observe
 
     # -- applications ------------------------------------------------------------------------
 
@@ -180,6 +185,7 @@ class Controller:
                 ember.kill(info.actor)
         await self._push_routes()
         await self._bump()
+        self._views.maybe_publish(self._apps, force=True)  # observe
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -267,6 +273,7 @@ class Controller:
                 changed |= self._scale(app_name, dep)
         if changed:
             await self._bump()
+        self._views.maybe_publish(self._apps, force=changed)
 
     async def _poll_replicas(self, dep: _Deployment) -> bool:
         changed = False
@@ -304,6 +311,7 @@ class Controller:
                                                                     info.model_slots):
                 changed = True
             info.ongoing, info.models = metrics["ongoing"], metrics["models"]
+            info.pid, info.actor_id = metrics.get("pid"), metrics.get("actor_id")
             info.model_slots = metrics.get("model_slots")
             if info.stopping_since is not None:
                 # Draining: look whether it is idle every graceful_shutdown_wait_loop_s.

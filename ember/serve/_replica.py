@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-from ember.serve import _multiplex, _syncgen
+from ember.serve import _multiplex, _observe, _syncgen
 from ember.serve._handle import fill_upstream
 from ember.serve._logging import LoggingConfig, configure_replica_logging
 from ember.serve.context import (
@@ -95,7 +95,7 @@ class Replica:
 
     def metrics(self) -> dict[str, Any]:
         return {"ongoing": self._ongoing, "models": _multiplex.loaded_models(),
-                "model_slots": _multiplex.model_slots()}
+                "model_slots": _multiplex.model_slots(), **_observe.identity()}
 
     def _method(self, name: str) -> Callable[..., Any]:
         if not self._is_class:
@@ -110,6 +110,7 @@ class Replica:
             )
         return method
 
+    @_observe.tracked  # observe: requests, errors and latency on /metrics and the dashboard
     async def handle_request(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], model_id: str,
         request_id: str = "", *upstream: Any,
@@ -129,6 +130,7 @@ class Replica:
             _reset(tokens)
             self._ongoing -= 1
 
+    @_observe.tracked_stream  # observe
     async def handle_request_streaming(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], model_id: str,
         request_id: str = "", *upstream: Any,
@@ -157,6 +159,7 @@ class Replica:
             self._direct = DirectServer(self.run_http)
         return await self._direct.start()
 
+    @_observe.tracked  # observe
     async def run_http(self, scope: dict[str, Any], body: bytes, model_id: str,
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         """Run one HTTP request through the app, handing each ASGI message to ``send``.

@@ -20,6 +20,7 @@ from ember.errors import StorageError, TrainingFailedError
 from ember.train._checkpoint import Checkpoint
 from ember.train._config import RunConfig, ScalingConfig
 from ember.train._manifest import MANIFEST_NAME, Manifest, scan_run, write_manifest
+from ember.train._observe import RunView
 from ember.train._result import Result
 from ember.train._retention import CheckpointRecord, RetentionPolicy
 from ember.train._session import (
@@ -223,6 +224,9 @@ class _Run:
             self.reports_at_commit = counts
         self.committed_reports = len(self.history)
         self.last_metrics: dict[str, Any] | None = None
+        # observe: the dashboard's view of this run
+        self.view = RunView(trainer.run_config.name or "", type(trainer).__name__,
+                            trainer.scaling_config.num_workers, run.url)
 
     def run(self) -> Result:
         failures = 0
@@ -251,6 +255,7 @@ class _Run:
             finally:
                 group.shutdown()
         self._clean_uncommitted()
+        self.view.finished(error)
         return self._result(error)
 
     def _make_group(self) -> WorkerGroup:
@@ -268,6 +273,7 @@ class _Run:
     def _attempt(self, group: WorkerGroup) -> None:
         trainer = self.trainer
         group.start()
+        self.view.attempt_started(group.infos)
         group.setup_torch_distributed()
         n = len(group)
         start = self._latest()
@@ -301,6 +307,7 @@ class _Run:
         self.last_metrics = metrics
         self.history.append(metrics)
         index = self.next_index
+        self.view.reported(index, metrics)
         folder = checkpoint_dir_name(index)
         uploads: dict[int, list[FileEntry]] = {}
         for event in events:
@@ -327,6 +334,8 @@ class _Run:
         self.committed_reports = len(self.history)
         self.committed[index] = manifest
         self.next_index = index + 1
+        self.view.committed(index, self.run_storage.child(folder).url,
+                            sum(e.size for files in uploads.values() for e in files), metrics)
         for old in self.policy.to_delete(self._records()):
             self._delete(old)
 
@@ -338,6 +347,7 @@ class _Run:
         self.run_storage.remove(folder, MANIFEST_NAME)  # first: the checkpoint stops existing
         self.run_storage.remove(folder)
         self.committed.pop(index, None)
+        self.view.deleted(index)
 
     def _clean_uncommitted(self) -> None:
         _, uncommitted = scan_run(self.run_storage)

@@ -30,6 +30,7 @@ from ember.core.local._protocol import decode
 from ember.core.local._records import _Actor, _Generator, _kill, _lost, _Waiter, _Work, _Worker
 from ember.core.local._requests import RequestsMixin
 from ember.core.local._resources import ResourcePool, node_record
+from ember.core.local._state import LocalObserver
 from ember.core.local._store import ObjectStore
 from ember.core.local._tasks import TasksMixin
 from ember.core.local._transport import DriverChannel
@@ -61,15 +62,16 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         cls, *, num_cpus: float | None = None, num_gpus: float | None = None,
         resources: dict[str, float] | None = None, object_store_memory: int | None = None,
         namespace: str | None = None, runtime_env: dict[str, Any] | None = None,
+        log_to_driver: bool | None = True,
     ) -> LocalBackend:
         config = resolve_local_config(
             num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
             object_store_memory=object_store_memory, namespace=namespace,
             runtime_env=runtime_env,
         )
-        return cls(config)
+        return cls(config, log_to_driver=log_to_driver)
 
-    def __init__(self, config: LocalConfig) -> None:
+    def __init__(self, config: LocalConfig, *, log_to_driver: bool | None = True) -> None:
         self._cfg = config
         self._job_id = os.urandom(4).hex()
         self._names = _shm.SegmentNames(self._job_id, config.spill_dir)
@@ -122,6 +124,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         self._watch_fd(self._wake_r, "wake")
         self._forkserver = ForkServer(self._names, self._session_lock)
         self._pids: dict[int, _Worker] = {}
+        # observe: the state API, worker output and metrics (see _state.py)
+        self._observer = LocalObserver(self, log_to_driver)
         self._watch_fd(self._forkserver.fileno(), "forkserver")
         self._reactor = threading.Thread(target=self._reactor_loop, name="ember-reactor",
                                          daemon=True)
@@ -188,8 +192,12 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         config = WorkerConfig(uid, self._names, self._threshold, self._cfg.namespace,
                               self._job_id, dict(self._pool.totals), self._cfg.spin_s,
                               self._cfg.runtime_env)
-        self._forkserver.spawn(uid, config, child)
+        output = self._observer.on_spawn(uid, actor)  # observe: the worker's output pipes
+        config.output_fds = len(output)
+        self._forkserver.spawn(uid, config, child, output)
         child.close()
+        for fd in output:
+            os.close(fd)
         worker = _Worker(uid, DriverChannel(parent))
         worker.actor = actor
         self._workers[uid] = worker
@@ -414,6 +422,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
                 if worker is not None:
                     worker.pid = value
                     self._pids[value] = worker
+                    self._observer.on_pid(worker)  # observe
                     if worker.doomed:
                         _kill(worker)
             elif kind == "exit":
@@ -506,6 +515,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             actor = self._actors.get(message[1])
             if actor is not None:
                 self._actor_dead(actor, "its constructor raised", error=message[2])
+        elif kind == "observe":  # observe: a worker's metrics and library views
+            self._observer.on_observe(worker, message[1])
 
     # -- references -----------------------------------------------------------------------
     def make_ref(self, object_id: int) -> ObjectRef:
@@ -740,6 +751,16 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
 
     def timeline_events(self) -> list[dict[str, Any]]:
         return []  # no task events are recorded yet: an empty Chrome trace
+    def state(self, kind: str, filters: list[tuple[str, str, Any]] | None = None,
+              limit: int | None = None, detail: bool = False) -> Any:
+        """observe: rows of ``ember.util.state`` (see _state.LocalObserver.query)."""
+        self._check_open()
+        with self._lock:
+            return self._observer.query(kind, filters, limit, detail)
+
+    def observe_store(self) -> Any:
+        """observe: the store the dashboard, ``/metrics`` and the CLI read."""
+        return self._observer.store
 
     def store_stats(self) -> dict[str, Any]:
         with self._lock:
@@ -777,6 +798,7 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
             _kill(worker)
             worker.close()
         self._forkserver.close()  # it reaps (and, if needed, kills) every worker it started
+        self._observer.close()  # observe: reads what the workers left in their output pipes
         self._epoll.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

@@ -75,9 +75,12 @@ class ForkServer:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def spawn(self, uid: int, config: Any, worker_sock: socket.socket) -> None:
+    def spawn(self, uid: int, config: Any, worker_sock: socket.socket,
+              output_fds: tuple[int, ...] = ()) -> None:
+        """Start a worker on ``worker_sock``; ``output_fds`` (stdout, stderr) become its file
+        descriptors 1 and 2 (``config.output_fds`` says how many follow the socket)."""
         payload = _frame(pickle.dumps(("spawn", uid, config), protocol=5))
-        fds = array.array("i", [worker_sock.fileno()])
+        fds = array.array("i", [worker_sock.fileno(), *output_fds])
         try:
             self.sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         except OSError:
@@ -127,6 +130,7 @@ def _receive(sock: socket.socket, reader: _FrameReader, pending_fds: list[int]
 def serve(control_fd: int, session: str, spill_root: str) -> None:
     """Main loop of the fork server process."""
     import ember.core.local._worker as worker_module  # preload: children start with it
+    from ember.core.local._logs import redirect_output
 
     names = _shm.SegmentNames(session, spill_root)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -194,6 +198,7 @@ def serve(control_fd: int, session: str, spill_root: str) -> None:
             for frame in frames:
                 _kind, uid, config = pickle.loads(frame)
                 fd = pending_fds.pop(0)
+                output = [pending_fds.pop(0) for _ in range(getattr(config, "output_fds", 0))]
                 pid = os.fork()
                 if pid == 0:
                     try:
@@ -206,10 +211,14 @@ def serve(control_fd: int, session: str, spill_root: str) -> None:
                         signal.signal(signal.SIGTERM, signal.SIG_DFL)
                         for other in pending_fds:
                             os.close(other)
+                        if output:
+                            redirect_output(*output)
                         worker_module.worker_main(socket.socket(fileno=fd), config)
                     finally:
                         os._exit(1)
                 os.close(fd)
+                for other in output:
+                    os.close(other)
                 children.add(pid)
                 notify(("spawned", uid, pid))
         reap()

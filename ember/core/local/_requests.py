@@ -76,6 +76,8 @@ class RequestsMixin:
                 self._reply(worker, rid, (actor_id, meta))
             elif kind == "resources":
                 self._reply(worker, rid, self._resources(payload))
+            elif kind == "state":  # observe: ember.util.state called inside a worker
+                self._reply(worker, rid, self._observer.query(*payload))
             else:  # pragma: no cover - a protocol bug
                 raise ValueError(f"unknown request {kind!r}")
         except Exception as exc:

@@ -52,6 +52,7 @@ class TasksMixin:
         if actor is not None:  # an actor call frees no resources: nothing new to schedule
             work = actor.inflight.pop(work_id, None)
             if work is not None:
+                self._observer.last_work[worker.uid] = work  # observe: names late log lines
                 self._finish(work, results, error)
             return
         if not worker.inflight or worker.inflight[0].id != work_id:
@@ -61,6 +62,7 @@ class TasksMixin:
             worker.inflight.remove(work)
         else:
             work = worker.inflight.popleft()
+        self._observer.last_work[worker.uid] = work  # observe: names late log lines
         assert work.fn_id is not None
         previous = self._fn_seconds.get(work.fn_id)
         self._fn_seconds[work.fn_id] = seconds if previous is None else (
@@ -100,6 +102,7 @@ class TasksMixin:
 
     def _finish(self: LocalBackend, work: _Work, results: Any, error: Any) -> None:
         """Publish a finished task's results (or error) and drop what it pinned."""
+        self._observer.on_finish(work, error)  # observe: counts and recent tasks
         if work.gen_id is not None:
             gen = self._gens.get(work.gen_id)
             if gen is not None:
@@ -445,6 +448,7 @@ class TasksMixin:
     def _on_worker_exit(self: LocalBackend, worker: _Worker) -> None:
         if self._workers.pop(worker.uid, None) is None:
             return
+        self._observer.on_exit(worker)  # observe
         worker.release()
         exitcode = worker.exitcode
         for oid, count in worker.held.items():

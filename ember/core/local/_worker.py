@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ember.core import _api, _runtime_env, _shm
+from ember.core import _api, _observe, _runtime_env, _shm
 from ember.core import _serialization as ser
 from ember.core._refs import DynamicObjectRefGenerator
 from ember.core._remote import register_code
@@ -62,6 +62,7 @@ class WorkerConfig:
         self.namespace = namespace
         self.job_id = job_id
         self.totals = totals
+        self.output_fds = 0  # observe: pipes for stdout/stderr that follow the socket
         # Workers import what the driver can: same import path and working directory.
         self.sys_path = list(sys.path)
         self.cwd = os.getcwd()
@@ -367,6 +368,7 @@ class WorkerRuntime(ClientMixin):
 
             asyncio.run_coroutine_threadsafe(drain(), loop).result()
             loop.call_soon_threadsafe(loop.stop)
+        _observe.flush()  # observe: what this actor's metrics and views changed last
         self._send([])
         os._exit(0)
 
@@ -816,6 +818,8 @@ def worker_main(sock: Any, config: WorkerConfig) -> None:
     runtime = WorkerRuntime(chan, config)
     _current_worker = runtime
     _api._set_worker_backend(runtime)
+    # observe: metrics and library views made here reach the driver in batches
+    _observe.set_sender(lambda batch: runtime._send([("observe", batch)]))
     try:
         runtime.run()
     except BaseException:  # a bug in the worker itself: say so on stderr, then leave

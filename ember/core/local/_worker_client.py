@@ -308,6 +308,11 @@ class ClientMixin:
     def available_resources(self: WorkerRuntime) -> dict[str, float]:
         return dict(self._request("resources", "available"))
 
+    def state(self: WorkerRuntime, kind: str, filters: Any = None, limit: int | None = None,
+              detail: bool = False) -> Any:
+        """observe: ``ember.util.state`` inside a worker asks the driver."""
+        return self._request("state", (kind, filters, limit, detail))
+
     def runtime_context(self: WorkerRuntime) -> RuntimeContext:
         task_id = getattr(self._local, "task_id", None)
         return RuntimeContext(

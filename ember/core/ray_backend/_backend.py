@@ -99,6 +99,12 @@ class RayBackend:
         self._warned_infeasible: set[tuple[Any, ...]] = set()
         self._raise: Any = None  # Ray tasks that raise a given error (see _failed)
         self._raise_streaming: Any = None
+        self._drain: Any = None  # observe: see _state.DriverDrain
+        if self._in_worker:  # observe: this worker's metrics and views go to the driver
+            from ember.core import _observe
+            from ember.core.ray_backend._state import worker_sender
+
+            _observe.set_sender(worker_sender(ray))
 
     # -- lifecycle ----------------------------------------------------------------------------
     @classmethod
@@ -160,10 +166,28 @@ class RayBackend:
             ) from exc
         return cls(ray, owned=True, reject_infeasible=reject_infeasible)
 
+    # -- observe ------------------------------------------------------------------------------
+    def state(self, kind: str, filters: list[tuple[str, str, Any]] | None = None,
+              limit: int | None = None, detail: bool = False) -> Any:
+        """Rows of ``ember.util.state``, from ``ray.util.state`` (see _state.py)."""
+        self._check_open()
+        from ember.core.ray_backend._state import query
+
+        return query(self._ray, kind, filters, limit, detail)
+
+    def start_observe_drain(self) -> None:
+        """With ember's dashboard: let workers' metrics and views reach this driver."""
+        if self._drain is None and not self._in_worker:
+            from ember.core.ray_backend._state import DriverDrain
+
+            self._drain = DriverDrain(self._ray)
+
     def shutdown(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._drain is not None:
+            self._drain.close()
         self._named.clear()
         self._variants = weakref.WeakKeyDictionary()
         self._functions.clear()
