@@ -89,7 +89,7 @@ EXCEPTIONS_ALL = [
 
 ACTOR_ALL = ["ActorClass", "ActorHandle", "ActorMethod", "method"]
 
-UTIL_ALL = ["ActorPool", "get_node_ip_address", "queue"]
+UTIL_ALL = ["ActorPool", "get_node_ip_address", "metrics", "queue", "state"]
 
 QUEUE_ALL = ["Empty", "Full", "Queue"]
 
