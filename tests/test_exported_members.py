@@ -25,6 +25,7 @@ EMBER_ALL = [
     "is_initialized",
     "kill",
     "method",
+    "nodes",
     "put",
     "remote",
     "shutdown",

@@ -46,7 +46,7 @@ class InitInfo:
 
 
 def init(
-    backend: str = "local",
+    backend: str | None = None,
     *,
     address: str | None = None,
     num_cpus: float | None = None,
@@ -62,8 +62,16 @@ def init(
     ``backend="local"`` runs everything on this machine in worker processes started from a fork
     server; ``backend="ray"`` runs the same program on a Ray cluster (``address="auto"`` or
     ``"ray://host:10001"``; extra keyword arguments go to ``ray.init``).
+
+    Arguments given here win; ``EMBER_BACKEND`` and ``EMBER_ADDRESS`` fill in what is not
+    given, so that ``EMBER_BACKEND=ray EMBER_ADDRESS=auto python main.py`` moves a program that
+    calls ``ember.init(num_cpus=2)`` onto a cluster unchanged (sizing arguments are then ignored
+    with a note: the cluster's nodes are sized by ``ray start``).
     """
     global _backend, _atexit_registered
+    from ember.core._config import resolve_backend
+
+    backend, address = resolve_backend(backend, address)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (known: {', '.join(map(repr, BACKENDS))})")
     with _lock:
@@ -133,7 +141,7 @@ def current_backend() -> Backend:
 
                 if inside_ray_worker():  # ember code in a Ray task/actor uses that Ray
                     name = "ray"
-            init(name, address=address) if name == "ray" else init(name)
+            init(name, address=address)
         assert _backend is not None
         return _backend
 
@@ -234,6 +242,28 @@ def cluster_resources() -> dict[str, float]:
 
 def available_resources() -> dict[str, float]:
     return current_backend().available_resources()
+
+
+def nodes() -> list[dict[str, Any]]:
+    """The alive nodes of the cluster, one dict each (the local backend is one node)::
+
+        {"NodeID": "1a2b...", "NodeManagerAddress": "10.0.0.1", "IsHead": True,
+         "Resources": {"CPU": 8.0, ...}, "AvailableResources": {"CPU": 6.0, ...}}
+
+    ``Resources`` is what the node has in all, ``AvailableResources`` what is free now (a
+    snapshot: it changes as work starts and ends). A request is placed on one node, so a task
+    asking for ``num_cpus=2`` needs a node with 2 CPUs free, whatever the cluster's total.
+    """
+    backend = current_backend()
+    listing = getattr(backend, "nodes", None)
+    if listing is not None:
+        return list(listing())
+    # The local backend: this machine is the one node.
+    return [{
+        "NodeID": backend.runtime_context().get_node_id(), "NodeManagerAddress": "127.0.0.1",
+        "IsHead": True, "Resources": backend.cluster_resources(),
+        "AvailableResources": backend.available_resources(),
+    }]
 
 
 def get_runtime_context() -> RuntimeContext:

@@ -202,7 +202,7 @@ def test_excluded_cpus_keep_tasks_running_and_refuse_a_pool_that_cannot_start(
     ed.DataContext.update(excluded_cpus=2)  # e.g. a trainer's workers hold both CPUs
     try:
         assert ed.range(100, parallelism=4).map_batches(lambda b: b).count() == 100
-        with pytest.raises(ResourceError, match=r"CPU=0 \(2 in the cluster, of which 2 held"):
+        with pytest.raises(ResourceError, match=r"CPU=0 \(CPUs per node: 0; 2 held for other"):
             ed.range(10).map_batches(_BatchLengths, compute=ed.ActorPoolStrategy(size=1)).count()
     finally:
         ed.DataContext.set_current(ed.DataContext())
