@@ -34,8 +34,12 @@ class ApplicationStatus:
 
 @dataclass(frozen=True)
 class ServeStatus:
+    """``http_port``: the main HTTP proxy's port (on the head node with ``HeadOnly``);
+    ``proxies``: node id -> the port of the proxy on that node."""
+
     applications: dict[str, ApplicationStatus] = field(default_factory=dict)
     http_port: int | None = None
+    proxies: dict[str, int] = field(default_factory=dict)
 
 
 class DeploymentFailedError(RuntimeError):
@@ -56,13 +60,45 @@ def _controller(create: bool) -> Any:
 
 
 HTTP_OPTIONS = {"host": "127.0.0.1", "port": 8000, "max_body_bytes": 100 * 2**20}
+PROXY_LOCATIONS = ("HeadOnly", "EveryNode", "Disabled")
 
 
-def start(*, http_options: dict[str, Any] | None = None) -> int:
-    """Start serve (controller and HTTP proxy) if it is not running; returns the HTTP port.
+def proxy_nodes(location: str, nodes: list[dict[str, Any]], driver_node: str
+                ) -> list[str | None]:
+    """The nodes that get an HTTP proxy (``None``: one proxy, wherever; there is one node)."""
+    if location not in PROXY_LOCATIONS:
+        raise ValueError(f"proxy_location={location!r} must be one of "
+                         f"{', '.join(map(repr, PROXY_LOCATIONS))}")
+    if location == "Disabled":
+        return []
+    if len(nodes) <= 1:
+        return [None]
+    if location == "EveryNode":
+        heads = sorted(nodes, key=lambda n: not n.get("IsHead"))  # the head's proxy first
+        return [str(n["NodeID"]) for n in heads]
+    head = next((n["NodeID"] for n in nodes if n.get("IsHead")), driver_node)
+    return [str(head)]
 
-    ``http_options``: ``host`` (default 127.0.0.1), ``port`` (default 8000; 0 picks a free
-    one), ``max_body_bytes`` (default 100 MiB: a larger request body gets 413).
+
+def _start_proxies(controller: Any, host: str, port: int, max_body_bytes: int | None,
+                   location: str) -> int | None:
+    nodes = proxy_nodes(location, ember.nodes(), ember.get_runtime_context().get_node_id())
+    return ember.get(controller.start_proxy.remote(  # type: ignore[no-any-return]
+        host, port, max_body_bytes, nodes, location))
+
+
+def start(*, proxy_location: str = "HeadOnly",
+          http_options: dict[str, Any] | None = None) -> int | None:
+    """Start serve (controller and HTTP proxies) if it is not running; returns the main HTTP
+    proxy's port (None with ``proxy_location="Disabled"``).
+
+    ``proxy_location`` (Ray's): ``"HeadOnly"`` (default) runs one proxy, on the head node, so
+    that a client on the head reaches it at ``host:port``; ``"EveryNode"`` runs one on every
+    node alive now (``serve.status().proxies`` lists their ports); ``"Disabled"`` runs none
+    (handles only). ``http_options``: ``host`` (default 127.0.0.1: only the proxy's own machine
+    can connect; pass ``"0.0.0.0"`` to accept connections from other machines, see the README's
+    security notes), ``port`` (default 8000; 0 picks a free one), ``max_body_bytes`` (default
+    100 MiB: a larger request body gets 413).
     """
     unknown = set(http_options or {}) - set(HTTP_OPTIONS)
     if unknown:
@@ -71,9 +107,11 @@ def start(*, http_options: dict[str, Any] | None = None) -> int:
     options = {**HTTP_OPTIONS, **(http_options or {})}
     if not isinstance(options["max_body_bytes"], int) or options["max_body_bytes"] < 0:
         raise ValueError(f"max_body_bytes={options['max_body_bytes']!r} must be an integer >= 0")
+    if proxy_location not in PROXY_LOCATIONS:
+        proxy_nodes(proxy_location, [], "")  # raises, naming the known locations
     controller = _controller(create=True)
-    return int(ember.get(controller.start_proxy.remote(
-        options["host"], options["port"], options["max_body_bytes"])))
+    return _start_proxies(controller, options["host"], options["port"],
+                          options["max_body_bytes"], proxy_location)
 
 
 def run(
@@ -85,7 +123,8 @@ def run(
 
     Waits until every replica is up. With ``route_prefix`` (default ``"/"``) the application
     also answers HTTP on ``host:port`` (``port=0`` picks a free port; ``serve.status().http_port``
-    says which). ``blocking=True`` then serves until interrupted.
+    says which), through the proxy on the head node unless ``serve.start`` chose another
+    ``proxy_location``. ``blocking=True`` then serves until interrupted.
     """
     if isinstance(target, Deployment):
         target = target.bind()
@@ -96,8 +135,8 @@ def run(
     if route_prefix is not None and not route_prefix.startswith("/"):
         raise ValueError(f"route_prefix={route_prefix!r} must start with '/'")
     controller = _controller(create=True)
-    if http and route_prefix is not None:
-        ember.get(controller.start_proxy.remote(host, port))
+    if http and route_prefix is not None:  # HeadOnly unless serve.start chose otherwise
+        _start_proxies(controller, host, port, None, "HeadOnly")
     apps = target.walk()
     names: dict[int, str] = {}  # a deployment bound twice gets a numbered second name
     for app in apps:
@@ -162,6 +201,7 @@ def status() -> ServeStatus:
         return ServeStatus()
     raw = ember.get(controller.status.remote())
     port = ember.get(controller.proxy_port.remote())
+    proxies = ember.get(controller.proxy_ports.remote())
     apps = {
         name: ApplicationStatus(
             app["status"], app["route_prefix"],
@@ -169,7 +209,7 @@ def status() -> ServeStatus:
         )
         for name, app in raw.items()
     }
-    return ServeStatus(apps, port)
+    return ServeStatus(apps, port, proxies)
 
 
 def shutdown() -> None:
