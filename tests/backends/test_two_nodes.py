@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -131,6 +132,27 @@ def test_explicit_address_and_nested_work_across_nodes(cluster: Cluster):
         with pytest.raises(KeyError, match="from node_b") as info:
             ember.get(fail_on_b.options(resources={"node_b": 1}).remote(), timeout=GET_TIMEOUT)
         assert isinstance(info.value, TaskError)
+    finally:
+        ember.shutdown()
+
+
+def test_the_environment_points_init_at_the_cluster_and_sizes_are_ignored_with_a_note(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    monkeypatch.setenv("EMBER_BACKEND", "ray")
+    monkeypatch.setenv("EMBER_ADDRESS", cluster.address)
+    with caplog.at_level(logging.WARNING, logger="ember"):
+        info = ember.init(num_cpus=2)  # as the examples call it
+    try:
+        assert (info.backend, info.address) == ("ray", cluster.address)
+        wait_for(lambda: len(ember.nodes()) == 2, what="both nodes to join the cluster")
+        assert ember.cluster_resources()["CPU"] == 2  # the cluster's two 1-CPU nodes
+        assert "ignoring num_cpus=2" in caplog.text
+    finally:
+        ember.shutdown()
+    with caplog.at_level(logging.WARNING, logger="ember"):
+        info = ember.init(backend="ray", address="auto")  # explicit arguments win
+    try:
+        assert (info.backend, info.address) == ("ray", "auto")
     finally:
         ember.shutdown()
 
