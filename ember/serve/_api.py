@@ -83,7 +83,7 @@ def proxy_nodes(location: str, nodes: list[dict[str, Any]], driver_node: str
 def _start_proxies(controller: Any, host: str, port: int, max_body_bytes: int | None,
                    location: str) -> int | None:
     nodes = proxy_nodes(location, ember.nodes(), ember.get_runtime_context().get_node_id())
-    return ember.get(controller.start_proxy.remote(  # type: ignore[no-any-return]
+    return ember.get(controller.start_proxy.remote(
         host, port, max_body_bytes, nodes, location))
 
 

@@ -82,11 +82,11 @@ def connected(cluster: Cluster, _moto_server: str) -> Iterator[Connected]:
         s3fs.S3FileSystem.clear_instance_cache()
         bucket = f"ember-cluster-{uuid.uuid4().hex[:12]}"
         s3fs.S3FileSystem().mkdir(bucket)
-        ember.init(address=cluster.address)
+        ember.init(backend="ray", address=cluster.address)
         try:
-            nodes = wait_for(lambda: len(ember.nodes()) == 2 and ember.nodes(),
+            nodes = wait_for(lambda: len(_alive()) == 2 and _alive(),
                              what="both nodes to join the cluster")
-            head = next(n["NodeID"] for n in nodes if n["IsHead"])
+            head = next(n["NodeID"] for n in nodes if "node:__internal_head__" in n["Resources"])
             node_b = next(n["NodeID"] for n in nodes if "node_b" in n["Resources"])
             yield Connected(cluster, f"s3://{bucket}", head, node_b)
         finally:
@@ -94,22 +94,25 @@ def connected(cluster: Cluster, _moto_server: str) -> Iterator[Connected]:
             s3fs.S3FileSystem.clear_instance_cache()
 
 
+def _alive() -> list[dict[str, Any]]:
+    return [node for node in ray.nodes() if node["Alive"]]
+
+
 def free_cpus(node_id: str) -> float:
-    return next(n["AvailableResources"].get("CPU", 0.0) for n in ember.nodes()
-                if n["NodeID"] == node_id)
+    from ray._private import state
+
+    return float(state.available_resources_per_node().get(node_id, {}).get("CPU", 0.0))
 
 
 def hold_the_heads_cpu(connected: Connected) -> Any:
     """An actor holding the head's only CPU: the head is busy."""
-    from ember.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     @ember.remote
     class Busy:
         def ready(self) -> bool:
             return True
 
-    busy = Busy.options(num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(
-        connected.head, soft=False)).remote()
+    busy = Busy.options(num_cpus=1, resources={"node:__internal_head__": 0.01}).remote()
     ember.get(busy.ready.remote(), timeout=GET_TIMEOUT)
     wait_for(lambda: free_cpus(connected.head) == 0.0, what="the head's CPU to be taken")
     return busy

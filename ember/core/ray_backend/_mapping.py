@@ -203,7 +203,17 @@ def gang_infeasible_reason(bundle: Mapping[str, float], count: int, strategy: st
     if sum(per_node) >= count:
         return None
     return (f"{strategy} needs room for {count} x {{{asked}}}, and the whole cluster holds "
-            f"{sum(per_node)}")
+            f"{sum(per_node)}{_limit(bundle, count, nodes)}")
+
+
+def _limit(bundle: Mapping[str, float], count: int, nodes: Sequence[Mapping[str, float]]) -> str:
+    """`` (GPU: the nodes have 0 in all, 1 per member)``: the resource that holds the gang back."""
+    for name, amount in sorted(bundle.items()):
+        fits = sum(math.floor(node.get(name, 0.0) / amount + 1e-9) for node in nodes)
+        if amount > 0 and fits < count:
+            have = ", ".join(_amount(node.get(name, 0.0)) for node in nodes) or "none"
+            return f" ({name}: {_amount(amount)} per member, and the nodes have {have})"
+    return ""
 
 
 def placement_infeasible_reason(bundles: Sequence[Mapping[str, float]], strategy: str,
