@@ -254,6 +254,15 @@ def test_serve_proxy_on_the_head_streams_and_multiplexes_from_replicas_on_both_n
             assert served.setdefault(model, connected.node_of_pid(pid)) == \
                 connected.node_of_pid(pid)  # a model stays on the replica that loaded it
         assert set(served.values()) == {"head", "node_b"}
+        serve.shutdown()
+        # EveryNode: a proxy pinned to each node (on its own port here: one machine).
+        port = serve.start(proxy_location="EveryNode", http_options={"port": 0})
+        proxies = serve.status().proxies
+        assert set(proxies) == {connected.head, connected.node_b}
+        assert proxies[connected.head] == port
+        assert sorted(alive_actor_nodes("Proxy")) == sorted(proxies)
+        for node_port in proxies.values():  # each answers (no application: 404)
+            assert httpx.get(f"http://127.0.0.1:{node_port}/", timeout=30).status_code == 404
     finally:
         serve.shutdown()
 

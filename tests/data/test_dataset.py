@@ -208,6 +208,25 @@ def test_excluded_cpus_keep_tasks_running_and_refuse_a_pool_that_cannot_start(
         ed.DataContext.set_current(ed.DataContext())
 
 
+def test_a_pipeline_whose_tasks_do_not_finish_says_what_they_asked_for(
+        ember_local: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from ember.data import _executor
+
+    monkeypatch.setattr(_executor, "STALL_GRACE_S", 0.2)
+
+    def slow(batch: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(1.5)
+        return batch
+
+    with caplog.at_level(logging.WARNING, logger="ember.data"):
+        assert ed.range(2, parallelism=1).map_batches(slow).count() == 2
+    [message] = [r.getMessage() for r in caplog.records if "no task has finished" in r.getMessage()]
+    assert "CPU 1" in message and "node local (127.0.0.1): CPU 1 free of 2" in message
+
+
 def test_limit_take_and_preserve_order(ember_local: Any) -> None:
     assert len(ed.range(1000).limit(17).take_all()) == 17
     ed.DataContext.update(preserve_order=True)
