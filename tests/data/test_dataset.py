@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -224,7 +225,9 @@ def test_a_pipeline_whose_tasks_do_not_finish_says_what_they_asked_for(
     with caplog.at_level(logging.WARNING, logger="ember.data"):
         assert ed.range(2, parallelism=1).map_batches(slow).count() == 2
     [message] = [r.getMessage() for r in caplog.records if "no task has finished" in r.getMessage()]
-    assert "CPU 1" in message and "node local (127.0.0.1): CPU 1 free of 2" in message
+    # What the tasks ask for, and what the node has (how much is free depends on the moment).
+    assert re.search(r"MapBatches\(.*slow\): CPU 1 .*node local \(127\.0\.0\.1\): CPU [\d.]+ "
+                     r"free of 2", message), message
 
 
 def test_limit_take_and_preserve_order(ember_local: Any) -> None:
