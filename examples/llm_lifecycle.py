@@ -3,10 +3,13 @@
 Run it from the repository root (``make demo`` sets up ``.venv`` first)::
 
     .venv/bin/python examples/llm_lifecycle.py [--quick] [--out demo_output]
-        [--storage PATH_OR_S3_URL] [--s3-endpoint URL] [--local-s3] [--hold]
+        [--storage PATH_OR_S3_URL] [--s3-endpoint URL] [--local-s3] [--address HOST:PORT]
+        [--hold]
 
 Nothing is downloaded and no cluster is needed: everything runs on ember's embedded local
-backend. The five stages:
+backend. The same script runs on a Ray cluster: ``--address <head-ip>:6379`` (or
+``EMBER_BACKEND=ray EMBER_ADDRESS=auto`` on a node of the cluster) connects to it, and the
+banner says which backend runs it and on how many nodes. The five stages:
 
 1. **data**: builds a text corpus from the docstrings of Python's standard library, tokenizes it
    byte by byte with ``map_batches`` into windows of 64 tokens, and writes Parquet shards
@@ -638,6 +641,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hold", action="store_true",
                         help="after the last stage, keep the program and its dashboard up "
                              "until Ctrl+C")
+    parser.add_argument("--address", default=None,
+                        help="run on the Ray cluster at this address (host:port of the head, "
+                             "'auto', or ray://host:10001) instead of the embedded backend; "
+                             "EMBER_BACKEND/EMBER_ADDRESS do the same")
     return parser.parse_args(argv)
 
 
@@ -709,10 +716,15 @@ def main(argv: list[str] | None = None) -> int:
             if storage.startswith("s3://"):
                 make_bucket(storage)
             demo = Demo(out=out, quick=args.quick, storage=storage)
-            info = ember.init(num_cpus=2, include_dashboard=True)
+            # The backend comes from --address, else from EMBER_BACKEND/EMBER_ADDRESS, else the
+            # embedded one with 2 CPUs (a cluster's nodes are sized by `ray start`).
+            info = (ember.init(address=args.address, include_dashboard=True) if args.address
+                    else ember.init(num_cpus=2, include_dashboard=True))
             stack.callback(ember.shutdown)
             stack.callback(demo.stop_serving)  # when the serve stage failed half-way
-            print(f"ember {ember.__version__} on the local backend (session "
+            nodes = len(ember.nodes())
+            print(f"ember {ember.__version__} on the {info.backend} backend, {nodes} "
+                  f"node{'s' if nodes != 1 else ''} (session "
                   f"{ember.get_runtime_context().get_job_id()}): "
                   f"{'quick' if args.quick else 'full'} run, output in {out}, "
                   f"checkpoints in {storage}", flush=True)

@@ -52,7 +52,7 @@ class InitInfo:
 
 
 def init(
-    backend: str = "local",
+    backend: str | None = None,
     *,
     address: str | None = None,
     num_cpus: float | None = None,
@@ -85,9 +85,17 @@ def init(
     ``dashboard_host:dashboard_port`` (default 127.0.0.1, port 8265 or a free one) and prints
     its URL, which carries the token every request needs. ``log_to_driver`` prints every
     worker's output here prefixed ``(Name pid=N)``; it is kept for ``ember logs`` either way.
+
+    Arguments given here win; ``EMBER_BACKEND`` and ``EMBER_ADDRESS`` fill in what is not
+    given, so that ``EMBER_BACKEND=ray EMBER_ADDRESS=auto python main.py`` moves a program that
+    calls ``ember.init(num_cpus=2)`` onto a cluster unchanged (sizing arguments are then ignored
+    with a note: the cluster's nodes are sized by ``ray start``).
     """
     runtime_env = _runtime_env.validate(runtime_env)
     global _backend, _atexit_registered
+    from ember.core._config import resolve_backend
+
+    backend, address = resolve_backend(backend, address)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (known: {', '.join(map(repr, BACKENDS))})")
     if include_dashboard is not None and dashboard is not None and include_dashboard != dashboard:
@@ -195,7 +203,7 @@ def current_backend() -> Backend:
 
                 if inside_ray_worker():  # ember code in a Ray task/actor uses that Ray
                     name = "ray"
-            init(name, address=address) if name == "ray" else init(name)
+            init(name, address=address)
         assert _backend is not None
         return _backend
 
@@ -310,15 +318,24 @@ def available_resources() -> dict[str, float]:
     return current_backend().available_resources()
 
 
+def nodes() -> list[dict[str, Any]]:
+    """The alive nodes of the cluster, one dict each (the local backend is one node)::
+
+        {"NodeID": "1a2b...", "Alive": True, "NodeManagerAddress": "10.0.0.1", "IsHead": True,
+         "Resources": {"CPU": 8.0, ...}, "AvailableResources": {"CPU": 6.0, ...}}
+
+    (Ray's ``ray.nodes()`` shape, alive nodes only; the local backend is one node, at
+    ``127.0.0.1``.)
+
+    ``Resources`` is what the node has in all, ``AvailableResources`` what is free now (a
+    snapshot: it changes as work starts and ends). A request is placed on one node, so a task
+    asking for ``num_cpus=2`` needs a node with 2 CPUs free, whatever the cluster's total.
+    """
+    return list(current_backend().nodes())
+
+
 def get_runtime_context() -> RuntimeContext:
     return current_backend().runtime_context()
-
-
-def nodes() -> list[dict[str, Any]]:
-    """The nodes of the cluster, one dict each in the shape of Ray's ``ray.nodes()``
-    (``NodeID``, ``Alive``, ``NodeManagerAddress``, ``Resources``, ...); the local backend has
-    one, at ``127.0.0.1``."""
-    return current_backend().nodes()
 
 
 def get_gpu_ids() -> list[int] | list[str]:

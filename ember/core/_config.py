@@ -4,8 +4,8 @@ Everything else receives a frozen config object, so behaviour is explicit and te
 
 | variable | meaning |
 | --- | --- |
-| ``EMBER_BACKEND`` | backend used by the implicit ``init`` (default ``local``) |
-| ``EMBER_ADDRESS`` | address for the ``ray`` backend's implicit ``init`` |
+| ``EMBER_BACKEND`` | backend of an ``init`` that names none (default ``local``; ``ray`` when an address is given) |
+| ``EMBER_ADDRESS`` | address of the Ray cluster for an ``init`` on the ``ray`` backend that names none |
 | ``EMBER_OBJECT_STORE_MEMORY`` | shared-memory capacity in bytes (default 30% of RAM) |
 | ``EMBER_SPILL_DIR`` | where objects spill when the store is full, each runtime into an owner-only (0700) folder of its own (default: the temp dir) |
 | ``EMBER_INLINE_THRESHOLD`` | buffers smaller than this travel inside messages (default 100 KiB) |
@@ -126,7 +126,31 @@ def _spin_seconds(env: str | None) -> float:
 
 
 def default_backend() -> tuple[str, str | None]:
-    return os.environ.get("EMBER_BACKEND", "local"), os.environ.get("EMBER_ADDRESS")
+    return resolve_backend(None, None)
+
+
+def resolve_backend(backend: str | None, address: str | None) -> tuple[str, str | None]:
+    """The backend and address an ``init`` uses: its own arguments, then ``EMBER_BACKEND`` and
+    ``EMBER_ADDRESS`` for what they leave out (see ``choose_backend``)."""
+    return choose_backend(backend, address, os.environ.get("EMBER_BACKEND") or None,
+                          os.environ.get("EMBER_ADDRESS") or None)
+
+
+def choose_backend(backend: str | None, address: str | None, env_backend: str | None,
+                   env_address: str | None) -> tuple[str, str | None]:
+    """Explicit arguments win; the environment fills what they leave out.
+
+    An address only means something to the ``ray`` backend: one given with no backend picks it,
+    and ``EMBER_ADDRESS`` is used only when the backend is ``ray``.
+    """
+    if backend is None:
+        if address is not None:
+            backend = "ray"
+        else:
+            backend = env_backend or ("ray" if env_address else "local")
+    if backend == "ray" and address is None:
+        address = env_address
+    return backend, address
 
 
 def log_level() -> str | None:

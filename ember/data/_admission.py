@@ -6,12 +6,16 @@ The rule, in order:
 
 1. Downstream first: the operator nearest the consumer that can start a task does, so blocks
    already in flight are finished before new ones are read.
-2. CPU slots: actor pools hold ``actors * num_cpus`` CPUs while they live; task operators share
-   what is left, each within its own cap when it has one (``concurrency=n``). When that is less
-   than one task's request (an actor pool as large as the machine), task operators still get
-   one *reserved* slot: one task at a time, submitted to the core with ``num_cpus=0`` so that
-   it never waits behind the actors it feeds. This is the fix for Ray 2.5's hang with
-   ``ActorPoolStrategy(size=2)`` on a 2-CPU machine.
+2. CPU slots, node by node: a request is placed on one node, so what counts is what each node
+   can hold, never the cluster's total (two nodes with half a CPU free each cannot run a 1-CPU
+   task). Actor pools hold ``num_cpus`` per actor while they live, placed on the nodes largest
+   request first; task operators share what is left on each node, each within its own cap when
+   it has one (``concurrency=n``). When no node has room for one task's request (an actor pool
+   as large as the machine, or a trainer's workers holding part of every node), task operators
+   still get one *reserved* slot: one task at a time, submitted to the core with ``num_cpus=0``
+   so that it never waits behind the work it feeds. This is the fix for Ray 2.5's hang with
+   ``ActorPoolStrategy(size=2)`` on a 2-CPU machine, and for a dataset feeding a train run on
+   two 1-CPU nodes.
 3. Memory: bytes in flight (blocks queued between operators, inputs held by running tasks and
    the estimated outputs of running tasks) plus the new task's estimated output must fit the
    budget. Sources must also leave room for one output block of every operator downstream of
@@ -55,6 +59,11 @@ class Snapshot:
     bytes_in_flight: int
     total_cpus: float
     outputs_ready: int = 0  # blocks waiting for the consumer
+    node_cpus: tuple[float, ...] = ()  # CPUs each node offers; () means one node of total_cpus
+
+    @property
+    def nodes(self) -> tuple[float, ...]:
+        return self.node_cpus or (self.total_cpus,)
 
 
 @dataclass(frozen=True)
@@ -66,19 +75,72 @@ class TaskSlots:
     reserved: bool  # True: the pools hold every CPU; tasks run one at a time with num_cpus=0
 
 
-def actor_cpus(operators: Sequence[OperatorView]) -> float:
-    return sum(op.actors_alive * op.num_cpus for op in operators if op.compute == "actors")
+def actor_cpus(operators: Sequence[OperatorView]) -> list[float]:
+    """The CPUs of every pool actor alive, one entry per actor."""
+    return [op.num_cpus for op in operators if op.compute == "actors"
+            for _ in range(op.actors_alive)]
 
 
-def task_slots(num_cpus: float, total_cpus: float, held_by_actors: float) -> TaskSlots:
-    """The CPU slots left to task operators once the actor pools took theirs."""
-    free = max(0.0, total_cpus - held_by_actors)
+def node_room(node_cpus: Sequence[float], requests: Sequence[float]) -> list[float]:
+    """What each node has left once ``requests`` are placed, largest first, each on the first
+    node with room for it (one that fits nowhere is charged to the node with the most left:
+    it runs somewhere, and planning must not count its CPUs twice)."""
+    free = [float(c) for c in node_cpus]
+    for need in sorted(requests, reverse=True):
+        if need <= 0 or not free:
+            continue
+        room = [i for i, f in enumerate(free) if f + 1e-9 >= need]
+        i = room[0] if room else max(range(len(free)), key=free.__getitem__)
+        free[i] = max(0.0, free[i] - need)
+    return free
+
+
+def fits(node_free: Sequence[float], requests: Sequence[float]) -> bool:
+    """Whether every request fits on the nodes, each request on one node."""
+    free = [float(c) for c in node_free]
+    for need in sorted(requests, reverse=True):
+        if need <= 0:
+            continue
+        room = [i for i, f in enumerate(free) if f + 1e-9 >= need]
+        if not room:
+            return False
+        free[room[0]] -= need
+    return True
+
+
+def node_capacities(node_totals: Sequence[float], node_free: Sequence[float],
+                    excluded: float) -> tuple[float, ...]:
+    """The CPUs each node offers an execution.
+
+    With nothing excluded, each node's total. ``excluded`` CPUs are held by other work for the
+    whole execution (a trainer's workers): what a node does not have free when the execution
+    starts is taken to be that work, on that node; what ``excluded`` names beyond it comes off
+    the nodes with the most left.
+    """
+    totals = [max(0.0, float(t)) for t in node_totals]
+    if excluded <= 0:
+        return tuple(totals)
+    caps = [min(t, max(0.0, float(f))) for t, f in zip(totals, node_free, strict=True)]
+    rest = excluded - sum(t - c for t, c in zip(totals, caps, strict=True))
+    while rest > 1e-9 and any(c > 0 for c in caps):
+        i = max(range(len(caps)), key=caps.__getitem__)
+        taken = min(caps[i], rest)
+        caps[i] -= taken
+        rest -= taken
+    return tuple(caps)
+
+
+def task_slots(num_cpus: float, node_cpus: Sequence[float],
+               held_by_actors: Sequence[float] = ()) -> TaskSlots:
+    """The CPU slots left to task operators once the actor pools took theirs, node by node."""
     if num_cpus <= 0:  # asks for no CPU: bounded by memory, and by a multiple of the machine
-        return TaskSlots(limit=max(1, int(2 * max(total_cpus, 1))), num_cpus=0.0, reserved=False)
-    if free + 1e-9 < num_cpus:
+        return TaskSlots(limit=max(1, int(2 * max(sum(node_cpus), 1))), num_cpus=0.0,
+                         reserved=False)
+    free = node_room(node_cpus, held_by_actors)
+    limit = sum(math.floor(f / num_cpus + 1e-9) for f in free)
+    if limit < 1:
         return TaskSlots(limit=1, num_cpus=0.0, reserved=True)
-    return TaskSlots(limit=max(1, math.floor(free / num_cpus + 1e-9)), num_cpus=num_cpus,
-                     reserved=False)
+    return TaskSlots(limit=limit, num_cpus=num_cpus, reserved=False)
 
 
 class AdmissionPolicy:
@@ -100,15 +162,15 @@ class AdmissionPolicy:
             return op.running < op.actors_alive * self.actor_tasks_in_flight
         if op.max_running is not None and op.running >= op.max_running:
             return False
-        slots = task_slots(op.num_cpus, snapshot.total_cpus, actor_cpus(ops))
+        slots = task_slots(op.num_cpus, snapshot.nodes, actor_cpus(ops))
         if op.num_cpus <= 0:
             return op.running < slots.limit
-        # Task operators that ask for CPUs share the slots; count their running tasks in CPUs.
-        used = sum(o.running * o.num_cpus for o in ops if o.compute == "tasks" and o.num_cpus > 0)
+        # Task operators that ask for CPUs share the nodes' room with their running tasks.
         if slots.reserved:
             return sum(o.running for o in ops if o.compute == "tasks" and o.num_cpus > 0) == 0
-        free = max(0.0, snapshot.total_cpus - actor_cpus(ops))
-        return used + op.num_cpus <= free + 1e-9
+        running = [o.num_cpus for o in ops if o.compute == "tasks" and o.num_cpus > 0
+                   for _ in range(o.running)]
+        return fits(node_room(snapshot.nodes, actor_cpus(ops)), [*running, op.num_cpus])
 
     # -- memory ---------------------------------------------------------------------------------
     @staticmethod
@@ -159,7 +221,7 @@ class AdmissionPolicy:
         if op.actors_alive < op.min_actors:
             return op.min_actors
         saturated = op.running >= op.actors_alive * self.actor_tasks_in_flight
-        cpu_left = snapshot.total_cpus - actor_cpus(ops) + 1e-9 >= op.num_cpus
+        cpu_left = fits(node_room(snapshot.nodes, actor_cpus(ops)), [op.num_cpus])
         if op.has_input and saturated and op.actors_alive < op.max_actors and cpu_left:
             return op.actors_alive + 1
         return op.actors_alive

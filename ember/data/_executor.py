@@ -9,6 +9,7 @@ consumer is busy, nothing new starts (a slow loop pauses the pipeline upstream).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections import deque
@@ -26,8 +27,13 @@ from ember.data._stats import DatasetStats, OperatorStats
 from ember.data._transforms import MapBatches, MapWorker, make_task_function
 from ember.errors import ResourceError
 
+logger = logging.getLogger("ember.data")
+
 # How long the loop waits for a task to finish before it looks around again (a stop request).
 COLLECT_WAIT_S = 0.2
+# Without a finished task for this long, the executor says what its tasks wait for.
+STALL_GRACE_S = 60.0
+STALL_REPEAT_S = 300.0
 
 # A block's place in plan order: the first and last input positions it covers. A block made
 # by joining blocks (so that map_batches sees full batches) covers several.
@@ -125,7 +131,8 @@ class _Stage:
 
 
 class StreamingExecutor:
-    def __init__(self, node: Node, context: DataContext | None = None) -> None:
+    def __init__(self, node: Node, context: DataContext | None = None,
+                 node_cpus: tuple[float, ...] | None = None) -> None:
         self.ctx = context or DataContext.get_current()
         specs = compile_plan(node, self._run_child)
         self.stages = [_Stage(spec, i) for i, spec in enumerate(specs)]
@@ -140,13 +147,23 @@ class StreamingExecutor:
         self.output: deque[tuple[Span, Bundle]] = deque()
         self.reorder: dict[int, tuple[Span, Bundle]] = {}
         self.next_out = 0
-        cluster_cpus = float(ember.cluster_resources().get("CPU", 1.0))
-        # CPUs held by other work for the whole execution (a trainer's workers) are not ours:
-        # planning with them would leave read tasks waiting forever for a CPU.
-        self.total_cpus = max(0.0, cluster_cpus - self.ctx.excluded_cpus)
-        self.excluded_note = (f" ({cluster_cpus:g} in the cluster, of which "
-                              f"{self.ctx.excluded_cpus:g} held for other work)"
-                              if self.ctx.excluded_cpus else "")
+        if node_cpus is None:
+            # A request is placed on one node: plan with what each node offers, never with the
+            # cluster's total. CPUs held by other work for the whole execution (a trainer's
+            # workers) are not ours: planning with them would leave tasks waiting forever.
+            nodes = ember.nodes()
+            node_cpus = _admission.node_capacities(
+                [n["Resources"].get("CPU", 0.0) for n in nodes],
+                [n["AvailableResources"].get("CPU", 0.0) for n in nodes],
+                self.ctx.excluded_cpus) or (1.0,)
+        self.node_cpus = tuple(node_cpus)
+        self.total_cpus = sum(self.node_cpus)
+        per_node = ", ".join(f"{c:g}" for c in self.node_cpus)
+        self.excluded_note = (f" (CPUs per node: {per_node}; {self.ctx.excluded_cpus:g} held "
+                              "for other work)" if self.ctx.excluded_cpus
+                              else f" (CPUs per node: {per_node})")
+        self._last_progress = time.monotonic()
+        self._warned_at: float | None = None
         self.progress = ProgressBars(
             [s.spec.name for s in self.stages], [s.spec.rows_total for s in self.stages],
             enabled=self.ctx.enable_progress_bars,
@@ -158,7 +175,8 @@ class StreamingExecutor:
 
     def _run_child(self, node: Node) -> Iterator[Bundle]:
         # Children of a barrier or union run in plan order: zip and split line rows up by it.
-        child = StreamingExecutor(node, dataclasses.replace(self.ctx, preserve_order=True))
+        child = StreamingExecutor(node, dataclasses.replace(self.ctx, preserve_order=True),
+                                  self.node_cpus)
         child.progress.enabled = False
         child.view = None  # shown as part of this dataset
         return child.run()
@@ -213,7 +231,7 @@ class StreamingExecutor:
     def _snapshot(self) -> _admission.Snapshot:
         views = tuple(self._view(self.stages[i]) for i in self._schedulable())
         return _admission.Snapshot(views, self._bytes_in_flight(), self.total_cpus,
-                                   outputs_ready=len(self.output))
+                                   outputs_ready=len(self.output), node_cpus=self.node_cpus)
 
     def _next_launch(self) -> int | None:
         snapshot = self._snapshot()
@@ -300,8 +318,8 @@ class StreamingExecutor:
         if stage.remote_fn is None:
             fn = ember.remote(make_task_function(spec.transforms))
             stage.remote_fn = fn
-        held = sum(len(s.actors) * s.spec.num_cpus for s in self.stages if s.actors)
-        slots = _admission.task_slots(spec.num_cpus, self.total_cpus, held)
+        held = [s.spec.num_cpus for s in self.stages for _ in s.actors]
+        slots = _admission.task_slots(spec.num_cpus, self.node_cpus, held)
         options: dict[str, Any] = {"num_returns": 2, "num_cpus": slots.num_cpus}
         if spec.num_gpus:
             options["num_gpus"] = spec.num_gpus
@@ -318,12 +336,14 @@ class StreamingExecutor:
             if spec.kind != "actors" or spec.actor_pool is None:
                 continue
             lo = spec.actor_pool.start_size
-            if lo * spec.num_cpus > self.total_cpus + 1e-9:
+            held = [s.spec.num_cpus for s in self.stages for _ in s.actors]
+            if not _admission.fits(_admission.node_room(self.node_cpus, held),
+                                   [spec.num_cpus] * lo):
                 raise ResourceError(
                     f"{spec.name}: ActorPoolStrategy needs at least {lo} actors of CPU="
-                    f"{spec.num_cpus} each, but this execution has CPU={self.total_cpus:g}"
-                    f"{self.excluded_note}; lower min_size or num_cpus, or start ember with "
-                    "more CPUs"
+                    f"{spec.num_cpus} each, each on one node, but this execution has "
+                    f"CPU={self.total_cpus:g}{self.excluded_note}; lower min_size or num_cpus, "
+                    "or give ember more CPUs"
                 )
             for _ in range(lo):
                 self._add_actor(stage)
@@ -366,12 +386,38 @@ class StreamingExecutor:
         if ready:
             more, _ = ember.wait(pending, num_returns=len(pending), timeout=0)
             ready = list({*ready, *more})
+            self._last_progress = time.monotonic()
+        else:
+            self._say_if_stalled()
         for meta_ref in ready:
             for stage in self.stages:
                 running = stage.running.get(meta_ref)
                 if running is not None:
                     self._complete(stage, meta_ref, running)
                     break
+
+    def _say_if_stalled(self) -> None:
+        """After STALL_GRACE_S without a finished task, say what the running ones asked for and
+        what each node has free: the answer when they wait for room that never comes."""
+        now = time.monotonic()
+        since = self._warned_at if self._warned_at is not None else self._last_progress
+        if now - since < (STALL_GRACE_S if self._warned_at is None else STALL_REPEAT_S):
+            return
+        self._warned_at = now
+        asks = sorted({f"{s.spec.name}: CPU {s.spec.num_cpus:g}" + (
+            f", GPU {s.spec.num_gpus:g}" if s.spec.num_gpus else "") + "".join(
+            f", {k} {v:g}" for k, v in sorted((s.spec.resources or {}).items()))
+            for s in self.stages if s.running})
+        names = {"CPU", "GPU"} | {k for s in self.stages for k in (s.spec.resources or {})}
+        free = "; ".join(
+            f"node {str(n['NodeID'])[:8]} ({n['NodeManagerAddress']}): " + ", ".join(
+                f"{k} {n['AvailableResources'].get(k, 0.0):g} free of {n['Resources'][k]:g}"
+                for k in sorted(names) if k in n["Resources"])
+            for n in ember.nodes())
+        logger.warning(
+            "ember.data: no task has finished for %.0f s. Running or waiting for room: %s "
+            "(per task or actor). Free now: %s. If they wait for room, free those resources or "
+            "ask for less", now - self._last_progress, "; ".join(asks), free)
 
     def _complete(self, stage: _Stage, meta_ref: Any, running: _Running) -> None:
         meta = ember.get(meta_ref)  # raises the UDF's exception, to the consumer

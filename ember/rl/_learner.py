@@ -5,7 +5,7 @@ A learner with ``n_i`` of the minibatch's ``N`` samples scales its mean-loss gra
 minibatch whatever the shares (``_shares.gradient_scales``). Gradient clipping and Adam run on the
 reduced gradient, identically on every learner, so their weights stay equal.
 
-The learner group runs these functions on the actors of an ``ember.train.WorkerGroup``; the
+The learner group runs these functions on the actors of an ``ember.util.WorkerGroup``; the
 learner itself lives in this module's ``_LEARNER`` inside each worker process. Torch is imported
 inside the functions, so the driver can hand them to the workers before it has loaded torch.
 """

@@ -26,7 +26,7 @@ from ember.rl._env_runner import EnvRunner, make_env
 from ember.rl._math import normalize_advantages
 from ember.rl._observe import IterationView
 from ember.rl._shares import offsets, split_by_weights
-from ember.train import WorkerGroup
+from ember.util import WorkerGroup
 
 CHECKPOINT_FILE = "ppo_state.pkl"
 RETURN_WINDOW = 100  # episodes averaged into episode_return_mean, as RLlib's smoothing window

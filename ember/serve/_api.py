@@ -37,8 +37,12 @@ class ApplicationStatus:
 
 @dataclass(frozen=True)
 class ServeStatus:
+    """``http_port``: the main HTTP proxy's port (on the head node with ``HeadOnly``);
+    ``proxies``: node id -> the port of the proxy on that node."""
+
     applications: dict[str, ApplicationStatus] = field(default_factory=dict)
     http_port: int | None = None
+    proxies: dict[str, int] = field(default_factory=dict)
 
 
 class DeploymentFailedError(RuntimeError):
@@ -59,6 +63,35 @@ def _controller(create: bool) -> Any:
 
 
 _default_logging_config: LoggingConfig | None = None
+PROXY_LOCATIONS = ("HeadOnly", "EveryNode", "Disabled")
+
+
+def proxy_nodes(location: str, nodes: list[dict[str, Any]], driver_node: str
+                ) -> list[str | None]:
+    """The nodes that get an HTTP proxy (``None``: one proxy, wherever; there is one node)."""
+    if location not in PROXY_LOCATIONS:
+        raise ValueError(f"proxy_location={location!r} must be one of "
+                         f"{', '.join(map(repr, PROXY_LOCATIONS))}")
+    if location == "Disabled":
+        return []
+    if len(nodes) <= 1:
+        return [None]
+    if location == "EveryNode":
+        heads = sorted(nodes, key=lambda n: not n.get("IsHead"))  # the head's proxy first
+        return [str(n["NodeID"]) for n in heads]
+    head = next((n["NodeID"] for n in nodes if n.get("IsHead")), driver_node)
+    return [str(head)]
+
+
+def _start_proxies(controller: Any, host: str, port: int, options: dict[str, Any] | None,
+                   location: str) -> int | None:
+    nodes = proxy_nodes(location, ember.nodes(), ember.get_runtime_context().get_node_id())
+    return ember.get(controller.start_proxy.remote(host, port, options, nodes, location))
+
+
+def _location_name(location: Any) -> str:
+    name = str(getattr(location, "value", location))
+    return "Disabled" if name == "NoServer" else name  # Ray's older DeploymentMode spelling
 
 
 def start(
@@ -68,14 +101,20 @@ def start(
     logging_config: LoggingConfig | dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> int | None:
-    """Start serve (controller and HTTP proxy) if it is not running; returns the HTTP port.
+    """Start serve (controller and HTTP proxies) if it is not running; returns the main HTTP
+    proxy's port (None with ``proxy_location="Disabled"``).
 
-    ``http_options`` (an ``HTTPOptions`` or a dict of its fields): ``host`` (default
-    127.0.0.1), ``port`` (default 8000; 0 picks a free one), the limits on what clients send
-    (``max_body_bytes``: 413; ``max_header_bytes``, ``max_headers``, ``max_request_head_bytes``:
-    431) and ``show_error_details``. ``proxy_location="Disabled"`` starts no proxy (returns
-    ``None``). ``logging_config`` is the default of the deployments deployed after this call.
-    ``grpc_options`` are accepted only when they ask for no gRPC service (ember serves HTTP).
+    ``proxy_location`` (Ray's): ``"HeadOnly"`` (default) runs one proxy, on the head node, so
+    that a client on the head reaches it at ``host:port``; ``"EveryNode"`` runs one on every
+    node alive now (``serve.status().proxies`` lists their ports); ``"Disabled"`` runs none
+    (handles only). ``http_options`` (an ``HTTPOptions`` or a dict of its fields): ``host``
+    (default 127.0.0.1: only the proxy's own machine can connect; pass ``"0.0.0.0"`` to accept
+    connections from other machines, see the README's security notes), ``port`` (default 8000;
+    0 picks a free one), the limits on what clients send (``max_body_bytes``: 413;
+    ``max_header_bytes``, ``max_headers``, ``max_request_head_bytes``: 431) and
+    ``show_error_details``. ``logging_config`` is the default of the deployments deployed after
+    this call. ``grpc_options`` are accepted only when they ask for no gRPC service (ember
+    serves HTTP).
     """
     global _default_logging_config
     unknown = sorted(set(kwargs) - {"detached"})  # Ray's old flag: serve outlives nothing here
@@ -86,12 +125,12 @@ def start(
         gRPCOptions(**grpc_options)  # refuses what ember cannot do
     if logging_config is not None:
         _default_logging_config = LoggingConfig.from_any(logging_config)
-    location = proxy_location if proxy_location is not None else options.location
+    location = _location_name(proxy_location if proxy_location is not None
+                              else options.location or "HeadOnly")
+    proxy_nodes(location, [], "")  # an unknown location raises before anything starts
     controller = _controller(create=True)
-    if str(getattr(location, "value", location)) in ("Disabled", "NoServer"):
-        return None
-    return int(ember.get(controller.start_proxy.remote(
-        options.host, options.port, options.proxy_options())))
+    return _start_proxies(controller, options.host, options.port, options.proxy_options(),
+                          location)
 
 
 def run(
@@ -104,8 +143,9 @@ def run(
 
     Waits until every replica is up. With ``route_prefix`` (default ``"/"``) the application
     also answers HTTP on ``host:port`` (``port=0`` picks a free port; ``serve.status().http_port``
-    says which). ``blocking=True`` then serves until interrupted. ``logging_config`` applies
-    to each deployment of the application that does not set its own.
+    says which), through the proxy on the head node unless ``serve.start`` chose another
+    ``proxy_location``. ``blocking=True`` then serves until interrupted. ``logging_config``
+    applies to each deployment of the application that does not set its own.
     """
     if isinstance(target, Deployment):
         target = target.bind()
@@ -116,8 +156,8 @@ def run(
     if route_prefix is not None and not route_prefix.startswith("/"):
         raise ValueError(f"route_prefix={route_prefix!r} must start with '/'")
     controller = _controller(create=True)
-    if http and route_prefix is not None:
-        ember.get(controller.start_proxy.remote(host, port, None))
+    if http and route_prefix is not None:  # HeadOnly unless serve.start chose otherwise
+        _start_proxies(controller, host, port, None, "HeadOnly")
     apps = target.walk()
     names: dict[int, str] = {}  # a deployment bound twice gets a numbered second name
     for app in apps:
@@ -186,6 +226,7 @@ def status() -> ServeStatus:
         return ServeStatus()
     raw = ember.get(controller.status.remote())
     port = ember.get(controller.proxy_port.remote())
+    proxies = ember.get(controller.proxy_ports.remote())
     apps = {
         name: ApplicationStatus(
             app["status"], app["route_prefix"],
@@ -193,7 +234,7 @@ def status() -> ServeStatus:
         )
         for name, app in raw.items()
     }
-    return ServeStatus(apps, port)
+    return ServeStatus(apps, port, proxies)
 
 
 def shutdown() -> None:

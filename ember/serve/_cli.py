@@ -103,7 +103,7 @@ def run_config(args: argparse.Namespace) -> None:
                 for app in config.applications]
     except (OSError, ConfigError, ValueError, TypeError) as exc:
         raise SystemExit(f"ember serve run: {args.application}: {exc}") from exc
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(proxy_location=config.proxy_location, http_options={"host": host, "port": port})
     for app, bound in apps:
         serve.run(bound, name=app.name, route_prefix=app.route_prefix, host=host, port=port)
     bound_port = serve.status().http_port

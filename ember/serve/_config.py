@@ -31,7 +31,7 @@ from typing import Any
 _TOP_KEYS = {"http_options", "applications", "proxy_location", "logging_config", "grpc_options"}
 # Ray's keys that mean nothing different on one machine: accepted only when they ask for nothing.
 _EMPTY_ONLY = {"logging_config", "grpc_options", "runtime_env"}
-_PROXY_LOCATIONS = {None, "HeadOnly", "EveryNode"}  # one machine: one proxy either way
+_PROXY_LOCATIONS = {None, "HeadOnly", "EveryNode", "Disabled"}
 _HTTP_KEYS = {"host", "port"}
 _APP_KEYS = {"name", "route_prefix", "import_path", "args", "deployments", "runtime_env",
              "logging_config"}
@@ -62,6 +62,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     applications: tuple[AppConfig, ...] = ()
+    proxy_location: str = "HeadOnly"
 
 
 def _unknown(keys: set[str], known: set[str], where: str) -> None:
@@ -78,8 +79,8 @@ def parse_config(raw: Any) -> ServeConfig:
     _unknown(set(raw), _TOP_KEYS, "serve config")
     _check_empty(raw, "serve config")
     if raw.get("proxy_location") not in _PROXY_LOCATIONS:
-        raise ConfigError(f"proxy_location={raw['proxy_location']!r} is not supported: ember "
-                          "runs one HTTP proxy (HeadOnly or EveryNode, the same on one machine)")
+        raise ConfigError(f"proxy_location={raw['proxy_location']!r} must be HeadOnly (one "
+                          "HTTP proxy, on the head node), EveryNode or Disabled")
     http = raw.get("http_options") or {}
     if not isinstance(http, dict):
         raise ConfigError("http_options must be a mapping (host, port)")
@@ -120,7 +121,8 @@ def parse_config(raw: Any) -> ServeConfig:
         repeated = sorted({v for v in values if values.count(v) > 1})
         if repeated:
             raise ConfigError(f"applications share a {label}: {repeated}; each needs its own")
-    return ServeConfig(str(http.get("host", "127.0.0.1")), port, tuple(apps))
+    return ServeConfig(str(http.get("host", "127.0.0.1")), port, tuple(apps),
+                       raw.get("proxy_location") or "HeadOnly")
 
 
 def load_config(path: str) -> ServeConfig:

@@ -88,8 +88,9 @@ class Controller:
         self._changed: asyncio.Condition | None = None
         self._ids = itertools.count()
         self._loop_task: asyncio.Task[None] | None = None
-        self._proxy: Any = None
-        self._proxy_port: int | None = None
+        # node id -> (the HTTP proxy actor pinned there, its port); the first is the main one
+        self._proxies: dict[str, tuple[Any, int]] = {}
+        self._proxy_location: str | None = None
         # (app, deployment) -> router client id -> (calls queued there, when reported, seq)
         self._queued: dict[tuple[str, str], dict[str, tuple[int, float, int]]] = {}
         self._views = ViewPublisher()  # observe: the "serve" view of the dashboard
@@ -101,29 +102,42 @@ class Controller:
             self._changed = asyncio.Condition()
             self._loop_task = asyncio.create_task(self._run())
 
-    async def start_proxy(self, host: str, port: int,
-                          options: dict[str, Any] | None = None) -> int:
-        """Start the HTTP proxy (``options``: ``HTTPOptions.proxy_options()``) unless it runs."""
-        if self._proxy is None:
+    async def start_proxy(self, host: str, port: int, options: dict[str, Any] | None = None,
+                          node_ids: list[str | None] | None = None,
+                          location: str = "HeadOnly") -> int | None:
+        """Start the HTTP proxies, once (``options``: ``HTTPOptions.proxy_options()``): one on
+        each of ``node_ids`` (pinned there; ``None``: wherever the core puts it), none for
+        ``location="Disabled"``. Returns the main proxy's port (None when disabled)."""
+        if self._proxy_location is None:
             from ember.serve._proxy import Proxy
+            from ember.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            proxy = ember.remote(Proxy).options(max_concurrency=10_000).remote()
-            self._proxy_port = await _await(proxy.start.remote(host, port, options))
-            self._proxy = proxy
+            self._proxy_location = location
+            for node_id in node_ids if node_ids is not None else [None]:
+                actor_options: dict[str, Any] = {"max_concurrency": 10_000, "num_cpus": 0}
+                if node_id is not None:
+                    actor_options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                        node_id, soft=False)
+                proxy = ember.remote(Proxy).options(**actor_options).remote()
+                try:
+                    bound = await _await(proxy.start.remote(host, port, options))
+                except BaseException:
+                    ember.kill(proxy)
+                    raise
+                self._proxies[node_id or ""] = (proxy, int(bound))
             await self._push_routes()
-        assert self._proxy_port is not None
-        return self._proxy_port
+        return self.proxy_port()
 
     async def shutdown(self) -> None:
         if self._loop_task is not None:
             self._loop_task.cancel()
-        if self._proxy is not None:
+        proxies, self._proxies = self._proxies, {}
+        for proxy, _ in proxies.values():
             try:
-                await asyncio.wait_for(_await(self._proxy.stop.remote()), 10)
+                await asyncio.wait_for(_await(proxy.stop.remote()), 10)
             except BaseException:
                 pass  # killing it below stops it anyway
-            ember.kill(self._proxy)
-            self._proxy = None
+            ember.kill(proxy)
         for app in self._apps.values():
             for dep in app.deployments.values():
                 for info in dep.replicas.values():
@@ -214,7 +228,11 @@ class Controller:
         clients[client_id] = (queued, time.monotonic(), seq)
 
     def proxy_port(self) -> int | None:
-        return self._proxy_port
+        return next(iter(self._proxies.values()))[1] if self._proxies else None
+
+    def proxy_ports(self) -> dict[str, int]:
+        """Node id -> the port of the HTTP proxy on that node."""
+        return {node: port for node, (_, port) in self._proxies.items()}
 
     async def routing_info(
         self, app_name: str, deployment_name: str, known_version: int
@@ -250,11 +268,10 @@ class Controller:
                 self._changed.notify_all()
 
     async def _push_routes(self) -> None:
-        if self._proxy is None:
-            return
         routes = {app.route_prefix: (name, app.ingress)
                   for name, app in self._apps.items() if app.route_prefix is not None}
-        await _await(self._proxy.set_routes.remote(routes))
+        await asyncio.gather(*(_await(proxy.set_routes.remote(routes))
+                               for proxy, _ in self._proxies.values()))
 
     async def _run(self) -> None:
         while True:

@@ -35,7 +35,7 @@ from ember.train._session import (
     report,
 )
 from ember.train._trainer import TorchTrainer
-from ember.train._worker_group import WorkerGroup
+from ember.util import WorkerGroup
 
 __all__ = [
     "Checkpoint",

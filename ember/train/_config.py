@@ -13,7 +13,9 @@ class ScalingConfig:
     """How many workers train, and what each one holds.
 
     ``resources_per_worker`` may name ``"CPU"``, ``"GPU"`` and custom resources; a worker takes one
-    CPU by default and one GPU when ``use_gpu`` is set::
+    CPU by default and one GPU when ``use_gpu`` is set. The workers are one gang, placed
+    together or not at all; ``placement_strategy`` (Ray's) says how: ``PACK`` (few nodes, the
+    default), ``SPREAD``, ``STRICT_PACK`` (one node) or ``STRICT_SPREAD`` (one worker per node)::
 
         ScalingConfig(num_workers=4, use_gpu=True, resources_per_worker={"CPU": 8})
     """
@@ -21,6 +23,7 @@ class ScalingConfig:
     num_workers: int = 1
     use_gpu: bool = False
     resources_per_worker: dict[str, float] | None = None
+    placement_strategy: str = "PACK"
 
     def __post_init__(self) -> None:
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) \
@@ -31,6 +34,10 @@ class ScalingConfig:
             if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
                 raise ValueError(f"resources_per_worker[{name!r}]={amount!r} must be a number "
                                  ">= 0")
+        strategies = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+        if self.placement_strategy not in strategies:
+            raise ValueError(f"ScalingConfig(placement_strategy={self.placement_strategy!r}) "
+                             f"must be one of {', '.join(strategies)}")
         if not self.use_gpu and (self.resources_per_worker or {}).get("GPU", 0) > 0:
             raise ValueError("resources_per_worker asks for a GPU but use_gpu=False; pass "
                              "use_gpu=True")

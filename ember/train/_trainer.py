@@ -31,7 +31,7 @@ from ember.train._session import (
     start_session,
 )
 from ember.train._storage import FileEntry, Storage, checkpoint_dir_name, rank_dir_name
-from ember.train._worker_group import WorkerGroup, _get_all
+from ember.util._worker_group import WorkerGroup, _get_all
 
 logger = logging.getLogger("ember.train")
 
@@ -262,7 +262,8 @@ class _Run:
         sc = self.trainer.scaling_config
         return WorkerGroup(sc.num_workers, num_cpus_per_worker=sc.num_cpus_per_worker,
                            num_gpus_per_worker=sc.num_gpus_per_worker,
-                           resources_per_worker=sc.custom_resources_per_worker)
+                           resources_per_worker=sc.custom_resources_per_worker,
+                           placement_strategy=sc.placement_strategy)
 
     def _latest(self) -> Checkpoint | None:
         if self.committed:

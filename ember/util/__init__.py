@@ -6,8 +6,23 @@
   which tasks and actors share by passing it along.
 - ``get_node_ip_address()``: the address of the node this code runs on (``127.0.0.1`` with the
   local backend); ``{f"node:{ip}": 0.01}`` in ``resources=`` pins work to that node.
+- ``placement_group``, ``remove_placement_group``, ``PlacementGroup`` and
+  ``ember.util.scheduling_strategies`` (``PlacementGroupSchedulingStrategy``,
+  ``NodeAffinitySchedulingStrategy``): place bundles of resources together or not at all.
+- ``create_gang``/``Gang`` and ``WorkerGroup``/``WorkerInfo``: N actors placed together, the
+  worker group that ``ember.train`` and ``ember.rl`` both run on.
 - ``state``: what is running (``list_actors``, ``list_tasks``, ``summarize_tasks``, ...).
 - ``metrics``: your own Prometheus metrics (``Counter``, ``Gauge``, ``Histogram``).
+
+::
+
+    from ember.util import placement_group
+    from ember.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="SPREAD")
+    pg.wait(60)
+    actor = Worker.options(num_cpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(
+        pg, placement_group_bundle_index=0)).remote()
 """
 
 from __future__ import annotations
@@ -16,16 +31,40 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ember.util import metrics, queue, state
+    from ember.core._placement import PlacementGroup, placement_group, remove_placement_group
+    from ember.util import metrics, queue, scheduling_strategies, state
     from ember.util._actor_pool import ActorPool
+    from ember.util._gang import Gang, create_gang
     from ember.util._node import get_node_ip_address
+    from ember.util._worker_group import WorkerGroup, WorkerInfo
 
-__all__ = ["ActorPool", "get_node_ip_address", "metrics", "queue", "state"]
+__all__ = [
+    "ActorPool",
+    "Gang",
+    "PlacementGroup",
+    "WorkerGroup",
+    "WorkerInfo",
+    "create_gang",
+    "get_node_ip_address",
+    "metrics",
+    "placement_group",
+    "queue",
+    "remove_placement_group",
+    "scheduling_strategies",
+    "state",
+]
 
-_SUBMODULES = ("metrics", "queue", "state")
+_SUBMODULES = ("metrics", "queue", "scheduling_strategies", "state")
 _WHERE = {
     "ActorPool": "ember.util._actor_pool",
+    "Gang": "ember.util._gang",
+    "PlacementGroup": "ember.core._placement",
+    "WorkerGroup": "ember.util._worker_group",
+    "WorkerInfo": "ember.util._worker_group",
+    "create_gang": "ember.util._gang",
     "get_node_ip_address": "ember.util._node",
+    "placement_group": "ember.core._placement",
+    "remove_placement_group": "ember.core._placement",
 }
 
 

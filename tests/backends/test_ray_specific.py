@@ -37,15 +37,23 @@ from tests._support import Gate, shutdown_and_check, wait_for
 
 ray = pytest.importorskip("ray")
 
-from ember.core.ray_backend import RayBackend, create_gang  # noqa: E402
+from ember.core.ray_backend import RayBackend  # noqa: E402
+from ember.core.ray_backend._env import forwarded_env, with_forwarded_env  # noqa: E402
 from ember.core.ray_backend._mapping import (  # noqa: E402
     GENERATOR_BACKPRESSURE,
+    describe_nodes,
     gang_infeasible_reason,
     infeasible_reason,
     meta_from_ray_handle,
+    placement_infeasible_reason,
     ray_actor_options,
     ray_task_options,
     translate_error,
+)
+from ember.util import create_gang, placement_group, remove_placement_group  # noqa: E402
+from ember.util.scheduling_strategies import (  # noqa: E402
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
 )
 
 pytestmark = pytest.mark.ray
@@ -118,6 +126,59 @@ def test_gang_feasibility_follows_the_placement_strategy(strategy, count, feasib
         assert strategy in reason
 
 
+def test_placement_feasibility_of_unlike_bundles_uses_only_sure_reasons():
+    nodes = [{"CPU": 2.0}, {"CPU": 1.0, "GPU": 1.0}]
+
+    assert placement_infeasible_reason([{"CPU": 2}, {"CPU": 1, "GPU": 1}], "PACK", nodes) is None
+    assert "STRICT_PACK" in placement_infeasible_reason(
+        [{"CPU": 2}, {"CPU": 1, "GPU": 1}], "STRICT_PACK", nodes)
+    assert "bundle 1 asks for GPU: 2" in placement_infeasible_reason(
+        [{"CPU": 1}, {"GPU": 2}], "SPREAD", nodes)
+    assert "cluster has 2" in placement_infeasible_reason(
+        [{"CPU": 0.5}, {"CPU": 0.5, "GPU": 0.5}, {"CPU": 0.25}], "STRICT_SPREAD", nodes)
+
+
+def test_describe_nodes_says_what_each_node_has_free_of_what_was_asked():
+    nodes = [{"NodeID": "aaaaaaaaaaaa", "NodeManagerAddress": "10.0.0.1", "IsHead": True,
+              "Resources": {"CPU": 1.0, "memory": 5.0}, "AvailableResources": {"CPU": 0.0}},
+             {"NodeID": "bbbbbbbbbbbb", "NodeManagerAddress": "10.0.0.2",
+              "Resources": {"CPU": 2.0}, "AvailableResources": {"CPU": 0.5}}]
+
+    assert describe_nodes({"CPU": 1.0}, nodes) == (
+        "node aaaaaaaa (10.0.0.1, head): CPU 0 free of 1; "
+        "node bbbbbbbb (10.0.0.2): CPU 0.5 free of 2")
+
+
+def test_forwarded_env_is_the_storage_settings_and_fsspec_config():
+    environ = {"AWS_ACCESS_KEY_ID": "k", "AWS_ENDPOINT_URL": "http://s3", "HOME": "/home/u",
+               "FSSPEC_S3_ANON": "false", "AZURE_STORAGE_ACCOUNT_NAME": "acct",
+               "GOOGLE_CLOUD_PROJECT": "p", "PATH": "/bin", "MY_AWS_THING": "x"}
+    conf = {"gcs": {"project": "q"}, "s3": {"key": "from-conf"}, "my_fs": {"a": 1},
+            "memory": {}, "file": {"opener": object()}}
+
+    assert forwarded_env(environ, conf) == {
+        "AWS_ACCESS_KEY_ID": "k", "AWS_ENDPOINT_URL": "http://s3", "FSSPEC_S3_ANON": "false",
+        "AZURE_STORAGE_ACCOUNT_NAME": "acct", "GOOGLE_CLOUD_PROJECT": "p",
+        "FSSPEC_GCS": '{"project": "q"}', "FSSPEC_S3": '{"key": "from-conf"}'}
+
+
+def test_forwarded_env_travels_in_a_setup_hook_and_the_users_env_vars_win(monkeypatch):
+    hooked = []
+    monkeypatch.setitem(sys.modules, "user_hooks", type(sys)("user_hooks"))
+    sys.modules["user_hooks"].setup = lambda: hooked.append("by name")  # type: ignore[attr-defined]
+    user = {"env_vars": {"AWS_REGION": "user-wins"}, "worker_process_setup_hook": "user_hooks.setup"}
+
+    merged = with_forwarded_env(user, {"AWS_REGION": "driver", "AWS_SECRET_ACCESS_KEY": "s3cr3t"})
+
+    assert merged is not None and merged["env_vars"] == {"AWS_REGION": "user-wins"}
+    assert "s3cr3t" not in repr(merged)  # only the hook holds it: Ray logs env_vars to disk
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    merged["worker_process_setup_hook"]()
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == "s3cr3t" and hooked == ["by name"]
+    assert with_forwarded_env(None, {}) is None
+    assert with_forwarded_env({"env_vars": {"A": "1"}}, {"A": "2"}) == {"env_vars": {"A": "1"}}
+
+
 def test_system_errors_become_ember_errors():
     rx = ray.exceptions
     cases = [
@@ -162,7 +223,7 @@ def test_task_error_keeps_the_user_type_and_passes_ember_errors_through():
 def test_ray_backend_public_names_are_pinned():
     import ember.core.ray_backend as package
 
-    assert package.__all__ == ["Gang", "RayBackend", "create_gang", "inside_ray_worker"]
+    assert package.__all__ == ["RayBackend", "inside_ray_worker"]
 
 
 def test_importing_ember_and_the_backend_does_not_import_ray():
@@ -173,14 +234,6 @@ def test_importing_ember_and_the_backend_does_not_import_ray():
 
 
 # -- connecting and attaching ------------------------------------------------------------------
-
-
-def test_sizes_with_a_cluster_address_are_refused_before_connecting():
-    with pytest.raises(ValueError, match="num_cpus"):
-        ember.init(backend="ray", address="auto", num_cpus=2)
-
-    assert not ember.is_initialized()
-    assert not ray.is_initialized()
 
 
 def test_auto_address_without_a_cluster_says_how_to_start_one(tmp_path, monkeypatch):
@@ -423,13 +476,43 @@ class TestOnRay:
         gang = create_gang(Member, 2, resources_per_member={"CPU": 1}, strategy="STRICT_PACK")
         try:
             assert len(gang) == 2
-            assert get([m.group.remote() for m in gang]) == [gang.placement_group.id.hex()] * 2
+            assert gang.placement_group is not None
+            assert get([m.group.remote() for m in gang]) == [gang.placement_group.id] * 2
             wait_for(lambda: ember.available_resources().get("CPU") == 0.0,
                      what="the gang's bundles to hold both CPUs")
         finally:
             gang.shutdown()
         wait_for(lambda: ember.available_resources().get("CPU") == 2.0,
                  what="the gang's CPUs to come back")
+
+    def test_placement_groups_and_node_affinity_with_ray_names(self):
+        @ember.remote
+        class Where:
+            def placement(self):
+                context = ray.get_runtime_context()
+                return context.get_placement_group_id(), context.get_node_id()
+
+        [node] = ember.nodes()
+        assert node["IsHead"] and node["Resources"]["CPU"] == 2.0
+        pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_PACK")
+        try:
+            assert pg.wait(30) and get(pg.ready()) is not None
+            assert pg.bundle_specs == [{"CPU": 1.0}, {"CPU": 1.0}] and pg.bundle_count == 2
+            member = Where.options(num_cpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(
+                pg, placement_group_bundle_index=1)).remote()
+            assert get(member.placement.remote()) == (pg.id, node["NodeID"])
+            wait_for(lambda: ember.nodes()[0]["AvailableResources"]["CPU"] == 0.0,
+                     what="the group to hold both CPUs")
+            ember.kill(member)
+        finally:
+            remove_placement_group(pg)
+        pinned = Where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node["NodeID"], soft=False)).remote()
+        assert get(pinned.placement.remote()) == (None, node["NodeID"])
+        with pytest.raises(ResourceError, match="STRICT_SPREAD needs 2 nodes"):
+            placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
+        with pytest.raises(ValueError, match="must ask for some resource"):
+            placement_group([{"CPU": 0}])
 
     def test_gang_that_cannot_fit_raises_resource_error_at_once(self):
         @ember.remote
@@ -469,7 +552,8 @@ def test_gang_on_the_local_backend_is_n_actors_checked_up_front():
                 return "pong"
 
         gang = create_gang(Member, 2, resources_per_member={"CPU": 1})
-        assert gang.placement_group is None
+        assert gang.placement_group is not None and gang.placement_group.wait(0)
+        assert get(gang.placement_group.ready()) == gang.placement_group
         assert get([m.ping.remote() for m in gang]) == ["pong", "pong"]
         gang.shutdown()
         with pytest.raises(ResourceError, match="CPU"):

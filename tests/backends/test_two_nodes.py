@@ -1,135 +1,36 @@
-"""ember on a real two-node Ray cluster started on this machine with the ``ray`` CLI.
-
-The head (1 CPU) and a second node (1 CPU and a custom ``node_b`` resource) run as their own
-processes under a private temp dir (``RAY_TMPDIR``), so ``address="auto"`` finds this cluster and
-no other. Teardown ends exactly the processes of this cluster, found by that temp dir and the
-cluster's port: ``ray stop --force`` would end every Ray process of the user on the machine,
-including clusters that other test runs or people are using.
-"""
+"""ember's core on a real two-node Ray cluster started on this machine with the ``ray`` CLI
+(``tests/backends/_cluster.py``); the libraries on it are in ``test_cluster_libraries.py``."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import socket
+import logging
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import psutil
 import pytest
 
 import ember
 from ember.errors import ResourceError, TaskError
 from tests._support import wait_for
+from tests.backends._cluster import Cluster, two_node_cluster
 
 ray = pytest.importorskip("ray")
 
-from ember.core.ray_backend import create_gang  # noqa: E402
+from ember.util import create_gang  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 GET_TIMEOUT = 60
-RAY = str(Path(sys.executable).with_name("ray"))
 # What Ray's client proxy prints when the per-client server it starts dies at start-up.
 _RAY_CLIENT_START_FLAKES = ("Starting Ray client server failed", "ZombieProcess")
 
 
-@dataclass(frozen=True)
-class Cluster:
-    port: int
-    client_port: int
-    temp_dir: str
-    env: dict[str, str]
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ray_cli(args: list[str], env: dict[str, str]) -> None:
-    done = subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=180)
-    if done.returncode != 0:
-        raise RuntimeError(f"`ray {' '.join(args)}` failed:\n{done.stdout}\n{done.stderr}")
-
-
-def _cluster_processes(temp_dir: str, port: int) -> list[psutil.Process]:
-    """The processes of the cluster: those naming its temp dir or port, and their children."""
-    me = os.getpid()
-    roots = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            cmdline = " ".join(proc.info["cmdline"] or [])
-        except psutil.Error:
-            continue
-        if proc.pid != me and (temp_dir in cmdline or ("ray" in cmdline
-                                                       and f":{port}" in cmdline)):
-            roots.append(proc)
-    found = {proc.pid: proc for proc in roots}
-    for proc in roots:
-        try:
-            found.update({child.pid: child for child in proc.children(recursive=True)})
-        except psutil.Error:
-            pass
-    found.pop(me, None)
-    return list(found.values())
-
-
-def _stop_cluster(temp_dir: str, port: int) -> None:
-    procs = _cluster_processes(temp_dir, port)
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=30)
-    assert not alive, f"cluster processes still running: {[p.pid for p in alive]}"
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    # A short path: Ray's unix sockets live under it and their names have a length limit.
-    temp_dir = tempfile.mkdtemp(prefix="ember-ray-", dir="/tmp")
-    # Ray keeps token authentication on for the rest of a process once a local ray.init()
-    # turned it on (it sets RAY_AUTH_MODE=token in the process). A cluster in the other mode
-    # then half works (tasks run, actors die at once), so the cluster follows this process.
-    auth = "token" if os.environ.get("RAY_AUTH_MODE") == "token" else "disabled"
-    env = {**os.environ, "RAY_TMPDIR": temp_dir, "RAY_AUTH_MODE": auth,
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    port, client_port = _free_port(), _free_port()
-    try:
-        _ray_cli(["start", "--head", f"--port={port}", "--num-cpus=1",
-                  "--include-dashboard=false", f"--dashboard-port={_free_port()}",
-                  f"--dashboard-agent-listen-port={_free_port()}",
-                  f"--ray-client-server-port={client_port}", "--disable-usage-stats"], env)
-        _ray_cli(["start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
-                  f"--resources={json.dumps({'node_b': 1})}",
-                  f"--dashboard-agent-listen-port={_free_port()}", "--disable-usage-stats"],
-                 env)
-        with pytest.MonkeyPatch.context() as patch:
-            # This process's `ray.init(address="auto")` must find this cluster, with its auth.
-            patch.setenv("RAY_TMPDIR", temp_dir)
-            patch.setenv("RAY_AUTH_MODE", auth)
-            patch.delenv("RAY_ADDRESS", raising=False)
-            yield Cluster(port, client_port, temp_dir, env)
-    finally:
-        try:
-            ember.shutdown()
-        finally:
-            _stop_cluster(temp_dir, port)
-            shutil.rmtree(temp_dir, ignore_errors=True)
+    with two_node_cluster() as started:
+        yield started
 
 
 @pytest.fixture
@@ -231,6 +132,27 @@ def test_explicit_address_and_nested_work_across_nodes(cluster: Cluster):
         with pytest.raises(KeyError, match="from node_b") as info:
             ember.get(fail_on_b.options(resources={"node_b": 1}).remote(), timeout=GET_TIMEOUT)
         assert isinstance(info.value, TaskError)
+    finally:
+        ember.shutdown()
+
+
+def test_the_environment_points_init_at_the_cluster_and_sizes_are_ignored_with_a_note(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    monkeypatch.setenv("EMBER_BACKEND", "ray")
+    monkeypatch.setenv("EMBER_ADDRESS", cluster.address)
+    with caplog.at_level(logging.WARNING, logger="ember"):
+        info = ember.init(num_cpus=2)  # as the examples call it
+    try:
+        assert (info.backend, info.address) == ("ray", cluster.address)
+        wait_for(lambda: len(ember.nodes()) == 2, what="both nodes to join the cluster")
+        assert ember.cluster_resources()["CPU"] == 2  # the cluster's two 1-CPU nodes
+        assert "ignoring num_cpus=2" in caplog.text
+    finally:
+        ember.shutdown()
+    with caplog.at_level(logging.WARNING, logger="ember"):
+        info = ember.init(backend="ray", address="auto")  # explicit arguments win
+    try:
+        assert (info.backend, info.address) == ("ray", "auto")
     finally:
         ember.shutdown()
 

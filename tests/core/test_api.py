@@ -100,6 +100,13 @@ def test_init_reports_the_resources_it_was_given():
         shutdown_and_check()
 
 
+def test_the_local_backend_is_one_node_with_what_it_was_given(ember_local):
+    [node] = ember.nodes()
+
+    assert node["IsHead"] and node["NodeID"] == ember.get_runtime_context().get_node_id()
+    assert node["Resources"]["CPU"] == 2 and node["AvailableResources"]["CPU"] == 2
+
+
 def test_init_with_a_namespace_reports_it():
     ember.init(num_cpus=1, namespace="research")
     try:
@@ -118,8 +125,9 @@ def test_unknown_backend_is_named_with_the_known_ones():
 
 
 def test_address_is_refused_for_the_local_backend():
+    # (An address with no backend named picks the ray backend.)
     with pytest.raises(ValueError, match="address is only for backend='ray'"):
-        ember.init(address="ray://head:10001")
+        ember.init("local", address="ray://head:10001")
     assert not ember.is_initialized()
 
 

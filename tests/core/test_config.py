@@ -104,3 +104,30 @@ def test_a_bad_spin_time_is_refused_with_the_variable_named(monkeypatch, bad):
     monkeypatch.setenv("EMBER_SPIN_US", bad)
     with pytest.raises(ValueError, match="EMBER_SPIN_US"):
         resolve()
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    ((None, None), (None, None), ("local", None)),
+    ((None, None), ("ray", "10.0.0.1:6379"), ("ray", "10.0.0.1:6379")),  # main.py unchanged
+    ((None, None), (None, "auto"), ("ray", "auto")),  # an address names a Ray cluster
+    (("local", None), ("ray", "auto"), ("local", None)),  # explicit arguments win
+    (("ray", None), (None, "auto"), ("ray", "auto")),  # the environment fills what is missing
+    (("ray", "ray://h:10001"), ("local", "auto"), ("ray", "ray://h:10001")),
+    ((None, "auto"), ("local", None), ("ray", "auto")),
+    (("ray", None), (None, None), ("ray", None)),  # a private Ray on this machine
+])
+def test_init_arguments_win_and_the_environment_fills_the_rest(args, env, expected):
+    from ember.core._config import choose_backend
+
+    assert choose_backend(*args, *env) == expected
+
+
+def test_ember_backend_and_address_apply_to_an_explicit_init(monkeypatch):
+    from ember.core._config import resolve_backend
+
+    monkeypatch.setenv("EMBER_BACKEND", "ray")
+    monkeypatch.setenv("EMBER_ADDRESS", "auto")
+    assert resolve_backend(None, None) == ("ray", "auto")
+    monkeypatch.setenv("EMBER_BACKEND", "")
+    monkeypatch.delenv("EMBER_ADDRESS")
+    assert resolve_backend(None, None) == ("local", None)

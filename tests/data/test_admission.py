@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ember.data._admission import AdmissionPolicy, OperatorView, Snapshot, task_slots
+from ember.data._admission import (
+    AdmissionPolicy,
+    OperatorView,
+    Snapshot,
+    fits,
+    node_capacities,
+    node_room,
+    task_slots,
+)
 
 MB = 1024 * 1024
 
@@ -35,8 +43,9 @@ def pool(**kw: object) -> OperatorView:
     return OperatorView(**base)  # type: ignore[arg-type]
 
 
-def snap(*ops: OperatorView, used: int = 0, cpus: float = 2, ready: int = 0) -> Snapshot:
-    return Snapshot(tuple(ops), used, cpus, ready)
+def snap(*ops: OperatorView, used: int = 0, cpus: float = 2, ready: int = 0,
+         nodes: tuple[float, ...] = ()) -> Snapshot:
+    return Snapshot(tuple(ops), used, sum(nodes) if nodes else cpus, ready, node_cpus=nodes)
 
 
 def test_source_starts_when_idle() -> None:
@@ -82,7 +91,7 @@ def test_actor_pool_as_large_as_the_machine_leaves_a_slot_for_reads() -> None:
     policy = AdmissionPolicy(100 * MB)
     ops = (source(), pool(actors_alive=2))
     assert policy.next_launch(snap(*ops)) == 0
-    slots = task_slots(1.0, 2.0, held_by_actors=2.0)
+    slots = task_slots(1.0, [2.0], held_by_actors=[1.0, 1.0])
     assert slots.reserved and slots.limit == 1 and slots.num_cpus == 0.0
     # ...but only one read at a time while the pool holds every CPU.
     assert policy.next_launch(snap(source(running=1), pool(actors_alive=2), used=MB)) is None
@@ -96,11 +105,57 @@ def test_actor_calls_bounded_per_actor() -> None:
 
 
 def test_task_slots() -> None:
-    assert task_slots(1.0, 4.0, 0.0).limit == 4
-    assert task_slots(2.0, 4.0, 1.0).limit == 1
-    assert task_slots(0.5, 2.0, 0.0).limit == 4
-    assert not task_slots(1.0, 2.0, 1.0).reserved
-    assert task_slots(0.0, 2.0, 2.0).num_cpus == 0.0
+    assert task_slots(1.0, [4.0]).limit == 4
+    assert task_slots(2.0, [4.0], [1.0]).limit == 1
+    assert task_slots(0.5, [2.0]).limit == 4
+    assert not task_slots(1.0, [2.0], [1.0]).reserved
+    assert task_slots(0.0, [2.0], [1.0, 1.0]).num_cpus == 0.0
+
+
+def test_task_slots_count_what_each_node_holds_not_the_cluster_total() -> None:
+    # Two nodes with half a CPU free each: 1 CPU in all, but no node can run a 1-CPU task.
+    # Counting the total made the executor submit a task that waited forever (the demo's
+    # train stage on 2 nodes x 1 CPU).
+    halves = task_slots(1.0, [0.5, 0.5])
+    assert halves.reserved and halves.limit == 1 and halves.num_cpus == 0.0
+    assert task_slots(0.5, [0.5, 0.5]).limit == 2
+    assert task_slots(1.0, [1.5, 1.5]).limit == 2  # not 3
+    # A pool actor takes its node's CPU: the task slot is on the other node.
+    assert task_slots(1.0, [1.0, 1.0], [1.0]).limit == 1
+    assert task_slots(1.0, [1.0, 1.0], [1.0, 1.0]).reserved
+
+
+def test_a_running_task_and_a_new_one_must_each_fit_on_one_node() -> None:
+    policy = AdmissionPolicy(100 * MB)
+    # 1.5 CPUs on each of two nodes: one 1-CPU task per node, never a third.
+    assert policy.next_launch(snap(source(running=1), used=MB, nodes=(1.5, 1.5))) == 0
+    assert policy.next_launch(snap(source(running=2), used=2 * MB, nodes=(1.5, 1.5))) is None
+    # Half a CPU on each node: one reserved task at a time.
+    assert policy.next_launch(snap(source(), nodes=(0.5, 0.5))) == 0
+    assert policy.next_launch(snap(source(running=1), used=MB, nodes=(0.5, 0.5))) is None
+
+
+def test_a_pool_grows_only_while_a_node_has_room_for_one_more_actor() -> None:
+    policy = AdmissionPolicy(100 * MB)
+    saturated = pool(has_input=True, running=2, actors_alive=1, min_actors=1, max_actors=3)
+    assert policy.actor_target(1, snap(source(), saturated, nodes=(1.0, 1.0))) == 2
+    assert policy.actor_target(1, snap(source(), saturated, nodes=(1.5, 0.5))) == 1
+
+
+def test_node_room_places_the_largest_requests_first() -> None:
+    assert node_room([2.0, 1.0], [1.0, 1.0]) == [0.0, 1.0]
+    assert node_room([1.0, 1.0], [1.5]) == [0.0, 1.0]  # fits nowhere: charged where most is left
+    assert fits([1.0, 1.0], [1.0, 1.0]) and not fits([1.0, 1.0], [2.0])
+    assert not fits([0.5, 0.5], [1.0]) and fits([0.5, 0.5], [0.5, 0.5])
+
+
+def test_node_capacities_find_the_excluded_cpus_where_they_are_held() -> None:
+    assert node_capacities([1.0, 1.0], [0.5, 0.5], 0.0) == (1.0, 1.0)  # nothing excluded
+    # A trainer's 2 workers x 0.5 CPU, one on each node: half a node left on each.
+    assert node_capacities([1.0, 1.0], [0.5, 0.5], 1.0) == (0.5, 0.5)
+    # Excluded CPUs not held yet come off the node with the most left.
+    assert node_capacities([2.0, 1.0], [2.0, 1.0], 1.0) == (1.0, 1.0)
+    assert node_capacities([2.0], [2.0], 2.0) == (0.0,)
 
 
 def test_autoscaling_grows_when_saturated_and_shrinks_when_drained() -> None:

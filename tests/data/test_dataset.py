@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -207,10 +208,31 @@ def test_excluded_cpus_keep_tasks_running_and_refuse_a_pool_that_cannot_start(
     ed.DataContext.update(excluded_cpus=2)  # e.g. a trainer's workers hold both CPUs
     try:
         assert ed.range(100, parallelism=4).map_batches(lambda b: b).count() == 100
-        with pytest.raises(ResourceError, match=r"CPU=0 \(2 in the cluster, of which 2 held"):
+        with pytest.raises(ResourceError, match=r"CPU=0 \(CPUs per node: 0; 2 held for other"):
             ed.range(10).map_batches(_BatchLengths, compute=ed.ActorPoolStrategy(size=1)).count()
     finally:
         ed.DataContext.set_current(ed.DataContext())
+
+
+def test_a_pipeline_whose_tasks_do_not_finish_says_what_they_asked_for(
+        ember_local: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from ember.data import _executor
+
+    monkeypatch.setattr(_executor, "STALL_GRACE_S", 0.2)
+
+    def slow(batch: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(1.5)
+        return batch
+
+    with caplog.at_level(logging.WARNING, logger="ember.data"):
+        assert ed.range(2, parallelism=1).map_batches(slow).count() == 2
+    [message] = [r.getMessage() for r in caplog.records if "no task has finished" in r.getMessage()]
+    # What the tasks ask for, and what the node has (how much is free depends on the moment).
+    assert re.search(r"MapBatches\(.*slow\): CPU 1 .*node local \(127\.0\.0\.1\): CPU [\d.]+ "
+                     r"free of 2", message), message
 
 
 def test_limit_take_and_preserve_order(ember_local: Any) -> None:

@@ -168,6 +168,7 @@ def test_ppo_trains_the_nature_cnn_on_preprocessed_image_frames(ember_local):
 def test_asking_for_gpus_the_cluster_lacks_fails_at_build_naming_the_shortfall(ember_local):
     config = (PPOConfig().environment("CartPole-v1").env_runners(1)
               .learners(1, num_gpus_per_learner=1))
-    with pytest.raises(ember.errors.ResourceError, match="GPU=1"):
+    with pytest.raises(ember.errors.ResourceError,
+                       match=r"GPU: 1 per member, and the nodes have 0"):
         config.build()
     assert ember.available_resources().get("CPU") == 2  # nothing kept holding resources

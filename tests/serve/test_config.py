@@ -29,7 +29,8 @@ def test_a_full_config_is_read() -> None:
     assert config == ServeConfig("127.0.0.1", 0, (
         AppConfig("a", "m:app", "/a", {}, {"Model": {"num_replicas": 2}}),
         AppConfig("b", "m:build", None, {"x": 1}, {}),
-    ))
+    ), "EveryNode")
+    assert parse_config({"applications": [{"import_path": "m:a"}]}).proxy_location == "HeadOnly"
 
 
 @pytest.mark.parametrize(("raw", "message"), [
@@ -46,6 +47,8 @@ def test_a_full_config_is_read() -> None:
      "port='80'"),
     ({"applications": [{"import_path": "m:a", "deployments": [{"num_replicas": 1}]}]},
      "must be a mapping with a 'name'"),
+    ({"proxy_location": "Everywhere", "applications": [{"import_path": "m:a"}]},
+     "proxy_location='Everywhere' must be HeadOnly"),
 ])
 def test_bad_configs_say_where_and_what(raw: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -828,3 +828,34 @@ def test_handlers_return_json_for_mappings_like_ray() -> None:
         assert client.get(url("/?kind=pairs")).json() == [1, "two"]
         assert client.get(url("/?kind=numpy")).json() == {"sum": 6, "values": [0, 1, 2]}
         assert client.get(url("/?kind=opaque")).status_code == 500
+
+
+def test_proxy_location_disabled_serves_handles_only_and_head_only_is_one_proxy() -> None:
+    @serve.deployment
+    def echo(x: Any) -> str:
+        return "echo"
+
+    assert serve.start(proxy_location="Disabled") is None
+    handle = serve.run(echo.bind(), port=0)  # a route prefix, but no proxy to serve it on
+    assert handle.remote(1).result(timeout_s=20) == "echo"
+    assert serve.status().http_port is None and serve.status().proxies == {}
+    serve.shutdown()
+
+    port = serve.start(proxy_location="HeadOnly", http_options={"port": 0})
+    serve.run(echo.bind(), port=0)
+    assert serve.status().proxies == {"": port}  # one node: one proxy, not pinned
+    assert httpx.get(url(), timeout=TIMEOUT).text == "echo"
+    with pytest.raises(ValueError, match="proxy_location='Everywhere' must be one of"):
+        serve.start(proxy_location="Everywhere")
+
+
+def test_proxy_nodes_put_head_only_on_the_head_and_every_node_everywhere() -> None:
+    from ember.serve._api import proxy_nodes
+
+    nodes = [{"NodeID": "b", "IsHead": False}, {"NodeID": "h", "IsHead": True}]
+    assert proxy_nodes("HeadOnly", nodes, driver_node="b") == ["h"]
+    assert proxy_nodes("EveryNode", nodes, driver_node="b") == ["h", "b"]  # the head's first
+    assert proxy_nodes("Disabled", nodes, driver_node="b") == []
+    assert proxy_nodes("HeadOnly", nodes[:1], driver_node="b") == [None]  # one node: no pin
+    no_head = [{"NodeID": "x"}, {"NodeID": "y"}]
+    assert proxy_nodes("HeadOnly", no_head, driver_node="y") == ["y"]  # the driver's node

@@ -744,13 +744,15 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
 
     def nodes(self) -> list[dict[str, Any]]:
         self._check_open()
-        return [node_record(self._resources("total"))]
+        return [node_record(self.runtime_context().get_node_id(), self.cluster_resources(),
+                            self.available_resources())]
 
     def node_ip_address(self) -> str:
         return LOCAL_NODE_IP
 
     def timeline_events(self) -> list[dict[str, Any]]:
         return []  # no task events are recorded yet: an empty Chrome trace
+
     def state(self, kind: str, filters: list[tuple[str, str, Any]] | None = None,
               limit: int | None = None, detail: bool = False) -> Any:
         """observe: rows of ``ember.util.state`` (see _state.LocalObserver.query)."""

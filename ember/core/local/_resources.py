@@ -95,14 +95,17 @@ class ResourcePool:
         return {k: max(0.0, round(v, 9)) for k, v in self.available.items()}
 
 
-def node_record(resources: dict[str, float]) -> dict[str, Any]:
-    """The local backend's one node in the shape of Ray's ``ray.nodes()`` entries."""
+def node_record(node_id: str, total: dict[str, float],
+                available: dict[str, float]) -> dict[str, Any]:
+    """The local backend's one node in the shape of Ray's ``ray.nodes()`` entries, with what it
+    has free now (``AvailableResources``, as ``ember.nodes`` gives on every backend)."""
     from ember.core._config import LOCAL_NODE_IP
 
     return {
-        "NodeID": "local", "Alive": True, "alive": True, "NodeManagerAddress": LOCAL_NODE_IP,
-        "NodeManagerHostname": socket.gethostname(), "NodeName": LOCAL_NODE_IP,
-        "Resources": dict(resources), "Labels": {},
+        "NodeID": node_id, "Alive": True, "alive": True, "IsHead": True,
+        "NodeManagerAddress": LOCAL_NODE_IP, "NodeManagerHostname": socket.gethostname(),
+        "NodeName": LOCAL_NODE_IP, "Resources": dict(total),
+        "AvailableResources": {k: float(available.get(k, 0.0)) for k in total}, "Labels": {},
     }
 
 

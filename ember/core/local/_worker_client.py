@@ -326,7 +326,8 @@ class ClientMixin:
         )
 
     def nodes(self: WorkerRuntime) -> list[dict[str, Any]]:
-        return [node_record(self._request("resources", "total"))]
+        return [node_record("local", self._request("resources", "total"),
+                            self._request("resources", "available"))]
 
     def node_ip_address(self: WorkerRuntime) -> str:
         return LOCAL_NODE_IP

@@ -2,7 +2,7 @@
 
 ``ember.init(backend="ray", address=None | "auto" | "ray://host:10001", **ray_init_kwargs)``
 maps the core API onto Ray Core: remote functions, actors, object references, streaming
-generators, and placement groups for gangs (``create_gang``). Ray's exceptions are translated
+generators, and placement groups (``ember.util.placement_group``). Ray's exceptions are translated
 into ember's at the boundary. Importing this package does not import ``ray``: ``RayBackend.start``
 does.
 
@@ -11,6 +11,5 @@ Code running inside a Ray task or actor uses the Ray it runs in: ``ember.core._a
 """
 
 from ember.core.ray_backend._backend import RayBackend, inside_ray_worker
-from ember.core.ray_backend._gang import Gang, create_gang
 
-__all__ = ["Gang", "RayBackend", "create_gang", "inside_ray_worker"]
+__all__ = ["RayBackend", "inside_ray_worker"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import pickle
 import threading
 import time
@@ -34,10 +35,10 @@ from ember.core.ray_backend._callables import (
 from ember.core.ray_backend._mapping import (
     GENERATOR_BACKPRESSURE,
     Unplaceable,
-    gang_infeasible_reason,
     infeasible_reason,
     is_streaming,
     meta_from_ray_handle,
+    placement_infeasible_reason,
     ray_actor_options,
     ray_task_options,
     translate_error,
@@ -130,15 +131,24 @@ class RayBackend:
         it running at ``ember.shutdown()``. ``reject_infeasible=False`` lets requests that no
         node can hold wait (for clusters whose autoscaler adds nodes) instead of raising
         ``ResourceError``.
+
+        Sizing arguments only size a new Ray instance: when connecting to a cluster they are
+        ignored, with a note in the log. ``runtime_env`` (Ray's shape: ``env_vars``,
+        ``working_dir``, ``py_modules``...) applies to every worker of the job, and the storage
+        settings of the driver's environment are added to its ``env_vars`` (see ``_env``).
         """
         import ray
+
+        from ember.core.ray_backend._env import (
+            driver_fsspec_conf,
+            forwarded_env,
+            with_forwarded_env,
+        )
 
         sizes: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus,
                                  "resources": resources,
                                  "object_store_memory": object_store_memory}
         local: dict[str, Any] = {k: v for k, v in sizes.items() if v is not None}
-        if runtime_env:
-            ray_init_kwargs["runtime_env"] = runtime_env
         if ray.is_initialized():
             if runtime_env:
                 raise ValueError(
@@ -148,13 +158,18 @@ class RayBackend:
                 )
             if not inside_ray_worker():
                 logger.info("ray is already initialized in this process; ember uses it as is")
+                _note_ignored(local, "Ray is already initialized in this process")
             return cls(ray, owned=False, reject_infeasible=reject_infeasible)
         if address not in (None, "local") and local:
-            raise ValueError(
-                f"{', '.join(sorted(local))} size a new Ray instance and cannot be set when "
-                f"connecting to the cluster at address={address!r}; give them to `ray start` "
-                "on each node instead"
-            )
+            _note_ignored(local, f"ember connects to the Ray cluster at address={address!r}")
+            local = {}
+        forwarded = forwarded_env(os.environ, driver_fsspec_conf())
+        job_env = with_forwarded_env(runtime_env, forwarded)
+        if job_env is not None:
+            ray_init_kwargs["runtime_env"] = job_env
+        if forwarded:
+            logger.debug("forwarding %s to the Ray workers of this job",
+                         ", ".join(sorted(forwarded)))  # names only, never the values
         try:
             ray.init(address=address, namespace=namespace, **local, **ray_init_kwargs)
         except ConnectionError as exc:
@@ -515,57 +530,67 @@ class RayBackend:
             ) from exc
         return ActorHandle(ray_handle, self._meta_of(ray_handle), self)
 
-    def create_gang(
-        self, cls: ActorClass, count: int, args: tuple[Any, ...], kwargs: dict[str, Any],
-        bundle: dict[str, float], strategy: str, timeout: float | None,
-    ) -> tuple[list[ActorHandle], Any]:
-        """``count`` actors of ``cls``, each in its own bundle of one placement group.
-
-        The group is reserved first (all bundles or none), so the actors start together.
-        """
+    # -- placement groups and nodes ------------------------------------------------------------
+    def create_placement_group(self, bundles: list[dict[str, float]], strategy: str, name: str,
+                               lifetime: str | None) -> Any:
+        """A Ray placement group of ``bundles``; ``ResourceError`` at once when no set of alive
+        nodes can ever hold it (unless ``reject_infeasible=False``)."""
         self._check_open()
-        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.placement_group import placement_group
+
+        from ember.core._placement import PlacementGroup
 
         if self._reject_infeasible:
             nodes = self._nodes = self._alive_nodes()
-            reason = gang_infeasible_reason(bundle, count, strategy, nodes)
+            reason = placement_infeasible_reason(bundles, strategy, nodes)
             if reason is not None:
                 raise ResourceError(
-                    f"a gang of {count} {cls.meta.class_name} actors can never be placed: "
-                    f"{reason}. Ask for fewer or smaller members, use strategy='PACK', or add "
-                    "nodes"
+                    f"a placement group of {len(bundles)} x {_bundle_text(bundles)} can never be "
+                    f"placed: {reason}. Ask for fewer or smaller bundles, use strategy='PACK', "
+                    "or add nodes"
                 )
-        group = placement_group([dict(bundle) for _ in range(count)], strategy=strategy)
         try:
-            self._ray.get(group.ready(), timeout=timeout)
-        except self._rx.GetTimeoutError as exc:
-            remove_placement_group(group)
-            raise GetTimeoutError(
-                f"could not reserve {count} x {bundle} ({strategy}) within {timeout} s: the "
-                "cluster is busy; wait for running work to finish or raise the timeout"
-            ) from exc
-        member = {
-            "num_cpus": bundle.get("CPU", 0.0), "num_gpus": bundle.get("GPU", 0.0),
-            "resources": {k: v for k, v in bundle.items() if k not in ("CPU", "GPU")} or None,
-            "placement_group": group,
-        }
-        actors = []
-        try:
-            for index in range(count):
-                variant = cls.options(**member, placement_group_bundle_index=index)
-                actors.append(self.create_actor(variant, args, kwargs, variant._options))
-        except BaseException:
-            for actor in actors:
-                self.kill(actor, True)
-            remove_placement_group(group)
-            raise
-        return actors, group
+            group = placement_group([dict(b) for b in bundles], strategy=strategy, name=name,
+                                    lifetime=lifetime)
+        except RuntimeError as exc:
+            raise _client_limit(exc) from exc
+        return PlacementGroup(group.id.hex(), bundles, strategy, group)
 
-    def remove_gang(self, group: Any) -> None:
+    def placement_group_ready(self, group: Any) -> ObjectRef:
+        self._check_open()
+        return ObjectRef(group._backend_group.ready(), self, add_ref=False)
+
+    def remove_placement_group(self, group: Any) -> None:
         from ray.util.placement_group import remove_placement_group
 
         if not self._closed:
-            remove_placement_group(group)
+            remove_placement_group(group._backend_group)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The alive nodes, with what each has in all and free now (see ``ember.nodes``)."""
+        self._check_open()
+        try:
+            from ray._private import state
+
+            free_by_node = state.available_resources_per_node()
+        except Exception:  # the Ray client cannot ask; report the totals
+            free_by_node = None
+        out = []
+        for node in self._ray.nodes():
+            if not node.get("Alive", node.get("alive", False)):
+                continue
+            total = {k: float(v) for k, v in node.get("Resources", {}).items()
+                     if not _is_group_resource(k)}
+            free = total if free_by_node is None else free_by_node.get(node["NodeID"], {})
+            out.append({
+                "NodeID": node["NodeID"],
+                "Alive": True,
+                "NodeManagerAddress": node.get("NodeManagerAddress", ""),
+                "IsHead": "node:__internal_head__" in total,
+                "Resources": total,
+                "AvailableResources": {k: float(free.get(k, 0.0)) for k in total},
+            })
+        return out
 
     # -- objects and control ---------------------------------------------------------------------
     def get(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
@@ -636,10 +661,6 @@ class RayBackend:
         available.update(self._ray.available_resources())
         return available
 
-    def nodes(self) -> list[dict[str, Any]]:
-        self._check_open()
-        return list(self._ray.nodes())
-
     def node_ip_address(self) -> str:
         from ray.util import get_node_ip_address
 
@@ -671,6 +692,25 @@ class RayBackend:
             was_current_actor_reconstructed=_reconstructed(ctx) if actor_id else False,
             _is_canceled=ctx.is_canceled,
         )
+
+
+def _is_group_resource(name: str) -> bool:
+    # Ray names the resources of a placement group's bundles CPU_group_<id>, CPU_group_0_<id>...
+    return "_group_" in name
+
+
+def _bundle_text(bundles: list[dict[str, float]]) -> str:
+    first = bundles[0]
+    if all(b == first for b in bundles):
+        return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(first.items())) + "}"
+    return "bundles " + repr(bundles)
+
+
+def _note_ignored(sizes: dict[str, Any], why: str) -> None:
+    if sizes:
+        logger.warning(
+            "%s: ignoring %s, which only size a new Ray instance; the cluster's nodes have what "
+            "`ray start` gave them", why, ", ".join(f"{k}={v!r}" for k, v in sorted(sizes.items())))
 
 
 def _reconstructed(ctx: Any) -> bool:

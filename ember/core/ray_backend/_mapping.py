@@ -63,6 +63,22 @@ def is_streaming(num_returns: Any) -> bool:
 
 
 def _placement(explicit: Mapping[str, Any], out: dict[str, Any]) -> None:
+    from ember.core import _placement as ember_placement
+
+    strategy = explicit.get("scheduling_strategy")
+    if isinstance(strategy, ember_placement.PlacementGroupSchedulingStrategy):
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        out["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+            _ray_group(strategy.placement_group),
+            placement_group_bundle_index=strategy.placement_group_bundle_index,
+            placement_group_capture_child_tasks=strategy.placement_group_capture_child_tasks,
+        )
+    elif isinstance(strategy, ember_placement.NodeAffinitySchedulingStrategy):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        out["scheduling_strategy"] = NodeAffinitySchedulingStrategy(strategy.node_id,
+                                                                    soft=strategy.soft)
     group = explicit.get("placement_group")
     if group is None or group == "default":
         return
@@ -70,8 +86,20 @@ def _placement(explicit: Mapping[str, Any], out: dict[str, Any]) -> None:
 
     index = explicit.get("placement_group_bundle_index")
     out["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-        group, placement_group_bundle_index=-1 if index is None else index,
+        _ray_group(group), placement_group_bundle_index=-1 if index is None else index,
     )
+
+
+def _ray_group(group: Any) -> Any:
+    """Ray's placement group for an ember ``PlacementGroup`` (a Ray one passes as it is)."""
+    from ember.core._placement import PlacementGroup
+
+    if isinstance(group, PlacementGroup):
+        if group._backend_group is None:
+            raise ValueError(f"{group!r} was made by the local backend; make placement groups "
+                             "after ember.init(backend='ray')")
+        return group._backend_group
+    return group
 
 
 def ray_task_options(explicit: Mapping[str, Any], num_returns: Any) -> dict[str, Any]:
@@ -189,7 +217,62 @@ def gang_infeasible_reason(bundle: Mapping[str, float], count: int, strategy: st
     if sum(per_node) >= count:
         return None
     return (f"{strategy} needs room for {count} x {{{asked}}}, and the whole cluster holds "
-            f"{sum(per_node)}")
+            f"{sum(per_node)}{_limit(bundle, count, nodes)}")
+
+
+def _limit(bundle: Mapping[str, float], count: int, nodes: Sequence[Mapping[str, float]]) -> str:
+    """`` (GPU: the nodes have 0 in all, 1 per member)``: the resource that holds the gang back."""
+    for name, amount in sorted(bundle.items()):
+        fits = sum(math.floor(node.get(name, 0.0) / amount + 1e-9) for node in nodes)
+        if amount > 0 and fits < count:
+            have = ", ".join(_amount(node.get(name, 0.0)) for node in nodes) or "none"
+            return f" ({name}: {_amount(amount)} per member, and the nodes have {have})"
+    return ""
+
+
+def placement_infeasible_reason(bundles: Sequence[Mapping[str, float]], strategy: str,
+                                nodes: Sequence[Mapping[str, float]]) -> str | None:
+    """Why ``bundles`` can never be reserved with ``strategy`` on ``nodes`` (None when they
+    can, or when only an exact packing search could tell: then Ray decides)."""
+    first = dict(bundles[0])
+    if all(dict(b) == first for b in bundles):
+        return gang_infeasible_reason(first, len(bundles), strategy, nodes)
+    if strategy == "STRICT_PACK":
+        total: dict[str, float] = {}
+        for bundle in bundles:
+            for name, amount in bundle.items():
+                total[name] = total.get(name, 0.0) + amount
+        reason = infeasible_reason(total, nodes)
+        return None if reason is None else f"STRICT_PACK needs all bundles on one node, and {reason}"
+    for i, bundle in enumerate(bundles):
+        reason = infeasible_reason(bundle, nodes)
+        if reason is not None:
+            return f"bundle {i} {reason[3:] if reason.startswith('it ') else reason}"
+    if strategy == "STRICT_SPREAD" and len(bundles) > len(nodes):
+        return (f"STRICT_SPREAD needs {len(bundles)} nodes, one per bundle, and the cluster has "
+                f"{len(nodes)}")
+    for name in {n for b in bundles for n in b}:
+        wanted = sum(b.get(name, 0.0) for b in bundles)
+        have = sum(node.get(name, 0.0) for node in nodes)
+        if wanted > have + 1e-9:
+            return f"the bundles ask for {name}: {_amount(wanted)} in all and the cluster has " \
+                   f"{_amount(have)}"
+    return None
+
+
+def describe_nodes(request: Mapping[str, float], nodes: Sequence[Mapping[str, Any]]) -> str:
+    """``node 1a2b3c4d (10.0.0.1, head): CPU 0.5 free of 1; ...`` for the resources named in
+    ``request``, from ``ember.nodes()`` entries: which node has what, for a message."""
+    parts = []
+    for node in nodes:
+        total = node.get("Resources", {})
+        free = node.get("AvailableResources", total)
+        where = node.get("NodeManagerAddress") or "?"
+        head = ", head" if node.get("IsHead") else ""
+        have = ", ".join(f"{name} {_amount(free.get(name, 0.0))} free of "
+                         f"{_amount(total.get(name, 0.0))}" for name in sorted(request))
+        parts.append(f"node {str(node.get('NodeID', '?'))[:8]} ({where}{head}): {have}")
+    return "; ".join(parts) or "no node"
 
 
 # -- exceptions -----------------------------------------------------------------------------------

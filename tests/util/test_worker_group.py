@@ -1,4 +1,4 @@
-"""WorkerGroup: the reusable gang of actors (also used by ember.rl's learners)."""
+"""WorkerGroup: the gang of actors that ember.train's workers and ember.rl's learners run on."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pytest
 
 import ember
-from ember.train import WorkerGroup
+from ember.util import WorkerGroup
 
 
 def test_group_sets_torch_env_and_joins_a_process_group(ember_local):

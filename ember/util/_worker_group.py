@@ -1,7 +1,8 @@
 """A gang of actors that run functions together, optionally joined by ``torch.distributed``.
 
-It knows nothing of training sessions or checkpoints, so ``ember.rl``'s learner group can use it
-as it is::
+It knows nothing of training sessions or checkpoints, so ``ember.train``'s workers and
+``ember.rl``'s learner group both use it. The workers are one gang (``create_gang``): placed
+together or not at all, never half-started on a busy cluster::
 
     with WorkerGroup(2) as group:
         group.setup_torch_distributed()
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ember
+from ember.util._gang import Gang, create_gang
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,11 @@ class WorkerGroup:
     """``num_workers`` actors, each holding the given resources, ranked 0..n-1.
 
     Ranks are ordered by node, so the workers of one node have consecutive ranks; ``local_rank``
-    counts within a node and ``node_rank`` counts nodes.
+    counts within a node and ``node_rank`` counts nodes. ``placement_strategy`` places the gang
+    (``PACK``, ``SPREAD``, ``STRICT_PACK``, ``STRICT_SPREAD``); a request that no node can hold
+    raises ``ResourceError`` at once, and while the cluster is too busy ``start()`` says after
+    ``grace_s`` seconds which resource is missing on which node (and raises
+    ``GetTimeoutError`` after ``placement_timeout_s``, when set).
     """
 
     def __init__(
@@ -137,6 +143,9 @@ class WorkerGroup:
         num_gpus_per_worker: float = 0,
         resources_per_worker: dict[str, float] | None = None,
         env: dict[str, str] | None = None,
+        placement_strategy: str = "PACK",
+        placement_timeout_s: float | None = None,
+        grace_s: float = 10.0,
     ) -> None:
         if num_workers < 1:
             raise ValueError(f"num_workers={num_workers} must be >= 1")
@@ -145,6 +154,10 @@ class WorkerGroup:
         self.num_gpus_per_worker = num_gpus_per_worker
         self.resources_per_worker = dict(resources_per_worker or {})
         self.env = dict(env or {})
+        self.placement_strategy = placement_strategy
+        self.placement_timeout_s = placement_timeout_s
+        self.grace_s = grace_s
+        self._gang: Gang | None = None
         self.workers: list[Any] = []
         self.infos: list[WorkerInfo] = []
 
@@ -162,16 +175,17 @@ class WorkerGroup:
         """Create the actors and rank them; any failure stops those already created."""
         if self.workers:
             raise RuntimeError("this WorkerGroup has already started")
-        actor_class = ember.remote(_Worker).options(
-            num_cpus=self.num_cpus_per_worker, num_gpus=self.num_gpus_per_worker,
-            resources=self.resources_per_worker or None, max_concurrency=1,
-        )
-        handles = [actor_class.remote(self.env) for _ in range(self.num_workers)]
+        bundle = {"CPU": self.num_cpus_per_worker, "GPU": self.num_gpus_per_worker,
+                  **self.resources_per_worker}
+        self._gang = gang = create_gang(
+            ember.remote(_Worker).options(max_concurrency=1), self.num_workers,
+            args=(self.env,), resources_per_member=bundle, strategy=self.placement_strategy,
+            timeout=self.placement_timeout_s, grace_s=self.grace_s)
+        handles = list(gang.actors)
         try:
             metas = _get_all([h.metadata.remote() for h in handles])
         except BaseException:
-            for handle in handles:
-                _kill_quietly(handle)
+            self.shutdown()
             raise
         node_order: list[str] = []
         for meta in metas:
@@ -231,6 +245,9 @@ class WorkerGroup:
         workers, self.workers, self.infos = self.workers, [], []
         for handle in workers:
             _kill_quietly(handle)
+        gang, self._gang = self._gang, None
+        if gang is not None:
+            gang.shutdown()
 
     def _check_started(self) -> None:
         if not self.workers:
