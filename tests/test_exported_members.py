@@ -89,7 +89,9 @@ EXCEPTIONS_ALL = [
 
 ACTOR_ALL = ["ActorClass", "ActorHandle", "ActorMethod", "method"]
 
-UTIL_ALL = ["ActorPool", "get_node_ip_address", "metrics", "queue", "state"]
+UTIL_ALL = ["ActorPool", "Gang", "PlacementGroup", "WorkerGroup", "WorkerInfo", "create_gang",
+            "get_node_ip_address", "metrics", "placement_group", "queue",
+            "remove_placement_group", "scheduling_strategies", "state"]
 
 QUEUE_ALL = ["Empty", "Full", "Queue"]
 
