@@ -16,6 +16,7 @@ The tree::
     ├── SerializationError        a value could not be pickled (also a ``TypeError``)
     ├── TrainingFailedError       an ``ember.train`` run failed and used up its ``max_failures``
     ├── StorageError              a storage path cannot be read or written (also an ``OSError``)
+    │   └── CorruptCheckpointError a checkpoint's manifest or a file of it is damaged
     └── RuntimeNotInitializedError / BackendError   misuse of the runtime itself
 
 All of them survive pickling, so they travel between processes unchanged.
@@ -30,6 +31,7 @@ __all__ = [
     "ActorDiedError",
     "ActorUnavailableError",
     "BackendError",
+    "CorruptCheckpointError",
     "EmberError",
     "GetTimeoutError",
     "ObjectLostError",
@@ -92,6 +94,16 @@ class TrainingFailedError(EmberError):
 
 class StorageError(EmberError, OSError):
     """A storage path could not be written or read; the message names the path and the cause."""
+
+
+class CorruptCheckpointError(StorageError):
+    """A committed checkpoint cannot be trusted: its manifest does not parse, or a file of it
+    differs from the size or sha256 the manifest recorded. ``path`` is the checkpoint's folder;
+    the message names the damaged file."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class RuntimeNotInitializedError(EmberError, RuntimeError):

@@ -35,6 +35,7 @@ ERRORS_ALL = [
     "ActorDiedError",
     "ActorUnavailableError",
     "BackendError",
+    "CorruptCheckpointError",
     "EmberError",
     "GetTimeoutError",
     "ObjectLostError",

@@ -12,6 +12,8 @@ import ember.train.torch
 TRAIN_ALL = [
     "Checkpoint",
     "CheckpointConfig",
+    "CorruptCheckpointError",
+    "DataConfig",
     "FailureConfig",
     "Result",
     "RunConfig",
@@ -26,8 +28,8 @@ TRAIN_ALL = [
     "get_dataset_shard",
     "report",
 ]
-TORCH_ALL = ["TorchTrainer", "get_device", "load_sharded", "prepare_data_loader",
-             "prepare_model", "save_sharded"]
+TORCH_ALL = ["TorchTrainer", "enable_reproducibility", "get_device", "load_sharded",
+             "prepare_data_loader", "prepare_model", "save_sharded"]
 
 
 def test_train_all_is_pinned():

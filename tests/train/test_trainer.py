@@ -20,7 +20,7 @@ from ember.train import (
     StorageError,
     TrainingFailedError,
 )
-from ember.train._manifest import scan_run
+from ember.train._run_folder import scan_run
 from ember.train._storage import Storage
 from ember.train.torch import TorchTrainer
 
@@ -304,13 +304,16 @@ def test_gather_on_driver_carries_large_files_whole_to_s3(ember_local, s3_bucket
 def test_driver_commits_only_after_every_ranks_upload_is_confirmed(tmp_path):
     """The commit step alone (no workers): a shard that did not reach storage blocks the
     manifest; once it is there, the manifest is written and lists both ranks."""
+    from ember.train._run_folder import RunFolder
     from ember.train._session import ReportEvent
     from ember.train._trainer import _Run
 
     trainer = TorchTrainer(lambda: None, scaling_config=ScalingConfig(num_workers=2),
                            run_config=RunConfig(name="run", storage_path=str(tmp_path)))
     run = Storage(trainer.path)
-    attempt = _Run(trainer, run)  # an empty run folder: the next checkpoint is number 0
+    folder = RunFolder(run)
+    folder.open()  # an empty run folder: the next checkpoint is number 0
+    attempt = _Run(trainer, folder)
     src = tmp_path / "shard"
     src.mkdir()
     (src / "w.bin").write_bytes(b"12345")
