@@ -291,6 +291,9 @@ class _Run:
                     corrupt = self._corrupt_start(exc)
                     if corrupt is not None:  # not the run's fault: resume from the one before
                         self.folder.mark_corrupt(*corrupt)
+                        latest = self.folder.latest
+                        self.committed_reports = min(self.committed_reports, (
+                            0 if latest is None else self.reports_at_commit.get(latest, 0)))
                         last = exc
                         continue
                     failures += 1
