@@ -170,8 +170,10 @@ class TorchTrainer:
             raise error from result.error
         return result
 
-    def _save_state(self, folder: RunFolder) -> None:
+    def _save_state(self, target: RunFolder | Storage) -> None:
         import cloudpickle
+
+        folder = target if isinstance(target, RunFolder) else RunFolder(target)
 
         state = {
             "train_loop_per_worker": self.train_loop_per_worker,
