@@ -322,7 +322,9 @@ class _Run:
 
     def _stop(self, group: WorkerGroup) -> None:
         """Stop the group's workers and wait until they are gone (so that none of them writes
-        into storage or the temporary folders any more), then delete those folders."""
+        into storage or the temporary folders any more), then delete those folders. (On a
+        cluster, this deletes the folders of the workers on the driver's machine; workers on
+        other nodes leave theirs in that node's temporary folder.)"""
         group.shutdown()
         shutil.rmtree(self.temp_root, ignore_errors=True)
 
