@@ -15,11 +15,13 @@ worker has stopped, however it stopped.
 
 from __future__ import annotations
 
+import getpass
 import importlib
 import inspect
 import json
 import os
 import queue
+import re
 import shutil
 import tempfile
 import threading
@@ -217,6 +219,7 @@ def start_session(fn: Callable[..., Any], config: dict[str, Any] | None, context
     """
     global _session
     if temp_dir is not None:
+        _keep_compile_cache()
         os.makedirs(temp_dir, mode=0o700, exist_ok=True)
         os.environ["TMPDIR"] = temp_dir
         tempfile.tempdir = temp_dir
@@ -229,6 +232,20 @@ def start_session(fn: Callable[..., Any], config: dict[str, Any] | None, context
                               name="ember-train-loop", daemon=True)
     _session.thread = thread
     thread.start()
+
+
+def _keep_compile_cache() -> None:
+    """Pin torch.compile's cache (Inductor keeps it under the temporary folder by default) where
+    it was, so that it outlives the run's temporary folder and later runs reuse it."""
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        return
+    try:
+        user = getpass.getuser()
+    except Exception:  # no name for this uid (some containers): Inductor would fail the same
+        return
+    safe = re.sub(r'[\\/:*?"<>|]', "_", user)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tempfile.gettempdir(),
+                                                         f"torchinductor_{safe}")
 
 
 def next_event() -> Any:

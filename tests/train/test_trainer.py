@@ -5,6 +5,7 @@ Training loops are defined inside the tests: cloudpickle ships them to the worke
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import time
@@ -748,15 +749,20 @@ def test_no_temporary_folder_outlives_the_run(own_tmp, ember_local, tmp_path):
                     raise RuntimeError("rank 0 failed while rank 1 was mid-step")
                 open(marker, "w").close()
                 time.sleep(600)  # until the group is shut down
-            train.report({"rank": rank})
+            train.report({"tmp": tempfile.gettempdir(),
+                          "compile_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR")})
 
     before = sorted(os.listdir(own_tmp))
-    TorchTrainer(loop, train_loop_config={"mode": "kill", "marker": str(tmp_path / "k")},
-                 scaling_config=ScalingConfig(num_workers=2),
-                 run_config=RunConfig(name="killed", storage_path=str(tmp_path / "store"),
-                                      failure_config=FailureConfig(max_failures=1))).fit()
+    result = TorchTrainer(
+        loop, train_loop_config={"mode": "kill", "marker": str(tmp_path / "k")},
+        scaling_config=ScalingConfig(num_workers=2),
+        run_config=RunConfig(name="killed", storage_path=str(tmp_path / "store"),
+                             failure_config=FailureConfig(max_failures=1))).fit()
     assert (tmp_path / "k").exists()
     assert sorted(os.listdir(own_tmp)) == before
+    assert result.metrics is not None and result.metrics["tmp"].startswith(f"{own_tmp}/ember-")
+    # torch.compile's cache stays where it was, to outlive the run's temporary folder
+    assert result.metrics["compile_cache"] == str(own_tmp / f"torchinductor_{getpass.getuser()}")
 
     with pytest.raises(TrainingFailedError, match="mid-step"):
         TorchTrainer(loop, train_loop_config={"mode": "stop", "marker": str(tmp_path / "s")},
