@@ -38,6 +38,7 @@ from ember.train._worker_group import WorkerGroup, _get_all
 logger = logging.getLogger("ember.train")
 
 DEFAULT_STORAGE = "~/ember_results"
+TEMP_PREFIX = "ember-train-"  # + the driver's pid: a run's temporary folder
 
 
 class _DoNotRetry(Exception):
@@ -265,8 +266,10 @@ class _Run:
         error: BaseException | None = None
         last: BaseException | None = None  # the failure the next attempt restarts after
         # The workers' temporary folders (one per rank) live in here: deleted after each
-        # attempt, once its workers are stopped, so nothing of the run stays behind.
-        self.temp_root = tempfile.mkdtemp(prefix="ember-train-")
+        # attempt, once its workers are stopped, so nothing of the run stays behind. Its name
+        # carries this driver's pid, so that a later run can sweep it if this driver is killed.
+        sweep_temp_folders_of_dead_drivers(tempfile.gettempdir())
+        self.temp_root = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
         try:
             while True:
                 try:
@@ -413,6 +416,32 @@ class _Run:
                       checkpoint=self._checkpoint(latest) if latest is not None else None,
                       path=self.folder.url, error=error, best_checkpoints=best,
                       metrics_history=list(self.history))
+
+
+def sweep_temp_folders_of_dead_drivers(parent: str) -> list[str]:
+    """Delete the run temporary folders in ``parent`` whose driver process is gone (it was
+    killed before it could delete them); returns their paths. Folders of live drivers, of other
+    users, or with names not ours are left alone."""
+    swept: list[str] = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return swept
+    for name in names:
+        pid_text = name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not name.startswith(TEMP_PREFIX) or not pid_text.isdigit():
+            continue
+        path = os.path.join(parent, name)
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:  # its driver is gone
+            shutil.rmtree(path, ignore_errors=True)
+            swept.append(path)
+        except OSError:  # alive (or not ours to signal), or gone meanwhile: leave it
+            continue
+    return swept
 
 
 def _mismatch_error(events: list[Any]) -> ValueError:

@@ -819,3 +819,24 @@ def test_fail_fast_raise_raises_the_workers_own_error(ember_local, tmp_path):
     with pytest.raises(KeyError, match="boom in the loop") as info:
         trainer.fit()
     assert not isinstance(info.value, TrainingFailedError)
+
+
+def test_temp_folders_of_killed_drivers_are_swept(tmp_path):
+    # A driver killed mid-run cannot delete its run's temporary folder: the next run does.
+    import subprocess
+    import sys
+
+    from ember.train._trainer import sweep_temp_folders_of_dead_drivers
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(gone.stdout)
+    for name in (f"ember-train-{dead_pid}-abc", f"ember-train-{os.getpid()}-def",
+                 "ember-train-notapid", "other"):
+        (tmp_path / name / "rank_0").mkdir(parents=True)
+
+    swept = sweep_temp_folders_of_dead_drivers(str(tmp_path))
+
+    assert swept == [str(tmp_path / f"ember-train-{dead_pid}-abc")]
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [f"ember-train-{os.getpid()}-def", "ember-train-notapid", "other"])
