@@ -19,6 +19,7 @@ The tree::
     ├── SerializationError        a value could not be pickled (also a ``TypeError``)
     ├── TrainingFailedError       an ``ember.train`` run failed and used up its ``max_failures``
     ├── StorageError              a storage path cannot be read or written (also an ``OSError``)
+    │   └── CorruptCheckpointError a checkpoint's manifest or a file of it is damaged
     ├── SessionError              the ``ember`` CLI finds no running program, or an unsafe
     │                             session folder
     └── RuntimeNotInitializedError / BackendError   misuse of the runtime itself
@@ -37,6 +38,7 @@ __all__ = [
     "ActorDiedError",
     "ActorUnavailableError",
     "BackendError",
+    "CorruptCheckpointError",
     "EmberError",
     "GetTimeoutError",
     "ObjectLostError",
@@ -118,6 +120,14 @@ class StorageError(EmberError, OSError):
     """A storage path could not be written or read; the message names the path and the cause."""
 
 
+class CorruptCheckpointError(StorageError):
+    """A committed checkpoint cannot be trusted: its manifest does not parse, or a file of it
+    differs from the size or sha256 the manifest recorded. ``path`` is the checkpoint's folder;
+    the message names the damaged file."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 class SessionError(EmberError):
     """The ``ember`` CLI found no running program to talk to (or its session folder is open to
     other users); the message says where it looked and what to do."""

@@ -43,6 +43,7 @@ ERRORS_ALL = [
     "ActorDiedError",
     "ActorUnavailableError",
     "BackendError",
+    "CorruptCheckpointError",
     "EmberError",
     "GetTimeoutError",
     "ObjectLostError",

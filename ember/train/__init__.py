@@ -18,14 +18,22 @@
                           scaling_config=ScalingConfig(num_workers=2),
                           run_config=RunConfig(storage_path="s3://bucket/runs")).fit()
 
-This module imports no torch; ``ember.train.torch`` does, when it is first used.
+This module imports no torch; ``ember.train.torch`` does, when it is first used. The workers of
+a ``TorchTrainer`` import it, so inside a training loop ``ember.train.torch`` is there as an
+attribute, as ``ray.train.torch`` is in Ray's workers.
 """
 
 from __future__ import annotations
 
-from ember.errors import StorageError, TrainingFailedError
+from ember.errors import CorruptCheckpointError, StorageError, TrainingFailedError
 from ember.train._checkpoint import Checkpoint
-from ember.train._config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ember.train._config import (
+    CheckpointConfig,
+    DataConfig,
+    FailureConfig,
+    RunConfig,
+    ScalingConfig,
+)
 from ember.train._result import Result
 from ember.train._session import (
     TrainContext,
@@ -40,6 +48,8 @@ from ember.util import WorkerGroup
 __all__ = [
     "Checkpoint",
     "CheckpointConfig",
+    "CorruptCheckpointError",
+    "DataConfig",
     "FailureConfig",
     "Result",
     "RunConfig",

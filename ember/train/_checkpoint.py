@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import posixpath
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ember.train._manifest import Manifest, read_manifest
-from ember.train._storage import Storage, checkpoint_index, rank_dir_name
+from ember.errors import CorruptCheckpointError
+from ember.train._manifest import MANIFEST_NAME, Manifest, read_manifest
+from ember.train._run_folder import checkpoint_index, rank_dir_name
+from ember.train._storage import CHUNK, FileEntry, Storage
 
 
 class Checkpoint:
@@ -27,11 +30,18 @@ class Checkpoint:
     ``get_checkpoint()`` returns in rank r is bound to that rank: ``as_directory()`` fetches rank
     r's files only (rank 0's when only rank 0 saved one). ``for_rank(k)`` and ``all_ranks()``
     reach the others; ``result.checkpoint`` is bound to all ranks.
+
+    The files of a committed checkpoint are checked against the sizes and sha256 sums in its
+    manifest as ``as_directory``/``to_directory`` fetch them; a mismatch raises
+    ``CorruptCheckpointError`` naming the file. ``verify_checksums=False`` skips the sums (for
+    huge checkpoints; ``CheckpointConfig(verify_checksums=False)`` sets it for a run).
     """
 
-    def __init__(self, path: str, *, rank: int | None = None) -> None:
+    def __init__(self, path: str, *, rank: int | None = None,
+                 verify_checksums: bool = True) -> None:
         self.path = path
         self.rank = rank
+        self.verify_checksums = verify_checksums
         self._storage: Storage | None = None
         self._manifest: Manifest | None = None
         self._manifest_read = False
@@ -57,10 +67,12 @@ class Checkpoint:
         return hash((self.path, self.rank))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Checkpoint, (self.path,), {"rank": self.rank})
+        return (Checkpoint, (self.path,), {"rank": self.rank,
+                                           "verify_checksums": self.verify_checksums})
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.rank = state["rank"]
+        self.verify_checksums = state.get("verify_checksums", True)
 
     @property
     def storage(self) -> Storage:
@@ -96,10 +108,10 @@ class Checkpoint:
         return self.manifest.ranks if self.manifest else []
 
     def for_rank(self, rank: int) -> Checkpoint:
-        return Checkpoint(self.path, rank=rank)
+        return Checkpoint(self.path, rank=rank, verify_checksums=self.verify_checksums)
 
     def all_ranks(self) -> Checkpoint:
-        return Checkpoint(self.path)
+        return Checkpoint(self.path, verify_checksums=self.verify_checksums)
 
     def check_exists(self) -> None:
         """Raise ``FileNotFoundError`` unless this is a folder or a committed checkpoint."""
@@ -112,16 +124,20 @@ class Checkpoint:
                 f"checkpoint {self.path!r} was never committed (it has no manifest: an upload "
                 "did not finish); use an earlier checkpoint")
 
-    def _source_folder(self) -> tuple[str, list[str] | None]:
-        """(folder relative to ``path``, files in it or ``None`` for all) that this view shows."""
+    def _source_folder(self) -> tuple[str, list[str] | None, dict[str, FileEntry]]:
+        """(folder relative to ``path``, files in it or ``None`` for all, the manifest's entry
+        of each file relative to that folder) that this view shows."""
         manifest = self.manifest
-        if manifest is None or self.rank is None:
-            return "", None
+        if manifest is None:
+            return "", None, {}
+        if self.rank is None:
+            return "", None, {f"{rank_dir_name(rank)}/{entry.path}": entry
+                              for rank, entries in manifest.files.items() for entry in entries}
         rank = self.rank
         if rank not in manifest.files and manifest.ranks == [0]:
             rank = 0  # only rank 0 saved: every rank restores from its files, as in Ray 2.5
         files = manifest.files.get(rank, [])
-        return rank_dir_name(rank), [f.path for f in files]
+        return rank_dir_name(rank), [f.path for f in files], {f.path: f for f in files}
 
     @contextlib.contextmanager
     def as_directory(self) -> Iterator[str]:
@@ -131,17 +147,19 @@ class Checkpoint:
         to a temporary folder, deleted on exit.
         """
         self.check_exists()
-        folder, files = self._source_folder()
+        folder, files, expected = self._source_folder()
         if self.storage.is_local:
             local = os.path.join(self.storage.root, folder) if folder else self.storage.root
             if files is not None and not files:
                 with tempfile.TemporaryDirectory(prefix="ember-ckpt-") as empty:
                     yield empty
                 return
+            self._verify(local, folder, expected)
             yield local
             return
         with tempfile.TemporaryDirectory(prefix="ember-ckpt-") as tmp:
             self._download(tmp, folder, files)
+            self._verify(tmp, folder, expected)
             yield tmp
 
     def to_directory(self, path: str | None = None) -> str:
@@ -149,8 +167,9 @@ class Checkpoint:
         self.check_exists()
         target = path or tempfile.mkdtemp(prefix="ember-ckpt-")
         os.makedirs(target, exist_ok=True)
-        folder, files = self._source_folder()
+        folder, files, expected = self._source_folder()
         self._download(target, folder, files)
+        self._verify(target, folder, expected)
         return target
 
     def _download(self, target: str, folder: str, files: list[str] | None) -> None:
@@ -163,7 +182,54 @@ class Checkpoint:
             for rel in names:
                 dest = os.path.join(target, rel)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
-                shutil.copy2(os.path.join(source, rel), dest)
+                try:
+                    shutil.copy2(os.path.join(source, rel), dest)
+                except FileNotFoundError:
+                    raise self._missing(folder, rel) from None
             return
         parts = (folder,) if folder else ()
-        self.storage.download_directory(target, *parts, files=files)
+        try:
+            self.storage.download_directory(target, *parts, files=files)
+        except FileNotFoundError as exc:
+            if files is None:
+                raise
+            missing = next((rel for rel in files
+                            if not os.path.exists(os.path.join(target, *rel.split("/")))), "?")
+            raise self._missing(folder, missing) from exc
+
+    def _missing(self, folder: str, rel: str) -> CorruptCheckpointError:
+        where = self.storage.url_of(*([folder] if folder else []), *rel.split("/"))
+        return CorruptCheckpointError(
+            f"{where} is listed in the manifest {self.storage.url_of(MANIFEST_NAME)!r} but "
+            "missing from storage: the checkpoint was damaged after it was committed; restore "
+            "from an earlier checkpoint", path=self.path)
+
+    def _verify(self, local: str, folder: str, expected: Mapping[str, FileEntry]) -> None:
+        """Check each file the manifest lists against its size (always) and sha256 (unless
+        ``verify_checksums`` is off)."""
+        for rel, entry in sorted(expected.items()):
+            full = os.path.join(local, *rel.split("/"))
+            try:
+                size = os.path.getsize(full)
+            except FileNotFoundError:
+                raise self._missing(folder, rel) from None
+            digest = _sha256_of(full) if self.verify_checksums and size == entry.size else None
+            if size == entry.size and (digest is None or digest == entry.sha256):
+                continue
+            where = self.storage.url_of(*([folder] if folder else []), *rel.split("/"))
+            got = f"{size} bytes" + (f" with sha256 {digest}" if digest else "")
+            raise CorruptCheckpointError(
+                f"{where} does not match the manifest {self.storage.url_of(MANIFEST_NAME)!r}: "
+                f"it has {got}, the manifest records {entry.size} bytes with sha256 "
+                f"{entry.sha256}. The file changed after the checkpoint was committed; restore "
+                "from an earlier checkpoint (a run does so by itself), or, if the change is "
+                "intended, skip the check with CheckpointConfig(verify_checksums=False)",
+                path=self.path)
+
+
+def _sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

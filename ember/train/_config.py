@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["CheckpointConfig", "FailureConfig", "RunConfig", "ScalingConfig"]
+__all__ = ["CheckpointConfig", "DataConfig", "FailureConfig", "RunConfig", "ScalingConfig"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,10 @@ class CheckpointConfig:
       upload runs while the loop trains on; the driver still commits the checkpoint (writes its
       manifest) only once every rank's upload is confirmed. The next ``report`` waits for the
       previous one to be committed. Needs ``upload_from_workers``.
+    - ``verify_checksums``: restoring a checkpoint checks each downloaded file against the
+      sha256 its manifest recorded (on by default), so a damaged shard is never loaded: a run
+      then resumes from the committed checkpoint before it. Sizes are always checked; turn the
+      sums off for checkpoints so large that hashing them on restore costs too much.
     """
 
     num_to_keep: int | None
@@ -83,6 +87,7 @@ class CheckpointConfig:
     keep_all_ranks: bool
     upload_from_workers: bool
     async_upload: bool
+    verify_checksums: bool
 
     def __init__(
         self,
@@ -93,6 +98,7 @@ class CheckpointConfig:
         upload_from_workers: bool | None = None,
         *,
         async_upload: bool = False,
+        verify_checksums: bool = True,
         _checkpoint_keep_all_ranks: bool | None = None,
         _checkpoint_upload_from_workers: bool | None = None,
     ) -> None:
@@ -116,6 +122,7 @@ class CheckpointConfig:
         object.__setattr__(self, "keep_all_ranks", keep)
         object.__setattr__(self, "upload_from_workers", upload)
         object.__setattr__(self, "async_upload", bool(async_upload))
+        object.__setattr__(self, "verify_checksums", bool(verify_checksums))
 
     @property
     def _checkpoint_keep_all_ranks(self) -> bool:
@@ -136,15 +143,101 @@ def _pick(name: str, value: bool | None, ray_value: bool | None, default: bool) 
 
 @dataclass(frozen=True)
 class FailureConfig:
-    """How many times the worker group may restart after a failure (``-1``: without end)."""
+    """How a run meets failures.
+
+    - ``max_failures``: how many times the worker group may restart from the latest committed
+      checkpoint after a worker fails (``-1``: without end).
+    - ``fail_fast`` (Ray's): ``True`` ends the run at the first failure (needs
+      ``max_failures=0``); ``"raise"`` also makes ``fit()`` raise the workers' own error
+      instead of a ``TrainingFailedError``.
+    - ``storage_timeout_s``: how long each storage call (an upload, the commit, a listing)
+      keeps retrying a transient error (connection refused or reset, timeout, throttling,
+      HTTP 5xx) with exponential backoff before it fails; ``0``: no retries.
+    - ``controller_failure_limit``, ``max_preemption_failures``,
+      ``relax_collectives_on_preemption``, ``preemption_grace_s``: Ray's, accepted so that Ray
+      programs run; ember's driver is not restarted by itself and sees no preemption notices,
+      so they change nothing.
+    """
 
     max_failures: int = 0
+    fail_fast: bool | str = False
+    controller_failure_limit: int = -1
+    max_preemption_failures: int = -1
+    relax_collectives_on_preemption: bool = False
+    preemption_grace_s: float = 0.0
+    storage_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) \
-                or self.max_failures < -1:
-            raise ValueError(f"FailureConfig(max_failures={self.max_failures!r}) must be an "
-                             "integer >= 0, or -1 for no limit")
+        for name in ("max_failures", "controller_failure_limit", "max_preemption_failures"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+                raise ValueError(f"FailureConfig({name}={value!r}) must be an integer >= 0, or "
+                                 "-1 for no limit")
+        fail_fast = self.fail_fast
+        if not isinstance(fail_fast, bool) and not (isinstance(fail_fast, str)
+                                                    and fail_fast.upper() == "RAISE"):
+            raise ValueError(f"FailureConfig(fail_fast={fail_fast!r}) must be True, False or "
+                             "'raise'")
+        if fail_fast and self.max_failures != 0:
+            raise ValueError(f"FailureConfig(fail_fast={fail_fast!r}) needs max_failures=0 (got "
+                             f"{self.max_failures}): failing fast means no restarts")
+        for name in ("preemption_grace_s", "storage_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"FailureConfig({name}={value!r}) must be a number of seconds "
+                                 ">= 0")
+
+    @property
+    def raises_original_error(self) -> bool:
+        """``fail_fast="raise"``: ``fit()`` raises the workers' error itself."""
+        return isinstance(self.fail_fast, str)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How ``TorchTrainer(datasets=...)`` hands datasets to the workers (Ray's ``DataConfig``).
+
+    - ``datasets_to_split``: ``"all"`` (the default) or the names of the datasets that are
+      split, each worker getting its own share (``streaming_split``); every other dataset
+      reaches each worker whole.
+    - ``execution_options``: Ray Data's ``ExecutionOptions`` (or a dict of them by dataset
+      name); ember honours their ``preserve_order``.
+    - ``enable_shard_locality``: accepted; on one machine every shard is local.
+
+    ::
+
+        TorchTrainer(loop, datasets={"train": train_ds, "val": val_ds},
+                     dataset_config=DataConfig(datasets_to_split=["train"]), ...)
+    """
+
+    datasets_to_split: Literal["all"] | list[str] = "all"
+    execution_options: Any = None
+    enable_shard_locality: bool = True
+
+    def __post_init__(self) -> None:
+        to_split = self.datasets_to_split
+        if isinstance(to_split, str):
+            if to_split != "all":
+                raise ValueError(f"DataConfig(datasets_to_split={to_split!r}) must be 'all' or "
+                                 "a list of dataset names")
+        elif not (isinstance(to_split, (list, tuple))
+                  and all(isinstance(name, str) for name in to_split)):
+            raise TypeError(f"DataConfig(datasets_to_split={to_split!r}) must be 'all' or a "
+                            "list of dataset names")
+        else:
+            object.__setattr__(self, "datasets_to_split", list(to_split))
+
+    def splits(self, name: str) -> bool:
+        """Whether the dataset ``name`` is split among the workers."""
+        return self.datasets_to_split == "all" or name in self.datasets_to_split
+
+    def preserve_order(self, name: str) -> bool | None:
+        """The ``preserve_order`` that the execution options ask of dataset ``name``, if any."""
+        options = self.execution_options
+        if isinstance(options, dict):
+            options = options.get(name)
+        value = getattr(options, "preserve_order", None)
+        return None if value is None else bool(value)
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,22 @@
-"""A checkpoint's manifest: the file that makes a checkpoint exist.
+"""A checkpoint's manifest: the file that makes a checkpoint exist, and its format.
 
 The driver writes ``checkpoint_NNNNNN/manifest.json`` last, after every rank's upload is
-confirmed. A checkpoint folder without it was never committed: it is not restored, and it is
-deleted when a run starts or restarts.
+confirmed (``_run_folder.RunFolder.commit``): world size, each rank's files with their sizes and
+sha256 sums, and rank 0's metrics.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import posixpath
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ember.train._storage import FileEntry, Storage, checkpoint_dir_name, checkpoint_index
+from ember.errors import CorruptCheckpointError
+from ember.train._storage import FileEntry, Storage
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -47,45 +50,52 @@ class Manifest:
         }, indent=1, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> Manifest:
-        data = json.loads(text)
-        if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"unknown checkpoint manifest format {data.get('format_version')!r}"
-                             f" (this ember reads {FORMAT_VERSION})")
-        return cls(
-            index=int(data["index"]),
-            world_size=int(data["world_size"]),
-            files={int(rank): [FileEntry(**f) for f in files]
-                   for rank, files in data["files"].items()},
-            metrics=data.get("metrics", {}),
-            time=float(data["time"]),
-        )
+    def from_json(cls, text: str | bytes, source: str = "<manifest>") -> Manifest:
+        """Parse a manifest; ``CorruptCheckpointError`` naming ``source`` (the file) when it
+        is not one this ember can read."""
+        def corrupt(detail: str) -> CorruptCheckpointError:
+            return CorruptCheckpointError(
+                f"checkpoint manifest {source!r} is corrupt: {detail}. This checkpoint cannot "
+                "be restored; ember skips it and resumes from the committed checkpoint "
+                "before it (delete the folder, or restore its manifest from a backup)",
+                path=posixpath.dirname(source) if "://" in source else os.path.dirname(source))
 
-
-def write_manifest(run: Storage, manifest: Manifest) -> None:
-    run.write_bytes(manifest.to_json().encode(), checkpoint_dir_name(manifest.index),
-                    MANIFEST_NAME)
+        try:
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise corrupt(f"it is not JSON ({exc}; the file may be truncated)") from None
+        if not isinstance(data, dict):
+            raise corrupt(f"it holds a {type(data).__name__}, not a JSON object")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            if "format_version" not in data:
+                raise corrupt("it has no 'format_version'")
+            raise corrupt(f"unknown format_version {version!r} (this ember reads "
+                          f"{FORMAT_VERSION}; a newer ember may have written it)")
+        try:
+            files = data["files"]
+            if not isinstance(files, dict):
+                raise TypeError(f"'files' is a {type(files).__name__}, not an object")
+            return cls(
+                index=int(data["index"]),
+                world_size=int(data["world_size"]),
+                files={int(rank): [FileEntry(path=str(f["path"]), size=int(f["size"]),
+                                             sha256=str(f["sha256"])) for f in entries]
+                       for rank, entries in files.items()},
+                metrics=dict(data.get("metrics") or {}),
+                time=float(data["time"]),
+            )
+        except KeyError as exc:
+            raise corrupt(f"the field {exc} is missing") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise corrupt(f"a field has the wrong type ({exc})") from None
 
 
 def read_manifest(checkpoint: Storage) -> Manifest | None:
-    """The manifest of a checkpoint folder, or ``None`` when it has none (not committed)."""
+    """The manifest of a checkpoint folder, or ``None`` when it has none (not committed);
+    ``CorruptCheckpointError`` naming the file when it cannot be read."""
     try:
-        return Manifest.from_json(checkpoint.read_bytes(MANIFEST_NAME).decode())
+        data = checkpoint.read_bytes(MANIFEST_NAME)
     except FileNotFoundError:
         return None
-
-
-def scan_run(run: Storage) -> tuple[dict[int, Manifest], list[int]]:
-    """The committed checkpoints of a run folder by index, and the indices of uncommitted ones."""
-    committed: dict[int, Manifest] = {}
-    uncommitted: list[int] = []
-    for name in run.listdir():
-        index = checkpoint_index(name)
-        if index is None:
-            continue
-        manifest = read_manifest(run.child(name))
-        if manifest is None:
-            uncommitted.append(index)
-        else:
-            committed[index] = manifest
-    return committed, sorted(uncommitted)
+    return Manifest.from_json(data, checkpoint.url_of(MANIFEST_NAME))

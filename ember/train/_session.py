@@ -1,18 +1,27 @@
 """What runs inside each training worker: ``report``, ``get_context``, ``get_checkpoint``...
 
 The training loop runs in a thread of the worker actor. ``report`` uploads this rank's checkpoint
-shard straight to storage, hands an event to the driver and waits until the driver has taken
-it (and committed the checkpoint): the driver fetches events with ``next_event``. With
+shard straight to storage, hands an event to the driver and waits until the driver has committed
+the checkpoint: the driver fetches events with ``next_event`` and, once it has committed (or
+found nothing to commit), says so with ``acknowledge``, which lets the loop go on. With
 ``async_upload`` the shard is copied aside and uploaded by a thread of its own; ``report``
 returns at once, ``next_event`` hands the event over only once that upload is done, and the
-next ``report`` waits for the previous commit.
+next ``report`` waits for the previous acknowledgement.
+
+Every temporary file of the worker (checkpoint staging, downloads, the loop's own
+``tempfile`` use) goes into the run's temporary folder, which the driver deletes once the
+worker has stopped, however it stopped.
 """
 
 from __future__ import annotations
 
+import getpass
+import importlib
 import inspect
 import json
+import os
 import queue
+import re
 import shutil
 import tempfile
 import threading
@@ -21,7 +30,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ember.train._checkpoint import Checkpoint
-from ember.train._storage import Storage, checkpoint_dir_name, rank_dir_name
+from ember.train._run_folder import checkpoint_dir_name, rank_dir_name
+from ember.train._storage import Storage
 
 
 @dataclass(frozen=True)
@@ -108,12 +118,12 @@ class _Upload:
 
 
 class _Session:
-    def __init__(self, context: TrainContext, run_url: str, next_index: int,
+    def __init__(self, context: TrainContext, run: Storage, next_index: int,
                  checkpoint: Checkpoint | None, dataset_shards: dict[str, Any],
                  keep_all_ranks: bool, upload_from_workers: bool,
                  async_upload: bool = False) -> None:
         self.context = context
-        self.run = Storage(run_url)
+        self.run = run
         self.next_index = next_index
         self.checkpoint = checkpoint
         self.dataset_shards = dataset_shards
@@ -125,7 +135,6 @@ class _Session:
         self.count = 0
         self.events: queue.Queue[Any] = queue.Queue()
         self.resume = threading.Semaphore(0)
-        self.unacked = False  # the driver holds a report that the loop waits on
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
 
@@ -171,19 +180,21 @@ class _Session:
             self.wait_for_commit()
             self.events.put(DoneEvent(self.context.world_rank, self.count))
 
-    def next_event(self, next_index: int) -> Any:
-        if self.unacked:  # the driver has handled the last report: let the loop go on
-            self.unacked = False
-            self.next_index = next_index
-            self.resume.release()
+    def next_event(self) -> Any:
         event = self.events.get()
         if isinstance(event, BaseException):
             raise event
-        self.unacked = isinstance(event, ReportEvent)
-        upload = self.uploads.pop(event.count, None) if self.unacked else None
+        upload = (self.uploads.pop(event.count, None) if isinstance(event, ReportEvent)
+                  else None)
         if upload is not None:  # confirmed here, before the driver can commit
             event = replace(event, files=upload.wait())
         return event
+
+    def acknowledge(self, next_index: int) -> None:
+        """The driver has handled the last report (committed its checkpoint, if any): the
+        next checkpoint gets ``next_index``, and the loop may go on."""
+        self.next_index = next_index
+        self.resume.release()
 
 
 _session: _Session | None = None
@@ -197,12 +208,25 @@ def _current(what: str) -> _Session:
 
 
 def start_session(fn: Callable[..., Any], config: dict[str, Any] | None, context: TrainContext,
-                  run_url: str, next_index: int, checkpoint: Checkpoint | None,
+                  run: Storage, next_index: int, checkpoint: Checkpoint | None,
                   dataset_shards: dict[str, Any], keep_all_ranks: bool,
-                  upload_from_workers: bool, async_upload: bool = False) -> None:
-    """(In a worker) start the training loop in a thread of its own."""
+                  upload_from_workers: bool, async_upload: bool = False,
+                  temp_dir: str | None = None) -> None:
+    """(In a worker) start the training loop in a thread of its own.
+
+    ``temp_dir`` becomes this process's temporary folder (``tempfile`` and ``TMPDIR``), so that
+    whatever the worker leaves there goes when the driver deletes it.
+    """
     global _session
-    _session = _Session(context, run_url, next_index, checkpoint, dataset_shards,
+    if temp_dir is not None:
+        _keep_compile_cache()
+        os.makedirs(temp_dir, mode=0o700, exist_ok=True)
+        os.environ["TMPDIR"] = temp_dir
+        tempfile.tempdir = temp_dir
+    # As Ray's workers do: a loop may reach ``ember.train.torch`` as an attribute
+    # (``from ember import train; train.torch.prepare_model(...)``) without importing it.
+    importlib.import_module("ember.train.torch")
+    _session = _Session(context, run, next_index, checkpoint, dataset_shards,
                         keep_all_ranks, upload_from_workers, async_upload)
     thread = threading.Thread(target=_session.run_loop, args=(fn, config),
                               name="ember-train-loop", daemon=True)
@@ -210,9 +234,28 @@ def start_session(fn: Callable[..., Any], config: dict[str, Any] | None, context
     thread.start()
 
 
-def next_event(next_index: int) -> Any:
+def _keep_compile_cache() -> None:
+    """Pin torch.compile's cache (Inductor keeps it under the temporary folder by default) where
+    it was, so that it outlives the run's temporary folder and later runs reuse it."""
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        return
+    try:
+        user = getpass.getuser()
+    except Exception:  # no name for this uid (some containers): Inductor would fail the same
+        return
+    safe = re.sub(r'[\\/:*?"<>|]', "_", user)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tempfile.gettempdir(),
+                                                         f"torchinductor_{safe}")
+
+
+def next_event() -> Any:
     """(In a worker) the loop's next ``ReportEvent`` or ``DoneEvent``; raises its error."""
-    return _current("next_event").next_event(next_index)
+    return _current("next_event").next_event()
+
+
+def acknowledge(next_index: int) -> None:
+    """(In a worker) the driver has handled the last report; the loop may go on."""
+    _current("acknowledge").acknowledge(next_index)
 
 
 def report(metrics: Mapping[str, Any], *, checkpoint: Checkpoint | None = None) -> None:

@@ -2,7 +2,10 @@
 
 Every function takes a ``Storage`` (a filesystem plus a root path in that filesystem's terms).
 For S3, s3fs/botocore read the endpoint from ``AWS_ENDPOINT_URL`` (and credentials from the
-usual ``AWS_*`` variables) themselves.
+usual ``AWS_*`` variables) themselves. Every call goes through ``call_with_retries``: transient
+faults (connection errors, throttling, 5xx) are retried with backoff as the ``RetryPolicy``
+says, and what still fails is a ``StorageError`` naming the path (or, for a missing file or a
+refused permission, the ``OSError`` that says so).
 """
 
 from __future__ import annotations
@@ -10,15 +13,16 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ember.errors import StorageError
+from ember.train._retry import RetryPolicy, call_with_retries
 
+T = TypeVar("T")
 CHUNK = 8 * 1024 * 1024
-CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d{6,})$")
 
 
 @dataclass(frozen=True)
@@ -31,14 +35,18 @@ class FileEntry:
 
 
 class Storage:
-    """A place in a filesystem: ``Storage("s3://bucket/runs")``, ``Storage("/tmp/runs")``."""
+    """A place in a filesystem: ``Storage("s3://bucket/runs")``, ``Storage("/tmp/runs")``.
 
-    def __init__(self, url: str) -> None:
+    ``retry`` says how long calls ride out transient faults (``RetryPolicy()``: a minute).
+    """
+
+    def __init__(self, url: str, retry: RetryPolicy | None = None) -> None:
         import fsspec
 
         if "://" not in url:
             url = os.path.abspath(os.path.expanduser(url))
         self.url = url.rstrip("/") or "/"
+        self.retry = retry if retry is not None else RetryPolicy()
         self.fs: Any
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.is_local = "file" in _protocols(self.fs)
@@ -47,48 +55,77 @@ class Storage:
         return f"Storage({self.url!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Storage, (self.url,))
+        return (Storage, (self.url, self.retry))
 
     def child(self, *parts: str) -> Storage:
+        return Storage(self.url_of(*parts), self.retry)
+
+    def url_of(self, *parts: str) -> str:
+        """The URL (or local path) of ``parts`` inside this storage, for messages and children."""
+        if not parts:
+            return self.url
         if "://" in self.url:
-            return Storage("/".join([self.url, *parts]))
-        return Storage(os.path.join(self.url, *parts))
+            return "/".join([self.url, *parts])
+        return os.path.join(self.url, *parts)
 
     def path(self, *parts: str) -> str:
         """A path inside this storage, in the filesystem's own terms."""
         return posixpath.join(self.root, *parts) if parts else self.root
 
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        return call_with_retries(fn, what, self.retry, before_retry=self.fs.invalidate_cache)
+
     def exists(self, *parts: str) -> bool:
-        self.fs.invalidate_cache()
-        return bool(self.fs.exists(self.path(*parts)))
+        def exists() -> bool:
+            self.fs.invalidate_cache()
+            return bool(self.fs.exists(self.path(*parts)))
+
+        return self._call(f"checking {self.url_of(*parts)!r}", exists)
 
     def read_bytes(self, *parts: str) -> bytes:
-        data: bytes = self.fs.cat_file(self.path(*parts))
-        return data
+        def read() -> bytes:
+            data: bytes = self.fs.cat_file(self.path(*parts))
+            return data
+
+        return self._call(f"reading {self.url_of(*parts)!r}", read)
 
     def write_bytes(self, data: bytes, *parts: str) -> None:
         target = self.path(*parts)
-        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-        self.fs.pipe_file(target, data)
+
+        def write() -> None:
+            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+            self.fs.pipe_file(target, data)
+
+        self._call(f"writing {self.url_of(*parts)!r}", write)
 
     def remove(self, *parts: str) -> None:
         target = self.path(*parts)
-        self.fs.invalidate_cache()
-        if self.fs.exists(target):
-            self.fs.rm(target, recursive=True)
-        self.fs.invalidate_cache()
+
+        def remove() -> None:
+            self.fs.invalidate_cache()
+            if self.fs.exists(target):
+                self.fs.rm(target, recursive=True)
+            self.fs.invalidate_cache()
+
+        self._call(f"deleting {self.url_of(*parts)!r}", remove)
 
     def listdir(self, *parts: str) -> list[str]:
         """Names directly inside a folder (empty when it does not exist)."""
-        self.fs.invalidate_cache()
-        try:
-            entries = self.fs.ls(self.path(*parts), detail=False)
-        except FileNotFoundError:
-            return []
-        return sorted(posixpath.basename(str(e).rstrip("/")) for e in entries)
+        def listdir() -> list[str]:
+            self.fs.invalidate_cache()
+            try:
+                entries = self.fs.ls(self.path(*parts), detail=False)
+            except FileNotFoundError:
+                return []
+            return sorted(posixpath.basename(str(e).rstrip("/")) for e in entries)
+
+        return self._call(f"listing {self.url_of(*parts)!r}", listdir)
 
     def find(self, *parts: str) -> dict[str, int]:
         """Every file under a folder: path relative to it -> size."""
+        return self._call(f"listing {self.url_of(*parts)!r}", lambda: self._find(*parts))
+
+    def _find(self, *parts: str) -> dict[str, int]:
         base = self.path(*parts)
         self.fs.invalidate_cache()
         try:
@@ -111,7 +148,7 @@ class Storage:
             self.write_bytes(b"ok", probe)
             if self.read_bytes(probe) != b"ok":
                 raise OSError("a file read back differs from what was written")
-            self.fs.rm(self.path(probe))
+            self.remove(probe)
         except Exception as exc:
             raise StorageError(
                 f"cannot write to the storage path {self.url!r}: {type(exc).__name__}: {exc}. "
@@ -123,16 +160,20 @@ class Storage:
         """Copy a local folder's files to ``parts``; returns what was written, with checksums."""
         entries: list[FileEntry] = []
         for rel in _walk(local_dir):
-            with open(os.path.join(local_dir, rel), "rb") as src:
-                entries.append(self._write_chunks(iter(lambda: src.read(CHUNK), b""), rel,
-                                                  *parts))
+            def upload(rel: str = rel) -> FileEntry:
+                with open(os.path.join(local_dir, rel), "rb") as src:
+                    return self._write_chunks(iter(lambda: src.read(CHUNK), b""), rel, *parts)
+
+            entries.append(self._call(f"uploading {rel!r} to {self.url_of(*parts)!r}", upload))
         return entries
 
     def write_buffer(self, data: Any, rel: str, *parts: str) -> FileEntry:
         """Write a bytes-like object as the file ``rel`` under ``parts``, in parts of CHUNK."""
         view = memoryview(data).cast("B")
-        return self._write_chunks((view[i:i + CHUNK] for i in range(0, len(view), CHUNK)),
-                                  rel, *parts)
+        return self._call(
+            f"uploading {rel!r} to {self.url_of(*parts)!r}",
+            lambda: self._write_chunks(
+                (view[i:i + CHUNK] for i in range(0, len(view), CHUNK)), rel, *parts))
 
     def _write_chunks(self, chunks: Any, rel: str, *parts: str) -> FileEntry:
         target = posixpath.join(self.path(*parts), rel)
@@ -156,7 +197,11 @@ class Storage:
         for rel in names:
             target = os.path.join(local_dir, *rel.split("/"))
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            self.fs.get_file(posixpath.join(base, rel), target)
+
+            def download(rel: str = rel, target: str = target) -> None:
+                self.fs.get_file(posixpath.join(base, rel), target)
+
+            self._call(f"downloading {self.url_of(*parts, *rel.split('/'))!r}", download)
 
 
 def _walk(local_dir: str) -> list[str]:
@@ -171,16 +216,3 @@ def _walk(local_dir: str) -> list[str]:
 def _protocols(fs: Any) -> tuple[str, ...]:
     proto = fs.protocol
     return (proto,) if isinstance(proto, str) else tuple(proto)
-
-
-def checkpoint_dir_name(index: int) -> str:
-    return f"checkpoint_{index:06d}"
-
-
-def checkpoint_index(name: str) -> int | None:
-    match = CHECKPOINT_DIR.match(name)
-    return int(match.group(1)) if match else None
-
-
-def rank_dir_name(rank: int) -> str:
-    return f"rank_{rank}"

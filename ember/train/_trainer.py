@@ -1,45 +1,45 @@
 """``TorchTrainer``: runs ``train_loop_per_worker`` on a gang of workers and commits checkpoints.
 
-The driver side of a run: it starts the worker group, collects every rank's report, confirms
-that each rank's checkpoint shard reached storage, writes the manifest last, applies retention,
-and restarts the group from the latest committed checkpoint when a worker fails.
+The driver side of a run: the attempt loop. It starts the worker group, collects every rank's
+report and hands it to the run folder (``_run_folder.RunFolder``), which commits the checkpoint;
+it applies retention, and restarts the group from the latest committed checkpoint when a worker
+fails, once the old group is confirmed stopped.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
-import posixpath
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ember.errors import StorageError, TrainingFailedError
+from ember.errors import CorruptCheckpointError, TrainingFailedError
 from ember.train._checkpoint import Checkpoint
-from ember.train._config import RunConfig, ScalingConfig
-from ember.train._manifest import MANIFEST_NAME, Manifest, scan_run, write_manifest
+from ember.train._config import DataConfig, RunConfig, ScalingConfig
 from ember.train._observe import RunView
 from ember.train._result import Result
 from ember.train._retention import CheckpointRecord, RetentionPolicy
+from ember.train._retry import RetryPolicy
+from ember.train._run_folder import TRAINER_FILE, RunFolder, join_url, split_url
 from ember.train._session import (
     DoneEvent,
     ReportEvent,
     TrainContext,
+    acknowledge,
     next_event,
     start_session,
 )
-from ember.train._storage import FileEntry, Storage, checkpoint_dir_name, rank_dir_name
+from ember.train._storage import FileEntry, Storage
 from ember.util._worker_group import WorkerGroup, _get_all
 
 logger = logging.getLogger("ember.train")
 
-TRAINER_FILE = "trainer.pkl"
-# Rank 0's reports up to the latest commit, rewritten just before each manifest: a restored run's
-# ``Result.metrics_history`` starts with them.
-HISTORY_FILE = "metrics_history.json"
 DEFAULT_STORAGE = "~/ember_results"
+TEMP_PREFIX = "ember-train-"  # + the driver's pid: a run's temporary folder
 
 
 class _DoNotRetry(Exception):
@@ -63,6 +63,9 @@ class TorchTrainer:
 
         result = TorchTrainer(train_loop, train_loop_config={"epochs": 3},
                               scaling_config=ScalingConfig(num_workers=2)).fit()
+
+    ``datasets`` are split among the workers (``get_dataset_shard(name)``), all of them or the
+    ones ``dataset_config=DataConfig(datasets_to_split=[...])`` names.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class TorchTrainer:
         scaling_config: ScalingConfig,
         run_config: RunConfig | None = None,
         datasets: dict[str, Any] | None = None,
+        dataset_config: DataConfig | None = None,
         resume_from_checkpoint: Checkpoint | None = None,
     ) -> None:
         check_loop_and_scaling(train_loop_per_worker, scaling_config)
@@ -80,12 +84,15 @@ class TorchTrainer:
                                                                  Checkpoint):
             raise TypeError("resume_from_checkpoint must be a Checkpoint, got "
                             f"{type(resume_from_checkpoint).__name__}")
+        datasets = dict(datasets or {})
+        dataset_config = check_dataset_config(dataset_config, datasets)
         run_config = complete_run_config(run_config, type(self).__name__)
         self.train_loop_per_worker = train_loop_per_worker
         self.train_loop_config = train_loop_config
         self.scaling_config = scaling_config
         self.run_config = run_config
-        self.datasets = dict(datasets or {})
+        self.datasets = datasets
+        self.dataset_config = dataset_config
         self.resume_from_checkpoint = resume_from_checkpoint
         self._restoring = False
 
@@ -93,12 +100,12 @@ class TorchTrainer:
     def path(self) -> str:
         """The run's folder: ``{storage_path}/{name}``."""
         assert self.run_config.storage_path is not None and self.run_config.name is not None
-        return _join(self.run_config.storage_path, self.run_config.name)
+        return join_url(self.run_config.storage_path, self.run_config.name)
 
     @classmethod
     def can_restore(cls, path: str) -> bool:
         """Whether ``path`` holds a run that ``restore`` can resume."""
-        return Storage(path).exists(TRAINER_FILE)
+        return RunFolder(Storage(path)).has_trainer_state()
 
     @classmethod
     def restore(
@@ -113,12 +120,12 @@ class TorchTrainer:
         committed checkpoint. Arguments given here replace the saved ones."""
         import cloudpickle
 
-        run = Storage(path)
-        if not run.exists(TRAINER_FILE):
+        folder = RunFolder(Storage(path))
+        if not folder.has_trainer_state():
             raise FileNotFoundError(f"no run to restore at {path!r}: it has no {TRAINER_FILE} "
                                     "(pass the folder of a run, {storage_path}/{name})")
-        state = cloudpickle.loads(run.read_bytes(TRAINER_FILE))
-        parent, name = _split(run.url)
+        state = cloudpickle.loads(folder.read_trainer_state())
+        parent, name = split_url(folder.url)
         trainer = cls(
             train_loop_per_worker or state["train_loop_per_worker"],
             train_loop_config=(train_loop_config if train_loop_config is not None
@@ -126,37 +133,49 @@ class TorchTrainer:
             scaling_config=state["scaling_config"],
             run_config=replace(state["run_config"], name=name, storage_path=parent),
             datasets=datasets if datasets is not None else state["datasets"],
+            dataset_config=state.get("dataset_config"),
             resume_from_checkpoint=state["resume_from_checkpoint"],
         )
         trainer._restoring = True
         return trainer
 
     def fit(self) -> Result:
-        """Train; returns the ``Result``. Raises ``TrainingFailedError`` (its ``result``
-        attribute holds the ``Result``) when the run fails for good, and ``StorageError``
-        before any training when the storage path cannot be written."""
-        run = Storage(self.path)
+        """Train; returns the ``Result``.
+
+        Raises ``TrainingFailedError`` when the run fails for good: its ``result`` attribute
+        holds the ``Result`` and its ``__cause__`` the workers' error (with
+        ``FailureConfig(fail_fast="raise")``, that error itself is raised). Raises
+        ``StorageError`` before any training when the storage path cannot be written.
+        Whatever the workers leave in their temporary folders is gone when it returns.
+        """
+        failure_config = self.run_config.failure_config
+        run = Storage(self.path, RetryPolicy(timeout_s=failure_config.storage_timeout_s))
         run.check_writable()
-        committed, _ = scan_run(run)
+        folder = RunFolder(run)
+        scan = folder.open()
         if not self._restoring:
-            if committed:
+            if scan.committed or scan.corrupt:
                 raise ValueError(
                     f"the run folder {self.path!r} already holds checkpoints of an earlier run: "
                     "continue it with TorchTrainer.restore(path), or pick another "
                     "RunConfig(name=...)")
-            self._save_state(run)
+            self._save_state(folder)
         if self.resume_from_checkpoint is not None:
             self.resume_from_checkpoint.check_exists()
-        result = _Run(self, run).run()
+        result = _Run(self, folder).run()
         if result.error is not None:
+            if failure_config.raises_original_error:
+                raise result.error
             error = TrainingFailedError(
                 f"training failed: {type(result.error).__name__}: {result.error}")
             error.result = result  # type: ignore[attr-defined]
             raise error from result.error
         return result
 
-    def _save_state(self, run: Storage) -> None:
+    def _save_state(self, target: RunFolder | Storage) -> None:
         import cloudpickle
+
+        folder = target if isinstance(target, RunFolder) else RunFolder(target)
 
         state = {
             "train_loop_per_worker": self.train_loop_per_worker,
@@ -164,9 +183,10 @@ class TorchTrainer:
             "scaling_config": self.scaling_config,
             "run_config": self.run_config,
             "datasets": self.datasets,
+            "dataset_config": self.dataset_config,
             "resume_from_checkpoint": self.resume_from_checkpoint,
         }
-        run.write_bytes(cloudpickle.dumps(state), TRAINER_FILE)
+        folder.write_trainer_state(cloudpickle.dumps(state))
 
 
 def check_loop_and_scaling(train_loop_per_worker: Any, scaling_config: Any) -> None:
@@ -177,6 +197,24 @@ def check_loop_and_scaling(train_loop_per_worker: Any, scaling_config: Any) -> N
     if not isinstance(scaling_config, ScalingConfig):
         raise TypeError(f"scaling_config must be a ScalingConfig, got "
                         f"{type(scaling_config).__name__}")
+
+
+def check_dataset_config(dataset_config: DataConfig | None,
+                         datasets: dict[str, Any]) -> DataConfig:
+    """``dataset_config`` (default: split every dataset), checked against ``datasets``."""
+    if dataset_config is None:
+        return DataConfig()
+    if not isinstance(dataset_config, DataConfig):
+        raise TypeError(f"dataset_config must be an ember.train.DataConfig, got "
+                        f"{type(dataset_config).__name__}")
+    if dataset_config.datasets_to_split != "all":
+        unknown = [name for name in dataset_config.datasets_to_split if name not in datasets]
+        if unknown:
+            raise ValueError(
+                f"DataConfig(datasets_to_split=...) names {', '.join(map(repr, unknown))}, "
+                f"which the trainer was not given (datasets: "
+                f"{', '.join(map(repr, sorted(datasets))) or 'none'})")
+    return dataset_config
 
 
 def restore_wrapped(path: str, datasets: dict[str, Any] | None,
@@ -203,58 +241,84 @@ def complete_run_config(run_config: RunConfig | None, trainer_name: str) -> RunC
 
 
 class _Run:
-    """One ``fit()``: attempts, restarts, commits and retention."""
+    """One ``fit()``: the attempt loop. Each attempt starts a worker group (from the latest
+    committed checkpoint), relays the ranks' reports to the run folder's commits, and ends with
+    the group confirmed stopped and its temporary files deleted."""
 
-    def __init__(self, trainer: TorchTrainer, run: Storage) -> None:
+    def __init__(self, trainer: TorchTrainer, folder: RunFolder) -> None:
         self.trainer = trainer
-        self.run_storage = run
+        self.folder = folder
         cc = trainer.run_config.checkpoint_config
         self.checkpoint_config = cc
         self.policy = RetentionPolicy(cc.num_to_keep, cc.checkpoint_score_attribute,
                                       cc.checkpoint_score_order)
-        self.committed, uncommitted = scan_run(run)
-        self.next_index = max([*self.committed, *uncommitted, -1]) + 1
         self.history: list[dict[str, Any]] = []
         self.reports_at_commit: dict[int, int] = {}  # checkpoint index -> len(history) then
-        if trainer._restoring and run.exists(HISTORY_FILE) and self.committed:
-            saved = json.loads(run.read_bytes(HISTORY_FILE))
-            # The file may be one commit ahead: the driver can die between it and the manifest.
-            counts = {int(i): n for i, n in saved["reports_at_commit"].items()}
-            self.history = saved["reports"][: counts.get(max(self.committed), 0)]
-            self.reports_at_commit = counts
+        if trainer._restoring:
+            self.history, self.reports_at_commit = folder.read_history()
         self.committed_reports = len(self.history)
         self.last_metrics: dict[str, Any] | None = None
         # observe: the dashboard's view of this run
         self.view = RunView(trainer.run_config.name or "", type(trainer).__name__,
-                            trainer.scaling_config.num_workers, run.url)
+                            trainer.scaling_config.num_workers, folder.url)
+        self.started_from: int | None = None  # the committed checkpoint the attempt resumed
+        self.temp_root = ""  # see run()
 
     def run(self) -> Result:
         failures = 0
         max_failures = self.trainer.run_config.failure_config.max_failures
         error: BaseException | None = None
-        while True:
-            self._clean_uncommitted()
-            # Reports after the latest commit will be made again by the restarted loop.
-            del self.history[self.committed_reports:]
-            group = self._make_group()
-            try:
-                self._attempt(group)
-                break
-            except _DoNotRetry as exc:
-                error = exc.cause
-                break
-            except Exception as exc:
-                failures += 1
-                if max_failures != -1 and failures > max_failures:
-                    error = exc
+        last: BaseException | None = None  # the failure the next attempt restarts after
+        # The workers' temporary folders (one per rank) live in here: deleted after each
+        # attempt, once its workers are stopped, so nothing of the run stays behind. Its name
+        # carries this driver's pid, so that a later run can sweep it if this driver is killed.
+        sweep_temp_folders_of_dead_drivers(tempfile.gettempdir())
+        self.temp_root = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+        try:
+            while True:
+                try:
+                    self.folder.start_attempt()
+                except Exception as exc:
+                    if last is None:
+                        error = exc
+                    else:
+                        error = last
+                        last.add_note(f"ember could not restart the workers: "
+                                      f"{type(exc).__name__}: {exc}")
                     break
-                logger.warning("training failed (%s: %s); restarting the workers from the "
-                               "latest committed checkpoint (failure %d of at most %s)",
-                               type(exc).__name__, exc, failures,
-                               "unlimited" if max_failures == -1 else max_failures)
-            finally:
-                group.shutdown()
-        self._clean_uncommitted()
+                # Reports after the latest commit will be made again by the restarted loop.
+                del self.history[self.committed_reports:]
+                group = self._make_group()
+                try:
+                    self._attempt(group)
+                    break
+                except _DoNotRetry as exc:
+                    error = exc.cause
+                    break
+                except Exception as exc:
+                    self.folder.abandon_next_index()
+                    corrupt = self._corrupt_start(exc)
+                    if corrupt is not None:  # not the run's fault: resume from the one before
+                        self.folder.mark_corrupt(*corrupt)
+                        latest = self.folder.latest
+                        self.committed_reports = min(self.committed_reports, (
+                            0 if latest is None else self.reports_at_commit.get(latest, 0)))
+                        last = exc
+                        continue
+                    failures += 1
+                    if max_failures != -1 and failures > max_failures:
+                        error = exc
+                        break
+                    last = exc
+                    logger.warning("training failed (%s: %s); restarting the workers from the "
+                                   "latest committed checkpoint (failure %d of at most %s)",
+                                   type(exc).__name__, exc, failures,
+                                   "unlimited" if max_failures == -1 else max_failures)
+                finally:
+                    self._stop(group)
+        finally:
+            self.folder.finish()
+            shutil.rmtree(self.temp_root, ignore_errors=True)
         self.view.finished(error)
         return self._result(error)
 
@@ -265,11 +329,28 @@ class _Run:
                            resources_per_worker=sc.custom_resources_per_worker,
                            placement_strategy=sc.placement_strategy)
 
-    def _latest(self) -> Checkpoint | None:
-        if self.committed:
-            return Checkpoint(self.run_storage.child(
-                checkpoint_dir_name(max(self.committed))).url)
-        return self.trainer.resume_from_checkpoint
+    def _stop(self, group: WorkerGroup) -> None:
+        """Stop the group's workers and wait until they are gone (so that none of them writes
+        into storage or the temporary folders any more), then delete those folders. (On a
+        cluster, this deletes the folders of the workers on the driver's machine; workers on
+        other nodes leave theirs in that node's temporary folder.)"""
+        group.shutdown()
+        shutil.rmtree(self.temp_root, ignore_errors=True)
+
+    def _checkpoint(self, index: int) -> Checkpoint:
+        return Checkpoint(self.folder.checkpoint_url(index),
+                          verify_checksums=self.checkpoint_config.verify_checksums)
+
+    def _corrupt_start(self, exc: BaseException) -> tuple[int, CorruptCheckpointError] | None:
+        """(index, error) when the attempt failed because the committed checkpoint it resumed
+        from turned out damaged on restore."""
+        if self.started_from is None:
+            return None
+        url = self.folder.checkpoint_url(self.started_from)
+        for candidate in (exc, getattr(exc, "cause", None)):
+            if isinstance(candidate, CorruptCheckpointError) and candidate.path == url:
+                return self.started_from, candidate
+        return None
 
     def _attempt(self, group: WorkerGroup) -> None:
         trainer = self.trainer
@@ -277,8 +358,10 @@ class _Run:
         self.view.attempt_started(group.infos)
         group.setup_torch_distributed()
         n = len(group)
-        start = self._latest()
-        shards = _shard_datasets(trainer.datasets, n,
+        self.started_from = self.folder.latest
+        start = (self._checkpoint(self.started_from) if self.started_from is not None
+                 else trainer.resume_from_checkpoint)
+        shards = _shard_datasets(trainer.datasets, trainer.dataset_config, n,
                                  n * trainer.scaling_config.num_cpus_per_worker)
         cc = self.checkpoint_config
         _get_all([
@@ -287,89 +370,89 @@ class _Run:
                 trainer.train_loop_config,
                 TrainContext(info.rank, n, info.local_rank, info.local_world_size,
                              info.node_rank, trainer.run_config.name or "",
-                             self.run_storage.url, trainer.scaling_config.use_gpu),
-                self.run_storage.url, self.next_index,
+                             self.folder.url, trainer.scaling_config.use_gpu),
+                self.folder.storage, self.folder.next_index,
                 start.for_rank(info.rank) if start is not None else None,
                 {name: parts[info.rank] for name, parts in shards.items()},
-                cc.keep_all_ranks, cc.upload_from_workers, cc.async_upload)
+                cc.keep_all_ranks, cc.upload_from_workers, cc.async_upload,
+                os.path.join(self.temp_root, f"rank_{info.rank}"))
             for info in group.infos
         ])
+        acks: list[Any] = []
         while True:
-            events = _get_all(group.execute_async(next_event, self.next_index))
+            # A worker runs the acknowledgement of the last reports before this poll (calls to
+            # an actor run in order), so both go out together.
+            polls = group.execute_async(next_event)
+            events = _get_all(acks + polls)[len(acks):]
             done = [e for e in events if isinstance(e, DoneEvent)]
             if len(done) == n:
                 return
             if done:
                 raise _DoNotRetry(_mismatch_error(events))
             self._handle_reports(events)
+            acks = group.execute_async(acknowledge, self.folder.next_index)
 
     def _handle_reports(self, events: list[ReportEvent]) -> None:
         metrics = events[0].metrics
         self.last_metrics = metrics
         self.history.append(metrics)
-        index = self.next_index
+        index = self.folder.next_index
         self.view.reported(index, metrics)
-        folder = checkpoint_dir_name(index)
         uploads: dict[int, list[FileEntry]] = {}
         for event in events:
             if event.inline is not None:  # gathered on the driver: it writes them itself
-                uploads[event.rank] = _write_inline(self.run_storage, folder, event)
+                uploads[event.rank] = self.folder.write_inline(index, event.rank, event.inline)
             elif event.files is not None:
                 uploads[event.rank] = list(event.files)
         if not uploads:
             return
-        for rank, files in uploads.items():
-            found = self.run_storage.find(folder, rank_dir_name(rank))
-            for entry in files:
-                if found.get(entry.path) != entry.size:
-                    raise StorageError(
-                        f"rank {rank}'s upload of {entry.path!r} ({entry.size} bytes) to "
-                        f"{self.run_storage.child(folder, rank_dir_name(rank)).url!r} is "
-                        f"missing or incomplete (found {found.get(entry.path)} bytes)")
-        manifest = Manifest(index=index, world_size=len(events), files=uploads, metrics=metrics)
         self.reports_at_commit[index] = len(self.history)
-        self.run_storage.write_bytes(json.dumps({
-            "reports": self.history, "reports_at_commit": self.reports_at_commit}).encode(),
-            HISTORY_FILE)
-        write_manifest(self.run_storage, manifest)  # last: this commits the checkpoint
+        self.folder.commit(index, uploads, len(events), metrics, self.history,
+                           self.reports_at_commit)
         self.committed_reports = len(self.history)
-        self.committed[index] = manifest
-        self.next_index = index + 1
-        self.view.committed(index, self.run_storage.child(folder).url,
+        self.view.committed(index, self.folder.checkpoint_url(index),
                             sum(e.size for files in uploads.values() for e in files), metrics)
         for old in self.policy.to_delete(self._records()):
-            self._delete(old)
+            self.folder.delete(old)
+            self.view.deleted(old)
 
     def _records(self) -> list[CheckpointRecord]:
-        return [CheckpointRecord(i, m.metrics) for i, m in sorted(self.committed.items())]
-
-    def _delete(self, index: int) -> None:
-        folder = checkpoint_dir_name(index)
-        self.run_storage.remove(folder, MANIFEST_NAME)  # first: the checkpoint stops existing
-        self.run_storage.remove(folder)
-        self.committed.pop(index, None)
-        self.view.deleted(index)
-
-    def _clean_uncommitted(self) -> None:
-        _, uncommitted = scan_run(self.run_storage)
-        # Never reuse an index: a killed worker's last writes cannot land in a new checkpoint.
-        self.next_index = max([self.next_index - 1, *uncommitted]) + 1
-        for index in uncommitted:
-            logger.info("deleting checkpoint %d: it was never committed", index)
-            self.run_storage.remove(checkpoint_dir_name(index))
+        return [CheckpointRecord(i, m.metrics) for i, m in sorted(self.folder.committed.items())]
 
     def _result(self, error: BaseException | None) -> Result:
-        latest = self._latest() if self.committed else None
-        best = [(Checkpoint(self.run_storage.child(checkpoint_dir_name(r.index)).url),
-                 dict(r.metrics)) for r in self.policy.to_keep(self._records())]
-        return Result(metrics=self.last_metrics, checkpoint=latest, path=self.run_storage.url,
-                      error=error, best_checkpoints=best, metrics_history=list(self.history))
+        latest = self.folder.latest
+        best = [(self._checkpoint(r.index), dict(r.metrics))
+                for r in self.policy.to_keep(self._records())]
+        return Result(metrics=self.last_metrics,
+                      checkpoint=self._checkpoint(latest) if latest is not None else None,
+                      path=self.folder.url, error=error, best_checkpoints=best,
+                      metrics_history=list(self.history))
 
 
-def _write_inline(run: Storage, folder: str, event: ReportEvent) -> list[FileEntry]:
-    assert event.inline is not None
-    return [run.write_buffer(data, rel, folder, rank_dir_name(event.rank))
-            for rel, data in sorted(event.inline.items())]
+def sweep_temp_folders_of_dead_drivers(parent: str) -> list[str]:
+    """Delete the run temporary folders in ``parent`` whose driver process is gone (it was
+    killed before it could delete them); returns their paths. Folders of live drivers, of other
+    users, or with names not ours are left alone."""
+    swept: list[str] = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return swept
+    for name in names:
+        pid_text = name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not name.startswith(TEMP_PREFIX) or not pid_text.isdigit():
+            continue
+        path = os.path.join(parent, name)
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:  # its driver is gone
+            shutil.rmtree(path, ignore_errors=True)
+            swept.append(path)
+        except OSError:  # alive (or not ours to signal), or gone meanwhile: leave it
+            continue
+    return swept
 
 
 def _mismatch_error(events: list[Any]) -> ValueError:
@@ -383,42 +466,37 @@ def _mismatch_error(events: list[Any]) -> ValueError:
         "on ranks with nothing to save)")
 
 
-def _shard_datasets(datasets: dict[str, Any], n: int, worker_cpus: float
-                    ) -> dict[str, list[Any]]:
-    """Each dataset split in ``n`` shards: ``streaming_split`` where the dataset has it (an
-    ``ember.data``/Ray dataset), else every n-th item of the sequence, starting at the rank."""
+def _shard_datasets(datasets: dict[str, Any], config: DataConfig, n: int,
+                    worker_cpus: float) -> dict[str, list[Any]]:
+    """Each dataset as ``n`` shards. A dataset that ``config`` splits: ``streaming_split``
+    where it has one (an ``ember.data``/Ray dataset), else every n-th item of the sequence,
+    starting at the rank. Any other dataset: the whole of it for every rank."""
     out: dict[str, list[Any]] = {}
     for name, dataset in datasets.items():
-        if hasattr(dataset, "streaming_split"):
-            out[name] = _split_beside_workers(dataset, n, worker_cpus)
+        if not config.splits(name):
+            out[name] = [dataset] * n
+        elif hasattr(dataset, "streaming_split"):
+            out[name] = _split_beside_workers(dataset, n, worker_cpus,
+                                              config.preserve_order(name))
         else:
             items = list(dataset)
             out[name] = [items[rank::n] for rank in range(n)]
     return out
 
 
-def _split_beside_workers(dataset: Any, n: int, worker_cpus: float) -> list[Any]:
+def _split_beside_workers(dataset: Any, n: int, worker_cpus: float,
+                          preserve_order: bool | None) -> list[Any]:
     from ember.data import DataContext, Dataset
 
     if not isinstance(dataset, Dataset):  # a Ray dataset: Ray Train's own rules apply
         return list(dataset.streaming_split(n, equal=True))
     # The split's pipeline runs while the workers hold their CPUs: keep it off them.
     context = DataContext.get_current()
-    DataContext.set_current(replace(context, excluded_cpus=context.excluded_cpus + worker_cpus))
+    changed = replace(context, excluded_cpus=context.excluded_cpus + worker_cpus)
+    if preserve_order is not None:
+        changed = replace(changed, preserve_order=preserve_order)
+    DataContext.set_current(changed)
     try:
         return list(dataset.streaming_split(n, equal=True))
     finally:
         DataContext.set_current(context)
-
-
-def _join(base: str, name: str) -> str:
-    if "://" in base:
-        return base.rstrip("/") + "/" + name
-    return os.path.join(os.path.abspath(os.path.expanduser(base)), name)
-
-
-def _split(url: str) -> tuple[str, str]:
-    if "://" in url:
-        parent, name = url.rstrip("/").rsplit("/", 1)
-        return parent, name
-    return os.path.dirname(url.rstrip("/")), posixpath.basename(url.rstrip("/"))

@@ -11,6 +11,7 @@ together or not at all, never half-started on a busy cluster::
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from typing import Any
 
 import ember
 from ember.util._gang import Gang, create_gang
+
+logger = logging.getLogger("ember.train")
 
 
 @dataclass(frozen=True)
@@ -240,14 +243,17 @@ class WorkerGroup:
             for w, info in zip(self.workers, self.infos, strict=True)
         ])
 
-    def shutdown(self) -> None:
-        """Stop every worker now (calls in flight fail with ``ActorDiedError``)."""
+    def shutdown(self, *, timeout_s: float = 30) -> bool:
+        """Stop every worker now (calls in flight fail with ``ActorDiedError``), and wait up to
+        ``timeout_s`` until each one is confirmed gone, so that none of them writes anything
+        after this returns. Returns whether all were confirmed (a warning is logged if not)."""
         workers, self.workers, self.infos = self.workers, [], []
         for handle in workers:
             _kill_quietly(handle)
         gang, self._gang = self._gang, None
         if gang is not None:
             gang.shutdown()
+        return _wait_until_dead(workers, timeout_s)
 
     def _check_started(self) -> None:
         if not self.workers:
@@ -259,6 +265,27 @@ def _kill_quietly(handle: Any) -> None:
         ember.kill(handle)
     except Exception:  # already dead or the runtime is gone: nothing left to stop
         pass
+
+
+def _wait_until_dead(handles: list[Any], timeout_s: float) -> bool:
+    """Whether every killed actor is confirmed dead within ``timeout_s``: a call made after the
+    kill fails only once the runtime has seen the actor's process end."""
+    probes = []
+    for handle in handles:
+        try:
+            probes.append(handle.metadata.remote())
+        except Exception:  # the runtime already knows it is dead
+            continue
+    if not probes:
+        return True
+    try:
+        _, alive = ember.wait(probes, num_returns=len(probes), timeout=timeout_s)
+    except Exception:  # the runtime itself is gone: so are its workers
+        return True
+    if alive:
+        logger.warning("%d worker(s) of the group were killed but not confirmed stopped after "
+                       "%g s", len(alive), timeout_s)
+    return not alive
 
 
 def _get_all(refs: list[Any]) -> list[Any]:

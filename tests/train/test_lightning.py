@@ -301,9 +301,10 @@ def test_lightning_trainer_fsdp_shards_uploads_per_rank_and_resumes(s3_bucket, e
             assert p["local"] + ranks[1]["params"][name]["local"] == p["full"], name
     # each rank uploaded its own shard, and only its own
     files = s3_files(result.path)
-    assert sorted({k.split("/")[0] for k in files if k.startswith("checkpoint_")}) == \
-        ["checkpoint_000000", "checkpoint_000001", "checkpoint_000002"]
-    for checkpoint in ("checkpoint_000000", "checkpoint_000002"):
+    # three commits; the failed attempt's index is never reused, so they need not be consecutive
+    checkpoints = sorted({k.split("/")[0] for k in files if k.startswith("checkpoint_")})
+    assert len(checkpoints) == 3
+    for checkpoint in (checkpoints[0], checkpoints[-1]):
         assert sorted(rank_files(files, checkpoint, 0)) == [
             "checkpoint.ckpt/.metadata", "checkpoint.ckpt/__0_0.distcp", "checkpoint.ckpt/meta.pt"]
         assert sorted(rank_files(files, checkpoint, 1)) == ["checkpoint.ckpt/__1_0.distcp"]
@@ -394,7 +395,9 @@ def test_prepared_trainer_ddp_uploads_rank0_checkpoint_and_resumes(s3_bucket, em
         assert "EmberFSDPStrategy" in refused["model_parallel"]
     # DDP: rank 0 wrote the whole checkpoint and uploaded it; rank 1 wrote and uploaded nothing
     files = s3_files(result.path)
-    for checkpoint in ("checkpoint_000000", "checkpoint_000001"):
+    checkpoints = sorted({k.split("/")[0] for k in files if k.startswith("checkpoint_")})
+    assert len(checkpoints) == 2
+    for checkpoint in checkpoints:
         assert list(rank_files(files, checkpoint, 0)) == ["checkpoint.ckpt"]
         assert rank_files(files, checkpoint, 1) == {}
     assert result.checkpoint is not None and result.checkpoint.ranks == [0]

@@ -7,7 +7,8 @@ import os
 import pytest
 
 from ember.train import Checkpoint, StorageError
-from ember.train._manifest import Manifest, scan_run, write_manifest
+from ember.train._manifest import Manifest
+from ember.train._run_folder import scan_run, write_manifest
 from ember.train._storage import FileEntry, Storage
 
 

@@ -5,8 +5,10 @@ Training loops are defined inside the tests: cloudpickle ships them to the worke
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import time
 
 import pytest
 
@@ -14,13 +16,15 @@ import ember
 from ember.train import (
     Checkpoint,
     CheckpointConfig,
+    DataConfig,
     FailureConfig,
+    Result,
     RunConfig,
     ScalingConfig,
     StorageError,
     TrainingFailedError,
 )
-from ember.train._manifest import scan_run
+from ember.train._run_folder import scan_run
 from ember.train._storage import Storage
 from ember.train.torch import TorchTrainer
 
@@ -89,6 +93,12 @@ def test_fit_commits_checkpoints_per_rank_and_keeps_the_best(ember_local, tmp_pa
     assert run_dirs(result.path) == ["checkpoint_000001", "checkpoint_000003", "checkpoint_000004"]
     assert [c.index for c, _ in result.best_checkpoints] == [1, 3, 4]
     assert [m["score"] for _, m in result.best_checkpoints] == [9, 7, 2]
+    # Result.from_path reads the same result back from storage
+    stored = Result.from_path(result.path)
+    assert (stored.metrics, stored.checkpoint, stored.path) == (
+        result.metrics, result.checkpoint, result.path)
+    assert stored.best_checkpoints == result.best_checkpoints
+    assert stored.metrics_history == result.metrics_history and stored.error is None
     assert result.checkpoint is not None and result.checkpoint.index == 4
     with result.checkpoint.as_directory() as folder:
         for rank in (0, 1):
@@ -304,13 +314,16 @@ def test_gather_on_driver_carries_large_files_whole_to_s3(ember_local, s3_bucket
 def test_driver_commits_only_after_every_ranks_upload_is_confirmed(tmp_path):
     """The commit step alone (no workers): a shard that did not reach storage blocks the
     manifest; once it is there, the manifest is written and lists both ranks."""
+    from ember.train._run_folder import RunFolder
     from ember.train._session import ReportEvent
     from ember.train._trainer import _Run
 
     trainer = TorchTrainer(lambda: None, scaling_config=ScalingConfig(num_workers=2),
                            run_config=RunConfig(name="run", storage_path=str(tmp_path)))
     run = Storage(trainer.path)
-    attempt = _Run(trainer, run)  # an empty run folder: the next checkpoint is number 0
+    folder = RunFolder(run)
+    folder.open()  # an empty run folder: the next checkpoint is number 0
+    attempt = _Run(trainer, folder)
     src = tmp_path / "shard"
     src.mkdir()
     (src / "w.bin").write_bytes(b"12345")
@@ -493,3 +506,337 @@ def test_dataset_pipeline_runs_beside_workers_that_hold_every_cpu(ember_local, t
                           datasets={"train": ds}).fit()
     assert len(result.metrics["ids"]) == 500  # rank 0's equal share
     assert ed.DataContext.get_current().excluded_cpus == 0  # the driver's context is untouched
+
+
+# -- failures that end in a clear error, with nothing lost (issue 13) -----------------------------
+@pytest.fixture
+def s3_that_goes_down(monkeypatch):
+    """A moto S3 server of this test's own, so that the test can stop it mid-run; botocore's
+    own retries are off (``AWS_MAX_ATTEMPTS=1``), so only ember's retries are at work. Yields
+    the bucket's URL and the function that stops the server. Request it before
+    ``ember_local``: the workers inherit the variables."""
+    import socket
+    import uuid
+
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    stopped = []
+
+    def stop():
+        if not stopped:
+            stopped.append(True)
+            server.stop()
+
+    for key, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                       "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing",
+                       "AWS_MAX_ATTEMPTS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    bucket = f"ember-test-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem().mkdir(bucket)
+    try:
+        yield f"s3://{bucket}", stop
+    finally:
+        stop()
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_storage_outage_mid_run_fails_with_the_result_and_the_workers_error(
+        s3_that_goes_down, ember_local, tmp_path):
+    import threading
+    import time
+
+    url, stop = s3_that_goes_down
+    reached, down = tmp_path / "reached_step_1", tmp_path / "storage_down"
+
+    def loop(config):
+        import tempfile
+        import time
+
+        import ember.train as train
+
+        rank = train.get_context().get_world_rank()
+        for step in range(2):
+            if step == 1:  # step 0 is committed: wait while the storage goes away
+                if rank == 0:
+                    open(config["reached"], "w").close()
+                while not os.path.exists(config["down"]):
+                    time.sleep(0.01)
+            with tempfile.TemporaryDirectory() as d:
+                with open(os.path.join(d, "state.json"), "w") as f:
+                    f.write(str(step))
+                train.report({"step": step}, checkpoint=train.Checkpoint.from_directory(d))
+
+    def take_storage_down():
+        deadline = time.monotonic() + 100
+        while not reached.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop()
+        down.touch()
+
+    outage = threading.Thread(target=take_storage_down, daemon=True)
+    outage.start()
+    trainer = TorchTrainer(
+        loop, train_loop_config={"reached": str(reached), "down": str(down)},
+        scaling_config=ScalingConfig(num_workers=2),
+        run_config=RunConfig(name="run", storage_path=url,
+                             failure_config=FailureConfig(storage_timeout_s=1)))
+    with pytest.raises(TrainingFailedError, match=r"uploading 'state\.json'") as info:
+        trainer.fit()
+    outage.join(timeout=10)
+
+    # the workers' own error is the cause: ember's, naming the upload, retried first
+    cause = info.value.__cause__
+    assert isinstance(cause, StorageError), repr(cause)
+    assert "checkpoint_000001" in str(cause) and "transient error" in str(cause)
+    # the result holds what was committed before the outage
+    result = info.value.result  # type: ignore[attr-defined]
+    assert result.error is cause and result.metrics == {"step": 0}
+    assert result.checkpoint is not None and result.checkpoint.index == 0
+
+
+LATE_WRITER = """
+import glob, json, os, sys, time
+
+run_dir, index, done = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+deadline = time.monotonic() + 60
+def committed_at_or_past_index():
+    return any(int(path.split("checkpoint_")[-1][:6]) >= index
+               for path in glob.glob(os.path.join(run_dir, "checkpoint_*", "manifest.json")))
+while not committed_at_or_past_index() and time.monotonic() < deadline:
+    time.sleep(0.01)
+target = os.path.join(run_dir, "checkpoint_%06d" % index, "rank_0")
+os.makedirs(target, exist_ok=True)
+with open(os.path.join(target, "state.json"), "w") as f:
+    json.dump({"step": index, "rank": 0, "pid": "the stopped attempt"}, f)
+open(done, "w").close()
+"""
+
+
+def test_a_late_write_of_a_stopped_attempt_never_lands_in_a_committed_checkpoint(
+        ember_local, tmp_path):
+    """Rank 1 dies while rank 0's upload of the same checkpoint is still on the wire; that
+    upload lands after the restarted group has committed again (as an S3 request that was
+    already sent completes after its sender died). It must not land in a committed
+    checkpoint: the restarted group never uses the index the failed one was writing."""
+    import hashlib
+
+    run_dir = tmp_path / "run"
+    config = {"steps": 4, "kill_at": 2, "run_dir": str(run_dir), "writer": LATE_WRITER,
+              "killed": str(tmp_path / "killed"), "uploading": str(tmp_path / "uploading"),
+              "late_done": str(tmp_path / "late_done")}
+
+    def loop(config):
+        import json
+        import signal
+        import subprocess
+        import sys
+        import tempfile
+        import time
+
+        import ember.train as train
+        from ember.train import _storage
+
+        rank = train.get_context().get_world_rank()
+        start = 0
+        checkpoint = train.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder, \
+                    open(os.path.join(folder, "state.json")) as f:
+                start = json.load(f)["step"] + 1
+        for step in range(start, config["steps"]):
+            if step == config["kill_at"] and not os.path.exists(config["killed"]):
+                if rank == 1:
+                    while not os.path.exists(config["uploading"]):
+                        time.sleep(0.01)
+                    open(config["killed"], "w").close()
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+                def upload_in_flight(self, local_dir, *parts):
+                    subprocess.Popen([sys.executable, "-c", config["writer"], config["run_dir"],
+                                      str(config["kill_at"]), config["late_done"]],
+                                     start_new_session=True)
+                    open(config["uploading"], "w").close()
+                    time.sleep(600)  # until the group is stopped
+
+                _storage.Storage.upload_directory = upload_in_flight
+            with tempfile.TemporaryDirectory() as d:
+                with open(os.path.join(d, "state.json"), "w") as f:
+                    json.dump({"step": step, "rank": rank, "pid": os.getpid()}, f)
+                train.report({"step": step, "pid": os.getpid()},
+                             checkpoint=train.Checkpoint.from_directory(d))
+
+    result = TorchTrainer(
+        loop, train_loop_config=config, scaling_config=ScalingConfig(num_workers=2),
+        run_config=RunConfig(name="run", storage_path=str(tmp_path),
+                             failure_config=FailureConfig(max_failures=1))).fit()
+    late_done = tmp_path / "late_done"
+    deadline = time.monotonic() + 60
+    while not late_done.exists():  # the late write has landed (and its writer exited)
+        assert time.monotonic() < deadline, "the late write never happened"
+        time.sleep(0.05)
+
+    assert result.metrics is not None and result.metrics["step"] == 3
+    committed, _ = scan_run(Storage(str(run_dir)))
+    assert sorted(m.metrics["step"] for m in committed.values()) == [0, 1, 2, 3]
+    for index, manifest in committed.items():  # every committed checkpoint is intact
+        for rank, entries in manifest.files.items():
+            for entry in entries:
+                path = run_dir / f"checkpoint_{index:06d}" / f"rank_{rank}" / entry.path
+                assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256, (
+                    f"checkpoint {index} rank {rank} was overwritten: {path.read_text()}")
+        assert read_json(run_dir, f"checkpoint_{index:06d}", "rank_0", "state.json")["pid"] \
+            == manifest.metrics["pid"]
+
+
+def test_restore_resumes_from_the_checkpoint_before_a_damaged_one(ember_local, tmp_path):
+    TorchTrainer(counting_loop, train_loop_config={"steps": 3},
+                 scaling_config=ScalingConfig(num_workers=2),
+                 run_config=RunConfig(name="run", storage_path=str(tmp_path))).fit()
+    shard = tmp_path / "run" / "checkpoint_000002" / "rank_1" / "state.json"
+    data = shard.read_bytes()
+    damaged = data.replace(b'"rank": 1', b'"rank": 8')
+    assert damaged != data and len(damaged) == len(data)
+    shard.write_bytes(damaged)  # same size, other bytes: only its sha256 tells
+
+    result = TorchTrainer.restore(str(tmp_path / "run"),
+                                  train_loop_config={"steps": 4}).fit()
+
+    assert result.metrics == {"step": 3, "score": 0, "resumed_from": 1}
+    assert [m["step"] for m in result.metrics_history] == [0, 1, 2, 3]
+    assert shard.read_bytes() == damaged  # kept for inspection, never restored
+
+
+@pytest.fixture
+def own_tmp(monkeypatch, tmp_path):
+    """A temporary folder of this test's own for the driver and (request it before
+    ``ember_local``) the workers: what a run leaves there is counted exactly."""
+    import tempfile
+
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_no_temporary_folder_outlives_the_run(own_tmp, ember_local, tmp_path):
+    def loop(config):
+        import signal
+        import tempfile
+        import time
+
+        import ember.train as train
+
+        rank = train.get_context().get_world_rank()
+        marker = config["marker"]
+        # as a checkpoint's download or an upload's staging folder would be
+        with tempfile.TemporaryDirectory(prefix="ember-ckpt-"):
+            if config["mode"] == "kill" and rank == 1 and not os.path.exists(marker):
+                open(marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+            if config["mode"] == "stop":
+                if rank == 0:
+                    while not os.path.exists(marker):
+                        time.sleep(0.01)
+                    raise RuntimeError("rank 0 failed while rank 1 was mid-step")
+                open(marker, "w").close()
+                time.sleep(600)  # until the group is shut down
+            train.report({"tmp": tempfile.gettempdir(),
+                          "compile_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR")})
+
+    before = sorted(os.listdir(own_tmp))
+    result = TorchTrainer(
+        loop, train_loop_config={"mode": "kill", "marker": str(tmp_path / "k")},
+        scaling_config=ScalingConfig(num_workers=2),
+        run_config=RunConfig(name="killed", storage_path=str(tmp_path / "store"),
+                             failure_config=FailureConfig(max_failures=1))).fit()
+    assert (tmp_path / "k").exists()
+    assert sorted(os.listdir(own_tmp)) == before
+    assert result.metrics is not None and result.metrics["tmp"].startswith(f"{own_tmp}/ember-")
+    # torch.compile's cache stays where it was, to outlive the run's temporary folder
+    assert result.metrics["compile_cache"] == str(own_tmp / f"torchinductor_{getpass.getuser()}")
+
+    with pytest.raises(TrainingFailedError, match="mid-step"):
+        TorchTrainer(loop, train_loop_config={"mode": "stop", "marker": str(tmp_path / "s")},
+                     scaling_config=ScalingConfig(num_workers=2),
+                     run_config=RunConfig(name="stopped", storage_path=str(tmp_path / "store"))
+                     ).fit()
+    assert sorted(os.listdir(own_tmp)) == before
+
+
+# -- Ray's names (issue 15) ---------------------------------------------------------------------
+def test_ray_spelled_helpers_and_data_config_in_the_loop(ember_local, tmp_path):
+    def loop():
+        import torch
+        from torch.utils.data import DataLoader
+
+        from ember import train  # no import of ember.train.torch: the workers have it
+
+        train.torch.enable_reproducibility(seed=5)
+        first = torch.rand(3).tolist()
+        train.torch.enable_reproducibility(seed=5)
+        again = torch.rand(3).tolist()
+        loader = train.torch.prepare_data_loader(
+            DataLoader(list(range(16)), batch_size=4, shuffle=True), True, True, True)
+        train.report({
+            "same_after_reseeding": first == again,
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "device": str(train.torch.get_device()),
+            "order": [int(x) for batch in loader for x in batch],
+            "train": list(train.get_dataset_shard("train")),
+            "val": list(train.get_dataset_shard("val")),
+        })
+
+    result = TorchTrainer(
+        loop, scaling_config=ScalingConfig(num_workers=2),
+        datasets={"train": list(range(6)), "val": ["a", "b", "c"]},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=RunConfig(name="run", storage_path=str(tmp_path))).fit()
+
+    metrics = result.metrics
+    assert metrics is not None
+    assert metrics["same_after_reseeding"] and metrics["deterministic"]
+    assert metrics["device"] == "cpu"
+    assert len(metrics["order"]) == 8 and len(set(metrics["order"])) == 8  # rank 0's half
+    assert metrics["train"] == [0, 2, 4] and metrics["val"] == ["a", "b", "c"]
+
+
+def test_fail_fast_raise_raises_the_workers_own_error(ember_local, tmp_path):
+    def loop():
+        raise KeyError("boom in the loop")
+
+    trainer = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=1),
+                           run_config=RunConfig(name="run", storage_path=str(tmp_path),
+                                                failure_config=FailureConfig(fail_fast="raise")))
+    with pytest.raises(KeyError, match="boom in the loop") as info:
+        trainer.fit()
+    assert not isinstance(info.value, TrainingFailedError)
+
+
+def test_temp_folders_of_killed_drivers_are_swept(tmp_path):
+    # A driver killed mid-run cannot delete its run's temporary folder: the next run does.
+    import subprocess
+    import sys
+
+    from ember.train._trainer import sweep_temp_folders_of_dead_drivers
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(gone.stdout)
+    for name in (f"ember-train-{dead_pid}-abc", f"ember-train-{os.getpid()}-def",
+                 "ember-train-notapid", "other"):
+        (tmp_path / name / "rank_0").mkdir(parents=True)
+
+    swept = sweep_temp_folders_of_dead_drivers(str(tmp_path))
+
+    assert swept == [str(tmp_path / f"ember-train-{dead_pid}-abc")]
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [f"ember-train-{os.getpid()}-def", "ember-train-notapid", "other"])

@@ -18,6 +18,7 @@ from ember.util import PlacementGroup, create_gang, placement_group, remove_plac
 from ember.util._gang import await_placement
 from ember.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+
 def test_util_all_is_pinned():
     # ember.util.__all__ itself is pinned in tests/test_exported_members.py
     assert ember.util.scheduling_strategies.__all__ == ["NodeAffinitySchedulingStrategy",

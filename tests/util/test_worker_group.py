@@ -52,3 +52,17 @@ def test_first_error_raises_and_shutdown_stops_every_worker(ember_local):
         ember.get(workers[0].metadata.remote())
     with pytest.raises(RuntimeError, match="not running"):
         group.execute(os.getpid)
+
+
+def test_shutdown_returns_once_every_worker_process_is_gone(ember_local):
+    # The trainer scans storage for the next checkpoint index right after a shutdown: a worker
+    # still alive then could write into a folder that the next attempt reuses.
+    import psutil
+
+    group = WorkerGroup(2)
+    group.start()
+    pids = [info.pid for info in group.infos]
+
+    assert group.shutdown() is True
+
+    assert [pid for pid in pids if psutil.pid_exists(pid)] == []

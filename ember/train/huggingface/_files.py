@@ -14,7 +14,7 @@ import shutil
 import tempfile
 
 from ember.train._checkpoint import Checkpoint
-from ember.train._storage import rank_dir_name
+from ember.train._run_folder import rank_dir_name
 
 
 def stage(source: str, name: str, parent: str) -> str:

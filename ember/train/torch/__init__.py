@@ -5,6 +5,7 @@
   "fsdp"``).
 - ``prepare_data_loader(loader)``: gives it a ``DistributedSampler`` so each rank sees its share.
 - ``get_device()``: this worker's device (its GPU, or the CPU).
+- ``enable_reproducibility(seed)``: seeds torch, ``random`` and NumPy, deterministic algorithms.
 - ``save_sharded`` / ``load_sharded``: ``torch.distributed.checkpoint`` (DCP) state dicts, one
   shard per rank, restorable onto a different number of workers.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from ember.train._trainer import TorchTrainer
 from ember.train.torch._prepare import (
+    enable_reproducibility,
     get_device,
     load_sharded,
     prepare_data_loader,
@@ -22,6 +24,7 @@ from ember.train.torch._prepare import (
 
 __all__ = [
     "TorchTrainer",
+    "enable_reproducibility",
     "get_device",
     "load_sharded",
     "prepare_data_loader",
