@@ -49,7 +49,7 @@ def test_eventually_names_the_condition_when_no_what_is_given() -> None:
     def cache_is_warm() -> bool:
         return False
 
-    with pytest.raises(AssertionError, match="waiting for cache_is_warm$"):
+    with pytest.raises(AssertionError, match=r"waiting for cache_is_warm$"):
         eventually(cache_is_warm, timeout=0.05)
 
 

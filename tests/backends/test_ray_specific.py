@@ -33,7 +33,8 @@ from ember.errors import (
     TaskError,
     WorkerCrashedError,
 )
-from tests._support import Gate, shutdown_and_check, wait_for
+from ember.testing import LeakCheck, eventually
+from tests._support import Gate
 
 ray = pytest.importorskip("ray")
 
@@ -238,7 +239,7 @@ def on_ray() -> Iterator[None]:
     try:
         yield
     finally:
-        shutdown_and_check(timeout=30)
+        LeakCheck(timeout=30, check_temp=False).check()
 
 
 @pytest.mark.usefixtures("on_ray")
@@ -372,12 +373,12 @@ class TestOnRay:
         hog = Hog.remote()
         try:
             get(hog.ping.remote())
-            wait_for(lambda: ember.available_resources().get("CPU") == 0.0,
-                     what="CPU to be reported as 0 while the actor holds both")
+            eventually(lambda: ember.available_resources().get("CPU") == 0.0,
+                       what="CPU to be reported as 0 while the actor holds both")
         finally:
             ember.kill(hog)
-        wait_for(lambda: ember.available_resources().get("CPU") == 2.0,
-                 what="the CPUs to come back")
+        eventually(lambda: ember.available_resources().get("CPU") == 2.0,
+                   what="the CPUs to come back")
 
     def test_force_cancel_of_a_queued_actor_call_cancels_only_that_call(
         self, tmp_path, gate: Gate, blocker_class
@@ -385,7 +386,7 @@ class TestOnRay:
         started = tmp_path / "started"
         actor = blocker_class.remote()
         running = actor.block.remote(gate.path, str(started))
-        wait_for(started.exists, what="the blocking call to start")
+        eventually(started.exists, what="the blocking call to start")
         queued = actor.ping.remote()
         try:
             ember.cancel(queued, force=True)  # Ray alone refuses force=True for actor calls
@@ -424,12 +425,12 @@ class TestOnRay:
         try:
             assert len(gang) == 2
             assert get([m.group.remote() for m in gang]) == [gang.placement_group.id.hex()] * 2
-            wait_for(lambda: ember.available_resources().get("CPU") == 0.0,
-                     what="the gang's bundles to hold both CPUs")
+            eventually(lambda: ember.available_resources().get("CPU") == 0.0,
+                       what="the gang's bundles to hold both CPUs")
         finally:
             gang.shutdown()
-        wait_for(lambda: ember.available_resources().get("CPU") == 2.0,
-                 what="the gang's CPUs to come back")
+        eventually(lambda: ember.available_resources().get("CPU") == 2.0,
+                   what="the gang's CPUs to come back")
 
     def test_gang_that_cannot_fit_raises_resource_error_at_once(self):
         @ember.remote
@@ -475,4 +476,4 @@ def test_gang_on_the_local_backend_is_n_actors_checked_up_front():
         with pytest.raises(ResourceError, match="CPU"):
             create_gang(Member, 3, resources_per_member={"CPU": 1})
     finally:
-        shutdown_and_check()
+        LeakCheck(check_temp=False).check()

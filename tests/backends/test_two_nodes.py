@@ -26,7 +26,7 @@ import pytest
 
 import ember
 from ember.errors import ResourceError, TaskError
-from tests._support import wait_for
+from ember.testing import eventually
 
 ray = pytest.importorskip("ray")
 
@@ -137,7 +137,7 @@ def connected(cluster: Cluster) -> Iterator[Cluster]:
     """ember connected with ``address="auto"``, once both nodes have joined."""
     ember.init(backend="ray", address="auto")
     try:
-        wait_for(lambda: len(_alive_nodes()) == 2, what="both nodes to join the cluster")
+        eventually(lambda: len(_alive_nodes()) == 2, what="both nodes to join the cluster")
         yield cluster
     finally:
         ember.shutdown()
@@ -225,7 +225,7 @@ def test_explicit_address_and_nested_work_across_nodes(cluster: Cluster):
 
     ember.init(backend="ray", address=cluster.address)
     try:
-        wait_for(lambda: len(_alive_nodes()) == 2, what="both nodes to join the cluster")
+        eventually(lambda: len(_alive_nodes()) == 2, what="both nodes to join the cluster")
         where, children = ember.get(fan_out.remote(3), timeout=GET_TIMEOUT)
         assert where == _node_ids()[1] and len(children) == 3
         with pytest.raises(KeyError, match="from node_b") as info:
