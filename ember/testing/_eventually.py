@@ -43,10 +43,10 @@ def eventually(condition: Callable[[], T], *, timeout: float = 30.0, interval: f
         last: AssertionError | None = None
         try:
             value = condition()
+            if value:
+                return value
         except AssertionError as exc:
-            last, value = exc, None  # type: ignore[assignment]
-        if value:
-            return value
+            last = exc
         if time.monotonic() >= deadline:
             reason = f" (last try: {last})" if last is not None and str(last) else ""
             raise AssertionError(f"gave up after {timeout:g} s waiting for {label}{reason}"
