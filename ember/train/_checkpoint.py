@@ -64,6 +64,7 @@ class Checkpoint:
 
     @property
     def storage(self) -> Storage:
+        """Where the checkpoint lives (its path on its fsspec filesystem)."""
         if self._storage is None:
             self._storage = Storage(self.path)
         return self._storage
@@ -83,6 +84,12 @@ class Checkpoint:
 
     @property
     def index(self) -> int | None:
+        """The number in a committed checkpoint's folder name (``checkpoint_000003``: 3); ``None``
+        for any other folder.
+
+        >>> Checkpoint("s3://bucket/run/checkpoint_000003").index
+        3
+        """
         return checkpoint_index(posixpath.basename(self.path.rstrip("/")))
 
     @property
@@ -96,9 +103,15 @@ class Checkpoint:
         return self.manifest.ranks if self.manifest else []
 
     def for_rank(self, rank: int) -> Checkpoint:
+        """The same checkpoint bound to rank ``rank``: ``as_directory()`` fetches that rank's files.
+
+        >>> Checkpoint("/runs/gpt/checkpoint_000002").for_rank(1)
+        Checkpoint('/runs/gpt/checkpoint_000002', rank=1)
+        """
         return Checkpoint(self.path, rank=rank)
 
     def all_ranks(self) -> Checkpoint:
+        """The same checkpoint bound to every rank: ``as_directory()`` fetches every rank's."""
         return Checkpoint(self.path)
 
     def check_exists(self) -> None:
