@@ -7,8 +7,8 @@
   no new ``/dev/shm/ember-*`` segment of its own behind (segments of other programs that use
   ember on the machine at the same time are told apart by their session's lock).
 
-Both are ``ember.testing.LeakCheck``. Its temp-folder check stays off here: the suite shares
-the machine's temp folder with other programs that use ember at the same time (and moving the
+Both are ``ember.testing.LeakCheck``, without its temp-folder check: the suite shares the
+machine's temp folder with other programs that use ember at the same time (and moving the
 suite's ``TMPDIR`` would move Ray's session folders, whose socket paths have a length limit).
 """
 
@@ -40,7 +40,7 @@ settings.load_profile("ember")
 @pytest.fixture
 def ember_local(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     options: dict[str, Any] = {"num_cpus": 2, **getattr(request, "param", {})}
-    check = LeakCheck(check_temp=False)
+    check = LeakCheck()
     ember.init(**options)
     try:
         yield options
@@ -50,7 +50,7 @@ def ember_local(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(autouse=True)
 def _no_leftovers() -> Iterator[None]:
-    check = LeakCheck(check_temp=False)
+    check = LeakCheck()
     yield
     if ember.is_initialized():
         # A runtime that outlives this test (a module-scoped backend) is checked when it stops.

@@ -210,7 +210,7 @@ def test_docstring_examples_run(module_name: str) -> None:
         pytest.skip(f"no examples in {module_name}'s docstrings")
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     failures = []
-    with LeakCheck(timeout=15, check_temp=False):  # shuts down a runtime an example started
+    with LeakCheck(timeout=15):  # shuts down a runtime an example started
         for test in tests:
             output: list[str] = []
             result = runner.run(test, out=output.append)

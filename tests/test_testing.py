@@ -94,14 +94,14 @@ def test_fake_clock_drives_a_policy_without_sleeping() -> None:
 
 # -- LeakCheck -----------------------------------------------------------------------------------
 def test_leak_check_passes_a_runtime_that_was_shut_down(tmp_path: Path) -> None:
-    with LeakCheck(temp_dir=str(tmp_path)):
+    with LeakCheck(temp_dir=tmp_path):
         ember.init(num_cpus=1)
         assert ember.get(ember.put(b"x" * (1 << 20))) == b"x" * (1 << 20)  # a segment
         ember.shutdown()
 
 
 def test_leak_check_shuts_down_a_runtime_still_running(tmp_path: Path) -> None:
-    check = LeakCheck(temp_dir=str(tmp_path))
+    check = LeakCheck(temp_dir=tmp_path)
     ember.init(num_cpus=1)
     workers = ember.get([ember.remote(lambda: os.getpid()).remote() for _ in range(2)])
 
@@ -113,7 +113,7 @@ def test_leak_check_shuts_down_a_runtime_still_running(tmp_path: Path) -> None:
 
 
 def test_leak_check_names_a_process_left_running(tmp_path: Path) -> None:
-    check = LeakCheck(timeout=0.2, temp_dir=str(tmp_path))
+    check = LeakCheck(timeout=0.2, temp_dir=tmp_path)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         with pytest.raises(AssertionError, match=rf"processes still running: {child.pid} "):
@@ -125,7 +125,7 @@ def test_leak_check_names_a_process_left_running(tmp_path: Path) -> None:
 
 
 def test_leak_check_names_a_segment_of_a_finished_session(tmp_path: Path) -> None:
-    check = LeakCheck(temp_dir=str(tmp_path))
+    check = LeakCheck(temp_dir=tmp_path)
     segment = Path(SHM_DIR) / f"ember-{os.urandom(4).hex()}-{os.getpid()}-0"
     segment.write_bytes(b"left behind")
     try:
@@ -138,7 +138,7 @@ def test_leak_check_names_a_segment_of_a_finished_session(tmp_path: Path) -> Non
 
 def test_leak_check_leaves_segments_of_running_sessions_alone(tmp_path: Path) -> None:
     """Another program using ember at the same time: its session's lock is held."""
-    check = LeakCheck(temp_dir=str(tmp_path))
+    check = LeakCheck(temp_dir=tmp_path)
     session = os.urandom(4).hex()
     lock = Path(SHM_DIR) / f".ember-{session}.lock"
     segment = Path(SHM_DIR) / f"ember-{session}-1-0"
@@ -154,17 +154,17 @@ def test_leak_check_leaves_segments_of_running_sessions_alone(tmp_path: Path) ->
 
 
 def test_leak_check_names_an_ember_temp_folder_left(tmp_path: Path) -> None:
-    check = LeakCheck(temp_dir=str(tmp_path))
+    check = LeakCheck(temp_dir=tmp_path)
     (tmp_path / "notes.txt").write_text("not ember's")  # only ember-* entries count
     check.check()
     (tmp_path / "ember-upload-abc").mkdir()
     with pytest.raises(AssertionError, match=r"temp folders left in .*\['ember-upload-abc'\]"):
         check.check()
-    LeakCheck(check_temp=False).check()  # and check_temp=False does not look
+    LeakCheck().check()  # without a temp_dir, no temp folder is looked at
 
 
 def test_leak_check_keeps_the_error_of_a_failing_block(tmp_path: Path) -> None:
-    with pytest.raises(ZeroDivisionError), LeakCheck(temp_dir=str(tmp_path)):
+    with pytest.raises(ZeroDivisionError), LeakCheck(temp_dir=tmp_path):
         ember.init(num_cpus=1)
         ember.get(ember.remote(lambda: 1 / 0).remote())
     assert not ember.is_initialized()  # shut down all the same
@@ -193,7 +193,7 @@ def shop_deployment() -> Any:
 
 
 def test_serve_test_client_starts_and_stops_everything_it_needs(tmp_path: Path) -> None:
-    with LeakCheck(timeout=15, temp_dir=str(tmp_path)):
+    with LeakCheck(timeout=15, temp_dir=tmp_path):
         with ServeTestClient(shop_deployment().bind("north"), route_prefix="/shop",
                              init_options={"num_cpus": 2}) as client:
             assert client.base_url == f"http://127.0.0.1:{client.port}/shop/"

@@ -4,8 +4,8 @@
   (a freed object, an actor restarted, a replica scaled up) holds; fail the test if it never does.
 - ``FakeClock``: a clock a test moves by hand, for policies that take the time as an argument
   (``now=``) or a clock callable, so tests need no sleeps.
-- ``LeakCheck``: fails a test that leaves an ember process, a ``/dev/shm`` segment or an ember
-  temp folder behind.
+- ``LeakCheck``: fails a test that leaves an ember process or a ``/dev/shm`` segment behind
+  (and an ``ember-*`` temp folder, in a temp folder of the test's own that you give it).
 - ``ServeTestClient``: deploys an ember.serve application and talks to it over HTTP with
   httpx (and through its Python handle); everything it started stops when it closes.
 

@@ -10,7 +10,8 @@ What counts as left behind:
   A session is over when its lock file (``/dev/shm/.ember-<session>.lock``, held by each of its
   processes; see ``ember/core/_shm.py``) is gone or free: segments of other programs that use
   ember on the machine at the same time are not this test's business;
-- temp folders: entries named ``ember-*`` that appeared in the temp folder during the check.
+- temp folders, when asked to look at one: entries named ``ember-*`` that appeared in it
+  during the check.
 
 Linux only (it reads ``/proc``), as the local backend is.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 import time
 from types import TracebackType
 
@@ -39,10 +39,17 @@ class LeakCheck:
     those that existed before the check began. When the ``with`` block raises, the runtime is
     still shut down but nothing is checked, so the test's own error is what you see.
 
-    ``timeout`` is how long processes get to exit. ``check_temp=False`` skips the temp folder
-    (``temp_dir``, by default ``tempfile.gettempdir()``): other programs that use ember on the
-    same machine at the same time make ``ember-*`` folders there too, so give each test run a
-    temp folder of its own (``TMPDIR``) before relying on it.
+    ``timeout`` is how long processes get to exit. ``temp_dir`` is a temp folder to hold to
+    the same rule (new ``ember-*`` entries are left behind); it is not looked at by default,
+    because other programs using ember at the same time (another test worker, say) make
+    ``ember-*`` folders in the machine's temp folder too. Give a test a temp folder of its own
+    before its runtime starts, and pass it::
+
+        def test_training(tmp_path, monkeypatch):
+            monkeypatch.setenv("TMPDIR", str(tmp_path))       # for the runtime's workers
+            monkeypatch.setattr(tempfile, "tempdir", None)    # for this process
+            with LeakCheck(temp_dir=str(tmp_path)):
+                ...
 
     >>> import ember
     >>> with LeakCheck(timeout=10):
@@ -58,10 +65,10 @@ class LeakCheck:
                 yield
     """
 
-    def __init__(self, *, timeout: float = 5.0, check_temp: bool = True,
-                 temp_dir: str | None = None) -> None:
+    def __init__(self, *, timeout: float = 5.0, temp_dir: str | os.PathLike[str] | None = None
+                 ) -> None:
         self.timeout = timeout
-        self.temp_dir = (temp_dir or tempfile.gettempdir()) if check_temp else None
+        self.temp_dir = None if temp_dir is None else os.fspath(temp_dir)
         self._me = os.getpid()
         self._children = _descendants(self._me)
         self._segments = _segments()

@@ -54,7 +54,7 @@ def backend_name(request: pytest.FixtureRequest) -> Iterator[str]:
     try:
         yield "ray"
     finally:
-        LeakCheck(timeout=30, check_temp=False).check()
+        LeakCheck(timeout=30).check()
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def backend(backend_name: str) -> Iterator[str]:
         try:
             yield "local"
         finally:
-            LeakCheck(check_temp=False).check()
+            LeakCheck().check()
     else:
         yield backend_name
 

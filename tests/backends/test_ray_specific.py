@@ -239,7 +239,7 @@ def on_ray() -> Iterator[None]:
     try:
         yield
     finally:
-        LeakCheck(timeout=30, check_temp=False).check()
+        LeakCheck(timeout=30).check()
 
 
 @pytest.mark.usefixtures("on_ray")
@@ -476,4 +476,4 @@ def test_gang_on_the_local_backend_is_n_actors_checked_up_front():
         with pytest.raises(ResourceError, match="CPU"):
             create_gang(Member, 3, resources_per_member={"CPU": 1})
     finally:
-        LeakCheck(check_temp=False).check()
+        LeakCheck().check()

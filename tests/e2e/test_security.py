@@ -179,4 +179,4 @@ def test_another_user_cannot_run_code_through_any_socket_of_the_runtime(tmp_path
             assert ember.get(plus_one.remote(1), timeout=30) == 2
     finally:
         serve.shutdown()
-        LeakCheck(check_temp=False).check()
+        LeakCheck().check()

@@ -195,7 +195,7 @@ def test_objects_past_the_store_capacity_spill_to_disk_and_stay_readable(spill_d
         eventually(lambda: not spilled(spill_dir) and not session_segments(),
                    what="spilled and in-memory segments to be freed")
     finally:
-        LeakCheck(check_temp=False).check()
+        LeakCheck().check()
     assert not spilled(spill_dir)
 
 
@@ -213,7 +213,7 @@ def test_task_reads_a_spilled_argument(spill_dir):
         assert get(first_and_last.remote(oldest)) == (3, 3)
         del newer
     finally:
-        LeakCheck(check_temp=False).check()
+        LeakCheck().check()
 
 
 def test_spill_files_are_removed_by_shutdown(spill_dir):
@@ -221,7 +221,7 @@ def test_spill_files_are_removed_by_shutdown(spill_dir):
     refs = [ember.put(np.ones(MB // 4 * 3)) for _ in range(4)]
     assert spilled(spill_dir)
 
-    LeakCheck(check_temp=False).check()
+    LeakCheck().check()
 
     assert not spilled(spill_dir)
     del refs
@@ -242,7 +242,7 @@ def test_spilled_objects_are_readable_by_their_user_only(spill_dir):
             assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
             del refs
         finally:
-            LeakCheck(check_temp=False).check()
+            LeakCheck().check()
     finally:
         os.umask(old_umask)
     assert not os.listdir(spill_dir)  # the session folder goes with the session

@@ -403,7 +403,7 @@ def test_a_runtime_killed_whole_is_cleaned_up_by_the_next_one(tmp_path, caplog):
             assert driver.segments() == []
             assert f"removed {len(left)} shared-memory segment(s)" in caplog.text
         finally:
-            LeakCheck(check_temp=False).check()
+            LeakCheck().check()
 
 
 def test_a_runtime_that_cannot_write_its_lock_file_still_runs_and_says_so(
@@ -421,5 +421,5 @@ def test_a_runtime_that_cannot_write_its_lock_file_still_runs_and_says_so(
         big = ember.put(np.ones(4 * MB))  # shared memory itself still works
         assert ember.get(ember.remote(lambda a: float(a.sum())).remote(big), timeout=60) == 4 * MB
     finally:
-        LeakCheck(check_temp=False).check()
+        LeakCheck().check()
 
