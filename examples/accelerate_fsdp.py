@@ -2,6 +2,7 @@
 launch``.
 
 Run:  .venv/bin/python examples/accelerate_fsdp.py [--storage PATH_OR_S3_URL] [--steps N]
+          [--quick]
 
 ``accelerate_config`` is what an ``accelerate config`` file would hold; each worker sets the
 environment variables that ``accelerate launch`` would derive from it, and the loop's
@@ -25,6 +26,7 @@ from the last checkpoint (``restore_state``). It prints, e.g.:
     resumed at step 20: step 24 loss 2.8...
 
 About 30 s on 2 idle CPU cores (most of it starting the workers and importing torch).
+``--quick`` (what CI runs) trains 10 steps, not 20, and resumes for 5.
 """
 
 from __future__ import annotations
@@ -93,13 +95,15 @@ def train_loop(config):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", default=tempfile.mkdtemp(prefix="ember-accelerate-"))
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=None, help="default 20 (--quick: 10)")
+    parser.add_argument("--quick", action="store_true", help="10 steps (for CI)")
     args = parser.parse_args()
+    steps = args.steps or (10 if args.quick else 20)
     ember.init(num_cpus=2)
     try:
         result = AccelerateTrainer(
             train_loop, accelerate_config=ACCELERATE_CONFIG,
-            train_loop_config={"steps": args.steps, "every": 5},
+            train_loop_config={"steps": steps, "every": 5},
             scaling_config=ScalingConfig(num_workers=2),
             run_config=RunConfig(name="gpt2_fsdp", storage_path=args.storage)).fit()
         for row in result.metrics_history:

@@ -2,9 +2,10 @@
 
 Run it from the repository root (``make demo`` does this)::
 
-    .venv/bin/python examples/core_tour.py
+    .venv/bin/python examples/core_tour.py [--quick]
 
-It prints one short section per feature, each with how long it took:
+``--quick`` (what CI runs) shares a 32 MB array in section 3 instead of 256 MB; the rest is the
+same. It prints one short section per feature, each with how long it took:
 
  1. start-up: ``ember.init()`` starts the runtime in a fraction of a second, no daemon needed;
  2. tasks: ``@ember.remote`` functions run in parallel worker processes;
@@ -21,6 +22,7 @@ then the total time.
 
 from __future__ import annotations
 
+import argparse
 import mmap
 import time
 from collections.abc import Iterator
@@ -112,6 +114,10 @@ def total_of_squares(n: int, chunk: int) -> int:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller shared array (for CI)")
+    args = parser.parse_args()
+    rows = 512 if args.quick else 4096
     tour_start = time.perf_counter()
 
     start = section(1, "start-up")
@@ -126,7 +132,7 @@ def main() -> None:
         print(f"   1000 tasks, sum of squares 0..999 = {sum(squares)}: {took(start)}")
 
         start = section(3, "ember.put: one array, many readers")
-        matrix = np.random.default_rng(0).standard_normal((4096, 8192))  # 256 MB of float64
+        matrix = np.random.default_rng(0).standard_normal((rows, 8192))  # 256 MB of float64 (--quick: 32)
         start = time.perf_counter()
         matrix_ref = ember.put(matrix)  # stored once; passing the ref to tasks copies nothing
         print(f"   put {matrix.nbytes >> 20} MB: {took(start)}")

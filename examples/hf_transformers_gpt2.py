@@ -1,6 +1,7 @@
 """Fine-tune a tiny GPT-2 with a Hugging Face ``Trainer`` on 2 ember workers.
 
 Run:  .venv/bin/python examples/hf_transformers_gpt2.py [--storage PATH_OR_S3_URL] [--fsdp]
+          [--steps N] [--quick]
 
 The model is built from a ``GPT2Config`` (2 layers, 64 wide, 256 byte-level tokens: nothing is
 downloaded). Each worker gets its shard of an ``ember.data`` dataset as a torch
@@ -22,6 +23,7 @@ from each worker), it prints the losses that ember recorded, what each rank uplo
     rank 0's model reloaded with from_pretrained: loss 2.0... on the evaluation rows
 
 About 30 s on 2 idle CPU cores (most of it importing torch and transformers in the workers).
+``--quick`` (what CI runs) trains 20 steps, not 40: one checkpoint and one evaluation.
 """
 
 from __future__ import annotations
@@ -90,16 +92,18 @@ def reloaded_loss(checkpoint, eval_rows) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", default=tempfile.mkdtemp(prefix="ember-hf-"))
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=None, help="default 40 (--quick: 20)")
     parser.add_argument("--fsdp", action="store_true", help="FSDP2 instead of DDP")
+    parser.add_argument("--quick", action="store_true", help="20 steps (for CI)")
     args = parser.parse_args()
+    steps = args.steps or (20 if args.quick else 40)
     ember.init(num_cpus=2)
     try:
         name = "gpt2_fsdp" if args.fsdp else "gpt2_ddp"
         eval_rows = rows(32, offset=3)
         result = TransformersTrainer(
             trainer_init_per_worker,
-            trainer_init_config={"steps": args.steps, "fsdp": args.fsdp},
+            trainer_init_config={"steps": steps, "fsdp": args.fsdp},
             scaling_config=ScalingConfig(num_workers=2),
             run_config=RunConfig(name=name, storage_path=args.storage,
                                  checkpoint_config=CheckpointConfig(num_to_keep=1)),

@@ -2,6 +2,7 @@
 downloaded) with PyTorch Lightning and FSDP2 on 2 CPU workers; each rank uploads its own shard.
 
 Run:  .venv/bin/python examples/lightning_fsdp.py [--storage PATH_OR_S3_URL] [--epochs N]
+          [--quick]
 
 ``LightningTrainer`` runs a Lightning ``Trainer`` in each of ember's workers. ``.strategy("fsdp")``
 is FSDP2 (``fully_shard`` on each GPT-2 block, then the model), which really shards on CPU
@@ -20,7 +21,8 @@ to storage. Then the run is resumed from its last checkpoint for one more epoch.
     resumed from epoch 2: epoch 3  loss 2.7...
 
 (among Lightning's own log lines). About 30 s of CPU time, most of it the workers importing
-torch, Lightning and transformers; 68 s wall on a busy 2-core machine.
+torch, Lightning and transformers; 68 s wall on a busy 2-core machine. ``--quick`` (what CI
+runs) trains 1 epoch, not 3, then resumes for one more.
 """
 
 from __future__ import annotations
@@ -78,8 +80,10 @@ def text_loader() -> torch.utils.data.DataLoader:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", default=None, help="folder or s3:// URL (default: a temp dir)")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=None, help="default 3 (--quick: 1)")
+    parser.add_argument("--quick", action="store_true", help="1 epoch (for CI)")
     args = parser.parse_args()
+    epochs = args.epochs or (1 if args.quick else 3)
     storage = args.storage or tempfile.mkdtemp(prefix="ember-lightning-")
 
     def config(epochs: int):
@@ -92,7 +96,7 @@ def main() -> None:
 
     scaling = ScalingConfig(num_workers=2)
     with ember.init(num_cpus=2):
-        result = LightningTrainer(config(args.epochs), scaling_config=scaling,
+        result = LightningTrainer(config(epochs), scaling_config=scaling,
                                   run_config=RunConfig(name="gpt2_fsdp", storage_path=storage)
                                   ).fit()
         for m in result.metrics_history:
@@ -107,12 +111,12 @@ def main() -> None:
             if "/rank_" in path:
                 print(f"  {path[len(root) + 1:]:<38}{info['size']:>9,}  bytes")
 
-        resumed = LightningTrainer(config(args.epochs + 1), scaling_config=scaling,
+        resumed = LightningTrainer(config(epochs + 1), scaling_config=scaling,
                                    resume_from_checkpoint=checkpoint,
                                    run_config=RunConfig(name="gpt2_fsdp_resumed",
                                                         storage_path=storage)).fit()
         last = resumed.metrics_history[-1]
-        print(f"resumed from epoch {args.epochs - 1}: epoch {last['epoch']}  "
+        print(f"resumed from epoch {epochs - 1}: epoch {last['epoch']}  "
               f"loss {last['loss']:.3f}")
 
 

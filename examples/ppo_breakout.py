@@ -8,7 +8,7 @@ Run it from the repository root::
 
     .venv/bin/python examples/ppo_breakout.py [--iterations 10] [--env-runners 1]
         [--envs-per-runner 8] [--learners 1] [--gpus-per-learner 0] [--learner-weights W ...]
-        [--batch 2048] [--minibatch 256]
+        [--batch 2048] [--minibatch 256] [--quick]
 
 Each iteration samples ``--batch`` env steps (runners x 8 sub-envs, each step 4 emulator frames
 with max-pooling, rewards clipped to {-1, 0, 1}), trains for 4 epochs of minibatches of
@@ -19,6 +19,8 @@ with max-pooling, rewards clipped to {-1, 0, 1}), trains for 4 epochs of minibat
 
 then saves a checkpoint. On two CPU cores it runs 150-200 env steps a second (about 10-15 s an
 iteration): enough to watch it work, far from enough to learn Breakout (that takes ~10M steps).
+``--quick`` (what CI runs, on the CPU: ``--gpus-per-learner 0``) is one iteration of 256 steps
+over 2 sub-envs with minibatches of 64.
 
 GPU settings
 ------------
@@ -71,7 +73,11 @@ def main() -> None:
                         help="relative learner speeds, one per learner (e.g. 1 3)")
     parser.add_argument("--batch", type=int, default=2048, help="env steps per iteration")
     parser.add_argument("--minibatch", type=int, default=256, help="samples per SGD step")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 iteration of 256 steps over 2 sub-envs, minibatch 64 (for CI)")
     args = parser.parse_args()
+    if args.quick:
+        args.iterations, args.envs_per_runner, args.batch, args.minibatch = 1, 2, 256, 64
 
     ember.init(num_cpus=max(2, os.cpu_count() or 2))  # learners hold a CPU; runners hold none
     config = (

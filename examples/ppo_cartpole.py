@@ -2,7 +2,7 @@
 
 Run it from the repository root::
 
-    .venv/bin/python examples/ppo_cartpole.py [--iterations 30] [--weights 1 3]
+    .venv/bin/python examples/ppo_cartpole.py [--iterations 30] [--weights 1 3] [--quick]
 
 Each training iteration samples 2000 env steps (2 runners x 4 sub-envs), splits the batch between
 the two learners in proportion to ``--weights`` (give a faster GPU a larger weight), all-reduces
@@ -14,7 +14,8 @@ curve, one line per iteration::
 
 stops once the mean return over the last 100 episodes reaches 195, saves a checkpoint, restores
 it with ``PPO.from_checkpoint`` and plays one greedy episode with ``compute_single_action``.
-It takes about 15-30 s on two CPU cores.
+It takes about 15-30 s on two CPU cores. ``--quick`` (what CI runs) trains 2 iterations of 400
+steps (4 epochs each), far from solving it, then saves, restores and plays the same way.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--weights", type=float, nargs=2, default=(1.0, 1.0),
                         help="relative learner speeds, e.g. 1 3")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 iterations of 400 steps, 4 epochs (for CI)")
     args = parser.parse_args()
+    iterations, batch, epochs = (2, 400, 4) if args.quick else (args.iterations, 2000, 10)
 
     ember.init(num_cpus=2)  # the two learners hold one CPU each; env runners hold none
     config = (
@@ -42,12 +46,12 @@ def main() -> None:
         .env_runners(num_env_runners=2, num_envs_per_env_runner=4)
         .learners(num_learners=2, learner_weights=args.weights)
         .training(lr=3e-4, gamma=0.99, lambda_=0.95, clip_param=0.2, vf_loss_coeff=0.5,
-                  entropy_coeff=0.0, train_batch_size=2000, minibatch_size=250, num_epochs=10,
-                  grad_clip=0.5)
+                  entropy_coeff=0.0, train_batch_size=batch, minibatch_size=batch // 8,
+                  num_epochs=epochs, grad_clip=0.5)
         .debugging(seed=0)
     )
     with config.build() as algo:
-        for _ in range(args.iterations):
+        for _ in range(iterations):
             result = algo.train()
             print(f"iter {result['training_iteration']:2d}  "
                   f"return {result['episode_return_mean']:6.1f}  "

@@ -1,6 +1,7 @@
 """Train a tiny GPT with FSDP2 on 2 workers, checkpointing each rank's shard with DCP.
 
 Run:  .venv/bin/python examples/train_gpt_fsdp.py [--storage PATH_OR_S3_URL] [--steps N]
+          [--quick]
 
 Each worker runs the loop below: the model is sharded with FSDP2 (``fully_shard``, gloo on CPU),
 every few steps each rank saves its own shard with torch.distributed.checkpoint and uploads it
@@ -14,7 +15,7 @@ loss after resuming, e.g.:
     checkpoints: /tmp/ember-gpt-.../gpt_fsdp/checkpoint_000002 (ranks [0, 1])
     resumed on 1 worker from step 29: loss 1.2...
 
-About 30 s on 2 CPU cores.
+About 30 s on 2 CPU cores. ``--quick`` (what CI runs) trains 10 steps, not 30.
 """
 
 from __future__ import annotations
@@ -105,13 +106,15 @@ def train_loop(config):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", default=tempfile.mkdtemp(prefix="ember-gpt-"))
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=None, help="default 30 (--quick: 10)")
+    parser.add_argument("--quick", action="store_true", help="10 steps (for CI)")
     args = parser.parse_args()
+    steps = args.steps or (10 if args.quick else 30)
     ember.init(num_cpus=2)
     try:
         run_config = RunConfig(name="gpt_fsdp", storage_path=args.storage,
                                checkpoint_config=CheckpointConfig(num_to_keep=2))
-        result = TorchTrainer(train_loop, train_loop_config={"steps": args.steps, "every": 10},
+        result = TorchTrainer(train_loop, train_loop_config={"steps": steps, "every": 10},
                               scaling_config=ScalingConfig(num_workers=2),
                               run_config=run_config).fit()
         for row in result.metrics_history:

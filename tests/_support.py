@@ -1,4 +1,7 @@
-"""Helpers for tests that run in the test process (never shipped to workers).
+"""Helpers for this suite's tests that run in the test process (never shipped to workers).
+
+What users need too (``eventually``, ``FakeClock``, ``LeakCheck``, ``ServeTestClient``) lives in
+``ember.testing``; this module keeps what only this suite's own tests use.
 
 Code that runs inside tasks and actors is defined inside the test functions themselves: cloudpickle
 ships such nested functions by value, so workers never need to import the ``tests`` package.
@@ -10,14 +13,11 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
 
 import psutil
 
 SHM_DIR = "/dev/shm"
 SEGMENT_PREFIX = "ember-"
-
-T = TypeVar("T")
 
 
 def session_pids(sid: int) -> list[int]:
@@ -47,50 +47,6 @@ def ember_segments(folder: str = SHM_DIR) -> set[str]:
         return {name for name in os.listdir(folder) if name.startswith(SEGMENT_PREFIX)}
     except FileNotFoundError:
         return set()
-
-
-_sessions_seen: set[str] = set()
-
-
-def note_session() -> None:
-    """Remember the running runtime's session, so leak checks can tell its segments apart.
-
-    Other programs on the machine (a benchmark, another test run) may use ember at the same time;
-    their segments are none of this test's business.
-    """
-    import ember
-
-    if ember.is_initialized():
-        _sessions_seen.add(ember.get_runtime_context().get_job_id())
-
-
-def segments_of_this_process(names: set[str]) -> set[str]:
-    """The segments in ``names`` made by this process or by a runtime it started.
-
-    A segment is named ``ember-{session}-{pid of its creator}-{n}``.
-    """
-    mine = set()
-    for name in names:
-        parts = name.split("-")
-        if len(parts) >= 4 and (parts[1] in _sessions_seen or parts[2] == str(os.getpid())):
-            mine.add(name)
-    return mine
-
-
-def wait_for(predicate: Callable[[], T], *, timeout: float = 30.0, what: str = "a condition") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` s.
-
-    For state that settles asynchronously (a freed segment, a process that exits, resource
-    counts on the ray backend). It never asserts how long the wait took.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def settle(read: Callable[[], int], *, quiet: float = 0.5, timeout: float = 10.0) -> int:
@@ -146,23 +102,6 @@ def mapped_file(address: int) -> str | None:
             if start <= address < end:
                 return fields[5].strip() if len(fields) == 6 else None
     return None
-
-
-def shutdown_and_check(timeout: float = 5.0) -> None:
-    """``ember.shutdown()``, then fail if any process the runtime started is still running.
-
-    The processes are listed before shutdown: a worker orphaned by its fork server would no
-    longer show up among this process's children afterwards.
-    """
-    import ember
-
-    note_session()
-    started = psutil.Process().children(recursive=True)
-    ember.shutdown()
-    alive = alive_after(started, timeout)
-    assert not alive, f"ember.shutdown() left processes running: {describe(alive)}"
-    leaked = segments_of_this_process(ember_segments())
-    assert not leaked, f"ember.shutdown() left shared-memory segments: {sorted(leaked)}"
 
 
 class Gate:

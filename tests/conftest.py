@@ -5,7 +5,11 @@
   always shut down afterwards, and checked to leave no process of its own running.
 - an autouse check that a test which ends with no runtime running left no new child process and
   no new ``/dev/shm/ember-*`` segment of its own behind (segments of other programs that use
-  ember on the machine at the same time are told apart by their names).
+  ember on the machine at the same time are told apart by their session's lock).
+
+Both are ``ember.testing.LeakCheck``, without its temp-folder check: the suite shares the
+machine's temp folder with other programs that use ember at the same time (and moving the
+suite's ``TMPDIR`` would move Ray's session folders, whose socket paths have a length limit).
 """
 
 from __future__ import annotations
@@ -15,18 +19,11 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-import psutil
 import pytest
 from hypothesis import settings
 
 import ember
-from tests._support import (
-    alive_after,
-    describe,
-    ember_segments,
-    segments_of_this_process,
-    shutdown_and_check,
-)
+from ember.testing import LeakCheck
 
 # DeepSpeed builds its CPU comm op on first use (a minute or two) into TORCH_EXTENSIONS_DIR: keep
 # it in the virtual environment, where the test set-up builds it (Makefile) and where the workers
@@ -43,30 +40,22 @@ settings.load_profile("ember")
 @pytest.fixture
 def ember_local(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     options: dict[str, Any] = {"num_cpus": 2, **getattr(request, "param", {})}
+    check = LeakCheck()
     ember.init(**options)
     try:
         yield options
     finally:
-        shutdown_and_check()
+        check.check()  # shuts the runtime down, then nothing of it may be left
 
 
 @pytest.fixture(autouse=True)
 def _no_leftovers() -> Iterator[None]:
-    me = psutil.Process()
-    children_before = {p.pid for p in me.children(recursive=True)}
-    segments_before = ember_segments()
+    check = LeakCheck()
     yield
     if ember.is_initialized():
         # A runtime that outlives this test (a module-scoped backend) is checked when it stops.
         return
-    new_children = [p for p in me.children(recursive=True) if p.pid not in children_before]
-    alive = alive_after(new_children)
-    leaked = segments_of_this_process(ember_segments() - segments_before)
-    problems = []
-    if alive:
-        problems.append(f"child processes still running: {describe(alive)}")
-    if leaked:
-        problems.append(f"shared-memory segments left in /dev/shm: {sorted(leaked)}")
+    problems = check.leftovers()
     if problems:
         pytest.fail("the test left things behind after shutdown: " + "; ".join(problems))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import ember
+import ember.testing
 import ember.util.queue
 from ember import actor, errors, exceptions, util
 
@@ -96,8 +97,12 @@ UTIL_ALL = ["ActorPool", "Gang", "PlacementGroup", "WorkerGroup", "WorkerInfo", 
 
 QUEUE_ALL = ["Empty", "Full", "Queue"]
 
+# The test kit users import (like starlette.testclient).
+TESTING_ALL = ["FakeClock", "LeakCheck", "ServeTestClient", "eventually"]
+
 PINNED = [(ember, EMBER_ALL), (errors, ERRORS_ALL), (exceptions, EXCEPTIONS_ALL),
-          (actor, ACTOR_ALL), (util, UTIL_ALL), (ember.util.queue, QUEUE_ALL)]
+          (actor, ACTOR_ALL), (util, UTIL_ALL), (ember.util.queue, QUEUE_ALL),
+          (ember.testing, TESTING_ALL)]
 
 
 @pytest.mark.parametrize(("module", "names"), PINNED, ids=lambda v: getattr(v, "__name__", ""))

@@ -20,7 +20,8 @@ def run_python(code: str) -> str:
 
 @pytest.mark.parametrize("statement", ["import ember", "import ember.errors", "import ember.core",
                                        "import ember.util", "import ember.util.queue",
-                                       "import ember.exceptions, ember.actor"])
+                                       "import ember.exceptions, ember.actor",
+                                       "import ember.testing"])
 def test_import_loads_no_heavy_library(statement):
     code = (f"{statement}; import sys, json; "
             f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")

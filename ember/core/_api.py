@@ -185,6 +185,9 @@ def shutdown() -> None:
 
 
 def is_initialized() -> bool:
+    """Whether a runtime is running in this process (started by ``ember.init`` or by the first
+    call that needed one).
+    """
     return _backend is not None
 
 
@@ -311,10 +314,19 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
 
 
 def cluster_resources() -> dict[str, float]:
+    """The total resources of the cluster, e.g. ``{"CPU": 8.0, "GPU": 1.0, ...}``, with the
+    object store's capacity in bytes as ``object_store_memory``.
+
+    >>> ember.cluster_resources()["CPU"] >= 1
+    True
+    """
     return current_backend().cluster_resources()
 
 
 def available_resources() -> dict[str, float]:
+    """The resources not held by running tasks and actors right now, and the object store's
+    free bytes (``object_store_memory``).
+    """
     return current_backend().available_resources()
 
 
@@ -335,6 +347,16 @@ def nodes() -> list[dict[str, Any]]:
 
 
 def get_runtime_context() -> RuntimeContext:
+    """Who and where the calling code is: job, node, worker, task and actor ids, assigned
+    resources and accelerators (a ``RuntimeContext``).
+
+    >>> @ember.remote
+    ... def where():
+    ...     context = ember.get_runtime_context()
+    ...     return context.get_task_id() is not None, context.get_actor_id()
+    >>> ember.get(where.remote())
+    (True, None)
+    """
     return current_backend().runtime_context()
 
 

@@ -28,18 +28,23 @@ class RuntimeContext:
     _is_canceled: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
 
     def get_job_id(self) -> str:
+        """The id of the running job (runtime session): the same in the driver and workers."""
         return self.job_id
 
     def get_node_id(self) -> str:
+        """The id of the node (machine) this code runs on."""
         return self.node_id
 
     def get_task_id(self) -> str | None:
+        """The id of the running task or actor call; ``None`` in the driver."""
         return self.task_id
 
     def get_actor_id(self) -> str | None:
+        """The id of the actor whose method is running; ``None`` outside an actor."""
         return self.actor_id
 
     def get_worker_id(self) -> str:
+        """The id of the worker process (or the driver) running this code."""
         return self.worker_id
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
@@ -47,6 +52,8 @@ class RuntimeContext:
         return {k: list(v) for k, v in self.accelerator_ids.items()} or {"GPU": []}
 
     def get_assigned_resources(self) -> dict[str, float]:
+        """The resources held by the running task or actor, e.g. ``{"CPU": 1.0}``, as the
+        backend reports them (the ray backend does; the local backend reports ``{}`` so far)."""
         return dict(self.assigned_resources)
 
     def is_canceled(self) -> bool:
@@ -62,6 +69,7 @@ class RuntimeContext:
         return self._is_canceled()
 
     def get(self) -> dict[str, Any]:
+        """The context as a dict: backend, job, node, namespace, task and actor ids."""
         return {
             "backend": self.backend, "job_id": self.job_id, "node_id": self.node_id,
             "namespace": self.namespace, "task_id": self.task_id, "actor_id": self.actor_id,

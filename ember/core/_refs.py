@@ -37,6 +37,7 @@ class ObjectRef:
             pass
 
     def hex(self) -> str:
+        """The object's id as a hex string (what ``repr`` shows)."""
         oid = self._id
         if isinstance(oid, int):
             return f"{oid:016x}"
@@ -171,6 +172,7 @@ class ObjectRefGenerator:
         return ref
 
     def completed(self) -> bool:
+        """True once the generator has handed out its last item."""
         return self._done
 
 

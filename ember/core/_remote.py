@@ -56,9 +56,11 @@ class RemoteFunction:
 
     @property
     def function_id(self) -> str:
+        """The id this function's code travels under: workers load the code once per id."""
         return str(self._shared["id"])
 
     def pickled(self) -> bytes:
+        """The function's code as cloudpickle bytes (made once, shared by ``.options()`` copies)."""
         return _code_of(self._shared, self._function)
 
     def options(self, **options: Any) -> RemoteFunction:
@@ -66,6 +68,18 @@ class RemoteFunction:
         return RemoteFunction(self._function, {**self._explicit, **options}, _shared=self._shared)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function as a task with these arguments; returns an ``ObjectRef`` at once.
+
+        A generator function (or ``num_returns="streaming"``) returns an ``ObjectRefGenerator``,
+        ``num_returns=n`` a list of ``n`` refs. Arguments that are ``ObjectRef`` s are resolved to
+        their values before the task runs.
+
+        >>> @ember.remote
+        ... def add(a, b):
+        ...     return a + b
+        >>> ember.get(add.remote(1, add.remote(2, 3)))
+        6
+        """
         from ember.core._api import current_backend
 
         return current_backend().submit_task(self, args, kwargs, self._options)
@@ -200,14 +214,17 @@ class ActorClass:
 
     @property
     def meta(self) -> ActorMeta:
+        """What the driver knows of the class's methods (names, generators, ``async``)."""
         meta: ActorMeta = self._shared["meta"]
         return meta
 
     @property
     def class_id(self) -> str:
+        """The id this class's code travels under: workers load the code once per id."""
         return str(self._shared["id"])
 
     def pickled(self) -> bytes:
+        """The class's code as cloudpickle bytes (made once, shared by ``.options()`` copies)."""
         return _code_of(self._shared, self._cls)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -220,9 +237,39 @@ class ActorClass:
         return f"ActorClass({self._cls.__qualname__})"
 
     def options(self, **options: Any) -> ActorClass:
+        """A copy of this actor class with some options changed (``name``, ``namespace``,
+        ``lifetime``, ``max_restarts``, ``max_concurrency``, ``num_cpus``, ...).
+
+        >>> @ember.remote
+        ... class Store:
+        ...     def __init__(self):
+        ...         self.items = []
+        ...     def add(self, item):
+        ...         self.items.append(item)
+        ...         return len(self.items)
+        >>> store = Store.options(name="store", max_concurrency=1).remote()
+        >>> ember.get(ember.get_actor("store").add.remote("apple"))
+        1
+        >>> ember.kill(store)
+        """
         return ActorClass(self._cls, {**self._explicit, **options}, _shared=self._shared)
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        """Create an actor: start its process, run ``__init__`` there with these arguments, and
+        return its ``ActorHandle`` at once (method calls made meanwhile wait for ``__init__``).
+
+        >>> @ember.remote
+        ... class Counter:
+        ...     def __init__(self, start):
+        ...         self.value = start
+        ...     def add(self, n):
+        ...         self.value += n
+        ...         return self.value
+        >>> counter = Counter.remote(10)
+        >>> ember.get([counter.add.remote(1), counter.add.remote(2)])
+        [11, 13]
+        >>> ember.kill(counter)
+        """
         from ember.core._api import current_backend
 
         return current_backend().create_actor(self, args, kwargs, self._options)
@@ -310,10 +357,14 @@ class ActorMethod:
         )
 
     def options(self, **options: Any) -> ActorMethod:
+        """A copy of this method with per-call options changed (``num_returns``, ...)."""
         _options.validate_method_options(options)
         return ActorMethod(self._handle, self._name, self._meta, {**self._options, **options})
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the method in the actor's process; returns an ``ObjectRef`` at once (an
+        ``ObjectRefGenerator`` for a generator method). Calls run in the order they were made.
+        """
         num_returns = self._options.get("num_returns", self._meta.num_returns)
         return self._handle._rt.submit_actor_task(
             self._handle, self._name, args, kwargs, num_returns

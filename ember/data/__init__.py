@@ -106,10 +106,24 @@ def from_numpy(ndarrays: Any) -> MaterializedDataset:
 
 
 def from_pandas(dfs: Any) -> MaterializedDataset:
+    """Rows from a ``pandas.DataFrame`` (or a list of them: one block each); the columns keep
+    their names.
+
+    >>> import pandas as pd
+    >>> ds = ember.data.from_pandas(pd.DataFrame({"name": ["ada", "bob"], "age": [36, 41]}))
+    >>> ds.take(1)
+    [{'name': 'ada', 'age': 36}]
+    """
     return MaterializedDataset(_read.from_pandas(dfs))
 
 
 def from_arrow(tables: Any) -> MaterializedDataset:
+    """Rows from a ``pyarrow.Table`` (or a list of tables or record batches: one block each).
+
+    >>> import pyarrow as pa
+    >>> ember.data.from_arrow(pa.table({"x": [1, 2, 3]})).count()
+    3
+    """
     return MaterializedDataset(_read.from_arrow(tables))
 
 
@@ -159,6 +173,16 @@ def read_parquet(paths: Paths, *, columns: list[str] | None = None,
 
 def read_csv(paths: Paths, *, parallelism: int = -1, include_paths: bool = False,
              override_num_blocks: int | None = None) -> Dataset:
+    """CSV files (a file, a folder, or a list; local paths or fsspec URLs such as ``s3://``),
+    with a header row; ``include_paths=True`` adds a ``path`` column.
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> ember.data.from_items([{"name": "ada", "age": 36}]).write_csv(folder)
+    >>> ember.data.read_csv(folder).take_all()
+    [{'name': 'ada', 'age': 36}]
+    >>> import shutil; shutil.rmtree(folder)
+    """
     return Dataset(_read.file_source("ReadCSV", paths, _read.csv_reader, extensions=[".csv"],
                                      include_paths=include_paths,
                                      parallelism=_blocks(parallelism, override_num_blocks)))

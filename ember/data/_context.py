@@ -80,6 +80,12 @@ class DataContext:
 
     @staticmethod
     def get_current() -> DataContext:
+        """The process-wide ``DataContext`` that new executions read (made with defaults on first
+        use).
+
+        >>> ember.data.DataContext.get_current().max_parallelism >= 1
+        True
+        """
         with _lock:
             global _current
             if _current is None:
@@ -88,6 +94,7 @@ class DataContext:
 
     @staticmethod
     def set_current(context: DataContext) -> None:
+        """Make ``context`` the process-wide ``DataContext`` (``update`` changes some fields)."""
         if not isinstance(context, DataContext):
             raise TypeError(f"set_current takes a DataContext, got {type(context).__name__}")
         global _current

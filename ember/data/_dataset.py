@@ -39,7 +39,7 @@ class Dataset(_iterator.BatchIteration):
     """A lazy, streaming dataset of rows with named columns, stored as Arrow blocks.
 
     >>> ds = ember.data.range(1000).map_batches(lambda b: {"id": b["id"] * 2})
-    >>> ds.take(2)
+    >>> sorted(ds.take_all(), key=lambda row: row["id"])[:2]  # rows come unordered
     [{'id': 0}, {'id': 2}]
     """
 
@@ -220,14 +220,29 @@ class Dataset(_iterator.BatchIteration):
         return self._block_fn(f"AddColumn({col})", add)
 
     def drop_columns(self, cols: list[str]) -> Dataset:
+        """The rows without the columns ``cols`` (a ``ValueError`` names any that do not exist).
+
+        >>> ember.data.from_items([{"a": 1, "b": 2}]).drop_columns(["b"]).take_all()
+        [{'a': 1}]
+        """
         cols = list(cols)
         return self._block_fn("DropColumns", lambda b: b.drop_columns(_present(b, cols)))
 
     def select_columns(self, cols: list[str]) -> Dataset:
+        """The rows with only the columns ``cols`` (a name or a list), in that order.
+
+        >>> ember.data.from_items([{"a": 1, "b": 2}]).select_columns(["b"]).take_all()
+        [{'b': 2}]
+        """
         cols = [cols] if isinstance(cols, str) else list(cols)
         return self._block_fn("SelectColumns", lambda b: b.select(_present(b, cols)))
 
     def rename_columns(self, names: dict[str, str]) -> Dataset:
+        """The rows with columns renamed by ``names`` (``{old: new}``); other columns keep theirs.
+
+        >>> ember.data.from_items([{"a": 1, "b": 2}]).rename_columns({"a": "x"}).take_all()
+        [{'x': 1, 'b': 2}]
+        """
         mapping = dict(names)
 
         def rename(block: Block) -> Block:
@@ -237,6 +252,12 @@ class Dataset(_iterator.BatchIteration):
         return self._block_fn("RenameColumns", rename)
 
     def random_sample(self, fraction: float, *, seed: int | None = None) -> Dataset:
+        """About ``fraction`` of the rows, each kept independently with that probability (``seed``
+        makes it repeatable).
+
+        >>> 300 < ember.data.range(1000).random_sample(0.5, seed=0).count() < 700
+        True
+        """
         if not 0 <= fraction <= 1:
             raise ValueError(f"fraction={fraction} must be between 0 and 1")
 
@@ -247,6 +268,11 @@ class Dataset(_iterator.BatchIteration):
         return self._block_fn("RandomSample", sample)
 
     def limit(self, limit: int) -> Dataset:
+        """The first ``limit`` rows; upstream work stops once they are produced.
+
+        >>> ember.data.range(1_000_000).limit(3).count()
+        3
+        """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError(f"limit={limit!r} must be an int >= 0")
         return Dataset(Limit(self._plan, limit))
@@ -257,6 +283,12 @@ class Dataset(_iterator.BatchIteration):
         return Dataset(AllToAll((self._plan, *(o._plan for o in others)), name, fn))
 
     def repartition(self, num_blocks: int, *, shuffle: bool = False) -> Dataset:
+        """The same rows in ``num_blocks`` blocks of about equal size (in order; ``shuffle=True``
+        spreads rows randomly instead).
+
+        >>> ember.data.range(100).repartition(4).num_blocks()
+        4
+        """
         if not isinstance(num_blocks, int) or num_blocks < 1:
             raise ValueError(f"num_blocks={num_blocks!r} must be an int >= 1")
         if shuffle:
@@ -266,18 +298,42 @@ class Dataset(_iterator.BatchIteration):
 
     def random_shuffle(self, *, seed: int | None = None, num_blocks: int | None = None
                        ) -> Dataset:
+        """The rows in random order (all of them move: a barrier, not a local shuffle; ``seed``
+        makes it repeatable).
+
+        >>> sorted(r["id"] for r in ember.data.range(5).random_shuffle(seed=1).take_all())
+        [0, 1, 2, 3, 4]
+        """
         return self._barrier("RandomShuffle",
                              lambda i: _shuffle.random_shuffle(i[0], seed, num_blocks))
 
     def sort(self, key: str, descending: bool = False) -> Dataset:
+        """The rows sorted by the column ``key`` (``descending=True`` for largest first).
+
+        >>> ember.data.from_items([{"x": 3}, {"x": 1}, {"x": 2}]).sort("x").take_all()
+        [{'x': 1}, {'x': 2}, {'x': 3}]
+        """
         if not isinstance(key, str):
             raise TypeError(f"sort takes one column name, got {key!r}")
         return self._barrier(f"Sort({key})", lambda i: _shuffle.sort(i[0], key, descending))
 
     def groupby(self, key: str | None) -> GroupedData:
+        """Group rows by the column ``key`` (``None``: one group of every row) for an aggregate
+        (``count``, ``sum``, ``min``, ``max``, ``mean``, ``std``) or ``map_groups``.
+
+        >>> ds = ember.data.from_items([{"k": "a", "v": 1}, {"k": "b", "v": 5}, {"k": "a", "v": 3}])
+        >>> ds.groupby("k").sum("v").sort("k").take_all()
+        [{'k': 'a', 'sum(v)': 4}, {'k': 'b', 'sum(v)': 5}]
+        """
         return GroupedData(self, key)
 
     def union(self, *others: Dataset) -> Dataset:
+        """The rows of this dataset followed by those of ``others`` (unordered unless the
+        execution preserves order).
+
+        >>> ember.data.range(2).union(ember.data.range(3)).count()
+        5
+        """
         return Dataset(Union((self._plan, *(o._plan for o in others))))
 
     def zip(self, other: Dataset) -> Dataset:
@@ -317,6 +373,11 @@ class Dataset(_iterator.BatchIteration):
         return [MaterializedDataset(InputBlocks("Split", tuple(p))) for p in parts]
 
     def split_at_indices(self, indices: list[int]) -> list[MaterializedDataset]:
+        """Materialized pieces cut at the row ``indices`` (sorted): ``[0, i0)``, ``[i0, i1)``, ...
+
+        >>> [part.count() for part in ember.data.range(10).split_at_indices([2, 5])]
+        [2, 3, 5]
+        """
         bundles = list(self._bundles(ordered=True))
         total = sum(b.meta.num_rows for b in bundles)
         edges = [0, *(builtins.min(i, total) for i in indices), total]
@@ -329,6 +390,13 @@ class Dataset(_iterator.BatchIteration):
     def train_test_split(self, test_size: float | int, *, shuffle: bool = False,
                          seed: int | None = None) -> tuple[MaterializedDataset,
                                                            MaterializedDataset]:
+        """``(train, test)``: the last ``test_size`` rows (a fraction, or a number of rows) become
+        ``test``; ``shuffle=True`` (with ``seed``) shuffles first.
+
+        >>> train, test = ember.data.range(10).train_test_split(0.2)
+        >>> train.count(), test.take_all()
+        (8, [{'id': 8}, {'id': 9}])
+        """
         ds = self.random_shuffle(seed=seed) if shuffle else self
         bundles = list(ds._bundles(ordered=True))
         total = sum(b.meta.num_rows for b in bundles)
@@ -357,6 +425,13 @@ class Dataset(_iterator.BatchIteration):
 
     # -- consumption ----------------------------------------------------------------------------
     def take(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows as a list of dicts (runs only as much of the plan as needed).
+
+        >>> ember.data.from_items([{"name": "ada", "age": 36}]).take()
+        [{'name': 'ada', 'age': 36}]
+        >>> len(ember.data.range(100).take(5))
+        5
+        """
         rows: list[dict[str, Any]] = []
         if limit <= 0:
             return rows
@@ -365,17 +440,30 @@ class Dataset(_iterator.BatchIteration):
         return rows
 
     def take_all(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Every row as a list of dicts; with ``limit``, a ``ValueError`` if there are more."""
         rows = list(self.iter_rows())
         if limit is not None and len(rows) > limit:
             raise ValueError(f"the dataset has more than {limit} rows (limit={limit})")
         return rows
 
     def take_batch(self, batch_size: int = 20, *, batch_format: str | None = "default") -> Any:
+        """Up to ``batch_size`` rows as one batch (``dict`` of NumPy arrays by default;
+        ``batch_format="pandas"`` or ``"pyarrow"`` on request).
+
+        >>> ember.data.from_items([{"x": 1}]).take_batch()
+        {'x': array([1])}
+        """
         fmt = _block.check_batch_format(batch_format)
         block = _block.concat(list(self.limit(batch_size)._blocks()))
         return _block.block_to_batch(block, fmt)
 
     def show(self, limit: int = 20) -> None:
+        """Print up to ``limit`` rows, one per line.
+
+        >>> ember.data.from_items(["b", "a"]).sort("item").show()
+        {'item': 'a'}
+        {'item': 'b'}
+        """
         for row in self.take(limit):
             print(row)
 
@@ -394,10 +482,21 @@ class Dataset(_iterator.BatchIteration):
         return None
 
     def columns(self) -> list[str]:
+        """The column names (from the schema; see ``schema()``).
+
+        >>> ember.data.from_items([{"a": 1, "b": 2}]).columns()
+        ['a', 'b']
+        """
         schema = self.schema()
         return list(schema.names) if schema is not None else []
 
     def to_pandas(self, limit: int | None = None) -> Any:
+        """Every row in one ``pandas.DataFrame`` (``limit``: a ``ValueError`` if there are more).
+
+        >>> ember.data.from_items([{"name": "ada", "age": 36}]).to_pandas()
+          name  age
+        0  ada   36
+        """
         import pandas as pd
 
         block = _block.concat(list(self._blocks()))
@@ -406,9 +505,13 @@ class Dataset(_iterator.BatchIteration):
         return block.to_pandas() if block.num_columns else pd.DataFrame()
 
     def to_arrow_refs(self) -> list[Any]:
+        """The ``ObjectRef`` of every block (a ``pyarrow.Table`` each), for code that reads blocks
+        itself.
+        """
         return list(self.iter_internal_refs())
 
     def num_blocks(self) -> int:
+        """The number of blocks (runs the plan unless the dataset is materialized)."""
         if isinstance(self._plan, InputBlocks):
             return len(self._plan.bundles)
         return sum(1 for _ in self._bundles())

@@ -53,21 +53,39 @@ class GroupedData:
         return [on] if isinstance(on, str) else list(on)
 
     def count(self) -> Dataset:
+        """The number of rows per group, in column ``count()``.
+
+        >>> ds = ember.data.from_items([{"k": "a"}, {"k": "b"}, {"k": "a"}])
+        >>> ds.groupby("k").count().sort("k").take_all()
+        [{'k': 'a', 'count()': 2}, {'k': 'b', 'count()': 1}]
+        """
         return self._aggregate([(self._key or "", "count", None, "count()")])
 
     def sum(self, on: str | list[str] | None = None) -> Dataset:
+        """The sum per group of column(s) ``on`` (default: all but the key), in ``sum(x)``."""
         return self._aggregate([(c, "sum", None, f"sum({c})") for c in self._columns(on)])
 
     def min(self, on: str | list[str] | None = None) -> Dataset:
+        """The smallest value per group of ``on`` (default: all but the key), in ``min(x)``."""
         return self._aggregate([(c, "min", None, f"min({c})") for c in self._columns(on)])
 
     def max(self, on: str | list[str] | None = None) -> Dataset:
+        """The largest value per group of ``on`` (default: all but the key), in ``max(x)``."""
         return self._aggregate([(c, "max", None, f"max({c})") for c in self._columns(on)])
 
     def mean(self, on: str | list[str] | None = None) -> Dataset:
+        """The mean per group of column(s) ``on`` (default: all but the key), in ``mean(x)``.
+
+        >>> ds = ember.data.from_items([{"k": 1, "v": 2.0}, {"k": 1, "v": 4.0}])
+        >>> ds.groupby("k").mean("v").take_all()
+        [{'k': 1, 'mean(v)': 3.0}]
+        """
         return self._aggregate([(c, "mean", None, f"mean({c})") for c in self._columns(on)])
 
     def std(self, on: str | list[str] | None = None, ddof: int = 1) -> Dataset:
+        """The standard deviation per group of column(s) ``on`` (``ddof=1``: the sample's), in
+        ``std(x)``.
+        """
         # The options object is built in the worker: pyarrow's option objects do not pickle.
         return self._aggregate([(c, "stddev", ddof, f"std({c})") for c in self._columns(on)])
 

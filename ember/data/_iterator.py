@@ -206,6 +206,11 @@ class BatchIteration:
             local_shuffle_seed=local_shuffle_seed)
 
     def iter_rows(self, *, prefetch_blocks: int = 1) -> Iterator[dict[str, Any]]:
+        """Rows one at a time, as dicts of column name to value.
+
+        >>> sorted(row["id"] for row in ember.data.range(3).iter_rows())
+        [0, 1, 2]
+        """
         from ember.data import _block
 
         for block in self._blocks(prefetch_blocks):

@@ -39,10 +39,17 @@ class ActorPoolStrategy:
 
     @property
     def start_size(self) -> int:
+        """The number of actors the pool starts with (``initial_size``, else ``min_size``)."""
         return self.bounds[0] if self.initial_size is None else self.initial_size
 
     @property
     def bounds(self) -> tuple[int, int]:
+        """``(min_size, max_size)``: ``(size, size)`` for a fixed pool; ``max_size`` defaults to
+        ``max(min_size, 4)``.
+
+        >>> ember.data.ActorPoolStrategy(min_size=2, max_size=8).bounds
+        (2, 8)
+        """
         if self.size is not None:
             return self.size, self.size
         lo = 1 if self.min_size is None else self.min_size

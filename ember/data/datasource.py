@@ -48,6 +48,10 @@ class Datasource:
     ``parallelism`` read tasks) and, if it is known, ``estimate_inmemory_data_size()``."""
 
     def get_read_tasks(self, parallelism: int, **kwargs: Any) -> list[ReadTask]:
+        """About ``parallelism`` ``ReadTask`` s that together read the whole source; each, when
+        called in a worker, returns blocks (``pyarrow.Table``, ``pandas.DataFrame`` or a dict of
+        arrays). Subclasses must implement it.
+        """
         raise NotImplementedError(
             f"{type(self).__name__} must implement get_read_tasks(parallelism) returning a list "
             "of ReadTask"
@@ -66,4 +70,5 @@ class Datasource:
 
     @property
     def supports_distributed_reads(self) -> bool:
+        """Whether read tasks may run in any worker (``False``: read where the driver is)."""
         return True

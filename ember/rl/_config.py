@@ -67,6 +67,15 @@ class PPOConfig:
     def env_runners(self, num_env_runners: int | None = None, *,
                     num_envs_per_env_runner: int | None = None,
                     rollout_fragment_length: int | str | None = None) -> PPOConfig:
+        """How experience is sampled: ``num_env_runners`` actors, each stepping
+        ``num_envs_per_env_runner`` sub-envs, ``rollout_fragment_length`` steps per sub-env per
+        round (``"auto"``: one train batch spread evenly).
+
+        >>> config = PPOConfig().environment("CartPole-v1").env_runners(
+        ...     4, num_envs_per_env_runner=8)
+        >>> config.num_env_runners, config.fragment_length()
+        (4, 125)
+        """
         return self._replace(num_env_runners=num_env_runners,
                              num_envs_per_env_runner=num_envs_per_env_runner,
                              rollout_fragment_length=rollout_fragment_length)
@@ -88,6 +97,14 @@ class PPOConfig:
                  num_epochs: int | None = None, grad_clip: float | None = None,
                  normalize_advantages: bool | None = None,
                  hiddens: Sequence[int] | None = None) -> PPOConfig:
+        """PPO's settings: ``lr``, ``gamma``, ``lambda_`` (GAE), ``clip_param``, ``vf_loss_coeff``,
+        ``entropy_coeff``, ``train_batch_size`` (env steps per iteration), ``minibatch_size``,
+        ``num_epochs``, ``grad_clip``, ``normalize_advantages`` and the MLP's ``hiddens``; a
+        setting left ``None`` keeps its value.
+
+        >>> PPOConfig().training(lr=3e-4, train_batch_size=2000, minibatch_size=250).lr
+        0.0003
+        """
         return self._replace(
             lr=lr, gamma=gamma, lambda_=lambda_, clip_param=clip_param,
             vf_loss_coeff=vf_loss_coeff, entropy_coeff=entropy_coeff,
@@ -98,6 +115,7 @@ class PPOConfig:
         )
 
     def debugging(self, *, seed: int | None = None) -> PPOConfig:
+        """``seed`` seeds the envs, the policy and the minibatch order, so runs repeat."""
         return self._replace(seed=seed)
 
     def build(self) -> PPO:
@@ -147,6 +165,7 @@ class PPOConfig:
         return max(1, -(-self.train_batch_size // envs))
 
     def weights(self) -> tuple[float, ...]:
+        """The learners' relative speeds: ``learner_weights``, or ``1.0`` each."""
         return self.learner_weights or (1.0,) * self.num_learners
 
     def _replace(self, **changes: Any) -> PPOConfig:

@@ -21,6 +21,10 @@ DEPLOY_TIMEOUT_S = 120.0
 
 @dataclass(frozen=True)
 class DeploymentStatus:
+    """One deployment in ``serve.status()``: ``name``, ``status`` (``"UPDATING"``,
+    ``"HEALTHY"`` or ``"DEPLOY_FAILED"``), running ``replicas``, ``target_replicas``, and a
+    ``message`` saying what failed.
+    """
     name: str
     status: str  # "UPDATING" | "HEALTHY" | "DEPLOY_FAILED"
     replicas: int
@@ -30,6 +34,10 @@ class DeploymentStatus:
 
 @dataclass(frozen=True)
 class ApplicationStatus:
+    """One application in ``serve.status()``: ``status`` (``"DEPLOYING"``, ``"RUNNING"`` or
+    ``"DEPLOY_FAILED"``), ``route_prefix`` (``None``: not on HTTP) and its ``deployments`` by
+    name.
+    """
     status: str  # "DEPLOYING" | "RUNNING" | "DEPLOY_FAILED"
     route_prefix: str | None
     deployments: dict[str, DeploymentStatus] = field(default_factory=dict)
@@ -37,7 +45,8 @@ class ApplicationStatus:
 
 @dataclass(frozen=True)
 class ServeStatus:
-    """``http_port``: the main HTTP proxy's port (on the head node with ``HeadOnly``);
+    """What ``serve.status()`` returns: the running ``applications`` by name; ``http_port``, the
+    main HTTP proxy's port (on the head node with ``HeadOnly``; ``None`` when no proxy runs);
     ``proxies``: node id -> the port of the proxy on that node."""
 
     applications: dict[str, ApplicationStatus] = field(default_factory=dict)
@@ -209,6 +218,15 @@ def get_app_handle(name: str = "default") -> DeploymentHandle:
 
 
 def get_deployment_handle(deployment_name: str, app_name: str = "default") -> DeploymentHandle:
+    """A handle to deployment ``deployment_name`` of application ``app_name``, for calls from
+    Python (in the driver, or in another deployment's replica).
+
+    ::
+
+        serve.run(Pipeline.bind(Model.bind()), name="nlp")
+        model = serve.get_deployment_handle("Model", app_name="nlp")
+        model.remote("a sentence").result()
+    """
     return DeploymentHandle(deployment_name, app_name)
 
 
@@ -221,6 +239,15 @@ def delete(name: str, *, _blocking: bool = True) -> None:
 
 
 def status() -> ServeStatus:
+    """The state of serve: each application's status and its deployments' replica counts, and
+    the HTTP port (an empty ``ServeStatus`` when serve is not running).
+
+    ::
+
+        serve.run(app, port=0)
+        status = serve.status()
+        print(status.http_port, status.applications["default"].status)   # ... RUNNING
+    """
     controller = _controller(create=False)
     if controller is None:
         return ServeStatus()

@@ -34,6 +34,14 @@ _ALIASES = {
 
 @dataclass(frozen=True)
 class AutoscalingConfig:
+    """How a deployment scales between ``min_replicas`` and ``max_replicas`` on its ongoing
+    requests (the rules are in this module's docstring). Ray's older option names are
+    accepted by ``from_any`` (``target_num_ongoing_requests_per_replica``, ...).
+
+    >>> config = AutoscalingConfig(min_replicas=1, max_replicas=4, target_ongoing_requests=2)
+    >>> config.start_replicas
+    1
+    """
     min_replicas: int = 1
     max_replicas: int = 1
     target_ongoing_requests: float = 1.0
@@ -86,6 +94,14 @@ class AutoscalingConfig:
 
     @classmethod
     def from_any(cls, value: AutoscalingConfig | dict[str, Any]) -> AutoscalingConfig:
+        """An ``AutoscalingConfig`` from itself or a dict of its fields (Ray's older names
+        included); an unknown key is a ``ValueError`` that lists the known ones.
+
+        >>> AutoscalingConfig.from_any({"max_replicas": 3,
+        ...                             "target_num_ongoing_requests_per_replica": 5})
+        ... # doctest: +ELLIPSIS
+        AutoscalingConfig(min_replicas=1, max_replicas=3, target_ongoing_requests=5, ...)
+        """
         if isinstance(value, AutoscalingConfig):
             return value
         if not isinstance(value, dict):
@@ -108,15 +124,20 @@ class AutoscalingConfig:
 
     @property
     def up_factor(self) -> float:
+        """The damping of a step up: ``upscaling_factor``, else ``smoothing_factor``."""
         return self.smoothing_factor if self.upscaling_factor is None else self.upscaling_factor
 
     @property
     def down_factor(self) -> float:
+        """The damping of a step down: ``downscaling_factor``, else ``smoothing_factor``."""
         return (self.smoothing_factor if self.downscaling_factor is None
                 else self.downscaling_factor)
 
     @property
     def start_replicas(self) -> int:
+        """The replicas a deployment starts with: ``initial_replicas``, else ``min_replicas`` (at
+        least one).
+        """
         if self.initial_replicas is not None:
             return self.initial_replicas
         return max(1, self.min_replicas)

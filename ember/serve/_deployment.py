@@ -31,6 +31,15 @@ _ACTOR_OPTION_KEYS = {"num_cpus", "num_gpus", "resources", "memory", "runtime_en
 
 @dataclass(frozen=True)
 class DeploymentConfig:
+    """A deployment's settings, as ``@serve.deployment(...)`` and ``.options(...)`` take them:
+    ``num_replicas`` (or ``autoscaling_config``), ``max_ongoing_requests`` per replica,
+    ``max_queued_requests`` per caller, ``ray_actor_options`` (``num_cpus``, ``num_gpus``,
+    ``resources``, ...), ``user_config``, health checks, graceful shutdown and
+    ``logging_config``. Invalid values raise ``ValueError`` when the config is made.
+
+    >>> DeploymentConfig(num_replicas=2, ray_actor_options={"num_cpus": 0.5}).start_replicas
+    2
+    """
     num_replicas: int = 1
     max_ongoing_requests: int = 100
     autoscaling_config: AutoscalingConfig | None = None
@@ -72,6 +81,9 @@ class DeploymentConfig:
 
     @property
     def start_replicas(self) -> int:
+        """The replicas a deployment starts with: ``num_replicas``, or the autoscaling config's
+        ``start_replicas``.
+        """
         if self.autoscaling_config is not None:
             return self.autoscaling_config.start_replicas
         return self.num_replicas

@@ -327,6 +327,17 @@ class DeploymentHandle:
         self, *, method_name: str | None = None, stream: bool | None = None,
         multiplexed_model_id: str | None = None, use_new_handle_api: bool | None = None,
     ) -> DeploymentHandle:
+        """A copy of this handle with call options changed: ``method_name`` (which method
+        ``.remote`` calls), ``stream=True`` (calls return a ``DeploymentResponseGenerator``),
+        ``multiplexed_model_id`` (routes to a replica holding that model).
+
+        ::
+
+            tokens = handle.options(stream=True).generate.remote("Hello")
+            for token in tokens:
+                print(token)
+            answer = handle.options(multiplexed_model_id="customer-7").remote(text).result()
+        """
         if use_new_handle_api is False:
             raise ValueError(
                 "use_new_handle_api=False is not supported: ember has only the handle API of "
@@ -532,6 +543,7 @@ class DeploymentResponse:
             ember.cancel(self._future.result())
 
     def cancelled(self) -> bool:
+        """Whether the call was cancelled before a replica took it."""
         return self._future.cancelled()
 
 
@@ -584,6 +596,7 @@ class DeploymentResponseGenerator:
         self._future.cancel()
 
     def cancelled(self) -> bool:
+        """Whether the call was cancelled before a replica took it."""
         return self._future.cancelled()
 
     def __iter__(self) -> Iterator[Any]:

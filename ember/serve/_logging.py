@@ -63,6 +63,11 @@ class LoggingConfig:
 
     @property
     def level(self) -> int:
+        """``log_level`` as a ``logging`` level number.
+
+        >>> LoggingConfig(log_level="WARNING").level
+        30
+        """
         if isinstance(self.log_level, int):
             return self.log_level
         return int(logging.getLevelName(self.log_level.upper()))

@@ -34,6 +34,7 @@ class ReplicaContext:
 
     @property
     def replica_tag(self) -> str:
+        """Ray's older name of ``replica_id``."""
         return self.replica_id
 
 

@@ -76,6 +76,7 @@ class Checkpoint:
 
     @property
     def storage(self) -> Storage:
+        """Where the checkpoint lives (its path on its fsspec filesystem)."""
         if self._storage is None:
             self._storage = Storage(self.path)
         return self._storage
@@ -95,6 +96,12 @@ class Checkpoint:
 
     @property
     def index(self) -> int | None:
+        """The number in a committed checkpoint's folder name (``checkpoint_000003``: 3); ``None``
+        for any other folder.
+
+        >>> Checkpoint("s3://bucket/run/checkpoint_000003").index
+        3
+        """
         return checkpoint_index(posixpath.basename(self.path.rstrip("/")))
 
     @property
@@ -108,9 +115,15 @@ class Checkpoint:
         return self.manifest.ranks if self.manifest else []
 
     def for_rank(self, rank: int) -> Checkpoint:
+        """The same checkpoint bound to rank ``rank``: ``as_directory()`` fetches that rank's files.
+
+        >>> Checkpoint("/runs/gpt/checkpoint_000002").for_rank(1)
+        Checkpoint('/runs/gpt/checkpoint_000002', rank=1)
+        """
         return Checkpoint(self.path, rank=rank, verify_checksums=self.verify_checksums)
 
     def all_ranks(self) -> Checkpoint:
+        """The same checkpoint bound to every rank: ``as_directory()`` fetches every rank's."""
         return Checkpoint(self.path, verify_checksums=self.verify_checksums)
 
     def check_exists(self) -> None:

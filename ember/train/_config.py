@@ -44,15 +44,27 @@ class ScalingConfig:
 
     @property
     def num_cpus_per_worker(self) -> float:
+        """The CPUs each worker holds: ``resources_per_worker["CPU"]``, else 1.
+
+        >>> ScalingConfig(num_workers=2, resources_per_worker={"CPU": 4}).num_cpus_per_worker
+        4.0
+        """
         return float((self.resources_per_worker or {}).get("CPU", 1))
 
     @property
     def num_gpus_per_worker(self) -> float:
+        """The GPUs each worker holds: ``resources_per_worker["GPU"]``, else 1 with ``use_gpu`` (0
+        without).
+
+        >>> ScalingConfig(num_workers=2, use_gpu=True).num_gpus_per_worker
+        1.0
+        """
         default = 1 if self.use_gpu else 0
         return float((self.resources_per_worker or {}).get("GPU", default))
 
     @property
     def custom_resources_per_worker(self) -> dict[str, float]:
+        """The custom resources each worker holds (``resources_per_worker`` without CPU and GPU)."""
         return {k: float(v) for k, v in (self.resources_per_worker or {}).items()
                 if k not in ("CPU", "GPU")}
 

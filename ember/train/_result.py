@@ -35,6 +35,9 @@ class Result:
 
     @property
     def metrics_dataframe(self) -> Any:
+        """Every report of rank 0, one row each: a pandas ``DataFrame`` (a list of dicts when
+        pandas is not installed).
+        """
         try:
             import pandas as pd
         except ImportError:

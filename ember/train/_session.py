@@ -48,24 +48,31 @@ class TrainContext:
     use_gpu: bool = False
 
     def get_world_rank(self) -> int:
+        """This worker's rank among all workers (0 .. world size - 1)."""
         return self.world_rank
 
     def get_world_size(self) -> int:
+        """The number of workers in the run."""
         return self.world_size
 
     def get_local_rank(self) -> int:
+        """This worker's rank among the workers on its node."""
         return self.local_rank
 
     def get_local_world_size(self) -> int:
+        """The number of workers on this worker's node."""
         return self.local_world_size
 
     def get_node_rank(self) -> int:
+        """The rank of this worker's node among the run's nodes."""
         return self.node_rank
 
     def get_experiment_name(self) -> str:
+        """The run's name (``RunConfig.name``)."""
         return self.experiment_name
 
     def get_storage_path(self) -> str:
+        """Where the run's checkpoints go (``RunConfig.storage_path``)."""
         return self.storage_path
 
 

@@ -216,6 +216,7 @@ class WorkerGroup:
 
     def execute_single_async(self, rank: int, fn: Callable[..., Any], *args: Any,
                              **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` on the worker of rank ``rank``; returns its ``ObjectRef``."""
         self._check_started()
         return self.workers[rank].execute.remote(fn, *args, **kwargs)
 

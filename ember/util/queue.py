@@ -107,9 +107,21 @@ class Queue:
     qsize = size
 
     def empty(self) -> bool:
+        """Whether the queue holds no item right now.
+
+        >>> from ember.util.queue import Queue
+        >>> queue = Queue(maxsize=2)
+        >>> queue.empty()
+        True
+        >>> queue.put_nowait("job-1"); queue.put("job-2"); queue.full()
+        True
+        >>> queue.get_nowait(), queue.get(), queue.empty()
+        ('job-1', 'job-2', True)
+        """
         return self.size() == 0
 
     def full(self) -> bool:
+        """Whether the queue holds ``maxsize`` items right now (never, with no ``maxsize``)."""
         return 0 < self.maxsize <= self.size()
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
@@ -145,6 +157,7 @@ class Queue:
         return await _answer_async(self.actor.get.remote(timeout))
 
     def put_nowait(self, item: Any) -> None:
+        """Put ``item`` at once, or raise ``ember.util.queue.Full`` (``put(item, block=False)``)."""
         _answer(self.actor.put_nowait.remote(item))
 
     def put_nowait_batch(self, items: Iterable[Any]) -> None:
@@ -152,6 +165,7 @@ class Queue:
         _answer(self.actor.put_nowait_batch.remote(list(items)))
 
     def get_nowait(self) -> Any:
+        """Take an item at once, or raise ``ember.util.queue.Empty`` (``get(block=False)``)."""
         return _answer(self.actor.get_nowait.remote())
 
     def get_nowait_batch(self, num_items: int) -> list[Any]:

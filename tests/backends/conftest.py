@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 import ember
-from tests._support import Gate, shutdown_and_check
+from ember.testing import LeakCheck
+from tests._support import Gate
 
 CLUSTER = {"num_cpus": 2, "num_gpus": 2, "resources": {"widget": 2.0}}
 
@@ -53,7 +54,7 @@ def backend_name(request: pytest.FixtureRequest) -> Iterator[str]:
     try:
         yield "ray"
     finally:
-        shutdown_and_check(timeout=30)
+        LeakCheck(timeout=30).check()
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ def backend(backend_name: str) -> Iterator[str]:
         try:
             yield "local"
         finally:
-            shutdown_and_check()
+            LeakCheck().check()
     else:
         yield backend_name
 

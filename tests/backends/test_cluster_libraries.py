@@ -27,7 +27,7 @@ import pytest
 
 import ember
 from ember.errors import GetTimeoutError
-from tests._support import wait_for
+from ember.testing import eventually
 from tests.backends._cluster import Cluster, two_node_cluster
 
 ray = pytest.importorskip("ray")
@@ -84,7 +84,7 @@ def connected(cluster: Cluster, _moto_server: str) -> Iterator[Connected]:
         s3fs.S3FileSystem().mkdir(bucket)
         ember.init(backend="ray", address=cluster.address)
         try:
-            nodes = wait_for(lambda: len(_alive()) == 2 and _alive(),
+            nodes = eventually(lambda: len(_alive()) == 2 and _alive(),
                              what="both nodes to join the cluster")
             head = next(n["NodeID"] for n in nodes if "node:__internal_head__" in n["Resources"])
             node_b = next(n["NodeID"] for n in nodes if "node_b" in n["Resources"])
@@ -114,7 +114,7 @@ def hold_the_heads_cpu(connected: Connected) -> Any:
 
     busy = Busy.options(num_cpus=1, resources={"node:__internal_head__": 0.01}).remote()
     ember.get(busy.ready.remote(), timeout=GET_TIMEOUT)
-    wait_for(lambda: free_cpus(connected.head) == 0.0, what="the head's CPU to be taken")
+    eventually(lambda: free_cpus(connected.head) == 0.0, what="the head's CPU to be taken")
     return busy
 
 
@@ -242,7 +242,7 @@ def test_serve_proxy_on_the_head_streams_and_multiplexes_from_replicas_on_both_n
     try:
         assert serve.status().proxies == {connected.head: port}
         assert alive_actor_nodes("Proxy") == [connected.head]
-        wait_for(lambda: free_cpus(connected.head) == 1.0, what="the head's CPU to come back")
+        eventually(lambda: free_cpus(connected.head) == 1.0, what="the head's CPU to come back")
         serve.run(Streamer.bind(), port=0)
         served: dict[str, str] = {}
         for model in ("a", "b", "a", "b"):
@@ -305,7 +305,7 @@ def test_a_worker_group_starts_whole_or_not_at_all_and_says_what_it_waits_for(
         assert free_cpus(connected.node_b) == 1.0
     finally:
         ember.kill(busy)
-    wait_for(lambda: free_cpus(connected.head) == 1.0, what="the head's CPU to come back")
+    eventually(lambda: free_cpus(connected.head) == 1.0, what="the head's CPU to come back")
     with WorkerGroup(2) as group:
         assert sorted(connected.node_of_pid(info.pid) for info in group.infos) == \
             ["head", "node_b"]

@@ -35,7 +35,8 @@ from ember.errors import (
     TaskError,
     WorkerCrashedError,
 )
-from tests._support import Gate, settle, wait_for
+from ember.testing import eventually
+from tests._support import Gate, settle
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -483,8 +484,8 @@ def test_cancel_of_a_queued_task_raises_task_cancelled_error(tmp_path, gate: Gat
         return "ran"
 
     holders = [hold_cpu.remote(gate.path, str(tmp_path / f"started-{i}")) for i in range(2)]
-    wait_for(lambda: all((tmp_path / f"started-{i}").exists() for i in range(2)),
-             what="both CPU holders to start")
+    eventually(lambda: all((tmp_path / f"started-{i}").exists() for i in range(2)),
+               what="both CPU holders to start")
     ref = queued.remote(str(tmp_path / "queued-ran"))
     ember.cancel(ref)
 
@@ -511,7 +512,7 @@ def test_cancel_of_a_running_task_raises_task_cancelled_error(tmp_path, gate: Ga
         return "still working"
 
     ref = long_running.remote(gate.path, str(started))
-    wait_for(started.exists, what="the task to start")
+    eventually(started.exists, what="the task to start")
     ember.cancel(ref, force=force)
 
     try:
@@ -542,8 +543,8 @@ def test_cancel_right_after_submission_to_a_warm_worker_raises_at_once(force):
         ember.cancel(ref, force=force)
         with pytest.raises(TaskCancelledError):
             ember.get(ref, timeout=20)
-    wait_for(lambda: ember.available_resources().get("CPU") == 2.0,
-             what="the cancelled tasks' CPUs to come back")
+    eventually(lambda: ember.available_resources().get("CPU") == 2.0,
+               what="the cancelled tasks' CPUs to come back")
     assert get(quick.remote()) == "quick"
 
 
@@ -560,14 +561,14 @@ def test_cancel_of_a_streaming_generator_stops_it(tmp_path, wait_until_exists):
 
     gen = endless.remote(str(started))
     assert get(next(gen)) == "first"
-    wait_for(started.exists, what="the generator to run on")
+    eventually(started.exists, what="the generator to run on")
     ember.cancel(gen)
 
     with pytest.raises(TaskCancelledError):
         for ref in gen:
             get(ref)
-    wait_for(lambda: ember.available_resources().get("CPU") == 2.0,
-             what="the generator's CPU to come back")
+    eventually(lambda: ember.available_resources().get("CPU") == 2.0,
+               what="the generator's CPU to come back")
 
 
 def test_cancel_of_a_running_actor_call_sets_is_canceled_and_get_raises(tmp_path):
@@ -590,12 +591,12 @@ def test_cancel_of_a_running_actor_call_sets_is_canceled_and_get_raises(tmp_path
 
     actor = Worker.remote()
     ref = actor.long_job.remote(str(started), str(saw_it))
-    wait_for(started.exists, what="the call to start")
+    eventually(started.exists, what="the call to start")
     ember.cancel(ref)
 
     with pytest.raises(TaskCancelledError):
         get(ref)
-    wait_for(saw_it.exists, what="the method to see is_canceled()")
+    eventually(saw_it.exists, what="the method to see is_canceled()")
     assert get(actor.ping.remote()) == "pong"  # the actor was not interrupted
 
 
@@ -617,12 +618,12 @@ def test_cancel_of_a_running_async_actor_call_cancels_its_asyncio_task(tmp_path)
 
     actor = Sleeper.remote()
     ref = actor.nap.remote(str(started), str(cancelled))
-    wait_for(started.exists, what="the call to start")
+    eventually(started.exists, what="the call to start")
     ember.cancel(ref)
 
     with pytest.raises(TaskCancelledError):
         get(ref)
-    wait_for(cancelled.exists, what="asyncio.CancelledError in the call")
+    eventually(cancelled.exists, what="asyncio.CancelledError in the call")
     assert get(actor.ping.remote()) == "pong"
 
 
@@ -734,7 +735,7 @@ def test_kill_fails_pending_and_later_calls_with_actor_died_error(tmp_path, gate
     actor = blocker_class.remote()
     running = actor.block.remote(gate.path, str(started))
     queued = actor.ping.remote()
-    wait_for(started.exists, what="the actor call to start")
+    eventually(started.exists, what="the actor call to start")
     ember.kill(actor)
 
     try:
@@ -1063,7 +1064,7 @@ def test_get_actor_of_an_unknown_or_killed_name_raises_value_error(named_counter
     get(actor.increment.remote())
     ember.kill(actor)
 
-    wait_for(lambda: _lookup_fails(name), what="the killed actor's name to be released")
+    eventually(lambda: _lookup_fails(name), what="the killed actor's name to be released")
 
 
 def _lookup_fails(name):
@@ -1406,12 +1407,12 @@ def test_available_resources_drop_while_an_actor_holds_them():
     holder = Holder.remote()
     get(holder.ping.remote())
 
-    wait_for(lambda: ember.available_resources().get("widget") == 1,
-             what="the actor's widget to be counted as taken")
+    eventually(lambda: ember.available_resources().get("widget") == 1,
+               what="the actor's widget to be counted as taken")
     assert ember.available_resources().get("CPU") == 1
     ember.kill(holder)
-    wait_for(lambda: ember.available_resources().get("widget") == 2,
-             what="the killed actor's widget to be given back")
+    eventually(lambda: ember.available_resources().get("widget") == 2,
+               what="the killed actor's widget to be given back")
 
 
 def test_task_waits_until_the_custom_resource_it_needs_is_free(tmp_path, gate: Gate,
@@ -1429,7 +1430,7 @@ def test_task_waits_until_the_custom_resource_it_needs_is_free(tmp_path, gate: G
         return "ran"
 
     holder = hold_all_widgets.remote(gate.path, str(started))
-    wait_for(started.exists, what="the holder to start")
+    eventually(started.exists, what="the holder to start")
     waiting = needs_one_widget.remote()
 
     try:
@@ -1576,7 +1577,7 @@ def test_ray_exception_names_catch_what_ember_raises(tmp_path, named_counters):
     ref = slow.remote(str(started))
     with pytest.raises(rx.GetTimeoutError):
         ember.get(ref, timeout=0.05)
-    wait_for(started.exists, what="the task to start")
+    eventually(started.exists, what="the task to start")
     ember.cancel(ref)
     with pytest.raises(rx.TaskCancelledError):
         get(ref)

@@ -33,7 +33,8 @@ from ember.errors import (
     TaskError,
     WorkerCrashedError,
 )
-from tests._support import Gate, shutdown_and_check, wait_for
+from ember.testing import LeakCheck, eventually
+from tests._support import Gate
 
 ray = pytest.importorskip("ray")
 
@@ -291,7 +292,7 @@ def on_ray() -> Iterator[None]:
     try:
         yield
     finally:
-        shutdown_and_check(timeout=30)
+        LeakCheck(timeout=30).check()
 
 
 @pytest.mark.usefixtures("on_ray")
@@ -425,12 +426,12 @@ class TestOnRay:
         hog = Hog.remote()
         try:
             get(hog.ping.remote())
-            wait_for(lambda: ember.available_resources().get("CPU") == 0.0,
-                     what="CPU to be reported as 0 while the actor holds both")
+            eventually(lambda: ember.available_resources().get("CPU") == 0.0,
+                       what="CPU to be reported as 0 while the actor holds both")
         finally:
             ember.kill(hog)
-        wait_for(lambda: ember.available_resources().get("CPU") == 2.0,
-                 what="the CPUs to come back")
+        eventually(lambda: ember.available_resources().get("CPU") == 2.0,
+                   what="the CPUs to come back")
 
     def test_force_cancel_of_a_queued_actor_call_cancels_only_that_call(
         self, tmp_path, gate: Gate, blocker_class
@@ -438,7 +439,7 @@ class TestOnRay:
         started = tmp_path / "started"
         actor = blocker_class.remote()
         running = actor.block.remote(gate.path, str(started))
-        wait_for(started.exists, what="the blocking call to start")
+        eventually(started.exists, what="the blocking call to start")
         queued = actor.ping.remote()
         try:
             ember.cancel(queued, force=True)  # Ray alone refuses force=True for actor calls
@@ -478,12 +479,12 @@ class TestOnRay:
             assert len(gang) == 2
             assert gang.placement_group is not None
             assert get([m.group.remote() for m in gang]) == [gang.placement_group.id] * 2
-            wait_for(lambda: ember.available_resources().get("CPU") == 0.0,
-                     what="the gang's bundles to hold both CPUs")
+            eventually(lambda: ember.available_resources().get("CPU") == 0.0,
+                       what="the gang's bundles to hold both CPUs")
         finally:
             gang.shutdown()
-        wait_for(lambda: ember.available_resources().get("CPU") == 2.0,
-                 what="the gang's CPUs to come back")
+        eventually(lambda: ember.available_resources().get("CPU") == 2.0,
+                   what="the gang's CPUs to come back")
 
     def test_placement_groups_and_node_affinity_with_ray_names(self):
         @ember.remote
@@ -501,8 +502,8 @@ class TestOnRay:
             member = Where.options(num_cpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(
                 pg, placement_group_bundle_index=1)).remote()
             assert get(member.placement.remote()) == (pg.id, node["NodeID"])
-            wait_for(lambda: ember.nodes()[0]["AvailableResources"]["CPU"] == 0.0,
-                     what="the group to hold both CPUs")
+            eventually(lambda: ember.nodes()[0]["AvailableResources"]["CPU"] == 0.0,
+                       what="the group to hold both CPUs")
             ember.kill(member)
         finally:
             remove_placement_group(pg)
@@ -559,4 +560,4 @@ def test_gang_on_the_local_backend_is_n_actors_checked_up_front():
         with pytest.raises(ResourceError, match="CPU"):
             create_gang(Member, 3, resources_per_member={"CPU": 1})
     finally:
-        shutdown_and_check()
+        LeakCheck().check()

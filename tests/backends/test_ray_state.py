@@ -8,8 +8,8 @@ import pytest
 import ember
 from ember.dashboard import _server
 from ember.errors import ActorDiedError
+from ember.testing import LeakCheck, eventually
 from ember.util import metrics, state
-from tests._support import shutdown_and_check, wait_for
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -40,11 +40,11 @@ def test_state_and_views_on_the_ray_backend():
         publisher = Publisher.remote()
         ember.get(publisher.run.remote(), timeout=120)
 
-        dead = wait_for(lambda: state.list_actors(filters=[("state", "=", "DEAD")]),
+        dead = eventually(lambda: state.list_actors(filters=[("state", "=", "DEAD")]),
                         timeout=60, what="the dead actor in Ray's state API")
         assert dead[0].class_name.endswith("Broken")
         assert "ValueError: bad config" in dead[0].death_cause
-        summary = wait_for(lambda: state.summarize_tasks()["recent_failures"], timeout=60,
+        summary = eventually(lambda: state.summarize_tasks()["recent_failures"], timeout=60,
                            what="the failed call")
         assert any("ping" in f["func_or_class_name"] for f in summary)
         [node] = state.list_nodes()
@@ -52,9 +52,9 @@ def test_state_and_views_on_the_ray_backend():
 
         service = _server.current()
         assert service is not None
-        wait_for(lambda: "on-ray" in service.views("jobs"), timeout=60,
+        eventually(lambda: "on-ray" in service.views("jobs"), timeout=60,
                  what="the actor's view, through the sink")
         assert service.views("jobs")["on-ray"]["state"] == {"where": "ray actor"}
         del broken, publisher
     finally:
-        shutdown_and_check(timeout=60)
+        LeakCheck(timeout=60).check()

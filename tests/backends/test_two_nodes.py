@@ -13,7 +13,7 @@ import pytest
 
 import ember
 from ember.errors import ResourceError, TaskError
-from tests._support import wait_for
+from ember.testing import eventually
 from tests.backends._cluster import Cluster, two_node_cluster
 
 ray = pytest.importorskip("ray")
@@ -38,7 +38,7 @@ def connected(cluster: Cluster) -> Iterator[Cluster]:
     """ember connected with ``address="auto"``, once both nodes have joined."""
     ember.init(backend="ray", address="auto")
     try:
-        wait_for(lambda: len(_alive_nodes()) == 2, what="both nodes to join the cluster")
+        eventually(lambda: len(_alive_nodes()) == 2, what="both nodes to join the cluster")
         yield cluster
     finally:
         ember.shutdown()
@@ -126,7 +126,7 @@ def test_explicit_address_and_nested_work_across_nodes(cluster: Cluster):
 
     ember.init(backend="ray", address=cluster.address)
     try:
-        wait_for(lambda: len(_alive_nodes()) == 2, what="both nodes to join the cluster")
+        eventually(lambda: len(_alive_nodes()) == 2, what="both nodes to join the cluster")
         where, children = ember.get(fan_out.remote(3), timeout=GET_TIMEOUT)
         assert where == _node_ids()[1] and len(children) == 3
         with pytest.raises(KeyError, match="from node_b") as info:
@@ -144,7 +144,7 @@ def test_the_environment_points_init_at_the_cluster_and_sizes_are_ignored_with_a
         info = ember.init(num_cpus=2)  # as the examples call it
     try:
         assert (info.backend, info.address) == ("ray", cluster.address)
-        wait_for(lambda: len(ember.nodes()) == 2, what="both nodes to join the cluster")
+        eventually(lambda: len(ember.nodes()) == 2, what="both nodes to join the cluster")
         assert ember.cluster_resources()["CPU"] == 2  # the cluster's two 1-CPU nodes
         assert "ignoring num_cpus=2" in caplog.text
     finally:

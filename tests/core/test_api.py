@@ -7,7 +7,7 @@ import pytest
 
 import ember
 from ember.errors import RuntimeNotInitializedError
-from tests._support import shutdown_and_check
+from ember.testing import LeakCheck
 
 
 @ember.remote
@@ -26,7 +26,7 @@ def test_first_call_that_needs_a_runtime_starts_the_local_one():
         assert ember.get(ref, timeout=30) == 42
         assert ember.get_runtime_context().backend == "local"
     finally:
-        shutdown_and_check()
+        LeakCheck().check()
     assert not ember.is_initialized()
 
 
@@ -41,7 +41,7 @@ def test_every_runtime_call_auto_initializes(first_use):
         first_use()
         assert ember.is_initialized()
     finally:
-        shutdown_and_check()
+        LeakCheck().check()
 
 
 def test_init_returns_a_context_manager_that_shuts_down():
@@ -80,7 +80,7 @@ def test_a_new_runtime_starts_after_shutdown():
             assert ember.cluster_resources()["CPU"] == cpus
             assert ember.get(double.remote(cpus), timeout=30) == 2 * cpus
         finally:
-            shutdown_and_check()
+            LeakCheck().check()
 
 
 def test_init_reports_the_resources_it_was_given():
@@ -97,7 +97,7 @@ def test_init_reports_the_resources_it_was_given():
         assert 55 * 2**20 <= free <= 56 * 2**20
         del held
     finally:
-        shutdown_and_check()
+        LeakCheck().check()
 
 
 def test_the_local_backend_is_one_node_with_what_it_was_given(ember_local):
@@ -112,7 +112,7 @@ def test_init_with_a_namespace_reports_it():
     try:
         assert ember.get_runtime_context().namespace == "research"
     finally:
-        shutdown_and_check()
+        LeakCheck().check()
 
 
 # -- misuse of init -------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def test_calls_on_a_runtime_that_was_shut_down_say_so():
     from ember.core._api import current_backend
 
     backend = current_backend()
-    shutdown_and_check()
+    LeakCheck().check()
 
     with pytest.raises(RuntimeNotInitializedError, match=r"ember\.init"):
         backend.put(1)

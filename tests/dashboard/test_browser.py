@@ -19,7 +19,7 @@ import pytest
 import ember
 from ember import serve
 from ember.errors import ActorDiedError
-from tests._support import shutdown_and_check, wait_for
+from ember.testing import LeakCheck, eventually
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",
@@ -118,7 +118,7 @@ def start_program(stop: threading.Event) -> tuple[Any, list[threading.Thread]]:
 def show(browser: Any, page: str) -> None:
     """Go to a page and wait until it has drawn itself from live data."""
     browser.execute_script(f"location.hash = '#{page}'")
-    wait_for(lambda: browser.execute_script(
+    eventually(lambda: browser.execute_script(
         "const m = document.getElementById('page');"
         f"return !!m && m.dataset.page === '{page}' && Number(m.dataset.updated) > Date.now() - 900"),
         what=f"the {page} page to draw")
@@ -149,7 +149,7 @@ def test_every_page_shows_the_running_program(tmp_path):
 
         # overview: the node's resources, the dead actor and the failed call counted
         show(browser, "overview")
-        wait_for(lambda: "DEAD" in text_of(browser, "#page")
+        eventually(lambda: "DEAD" in text_of(browser, "#page")
                  and "Tokenizer.encode" in text_of(browser, "#page"),
                  what="the dead actor and its failed call on the overview")
         assert "Node local" in text_of(browser, "#page")
@@ -158,10 +158,10 @@ def test_every_page_shows_the_running_program(tmp_path):
         # actors: filter to the dead ones, click it: its error, with the traceback
         show(browser, "actors")
         choose(browser, "actors-state", "DEAD")
-        wait_for(lambda: "Tokenizer" in text_of(browser, "tbody tr") and "Classifier" not in
+        eventually(lambda: "Tokenizer" in text_of(browser, "tbody tr") and "Classifier" not in
                  text_of(browser, "tbody tr"), what="only dead actors listed")
         browser.execute_script("document.querySelector('tbody tr[data-key]').click()")
-        cause = wait_for(lambda: text_of(browser, "#actor-detail .death-cause"),
+        cause = eventually(lambda: text_of(browser, "#actor-detail .death-cause"),
                          what="the dead actor's death cause")
         assert "FileNotFoundError: the vocabulary file /models/vocab.json is missing" in cause
         assert "Traceback (most recent call last)" in cause
@@ -169,11 +169,11 @@ def test_every_page_shows_the_running_program(tmp_path):
         # tasks: the failed call, clicked open
         show(browser, "tasks")
         choose(browser, "tasks-state", "FAILED")
-        wait_for(lambda: "Tokenizer.encode" in text_of(browser, "tbody tr"),
+        eventually(lambda: "Tokenizer.encode" in text_of(browser, "tbody tr"),
                  what="the failed call in the task list")
         browser.execute_script("document.querySelector(\"tr[data-key^='t:']\").click()")
         try:
-            error = wait_for(lambda: text_of(browser, "#task-detail pre.error"),
+            error = eventually(lambda: text_of(browser, "#task-detail pre.error"),
                              what="the failed call's error")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; selected {browser.execute_script('return ui.selected')}"
@@ -183,7 +183,7 @@ def test_every_page_shows_the_running_program(tmp_path):
 
         # serve: two running replicas and a latency chart with points
         show(browser, "serve")
-        wait_for(lambda: int(browser.execute_script(
+        eventually(lambda: int(browser.execute_script(
             "const c = document.querySelector('svg.chart[data-title*=\"latency\"]');"
             "return c ? c.querySelectorAll('circle.pt').length : 0")) >= 2,
             what="points on the latency chart")
@@ -194,7 +194,7 @@ def test_every_page_shows_the_running_program(tmp_path):
 
         # data: the dataset in flight, with its operator's progress
         show(browser, "data")
-        wait_for(lambda: "running" in text_of(browser, ".dataset h3"),
+        eventually(lambda: "running" in text_of(browser, ".dataset h3"),
                  what="a dataset in flight")
         assert "MapBatches(slow)" in text_of(browser, ".dataset")
         assert "rows" in text_of(browser, ".dataset tbody")
@@ -218,4 +218,4 @@ def test_every_page_shows_the_running_program(tmp_path):
         browser.quit()
         if ember.is_initialized():
             serve.shutdown()
-        shutdown_and_check()
+        LeakCheck().check()

@@ -13,7 +13,7 @@ import pytest
 
 import ember
 from ember.errors import ActorDiedError
-from tests._support import shutdown_and_check, wait_for
+from ember.testing import LeakCheck, eventually
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def program(tmp_path, monkeypatch):
         yield printer
     finally:
         del printer, broken
-        shutdown_and_check()
+        LeakCheck().check()
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -74,7 +74,7 @@ def test_status_and_list_show_the_dead_actor(program):
 def test_logs_of_an_actor_and_following_new_lines(program):
     actor_id = json.loads(cli("list", "actors", "--filter", "class_name=Printer",
                               "--format", "json").stdout)[0]["actor_id"]
-    wait_for(lambda: "hello from the printer" in cli("logs", actor_id).stdout,
+    eventually(lambda: "hello from the printer" in cli("logs", actor_id).stdout,
              what="the printer's line in ember logs")
     assert "(Printer pid=" in cli("logs", actor_id).stdout
 

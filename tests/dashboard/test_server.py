@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import ember
 from ember.dashboard import _session
 from ember.errors import SessionError
-from tests._support import shutdown_and_check
+from ember.testing import LeakCheck
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_the_dashboard_is_on_loopback_and_answers_only_with_its_token(runtime_di
         names = {f.name for f in text_string_to_metric_families(scraped.text)}
         assert {"ember_tasks", "ember_actors", "ember_object_store_bytes"} <= names
     finally:
-        shutdown_and_check()
+        LeakCheck().check()
 
 
 def test_the_session_file_is_owner_only_and_removed_at_shutdown(runtime_dir):
@@ -68,7 +68,7 @@ def test_the_session_file_is_owner_only_and_removed_at_shutdown(runtime_dir):
         [session] = _session.live_sessions()
         assert (session.pid, session.token) == (os.getpid(), record["token"])
     finally:
-        shutdown_and_check()
+        LeakCheck().check()
     assert list(runtime_dir.iterdir()) == []
 
 
@@ -96,4 +96,4 @@ def test_the_session_socket_can_be_turned_off(runtime_dir, monkeypatch):
     try:
         assert not runtime_dir.exists() or list(runtime_dir.iterdir()) == []
     finally:
-        shutdown_and_check()
+        LeakCheck().check()

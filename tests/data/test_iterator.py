@@ -15,7 +15,7 @@ import torch
 
 import ember.data as ed
 from ember.data._block import ShufflingBatcher
-from tests._support import wait_for
+from ember.testing import eventually
 
 
 def blocks(*sizes: int) -> list[pa.Table]:
@@ -130,7 +130,7 @@ def test_leaving_early_closes_generator_udfs_that_are_still_running(
         assert next(batches)["id"].tolist() == [0]
         left_at = time.time()
         batches.close()  # as leaving a for loop does
-        wait_for((tmp_path / "closed-1").exists, timeout=20,
-                 what="the running generator UDF to be closed")
+        eventually((tmp_path / "closed-1").exists, timeout=20,
+                   what="the running generator UDF to be closed")
         took = float((tmp_path / "closed-1").read_text()) - left_at
         assert took < 1.0, f"prefetch={prefetch}: closed {took:.2f} s after the consumer left"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ember
 from ember.dashboard import _server
-from tests._support import wait_for
+from ember.testing import eventually
 
 
 def test_a_dataset_shows_its_operators_while_running_and_when_done(ember_local):
@@ -23,13 +23,13 @@ def test_a_dataset_shows_its_operators_while_running_and_when_done(ember_local):
         found = set(service.views("data")) - before
         return service.views("data")[found.pop()] if found else None
 
-    running = wait_for(the_run, what="the dataset's view")
+    running = eventually(the_run, what="the dataset's view")
     assert running["state"]["status"] == "running"
     assert running["state"]["name"] == "Range->MapBatches(double)"
     for _ in batches:
         pass
 
-    done = wait_for(lambda: the_run()["state"]["status"] == "done" and the_run(),
+    done = eventually(lambda: the_run()["state"]["status"] == "done" and the_run(),
                     what="the run marked done")
     [operator] = done["state"]["operators"]
     assert (operator["rows"], operator["rows_total"], operator["tasks"]) == (1000, 1000, 10)

@@ -25,7 +25,7 @@ import pytest
 
 import ember
 from ember import serve
-from tests._support import shutdown_and_check
+from ember.testing import LeakCheck
 
 NOBODY = 65534
 
@@ -179,4 +179,4 @@ def test_another_user_cannot_run_code_through_any_socket_of_the_runtime(tmp_path
             assert ember.get(plus_one.remote(1), timeout=30) == 2
     finally:
         serve.shutdown()
-        shutdown_and_check()
+        LeakCheck().check()

@@ -8,7 +8,7 @@ import pytest
 
 from ember import serve
 from ember.dashboard import _server
-from tests._support import wait_for
+from ember.testing import eventually
 from tests.dashboard._support import scrape
 
 pytestmark = pytest.mark.usefixtures("serve_instance")
@@ -38,7 +38,7 @@ def test_requests_errors_latency_and_replicas_are_shown():
         errors = sum(found.get("serve_deployment_error_counter_total", {}).values())
         return requests, errors, found
 
-    wait_for(lambda: totals()[:2] == (12.0, 1.0), what="12 requests, 1 error on /metrics")
+    eventually(lambda: totals()[:2] == (12.0, 1.0), what="12 requests, 1 error on /metrics")
     found = totals()[2]
     latency = found["serve_deployment_processing_latency_ms_count"]
     assert sum(latency.values()) == 12.0
@@ -48,15 +48,15 @@ def test_requests_errors_latency_and_replicas_are_shown():
 
     service = _server.current()
     assert service is not None
-    state = wait_for(lambda: (service.views("serve").get("echo-app") or {}).get("state"),
+    state = eventually(lambda: (service.views("serve").get("echo-app") or {}).get("state"),
                      what="the serve view")
     assert state["route_prefix"] == "/echo"
     deployment = state["deployments"]["Echo"]
     assert deployment["status"] == "HEALTHY"
-    wait_for(lambda: all(r["pid"] for r in service.views("serve")["echo-app"]["state"][
+    eventually(lambda: all(r["pid"] for r in service.views("serve")["echo-app"]["state"][
         "deployments"]["Echo"]["replicas"]), what="the replicas' pids")
 
-    lines = wait_for(lambda: [line["text"] for line in service.logs("echo-app/Echo")["lines"]
+    lines = eventually(lambda: [line["text"] for line in service.logs("echo-app/Echo")["lines"]
                               if line["text"].startswith("echoing")] if len(
         service.logs("echo-app/Echo")["lines"]) >= 12 else None,
         what="the replicas' output under the deployment's name")
@@ -79,5 +79,5 @@ def test_a_deleted_application_is_marked_so():
     serve.delete("short-lived")
     service = _server.current()
     assert service is not None
-    wait_for(lambda: ((service.views("serve").get("short-lived") or {}).get("state") or {}).get(
+    eventually(lambda: ((service.views("serve").get("short-lived") or {}).get("state") or {}).get(
         "status") == "DELETED", what="the application marked deleted")

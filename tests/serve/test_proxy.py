@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from ember import serve
-from tests._support import wait_for
+from ember.testing import eventually
 from tests.serve.test_syncgen import (
     assert_closed_soon_after,
     read_first_line_then_leave,
@@ -176,8 +176,8 @@ def test_500_bodies_name_the_request_id_and_the_replica_logs_the_traceback(
     assert "hunter2" not in failed.text
     assert failed.headers["x-request-id"] == "req-42"
     assert "req-42" in failed.text
-    wait_for(lambda: any("hunter2" in p.read_text() for p in tmp_path.glob("*.log")),
-             timeout=20, what="the replica to log the failure")
+    eventually(lambda: any("hunter2" in p.read_text() for p in tmp_path.glob("*.log")),
+               timeout=20, what="the replica to log the failure")
     log = "".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert "req-42" in log and "Traceback" in log and "RuntimeError" in log
 

@@ -21,7 +21,7 @@ import pytest
 import ember
 from ember import serve
 from ember.errors import ActorDiedError
-from tests._support import wait_for
+from ember.testing import eventually
 
 pytestmark = pytest.mark.usefixtures("serve_instance")
 
@@ -248,7 +248,7 @@ def test_streaming_http_chunks_arrive_as_produced(tmp_path: Path) -> None:
             # The client went away mid-stream: the replica closes the generator.
 
     asyncio.run(main())
-    wait_for(closed.exists, timeout=20, what="the abandoned generator to be closed")
+    eventually(closed.exists, timeout=20, what="the abandoned generator to be closed")
 
 
 def test_handle_streaming_sync_and_async(tmp_path: Path) -> None:
@@ -336,7 +336,7 @@ def test_multiplexing_loads_once_and_routes_to_the_holder(tmp_path: Path) -> Non
         info = ember.get(controller.routing_info.remote("default", "Models", -1), timeout=20)
         return sorted(sorted(models) for models in info["models"].values())
 
-    wait_for(lambda: reported() == [["a"], ["b"]], what="the replicas to report their models")
+    eventually(lambda: reported() == [["a"], ["b"]], what="the replicas to report their models")
 
 
 def test_crashed_replica_fails_in_flight_requests_and_is_replaced(tmp_path: Path) -> None:
@@ -365,7 +365,7 @@ def test_crashed_replica_fails_in_flight_requests_and_is_replaced(tmp_path: Path
         app = serve.status().applications["default"]
         return app.deployments["Fragile"].replicas == 1 and app.status == "RUNNING"
 
-    wait_for(replaced, timeout=20, what="a replacement replica")
+    eventually(replaced, timeout=20, what="a replacement replica")
     assert handle.pid.remote().result(timeout_s=20) != first_pid
 
 
@@ -387,10 +387,10 @@ def test_autoscaling_follows_ongoing_requests(tmp_path: Path) -> None:
 
     assert replicas() == 1
     pending = [handle.wait.remote() for _ in range(3)]
-    wait_for(lambda: replicas() == 2, timeout=20, what="a scale-up to 2 replicas")
+    eventually(lambda: replicas() == 2, timeout=20, what="a scale-up to 2 replicas")
     gate.touch()
     assert [p.result(timeout_s=20) for p in pending] == ["ok"] * 3
-    wait_for(lambda: replicas() == 1, timeout=20, what="a scale-down to 1 replica")
+    eventually(lambda: replicas() == 1, timeout=20, what="a scale-down to 1 replica")
 
 
 def test_user_config_reaches_reconfigure_and_redeploy_replaces() -> None:
@@ -473,7 +473,7 @@ def test_http_request_on_a_crashing_replica_gets_500_not_a_hang() -> None:
         def answers() -> bool:
             return client.get(url("/")).text == "fine"
 
-        wait_for(answers, timeout=20, what="the replacement replica to answer")
+        eventually(answers, timeout=20, what="the replacement replica to answer")
 
 
 def test_handle_after_delete_fails_clearly() -> None:
@@ -510,7 +510,7 @@ def test_failing_health_check_replaces_the_replica(tmp_path: Path) -> None:
         except ActorDiedError:
             return False
 
-    wait_for(replaced, timeout=20, what="the unhealthy replica to be replaced")
+    eventually(replaced, timeout=20, what="the unhealthy replica to be replaced")
 
 
 def test_scaled_to_zero_comes_back_when_called() -> None:
@@ -526,9 +526,9 @@ def test_scaled_to_zero_comes_back_when_called() -> None:
     def replicas() -> int:
         return serve.status().applications["default"].deployments["sleepy"].replicas
 
-    wait_for(lambda: replicas() == 0, timeout=20, what="a scale-down to zero")
+    eventually(lambda: replicas() == 0, timeout=20, what="a scale-down to zero")
     assert handle.remote(None).result(timeout_s=20) == "awake"  # waits, demand scales it up
-    wait_for(lambda: replicas() == 0, timeout=20, what="a second scale-down to zero")
+    eventually(lambda: replicas() == 0, timeout=20, what="a second scale-down to zero")
     assert httpx.get(url("/"), timeout=TIMEOUT).text == "awake"  # the proxy waits too
 
 
@@ -587,7 +587,7 @@ def test_a_timed_out_call_between_deployments_leaves_the_caller_alive(tmp_path: 
     pid = handle.pid.remote().result(timeout_s=20)
     assert handle.impatient.remote().result(timeout_s=20) == "timed out"
     gate.touch()  # the abandoned reply now reaches Front
-    wait_for(finished.exists, timeout=20, what="the slow call to finish")
+    eventually(finished.exists, timeout=20, what="the slow call to finish")
     for _ in range(5):
         assert handle.pid.remote().result(timeout_s=20) == pid  # same process, still serving
 
@@ -634,7 +634,7 @@ def test_max_queued_requests_bounds_the_wait(gated: GatedCalls) -> None:
     gate.unlink()
     started.unlink()
     busy = handle.work.remote()
-    wait_for(started.exists, timeout=20, what="the first call to start")
+    eventually(started.exists, timeout=20, what="the first call to start")
     queued = handle.work.remote()
     with pytest.raises(serve.BackPressureError, match="max_queued_requests=1"):
         handle.work.remote().result(timeout_s=20)

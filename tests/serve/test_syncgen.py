@@ -19,7 +19,7 @@ import pytest
 
 from ember import serve
 from ember.serve._syncgen import SyncIterator
-from tests._support import wait_for
+from ember.testing import eventually
 
 CLOSE_WITHIN_S = 1.0
 
@@ -42,7 +42,7 @@ def slow_tokens(closed: Path) -> Callable[[], Iterator[str]]:
 
 
 def assert_closed_soon_after(closed: Path, left_at: float) -> None:
-    wait_for(closed.exists, timeout=20, what="the abandoned sync generator to be closed")
+    eventually(closed.exists, timeout=20, what="the abandoned sync generator to be closed")
     took = float(closed.read_text()) - left_at
     assert took < CLOSE_WITHIN_S, f"the generator was closed {took:.2f} s after the client left"
 
@@ -78,7 +78,7 @@ def test_sync_iterator_closes_after_the_next_in_flight_returns_in_a_thread() -> 
             await anext(iterator)  # closed: no more items
 
     asyncio.run(consume_one_then_leave())
-    wait_for(lambda: bool(closed_by), timeout=5, what="the generator to be closed")
+    eventually(lambda: bool(closed_by), timeout=5, what="the generator to be closed")
     assert closed_by != [threading.main_thread().name]  # not on the event loop's thread
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 
 from ember.dashboard import _server
+from ember.testing import eventually
 from ember.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ember.train.torch import TorchTrainer
-from tests._support import wait_for
 
 
 def loop(config):
@@ -34,7 +34,7 @@ def test_a_run_shows_its_loss_points_and_checkpoints(ember_local, tmp_path):
 
     service = _server.current()
     assert service is not None
-    view = wait_for(lambda: service.views("train").get("observed"), what="the run's view")
+    view = eventually(lambda: service.views("train").get("observed"), what="the run's view")
     state = view["state"]
     assert (state["status"], state["trainer"], state["num_workers"]) == ("finished",
                                                                          "TorchTrainer", 2)

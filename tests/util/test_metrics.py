@@ -7,8 +7,8 @@ import pytest
 
 import ember
 from ember.dashboard import _server
+from ember.testing import eventually
 from ember.util import metrics
-from tests._support import wait_for
 from tests.dashboard._support import scrape
 
 
@@ -43,7 +43,7 @@ def test_counter_gauge_and_histogram_from_tasks_and_actors_reach_the_driver(embe
         return found.get("test_images_served_total", {}).get((("model", "resnet"),)) == 7.0 \
             and (("le", "+Inf"), ("queue", "q1")) in found.get("test_wait_ms_bucket", {})
 
-    wait_for(arrived, what="the workers' metrics on /metrics")
+    eventually(arrived, what="the workers' metrics on /metrics")
     found = scrape()
     assert found["test_images_served_total"][(("model", "vit"),)] == 2.0
     assert found["test_queue_depth"][(("queue", "q1"),)] == 7.0
@@ -117,8 +117,8 @@ def test_a_view_published_in_an_actor_reaches_the_driver(ember_local):
     ember.get(reporter.run.remote(), timeout=60)
     service = _server.current()
     assert service is not None
-    view = wait_for(lambda: service.views("jobs").get("nightly"), what="the actor's view")
-    wait_for(lambda: len(service.views("jobs")["nightly"]["events"]) == 2, what="both events")
+    view = eventually(lambda: service.views("jobs").get("nightly"), what="the actor's view")
+    eventually(lambda: len(service.views("jobs")["nightly"]["events"]) == 2, what="both events")
     view = service.views("jobs")["nightly"]
     assert view["state"] == {"status": "running"}
     assert [e["loss"] for e in view["events"]] == [0.5, 0.25]

@@ -10,8 +10,8 @@ import pytest
 
 import ember
 from ember.errors import ActorDiedError
+from ember.testing import LeakCheck, eventually
 from ember.util import state
-from tests._support import shutdown_and_check, wait_for
 
 MB = 1024 * 1024
 
@@ -99,9 +99,9 @@ def test_running_and_waiting_tasks_and_actor_calls(ember_local, tmp_path):
     def states(column, value):
         return sorted(t.state for t in state.list_tasks(filters=[(column, "=", value)]))
 
-    wait_for(lambda: states("name", "hold") == ["PENDING_NODE_ASSIGNMENT", "RUNNING"],
+    eventually(lambda: states("name", "hold") == ["PENDING_NODE_ASSIGNMENT", "RUNNING"],
              what="one hold running and one waiting for the CPU")
-    wait_for(lambda: states("func_or_class_name", "Waiter.wait") == [
+    eventually(lambda: states("func_or_class_name", "Waiter.wait") == [
         "RUNNING", "SUBMITTED_TO_WORKER"], what="the first call running, the second queued")
     [node] = state.list_nodes()
     assert node.resources_used["CPU"] == pytest.approx(1.0)
@@ -129,7 +129,7 @@ def test_objects_show_their_size_and_whether_they_are_spilled():
         spilled = state.list_objects(filters=[("state", "=", "SPILLED")])
         assert {o.object_id for o in spilled} < {ref.hex() for ref in big}
     finally:
-        shutdown_and_check()
+        LeakCheck().check()
 
 
 def test_the_state_api_works_inside_a_task(ember_local):
@@ -169,9 +169,9 @@ def test_worker_output_is_kept_per_actor_and_per_task(ember_local):
     actor_id = state.list_actors(filters=[("class_name", "=", "Printer")])[0].actor_id
     task_id = state.list_tasks(filters=[("name", "=", "shout")])[0].task_id
 
-    wait_for(lambda: list(state.get_log(actor_id=actor_id)) == ["first line", "second line"],
+    eventually(lambda: list(state.get_log(actor_id=actor_id)) == ["first line", "second line"],
              what="the actor's two lines")
-    wait_for(lambda: list(state.get_log(task_id=task_id)) == ["from a task"],
+    eventually(lambda: list(state.get_log(task_id=task_id)) == ["from a task"],
              what="the task's line")
 
 
@@ -203,6 +203,6 @@ def test_an_actor_whose_process_died_shows_what_it_wrote_last(ember_local):
         text = found[0].death_cause if found else ""
         return text if "Segmentation fault" in text else None
 
-    text = wait_for(cause, what="the crash's last words in the death cause")
+    text = eventually(cause, what="the crash's last words in the death cause")
     assert "exit code 1" in text
     assert text.endswith("Fatal Python error: Segmentation fault")

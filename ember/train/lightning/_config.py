@@ -84,6 +84,7 @@ class LightningConfigBuilder:
         self._checkpointing: dict[str, Any] = {}
 
     def module(self, cls: type, **kwargs: Any) -> LightningConfigBuilder:
+        """The ``LightningModule`` subclass; each worker builds ``cls(**kwargs)``."""
         if not isinstance(cls, type) or not any(
                 base.__name__ == "LightningModule" for base in cls.__mro__):
             raise TypeError(f".module() takes a LightningModule subclass, got {cls!r}; pass the "
@@ -92,6 +93,9 @@ class LightningConfigBuilder:
         return self
 
     def trainer(self, **kwargs: Any) -> LightningConfigBuilder:
+        """``lightning.pytorch.Trainer`` arguments (not ``strategy``, ``devices``, ``num_nodes`` or
+        a cluster environment plugin: ember sets those).
+        """
         for name, fix in TRAINER_OWNED.items():
             if name in kwargs:
                 raise ValueError(f".trainer({name}={kwargs[name]!r}) is set by ember: {fix}")
@@ -103,6 +107,9 @@ class LightningConfigBuilder:
         return self
 
     def fit_params(self, **kwargs: Any) -> LightningConfigBuilder:
+        """``Trainer.fit`` arguments: ``train_dataloaders``, ``val_dataloaders``, ``datamodule``
+        (``ckpt_path`` is ember's: the latest committed checkpoint).
+        """
         if "ckpt_path" in kwargs:
             raise ValueError(".fit_params(ckpt_path=...) is set by ember (the latest committed "
                              "checkpoint); to start from another run's checkpoint pass "
@@ -115,6 +122,9 @@ class LightningConfigBuilder:
         return self
 
     def strategy(self, name: str = "ddp", **kwargs: Any) -> LightningConfigBuilder:
+        """``"ddp"`` (``DDPStrategy`` keyword arguments) or ``"fsdp"`` (FSDP2's ``fully_shard``
+        keyword arguments, plus ``state_dict_type="sharded"|"full"``).
+        """
         if name == "deepspeed":
             raise ValueError(f"strategy 'deepspeed': {DEEPSPEED_REFUSED}")
         if name not in STRATEGIES:
@@ -125,6 +135,9 @@ class LightningConfigBuilder:
         return self
 
     def checkpointing(self, **kwargs: Any) -> LightningConfigBuilder:
+        """An ember checkpoint every ``every_n_epochs`` epochs; ``monitor``, ``mode`` (``"min"`` or
+        ``"max"``) and ``save_top_k`` keep the best ones.
+        """
         unknown = sorted(set(kwargs) - set(CHECKPOINTING))
         if unknown:
             raise ValueError(f".checkpointing() got unknown argument(s) {unknown} (known: "
@@ -143,6 +156,7 @@ class LightningConfigBuilder:
         return self
 
     def build(self) -> LightningConfig:
+        """The ``LightningConfig`` to pass to ``LightningTrainer`` (needs ``.module(...)``)."""
         if self._module is None:
             raise ValueError("LightningConfigBuilder.build() needs a module: call "
                              ".module(YourLightningModule, **init_kwargs) first")

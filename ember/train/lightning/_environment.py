@@ -41,12 +41,14 @@ class EmberEnvironment(ClusterEnvironment):
         return get_context().world_size
 
     def set_world_size(self, size: int) -> None:
+        """Ignored: ember's worker group fixed the world size (not Lightning's devices x nodes)."""
         pass  # ember's worker group fixed it; Lightning's guess (devices x nodes) is ignored
 
     def global_rank(self) -> int:
         return get_context().world_rank
 
     def set_global_rank(self, rank: int) -> None:
+        """Ignored: ember's worker group fixed each worker's rank."""
         pass  # as for set_world_size
 
     def local_rank(self) -> int:

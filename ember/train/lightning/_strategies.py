@@ -38,6 +38,9 @@ class EmberDDPStrategy(DDPStrategy):
 
     @property
     def distributed_sampler_kwargs(self) -> dict[str, Any]:
+        """``num_replicas`` and ``rank`` for Lightning's distributed sampler: ember's world size and
+        this worker's rank.
+        """
         context = get_context()
         return {"num_replicas": context.world_size, "rank": context.world_rank}
 
@@ -125,6 +128,9 @@ class EmberFSDPStrategy(ModelParallelStrategy):
 
     def load_checkpoint(self, checkpoint_path: Any,
                         weights_only: bool | None = None) -> dict[str, Any]:
+        """Load this rank's DCP shard (and ``meta.pt``) from its local copy of the checkpoint into
+        the sharded model and optimizers; returns the rest of Lightning's checkpoint dict.
+        """
         # Lightning's private loader (DCP shards plus meta.pt, optimizer states included); called
         # here without the broadcast of rank 0's path, since each rank has its own local copy.
         from lightning.fabric.strategies.model_parallel import _load_checkpoint

@@ -62,6 +62,7 @@ class LightningTrainer:
 
     @classmethod
     def can_restore(cls, path: str) -> bool:
+        """Whether ``path`` holds a run ``restore`` can resume (``TorchTrainer.can_restore``)."""
         return TorchTrainer.can_restore(path)
 
     @classmethod

@@ -16,7 +16,8 @@ import pytest
 
 import ember
 from ember.errors import GetTimeoutError, WorkerCrashedError
-from tests._support import is_gone, settle, wait_for
+from ember.testing import eventually
+from tests._support import is_gone, settle
 
 
 def get(refs):
@@ -47,7 +48,7 @@ def test_workers_are_not_children_of_the_driver(ember_local):
 def test_worker_killed_while_idle_is_replaced(ember_local):
     victim = get(pid.remote())
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: is_gone(victim), what="the worker to die")
+    eventually(lambda: is_gone(victim), what="the worker to die")
 
     assert victim not in get([pid.remote() for _ in range(5)])
 
@@ -61,7 +62,7 @@ def test_worker_killed_from_outside_mid_task_is_reported(ember_local, tmp_path):
 
     path = tmp_path / "pid"
     ref = report_and_wait.remote(str(path))
-    worker = int(wait_for(lambda: path.exists() and path.read_text()))
+    worker = int(eventually(lambda: path.exists() and path.read_text()))
     os.kill(worker, signal.SIGKILL)
 
     with pytest.raises(WorkerCrashedError, match="report_and_wait"):
@@ -106,7 +107,7 @@ def test_available_cpus_return_after_tasks_finish(ember_local):
         return ember.available_resources()["CPU"]
 
     assert get(whole_machine.remote()) == 0
-    wait_for(lambda: ember.available_resources()["CPU"] == 2, what="the CPUs to come back")
+    eventually(lambda: ember.available_resources()["CPU"] == 2, what="the CPUs to come back")
 
 
 # -- GPUs -------------------------------------------------------------------------------------
@@ -208,7 +209,7 @@ def test_actor_out_of_scope_ends_its_process_after_its_calls(ember_local):
     gc.collect()
 
     assert get(last) == "submitted before the handle went away"
-    wait_for(lambda: is_gone(actor_pid), what="the actor's process to exit")
+    eventually(lambda: is_gone(actor_pid), what="the actor's process to exit")
 
 
 def test_killed_actor_process_is_gone(ember_local):
@@ -222,7 +223,7 @@ def test_killed_actor_process_is_gone(ember_local):
 
     ember.kill(actor)
 
-    wait_for(lambda: is_gone(actor_pid), what="the killed actor's process to exit")
+    eventually(lambda: is_gone(actor_pid), what="the killed actor's process to exit")
 
 
 def test_killing_queued_actors_is_bookkeeping_only(ember_local):
@@ -273,8 +274,8 @@ def test_an_actor_out_of_scope_before_it_started_never_starts(ember_local, tmp_p
     del waiting
     gc.collect()
     ember.kill(first)
-    wait_for(lambda: ember.available_resources()["CPU"] == 2,
-             what="the CPUs to come back")
+    eventually(lambda: ember.available_resources()["CPU"] == 2,
+               what="the CPUs to come back")
     second = Hog.remote()  # the next actor starts: the dropped one was not ahead of it
     assert get(second.ping.remote()) == "pong"
     assert not marker.exists()
@@ -296,7 +297,7 @@ def test_restarted_actor_runs_in_a_new_process(ember_local):
         except ember.errors.ActorDiedError:
             return None
 
-    after = wait_for(new_pid, what="the actor to restart")
+    after = eventually(new_pid, what="the actor to restart")
     assert after != before
 
 
@@ -338,7 +339,7 @@ def test_actor_call_whose_result_is_held_still_gets_answers_from_the_driver(embe
     out = tmp_path / "out"
 
     ref = actor.work.remote(str(out))  # held; this thread makes no ember call while it waits
-    wait_for(out.exists, timeout=20, what="the actor's nested get to be answered")
+    eventually(out.exists, timeout=20, what="the actor's nested get to be answered")
 
     assert out.read_text() == "42"
     assert get(ref) == 42
@@ -503,7 +504,7 @@ def test_dropping_a_generator_stops_its_producer(ember_local, tmp_path):
     del gen
     gc.collect()
 
-    wait_for(closed.exists, what="the producer to be closed")
+    eventually(closed.exists, what="the producer to be closed")
     count = settle(lambda: len(produced.read_text()))
     assert count <= 3 + 16 + 1
 

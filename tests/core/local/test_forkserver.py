@@ -14,7 +14,8 @@ import textwrap
 from pathlib import Path
 
 import ember
-from tests._support import ember_segments, is_gone, wait_for
+from ember.testing import eventually
+from tests._support import ember_segments, is_gone
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -99,7 +100,7 @@ def test_program_that_exits_without_shutdown_leaves_nothing_running(tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     for pid in report["pids"]:
-        wait_for(lambda pid=pid: is_gone(pid), what=f"process {pid} to exit")
+        eventually(lambda pid=pid: is_gone(pid), what=f"process {pid} to exit")
     assert not [n for n in ember_segments() if n.startswith(f"ember-{report['session']}-")]
 
 
@@ -133,7 +134,7 @@ def test_workers_die_with_a_driver_that_was_killed(tmp_path):
         driver.stdout.close()
 
     for pid in pids:
-        wait_for(lambda pid=pid: is_gone(pid), what=f"process {pid} to exit after the driver")
+        eventually(lambda pid=pid: is_gone(pid), what=f"process {pid} to exit after the driver")
 
 
 def test_worker_does_not_inherit_the_drivers_modules(ember_local):
@@ -202,7 +203,7 @@ def test_a_dead_fork_server_fails_work_at_once_instead_of_hanging():
                 return True
             return False
 
-        wait_for(refused, what="submissions to be refused once the fork server died")
+        eventually(refused, what="submissions to be refused once the fork server died")
         try:
             ember.get(pending, timeout=10)
         except BackendError as exc:
@@ -211,4 +212,4 @@ def test_a_dead_fork_server_fails_work_at_once_instead_of_hanging():
             raise AssertionError("the pending call did not fail")
     finally:
         ember.shutdown()
-    wait_for(lambda: is_gone(worker_pid), what="the orphaned worker to be killed by shutdown")
+    eventually(lambda: is_gone(worker_pid), what="the orphaned worker to be killed by shutdown")

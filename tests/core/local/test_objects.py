@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import ember
-from tests._support import ember_segments, mapped_file, shutdown_and_check, wait_for
+from ember.testing import LeakCheck, eventually
+from tests._support import ember_segments, mapped_file
 
 MB = 1 << 20
 
@@ -106,7 +107,7 @@ def test_segment_is_freed_when_the_last_ref_is_dropped(ember_local):
     del copy_of_ref
     gc.collect()
 
-    wait_for(lambda: not session_segments(), what="the segment to be freed")
+    eventually(lambda: not session_segments(), what="the segment to be freed")
 
 
 def test_task_results_are_freed_when_their_refs_are_dropped(ember_local):
@@ -121,7 +122,7 @@ def test_task_results_are_freed_when_their_refs_are_dropped(ember_local):
     del refs
     gc.collect()
 
-    wait_for(lambda: not session_segments(), what="the results' segments to be freed")
+    eventually(lambda: not session_segments(), what="the results' segments to be freed")
 
 
 def test_array_stays_readable_after_its_ref_is_freed(ember_local):
@@ -130,7 +131,7 @@ def test_array_stays_readable_after_its_ref_is_freed(ember_local):
 
     del ref
     gc.collect()
-    wait_for(lambda: not session_segments(), what="the segment to be unlinked")
+    eventually(lambda: not session_segments(), what="the segment to be unlinked")
 
     assert int(value[-1]) == MB // 8 - 1  # the mapping outlives the file name
 
@@ -147,7 +148,7 @@ def test_ref_inside_a_stored_value_keeps_its_object_alive(ember_local):
 
     del outer, inner_again
     gc.collect()
-    wait_for(lambda: not session_segments(), what="both objects to be freed")
+    eventually(lambda: not session_segments(), what="both objects to be freed")
 
 
 def test_argument_is_kept_alive_while_its_task_is_queued(ember_local):
@@ -191,10 +192,10 @@ def test_objects_past_the_store_capacity_spill_to_disk_and_stay_readable(spill_d
 
         del refs, ref, value
         gc.collect()
-        wait_for(lambda: not spilled(spill_dir) and not session_segments(),
-                 what="spilled and in-memory segments to be freed")
+        eventually(lambda: not spilled(spill_dir) and not session_segments(),
+                   what="spilled and in-memory segments to be freed")
     finally:
-        shutdown_and_check()
+        LeakCheck().check()
     assert not spilled(spill_dir)
 
 
@@ -212,7 +213,7 @@ def test_task_reads_a_spilled_argument(spill_dir):
         assert get(first_and_last.remote(oldest)) == (3, 3)
         del newer
     finally:
-        shutdown_and_check()
+        LeakCheck().check()
 
 
 def test_spill_files_are_removed_by_shutdown(spill_dir):
@@ -220,7 +221,7 @@ def test_spill_files_are_removed_by_shutdown(spill_dir):
     refs = [ember.put(np.ones(MB // 4 * 3)) for _ in range(4)]
     assert spilled(spill_dir)
 
-    shutdown_and_check()
+    LeakCheck().check()
 
     assert not spilled(spill_dir)
     del refs
@@ -241,7 +242,7 @@ def test_spilled_objects_are_readable_by_their_user_only(spill_dir):
             assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
             del refs
         finally:
-            shutdown_and_check()
+            LeakCheck().check()
     finally:
         os.umask(old_umask)
     assert not os.listdir(spill_dir)  # the session folder goes with the session

@@ -8,7 +8,7 @@ import pytest
 
 import ember
 from ember.errors import RuntimeEnvSetupError
-from tests._support import shutdown_and_check
+from ember.testing import LeakCheck
 
 
 def get(refs):
@@ -40,7 +40,7 @@ def test_init_runtime_env_reaches_every_worker_and_tasks_add_to_it():
         assert get(Reader.remote().read.remote("EMBER_JOB_VAR")) == "job"
         assert "EMBER_JOB_VAR" not in os.environ  # the driver's own environment is untouched
     finally:
-        shutdown_and_check()
+        LeakCheck().check()
 
 
 def test_init_refuses_what_the_local_backend_cannot_set_up():

@@ -27,16 +27,8 @@ import pytest
 
 import ember
 from ember.errors import RuntimeNotInitializedError, WorkerCrashedError
-from tests._support import (
-    SHM_DIR,
-    alive_after,
-    describe,
-    ember_segments,
-    is_gone,
-    session_pids,
-    shutdown_and_check,
-    wait_for,
-)
+from ember.testing import LeakCheck, eventually
+from tests._support import SHM_DIR, alive_after, describe, ember_segments, is_gone, session_pids
 
 MB = 1 << 20
 ROOT = Path(__file__).resolve().parents[3]
@@ -121,8 +113,8 @@ def test_shutdown_with_tasks_and_actor_calls_still_running(tmp_path):
     running = forever.remote(str(tmp_path / "task"))
     actor = Busy.options(max_concurrency=2).remote()
     calls = [actor.forever.remote(str(tmp_path / "call"))]
-    wait_for(lambda: (tmp_path / "task").exists() and (tmp_path / "call").exists(),
-             what="the work to start")
+    eventually(lambda: (tmp_path / "task").exists() and (tmp_path / "call").exists(),
+               what="the work to start")
 
     shut_down_and_assert_clean(session)
     del running, calls
@@ -301,8 +293,8 @@ class Driver:
         assert not alive, f"processes still running: {describe(alive)}"
         late = [pid for pid in session_pids(self.server) if not is_gone(pid)]
         assert not late, f"workers started meanwhile are still running: {late}"
-        wait_for(lambda: not self.segments(), timeout=10,
-                 what=f"the segments of session {self.session} to be removed")
+        eventually(lambda: not self.segments(), timeout=10,
+                   what=f"the segments of session {self.session} to be removed")
 
 
 @contextlib.contextmanager
@@ -336,8 +328,8 @@ def driver_program(tmp_path: Path, tail: str) -> Iterator[Driver]:
                 os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=30)
         proc.stdout.close()
-        wait_for(lambda: all(is_gone(pid) for pid in left), timeout=10,
-                 what="the processes a failed test left to be killed")
+        eventually(lambda: all(is_gone(pid) for pid in left), timeout=10,
+                   what="the processes a failed test left to be killed")
         for name in driver.segments():
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(SHM_DIR, name))
@@ -378,8 +370,8 @@ def test_ctrl_c_in_a_driver_blocked_in_get_leaves_no_process_and_no_segment(tmp_
         processes = driver.processes()
         assert len(driver.segments()) >= 2
         # Blocked in ember.get by now, most likely; the driver catches the interrupt either way.
-        wait_for(lambda: psutil.Process(driver.proc.pid).status() == psutil.STATUS_SLEEPING,
-                 timeout=10, what="the driver to block")
+        eventually(lambda: psutil.Process(driver.proc.pid).status() == psutil.STATUS_SLEEPING,
+                   timeout=10, what="the driver to block")
 
         os.killpg(driver.proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
 
@@ -411,7 +403,7 @@ def test_a_runtime_killed_whole_is_cleaned_up_by_the_next_one(tmp_path, caplog):
             assert driver.segments() == []
             assert f"removed {len(left)} shared-memory segment(s)" in caplog.text
         finally:
-            shutdown_and_check()
+            LeakCheck().check()
 
 
 def test_a_runtime_that_cannot_write_its_lock_file_still_runs_and_says_so(
@@ -429,5 +421,5 @@ def test_a_runtime_that_cannot_write_its_lock_file_still_runs_and_says_so(
         big = ember.put(np.ones(4 * MB))  # shared memory itself still works
         assert ember.get(ember.remote(lambda a: float(a.sum())).remote(big), timeout=60) == 4 * MB
     finally:
-        shutdown_and_check()
+        LeakCheck().check()
 

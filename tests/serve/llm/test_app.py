@@ -18,7 +18,7 @@ import pytest
 import ember
 from ember import serve
 from ember.serve._cli import main
-from tests._support import shutdown_and_check
+from ember.testing import LeakCheck
 
 openai = pytest.importorskip("openai")
 torch = pytest.importorskip("torch")
@@ -55,7 +55,7 @@ def port(tiny_gpt2: str, tuned_gpt2: str, tmp_path_factory: pytest.TempPathFacto
         yield int(serve.status().http_port)  # type: ignore[arg-type]
     finally:
         serve.shutdown()
-        shutdown_and_check()
+        LeakCheck().check()
 
 
 @pytest.fixture
