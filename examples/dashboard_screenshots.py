@@ -176,7 +176,12 @@ def browser(profile: str, width: int = 1400, height: int = 1000):  # type: ignor
     options.add_argument(f"--user-data-dir={profile}")  # fresh: no state from other runs
     options.add_argument(f"--window-size={width},{height}")
     options.binary_location = "/usr/bin/chromium"
-    return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    # Chromium puts Unix sockets in its profile and in TMPDIR, and a socket's path has at most
+    # 107 bytes: under a long TMPDIR (a test's) it would exit at once, so it gets /tmp then.
+    env = dict(os.environ)
+    if len(tempfile.gettempdir()) >= 40:
+        env["TMPDIR"] = "/tmp"
+    return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver", env=env))
 
 
 def screenshot(driver, page: str, path: Path, click: str | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -232,7 +237,9 @@ def main() -> None:
     wait_for_views(info.dashboard_url, args.wait)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="ember-chromium-") as profile:
+    # (see browser: the profile holds a socket too)
+    short = None if len(tempfile.gettempdir()) < 40 else "/tmp"
+    with tempfile.TemporaryDirectory(prefix="ember-chromium-", dir=short) as profile:
         driver = browser(profile)
         try:
             driver.get(info.dashboard_url)

@@ -37,10 +37,12 @@ class PlacementGroup:
 
     @property
     def bundle_specs(self) -> list[dict[str, float]]:
+        """The bundles asked for, one dict of resources each (Ray's ``PlacementGroup.bundle_specs``)."""
         return [dict(b) for b in self._bundles]
 
     @property
     def bundle_count(self) -> int:
+        """How many bundles the group has."""
         return len(self._bundles)
 
     def ready(self) -> Any:

@@ -67,6 +67,7 @@ class Metric:
 
     @property
     def info(self) -> dict[str, Any]:
+        """The metric's name, description, tag keys and default tags (Ray's ``Metric.info``)."""
         return {"name": self._name, "description": self._description,
                 "tag_keys": self._tag_keys, "default_tags": dict(self._default_tags)}
 
@@ -102,6 +103,7 @@ class Counter(Metric):
     _kind = "counter"
 
     def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None:
+        """Add ``value`` (positive) to the counter for these ``tags`` (merged over the defaults)."""
         if not isinstance(value, (int, float)) or value <= 0:
             raise ValueError(f"Counter {self._name!r}: inc({value!r}) needs a positive number")
         _observe.store().inc(self._name, self._tags(tags), float(value))
@@ -113,6 +115,7 @@ class Gauge(Metric):
     _kind = "gauge"
 
     def set(self, value: float, tags: dict[str, str] | None = None) -> None:
+        """Set the gauge to ``value`` for these ``tags`` (merged over the defaults)."""
         if not isinstance(value, (int, float)):
             raise TypeError(f"Gauge {self._name!r}: set({value!r}) needs a number")
         _observe.store().set(self._name, self._tags(tags), float(value))
@@ -141,9 +144,11 @@ class Histogram(Metric):
 
     @property
     def info(self) -> dict[str, Any]:
+        """``Metric.info`` plus the histogram's bucket ``boundaries``."""
         return {**super().info, "boundaries": list(self._bounds)}
 
     def observe(self, value: float, tags: dict[str, str] | None = None) -> None:
+        """Record one observation of ``value`` for these ``tags`` (merged over the defaults)."""
         if not isinstance(value, (int, float)):
             raise TypeError(f"Histogram {self._name!r}: observe({value!r}) needs a number")
         _observe.store().observe(self._family, self._tags(tags), float(value))

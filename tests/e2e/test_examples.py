@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -40,6 +41,7 @@ class Example:
     outputs: tuple[str, ...] = ()  # prefixes of the ember-* temp folders it keeps on purpose
     slow: bool = False
     needs: tuple[str, ...] = ()  # modules it imports beyond the test extras' usual ones
+    programs: tuple[str, ...] = ()  # programs it starts (on PATH)
     timeout: float = 110
 
 
@@ -176,6 +178,16 @@ def check_serve_streaming(out: str, _tmp: Path) -> None:
     one(r"^   app 'default': RUNNING, TextGenerator HEALTHY with 1 replicas$", out)
 
 
+def check_dashboard_screenshots(out: str, tmp: Path) -> None:
+    pages = ["overview", "actors", "tasks", "serve", "data", "train", "rl"]
+    written = [Path(m.group(1)) for m in lines(r"^wrote (\S+)$", out)]
+    assert [p.name for p in written] == [f"dashboard-{page}.png" for page in pages]
+    for png in written:
+        assert png.parent == tmp / "img"
+        data = png.read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000, png  # a page, not a blank
+
+
 CASES = {
     "core_tour.py": Example(("--quick",), check_core_tour),
     "data_batch_inference.py": Example(("--quick",), check_data_batch_inference,
@@ -195,6 +207,11 @@ CASES = {
                                        outputs=("ember-hf-",), slow=True, timeout=280),
     "lightning_fsdp.py": Example(("--quick",), check_lightning_fsdp,
                                  outputs=("ember-lightning-",), slow=True, timeout=280),
+    # Headless Chromium opens each page of a running program ({tmp}: the test's temp folder).
+    "dashboard_screenshots.py": Example(("--out", "{tmp}/img"), check_dashboard_screenshots,
+                                        slow=True, timeout=280,
+                                        needs=("selenium",),
+                                        programs=("chromium", "chromedriver")),
 }
 
 
@@ -207,7 +224,8 @@ def test_every_example_has_a_smoke_test() -> None:
 def run_example(name: str, example: Example, tmp: Path) -> tuple[str, str, int]:
     """The example in a subprocess of its own session; (stdout, stderr, session id)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp)}
-    proc = subprocess.Popen([sys.executable, str(EXAMPLES / name), *example.args], cwd=ROOT,
+    args = [arg.replace("{tmp}", str(tmp)) for arg in example.args]
+    proc = subprocess.Popen([sys.executable, str(EXAMPLES / name), *args], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -230,6 +248,10 @@ def params() -> list[object]:
         if missing:
             marks.append(pytest.mark.skip(reason=f"{name} needs {missing} (pip install "
                                                  "'ember[rl]')"))
+        absent = [program for program in example.programs if shutil.which(program) is None]
+        if absent:
+            marks.append(pytest.mark.skip(reason=f"{name} needs {absent} (apt-get install "
+                                                 "chromium chromium-driver)"))
         out.append(pytest.param(name, marks=marks, id=name.removesuffix(".py")))
     return out
 
@@ -248,6 +270,9 @@ def test_example_runs_and_prints_what_its_header_says(name: str, tmp_path: Path)
     eventually(lambda: not [p for p in session_pids(sid) if not is_gone(p)],
                timeout=15, what=f"the processes of {name}'s session to exit")
     check.check()  # and no segment of its runtime is left in /dev/shm
+    # The user's session folder (how the ember CLI finds running programs) may stay, empty.
+    sessions = tmp / f"ember-{os.getuid()}"
+    assert not sessions.exists() or not any(sessions.iterdir()), list(sessions.iterdir())
     left = sorted(entry.name for entry in tmp.iterdir() if entry.name.startswith("ember-")
-                  and not entry.name.startswith(example.outputs))
+                  and entry != sessions and not entry.name.startswith(example.outputs))
     assert not left, f"{name} left temp folders it does not print: {left}"

@@ -176,6 +176,7 @@ class LLMEngine:
     # -- the caller's side ----------------------------------------------------------------------
 
     def encode(self, text: str, *, special_tokens: bool = True) -> list[int]:
+        """The prompt's token ids, as this engine's tokenizer makes them."""
         return list(self.tokenizer.encode(text, add_special_tokens=special_tokens))
 
     async def generate(self, prompt: str | Sequence[int],
@@ -206,6 +207,11 @@ class LLMEngine:
                 self._abort(request)
 
     def submit(self, prompt: str | Sequence[int], params: SamplingParams) -> _Request:
+        """Queue one request; it joins the running batch at the next decode step.
+
+        ``prompt`` is text or token ids. The returned request yields its ``Delta`` s as the
+        step loop makes them; ``generate`` wraps this for async callers.
+        """
         prompt_ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not prompt_ids:
             raise ValueError("the prompt is empty (0 tokens); give at least one token of text")
@@ -259,6 +265,8 @@ class LLMEngine:
         return self._closed and self._stopped.is_set()
 
     def stats(self) -> EngineStats:
+        """What the engine did so far: sequences running and waiting, the largest batch it
+        reached, steps, tokens generated, requests finished and abandoned."""
         with self._cond:
             return EngineStats(self._scheduler.running, self._scheduler.waiting, self._peak,
                                self._steps, self._generated, self._finished, self._aborted,

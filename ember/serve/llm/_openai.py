@@ -45,6 +45,7 @@ class OpenAIError(Exception):
         return (OpenAIError, (self.status, self.message, self.type, self.param, self.code))
 
     def body(self) -> dict[str, Any]:
+        """The JSON body OpenAI's API sends for this error: ``{"error": {"message", "type", ...}}``."""
         return {"error": {"message": self.message, "type": self.type, "param": self.param,
                           "code": self.code}}
 

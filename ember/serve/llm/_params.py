@@ -80,6 +80,7 @@ class Delta:
     completion_tokens: int
 
     def merge(self, later: Delta) -> Delta:
+        """This delta followed by ``later``: their text and tokens joined, the later counts kept."""
         return Delta(self.text + later.text, self.token_ids + later.token_ids,
                      later.finish_reason or self.finish_reason, later.prompt_tokens,
                      later.completion_tokens)
