@@ -17,7 +17,9 @@ A frame is at most ``MAX_FRAME_BYTES``: a larger length prefix ends the connecti
 
 Frames are a 4-byte length and a pickle:
 
-- proxy -> replica: ``("req", rid, scope, body, model_id)``; ``("ack", rid)`` when the messages
+- proxy -> replica: ``("req", rid, scope values, body, model_id)`` (the values of the request's
+  ASGI scope in ``SCOPE_KEYS`` order: a tuple pickles in a third of the dict's time, whose keys
+  would travel with every request); ``("ack", rid)`` when the messages
   of one non-final frame reached the client; ``("cancel", rid)`` when the client went away;
 - replica -> proxy: ``("out", rid, messages, status)``, the ASGI messages sent so far, with
   ``status`` ``None`` (more follow), ``"ok"`` (the response is complete) or an error text.
@@ -66,7 +68,9 @@ HANDSHAKE_TIMEOUT_S = 10.0
 READ_BUFFER_BYTES = 64 << 10
 _MIN_READ = 4 << 10
 _HEADER = struct.Struct("!I")
-_MAGIC = b"emberdc1"  # the replica's greeting: protocol and version
+_MAGIC = b"emberdc2"  # the replica's greeting: protocol and version
+SCOPE_KEYS = ("http_version", "method", "scheme", "path", "raw_path", "query_string",
+              "root_path", "headers", "server", "client")
 _NONCE_BYTES = 32
 _DIGEST = hashlib.sha256
 _DIGEST_BYTES = 32
@@ -313,7 +317,10 @@ class _ReplicaConnection(_Connection):
     def _frame_received(self, frame: Any) -> None:
         kind, rid = frame[0], frame[1]
         if kind == "req":
-            task = self._loop.create_task(self._respond(rid, frame[2], frame[3], frame[4]))
+            scope = dict(zip(SCOPE_KEYS, frame[2], strict=True))
+            scope["type"] = "http"
+            scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}
+            task = self._loop.create_task(self._respond(rid, scope, frame[3], frame[4]))
             self._running[rid] = task
             task.add_done_callback(functools.partial(self._forget, rid))
         elif kind == "ack":
@@ -543,7 +550,7 @@ class DirectChannel(_Connection):
         if self.lost is not None:
             raise self.lost
         rid = next(self._ids)
-        self.send(("req", rid, scope, body, model_id))
+        self.send(("req", rid, tuple([scope.get(key) for key in SCOPE_KEYS]), body, model_id))
         frames = self._streams[rid] = Frames(self._loop)
         return rid, frames
 

@@ -5,12 +5,13 @@ It checks the request head first (431 past the header limits of ``HTTPOptions``;
 client's ``x-request-id``, or a new one; every response carries it back), matches the longest
 route prefix (404 when none does), reads the body (413 past ``max_body_bytes``), asks that
 application's router for a replica (503 with ``Retry-After`` when every replica is full and the
-deployment allows no queue, or its queue is full), and relays the replica's ASGI messages to the client as they come, so streamed chunks are not held back. Requests
-travel to replicas on this machine over a direct socket (``_direct``; authenticated, see there),
-else as actor calls. When the client goes away the request is cancelled on the replica, which
-closes its generator. A handler's failure is answered 500 with a generic message naming the
-request id (the replica logs the traceback under that id); ``show_error_details`` puts the error
-text in the body.
+deployment allows no queue, or its queue is full), and relays the replica's ASGI messages to
+the client as they come, so streamed chunks are not held back. Requests travel to replicas on
+this machine over a direct socket (``_direct``; authenticated, see there), else as actor calls.
+When the client goes away the request is cancelled on the replica, which closes its generator
+(the HTTP protocol, ``_http_protocol``, tells the app at once: no task watches for it). A
+handler's failure is answered 500 with a generic message naming the request id (the replica
+logs the traceback under that id); ``show_error_details`` puts the error text in the body.
 """
 
 from __future__ import annotations
@@ -194,6 +195,10 @@ class Proxy:
                 return request_id, (400, problem), "", b""
         return request_id, None, model_id, length
 
+    def _too_large(self) -> str:
+        return (f"the request body is larger than the {self._max_body} bytes this server takes "
+                "(serve.start(http_options={'max_body_bytes': ...}) sets the limit)")
+
     def _error_body(self, deployment_name: str, error: BaseException | str | None,
                     request_id: str) -> str:
         # A replica that died is the server's own news; a handler's exception text is not
@@ -207,20 +212,17 @@ class Proxy:
         if scope["type"] != "http":
             return
         request_id, refused, model_id, declared = self._check_head(scope["headers"])
-        # Answers the proxy makes itself carry the request's id; the replica adds it to its own.
-        reply = functools.partial(_with_request_id, send, request_id.encode("latin-1"))
         if refused is not None:
-            await _plain(reply, *refused)
+            await _plain(send, request_id, *refused)
             return
         matched = self._match(scope["path"])
         if matched is None:
-            await _plain(reply, 404, f"no application serves path {scope['path']!r}")
+            await _plain(send, request_id, 404,
+                         f"no application serves path {scope['path']!r}")
             return
         prefix, (app_name, deployment_name) = matched
-        too_large = (f"the request body is larger than the {self._max_body} bytes this server "
-                     "takes (serve.start(http_options={'max_body_bytes': ...}) sets the limit)")
         if declared.isdigit() and int(declared) > self._max_body:
-            await _plain(reply, 413, too_large)
+            await _plain(send, request_id, 413, self._too_large())
             return
         chunks: list[bytes] = []
         size = 0
@@ -231,7 +233,7 @@ class Proxy:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self._max_body:
-                await _plain(reply, 413, too_large)
+                await _plain(send, request_id, 413, self._too_large())
                 return
             chunks.append(chunk)
             if not message.get("more_body"):
@@ -251,7 +253,8 @@ class Proxy:
             if choice is None and (not client.has_replicas or client.max_queued_requests > 0):
                 choice = await _wait_for_a_replica(client, model_id)
         if choice is None:
-            await _plain(reply, 503, f"{deployment_name} is at capacity; retry later",
+            await _plain(send, request_id, 503,
+                         f"{deployment_name} is at capacity; retry later",
                          [(b"retry-after", RETRY_AFTER_S)])
             return
         replica_id, actor = choice
@@ -270,14 +273,15 @@ class Proxy:
         channel = None
         if self._direct and len(body) <= _direct.MAX_BODY_BYTES:
             known = self._channels.get(replica_id)
-            if known is not None and known.done() and not known.cancelled() and (
-                    known.result() is None or known.result().lost is None):  # type: ignore[union-attr]
-                channel = known.result()
+            made: Any = known.result() if known is not None and known.done() and (
+                not known.cancelled()) else _UNMADE
+            if made is not _UNMADE and (made is None or made.lost is None):
+                channel = made  # the usual case: made before, and no await
             else:
                 channel = await self._channel(replica_id, actor)
         if channel is not None:
             await self._serve_direct(channel, client, replica_id, deployment_name, inner, body,
-                                     model_id, scope, send, reply, request_id)
+                                     model_id, scope, send, request_id)
             return
         error: BaseException | None = None
         inner[INTERNAL_REQUEST_KEY] = request_key = os.urandom(8).hex()
@@ -299,8 +303,8 @@ class Proxy:
                 error = relay.exception()
                 started = getattr(error, "ember_response_started", False)
                 if not started:
-                    await _plain(reply, 500, self._error_body(deployment_name, error,
-                                                              request_id))
+                    await _plain(send, request_id, 500,
+                                 self._error_body(deployment_name, error, request_id))
         finally:
             client.done(replica_id, error)
 
@@ -337,7 +341,7 @@ class Proxy:
     async def _serve_direct(
         self, channel: DirectChannel, client: Any, replica_id: str, deployment_name: str,
         inner: dict[str, Any], body: bytes, model_id: str, scope: dict[str, Any], send: Any,
-        reply: Any, request_id: str,
+        request_id: str,
     ) -> None:
         error: BaseException | None = None
         started = False
@@ -346,7 +350,8 @@ class Proxy:
         except ReplicaLost as exc:
             error = ActorDiedError(f"replica {replica_id} of {deployment_name} died: {exc}")
             client.done(replica_id, error)
-            await _plain(reply, 500, self._error_body(deployment_name, error, request_id))
+            await _plain(send, request_id, 500,
+                         self._error_body(deployment_name, error, request_id))
             return
         # The client going away ends the wait at once: the HTTP protocol calls this hook
         # (waiting for http.disconnect would take a task per request).
@@ -383,7 +388,8 @@ class Proxy:
                     error = RuntimeError(status)
                 break
             if error is not None and not started:
-                await _plain(reply, 500, self._error_body(deployment_name, error, request_id))
+                await _plain(send, request_id, 500,
+                         self._error_body(deployment_name, error, request_id))
             # Started and failed: returning without finishing makes uvicorn cut the connection.
         finally:
             scope.pop(ON_DISCONNECT, None)
@@ -433,6 +439,7 @@ async def _wait_for_a_replica(client: Any, model_id: str) -> tuple[str, Any] | N
 
 
 _DISCONNECTED = object()
+_UNMADE = object()
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
 
 
@@ -451,18 +458,12 @@ def _valid_request_id(value: bytes) -> str:
     return ""
 
 
-async def _with_request_id(send: Any, request_id: bytes, message: dict[str, Any]) -> None:
-    """``send``, with the request's id on the response head (unless the app set one)."""
-    if message["type"] == "http.response.start":
-        headers = message.get("headers") or []
-        if not any(key.lower() == REQUEST_ID_HEADER for key, _ in headers):
-            message = {**message, "headers": [*headers, (REQUEST_ID_HEADER, request_id)]}
-    await send(message)
-
-
-async def _plain(send: Any, status: int, text: str,
+async def _plain(send: Any, request_id: str, status: int, text: str,
                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """An answer the proxy makes itself, carrying the request's id (the replica adds it to
+    its own answers)."""
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (REQUEST_ID_HEADER, request_id.encode("latin-1")),
                             *(headers or [])]})
     await send({"type": "http.response.body", "body": text.encode()})
