@@ -259,6 +259,8 @@ class _RouterClient:
                 if isinstance(error, ActorDiedError):
                     self._router.remove_replica(replica_id)
                     self._replicas.pop(replica_id, None)
+            if not self._waiting and not self._reported_queue:
+                return  # no call waits here, and the controller knows it: nothing to drain
         self._drain()
 
 

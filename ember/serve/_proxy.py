@@ -5,12 +5,13 @@ It checks the request head first (431 past the header limits of ``HTTPOptions``;
 client's ``x-request-id``, or a new one; every response carries it back), matches the longest
 route prefix (404 when none does), reads the body (413 past ``max_body_bytes``), asks that
 application's router for a replica (503 with ``Retry-After`` when every replica is full and the
-deployment allows no queue, or its queue is full), and relays the replica's ASGI messages to the client as they come, so streamed chunks are not held back. Requests
-travel to replicas on this machine over a direct socket (``_direct``; authenticated, see there),
-else as actor calls. When the client goes away the request is cancelled on the replica, which
-closes its generator. A handler's failure is answered 500 with a generic message naming the
-request id (the replica logs the traceback under that id); ``show_error_details`` puts the error
-text in the body.
+deployment allows no queue, or its queue is full), and relays the replica's ASGI messages to
+the client as they come, so streamed chunks are not held back. Requests travel to replicas on
+this machine over a direct socket (``_direct``; authenticated, see there), else as actor calls.
+When the client goes away the request is cancelled on the replica, which closes its generator
+(the HTTP protocol, ``_http_protocol``, tells the app at once: no task watches for it). A
+handler's failure is answered 500 with a generic message naming the request id (the replica
+logs the traceback under that id); ``show_error_details`` puts the error text in the body.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import logging
 import math
 import os
 import socket
-import sys
 import threading
 from typing import Any
 
@@ -30,6 +30,7 @@ from ember.errors import ActorDiedError
 from ember.serve import _direct
 from ember.serve._direct import DirectChannel, NotAuthenticated, ReplicaLost
 from ember.serve._handle import await_ref, router_client
+from ember.serve._http_protocol import CORK, DISCONNECTED, ON_DISCONNECT, http_protocol
 from ember.serve._multiplex import model_id_problem
 from ember.serve._replica import INTERNAL_REQUEST_KEY
 from ember.serve.config import HTTPOptions
@@ -45,7 +46,6 @@ NO_REPLICA_WAIT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
 RETRY_AFTER_S = b"1"  # seconds, in the Retry-After header of a 503
 DEFAULT_MAX_BODY_BYTES = 100 * 2**20
-WATCH_AFTER_S = 0.005
 
 
 class Proxy:
@@ -63,9 +63,11 @@ class Proxy:
         # EMBER_SERVE_DIRECT=0: every request as an actor call (for tests of that path).
         self._direct = os.environ.get("EMBER_SERVE_DIRECT") != "0"
 
-    async def start(self, host: str, port: int, options: dict[str, Any] | None = None) -> int:
+    async def start(self, host: str, port: int, options: dict[str, Any] | None = None, *,
+                    parser: str = "auto") -> int:
         """Bind ``host:port`` (port 0: any free port) and serve; returns the bound port.
-        ``options``: ``HTTPOptions.proxy_options()`` (the limits; defaults when ``None``).
+        ``options``: ``HTTPOptions.proxy_options()`` (the limits; defaults when ``None``);
+        ``parser``: ``"httptools"``, ``"h11"`` or ``"auto"`` (httptools where installed).
 
         uvicorn runs on an event loop of its own, in a thread (uvloop when it is installed:
         it halves the proxy's cost per request), not on the actor's loop.
@@ -91,15 +93,13 @@ class Proxy:
             # uvicorn mistake a bound method for an app factory.
             await self._app(scope, receive, send)
 
-        # h11, with its buffer bounded: a request head larger than max_request_head_bytes is
-        # refused by the parser (431) before it is all in memory. httptools' parser has no
-        # such bound, so it is not used even where it is installed.
+        # httptools (h11 without it), with the request head bounded: past
+        # max_request_head_bytes the parser refuses it (431) before it is all in memory.
         config = uvicorn.Config(app, log_level="warning", lifespan="off", interface="asgi3",
                                 timeout_graceful_shutdown=2, access_log=False,
                                 proxy_headers=False, server_header=False,
-                                http=_h11_protocol(),
-                                h11_max_incomplete_event_size=int(
-                                    self._options["max_request_head_bytes"]),
+                                http=http_protocol(int(self._options["max_request_head_bytes"]),
+                                                   parser=parser),
                                 timeout_keep_alive=math.ceil(
                                     self._options["keep_alive_timeout_s"]))
         self._server = uvicorn.Server(config)
@@ -157,36 +157,47 @@ class Proxy:
         return best
 
     def _check_head(self, raw_headers: list[tuple[bytes, bytes]]
-                    ) -> tuple[str, tuple[int, str] | None]:
-        """The request's id, and ``(status, why)`` when its head breaks a limit or rule."""
+                    ) -> tuple[str, tuple[int, str] | None, str, bytes]:
+        """The request's id, ``(status, why)`` when its head breaks a limit or rule, its model
+        id and its declared content length (one pass over the headers)."""
         options = self._options
-        request_id = ""
         if len(raw_headers) > options["max_headers"]:
             return new_request_id(), (431, (
                 f"the request has {len(raw_headers)} headers; this server takes at most "
-                f"{options['max_headers']} (http_options max_headers)"))
+                f"{options['max_headers']} (http_options max_headers)")), "", b""
         limit = options["max_header_bytes"]
+        request_id = ""
+        model_ids: list[bytes] = []
+        length = b""
         for key, value in raw_headers:
             if len(key) + len(value) > limit:
                 return new_request_id(), (431, (
                     f"header {bytes(key[:64]).decode('latin-1')!r} is {len(key) + len(value)} "
                     f"bytes; this server takes at most {limit} per header (http_options "
-                    "max_header_bytes)"))
+                    "max_header_bytes)")), "", b""
             if key == REQUEST_ID_HEADER:
                 request_id = _valid_request_id(value)
+            elif key == MODEL_ID_HEADER:
+                model_ids.append(value)
+            elif key == b"content-length":
+                length = value
         request_id = request_id or new_request_id()
-        for key, value in raw_headers:
-            if key == MODEL_ID_HEADER:
-                try:
-                    model_id = bytes(value).decode("ascii")
-                except UnicodeDecodeError:
-                    return request_id, (400, (
-                        "the serve_multiplexed_model_id header is not ASCII text; model ids "
-                        "are made of A-Z a-z 0-9 - _ . : / @ + = ~"))
-                problem = model_id_problem(model_id)
-                if problem is not None:
-                    return request_id, (400, problem)
-        return request_id, None
+        model_id = ""
+        for value in model_ids:
+            try:
+                model_id = bytes(value).decode("ascii")
+            except UnicodeDecodeError:
+                return request_id, (400, (
+                    "the serve_multiplexed_model_id header is not ASCII text; model ids "
+                    "are made of A-Z a-z 0-9 - _ . : / @ + = ~")), "", b""
+            problem = model_id_problem(model_id)
+            if problem is not None:
+                return request_id, (400, problem), "", b""
+        return request_id, None, model_id, length
+
+    def _too_large(self) -> str:
+        return (f"the request body is larger than the {self._max_body} bytes this server takes "
+                "(serve.start(http_options={'max_body_bytes': ...}) sets the limit)")
 
     def _error_body(self, deployment_name: str, error: BaseException | str | None,
                     request_id: str) -> str:
@@ -200,22 +211,18 @@ class Proxy:
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        request_id, refused = self._check_head(scope["headers"])
-        send = functools.partial(_with_request_id, send, request_id.encode("latin-1"))
+        request_id, refused, model_id, declared = self._check_head(scope["headers"])
         if refused is not None:
-            await _plain(send, *refused)
+            await _plain(send, request_id, *refused)
             return
         matched = self._match(scope["path"])
         if matched is None:
-            await _plain(send, 404, f"no application serves path {scope['path']!r}")
+            await _plain(send, request_id, 404,
+                         f"no application serves path {scope['path']!r}")
             return
         prefix, (app_name, deployment_name) = matched
-        headers = dict(scope["headers"])
-        too_large = (f"the request body is larger than the {self._max_body} bytes this server "
-                     "takes (serve.start(http_options={'max_body_bytes': ...}) sets the limit)")
-        declared = headers.get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > self._max_body:
-            await _plain(send, 413, too_large)
+            await _plain(send, request_id, 413, self._too_large())
             return
         chunks: list[bytes] = []
         size = 0
@@ -226,13 +233,12 @@ class Proxy:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self._max_body:
-                await _plain(send, 413, too_large)
+                await _plain(send, request_id, 413, self._too_large())
                 return
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
-        body = b"".join(chunks)
-        model_id = headers.get(MODEL_ID_HEADER, b"").decode("ascii")  # checked above
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         client = self._clients.get((app_name, deployment_name))
         if client is None or client.dead is not None:
             client = self._clients[(app_name, deployment_name)] = router_client(
@@ -247,32 +253,41 @@ class Proxy:
             if choice is None and (not client.has_replicas or client.max_queued_requests > 0):
                 choice = await _wait_for_a_replica(client, model_id)
         if choice is None:
-            await _plain(send, 503, f"{deployment_name} is at capacity; retry later",
+            await _plain(send, request_id, 503,
+                         f"{deployment_name} is at capacity; retry later",
                          [(b"retry-after", RETRY_AFTER_S)])
             return
         replica_id, actor = choice
-        inner: dict[str, Any] = {
-            key: scope[key] for key in ("type", "http_version", "method", "scheme", "path",
-                                        "raw_path", "query_string", "headers", "server",
-                                        "client") if key in scope
-        }
-        inner["root_path"] = "" if prefix.rstrip("/") == "" else prefix.rstrip("/")
-        inner["asgi"] = {"version": "3.0", "spec_version": "2.4"}
+        root_path = prefix.rstrip("/")
         # The replica reads the request's id from its header (the client's one replaced).
-        inner["headers"] = [*(h for h in scope["headers"] if h[0] != REQUEST_ID_HEADER),
-                            (REQUEST_ID_HEADER, request_id.encode("latin-1"))]
+        headers = [h for h in scope["headers"] if h[0] != REQUEST_ID_HEADER]
+        headers.append((REQUEST_ID_HEADER, request_id.encode("latin-1")))
+        inner: dict[str, Any] = {
+            "type": "http", "asgi": _ASGI, "http_version": scope["http_version"],
+            "method": scope["method"], "scheme": scope["scheme"], "path": scope["path"],
+            "raw_path": scope.get("raw_path"), "query_string": scope["query_string"],
+            "root_path": root_path, "headers": headers, "server": scope.get("server"),
+            "client": scope.get("client"),
+        }
         # A body too large for one frame of the direct channel goes as an actor call.
-        channel = (await self._channel(replica_id, actor)
-                   if len(body) <= _direct.MAX_BODY_BYTES else None)
+        channel = None
+        if self._direct and len(body) <= _direct.MAX_BODY_BYTES:
+            known = self._channels.get(replica_id)
+            made: Any = known.result() if known is not None and known.done() and (
+                not known.cancelled()) else _UNMADE
+            if made is not _UNMADE and (made is None or made.lost is None):
+                channel = made  # the usual case: made before, and no await
+            else:
+                channel = await self._channel(replica_id, actor)
         if channel is not None:
             await self._serve_direct(channel, client, replica_id, deployment_name, inner, body,
-                                     model_id, receive, send, request_id)
+                                     model_id, scope, send, request_id)
             return
         error: BaseException | None = None
         inner[INTERNAL_REQUEST_KEY] = request_key = os.urandom(8).hex()
         try:
             stream = actor.handle_http.remote(inner, body, model_id)
-            relay = asyncio.create_task(self._relay(stream, send))
+            relay = asyncio.create_task(self._relay(stream, send))  # the replica adds the id
             watch = asyncio.create_task(_wait_disconnect(receive))
             await asyncio.wait({relay, watch}, return_when=asyncio.FIRST_COMPLETED)
             if not relay.done():  # the client left: stop the request, drop the stream
@@ -288,8 +303,8 @@ class Proxy:
                 error = relay.exception()
                 started = getattr(error, "ember_response_started", False)
                 if not started:
-                    await _plain(send, 500, self._error_body(deployment_name, error,
-                                                             request_id))
+                    await _plain(send, request_id, 500,
+                                 self._error_body(deployment_name, error, request_id))
         finally:
             client.done(replica_id, error)
 
@@ -325,27 +340,25 @@ class Proxy:
 
     async def _serve_direct(
         self, channel: DirectChannel, client: Any, replica_id: str, deployment_name: str,
-        scope: dict[str, Any], body: bytes, model_id: str, receive: Any, send: Any,
-        request_id: str = "",
+        inner: dict[str, Any], body: bytes, model_id: str, scope: dict[str, Any], send: Any,
+        request_id: str,
     ) -> None:
         error: BaseException | None = None
         started = False
         try:
-            rid, frames = channel.open(scope, body, model_id)
+            rid, frames = channel.open(inner, body, model_id)
         except ReplicaLost as exc:
             error = ActorDiedError(f"replica {replica_id} of {deployment_name} died: {exc}")
             client.done(replica_id, error)
-            await _plain(send, 500, self._error_body(deployment_name, error, request_id))
+            await _plain(send, request_id, 500,
+                         self._error_body(deployment_name, error, request_id))
             return
-        # Watch for the client leaving only once the answer takes a while: most come sooner,
-        # and a task per request is a good part of the proxy's cost per request.
-        watch: asyncio.Task[None] | None = None
-
-        def start_watching() -> None:
-            nonlocal watch
-            watch = asyncio.ensure_future(_disconnect_into(receive, frames))
-
-        timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
+        # The client going away ends the wait at once: the HTTP protocol calls this hook
+        # (waiting for http.disconnect would take a task per request).
+        scope[ON_DISCONNECT] = functools.partial(frames.put_nowait, _DISCONNECTED)
+        if scope.get(DISCONNECTED):
+            frames.put_nowait(_DISCONNECTED)
+        cork = scope.get(CORK)  # a frame's messages (head and body) leave in one write
         try:
             while True:
                 item = await frames.get()
@@ -357,8 +370,16 @@ class Proxy:
                         f"replica {replica_id} of {deployment_name} died: {item}")
                     break
                 messages, status = item
-                for message in messages:
-                    await send(message)
+                if cork is None:
+                    for message in messages:
+                        await send(message)
+                else:
+                    cork.cork()
+                    try:
+                        for message in messages:
+                            await send(message)
+                    finally:
+                        cork.uncork()
                 started = started or bool(messages)
                 if status is None:
                     channel.ack(rid)
@@ -367,12 +388,11 @@ class Proxy:
                     error = RuntimeError(status)
                 break
             if error is not None and not started:
-                await _plain(send, 500, self._error_body(deployment_name, error, request_id))
+                await _plain(send, request_id, 500,
+                         self._error_body(deployment_name, error, request_id))
             # Started and failed: returning without finishing makes uvicorn cut the connection.
         finally:
-            timer.cancel()
-            if watch is not None:
-                watch.cancel()
+            scope.pop(ON_DISCONNECT, None)
             client.done(replica_id, error)
 
     async def _relay(self, stream: Any, send: Any) -> None:
@@ -419,11 +439,8 @@ async def _wait_for_a_replica(client: Any, model_id: str) -> tuple[str, Any] | N
 
 
 _DISCONNECTED = object()
-
-
-async def _disconnect_into(receive: Any, frames: asyncio.Queue[Any]) -> None:
-    await _wait_disconnect(receive)
-    frames.put_nowait(_DISCONNECTED)
+_UNMADE = object()
+_ASGI = {"version": "3.0", "spec_version": "2.4"}
 
 
 async def _wait_disconnect(receive: Any) -> None:
@@ -441,47 +458,12 @@ def _valid_request_id(value: bytes) -> str:
     return ""
 
 
-async def _with_request_id(send: Any, request_id: bytes, message: dict[str, Any]) -> None:
-    """``send``, with the request's id on the response head (unless the app set one)."""
-    if message["type"] == "http.response.start":
-        headers = message.get("headers") or []
-        if not any(key.lower() == REQUEST_ID_HEADER for key, _ in headers):
-            message = {**message, "headers": [*headers, (REQUEST_ID_HEADER, request_id)]}
-    await send(message)
-
-
-@functools.cache
-def _h11_protocol() -> type:
-    """uvicorn's h11 protocol, answering 431 (not 400) when a request head outgrows the
-    parser's buffer: h11 says so (``error_status_hint``), uvicorn does not pass it on."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class BoundedH11Protocol(H11Protocol):
-        def send_400_response(self, msg: str) -> None:
-            failure = sys.exc_info()[1]  # called while uvicorn handles h11's error
-            if not (isinstance(failure, h11.RemoteProtocolError)
-                    and failure.error_status_hint == 431):
-                super().send_400_response(msg)
-                return
-            text = (b"the request head is larger than this server takes (http_options "
-                    b"max_request_head_bytes)")
-            for event in (
-                h11.Response(status_code=431, reason=b"Request Header Fields Too Large",
-                             headers=[(b"content-type", b"text/plain; charset=utf-8"),
-                                      (b"content-length", str(len(text)).encode()),
-                                      (b"connection", b"close")]),
-                h11.Data(data=text), h11.EndOfMessage(),
-            ):
-                self.transport.write(self.conn.send(event))
-            self.transport.close()
-
-    return BoundedH11Protocol
-
-
-async def _plain(send: Any, status: int, text: str,
+async def _plain(send: Any, request_id: str, status: int, text: str,
                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """An answer the proxy makes itself, carrying the request's id (the replica adds it to
+    its own answers)."""
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (REQUEST_ID_HEADER, request_id.encode("latin-1")),
                             *(headers or [])]})
     await send({"type": "http.response.body", "body": text.encode()})

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import uuid
+import os
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +88,18 @@ def _get_serve_request_context() -> _RequestContext:
 
 
 def new_request_id() -> str:
-    return str(uuid.uuid4())
+    """A random id in uuid4's form. Not ``uuid.uuid4()``: its system call and object cost a
+    fifth of what the proxy spends on a trivial request. Ids need to be unique, not secret."""
+    bits = (_ids.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET  # version 4, RFC 4122 variant
+    h = f"{bits:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+_ids = random.Random(os.urandom(32))
+# A process forked from this one (the fork server's workers) must not repeat its ids.
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
 
 
 class RequestIdFilter(logging.Filter):

@@ -36,7 +36,7 @@ async def connected(handler: Any) -> tuple[DirectServer, DirectChannel]:
     return server, channel
 
 
-async def collect(channel: DirectChannel, rid: int, frames: asyncio.Queue[Any]
+async def collect(channel: DirectChannel, rid: int, frames: _direct.Frames
                   ) -> tuple[list[dict[str, Any]], str]:
     messages: list[dict[str, Any]] = []
     while True:
@@ -142,25 +142,17 @@ def test_cancel_closes_the_handler() -> None:
 
 def test_a_dropped_connection_fails_requests_in_flight() -> None:
     async def main() -> None:
-        connections: list[asyncio.StreamWriter] = []
-
         async def handler(scope: dict[str, Any], body: bytes, model_id: str, send: Send) -> None:
             await asyncio.sleep(60)
 
         server = DirectServer(handler)
-        original = server._connection
-
-        async def remember(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            connections.append(writer)
-            await original(reader, writer)
-
-        server._connection = remember  # type: ignore[method-assign]
         address = await server.start()
         channel = await DirectChannel.connect(address)
         assert channel is not None
         _rid, frames = channel.open({}, b"", "")
         await asyncio.sleep(0.05)
-        connections[0].transport.abort()  # what the kernel does when the replica dies
+        (connection,) = server.connections
+        connection._transport.abort()  # what the kernel does when the replica dies
         item = await asyncio.wait_for(frames.get(), 5)
         assert isinstance(item, ReplicaLost)
         assert "died" in str(item)
@@ -241,7 +233,7 @@ def test_an_oversized_length_prefix_ends_the_connection_unread() -> None:
         _messages, status = await collect(channel, rid, frames)
         assert status == "ok"
         # An authenticated peer announces a 4 GiB frame and sends a first megabyte of it.
-        channel._writer.write(struct.pack("!I", 2**32 - 1) + b"\0" * (1 << 20))
+        channel._transport.write(struct.pack("!I", 2**32 - 1) + b"\0" * (1 << 20))
         _rid, frames = channel.open({}, b"", "")  # queued behind it: never read
         item = await asyncio.wait_for(frames.get(), 5)
         assert isinstance(item, ReplicaLost)  # the replica closed the connection

@@ -5,6 +5,8 @@ request heads, model ids and error bodies, and the request id every response car
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -114,6 +116,83 @@ def test_oversized_request_heads_get_431() -> None:
     head = b"GET / HTTP/1.1\r\nhost: x\r\n" + b"".join(
         b"x-h%d: %s\r\n" % (i, b"v" * 1000) for i in range(80)) + b"\r\n"
     assert _raw_request(port, head, pieces=8).startswith(b"HTTP/1.1 431 ")
+
+
+@pytest.fixture(params=["httptools", "h11"])
+def bare_proxy(request: pytest.FixtureRequest) -> Iterator[tuple[int, Any]]:
+    """A proxy with no routes (every request it accepts gets 404), on its own: its HTTP parser
+    and head limits need no runtime. Yields (port, the uvicorn protocol class in use)."""
+    from ember.serve._proxy import Proxy
+
+    proxy = Proxy()
+    runner = asyncio.new_event_loop()
+    try:
+        port = runner.run_until_complete(proxy.start(
+            "127.0.0.1", 0, {"max_request_head_bytes": 64 << 10}, parser=request.param))
+        yield port, proxy._server.config.http_protocol_class
+    finally:
+        runner.run_until_complete(proxy.stop())
+        runner.close()
+
+
+def test_the_proxy_parses_with_httptools_where_installed() -> None:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from ember.serve._http_protocol import http_protocol
+
+    assert issubclass(http_protocol(64 << 10), HttpToolsProtocol)
+
+
+def test_a_head_past_the_limit_is_refused_before_it_all_arrives(
+        bare_proxy: tuple[int, Any]) -> None:
+    port, protocol = bare_proxy
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    assert issubclass(protocol, (HttpToolsProtocol, H11Protocol))
+    # One header of 16 MiB, sent in 64 KiB pieces: 431 comes back after about 64 KiB, and the
+    # connection closes, long before the rest is sent (a parser that buffered the whole head
+    # would answer only at its end, or never).
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nx-big: ")
+        sent = 0
+        piece = b"v" * (64 << 10)
+        answer = b""
+        while sent < 16 << 20:
+            try:
+                sock.sendall(piece)
+            except OSError:  # closed by the server: its answer is waiting to be read
+                break
+            sent += len(piece)
+            if select.select([sock], [], [], 0.01)[0]:
+                break
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"max_request_head_bytes" in answer
+    assert sent < 4 << 20, f"{sent} bytes of the head were taken before the answer"
+
+
+def test_pipelined_heads_are_each_held_to_the_limit(bare_proxy: tuple[int, Any]) -> None:
+    # Two requests in one write, twice: heads of 7 KB, then of 40 KB (each under the 64 KiB
+    # limit, together over it): all are answered. A head of 80 KiB is refused.
+    def head(size: int) -> bytes:
+        return b"GET /x HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * size + b"\r\n\r\n"
+
+    port, _protocol = bare_proxy
+    big = b"GET /x HTTP/1.1\r\nhost: x\r\n" + b"".join(
+        b"x-h%d: %s\r\n" % (i, b"v" * 1000) for i in range(40)) + b"\r\n"
+    for pair in (head(7000) + head(7000), big + big):  # one header under 8 KiB; 40 of 1 KB
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(pair)
+            answer = b""
+            while answer.count(b"\r\n0\r\n\r\n") < 2:  # two chunked 404 answers
+                chunk = sock.recv(65536)
+                assert chunk, answer
+                answer += chunk
+            assert answer.count(b"HTTP/1.1 404 ") == 2, answer
+    assert _raw_request(port, head(80_000)).startswith(b"HTTP/1.1 431 ")
 
 
 @pytest.mark.usefixtures("serve_instance")
