@@ -16,6 +16,7 @@ The tree::
     ├── SerializationError        a value could not be pickled (also a ``TypeError``)
     ├── TrainingFailedError       an ``ember.train`` run failed and used up its ``max_failures``
     ├── StorageError              a storage path cannot be read or written (also an ``OSError``)
+    ├── UnsupportedPlatformError  the local backend cannot run on this OS (also a ``RuntimeError``)
     └── RuntimeNotInitializedError / BackendError   misuse of the runtime itself
 
 All of them survive pickling, so they travel between processes unchanged.
@@ -41,12 +42,18 @@ __all__ = [
     "TaskCancelledError",
     "TaskError",
     "TrainingFailedError",
+    "UnsupportedPlatformError",
     "WorkerCrashedError",
 ]
 
 
 class EmberError(Exception):
     """Base class of every exception ember raises on purpose."""
+
+
+class UnsupportedPlatformError(EmberError, RuntimeError):
+    """The local backend cannot run here (it needs Linux: fork, ``/dev/shm``, Unix sockets);
+    the message names what to use instead (the ray backend)."""
 
 
 class WorkerCrashedError(EmberError):
