@@ -12,6 +12,7 @@ import importlib
 from typing import Any
 
 from ember import actor, errors, exceptions
+from ember._version import __version__ as __version__
 from ember.core._api import (
     available_resources,
     cancel,
@@ -32,8 +33,6 @@ from ember.core._api import (
 from ember.core._context import RuntimeContext
 from ember.core._refs import DynamicObjectRefGenerator, ObjectRef, ObjectRefGenerator
 from ember.core._remote import ActorClass, ActorHandle, RemoteFunction, method, remote
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ActorClass",

@@ -22,6 +22,7 @@ The tree::
     │   └── CorruptCheckpointError a checkpoint's manifest or a file of it is damaged
     ├── SessionError              the ``ember`` CLI finds no running program, or an unsafe
     │                             session folder
+    ├── UnsupportedPlatformError  the local backend cannot run on this OS (also a ``RuntimeError``)
     └── RuntimeNotInitializedError / BackendError   misuse of the runtime itself
 
 All of them survive pickling, so they travel between processes unchanged. Ray's names for
@@ -53,12 +54,18 @@ __all__ = [
     "TaskCancelledError",
     "TaskError",
     "TrainingFailedError",
+    "UnsupportedPlatformError",
     "WorkerCrashedError",
 ]
 
 
 class EmberError(Exception):
     """Base class of every exception ember raises on purpose."""
+
+
+class UnsupportedPlatformError(EmberError, RuntimeError):
+    """The local backend cannot run here (it needs Linux: fork, ``/dev/shm``, Unix sockets);
+    the message names what to use instead (the ray backend)."""
 
 
 class WorkerCrashedError(EmberError):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+from importlib.metadata import version
+
 import pytest
 
 import ember
 import ember.testing
 import ember.util.queue
 from ember import actor, errors, exceptions, util
+from ember.cli import main
 
 EMBER_ALL = [
     "ActorClass",
@@ -59,6 +64,7 @@ ERRORS_ALL = [
     "TaskCancelledError",
     "TaskError",
     "TrainingFailedError",
+    "UnsupportedPlatformError",
     "WorkerCrashedError",
 ]
 
@@ -132,6 +138,15 @@ def test_every_error_class_is_exported():
 
 def test_version_is_a_string():
     assert isinstance(ember.__version__, str) and ember.__version__
+
+
+def test_the_version_has_one_source():
+    """``ember.__version__``, ``ember --version`` and the installed distribution agree."""
+    assert version("ember-scale") == ember.__version__
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["--version"]) == 0
+    assert out.getvalue().strip() == f"ember {ember.__version__}"
 
 
 def test_unknown_attribute_raises_attribute_error_naming_it():

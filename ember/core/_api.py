@@ -121,6 +121,9 @@ def init(
                 raise TypeError(
                     f"unexpected options for the local backend: {sorted(backend_options)}"
                 )
+            from ember.core._platform import check_local_backend_supported
+
+            check_local_backend_supported()  # before any Linux-only plumbing is imported
             from ember.core.local import LocalBackend
 
             _backend = LocalBackend.start(

@@ -81,6 +81,11 @@ def test_a_udf_error_reaches_the_consumers(ember_local: Any) -> None:
 def test_iterators_work_in_the_driver_too(ember_local: Any) -> None:
     (it,) = ed.range(10).streaming_split(1)
     assert sorted(r["id"] for r in it.iter_rows()) == list(range(10))
+
+
+def test_a_split_iterator_gives_torch_batches_in_the_driver(ember_local: Any) -> None:
+    pytest.importorskip("torch")
+    (it,) = ed.range(10).streaming_split(1)
     batches = list(it.iter_torch_batches(batch_size=4))
     assert sum(len(b["id"]) for b in batches) == 10
 
@@ -130,6 +135,7 @@ def shard_loop(config: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("ember_local", [{"num_cpus": 4}], indirect=True)
 def test_torch_trainer_workers_see_disjoint_parts(ember_local: Any, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
     from ember.train import RunConfig, ScalingConfig
     from ember.train.torch import TorchTrainer
 
