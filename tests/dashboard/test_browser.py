@@ -32,7 +32,7 @@ def _browser_or_skip(profile: str) -> Any:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError:
-        pytest.skip("selenium is not installed (pip install 'ember[test]')")
+        pytest.skip("selenium is not installed (pip install 'ember-scale[test]')")
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if binary is None or driver is None:

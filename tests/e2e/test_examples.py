@@ -247,7 +247,7 @@ def params() -> list[object]:
         missing = [m for m in example.needs if importlib.util.find_spec(m) is None]
         if missing:
             marks.append(pytest.mark.skip(reason=f"{name} needs {missing} (pip install "
-                                                 "'ember[rl]')"))
+                                                 "'ember-scale[rl]')"))
         absent = [program for program in example.programs if shutil.which(program) is None]
         if absent:
             marks.append(pytest.mark.skip(reason=f"{name} needs {absent} (apt-get install "
