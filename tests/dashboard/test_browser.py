@@ -171,7 +171,10 @@ def test_every_page_shows_the_running_program(tmp_path):
         choose(browser, "tasks-state", "FAILED")
         eventually(lambda: "Tokenizer.encode" in text_of(browser, "tbody tr"),
                  what="the failed call in the task list")
-        browser.execute_script("document.querySelector(\"tr[data-key^='t:']\").click()")
+        # the program has other failed calls too (its train run's killed worker): click this one
+        browser.execute_script(
+            "[...document.querySelectorAll(\"tr[data-key^='t:']\")]"
+            ".find(row => row.textContent.includes('Tokenizer.encode')).click()")
         try:
             error = eventually(lambda: text_of(browser, "#task-detail pre.error"),
                              what="the failed call's error")
