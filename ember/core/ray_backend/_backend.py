@@ -137,7 +137,13 @@ class RayBackend:
         ``working_dir``, ``py_modules``...) applies to every worker of the job, and the storage
         settings of the driver's environment are added to its ``env_vars`` (see ``_env``).
         """
-        import ray
+        try:
+            import ray
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError(
+                "backend='ray' needs Ray, which is not installed: pip install "
+                "'ember-scale[ray]' (the same Ray version on every node of the cluster)",
+                name="ray") from exc
 
         from ember.core.ray_backend._env import (
             driver_fsspec_conf,
