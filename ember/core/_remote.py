@@ -7,7 +7,7 @@ import os
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from ember.core import _options, _serialization
 
@@ -156,7 +156,8 @@ class _Late:
             return (_Late, (self._kind, self._code_id, self._explicit))
         # Outside its own code's pickling, travel as the real thing: the next process (a Ray
         # worker, say) may never have seen this code.
-        return self._resolve().__reduce__()
+        reduced: tuple[Any, ...] = self._resolve().__reduce__()
+        return reduced
 
 
 @dataclass(frozen=True)
@@ -380,6 +381,14 @@ def method(**options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]
         return fn
 
     return mark
+
+
+@overload
+def remote(target: Any, /) -> Any: ...
+
+
+@overload
+def remote(**options: Any) -> Callable[[Any], Any]: ...
 
 
 def remote(*args: Any, **options: Any) -> Any:

@@ -47,7 +47,8 @@ def _pickle(value: Any, buffer_callback: Any, reset: Any) -> bytes:
     import cloudpickle
 
     reset()  # the second pickling collects buffers and references afresh
-    return cloudpickle.dumps(value, protocol=5, buffer_callback=buffer_callback)
+    by_value: bytes = cloudpickle.dumps(value, protocol=5, buffer_callback=buffer_callback)
+    return by_value
 
 
 _SIMPLE = frozenset((type(None), bool, int, float, str, bytes))
@@ -181,10 +182,11 @@ def dumps_function(fn: Any) -> bytes:
     import cloudpickle
 
     try:
-        return cloudpickle.dumps(fn, protocol=5)
+        code: bytes = cloudpickle.dumps(fn, protocol=5)
     except Exception as exc:
         name = getattr(fn, "__qualname__", repr(fn))
         raise SerializationError(
             f"could not serialize {name} to ship it to a worker: {exc}. Move unpicklable state "
             "(locks, open files, sockets) into the function body or the actor's __init__."
         ) from exc
+    return code

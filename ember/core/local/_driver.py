@@ -21,9 +21,9 @@ from typing import Any
 
 from ember.core import _serialization as ser
 from ember.core import _shm
-from ember.core._config import LOCAL_NODE_IP, NODE_RESOURCES, LocalConfig, resolve_local_config
 from ember.core._context import RuntimeContext
 from ember.core._refs import ObjectRef, ObjectRefGenerator
+from ember.core._settings import LOCAL_NODE_IP, NODE_RESOURCES, LocalConfig, resolve_local_config
 from ember.core.local._actors import ActorsMixin
 from ember.core.local._forkserver import ForkServer
 from ember.core.local._protocol import decode

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from ember.core import _runtime_env, _shm
 from ember.core import _serialization as ser
-from ember.core._config import LOCAL_NODE_IP
 from ember.core._context import RuntimeContext
 from ember.core._options import resource_request
 from ember.core._refs import ObjectRef, ObjectRefGenerator
 from ember.core._remote import ActorClass, ActorHandle, RemoteFunction
+from ember.core._settings import LOCAL_NODE_IP
 from ember.core.local._protocol import Dep
 from ember.core.local._resources import node_record
 from ember.errors import EmberError, SerializationError

@@ -59,7 +59,7 @@ class Unplaceable:
 
 
 def is_streaming(num_returns: Any) -> bool:
-    return num_returns == "streaming"
+    return isinstance(num_returns, str) and num_returns == "streaming"
 
 
 def _placement(explicit: Mapping[str, Any], out: dict[str, Any]) -> None:
