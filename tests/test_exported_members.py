@@ -96,7 +96,7 @@ EXCEPTIONS_ALL = [
     "WorkerCrashedError",
 ]
 
-ACTOR_ALL = ["ActorClass", "ActorHandle", "ActorMethod", "method"]
+ACTOR_ALL = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 
 UTIL_ALL = ["ActorPool", "Gang", "PlacementGroup", "WorkerGroup", "WorkerInfo", "create_gang",
             "get_node_ip_address", "metrics", "placement_group", "queue",

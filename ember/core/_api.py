@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ember.core import _runtime_env
 from ember.core._refs import ObjectRef, ObjectRefGenerator
@@ -386,6 +386,29 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
     with open(filename, "w") as f:
         json.dump(events, f)
     return None
+
+
+class ActorExit(SystemExit):
+    """What ``exit_actor()`` raises: the actor ends once its method lets it through."""
+
+
+def exit_actor() -> NoReturn:
+    """End the actor this is called in, from one of its methods, as Ray's
+    ``ray.actor.exit_actor()``: the call fails with ``ActorDiedError``, so do the calls queued
+    behind it, and the actor is not restarted. ``sys.exit()`` in a method does the same.
+
+    >>> @ember.remote
+    ... class Job:
+    ...     def stop(self):
+    ...         ember.actor.exit_actor()
+    """
+    from ember.core.ray_backend import inside_ray_worker
+
+    in_runtime = is_initialized() or inside_ray_worker()
+    if not in_runtime or get_runtime_context().get_actor_id() is None:
+        raise TypeError("exit_actor() ends the actor it is called in: call it from a method "
+                        "of an actor (ember.kill(handle) ends an actor from outside)")
+    raise ActorExit(0)
 
 
 def _require_backend() -> Backend:

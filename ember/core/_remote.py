@@ -273,6 +273,10 @@ class ActorClass:
         """
         from ember.core._api import current_backend
 
+        if self._options.get("get_if_exists") and not self._options.get("name"):
+            raise ValueError(
+                f"get_if_exists=True on {self.meta.class_name} needs a name to look the actor "
+                "up by: pass name=... in .options() or @ember.remote")
         return current_backend().create_actor(self, args, kwargs, self._options)
 
     def __reduce__(self) -> tuple[Any, ...]:

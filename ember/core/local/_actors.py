@@ -311,6 +311,9 @@ class ActorsMixin:
             self._actor_dead(actor, "it went out of scope")
             return
         how = f"its process exited (exit code {exitcode})"
+        if actor.exited:
+            self._actor_dead(actor, actor.exited)
+            return
         if actor.no_restart or actor.restarts_left == 0:
             self._actor_dead(actor, "it was killed" if actor.no_restart else how)
             return
@@ -331,6 +334,18 @@ class ActorsMixin:
         logger.info("restarting actor %s (%s)", actor.meta.class_name, how)
         self._launch_actor(actor, restarted=True)
 
+    def _kill_owned_actors(self: LocalBackend, worker: _Worker) -> None:
+        """Kill the non-detached actors that ``worker``'s task or actor created: an actor
+        fate-shares with its creator's process, as in Ray."""
+        creator = f"{worker.actor.meta.class_name} actor" if worker.actor else "task's worker"
+        for actor_id in self._owned.pop(worker.uid, ()):
+            actor = self._actors[actor_id]
+            if actor.state == "dead":
+                continue
+            actor.exited = (f"its creator (a {creator}) died, and an actor that is not "
+                            "detached fate-shares with the process that created it")
+            self._kill_actor(actor.id, no_restart=True)
+
     def kill(self: LocalBackend, handle: ActorHandle, no_restart: bool) -> None:
         self._check_open()
         with self._lock:
@@ -347,7 +362,7 @@ class ActorsMixin:
         if worker is not None:
             _kill(worker)
         elif no_restart:
-            self._actor_dead(actor, "it was killed")
+            self._actor_dead(actor, actor.exited or "it was killed")
 
     def get_actor(self: LocalBackend, name: str, namespace: str | None) -> ActorHandle:
         self._check_open()

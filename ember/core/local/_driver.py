@@ -110,6 +110,8 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         self._dirty: set[_Worker] = set()
         self._claimed: set[_Worker] = set()
         self._live_actors = 0  # actors not dead: while any exist, the reactor looks at claims
+        # Worker uid -> the non-detached actors its task or actor created (they die with it).
+        self._owned: dict[int, set[int]] = {}
         self._timers: list[list[Any]] = []
         self._timer_seq = itertools.count()
         self._uids = itertools.count(1)
@@ -493,7 +495,11 @@ class LocalBackend(TasksMixin, ActorsMixin, RequestsMixin):
         elif kind == "put":
             self._store.new(message[1], refs=1)
             worker.held[message[1]] = worker.held.get(message[1], 0) + 1
-            self._resolve(message[1], message[2], False)
+            self._resolve(message[1], message[2], len(message) > 3 and message[3])
+        elif kind == "actor_exit":  # sys.exit() or exit_actor() in a method: no restart
+            if worker.actor is not None:
+                worker.actor.no_restart = True
+                worker.actor.exited = message[1]
         elif kind == "requeue":
             self._requeue(worker, message[1])
         elif kind == "ready":

@@ -63,6 +63,9 @@ class RequestsMixin:
                 created = self._create_actor(actor_id, class_id, code, stored, deps, request,
                                              settings, meta)
                 self._actors[created].pinned = True
+                if created == actor_id and settings.get("lifetime") != "detached":
+                    # It fate-shares with the process that created it (_kill_owned_actors).
+                    self._owned.setdefault(worker.uid, set()).add(created)
                 self._reply(worker, rid, created if created != actor_id else None)
             elif kind == "kill":
                 self._kill_actor(*payload)
@@ -78,6 +81,13 @@ class RequestsMixin:
                 self._reply(worker, rid, self._resources(payload))
             elif kind == "state":  # observe: ember.util.state called inside a worker
                 self._reply(worker, rid, self._observer.query(*payload))
+            elif kind == "assigned":  # get_runtime_context().get_assigned_resources()
+                if worker.actor is not None:
+                    request = worker.actor.request
+                else:
+                    work = self._tasks.get(payload) if payload is not None else None
+                    request = work.request if work is not None else {}
+                self._reply(worker, rid, dict(request))
             else:  # pragma: no cover - a protocol bug
                 raise ValueError(f"unknown request {kind!r}")
         except Exception as exc:

@@ -35,6 +35,7 @@ from ember.core.local._worker_client import serialize_args
 from ember.errors import (
     ResourceError,
     TaskCancelledError,
+    TaskError,
     WorkerCrashedError,
 )
 
@@ -111,7 +112,12 @@ class TasksMixin:
                 gen.finished = True
                 self._wake_generator(gen)
         elif error is not None:
-            for oid in work.return_ids:
+            # A generator declared with num_returns=n that failed after k < n items: its first
+            # k returns hold those items, the others the error (as in Ray).
+            done = len(results) if results else 0
+            for oid, stored in zip(work.return_ids, results or (), strict=False):
+                self._resolve(oid, stored, False)
+            for oid in work.return_ids[done:]:
                 self._resolve(oid, error, True)
         else:
             for oid, stored in zip(work.return_ids, results, strict=True):
@@ -173,7 +179,8 @@ class TasksMixin:
         try:
             if deps and self._claimed:  # a claimed result may be among them
                 self._release_claims()
-            work = self._new_work(fn._name, stored, deps, num_returns, holder=None)
+            work = self._new_work(options.get("name") or fn._name, stored, deps, num_returns,
+                                  holder=None)
             work.fn_id = fn_id
             work.request = request
             work.key = (fn_id, tuple(sorted(request.items())))
@@ -394,8 +401,11 @@ class TasksMixin:
             return
         # Sent to a worker: its caller learns at once (the worker's own answer, when it comes,
         # is dropped), and the worker is stopped: interrupted (force=False) or killed.
-        self._resolve_cancelled(work, worker, TaskCancelledError(
-            f"{work.name} was cancelled{' (force=True)' if force else ''} while it ran"))
+        if force:
+            self._resolve_cancelled(work, worker, TaskCancelledError(
+                f"{work.name} was cancelled (force=True) while it ran"))
+        else:
+            self._resolve_cancelled(work, worker, _interrupted(work.name))
         if worker.inflight[0] is not work:  # queued behind another task on that worker
             self._send(worker, ("cancel", work.id))
         elif force:
@@ -421,11 +431,11 @@ class TasksMixin:
         elif work.id in actor.inflight and actor.worker is not None:
             work.cancelled = True
             self._send(actor.worker, ("cancel", work.id))
-            self._resolve_cancelled(work, actor.worker, TaskCancelledError(
-                f"{actor.meta.class_name}.{work.method} was cancelled while it ran"))
+            self._resolve_cancelled(work, actor.worker,
+                                    _interrupted(f"{actor.meta.class_name}.{work.method}"))
 
     def _resolve_cancelled(
-        self: LocalBackend, work: _Work, worker: _Worker, exc: TaskCancelledError
+        self: LocalBackend, work: _Work, worker: _Worker, exc: BaseException
     ) -> None:
         """Resolve what ``work`` returns to ``exc`` now, before ``worker`` has stopped it; what
         it pinned stays pinned until then."""
@@ -459,6 +469,12 @@ class TasksMixin:
             self._idle.remove(worker)
         if not worker.ready and worker.actor is None:
             self._starting -= 1
+        if worker.actor is not None or exitcode != 0:
+            # An actor's process, or a task worker that died (one that exits idle, code 0,
+            # leaves what it created to the driver): the actors it created die with it.
+            self._kill_owned_actors(worker)
+        else:
+            self._owned.pop(worker.uid, None)
         if worker.actor is not None:
             self._on_actor_worker_exit(worker.actor, worker, exitcode)
             self._schedule()
@@ -498,3 +514,10 @@ def _interrupt(pid: int) -> None:
         os.kill(pid, signal.SIGUSR1)
     except ProcessLookupError:
         pass
+
+
+def _interrupted(name: str) -> TaskError:
+    """The error of a call cancelled while it ran: a ``TaskCancelledError`` that is also a
+    ``TaskError``, as Ray raises ``RayTaskError(TaskCancelledError)`` for it (a call cancelled
+    before it ran raises a plain ``TaskCancelledError``, in Ray too)."""
+    return TaskError.wrap(TaskCancelledError(f"{name} was cancelled while it ran"), name, "")

@@ -696,7 +696,10 @@ class RayBackend:
             accelerator_ids=accelerators,
             assigned_resources=dict(ctx.get_assigned_resources()),
             was_current_actor_reconstructed=_reconstructed(ctx) if actor_id else False,
+            task_name=ctx.get_task_name(),
             _is_canceled=ctx.is_canceled,
+            _current_actor=None if actor_id is None else (
+                lambda: ActorHandle(ctx.current_actor, self._meta_of(ctx.current_actor), self)),
         )
 
 
