@@ -419,6 +419,8 @@ class WorkerRuntime(ClientMixin):
             error: BaseException = exc
         else:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            if sys.version_info < (3, 11):  # 3.10's traceback module does not print notes yet
+                tb += "".join(f"{note}\n" for note in getattr(exc, "__notes__", ()))
             error = TaskError.wrap(picklable_cause(exc), name, tb)
         try:
             return ser.dumps(error, self._names, self._cfg.threshold)
