@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import pickle
 import pkgutil
 import queue
 import re
 import threading
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 import pytest
@@ -191,6 +193,18 @@ def _is_public(module_name: str) -> bool:
     return not any(part.startswith("_") for part in module_name.split("."))
 
 
+def _unless_extra_missing(load: Any, *args: Any) -> Any:
+    """``load(*args)``, or None when it needs a package of an extra that is not installed
+    (the other Pythons' fast subset installs no torch, transformers or gymnasium)."""
+    try:
+        return load(*args)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if not missing or missing == "ember" or importlib.util.find_spec(missing):
+            raise
+        return None
+
+
 @functools.cache
 def _exceptions() -> tuple[dict[type[BaseException], str], dict[type[BaseException], str]]:
     """Exception classes ember defines: (public: reachable from a public module's public names,
@@ -198,7 +212,9 @@ def _exceptions() -> tuple[dict[type[BaseException], str], dict[type[BaseExcepti
     public: dict[type[BaseException], str] = {}
     defined: dict[type[BaseException], str] = {}
     for name in _module_names():
-        module = importlib.import_module(name)
+        module = _unless_extra_missing(importlib.import_module, name)
+        if module is None:
+            continue
         exported = getattr(module, "__all__", None)
         if exported is None:
             exported = [n for n in vars(module) if not n.startswith("_")]
@@ -208,7 +224,7 @@ def _exceptions() -> tuple[dict[type[BaseException], str], dict[type[BaseExcepti
                 defined[value] = f"{name}.{attr}"
         if _is_public(name):
             for attr in exported:
-                value = getattr(module, attr)
+                value = _unless_extra_missing(getattr, module, attr)
                 if isinstance(value, type) and issubclass(value, BaseException):
                     public.setdefault(value, f"{name}.{attr}")
     return public, defined
