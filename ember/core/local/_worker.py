@@ -896,9 +896,52 @@ def _on_cancel_signal(signum: int, frame: Any) -> None:
     if runtime is None:
         return
     if runtime._executing:
+        importer = _importer_of(frame)
+        if importer is not None and sys.gettrace() is None:
+            _cancel_after_import(runtime, importer)
+            return
         runtime._signalled = True
         raise TaskCancelledError("the task was cancelled while it ran")
     runtime._signal_pending = True  # the next task to start checks whether it was meant
+
+
+_IMPORT_MACHINERY = frozenset(("<frozen importlib._bootstrap>",
+                               "<frozen importlib._bootstrap_external>"))
+
+
+def _importer_of(frame: Any) -> Any:
+    """The frame whose ``import`` is running at ``frame`` (the outermost one, when imports
+    nest), or None when no import is under way."""
+    importer = None
+    while frame is not None:
+        caller = frame.f_back
+        if (frame.f_code.co_filename in _IMPORT_MACHINERY and caller is not None
+                and caller.f_code.co_filename not in _IMPORT_MACHINERY):
+            importer = caller
+        frame = caller
+    return importer
+
+
+def _cancel_after_import(runtime: WorkerRuntime, importer: Any) -> None:
+    """Raise the cancel in ``importer`` once its import has finished, not inside it.
+
+    An exception that stops a module half-way through its import leaves its package without
+    the submodules it had loaded as attributes (``pandas`` gone from ``sys.modules``,
+    ``pandas.core`` still there): every later import of it in this worker then fails with
+    "partially initialized module". The import runs to its end; the task is cancelled at the
+    next line of the code that imported."""
+
+    def at_importer(frame: Any, event: str, arg: Any) -> None:
+        sys.settrace(None)
+        frame.f_trace = None
+        if runtime._executing:
+            runtime._signalled = True
+            raise TaskCancelledError("the task was cancelled while it ran (after the import "
+                                     "it was in had finished)")
+
+    importer.f_trace = at_importer
+    importer.f_trace_lines = True
+    sys.settrace(lambda frame, event, arg: None)  # tracing on; no other frame is traced
 
 
 _current_worker: WorkerRuntime | None = None

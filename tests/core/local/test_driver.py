@@ -480,6 +480,41 @@ def test_cancel_of_an_actor_call_waiting_for_its_argument_names_the_method(ember
     assert get(actor.add.remote(1)) == 2
 
 
+def test_a_task_cancelled_during_an_import_leaves_its_worker_able_to_import_it(tmp_path):
+    # pandas' __init__ imports pandas.core, then pandas.testing reads pd.core: stopped between
+    # the two, the package leaves sys.modules and pandas.core stays, and every later import in
+    # that worker failed with "partially initialized module 'pandas' has no attribute 'core'"
+    # (seen when Dataset.limit cancelled the reads it no longer needed).
+    package = tmp_path / "slowpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import pathlib, time\nimport slowpkg.core\n"
+        f"pathlib.Path({str(tmp_path / 'importing')!r}).touch()\ntime.sleep(3)\n"
+        "from slowpkg import late\n")
+    (package / "core.py").write_text("x = 41\n")
+    (package / "late.py").write_text("import slowpkg\ny = slowpkg.core.x + 1\n")
+
+    @ember.remote
+    def use(path):
+        import sys
+        sys.path.insert(0, path)
+        import slowpkg
+        return os.getpid(), slowpkg.late.y
+
+    ember.init(num_cpus=1)  # one worker: the second task runs where the first was cancelled
+    try:
+        first = use.remote(str(tmp_path))
+        eventually(lambda: (tmp_path / "importing").exists(), what="the import to start")
+        ember.cancel(first)
+        with pytest.raises(ember.errors.TaskCancelledError):
+            get(first)
+        worker, answer = get(use.remote(str(tmp_path)))
+        assert answer == 42
+        assert worker == get(ember.remote(os.getpid).remote())
+    finally:
+        ember.shutdown()
+
+
 # -- generators -------------------------------------------------------------------------------
 
 

@@ -387,11 +387,16 @@ def test_a_runtime_killed_whole_is_cleaned_up_by_the_next_one(tmp_path, caplog):
     # Every process of a runtime SIGKILLed at once (a whole cgroup killed, the OOM killer):
     # none is left to clean up, so the next runtime on the machine removes what it left.
     with driver_program(tmp_path, SLEEP) as driver:
-        processes = driver.processes()
+        processes: list[psutil.Process] = []
+        while True:  # stopped first, so that none sees another die (nor forks one more)
+            more = [p for p in driver.processes() if p.pid not in {q.pid for q in processes}]
+            if not more:
+                break
+            for process in more:
+                os.kill(process.pid, signal.SIGSTOP)
+            processes += more
         left = driver.segments()
         assert len(left) >= 2
-        for process in processes:  # stopped first, so that none sees another die
-            os.kill(process.pid, signal.SIGSTOP)
         for process in processes:
             os.kill(process.pid, signal.SIGKILL)
         assert not alive_after(processes, timeout=10)
