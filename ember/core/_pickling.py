@@ -60,10 +60,11 @@ def dumps_function(fn: Any) -> bytes:
     import cloudpickle
 
     try:
-        return cloudpickle.dumps(fn, protocol=5)
+        code: bytes = cloudpickle.dumps(fn, protocol=5)
     except Exception as exc:
         name = getattr(fn, "__qualname__", repr(fn))
         raise SerializationError(
             f"could not serialize {name} to ship it to a worker: {exc}. Move unpicklable state "
             "(locks, open files, sockets) into the function body or the actor's __init__."
         ) from exc
+    return code

@@ -94,6 +94,16 @@ class Dep:
         return (Dep, (self.index,))
 
 
+class RemoteFailure:
+    """The payload of a ``reply`` to a request that the driver answered with an exception."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RemoteFailure, (self.error,))
+
+
 # Worker ids occupy the high bits of object ids that a worker allocates itself.
 ID_SHIFT = 40
 

@@ -1,0 +1,1168 @@
+"""The local backend's scheduler: a pure state machine, as dask's ``worker_state_machine.py``.
+
+It owns the records (tasks, actor calls, workers, actors, generators, the object table), the
+resource pool, dependencies, the ready queues and every decision: where a task runs, when a
+worker starts or stops, whether a failed task retries, whether a dead actor restarts, in which
+order an actor's calls go out, what a blocked worker's CPUs are lent to.
+
+Events come in as method calls, made by the I/O layer (``_driver.py``, ``_io.py``) with its
+lock held: the API's calls (``submit_task``, ``submit_call``, ``create_actor``, ``cancel``,
+``release`` ...), what a worker sent (``on_done``, ``on_request`` ...), and what became of a
+process (``on_ready``, ``worker_exited``). Instructions go out two ways:
+
+- messages for a worker go to its ``outbox``, and the worker into ``dirty``: the I/O layer
+  sends each outbox in one write when it leaves its locked section;
+- everything else goes to ``instructions`` as tuples, carried out by the I/O layer when it
+  leaves that section: ``(SPAWN, worker)`` start a process for this new record,
+  ``(KILL, worker)`` kill its process, ``(INTERRUPT, worker)`` signal it once its messages are
+  sent (a cancelled task), ``(WAKE, worker)`` wake a caller reading its socket itself,
+  ``(TIMER, delay, callback)`` call ``callback`` (an event) ``delay`` seconds from now.
+
+Callbacks registered on the object table run when a value arrives, in the event that resolves
+it: the scheduler's own (a dependency arrived) and those of the I/O layer's waiters (which
+count down and release a lock, or queue a call for after the section).
+
+There are no sockets, threads, clocks or processes here: ``tests/core/local/test_scheduler.py``
+drives it with plain calls and checks it over generated orders of events.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from ember.core import _serialization as ser
+from ember.core._remote import ActorMeta
+from ember.core.local._protocol import COLLECT, RemoteFailure
+from ember.core.local._records import (
+    _MAX_TASK_WORKERS,
+    _PIPELINE_DEPTH,
+    _SHORT_TASK_S,
+    _Actor,
+    _Generator,
+    _lost,
+    _Work,
+    _Worker,
+)
+from ember.core.local._resources import ResourcePool
+from ember.core.local._store import ObjectTable
+from ember.errors import (
+    ActorAlreadyExistsError,
+    ActorDiedError,
+    GetTimeoutError,
+    ResourceError,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
+
+logger = logging.getLogger("ember")
+
+# Instructions (see the module's docstring).
+SPAWN = "spawn"
+KILL = "kill"
+INTERRUPT = "interrupt"
+WAKE = "wake"
+TIMER = "timer"
+Instruction = tuple[Any, ...]
+
+_RUNNING = ("starting", "alive")
+_EXIT_CALL = -1  # the id of the queue entry that ends an actor's scope
+
+
+class Listener(Protocol):
+    """What the scheduler tells the state API (``_state.LocalObserver``)."""
+
+    last_work: dict[int, _Work]  # worker uid -> the work it finished last
+
+    def on_finish(self, work: _Work, error: ser.Stored | None) -> None: ...
+
+
+class _Quiet:
+    def __init__(self) -> None:
+        self.last_work: dict[int, _Work] = {}
+
+    def on_finish(self, work: _Work, error: ser.Stored | None) -> None:
+        pass
+
+
+def _decode_inline(stored: ser.Stored) -> Any:
+    return ser.loads_detached(stored, None)
+
+
+class Scheduler:
+    """The local backend's records and decisions (see the module's docstring)."""
+
+    def __init__(
+        self, totals: dict[str, float], gpu_ids: tuple[str, ...], store: ObjectTable, *,
+        namespace: str = "default", decode: Callable[[ser.Stored], Any] | None = None,
+        listener: Listener | None = None,
+    ) -> None:
+        self.store = store
+        self.pool = ResourcePool(totals, gpu_ids)
+        self.namespace = namespace
+        # Reads a stored error (to match it against retry_exceptions, to name a death's cause).
+        self.decode = decode or _decode_inline
+        self.listener: Listener = listener or _Quiet()  # observe
+        self.ids = itertools.count(1)  # object, task, actor and generator ids
+        self.tasks: dict[int, _Work] = {}  # tasks not finished (not actor calls)
+        self.producer: dict[int, _Work] = {}  # return id or generator id -> its work
+        self.ready: dict[tuple[Any, ...], deque[_Work]] = {}  # by (function, request)
+        self.gens: dict[int, _Generator] = {}
+        self.workers: dict[int, _Worker] = {}
+        self.idle: list[_Worker] = []
+        self.starting = 0  # task workers spawned that have not said "ready" yet
+        self.actors: dict[int, _Actor] = {}
+        self.pending_actors: deque[_Actor] = deque()  # waiting for resources, in order
+        self.named: dict[tuple[str, str], int] = {}
+        self.fn_code: dict[str, bytes] = {}
+        self.fn_seconds: dict[str, float] = {}  # a moving average of each function's run time
+        self.live_actors = 0  # actors not dead
+        self.closed = False
+        self.dirty: set[_Worker] = set()
+        self.instructions: list[Instruction] = []
+        self._uids = itertools.count(1)
+        self._warned_infeasible: set[tuple[Any, ...]] = set()
+
+    # -- instructions ----------------------------------------------------------------------
+    def send(self, worker: _Worker, message: Any) -> None:
+        worker.outbox.append(message)
+        self.dirty.add(worker)
+
+    def reply(self, worker: _Worker, request_id: int, payload: Any) -> None:
+        if worker.uid in self.workers:
+            self.send(worker, ("reply", request_id, payload))
+
+    def _spawn(self, actor: _Actor | None) -> _Worker:
+        worker = _Worker(next(self._uids))
+        worker.actor = actor
+        self.workers[worker.uid] = worker
+        if actor is None:
+            self.starting += 1
+        self.instructions.append((SPAWN, worker))
+        return worker
+
+    def prestart(self, count: int) -> None:
+        """Start ``count`` task workers ahead of the first task."""
+        for _ in range(count):
+            self._spawn(None)
+
+    # -- objects and references --------------------------------------------------------------
+    def addref(self, oid: int) -> None:
+        if not self.store.incref(oid):
+            gen = self.gens.get(oid)
+            if gen is not None:
+                gen.refs += 1
+
+    def release(self, oid: int) -> None:
+        if oid in self.store.objects:
+            self.store.decref(oid)
+            return
+        gen = self.gens.get(oid)
+        if gen is not None:
+            gen.refs -= 1
+            if gen.refs <= 0:
+                self._close_generator(oid, gen)
+
+    def put(self, oid: int, stored: ser.Stored) -> None:
+        """A value the driver put (``oid`` from ``ids``): one reference, its caller's."""
+        self.store.new(oid, refs=1)
+        self._resolve(oid, stored, False)
+
+    def _resolve(self, oid: int, stored: ser.Stored, is_error: bool) -> None:
+        for callback in self.store.resolve(oid, stored, is_error):
+            callback(oid)
+
+    def fail_all(self, stored: ser.Stored) -> None:
+        """The runtime stops: every value still to come becomes ``stored`` (an error) and every
+        generator ends, so that nothing waits forever."""
+        for oid in [oid for oid, obj in self.store.objects.items() if obj.stored is None]:
+            self._resolve(oid, stored, True)
+        for gen in self.gens.values():
+            gen.finished = True
+            self._wake_generator(gen)
+
+    def shutdown(self, stored: ser.Stored) -> None:
+        """The runtime shuts down: no more scheduling or replies; pending values fail."""
+        self.closed = True
+        self.workers.clear()
+        self.fail_all(stored)
+
+    def resources(self, which: str) -> dict[str, float]:
+        # As Ray does, the object store's capacity shows beside the schedulable resources
+        # (ember.data sizes its default memory budget from it); it is never requested by tasks.
+        store = self.store
+        if which == "total":
+            view = dict(self.pool.totals)
+            view["object_store_memory"] = float(store.capacity)
+        else:
+            view = self.pool.snapshot()
+            view["object_store_memory"] = float(max(0, store.capacity - store.used))
+        return view
+
+    # -- messages from workers ----------------------------------------------------------------
+    def on_ready(self, worker: _Worker) -> None:
+        """The worker's process runs and takes work."""
+        worker.ready = True
+        if worker.actor is None:
+            self.starting -= 1
+            self.idle.append(worker)
+            self._schedule()
+
+    def on_refs(self, worker: _Worker, deltas: Iterable[tuple[int, int]]) -> None:
+        held = worker.held
+        for oid, delta in deltas:
+            held[oid] = held.get(oid, 0) + delta
+            if held[oid] <= 0:
+                del held[oid]
+            if delta > 0:
+                self.addref(oid)
+            else:
+                self.release(oid)
+
+    def on_put(self, worker: _Worker, oid: int, stored: ser.Stored) -> None:
+        self.store.new(oid, refs=1)
+        worker.held[oid] = worker.held.get(oid, 0) + 1
+        self._resolve(oid, stored, False)
+
+    def on_done(
+        self, worker: _Worker, work_id: int, results: Any, error: ser.Stored | None,
+        seconds: float,
+    ) -> None:
+        actor = worker.actor
+        if actor is not None:  # an actor call frees no resources: nothing new to schedule
+            work = actor.inflight.pop(work_id, None)
+            if work is not None:
+                self.listener.last_work[worker.uid] = work  # observe: names late log lines
+                self._finish(work, results, error)
+            return
+        inflight = worker.inflight
+        if not inflight or inflight[0].id != work_id:
+            found = next((w for w in inflight if w.id == work_id), None)
+            if found is None:
+                return
+            work = found
+            inflight.remove(work)
+        else:
+            work = inflight.popleft()
+        self.listener.last_work[worker.uid] = work  # observe: names late log lines
+        fn_id = work.fn_id or ""
+        previous = self.fn_seconds.get(fn_id)
+        self.fn_seconds[fn_id] = seconds if previous is None else (
+            0.8 * previous + 0.2 * seconds)
+        if not inflight:
+            if worker.blocked:  # pragma: no cover - a finished task is no longer blocked
+                worker.blocked = False
+                self.pool.reclaim_cpus(work.request)
+            self.pool.release(work.request, work.gpu_ids)
+            self._park(worker)
+        self.tasks.pop(work_id, None)
+        if error is not None and self._should_retry(work, error):
+            self._enqueue(work)
+        else:
+            self._finish(work, results, error)
+        self._schedule()
+
+    def on_requeue(self, worker: _Worker, work_ids: list[int]) -> None:
+        """The worker hands back tasks queued on it that it has not started."""
+        for work_id in reversed(work_ids):
+            work = next((w for w in worker.inflight if w.id == work_id), None)
+            if work is None:
+                continue
+            worker.inflight.remove(work)
+            work.gpu_ids = ()
+            queue = self.ready.setdefault(work.key, deque())
+            queue.appendleft(work)
+        self._schedule()
+
+    def on_actor_ready(self, actor_id: int) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is not None and actor.state == "starting":
+            actor.state = "alive"
+
+    def on_actor_failed(self, actor_id: int, error: ser.Stored) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is not None:
+            self._actor_dead(actor, "its constructor raised", error=error)
+
+    def on_submit(self, worker: _Worker, spec: tuple[Any, ...]) -> None:
+        """A task submitted inside a worker (its ids were allocated there)."""
+        (task_id, fn_id, code, stored, deps, return_ids, gen_id, request, max_retries,
+         retry_exceptions, name, parent, collect, env) = spec
+        if code is not None:
+            self.fn_code[fn_id] = code
+        work = self._new_work(name, stored, deps, None, worker, work_id=task_id,
+                              return_ids=return_ids, gen_id=gen_id)
+        work.fn_id = fn_id
+        work.request = request
+        work.key = (fn_id, tuple(sorted(request.items())))
+        work.retries_left = max_retries
+        work.retry_exceptions = retry_exceptions
+        work.parent = parent
+        if collect:
+            work.backpressure = COLLECT
+        work.env = env
+        self._enqueue_feasible(work, f"task {name}")
+
+    def on_call(self, worker: _Worker, spec: tuple[Any, ...]) -> None:
+        """An actor call made inside a worker."""
+        actor_id, call_id, method, stored, deps, return_ids, gen_id, collect = spec
+        work = self._new_work(method, stored, deps, None, worker, work_id=call_id,
+                              return_ids=return_ids, gen_id=gen_id)
+        if collect:
+            work.backpressure = COLLECT
+        self._queue_call(actor_id, work, method)
+
+    def worker_exited(self, worker: _Worker, exitcode: int | None) -> None:
+        """The worker's process is gone (its socket closed and its exit code is known)."""
+        if self.workers.pop(worker.uid, None) is None:
+            return
+        for oid, count in worker.held.items():
+            for _ in range(count):
+                self.release(oid)
+        worker.held.clear()
+        if worker in self.idle:
+            self.idle.remove(worker)
+        if not worker.ready and worker.actor is None:
+            self.starting -= 1
+        if worker.actor is not None:
+            self._on_actor_worker_exit(worker.actor, worker, exitcode)
+            self._schedule()
+            return
+        inflight = list(worker.inflight)
+        worker.inflight.clear()
+        if inflight:
+            running = inflight[0]
+            if worker.blocked:
+                self.pool.reclaim_cpus(running.request)
+            self.pool.release(running.request, running.gpu_ids)
+            for work in reversed(inflight[1:]):
+                self.ready.setdefault(work.key, deque()).appendleft(work)
+            self._task_worker_died(running, exitcode)
+        self._schedule()
+
+    # -- tasks ---------------------------------------------------------------------------------
+    def submit_task(
+        self, name: str, fn_id: str, stored: ser.Stored, deps: list[int], num_returns: Any,
+        request: dict[str, float], max_retries: int, retry_exceptions: Any,
+        env: dict[str, Any] | None,
+    ) -> _Work:
+        """A task submitted by the driver; its results' ids are ``return_ids`` (or ``gen_id``)
+        of the work returned, each with one reference: its caller's."""
+        work = self._new_work(name, stored, deps, num_returns, holder=None)
+        work.fn_id = fn_id
+        work.request = request
+        work.key = (fn_id, tuple(sorted(request.items())))
+        work.retries_left = max_retries
+        work.retry_exceptions = retry_exceptions
+        work.env = env
+        self._enqueue_feasible(work, f"task {name}")
+        return work
+
+    def _new_work(
+        self, name: str, stored: ser.Stored, deps: list[int], num_returns: Any,
+        holder: _Worker | None, work_id: int | None = None,
+        return_ids: list[int] | None = None, gen_id: int | None = None,
+    ) -> _Work:
+        work = _Work()
+        work.id = next(self.ids) if work_id is None else work_id
+        work.name = name
+        work.args = stored
+        work.deps = deps
+        store = self.store
+        store.pin(stored)
+        for dep in deps:
+            store.incref(dep)
+        if num_returns == "dynamic":  # one result: the references of what it yields
+            work.backpressure = COLLECT
+            num_returns = 1
+        streaming = num_returns == "streaming"
+        if return_ids is None:
+            return_ids = [] if streaming else [next(self.ids) for _ in range(num_returns)]
+            if streaming:
+                gen_id = next(self.ids)
+        work.return_ids = return_ids
+        for oid in return_ids:
+            store.new(oid, refs=1)
+            self.producer[oid] = work
+            if holder is not None:
+                holder.held[oid] = holder.held.get(oid, 0) + 1
+        work.gen_id = gen_id
+        if gen_id is not None:
+            gen = self.gens[gen_id] = _Generator(work)
+            gen.refs = 1
+            self.producer[gen_id] = work
+            if holder is not None:
+                holder.held[gen_id] = holder.held.get(gen_id, 0) + 1
+        return work
+
+    def _infeasible(self, request: dict[str, float], what: str) -> ResourceError | None:
+        """The error of a request that can never fit (None when it can), logged as a warning
+        the first time, as Ray logs its infeasible-task warning: the submission returns its
+        references anyway, and ``get``/``wait``/``await`` on them raise this at once."""
+        reason = self.pool.infeasible_reason(request)
+        if reason is None:
+            return None
+        error = ResourceError(
+            f"{what} can never run: {reason}. Ask for less, or start ember with more "
+            "(ember.init(num_cpus=..., num_gpus=..., resources={...}))"
+        )
+        key = (what, tuple(sorted(request.items())))
+        if key not in self._warned_infeasible:
+            self._warned_infeasible.add(key)
+            logger.warning("ember: %s; ember.get of its result raises ResourceError", error)
+        return error
+
+    def _enqueue_feasible(self, work: _Work, what: str) -> None:
+        """Queue a new task, or fail it at once when its request can never fit."""
+        error = self._infeasible(work.request, what) if work.request else None
+        if error is None:
+            self._enqueue(work)
+        else:
+            self._fail(work, error)
+
+    def _enqueue(self, work: _Work) -> None:
+        """Queue a task once its dependencies are ready."""
+        self.tasks[work.id] = work
+        pending = [d for d in work.deps if not self.store.is_ready(d)]
+        if not pending:
+            self._make_ready(work)
+            return
+        work.waiting = len(pending)
+
+        def dep_ready(_oid: int) -> None:
+            work.waiting -= 1
+            if work.waiting == 0 and not work.cancelled:
+                self._make_ready(work)
+                self._schedule()
+
+        for dep in pending:
+            self.store.add_callback(dep, dep_ready)
+
+    def _make_ready(self, work: _Work) -> None:
+        for dep in work.deps:
+            value = self.store.value(dep)
+            if value is not None and value[1]:  # a dependency failed: so does this task
+                self.tasks.pop(work.id, None)
+                self._finish(work, None, value[0])
+                return
+        queue = self.ready.get(work.key)
+        if queue is None:
+            queue = self.ready[work.key] = deque()
+        queue.append(work)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self.closed:
+            return
+        pool = self.pool
+        pending = self.pending_actors
+        while pending:
+            if pending[0].state == "dead":  # killed while it waited: drop it here, in O(1)
+                pending.popleft()
+            elif pool.fits(pending[0].request):
+                self._start_actor(pending.popleft())
+            else:
+                break
+        for key, queue in list(self.ready.items()):
+            while queue:
+                work = queue[0]
+                if pool.fits(work.request):
+                    worker = self.idle.pop() if self.idle else None
+                    if worker is None:
+                        self._grow(queue, work.request)
+                        worker = self._pipeline_target(work)
+                        if worker is None:
+                            break
+                    else:
+                        work.gpu_ids = pool.acquire(work.request)
+                else:
+                    worker = self._pipeline_target(work)
+                    if worker is None:
+                        break
+                queue.popleft()
+                self._dispatch(work, worker)
+            if not queue:
+                del self.ready[key]
+
+    def _grow(self, queue: deque[_Work], request: dict[str, float]) -> None:
+        cpus = request.get("CPU", 0.0)
+        room = int(self.pool.available.get("CPU", 0.0) // cpus) if cpus else len(queue)
+        want = min(len(queue), room) - self.starting
+        busy = len(self.workers) - len(self.idle) - self.starting
+        for _ in range(max(0, min(want, _MAX_TASK_WORKERS - busy))):
+            self._spawn(None)
+
+    def _pipeline_target(self, work: _Work) -> _Worker | None:
+        seconds = self.fn_seconds.get(work.fn_id or "")
+        if seconds is None or seconds > _SHORT_TASK_S or work.gen_id is not None:
+            return None
+        best = None
+        for worker in self.workers.values():
+            if (worker.actor is None and worker.inflight and not worker.blocked
+                    and len(worker.inflight) < _PIPELINE_DEPTH
+                    and worker.inflight[0].key == work.key
+                    and (best is None or len(worker.inflight) < len(best.inflight))):
+                best = worker
+        if best is not None:
+            work.gpu_ids = best.inflight[0].gpu_ids
+        return best
+
+    def _dispatch(self, work: _Work, worker: _Worker) -> None:
+        worker.inflight.append(work)
+        fn_id = work.fn_id or ""
+        code = None
+        if fn_id not in worker.known_fns:
+            worker.known_fns.add(fn_id)
+            code = self.fn_code[fn_id]
+        self.send(worker, ("task", work.id, fn_id, code, work.args, self.dep_values(work),
+                           work.return_ids, work.gen_id, work.gpu_ids, work.name,
+                           work.backpressure, work.env))
+        if work.gen_id is not None:
+            gen = self.gens.get(work.gen_id)
+            if gen is not None:
+                gen.worker = worker
+
+    def dep_values(self, work: _Work) -> tuple[Any, ...]:
+        if not work.deps:
+            return ()
+        return tuple(self.store.value(d) for d in work.deps)
+
+    def _park(self, worker: _Worker) -> None:
+        """An idle worker waits for the next task, unless enough others already do."""
+        if len(self.idle) >= max(2, 2 * int(self.pool.totals.get("CPU", 1))):
+            self.send(worker, ("exit",))  # extra workers from a burst of nested tasks
+            return
+        self.idle.append(worker)
+
+    def _should_retry(self, work: _Work, error: ser.Stored) -> bool:
+        if work.cancelled or not work.retries_left or work.actor is not None:
+            return False
+        exc = self.decode(error)
+        if type(exc) is TaskCancelledError:
+            # A cancel signal that landed on the next (pipelined) task: run that one again.
+            return True
+        retry = work.retry_exceptions
+        if retry is True or (isinstance(retry, (list, tuple)) and isinstance(exc, tuple(retry))):
+            work.retries_left -= 1
+            return True
+        return False
+
+    def _task_worker_died(self, work: _Work, exitcode: int | None) -> None:
+        gen = self.gens.get(work.gen_id) if work.gen_id is not None else None
+        produced = gen is not None and gen.produced > 0
+        if work.cancelled:
+            self.tasks.pop(work.id, None)
+            self._fail(work, TaskCancelledError(f"{work.name} was cancelled (force=True)"))
+        elif work.retries_left and not produced:
+            if work.retries_left > 0:
+                work.retries_left -= 1
+            logger.info("worker running %s died (exit code %s); retrying", work.name, exitcode)
+            self.ready.setdefault(work.key, deque()).appendleft(work)
+        else:
+            self.tasks.pop(work.id, None)
+            self._fail(work, WorkerCrashedError(
+                f"the worker process running {work.name} died (exit code {exitcode}) and no "
+                "retries are left (raise max_retries to retry more)"))
+
+    def _finish(self, work: _Work, results: Any, error: ser.Stored | None) -> None:
+        """Publish a finished task's results (or error) and drop what it pinned."""
+        self.listener.on_finish(work, error)  # observe: counts and recent tasks
+        if work.gen_id is not None:
+            gen = self.gens.get(work.gen_id)
+            if gen is not None:
+                if error is not None:
+                    self.on_item(work.gen_id, -1, error, True)
+                gen.finished = True
+                self._wake_generator(gen)
+        elif error is not None:
+            for oid in work.return_ids:
+                self._resolve(oid, error, True)
+        else:
+            for oid, stored in zip(work.return_ids, results, strict=True):
+                self._resolve(oid, stored, False)
+        for oid in work.return_ids:
+            self.producer.pop(oid, None)
+        store = self.store
+        store.unpin(work.args)
+        for dep in work.deps:
+            store.decref(dep)
+
+    def _fail(self, work: _Work, exc: BaseException) -> None:
+        self._finish(work, None, ser.dumps(exc, None, 0))
+
+    # -- cancellation -----------------------------------------------------------------------
+    def cancel(self, oid: int, force: bool, recursive: bool) -> None:
+        work = self.producer.get(oid)
+        if work is None or work.cancelled:
+            return
+        if work.actor is not None:
+            self._cancel_call(work)
+            return
+        work.cancelled = True
+        if recursive:
+            for child in [w for w in self.tasks.values() if w.parent == work.id]:
+                for child_oid in [*child.return_ids, child.gen_id]:
+                    if child_oid is not None:
+                        self.cancel(child_oid, force, recursive)
+        queue = self.ready.get(work.key)
+        if queue is not None and work in queue:
+            queue.remove(work)
+            self.tasks.pop(work.id, None)
+            self._fail(work, TaskCancelledError(f"{work.name} was cancelled before it ran"))
+            return
+        worker = next((w for w in self.workers.values() if work in w.inflight), None)
+        if worker is None:
+            if work.waiting:  # still waiting for its arguments
+                self.tasks.pop(work.id, None)
+                self._fail(work, TaskCancelledError(f"{work.name} was cancelled before it ran"))
+            return
+        # Sent to a worker: its caller learns at once (the worker's own answer, when it comes,
+        # is dropped), and the worker is stopped: interrupted (force=False) or killed.
+        self._resolve_cancelled(work, worker, TaskCancelledError(
+            f"{work.name} was cancelled{' (force=True)' if force else ''} while it ran"))
+        if worker.inflight[0] is not work:  # queued behind another task on that worker
+            self.send(worker, ("cancel", work.id))
+        elif force:
+            self.instructions.append((KILL, worker))
+        else:
+            # The signal follows the message (it is sent once the outboxes are): a worker
+            # that gets it between two tasks then finds out which task it meant.
+            self.send(worker, ("cancel", work.id))
+            self.instructions.append((INTERRUPT, worker))
+
+    def _cancel_call(self, work: _Work) -> None:
+        """Cancel an actor call. A queued one never runs. A running one is not interrupted (an
+        actor has state), as in Ray: an ``async`` actor cancels its asyncio task, the others
+        let the method see ``get_runtime_context().is_canceled()``. Either way ``get`` raises
+        ``TaskCancelledError`` at once."""
+        actor = work.actor
+        assert actor is not None
+        if work in actor.queue:
+            actor.queue.remove(work)
+            work.cancelled = True
+            self._fail(work, TaskCancelledError(
+                f"{actor.meta.class_name}.{work.method} was cancelled"))
+        elif work.id in actor.inflight and actor.worker is not None:
+            work.cancelled = True
+            self.send(actor.worker, ("cancel", work.id))
+            self._resolve_cancelled(work, actor.worker, TaskCancelledError(
+                f"{actor.meta.class_name}.{work.method} was cancelled while it ran"))
+
+    def _resolve_cancelled(self, work: _Work, worker: _Worker, exc: TaskCancelledError) -> None:
+        """Resolve what ``work`` returns to ``exc`` now, before ``worker`` has stopped it; what
+        it pinned stays pinned until then."""
+        stored = ser.dumps(exc, None, 0)
+        if work.gen_id is not None:
+            gen = self.gens.get(work.gen_id)
+            if gen is not None and not gen.finished:
+                self.on_item(work.gen_id, -1, stored, True)
+                gen.finished = True
+                self._wake_generator(gen)
+        else:
+            for oid in work.return_ids:
+                self._resolve(oid, stored, True)
+        self.instructions.append((WAKE, worker))  # a caller reading its socket looks again
+
+    # -- actors --------------------------------------------------------------------------------
+    def create_actor(
+        self, actor_id: int, class_id: str, code: bytes, stored: ser.Stored, deps: list[int],
+        request: dict[str, float], settings: dict[str, Any], meta: ActorMeta,
+    ) -> int:
+        """A new actor (or, with ``get_if_exists``, the live one of that name): its id."""
+        name = settings.get("name")
+        namespace = settings.get("namespace") or self.namespace
+        if name:
+            existing = self.named.get((namespace, name))
+            if existing is not None and self.actors[existing].state != "dead":
+                if settings.get("get_if_exists"):
+                    return existing
+                raise ActorAlreadyExistsError(
+                    f"an actor named {name!r} already exists in namespace {namespace!r}; "
+                    "pick another name, kill it first, or pass get_if_exists=True"
+                )
+        actor = _Actor()
+        actor.id = actor_id
+        actor.class_id = class_id
+        actor.class_code = code
+        actor.args = stored
+        actor.deps = deps
+        actor.request = request
+        actor.meta = meta
+        actor.name = name
+        actor.namespace = namespace
+        actor.max_concurrency = settings.get("max_concurrency")
+        actor.max_task_retries = settings.get("max_task_retries") or 0
+        actor.restarts_left = settings.get("max_restarts") or 0
+        actor.pinned = bool(name) or settings.get("lifetime") == "detached"
+        actor.env = settings.get("runtime_env")
+        self.store.pin(stored)
+        for dep in deps:
+            self.store.incref(dep)
+        self.actors[actor_id] = actor
+        self.live_actors += 1
+        if name:
+            self.named[(namespace, name)] = actor_id
+        error = self._infeasible(request, f"actor {meta.class_name}")
+        if error is not None:  # its calls raise the ResourceError at once
+            actor.error = error
+            self._actor_dead(actor, "it can never be placed")
+            return actor_id
+        pending = [d for d in deps if not self.store.is_ready(d)]
+        if pending:
+            counter = [len(pending)]
+
+            def dep_ready(_oid: int) -> None:
+                counter[0] -= 1
+                if counter[0] == 0:
+                    self.pending_actors.append(actor)
+                    self._schedule()
+
+            for dep in pending:
+                self.store.add_callback(dep, dep_ready)
+        else:
+            self.pending_actors.append(actor)
+            self._schedule()
+        return actor_id
+
+    def add_handle(self, actor_id: int) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is not None:
+            actor.handles += 1
+
+    def pin_actor(self, actor_id: int) -> None:
+        """A handle left this process (pickled): the actor lives until it is killed."""
+        actor = self.actors.get(actor_id)
+        if actor is not None:
+            actor.pinned = True
+
+    def release_actor(self, actor_id: int) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            return
+        actor.handles -= 1
+        if actor.handles <= 0 and not actor.pinned and actor.state == "pending" and not any(
+            work.id != _EXIT_CALL for work in actor.queue
+        ):  # out of scope before it started, with no calls to run: it never starts
+            self._actor_dead(actor, "it went out of scope")
+        elif actor.handles <= 0 and not actor.pinned and actor.state not in ("dead", "exiting"):
+            # Out of scope: stop after the calls already submitted (Ray's semantics).
+            exit_call = _Work()
+            exit_call.id = _EXIT_CALL
+            actor.queue.append(exit_call)
+            self._pump_actor(actor)
+
+    def lookup_actor(self, name: str, namespace: str | None) -> tuple[int, ActorMeta]:
+        ns = namespace or self.namespace
+        actor_id = self.named.get((ns, name))
+        if actor_id is None or self.actors[actor_id].state == "dead":
+            known = sorted(n for (space, n) in self.named if space == ns)
+            raise ValueError(
+                f"no live actor named {name!r} in namespace {ns!r} (named actors there: "
+                f"{known or 'none'})"
+            )
+        return actor_id, self.actors[actor_id].meta
+
+    def kill_actor(self, actor_id: int, no_restart: bool) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == "dead":
+            return
+        actor.no_restart = no_restart
+        worker = actor.worker
+        if worker is not None:
+            self.instructions.append((KILL, worker))
+        elif no_restart:
+            self._actor_dead(actor, "it was killed")
+
+    def submit_call(
+        self, actor_id: int, method: str, stored: ser.Stored, deps: list[int], num_returns: Any,
+    ) -> _Work:
+        """A call of an actor's method by the driver (see ``submit_task``)."""
+        actor = self.actors.get(actor_id)
+        if (num_returns == 1 and not deps and actor is not None and not actor.queue
+                and actor.worker is not None and actor.state in _RUNNING):
+            # The common case, kept short: what _new_work, _queue_call and _pump_actor do
+            # for a call with one result, no ObjectRef arguments and nothing queued ahead.
+            work = _Work()
+            work.id = work_id = next(self.ids)
+            oid = next(self.ids)
+            work.name = work.method = method
+            work.args = stored
+            work.return_ids = return_ids = [oid]
+            work.actor = actor
+            self.store.pin(stored)
+            self.store.new(oid, refs=1)
+            self.producer[oid] = work
+            actor.inflight[work_id] = work
+            self.send(actor.worker, ("call", work_id, method, stored, (), return_ids, None,
+                                     work.backpressure))
+            return work
+        work = self._new_work(method, stored, deps, num_returns, holder=None)
+        self._queue_call(actor_id, work, method)
+        return work
+
+    def _start_actor(self, actor: _Actor) -> None:
+        if actor.state == "dead":
+            return
+        for dep in actor.deps:
+            value = self.store.value(dep)
+            if value is not None and value[1]:
+                self._actor_dead(actor, "an argument of its constructor failed", error=value[0])
+                return
+        actor.gpu_ids = self.pool.acquire(actor.request)
+        actor.holds = True
+        self._launch_actor(actor, restarted=False)
+
+    def _launch_actor(self, actor: _Actor, restarted: bool) -> None:
+        worker = self._spawn(actor)
+        actor.worker = worker
+        actor.state = "starting"
+        self.send(worker, ("actor", actor.id, actor.class_id, actor.class_code, actor.args,
+                           tuple(self.store.value(d) for d in actor.deps),
+                           actor.max_concurrency, actor.gpu_ids, actor.meta.class_name,
+                           actor.namespace, restarted, actor.meta.is_async, actor.env))
+        self._pump_actor(actor)
+
+    def _queue_call(self, actor_id: int, work: _Work, method: str) -> None:
+        actor = self.actors.get(actor_id)
+        work.method = method
+        work.fn_id = None
+        work.retries_left = 0
+        work.retry_exceptions = False
+        if actor is None or actor.state == "dead":
+            reason = actor.death if actor is not None else "it is not known to this runtime"
+            self._fail(work, (actor.error if actor is not None else None) or ActorDiedError(
+                f"cannot call {method}(): the actor is dead ({reason})"))
+            return
+        work.actor = actor
+        actor.queue.append(work)
+        self._pump_actor(actor)
+
+    def _pump_actor(self, actor: _Actor) -> None:
+        """Send the actor's queued calls, in order, up to the first whose arguments are not
+        ready yet."""
+        worker = actor.worker
+        if worker is None or actor.state not in _RUNNING:
+            return
+        queue = actor.queue
+        while queue:
+            work = queue[0]
+            if work.id == _EXIT_CALL:  # the end of the actor's scope
+                queue.popleft()
+                actor.state = "exiting"
+                self.send(worker, ("exit",))
+                return
+            deps = work.deps
+            pending = [d for d in deps if not self.store.is_ready(d)] if deps else deps
+            if pending:
+                if not work.waiting:
+                    work.waiting = len(pending)
+
+                    def dep_ready(_oid: int, work: _Work = work) -> None:
+                        work.waiting -= 1
+                        if work.waiting == 0:
+                            self._pump_actor(actor)
+
+                    for dep in pending:
+                        self.store.add_callback(dep, dep_ready)
+                return
+            queue.popleft()
+            if deps:
+                failed = next((v for v in (self.store.value(d) for d in deps)
+                               if v is not None and v[1]), None)
+                if failed is not None:
+                    self._finish(work, None, failed[0])
+                    continue
+            actor.inflight[work.id] = work
+            self.send(worker, ("call", work.id, work.method, work.args, self.dep_values(work),
+                               work.return_ids, work.gen_id, work.backpressure))
+            if work.gen_id is not None:
+                gen = self.gens.get(work.gen_id)
+                if gen is not None:
+                    gen.worker = worker
+
+    def _actor_dead(self, actor: _Actor, reason: str, error: ser.Stored | None = None) -> None:
+        if actor.state == "dead":
+            return
+        actor.state = "dead"
+        self.live_actors -= 1
+        cause = ""
+        if error is not None:
+            try:
+                cause = f": {self.decode(error)}"
+            except Exception:
+                cause = ""
+        actor.death = f"{reason}{cause}"
+        died = actor.error or ActorDiedError(f"actor {actor.meta.class_name} died: {actor.death}")
+        for work in list(actor.inflight.values()) + [w for w in actor.queue
+                                                     if w.id != _EXIT_CALL]:
+            self._fail(work, died)
+        actor.inflight.clear()
+        actor.queue.clear()
+        if actor.holds:  # a queued actor never took any: giving some back would overcommit
+            self.pool.release(actor.request, actor.gpu_ids)
+            actor.holds = False
+        actor.gpu_ids = ()
+        if actor.name and self.named.get((actor.namespace, actor.name)) == actor.id:
+            del self.named[(actor.namespace, actor.name)]
+        self.store.unpin(actor.args)
+        for dep in actor.deps:
+            self.store.decref(dep)
+        worker = actor.worker
+        if worker is not None and worker.uid in self.workers:
+            self.instructions.append((KILL, worker))
+        self._schedule()
+
+    def _on_actor_worker_exit(self, actor: _Actor, worker: _Worker, exitcode: int | None
+                              ) -> None:
+        if actor.worker is not worker or actor.state == "dead":
+            return
+        actor.worker = None
+        if actor.state == "exiting":
+            self._actor_dead(actor, "it went out of scope")
+            return
+        how = f"its process exited (exit code {exitcode})"
+        if actor.no_restart or actor.restarts_left == 0:
+            self._actor_dead(actor, "it was killed" if actor.no_restart else how)
+            return
+        if actor.restarts_left > 0:
+            actor.restarts_left -= 1
+        actor.restarts += 1
+        retry = list(actor.inflight.values())
+        actor.inflight.clear()
+        died = ActorDiedError(
+            f"actor {actor.meta.class_name} died while running this call ({how}); it is "
+            "restarting. Set max_task_retries to retry such calls."
+        )
+        if actor.max_task_retries:
+            actor.queue.extendleft(reversed(retry))
+        else:
+            for work in retry:
+                self._fail(work, died)
+        logger.info("restarting actor %s (%s)", actor.meta.class_name, how)
+        self._launch_actor(actor, restarted=True)
+
+    # -- requests that workers make (nested get, wait, ...) -----------------------------------
+    def _block(self, worker: _Worker) -> None:
+        if worker.actor is None and worker.inflight and not worker.blocked:
+            worker.blocked = True
+            self.pool.lend_cpus(worker.inflight[0].request)
+            self._schedule()
+
+    def _unblock(self, worker: _Worker) -> None:
+        if worker.blocked:
+            worker.blocked = False
+            if worker.inflight:
+                self.pool.reclaim_cpus(worker.inflight[0].request)
+
+    def on_request(self, worker: _Worker, rid: int, kind: str, payload: Any) -> None:
+        try:
+            if kind == "get":
+                self._request_get(worker, rid, *payload)
+            elif kind == "wait":
+                self._request_wait(worker, rid, *payload)
+            elif kind == "generator_next":
+                self._request_generator_next(worker, rid, *payload)
+            elif kind == "create_actor":
+                (actor_id, class_id, code, stored, deps, request, settings, meta) = payload
+                created = self.create_actor(actor_id, class_id, code, stored, deps, request,
+                                            settings, meta)
+                self.actors[created].pinned = True
+                self.reply(worker, rid, created if created != actor_id else None)
+            elif kind == "kill":
+                self.kill_actor(*payload)
+                self.reply(worker, rid, None)
+            elif kind == "cancel":
+                self.cancel(*payload)
+                self.reply(worker, rid, None)
+            elif kind == "get_actor":
+                actor_id, meta = self.lookup_actor(*payload)
+                self.actors[actor_id].pinned = True
+                self.reply(worker, rid, (actor_id, meta))
+            elif kind == "resources":
+                self.reply(worker, rid, self.resources(payload))
+            else:  # pragma: no cover - a protocol bug
+                raise ValueError(f"unknown request {kind!r}")
+        except Exception as exc:
+            self.reply(worker, rid, RemoteFailure(exc))
+
+    def _request_get(self, worker: _Worker, rid: int, ids: list[int], timeout: float | None
+                     ) -> None:
+        store = self.store
+        pending = [i for i in ids if not store.is_ready(i)]
+
+        def answer() -> None:
+            self._unblock(worker)
+            self.reply(worker, rid, [store.value(i) or _lost(i) for i in ids])
+
+        if not pending:
+            answer()
+            return
+        self._block(worker)
+        left = [len(pending)]
+
+        def arrived(_oid: int) -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                answer()
+
+        for oid in pending:
+            store.add_callback(oid, arrived)
+        if timeout is not None:
+            def expire() -> None:
+                if left[0] == 0:  # answered already
+                    return
+                store.remove_callback(pending, arrived)
+                self._unblock(worker)
+                self.reply(worker, rid, RemoteFailure(GetTimeoutError(
+                    f"get timed out after {timeout} s ({left[0]} of {len(ids)} objects "
+                    "not ready)")))
+
+            self.instructions.append((TIMER, timeout, expire))
+
+    def _request_wait(
+        self, worker: _Worker, rid: int, entries: list[Any], num_returns: int,
+        timeout: float | None,
+    ) -> None:
+        """``entries``: an object id, or ``(generator id, next index)`` for a generator. The
+        answer lists the positions of the ready entries (at most ``num_returns``)."""
+        sent = [False]
+        waitables = [tuple(e) if isinstance(e, (tuple, list)) else e for e in entries]
+
+        def ready_positions() -> list[int]:
+            return [i for i, e in enumerate(waitables) if self.waitable_ready(e)]
+
+        def answer() -> None:
+            if sent[0]:
+                return
+            sent[0] = True
+            self.unwatch(waitables, arrived)
+            self._unblock(worker)
+            self.reply(worker, rid, ready_positions()[:num_returns])
+
+        def arrived(_oid: int) -> None:
+            if len(ready_positions()) >= num_returns:
+                answer()
+            else:  # a generator's watch is used up: watch the generators again
+                self.watch(waitables, arrived, generators_only=True)
+
+        if len(ready_positions()) >= num_returns or timeout == 0:
+            answer()
+            return
+        self._block(worker)
+        self.watch(waitables, arrived)
+        if timeout is not None:
+            self.instructions.append((TIMER, timeout, answer))
+
+    def _request_generator_next(self, worker: _Worker, rid: int, gen_id: int, index: int,
+                                timeout: float | None) -> None:
+        def deliver(oid: int | None) -> None:
+            self._unblock(worker)
+            if oid is not None:
+                worker.held[oid] = worker.held.get(oid, 0) + 1
+            self.reply(worker, rid, oid)
+
+        if not self.generator_take(gen_id, index, deliver):
+            self._block(worker)
+
+    def waitable_ready(self, entry: Any) -> bool:
+        """Whether an object (its id) or a generator's next item (``(id, index)``) is ready."""
+        if type(entry) is tuple:
+            gen = self.gens.get(entry[0])
+            return gen is None or gen.finished or entry[1] in gen.items
+        return self.store.is_ready(entry)
+
+    def watch(self, entries: list[Any], callback: Callable[[int], None],
+              generators_only: bool = False) -> None:
+        """Call ``callback`` when an object arrives, or a generator produces or ends (once)."""
+        for entry in entries:
+            if type(entry) is tuple:
+                gen = self.gens.get(entry[0])
+                if gen is not None and callback not in gen.watchers:
+                    gen.watchers.append(callback)
+            elif not generators_only:
+                self.store.add_callback(entry, callback)
+
+    def unwatch(self, entries: list[Any], callback: Callable[[int], None]) -> None:
+        for entry in entries:
+            if type(entry) is tuple:
+                gen = self.gens.get(entry[0])
+                if gen is not None and callback in gen.watchers:
+                    gen.watchers.remove(callback)
+            else:
+                self.store.remove_callback((entry,), callback)
+
+    # -- generators ----------------------------------------------------------------------------
+    def on_item(self, gen_id: int, index: int, stored: ser.Stored, is_error: bool) -> None:
+        """A generator produced an item (or, with ``is_error``, failed)."""
+        gen = self.gens.get(gen_id)
+        if gen is None or gen.finished:
+            self.store.discard_unowned(stored)
+            return
+        index = gen.produced
+        gen.produced += 1
+        oid = next(self.ids)
+        self.store.new(oid, refs=1)  # held by the generator until the consumer takes it
+        self.store.resolve(oid, stored, is_error)
+        gen.items[index] = oid
+        self._wake_generator(gen)
+
+    def _wake_generator(self, gen: _Generator) -> None:
+        if gen.watchers:
+            watchers, gen.watchers = gen.watchers, []
+            for watcher in watchers:
+                watcher(gen.work.gen_id or 0)
+        if not gen.waiters:
+            return
+        waiters, gen.waiters = gen.waiters, []
+        for index, deliver in waiters:
+            if index in gen.items or gen.finished:
+                self._take_item(gen, index, deliver)
+            else:
+                gen.waiters.append((index, deliver))
+
+    def generator_take(self, gen_id: int, index: int, deliver: Callable[[int | None], None]
+                       ) -> bool:
+        """Hand item ``index`` to ``deliver`` now (True) or once it is produced (False): the
+        id of an object with one reference for the taker, or None after the last item."""
+        gen = self.gens.get(gen_id)
+        if gen is None:
+            deliver(None)
+            return True
+        if index in gen.items or (gen.finished and index >= gen.produced):
+            self._take_item(gen, index, deliver)
+            return True
+        gen.waiters.append((index, deliver))
+        return False
+
+    def generator_forget(self, gen_id: int, deliver: Callable[[int | None], None]) -> None:
+        """The taker gave up waiting (a timeout)."""
+        gen = self.gens.get(gen_id)
+        if gen is not None:
+            gen.waiters = [(i, d) for i, d in gen.waiters if d is not deliver]
+
+    def _take_item(self, gen: _Generator, index: int, deliver: Callable[[int | None], None]
+                   ) -> None:
+        oid = gen.items.pop(index, None)
+        if oid is None:
+            deliver(None)
+            return
+        self.store.incref(oid)  # the consumer's reference
+        deliver(oid)
+        self.store.decref(oid)  # the generator's pin
+        gen.consumed = max(gen.consumed, index + 1)
+        worker = gen.worker
+        if worker is not None and not gen.finished and worker.uid in self.workers:
+            self.send(worker, ("ack", gen.work.gen_id, gen.consumed))
+
+    def _close_generator(self, gen_id: int, gen: _Generator) -> None:
+        del self.gens[gen_id]
+        for oid in gen.items.values():
+            self.store.decref(oid)
+        gen.items.clear()
+        worker = gen.worker
+        if not gen.finished and worker is not None and worker.uid in self.workers:
+            self.send(worker, ("close_generator", gen_id))
+
