@@ -295,12 +295,12 @@ class LocalBackend:
         try:
             if io.claimed:
                 io.release_claims()
-            self._sched.generator_take(generator_id, index, deliver)
+            self._sched.streams.take(generator_id, index, deliver)
         finally:
             self._unlock()
         if not waiter.wait(timeout):
             with self._lock:
-                self._sched.generator_forget(generator_id, deliver)
+                self._sched.streams.forget(generator_id, deliver)
                 if not box:
                     raise GetTimeoutError(f"no item from the generator within {timeout} s")
         oid = box[0]
@@ -323,7 +323,7 @@ class LocalBackend:
         try:
             if io.claimed:
                 io.release_claims()
-            self._sched.generator_take(generator_id, index, take)
+            self._sched.streams.take(generator_id, index, take)
         finally:
             self._unlock()
 
@@ -383,8 +383,9 @@ class LocalBackend:
         io = self._io
         lock.acquire()
         try:
-            if io.claimed:
-                io.keep_claim_only(oid)
+            claimed = io.claimed
+            if claimed and (len(claimed) > 1 or next(iter(claimed)).claim != oid):
+                io.release_claims(keep=oid)  # every claim but this result's own goes back
             obj = store.objects.get(oid)
             entry: tuple[ser.Stored, bool] | None = None
             waiter = None
@@ -434,8 +435,8 @@ class LocalBackend:
         # An object's id, or (id, next index) of a generator: ready when its next item is.
         entries: list[Any] = [(r._id, r._index) if isinstance(r, ObjectRefGenerator) else r._id
                               for r in refs]
-        sched = self._sched
-        ready_of = sched.waitable_ready
+        streams = self._sched.streams
+        ready_of = streams.ready
         io = self._io
         with self._lock:
             if io.claimed:
@@ -444,11 +445,11 @@ class LocalBackend:
             waiter = None
             if ready_now < num_returns and timeout != 0:
                 waiter = Waiter(num_returns - ready_now)
-                sched.watch(entries, waiter)
+                streams.watch(entries, waiter)
         if waiter is not None:
             waiter.wait(timeout)
             with self._lock:
-                sched.unwatch(entries, waiter)
+                streams.unwatch(entries, waiter)
         with self._lock:
             flags = [ready_of(e) for e in entries]
         ready: list[Any] = []

@@ -504,12 +504,6 @@ class DriverIO:
             if conn.claim != keep:
                 self.unclaim(conn)
 
-    def keep_claim_only(self, oid: int) -> None:
-        """Before waiting for ``oid``: give back every claim but its own."""
-        claimed = self.claimed
-        if claimed and (len(claimed) > 1 or next(iter(claimed)).claim != oid):
-            self.release_claims(keep=oid)
-
     def _expire_claims(self) -> None:
         limit = time.monotonic() - _CLAIM_TICK
         for conn in list(self.claimed):

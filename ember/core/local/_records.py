@@ -15,6 +15,14 @@ from ember.core import _serialization as ser
 from ember.core._remote import ActorMeta
 from ember.core.local._protocol import DEFAULT_BACKPRESSURE, EMPTY_ARGS
 
+# The scheduler's instructions to the I/O layer (see _scheduler's docstring).
+SPAWN = "spawn"
+KILL = "kill"
+INTERRUPT = "interrupt"
+WAKE = "wake"
+TIMER = "timer"
+Instruction = tuple[Any, ...]
+
 _PIPELINE_DEPTH = 16  # tasks queued on one busy worker, for functions known to be short
 _SHORT_TASK_S = 0.002
 _MAX_TASK_WORKERS = 256

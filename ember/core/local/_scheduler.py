@@ -22,6 +22,10 @@ Callbacks registered on the object table run when a value arrives, in the event 
 it: the scheduler's own (a dependency arrived) and those of the I/O layer's waiters (which
 count down and release a lock, or queue a call for after the section).
 
+Two concerns live beside it, as parts it owns: ``_streams.Streams`` (streaming generators:
+items, takers, acks) and ``_requests.Requests`` (what a worker's running task asks of the
+driver: nested get and wait, with the lending of its CPUs).
+
 There are no sockets, threads, clocks or processes here: ``tests/core/local/test_scheduler.py``
 drives it with plain calls and checks it over generated orders of events.
 """
@@ -36,37 +40,37 @@ from typing import Any, Protocol
 
 from ember.core import _serialization as ser
 from ember.core._remote import ActorMeta
-from ember.core.local._protocol import COLLECT, RemoteFailure
+from ember.core.local._protocol import COLLECT
 from ember.core.local._records import (
     _MAX_TASK_WORKERS,
     _PIPELINE_DEPTH,
     _SHORT_TASK_S,
+    INTERRUPT,
+    KILL,
+    SPAWN,
+    TIMER,
+    WAKE,
+    Instruction,
     _Actor,
-    _Generator,
-    _lost,
     _Work,
     _Worker,
 )
+from ember.core.local._requests import Requests
 from ember.core.local._resources import ResourcePool
 from ember.core.local._store import ObjectTable
+from ember.core.local._streams import Streams
 from ember.errors import (
     ActorAlreadyExistsError,
     ActorDiedError,
-    GetTimeoutError,
     ResourceError,
     TaskCancelledError,
     WorkerCrashedError,
 )
 
+__all__ = ["INTERRUPT", "KILL", "SPAWN", "TIMER", "WAKE", "Instruction", "Listener", "Scheduler"]
+
 logger = logging.getLogger("ember")
 
-# Instructions (see the module's docstring).
-SPAWN = "spawn"
-KILL = "kill"
-INTERRUPT = "interrupt"
-WAKE = "wake"
-TIMER = "timer"
-Instruction = tuple[Any, ...]
 
 _RUNNING = ("starting", "alive")
 _EXIT_CALL = -1  # the id of the queue entry that ends an actor's scope
@@ -110,7 +114,6 @@ class Scheduler:
         self.tasks: dict[int, _Work] = {}  # tasks not finished (not actor calls)
         self.producer: dict[int, _Work] = {}  # return id or generator id -> its work
         self.ready: dict[tuple[Any, ...], deque[_Work]] = {}  # by (function, request)
-        self.gens: dict[int, _Generator] = {}
         self.workers: dict[int, _Worker] = {}
         self.idle: list[_Worker] = []
         self.starting = 0  # task workers spawned that have not said "ready" yet
@@ -125,6 +128,8 @@ class Scheduler:
         self.instructions: list[Instruction] = []
         self._uids = itertools.count(1)
         self._warned_infeasible: set[tuple[Any, ...]] = set()
+        self.streams = Streams(store, self.ids, self.send, self.workers)
+        self.requests = Requests(self)
 
     # -- instructions ----------------------------------------------------------------------
     def send(self, worker: _Worker, message: Any) -> None:
@@ -151,20 +156,15 @@ class Scheduler:
 
     # -- objects and references --------------------------------------------------------------
     def addref(self, oid: int) -> None:
+        """One more reference to an object or a generator."""
         if not self.store.incref(oid):
-            gen = self.gens.get(oid)
-            if gen is not None:
-                gen.refs += 1
+            self.streams.addref(oid)
 
     def release(self, oid: int) -> None:
         if oid in self.store.objects:
             self.store.decref(oid)
             return
-        gen = self.gens.get(oid)
-        if gen is not None:
-            gen.refs -= 1
-            if gen.refs <= 0:
-                self._close_generator(oid, gen)
+        self.streams.release(oid)
 
     def put(self, oid: int, stored: ser.Stored) -> None:
         """A value the driver put (``oid`` from ``ids``): one reference, its caller's."""
@@ -180,9 +180,7 @@ class Scheduler:
         generator ends, so that nothing waits forever."""
         for oid in [oid for oid, obj in self.store.objects.items() if obj.stored is None]:
             self._resolve(oid, stored, True)
-        for gen in self.gens.values():
-            gen.finished = True
-            self._wake_generator(gen)
+        self.streams.end_all()
 
     def shutdown(self, stored: ser.Stored) -> None:
         """The runtime shuts down: no more scheduling or replies; pending values fail."""
@@ -209,7 +207,7 @@ class Scheduler:
         if worker.actor is None:
             self.starting -= 1
             self.idle.append(worker)
-            self._schedule()
+            self.schedule()
 
     def on_refs(self, worker: _Worker, deltas: Iterable[tuple[int, int]]) -> None:
         held = worker.held
@@ -263,7 +261,7 @@ class Scheduler:
             self._enqueue(work)
         else:
             self._finish(work, results, error)
-        self._schedule()
+        self.schedule()
 
     def on_requeue(self, worker: _Worker, work_ids: list[int]) -> None:
         """The worker hands back tasks queued on it that it has not started."""
@@ -275,7 +273,15 @@ class Scheduler:
             work.gpu_ids = ()
             queue = self.ready.setdefault(work.key, deque())
             queue.appendleft(work)
-        self._schedule()
+        self.schedule()
+
+    def on_item(self, gen_id: int, index: int, stored: ser.Stored, is_error: bool) -> None:
+        """A generator produced an item (or, with ``is_error``, failed): see _streams."""
+        self.streams.on_item(gen_id, index, stored, is_error)
+
+    def on_request(self, worker: _Worker, rid: int, kind: str, payload: Any) -> None:
+        """The worker's task asks something and waits for the reply: see _requests."""
+        self.requests.on_request(worker, rid, kind, payload)
 
     def on_actor_ready(self, actor_id: int) -> None:
         actor = self.actors.get(actor_id)
@@ -329,7 +335,7 @@ class Scheduler:
             self.starting -= 1
         if worker.actor is not None:
             self._on_actor_worker_exit(worker.actor, worker, exitcode)
-            self._schedule()
+            self.schedule()
             return
         inflight = list(worker.inflight)
         worker.inflight.clear()
@@ -341,7 +347,7 @@ class Scheduler:
             for work in reversed(inflight[1:]):
                 self.ready.setdefault(work.key, deque()).appendleft(work)
             self._task_worker_died(running, exitcode)
-        self._schedule()
+        self.schedule()
 
     # -- tasks ---------------------------------------------------------------------------------
     def submit_task(
@@ -391,8 +397,7 @@ class Scheduler:
                 holder.held[oid] = holder.held.get(oid, 0) + 1
         work.gen_id = gen_id
         if gen_id is not None:
-            gen = self.gens[gen_id] = _Generator(work)
-            gen.refs = 1
+            self.streams.open(gen_id, work)
             self.producer[gen_id] = work
             if holder is not None:
                 holder.held[gen_id] = holder.held.get(gen_id, 0) + 1
@@ -436,7 +441,7 @@ class Scheduler:
             work.waiting -= 1
             if work.waiting == 0 and not work.cancelled:
                 self._make_ready(work)
-                self._schedule()
+                self.schedule()
 
         for dep in pending:
             self.store.add_callback(dep, dep_ready)
@@ -452,9 +457,10 @@ class Scheduler:
         if queue is None:
             queue = self.ready[work.key] = deque()
         queue.append(work)
-        self._schedule()
+        self.schedule()
 
-    def _schedule(self) -> None:
+    def schedule(self) -> None:
+        """Start what fits: the pending actors first (in order), then the ready tasks."""
         if self.closed:
             return
         pool = self.pool
@@ -521,9 +527,7 @@ class Scheduler:
                            work.return_ids, work.gen_id, work.gpu_ids, work.name,
                            work.backpressure, work.env))
         if work.gen_id is not None:
-            gen = self.gens.get(work.gen_id)
-            if gen is not None:
-                gen.worker = worker
+            self.streams.attach(work.gen_id, worker)
 
     def dep_values(self, work: _Work) -> tuple[Any, ...]:
         if not work.deps:
@@ -551,8 +555,7 @@ class Scheduler:
         return False
 
     def _task_worker_died(self, work: _Work, exitcode: int | None) -> None:
-        gen = self.gens.get(work.gen_id) if work.gen_id is not None else None
-        produced = gen is not None and gen.produced > 0
+        produced = self.streams.produced(work.gen_id) > 0
         if work.cancelled:
             self.tasks.pop(work.id, None)
             self._fail(work, TaskCancelledError(f"{work.name} was cancelled (force=True)"))
@@ -571,12 +574,7 @@ class Scheduler:
         """Publish a finished task's results (or error) and drop what it pinned."""
         self.listener.on_finish(work, error)  # observe: counts and recent tasks
         if work.gen_id is not None:
-            gen = self.gens.get(work.gen_id)
-            if gen is not None:
-                if error is not None:
-                    self.on_item(work.gen_id, -1, error, True)
-                gen.finished = True
-                self._wake_generator(gen)
+            self.streams.finish(work.gen_id, error)
         elif error is not None:
             for oid in work.return_ids:
                 self._resolve(oid, error, True)
@@ -656,11 +654,7 @@ class Scheduler:
         it pinned stays pinned until then."""
         stored = ser.dumps(exc, None, 0)
         if work.gen_id is not None:
-            gen = self.gens.get(work.gen_id)
-            if gen is not None and not gen.finished:
-                self.on_item(work.gen_id, -1, stored, True)
-                gen.finished = True
-                self._wake_generator(gen)
+            self.streams.cancel(work.gen_id, stored)
         else:
             for oid in work.return_ids:
                 self._resolve(oid, stored, True)
@@ -718,13 +712,13 @@ class Scheduler:
                 counter[0] -= 1
                 if counter[0] == 0:
                     self.pending_actors.append(actor)
-                    self._schedule()
+                    self.schedule()
 
             for dep in pending:
                 self.store.add_callback(dep, dep_ready)
         else:
             self.pending_actors.append(actor)
-            self._schedule()
+            self.schedule()
         return actor_id
 
     def add_handle(self, actor_id: int) -> None:
@@ -879,9 +873,7 @@ class Scheduler:
             self.send(worker, ("call", work.id, work.method, work.args, self.dep_values(work),
                                work.return_ids, work.gen_id, work.backpressure))
             if work.gen_id is not None:
-                gen = self.gens.get(work.gen_id)
-                if gen is not None:
-                    gen.worker = worker
+                self.streams.attach(work.gen_id, worker)
 
     def _actor_dead(self, actor: _Actor, reason: str, error: ser.Stored | None = None) -> None:
         if actor.state == "dead":
@@ -913,7 +905,7 @@ class Scheduler:
         worker = actor.worker
         if worker is not None and worker.uid in self.workers:
             self.instructions.append((KILL, worker))
-        self._schedule()
+        self.schedule()
 
     def _on_actor_worker_exit(self, actor: _Actor, worker: _Worker, exitcode: int | None
                               ) -> None:
@@ -943,226 +935,3 @@ class Scheduler:
                 self._fail(work, died)
         logger.info("restarting actor %s (%s)", actor.meta.class_name, how)
         self._launch_actor(actor, restarted=True)
-
-    # -- requests that workers make (nested get, wait, ...) -----------------------------------
-    def _block(self, worker: _Worker) -> None:
-        if worker.actor is None and worker.inflight and not worker.blocked:
-            worker.blocked = True
-            self.pool.lend_cpus(worker.inflight[0].request)
-            self._schedule()
-
-    def _unblock(self, worker: _Worker) -> None:
-        if worker.blocked:
-            worker.blocked = False
-            if worker.inflight:
-                self.pool.reclaim_cpus(worker.inflight[0].request)
-
-    def on_request(self, worker: _Worker, rid: int, kind: str, payload: Any) -> None:
-        try:
-            if kind == "get":
-                self._request_get(worker, rid, *payload)
-            elif kind == "wait":
-                self._request_wait(worker, rid, *payload)
-            elif kind == "generator_next":
-                self._request_generator_next(worker, rid, *payload)
-            elif kind == "create_actor":
-                (actor_id, class_id, code, stored, deps, request, settings, meta) = payload
-                created = self.create_actor(actor_id, class_id, code, stored, deps, request,
-                                            settings, meta)
-                self.actors[created].pinned = True
-                self.reply(worker, rid, created if created != actor_id else None)
-            elif kind == "kill":
-                self.kill_actor(*payload)
-                self.reply(worker, rid, None)
-            elif kind == "cancel":
-                self.cancel(*payload)
-                self.reply(worker, rid, None)
-            elif kind == "get_actor":
-                actor_id, meta = self.lookup_actor(*payload)
-                self.actors[actor_id].pinned = True
-                self.reply(worker, rid, (actor_id, meta))
-            elif kind == "resources":
-                self.reply(worker, rid, self.resources(payload))
-            else:  # pragma: no cover - a protocol bug
-                raise ValueError(f"unknown request {kind!r}")
-        except Exception as exc:
-            self.reply(worker, rid, RemoteFailure(exc))
-
-    def _request_get(self, worker: _Worker, rid: int, ids: list[int], timeout: float | None
-                     ) -> None:
-        store = self.store
-        pending = [i for i in ids if not store.is_ready(i)]
-
-        def answer() -> None:
-            self._unblock(worker)
-            self.reply(worker, rid, [store.value(i) or _lost(i) for i in ids])
-
-        if not pending:
-            answer()
-            return
-        self._block(worker)
-        left = [len(pending)]
-
-        def arrived(_oid: int) -> None:
-            left[0] -= 1
-            if left[0] == 0:
-                answer()
-
-        for oid in pending:
-            store.add_callback(oid, arrived)
-        if timeout is not None:
-            def expire() -> None:
-                if left[0] == 0:  # answered already
-                    return
-                store.remove_callback(pending, arrived)
-                self._unblock(worker)
-                self.reply(worker, rid, RemoteFailure(GetTimeoutError(
-                    f"get timed out after {timeout} s ({left[0]} of {len(ids)} objects "
-                    "not ready)")))
-
-            self.instructions.append((TIMER, timeout, expire))
-
-    def _request_wait(
-        self, worker: _Worker, rid: int, entries: list[Any], num_returns: int,
-        timeout: float | None,
-    ) -> None:
-        """``entries``: an object id, or ``(generator id, next index)`` for a generator. The
-        answer lists the positions of the ready entries (at most ``num_returns``)."""
-        sent = [False]
-        waitables = [tuple(e) if isinstance(e, (tuple, list)) else e for e in entries]
-
-        def ready_positions() -> list[int]:
-            return [i for i, e in enumerate(waitables) if self.waitable_ready(e)]
-
-        def answer() -> None:
-            if sent[0]:
-                return
-            sent[0] = True
-            self.unwatch(waitables, arrived)
-            self._unblock(worker)
-            self.reply(worker, rid, ready_positions()[:num_returns])
-
-        def arrived(_oid: int) -> None:
-            if len(ready_positions()) >= num_returns:
-                answer()
-            else:  # a generator's watch is used up: watch the generators again
-                self.watch(waitables, arrived, generators_only=True)
-
-        if len(ready_positions()) >= num_returns or timeout == 0:
-            answer()
-            return
-        self._block(worker)
-        self.watch(waitables, arrived)
-        if timeout is not None:
-            self.instructions.append((TIMER, timeout, answer))
-
-    def _request_generator_next(self, worker: _Worker, rid: int, gen_id: int, index: int,
-                                timeout: float | None) -> None:
-        def deliver(oid: int | None) -> None:
-            self._unblock(worker)
-            if oid is not None:
-                worker.held[oid] = worker.held.get(oid, 0) + 1
-            self.reply(worker, rid, oid)
-
-        if not self.generator_take(gen_id, index, deliver):
-            self._block(worker)
-
-    def waitable_ready(self, entry: Any) -> bool:
-        """Whether an object (its id) or a generator's next item (``(id, index)``) is ready."""
-        if type(entry) is tuple:
-            gen = self.gens.get(entry[0])
-            return gen is None or gen.finished or entry[1] in gen.items
-        return self.store.is_ready(entry)
-
-    def watch(self, entries: list[Any], callback: Callable[[int], None],
-              generators_only: bool = False) -> None:
-        """Call ``callback`` when an object arrives, or a generator produces or ends (once)."""
-        for entry in entries:
-            if type(entry) is tuple:
-                gen = self.gens.get(entry[0])
-                if gen is not None and callback not in gen.watchers:
-                    gen.watchers.append(callback)
-            elif not generators_only:
-                self.store.add_callback(entry, callback)
-
-    def unwatch(self, entries: list[Any], callback: Callable[[int], None]) -> None:
-        for entry in entries:
-            if type(entry) is tuple:
-                gen = self.gens.get(entry[0])
-                if gen is not None and callback in gen.watchers:
-                    gen.watchers.remove(callback)
-            else:
-                self.store.remove_callback((entry,), callback)
-
-    # -- generators ----------------------------------------------------------------------------
-    def on_item(self, gen_id: int, index: int, stored: ser.Stored, is_error: bool) -> None:
-        """A generator produced an item (or, with ``is_error``, failed)."""
-        gen = self.gens.get(gen_id)
-        if gen is None or gen.finished:
-            self.store.discard_unowned(stored)
-            return
-        index = gen.produced
-        gen.produced += 1
-        oid = next(self.ids)
-        self.store.new(oid, refs=1)  # held by the generator until the consumer takes it
-        self.store.resolve(oid, stored, is_error)
-        gen.items[index] = oid
-        self._wake_generator(gen)
-
-    def _wake_generator(self, gen: _Generator) -> None:
-        if gen.watchers:
-            watchers, gen.watchers = gen.watchers, []
-            for watcher in watchers:
-                watcher(gen.work.gen_id or 0)
-        if not gen.waiters:
-            return
-        waiters, gen.waiters = gen.waiters, []
-        for index, deliver in waiters:
-            if index in gen.items or gen.finished:
-                self._take_item(gen, index, deliver)
-            else:
-                gen.waiters.append((index, deliver))
-
-    def generator_take(self, gen_id: int, index: int, deliver: Callable[[int | None], None]
-                       ) -> bool:
-        """Hand item ``index`` to ``deliver`` now (True) or once it is produced (False): the
-        id of an object with one reference for the taker, or None after the last item."""
-        gen = self.gens.get(gen_id)
-        if gen is None:
-            deliver(None)
-            return True
-        if index in gen.items or (gen.finished and index >= gen.produced):
-            self._take_item(gen, index, deliver)
-            return True
-        gen.waiters.append((index, deliver))
-        return False
-
-    def generator_forget(self, gen_id: int, deliver: Callable[[int | None], None]) -> None:
-        """The taker gave up waiting (a timeout)."""
-        gen = self.gens.get(gen_id)
-        if gen is not None:
-            gen.waiters = [(i, d) for i, d in gen.waiters if d is not deliver]
-
-    def _take_item(self, gen: _Generator, index: int, deliver: Callable[[int | None], None]
-                   ) -> None:
-        oid = gen.items.pop(index, None)
-        if oid is None:
-            deliver(None)
-            return
-        self.store.incref(oid)  # the consumer's reference
-        deliver(oid)
-        self.store.decref(oid)  # the generator's pin
-        gen.consumed = max(gen.consumed, index + 1)
-        worker = gen.worker
-        if worker is not None and not gen.finished and worker.uid in self.workers:
-            self.send(worker, ("ack", gen.work.gen_id, gen.consumed))
-
-    def _close_generator(self, gen_id: int, gen: _Generator) -> None:
-        del self.gens[gen_id]
-        for oid in gen.items.values():
-            self.store.decref(oid)
-        gen.items.clear()
-        worker = gen.worker
-        if not gen.finished and worker is not None and worker.uid in self.workers:
-            self.send(worker, ("close_generator", gen_id))
-
