@@ -86,7 +86,6 @@ class Cluster:
         self.timers: list[Any] = []
         self.spawned_for: Counter[int] = Counter()  # actor id -> processes started for it
         self.task_messages: list[tuple[Any, ...]] = []
-        self.call_messages: list[tuple[Any, ...]] = []
         self.exits_sent: list[int] = []
         self._rids = itertools.count(1)
 
@@ -153,7 +152,6 @@ class Cluster:
         elif kind == "actor":
             pass
         elif kind == "call":
-            self.call_messages.append(message)
             proc.calls.append(message[1])
             proc.received_calls.append(message[1])
         elif kind == "exit":
@@ -620,7 +618,6 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.refs: list[int] = []  # object ids the driver still holds a reference to
         self.tasks: dict[int, Any] = {}  # work id -> work, every task submitted
         self.calls: dict[int, list[int]] = {}  # actor id -> its calls' ids, in submission order
-        self.call_works: dict[int, Any] = {}
         self.children: dict[int, int] = {}  # return id -> task id, of tasks without
         # dependencies or GPUs
         self.max_retries: dict[int, int] = {}
@@ -699,7 +696,6 @@ class SchedulerMachine(RuleBasedStateMachine):
                          if choices else st.just([]))
         work = self.cluster.call(actor_id, deps=deps)
         self.calls[actor_id].append(work.id)
-        self.call_works[work.id] = work
         self.refs.extend(work.return_ids)
 
     @precondition(lambda self: self.calls)
@@ -709,7 +705,6 @@ class SchedulerMachine(RuleBasedStateMachine):
         actor_id = data.draw(st.sampled_from(sorted(self.calls)))
         work = self.cluster.call(actor_id)
         self.calls[actor_id].append(work.id)
-        self.call_works[work.id] = work
         self.refs.extend(work.return_ids)
 
     @precondition(lambda self: self.calls)
