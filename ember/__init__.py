@@ -69,7 +69,14 @@ _LAZY_LIBRARIES = ("data", "train", "serve", "rl", "util")
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY_LIBRARIES:
-        module = importlib.import_module(f"ember.{name}")
+        try:
+            module = importlib.import_module(f"ember.{name}")
+        except ModuleNotFoundError as exc:  # a library whose extra is not installed
+            if exc.name is None or exc.name.split(".")[0] == "ember":
+                raise
+            raise ModuleNotFoundError(
+                f"ember.{name} needs {exc.name!r}, which is not installed: "
+                f"pip install 'ember-scale[{name}]'", name=exc.name) from exc
         globals()[name] = module
         return module
     raise AttributeError(f"module 'ember' has no attribute {name!r}")

@@ -2,7 +2,8 @@
 
 ``ActorClass`` is what ``@ember.remote`` makes of a class, ``ActorHandle`` what
 ``ActorClass.remote()`` returns; both serve for annotations and ``isinstance`` checks, and
-accept a type argument as Ray's do (``ActorHandle[Counter]``)::
+accept a type argument as Ray's do (``ActorHandle[Counter]``); ``exit_actor()`` ends the actor
+it is called in (as ``sys.exit()`` in a method does)::
 
     from ember.actor import ActorHandle
 
@@ -12,6 +13,7 @@ accept a type argument as Ray's do (``ActorHandle[Counter]``)::
 
 from __future__ import annotations
 
+from ember.core._api import exit_actor
 from ember.core._remote import ActorClass, ActorHandle, ActorMethod, method
 
-__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "method"]
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]

@@ -23,10 +23,31 @@ The tree::
     ├── SessionError              the ``ember`` CLI finds no running program, or an unsafe
     │                             session folder
     ├── UnsupportedPlatformError  the local backend cannot run on this OS (also a ``RuntimeError``)
-    └── RuntimeNotInitializedError / BackendError   misuse of the runtime itself
+    ├── RuntimeNotInitializedError / BackendError   misuse of the runtime itself
+    │
+    │   the libraries' own, defined beside the code that raises them:
+    ├── data.StrictModeError      a UDF or a constructor made data without named columns
+    │                             (also a ``ValueError``)
+    ├── serve.DeploymentFailedError       an application's replicas could not start
+    │                                     (also a ``RuntimeError``)
+    ├── serve.DeploymentUnavailableError  the deployment was deleted, or serve shut down,
+    │                                     while a call waited for a replica (``RuntimeError``)
+    ├── serve.BackPressureError   every replica is busy and this caller's queue is full
+    │                             (also a ``RuntimeError``)
+    ├── serve.llm.OpenAIError     a request the OpenAI-shaped endpoint refuses, with its status
+    ├── serve.llm.EngineOverloadedError   the engine's waiting line is full (``RuntimeError``)
+    ├── serve.llm.EngineClosedError       the engine closed while the request waited or ran
+    │                                     (also a ``RuntimeError``)
+    ├── util.queue.Empty / Full   a ``Queue`` call ran out of time (also ``queue.Empty`` /
+    │                             ``queue.Full`` of the standard library)
+    └── ConfigError               ``ember serve run``'s YAML file is malformed (also a
+                                  ``ValueError``; ``ember/serve/_app_file.py``)
 
-All of them survive pickling, so they travel between processes unchanged. Ray's names for
-them (``RayTaskError``, ``RayActorError``, ...) are in ``ember.exceptions``.
+Where one is also a builtin type (``ValueError``, ``RuntimeError``, ...), an ``except`` clause
+for that type catches it too. All of them survive pickling, so they travel between processes unchanged.
+Ray's names for them (``RayTaskError``, ``RayActorError``, ...) are in ``ember.exceptions``.
+``tests/test_errors.py`` fails when an exception reachable from a public module is not an
+``EmberError`` or is missing here.
 """
 
 from __future__ import annotations

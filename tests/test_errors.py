@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import pickle
+import pkgutil
+import queue
+import re
 import threading
+from pathlib import Path
 
 import cloudpickle
 import pytest
 
+import ember
 from ember import errors
 from ember.errors import (
     ActorDiedError,
@@ -150,3 +157,109 @@ def test_picklable_cause_keeps_exceptions_that_only_cloudpickle_can_ship():
 
     assert type(kept) is LocalFailure
     assert str(kept) == "defined in a function"
+
+
+# --- every public exception is in the tree -------------------------------------------------
+
+PACKAGE = Path(ember.__file__).parent
+# Exceptions of private modules that never leave ember's own code, and why that is so.
+INTERNAL_EXCEPTIONS = {
+    "ember.serve._direct.FrameTooLarge": "serve's proxy-replica channel: the proxy answers the "
+                                         "client itself",
+    "ember.serve._direct.NotAuthenticated": "serve's proxy-replica channel: the proxy falls back "
+                                            "to actor calls",
+    "ember.serve._direct.ReplicaLost": "serve's proxy-replica channel: the proxy answers the "
+                                       "client itself",
+    "ember.train._trainer._DoNotRetry": "control flow inside fit(); it ends as "
+                                        "TrainingFailedError",
+}
+
+
+def _module_names(path: Path = PACKAGE, prefix: str = "ember") -> list[str]:
+    names = [prefix]
+    for info in pkgutil.iter_modules([str(path)]):
+        name = f"{prefix}.{info.name}"
+        names += _module_names(path / info.name, name) if info.ispkg else [name]
+    return names
+
+
+def _is_public(module_name: str) -> bool:
+    return not any(part.startswith("_") for part in module_name.split("."))
+
+
+@functools.cache
+def _exceptions() -> tuple[dict[type[BaseException], str], dict[type[BaseException], str]]:
+    """Exception classes ember defines: (public: reachable from a public module's public names,
+    by where; every one, by where it is defined)."""
+    public: dict[type[BaseException], str] = {}
+    defined: dict[type[BaseException], str] = {}
+    for name in _module_names():
+        module = importlib.import_module(name)
+        exported = getattr(module, "__all__", None)
+        if exported is None:
+            exported = [n for n in vars(module) if not n.startswith("_")]
+        for attr, value in vars(module).items():
+            if (isinstance(value, type) and issubclass(value, BaseException)
+                    and value.__module__ == name):
+                defined[value] = f"{name}.{attr}"
+        if _is_public(name):
+            for attr in exported:
+                value = getattr(module, attr)
+                if isinstance(value, type) and issubclass(value, BaseException):
+                    public.setdefault(value, f"{name}.{attr}")
+    return public, defined
+
+
+def test_every_exception_reachable_from_a_public_module_is_an_ember_error():
+    public, _ = _exceptions()
+    outside = sorted(where for cls, where in public.items() if not issubclass(cls, EmberError))
+
+    assert len(public) > len(ALL_ERRORS)  # the walk found the libraries' exceptions too
+    assert outside == []
+
+
+def test_every_public_exception_is_drawn_in_the_tree():
+    public, _ = _exceptions()
+    missing = sorted(where for cls, where in public.items()
+                     if not re.search(rf"\b{cls.__name__}\b", errors.__doc__ or ""))
+
+    assert missing == []
+
+
+def test_exceptions_of_private_modules_are_ember_errors_or_stay_inside():
+    _, defined = _exceptions()
+    outside = {where for cls, where in defined.items() if not issubclass(cls, EmberError)}
+
+    assert outside == set(INTERNAL_EXCEPTIONS)
+
+
+def _library_error(name: str) -> BaseException:
+    module, _, attr = name.rpartition(".")
+    cls = getattr(importlib.import_module(module), attr)
+    return cls(400, "bad field") if attr == "OpenAIError" else cls("bad field")
+
+
+LIBRARY_ERRORS = [
+    ("ember.data.StrictModeError", ValueError),
+    ("ember.serve.DeploymentFailedError", RuntimeError),
+    ("ember.serve.DeploymentUnavailableError", RuntimeError),
+    ("ember.serve.BackPressureError", RuntimeError),
+    ("ember.serve.llm.EngineOverloadedError", RuntimeError),
+    ("ember.serve.llm.EngineClosedError", RuntimeError),
+    ("ember.serve.llm.OpenAIError", Exception),
+    ("ember.util.queue.Empty", queue.Empty),
+    ("ember.util.queue.Full", queue.Full),
+    ("ember.serve._app_file.ConfigError", ValueError),
+]
+
+
+@pytest.mark.parametrize(("name", "builtin"), LIBRARY_ERRORS, ids=[n for n, _ in LIBRARY_ERRORS])
+def test_library_errors_are_ember_errors_and_keep_their_builtin_base(name, builtin):
+    error = _library_error(name)
+
+    with pytest.raises(EmberError):
+        raise error
+    with pytest.raises(builtin):  # the except clauses written before still catch it
+        raise error
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error) and str(copy) == str(error)

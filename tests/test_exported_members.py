@@ -9,6 +9,7 @@ from importlib.metadata import version
 import pytest
 
 import ember
+import ember.core
 import ember.testing
 import ember.util.queue
 from ember import actor, errors, exceptions, util
@@ -95,7 +96,7 @@ EXCEPTIONS_ALL = [
     "WorkerCrashedError",
 ]
 
-ACTOR_ALL = ["ActorClass", "ActorHandle", "ActorMethod", "method"]
+ACTOR_ALL = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 
 UTIL_ALL = ["ActorPool", "Gang", "PlacementGroup", "WorkerGroup", "WorkerInfo", "create_gang",
             "get_node_ip_address", "metrics", "placement_group", "queue",
@@ -106,9 +107,12 @@ QUEUE_ALL = ["Empty", "Full", "Queue"]
 # The test kit users import (like starlette.testclient).
 TESTING_ALL = ["FakeClock", "LeakCheck", "ServeTestClient", "eventually"]
 
+# What the core shares with ember's other packages (see ember/core/__init__.py).
+CORE_ALL = ["LOCAL_NODE_IP", "SEGMENT_PREFIX", "SHM_DIR", "runtime_dir", "serve_direct_enabled"]
+
 PINNED = [(ember, EMBER_ALL), (errors, ERRORS_ALL), (exceptions, EXCEPTIONS_ALL),
           (actor, ACTOR_ALL), (util, UTIL_ALL), (ember.util.queue, QUEUE_ALL),
-          (ember.testing, TESTING_ALL)]
+          (ember.testing, TESTING_ALL), (ember.core, CORE_ALL)]
 
 
 @pytest.mark.parametrize(("module", "names"), PINNED, ids=lambda v: getattr(v, "__name__", ""))

@@ -45,3 +45,18 @@ def test_import_creates_no_shared_memory_segment():
             "import ember; print(sorted(mine() - before))")
 
     assert run_python(code).strip() == "[]"
+
+
+def test_a_library_whose_extra_is_missing_names_the_extra_to_install():
+    code = ("import sys; sys.modules['numpy'] = None; import ember\n"
+            "try:\n    ember.data\nexcept ModuleNotFoundError as exc:\n    print(exc)\n")
+    assert "ember.data needs 'numpy'" in run_python(code)
+    assert "pip install 'ember-scale[data]'" in run_python(code)
+
+
+def test_the_ray_backend_without_ray_names_the_extra_to_install():
+    code = ("import sys; sys.modules['ray'] = None; import ember\n"
+            "try:\n    ember.init(backend='ray')\nexcept ModuleNotFoundError as exc:\n"
+            "    print(exc, ember.is_initialized())\n")
+    out = run_python(code)
+    assert "pip install 'ember-scale[ray]'" in out and out.strip().endswith("False")

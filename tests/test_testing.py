@@ -17,7 +17,7 @@ import pytest
 
 import ember
 from ember import serve
-from ember.core._config import SHM_DIR
+from ember.core._settings import SHM_DIR
 from ember.serve._autoscaling import AutoscalingConfig, AutoscalingPolicy
 from ember.testing import FakeClock, LeakCheck, ServeTestClient, eventually
 

@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ember.core import _runtime_env
 from ember.core._refs import ObjectRef, ObjectRefGenerator
@@ -89,13 +89,17 @@ def init(
     Arguments given here win; ``EMBER_BACKEND`` and ``EMBER_ADDRESS`` fill in what is not
     given, so that ``EMBER_BACKEND=ray EMBER_ADDRESS=auto python main.py`` moves a program that
     calls ``ember.init(num_cpus=2)`` onto a cluster unchanged (sizing arguments are then ignored
-    with a note: the cluster's nodes are sized by ``ray start``).
+    with a note: the cluster's nodes are sized by ``ray start``). ``EMBER_LOG_LEVEL`` sets the
+    level of the ``ember`` logger; the README lists every ``EMBER_*`` variable.
     """
     runtime_env = _runtime_env.validate(runtime_env)
     global _backend, _atexit_registered
-    from ember.core._config import resolve_backend
+    from ember.core._settings import log_level, resolve_backend
 
     backend, address = resolve_backend(backend, address)
+    level = log_level()
+    if level is not None:
+        logging.getLogger("ember").setLevel(level)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (known: {', '.join(map(repr, BACKENDS))})")
     if include_dashboard is not None and dashboard is not None and include_dashboard != dashboard:
@@ -164,7 +168,7 @@ def _start_observing(backend: Backend, dashboard: bool, host: str, port: int | N
 
         if inside_ray_worker():  # ember attached to the Ray worker it runs in: not a driver
             return None
-    from ember.core._config import session_server_enabled
+    from ember.core._settings import session_server_enabled
     from ember.dashboard import _server
 
     service = _server.start(backend, dashboard=dashboard, host=host, port=port,
@@ -201,7 +205,7 @@ def current_backend() -> Backend:
         return backend
     with _lock:
         if _backend is None:
-            from ember.core._config import default_backend
+            from ember.core._settings import default_backend
 
             name, address = default_backend()
             if name == "local":
@@ -382,6 +386,29 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
     with open(filename, "w") as f:
         json.dump(events, f)
     return None
+
+
+class ActorExit(SystemExit):
+    """What ``exit_actor()`` raises: the actor ends once its method lets it through."""
+
+
+def exit_actor() -> NoReturn:
+    """End the actor this is called in, from one of its methods, as Ray's
+    ``ray.actor.exit_actor()``: the call fails with ``ActorDiedError``, so do the calls queued
+    behind it, and the actor is not restarted. ``sys.exit()`` in a method does the same.
+
+    >>> @ember.remote
+    ... class Job:
+    ...     def stop(self):
+    ...         ember.actor.exit_actor()
+    """
+    from ember.core.ray_backend import inside_ray_worker
+
+    in_runtime = is_initialized() or inside_ray_worker()
+    if not in_runtime or get_runtime_context().get_actor_id() is None:
+        raise TypeError("exit_actor() ends the actor it is called in: call it from a method "
+                        "of an actor (ember.kill(handle) ends an actor from outside)")
+    raise ActorExit(0)
 
 
 def _require_backend() -> Backend:

@@ -11,14 +11,17 @@ from ember.core import _runtime_env
 TASK_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "max_retries", "retry_exceptions", "num_returns",
     "name", "memory", "scheduling_strategy", "runtime_env", "placement_group",
-    "placement_group_bundle_index",
+    "placement_group_bundle_index", "enable_task_events",
 }
 ACTOR_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "name", "namespace", "lifetime", "max_restarts",
     "max_task_retries", "max_concurrency", "memory", "scheduling_strategy", "runtime_env",
-    "get_if_exists", "placement_group", "placement_group_bundle_index",
+    "get_if_exists", "placement_group", "placement_group_bundle_index", "enable_task_events",
 }
-METHOD_OPTIONS = {"num_returns", "name", "max_task_retries", "concurrency_group"}
+METHOD_OPTIONS = {"num_returns", "name", "max_task_retries", "concurrency_group",
+                  "enable_task_events"}
+# enable_task_events (Ray's switch for recording a task's events) is accepted and has no
+# effect: the local backend records no task events yet.
 
 TASK_DEFAULTS: dict[str, Any] = {
     "num_cpus": 1.0, "num_gpus": 0.0, "resources": None, "max_retries": 3,
@@ -101,10 +104,12 @@ def validate_actor_options(options: Mapping[str, Any]) -> None:
             _runtime_env.validate(value)
         elif key == "lifetime" and value not in (None, "detached", "non_detached"):
             raise ValueError(f"lifetime={value!r} must be None, 'detached' or 'non_detached'")
-        elif key in ("name", "namespace") and value is not None and (
-            not isinstance(value, str) or not value
-        ):
-            raise ValueError(f"{key}={value!r} must be a non-empty string")
+        elif key in ("name", "namespace") and value is not None:
+            if not isinstance(value, str):
+                raise TypeError(f"{key}={value!r} must be a string (a {type(value).__name__} "
+                                "was given)")
+            if not value:
+                raise ValueError(f"{key}={value!r} must be a non-empty string")
 
 
 def validate_method_options(options: Mapping[str, Any]) -> None:

@@ -137,7 +137,8 @@ def placement_group(bundles: Sequence[Mapping[str, float]], strategy: str = "PAC
     backend = current_backend()
     create = getattr(backend, "create_placement_group", None)
     if create is not None:
-        return create(checked, strategy, name, lifetime)
+        group: PlacementGroup = create(checked, strategy, name, lifetime)
+        return group
     # The local backend: one node, whose resources are the cluster's.
     from ember.core.ray_backend._mapping import placement_infeasible_reason
 

@@ -7,7 +7,7 @@ import os
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from ember.core import _options, _pickling
 
@@ -156,7 +156,8 @@ class _Late:
             return (_Late, (self._kind, self._code_id, self._explicit))
         # Outside its own code's pickling, travel as the real thing: the next process (a Ray
         # worker, say) may never have seen this code.
-        return self._resolve().__reduce__()
+        reduced: tuple[Any, ...] = self._resolve().__reduce__()
+        return reduced
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,10 @@ class ActorClass:
         """
         from ember.core._api import current_backend
 
+        if self._options.get("get_if_exists") and not self._options.get("name"):
+            raise ValueError(
+                f"get_if_exists=True on {self.meta.class_name} needs a name to look the actor "
+                "up by: pass name=... in .options() or @ember.remote")
         return current_backend().create_actor(self, args, kwargs, self._options)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -380,6 +385,14 @@ def method(**options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]
         return fn
 
     return mark
+
+
+@overload
+def remote(target: Any, /) -> Any: ...
+
+
+@overload
+def remote(**options: Any) -> Callable[[Any], Any]: ...
 
 
 def remote(*args: Any, **options: Any) -> Any:

@@ -144,7 +144,8 @@ def _module_path(module: Any, what: str) -> str:
     """The path of one ``py_modules`` entry: a package directory, a .whl/.zip, or a module."""
     if not isinstance(module, (str, os.PathLike)):  # a module object: its package or its file
         package = getattr(module, "__path__", None)
-        found = next(iter(package), None) if package else getattr(module, "__file__", None)
+        found: str | None = (next(iter(package), None) if package
+                             else getattr(module, "__file__", None))
         if found is None:
             raise RuntimeEnvSetupError(
                 f"{what}: runtime_env py_modules entry {module!r} has no files to use")

@@ -41,7 +41,8 @@ def _pickle(value: Any, buffer_callback: Any, reset: Any) -> bytes:
     import cloudpickle
 
     reset()  # the second pickling collects buffers and references afresh
-    return cloudpickle.dumps(value, protocol=5, buffer_callback=buffer_callback)
+    by_value: bytes = cloudpickle.dumps(value, protocol=5, buffer_callback=buffer_callback)
+    return by_value
 
 
 _SIMPLE = frozenset((type(None), bool, int, float, str, bytes))

@@ -23,7 +23,8 @@ import threading
 import weakref
 from dataclasses import dataclass
 
-from ember.core._config import SEGMENT_PREFIX, SHM_DIR
+from ember.core._settings import SEGMENT_PREFIX
+from ember.core._settings import SHM_DIR as SHM_DIR  # also read from here by ember.core.local
 
 ALIGN = 64
 

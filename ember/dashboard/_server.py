@@ -30,6 +30,7 @@ from typing import Any
 from ember.core import _observe
 from ember.dashboard import _session
 from ember.dashboard._series import ServeSeries
+from ember.errors import SessionError
 
 logger = logging.getLogger("ember")
 
@@ -80,7 +81,7 @@ class Service:
             finally:
                 os.umask(old)
             sock.listen(16)
-        except (OSError, _session.SessionError) as exc:
+        except (OSError, SessionError) as exc:
             logger.warning("ember: the ember CLI will not find this program (%s)", exc)
             return
         self._socket_path = path

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ember.core._config import runtime_dir
+from ember.core import runtime_dir
 from ember.errors import SessionError
 
 

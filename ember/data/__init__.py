@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ember.data import _read
+from ember.data import aggregate as aggregate
 from ember.data import block as block
 from ember.data import datasource as datasource
 from ember.data._block import StrictModeError

@@ -12,6 +12,8 @@ from typing import Any, Literal, TypeAlias
 import numpy as np
 import pyarrow as pa
 
+from ember.errors import EmberError
+
 Block: TypeAlias = pa.Table
 BatchFormat = Literal["numpy", "pandas", "pyarrow"]
 BATCH_FORMATS = ("numpy", "pandas", "pyarrow", "default")
@@ -19,7 +21,7 @@ BATCH_FORMATS = ("numpy", "pandas", "pyarrow", "default")
 TENSOR_COLUMN_NOTE = "multi-dimensional arrays are stored as fixed-shape tensor columns"
 
 
-class StrictModeError(ValueError):
+class StrictModeError(EmberError, ValueError):
     """A UDF or a constructor produced data without named columns."""
 
 
@@ -72,12 +74,15 @@ def column_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
                 return np.empty((0, *column.type.shape), dtype=column.type.value_type.to_pandas_dtype())
             return np.concatenate([c.to_numpy_ndarray() for c in column.chunks])
         column = column.combine_chunks()
+    # pyarrow has no type hints: name what its conversions return.
     if isinstance(column.type, pa.FixedShapeTensorType):
-        return column.to_numpy_ndarray()
+        tensors: np.ndarray = column.to_numpy_ndarray()
+        return tensors
     try:
-        return column.to_numpy(zero_copy_only=False)
+        values: np.ndarray = column.to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, NotImplementedError):
         return np.array(column.to_pylist(), dtype=object)
+    return values
 
 
 def _strict(what: str, value: Any) -> StrictModeError:

@@ -161,13 +161,20 @@ class Dataset(_iterator.BatchIteration):
                                num_gpus=num_gpus)
 
     def filter(self, fn: Callable[[dict[str, Any]], bool], *, compute: Any = None,
-               num_cpus: float | None = None,
+               num_cpus: float | None = None, num_gpus: float = 0.0,
+               fn_args: tuple[Any, ...] = (), fn_kwargs: dict[str, Any] | None = None,
+               fn_constructor_args: tuple[Any, ...] = (),
+               fn_constructor_kwargs: dict[str, Any] | None = None,
                concurrency: int | tuple[int, ...] | None = None) -> Dataset:
-        """Keep the rows for which ``fn(row)`` is true."""
+        """Keep the rows for which ``fn(row, *fn_args, **fn_kwargs)`` is true (a class is
+        built once per actor with ``fn_constructor_args``/``fn_constructor_kwargs``)."""
         compute = self._compute(fn, compute, concurrency, "filter")
         self._check_udf(fn, compute, "filter")
-        step = MapRows(f"Filter({udf_name(fn)})", fn, (), {}, ((), {}), "filter")
-        return self._map_stage(step.name, (step,), compute=compute, num_cpus=num_cpus)
+        step = MapRows(f"Filter({udf_name(fn)})", fn, tuple(fn_args), dict(fn_kwargs or {}),
+                       (tuple(fn_constructor_args), dict(fn_constructor_kwargs or {})),
+                       "filter")
+        return self._map_stage(step.name, (step,), compute=compute, num_cpus=num_cpus,
+                               num_gpus=num_gpus)
 
     def map_batches(
         self, fn: Any, *, batch_size: int | str | None = "default", compute: Any = None,
@@ -424,8 +431,14 @@ class Dataset(_iterator.BatchIteration):
         return _split.streaming_split(self._plan, n, equal, locality_hints)
 
     # -- consumption ----------------------------------------------------------------------------
+    def _first_blocks(self, limit: int) -> Iterator[Block]:
+        # The first rows of the dataset, in its order (as Ray's take() gives them): the
+        # blocks after the limit come out in plan order, not as their tasks finish.
+        return _iterator.blocks_of(self.limit(limit)._bundles(ordered=True), 0)
+
     def take(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Up to ``limit`` rows as a list of dicts (runs only as much of the plan as needed).
+        """The first ``limit`` rows as a list of dicts, in the dataset's order (runs only as much
+        of the plan as needed).
 
         >>> ember.data.from_items([{"name": "ada", "age": 36}]).take()
         [{'name': 'ada', 'age': 36}]
@@ -435,9 +448,9 @@ class Dataset(_iterator.BatchIteration):
         rows: list[dict[str, Any]] = []
         if limit <= 0:
             return rows
-        for row in self.limit(limit).iter_rows(prefetch_blocks=0):
-            rows.append(row)
-        return rows
+        for block in self._first_blocks(limit):
+            rows.extend(_block.iter_rows(block))
+        return rows[:limit]
 
     def take_all(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Every row as a list of dicts; with ``limit``, a ``ValueError`` if there are more."""
@@ -454,7 +467,7 @@ class Dataset(_iterator.BatchIteration):
         {'x': array([1])}
         """
         fmt = _block.check_batch_format(batch_format)
-        block = _block.concat(list(self.limit(batch_size)._blocks()))
+        block = _block.concat(list(self._first_blocks(batch_size)))
         return _block.block_to_batch(block, fmt)
 
     def show(self, limit: int = 20) -> None:
@@ -473,6 +486,62 @@ class Dataset(_iterator.BatchIteration):
         if isinstance(plan, InputBlocks):
             return sum(b.meta.num_rows for b in plan.bundles)
         return sum(b.meta.num_rows for b in self._bundles())
+
+    # -- aggregations ---------------------------------------------------------------------------
+    def aggregate(self, *aggs: Any) -> dict[str, Any]:
+        """The values of ``aggs`` (``ember.data.aggregate``: ``Count()``, ``Mean("x")``...)
+        over the whole dataset, as ``{name: value}``. Each block is reduced where it is;
+        only the partial results come back."""
+        from ember.data import _aggregate
+
+        return _aggregate.over_dataset(self, aggs)
+
+    def _per_column(self, make: Callable[[str], Any], on: str | list[str] | None) -> Any:
+        columns = self.columns() if on is None else [on] if isinstance(on, str) else list(on)
+        aggs = [make(column) for column in columns]
+        result = self.aggregate(*aggs)
+        return result[aggs[0].name] if isinstance(on, str) else result
+
+    def sum(self, on: str | list[str] | None = None, ignore_nulls: bool = True) -> Any:
+        """The sum of column ``on`` (a dict per column for a list, or for ``None``: all);
+        ``None`` over no values, or with a null and ``ignore_nulls=False``."""
+        from ember.data.aggregate import Sum
+
+        return self._per_column(lambda c: Sum(c, ignore_nulls=ignore_nulls), on)
+
+    def min(self, on: str | list[str] | None = None, ignore_nulls: bool = True) -> Any:
+        """The smallest value of column ``on`` (see ``sum`` for ``on`` and nulls)."""
+        from ember.data.aggregate import Min
+
+        return self._per_column(lambda c: Min(c, ignore_nulls=ignore_nulls), on)
+
+    def max(self, on: str | list[str] | None = None, ignore_nulls: bool = True) -> Any:
+        """The largest value of column ``on`` (see ``sum`` for ``on`` and nulls)."""
+        from ember.data.aggregate import Max
+
+        return self._per_column(lambda c: Max(c, ignore_nulls=ignore_nulls), on)
+
+    def mean(self, on: str | list[str] | None = None, ignore_nulls: bool = True) -> Any:
+        """The mean of column ``on`` (see ``sum`` for ``on`` and nulls)."""
+        from ember.data.aggregate import Mean
+
+        return self._per_column(lambda c: Mean(c, ignore_nulls=ignore_nulls), on)
+
+    def std(self, on: str | list[str] | None = None, ddof: int = 1,
+            ignore_nulls: bool = True) -> Any:
+        """The standard deviation of column ``on`` (``ddof=1``: the sample's; NaN for fewer
+        than ``ddof + 1`` values; see ``sum`` for ``on`` and nulls)."""
+        from ember.data.aggregate import Std
+
+        return self._per_column(lambda c: Std(c, ddof=ddof, ignore_nulls=ignore_nulls), on)
+
+    def unique(self, column: str, ignore_nulls: bool = False) -> list[Any]:
+        """The distinct values of ``column`` (``None`` among them for nulls unless
+        ``ignore_nulls=True``), in no particular order."""
+        from ember.data.aggregate import Unique
+
+        agg = Unique(column, ignore_nulls=ignore_nulls)
+        return list(self.aggregate(agg)[agg.name])
 
     def schema(self) -> pa.Schema | None:
         """The Arrow schema (runs the plan until a block with columns appears)."""

@@ -89,6 +89,21 @@ class GroupedData:
         # The options object is built in the worker: pyarrow's option objects do not pickle.
         return self._aggregate([(c, "stddev", ddof, f"std({c})") for c in self._columns(on)])
 
+    def aggregate(self, *aggs: Any) -> Dataset:
+        """One row per group: the key, then the value of each of ``aggs``
+        (``ember.data.aggregate``: ``Count()``, ``Mean("x")``, ``Quantile("x", q=0.9)``...)."""
+        from ember.data import _aggregate
+        from ember.data._dataset import Dataset
+
+        key = self._key
+        fns = _aggregate.check(aggs, "GroupedData.aggregate()")
+
+        def reduce(block: Block) -> Block:
+            return _aggregate.per_group(block, key, fns)
+
+        stage = MapStage(self._partitioned(), "Aggregate", (BlockFn("Aggregate", reduce),))
+        return Dataset(stage)
+
     def map_groups(self, fn: Callable[..., Any], *, batch_format: str | None = "default",
                    fn_args: tuple[Any, ...] = (), fn_kwargs: dict[str, Any] | None = None
                    ) -> Dataset:

@@ -33,7 +33,8 @@ def _sample(block: Block, key: str, k: int) -> np.ndarray:
         return np.array([])
     column = _block.column_to_numpy(block.column(key))
     idx = np.linspace(0, len(column) - 1, num=min(k, len(column))).astype(int)
-    return np.sort(column)[idx]
+    sample: np.ndarray = np.sort(column)[idx]
+    return sample
 
 
 @ember.remote

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ember.rl._config import PPOConfig
+from ember.rl._ppo_config import PPOConfig
 
 if TYPE_CHECKING:
     from ember.rl._ppo import PPO

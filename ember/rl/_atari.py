@@ -92,4 +92,5 @@ class GrayResize(gym.ObservationWrapper):
         gray = frame[..., 0] * 0.299 + frame[..., 1] * 0.587 + frame[..., 2] * 0.114
         resized = torch.nn.functional.adaptive_avg_pool2d(
             torch.from_numpy(gray)[None, None], (self.size, self.size))[0, 0].numpy()
-        return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+        pixels: np.ndarray = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+        return pixels

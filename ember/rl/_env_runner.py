@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ember.rl._config import PPOConfig
 from ember.rl._math import compute_gae, next_values
 from ember.rl._numpy_policy import NumpyMLPPolicy, is_mlp_weights
+from ember.rl._ppo_config import PPOConfig
 
 
 def make_env(spec: Any, env_config: dict[str, Any]) -> Any:
@@ -77,7 +77,8 @@ class _TorchPolicy:
         import torch
 
         with torch.inference_mode():
-            return self.model(torch.as_tensor(obs))[1].numpy()
+            values: np.ndarray = self.model(torch.as_tensor(obs))[1].numpy()
+        return values
 
 
 class EnvRunner:

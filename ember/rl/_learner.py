@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ember.rl._config import PPOConfig
 from ember.rl._math import ppo_loss
 from ember.rl._optim import Adam
+from ember.rl._ppo_config import PPOConfig
 from ember.rl._shares import deal, gradient_scales, offsets
 
 if TYPE_CHECKING:

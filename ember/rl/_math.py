@@ -65,7 +65,8 @@ def normalize_advantages(advantages: np.ndarray, eps: float = 1e-8) -> np.ndarra
     if advantages.size == 0:
         return advantages.astype(np.float32)
     centred = advantages - advantages.mean()
-    return (centred / (advantages.std() + eps)).astype(np.float32)
+    normalized: np.ndarray = (centred / (advantages.std() + eps)).astype(np.float32)
+    return normalized
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ def _forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.n
     for w, b in layers[:-1]:
         x = np.tanh(x @ w + b)
     w, b = layers[-1]
-    return x @ w + b
+    out: np.ndarray = x @ w + b
+    return out
 
 
 class NumpyMLPPolicy:

@@ -21,10 +21,10 @@ import numpy as np
 import ember
 from ember.errors import ActorDiedError, WorkerCrashedError
 from ember.rl import _learner
-from ember.rl._config import PPOConfig
 from ember.rl._env_runner import EnvRunner, make_env
 from ember.rl._math import normalize_advantages
 from ember.rl._observe import IterationView
+from ember.rl._ppo_config import PPOConfig
 from ember.rl._shares import offsets, split_by_weights
 from ember.util import WorkerGroup
 

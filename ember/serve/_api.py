@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ember
-from ember.errors import ActorDiedError
+from ember.errors import ActorDiedError, EmberError
 from ember.serve import _handle
 from ember.serve._controller import Controller
 from ember.serve._deployment import Application, Deployment, replace_applications
@@ -54,7 +54,7 @@ class ServeStatus:
     proxies: dict[str, int] = field(default_factory=dict)
 
 
-class DeploymentFailedError(RuntimeError):
+class DeploymentFailedError(EmberError, RuntimeError):
     """An application's replicas could not start (their constructor raised)."""
 
 
@@ -95,7 +95,9 @@ def proxy_nodes(location: str, nodes: list[dict[str, Any]], driver_node: str
 def _start_proxies(controller: Any, host: str, port: int, options: dict[str, Any] | None,
                    location: str) -> int | None:
     nodes = proxy_nodes(location, ember.nodes(), ember.get_runtime_context().get_node_id())
-    return ember.get(controller.start_proxy.remote(host, port, options, nodes, location))
+    port_bound: int | None = ember.get(
+        controller.start_proxy.remote(host, port, options, nodes, location))
+    return port_bound
 
 
 def _location_name(location: Any) -> str:

@@ -505,6 +505,7 @@ def batch(
         wrapper.set_batch_wait_timeout_s = lambda s: settings.update(batch_wait_timeout_s=s)
         wrapper._get_max_batch_size = lambda: settings.max_batch_size
         wrapper._get_batch_wait_timeout_s = lambda: settings.batch_wait_timeout_s
-        return wrapper
+        decorated: Callable[..., Any] = wrapper
+        return decorated
 
     return decorate(_func) if _func is not None else decorate

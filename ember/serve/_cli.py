@@ -3,7 +3,7 @@
 ``main(argv)`` takes the arguments after ``ember serve``::
 
     ember serve run my_models:app --port 8000 --route-prefix /
-    ember serve run serve_config.yaml        # several applications (see _config.py)
+    ember serve run serve_config.yaml        # several applications (see _app_file.py)
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_config(args: argparse.Namespace) -> None:
     from ember import serve
-    from ember.serve._config import ConfigError, build_application, load_config
+    from ember.serve._app_file import ConfigError, build_application, load_config
 
     try:
         config = load_config(args.application)

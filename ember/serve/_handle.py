@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import ember
-from ember.errors import ActorDiedError
+from ember.errors import ActorDiedError, EmberError
 from ember.serve._multiplex import model_id_problem
 from ember.serve._router import Router
 from ember.serve.context import _get_serve_request_context, new_request_id
@@ -68,11 +68,11 @@ async def await_ref(ref: Any) -> Any:
     return await await_future(ref.future())
 
 
-class DeploymentUnavailableError(RuntimeError):
+class DeploymentUnavailableError(EmberError, RuntimeError):
     """The deployment was deleted, or serve shut down, while a call waited for a replica."""
 
 
-class BackPressureError(RuntimeError):
+class BackPressureError(EmberError, RuntimeError):
     """Every replica is busy and this caller already queues ``max_queued_requests`` calls."""
 
 

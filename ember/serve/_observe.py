@@ -65,7 +65,7 @@ def _meters() -> tuple[metrics.Counter, metrics.Counter, metrics.Histogram, metr
 
 
 def _stats(replica: Any) -> _ReplicaStats:
-    stats = replica.__dict__.get("_observe_stats")
+    stats: _ReplicaStats | None = replica.__dict__.get("_observe_stats")
     if stats is None:
         stats = replica.__dict__["_observe_stats"] = _ReplicaStats(replica.replica_id)
     return stats

@@ -26,6 +26,7 @@ import socket
 import threading
 from typing import Any
 
+from ember.core import serve_direct_enabled
 from ember.errors import ActorDiedError
 from ember.serve import _direct
 from ember.serve._direct import DirectChannel, NotAuthenticated, ReplicaLost
@@ -61,7 +62,7 @@ class Proxy:
         self._options = HTTPOptions().proxy_options()
         self._max_body = DEFAULT_MAX_BODY_BYTES
         # EMBER_SERVE_DIRECT=0: every request as an actor call (for tests of that path).
-        self._direct = os.environ.get("EMBER_SERVE_DIRECT") != "0"
+        self._direct = serve_direct_enabled()
 
     async def start(self, host: str, port: int, options: dict[str, Any] | None = None, *,
                     parser: str = "auto") -> int:

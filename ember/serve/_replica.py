@@ -16,7 +16,7 @@ import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ember.serve import _multiplex, _observe, _syncgen
 from ember.serve._handle import fill_upstream
@@ -28,6 +28,9 @@ from ember.serve.context import (
     _set_internal_replica_context,
     new_request_id,
 )
+
+if TYPE_CHECKING:
+    from ember.serve._direct import DirectServer
 
 REQUEST_ID_HEADER = b"x-request-id"
 INTERNAL_REQUEST_KEY = "ember_serve_request_key"  # scope key: the proxy's id of a request
@@ -53,14 +56,14 @@ class Replica:
         self._slots = _Slots(max_ongoing_requests or 2**31)
         self._is_class = inspect.isclass(target)
         self._instance = target(*args, **kwargs) if self._is_class else None
-        self._function = None if self._is_class else target
+        self._function: Callable[..., Any] | None = None if self._is_class else target
         context.servable_object = self._instance if self._is_class else target
         self._user_config = user_config
         self._asgi = getattr(target, "__ember_serve_asgi__", None) if self._is_class else None
         if self._asgi is not None:
             self._asgi = self._asgi.build()  # an app factory runs here, in the replica
         self._ongoing = 0
-        self._direct: Any = None
+        self._direct: DirectServer | None = None
         self._http_tasks: dict[str, asyncio.Task[None]] = {}
 
     def _enter_request(self, request_id: str, model_id: str, route: str = "",
@@ -104,7 +107,7 @@ class Replica:
                 raise AttributeError(f"a function deployment has no method {name!r}; call it")
             assert self._function is not None
             return self._function
-        method = getattr(self._instance, name, None)
+        method: Callable[..., Any] | None = getattr(self._instance, name, None)
         if method is None or (name.startswith("_") and name != "__call__"):
             raise AttributeError(
                 f"deployment class {type(self._instance).__name__} has no method {name!r}"

@@ -65,7 +65,8 @@ class SyncIterator(AsyncIterator[T]):
         item = await asyncio.shield(step)
         if item is _END:
             raise StopAsyncIteration
-        return item
+        produced: T = item  # not the end marker: what the iterator yielded
+        return produced
 
     def _step(self) -> Any:
         item: Any = _END  # also when next() raises: a generator that raised is finished

@@ -24,7 +24,7 @@ import os
 import time
 from types import TracebackType
 
-from ember.core._config import SEGMENT_PREFIX, SHM_DIR
+from ember.core import SEGMENT_PREFIX, SHM_DIR
 
 _LOCK_PREFIX, _LOCK_SUFFIX = "." + SEGMENT_PREFIX, ".lock"  # ember/core/_shm.py's lock files
 

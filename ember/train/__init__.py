@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from ember.errors import CorruptCheckpointError, StorageError, TrainingFailedError
 from ember.train._checkpoint import Checkpoint
-from ember.train._config import (
+from ember.train._config_classes import (
     CheckpointConfig,
     DataConfig,
     FailureConfig,

@@ -207,7 +207,9 @@ class _Session:
 _session: _Session | None = None
 
 
-def _current(what: str) -> _Session:
+def current_session(what: str) -> _Session:
+    """This worker's session (also for ``ember.train.huggingface``); ``what``, the function
+    asked for, is named in the error raised outside a training loop."""
     if _session is None:
         raise RuntimeError(f"ember.train.{what}() works only inside train_loop_per_worker, "
                            "run by a TorchTrainer")
@@ -257,12 +259,12 @@ def _keep_compile_cache() -> None:
 
 def next_event() -> Any:
     """(In a worker) the loop's next ``ReportEvent`` or ``DoneEvent``; raises its error."""
-    return _current("next_event").next_event()
+    return current_session("next_event").next_event()
 
 
 def acknowledge(next_index: int) -> None:
     """(In a worker) the driver has handled the last report; the loop may go on."""
-    _current("acknowledge").acknowledge(next_index)
+    current_session("acknowledge").acknowledge(next_index)
 
 
 def report(metrics: Mapping[str, Any], *, checkpoint: Checkpoint | None = None) -> None:
@@ -274,24 +276,24 @@ def report(metrics: Mapping[str, Any], *, checkpoint: Checkpoint | None = None) 
     rank's upload is confirmed and the checkpoint committed (with
     ``CheckpointConfig(async_upload=True)``: at once, the upload running on in the background).
     """
-    _current("report").report(metrics, checkpoint)
+    current_session("report").report(metrics, checkpoint)
 
 
 def get_context() -> TrainContext:
     """This worker's rank, world size, local rank and node rank."""
-    return _current("get_context").context
+    return current_session("get_context").context
 
 
 def get_checkpoint() -> Checkpoint | None:
     """The checkpoint to resume from (the latest committed one, or ``resume_from_checkpoint``),
     bound to this rank: its ``as_directory()`` holds this rank's files. ``None`` at a fresh
     start."""
-    return _current("get_checkpoint").checkpoint
+    return current_session("get_checkpoint").checkpoint
 
 
 def get_dataset_shard(name: str) -> Any:
     """This rank's shard of ``TorchTrainer(datasets={name: ...})``."""
-    session = _current("get_dataset_shard")
+    session = current_session("get_dataset_shard")
     if name not in session.dataset_shards:
         known = ", ".join(map(repr, sorted(session.dataset_shards))) or "none"
         raise KeyError(f"no dataset named {name!r} was passed to the trainer (datasets: {known})")

@@ -19,7 +19,7 @@ from typing import Any
 
 from ember.errors import CorruptCheckpointError, TrainingFailedError
 from ember.train._checkpoint import Checkpoint
-from ember.train._config import DataConfig, RunConfig, ScalingConfig
+from ember.train._config_classes import DataConfig, RunConfig, ScalingConfig
 from ember.train._observe import RunView
 from ember.train._result import Result
 from ember.train._retention import CheckpointRecord, RetentionPolicy
@@ -34,7 +34,7 @@ from ember.train._session import (
     start_session,
 )
 from ember.train._storage import FileEntry, Storage
-from ember.util._worker_group import WorkerGroup, _get_all
+from ember.util import WorkerGroup
 
 logger = logging.getLogger("ember.train")
 
@@ -364,7 +364,7 @@ class _Run:
         shards = _shard_datasets(trainer.datasets, trainer.dataset_config, n,
                                  n * trainer.scaling_config.num_cpus_per_worker)
         cc = self.checkpoint_config
-        _get_all([
+        group.get_all([
             group.execute_single_async(
                 info.rank, start_session, trainer.train_loop_per_worker,
                 trainer.train_loop_config,
@@ -383,7 +383,7 @@ class _Run:
             # A worker runs the acknowledgement of the last reports before this poll (calls to
             # an actor run in order), so both go out together.
             polls = group.execute_async(next_event)
-            events = _get_all(acks + polls)[len(acks):]
+            events = group.get_all(acks + polls)[len(acks):]
             done = [e for e in events if isinstance(e, DoneEvent)]
             if len(done) == n:
                 return

@@ -46,27 +46,34 @@ class ActorPool:
         self._next_index += 1
 
     def map(self, fn: Callable[[Any, V], Any], values: Iterable[V]) -> Iterator[Any]:
-        """Results of ``fn(actor, value)`` for every value, in the order of ``values``."""
+        """Results of ``fn(actor, value)`` for every value, in the order of ``values``.
+
+        Every value is submitted before this returns (as in Ray); the iterator then yields
+        the results."""
         self._drop_unread()
         for value in values:
             self.submit(fn, value)
-        while self.has_next():
-            yield self.get_next()
+        return self._results(self.get_next)
 
     def map_unordered(self, fn: Callable[[Any, V], Any], values: Iterable[V]) -> Iterator[Any]:
-        """Results of ``fn(actor, value)`` for every value, as they finish."""
+        """Results of ``fn(actor, value)`` for every value, as they finish (every value is
+        submitted before this returns)."""
         self._drop_unread()
         for value in values:
             self.submit(fn, value)
+        return self._results(self.get_next_unordered)
+
+    def _results(self, get: Callable[[], Any]) -> Iterator[Any]:
         while self.has_next():
-            yield self.get_next_unordered()
+            yield get()
 
     def _drop_unread(self) -> None:
-        # A new map starts from a clean pool: results nobody read are dropped (their actors
-        # come back as they finish), as Ray's does.
+        # A new map starts from a clean pool: results nobody read are dropped and their actors
+        # go back to the pool at once (an actor still busy with one takes the new work
+        # behind it), as Ray's does.
         while self.has_next():
             try:
-                self.get_next_unordered(timeout=0, ignore_if_timedout=True)
+                self.get_next(timeout=0, ignore_if_timedout=True)
             except TimeoutError:
                 pass
 
@@ -102,14 +109,19 @@ class ActorPool:
     ) -> Any:
         """The first result to finish, whatever its submission order.
 
-        Raises ``TimeoutError`` when none finishes within ``timeout`` seconds
-        (``ignore_if_timedout`` is accepted for Ray's signature; nothing is skipped).
+        Raises ``TimeoutError`` when none finishes within ``timeout`` seconds; with
+        ``ignore_if_timedout=True`` the oldest submission is then skipped (its actor is
+        returned to the pool) before the error is raised, as Ray's docstring describes.
         """
         if not self.has_next():
             raise StopIteration("no more results to get: submit work first")
         firsts = [_refs(result)[0] for result in self._by_index.values()]
         ready, _ = ember.wait(firsts, num_returns=1, timeout=timeout)
         if not ready:
+            if ignore_if_timedout:
+                self._finish(self._by_index[min(self._by_index)])
+                raise TimeoutError(f"no result within {timeout} s; the oldest submission "
+                                   "is skipped")
             raise TimeoutError(f"no result within {timeout} s")
         result = next(r for r in self._by_index.values() if _refs(r)[0] == ready[0])
         self._finish(result)

@@ -9,8 +9,7 @@ def get_node_ip_address() -> str:
     With the local backend (one machine) it is ``127.0.0.1``, the address in that node's
     ``node:127.0.0.1`` resource; with the ray backend it is Ray's answer. Starts no runtime.
     """
-    from ember.core import _api
-    from ember.core._config import LOCAL_NODE_IP
+    from ember.core import LOCAL_NODE_IP, _api
     from ember.core.ray_backend import inside_ray_worker
 
     backend = _api._backend

@@ -186,7 +186,7 @@ class WorkerGroup:
             timeout=self.placement_timeout_s, grace_s=self.grace_s)
         handles = list(gang.actors)
         try:
-            metas = _get_all([h.metadata.remote() for h in handles])
+            metas = self.get_all([h.metadata.remote() for h in handles])
         except BaseException:
             self.shutdown()
             raise
@@ -222,7 +222,20 @@ class WorkerGroup:
 
     def execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
         """Run ``fn`` on every worker and return the results by rank; the first error raises."""
-        return _get_all(self.execute_async(fn, *args, **kwargs))
+        return self.get_all(self.execute_async(fn, *args, **kwargs))
+
+    @staticmethod
+    def get_all(refs: list[Any]) -> list[Any]:
+        """The results of ``refs`` (from ``execute_async`` or ``execute_single_async``), in
+        order. The first failure raises as soon as it happens, not after the calls listed
+        before it finish (as ``ember.get(refs)`` would wait): a worker that died is noticed
+        while the others still run."""
+        pending = list(refs)
+        while pending:
+            ready, pending = ember.wait(pending, num_returns=1)
+            for ref in ready:
+                ember.get(ref)  # raises at once when this one failed
+        return list(ember.get(refs))
 
     def setup_torch_distributed(self, backend: str | None = None, *,
                                 timeout_s: float = 1800) -> None:
@@ -235,9 +248,9 @@ class WorkerGroup:
         # on one machine, else on that node's address only (never on every interface).
         same_node = len({info.node_id for info in self.infos}) == 1
         address = "127.0.0.1" if same_node else self.infos[0].address
-        port = _get_all([self.execute_single_async(0, _listen_for_rendezvous, address)])[0]
+        port = self.get_all([self.execute_single_async(0, _listen_for_rendezvous, address)])[0]
         threads = max(1, int(self.num_cpus_per_worker))
-        _get_all([
+        self.get_all([
             w.execute.remote(_init_torch_process_group, info.rank, self.num_workers,
                              info.local_rank, info.local_world_size, address, port, backend,
                              timeout_s, threads)
@@ -287,13 +300,3 @@ def _wait_until_dead(handles: list[Any], timeout_s: float) -> bool:
         logger.warning("%d worker(s) of the group were killed but not confirmed stopped after "
                        "%g s", len(alive), timeout_s)
     return not alive
-
-
-def _get_all(refs: list[Any]) -> list[Any]:
-    """Every result, in order; raises the first failure as soon as it happens."""
-    pending = list(refs)
-    while pending:
-        ready, pending = ember.wait(pending, num_returns=1)
-        for ref in ready:
-            ember.get(ref)  # raises at once when this one failed
-    return list(ember.get(refs))

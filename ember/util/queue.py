@@ -20,15 +20,16 @@ from collections.abc import Iterable
 from typing import Any
 
 import ember
+from ember.errors import EmberError
 
 __all__ = ["Empty", "Full", "Queue"]
 
 
-class Empty(_stdlib_queue.Empty):
+class Empty(EmberError, _stdlib_queue.Empty):
     """No item came within the timeout (or ``get_nowait`` found the queue empty)."""
 
 
-class Full(_stdlib_queue.Full):
+class Full(EmberError, _stdlib_queue.Full):
     """No room came within the timeout (or ``put_nowait`` found the queue full)."""
 
 

@@ -32,7 +32,7 @@ CLUSTER = {"num_cpus": 2, "num_gpus": 2, "resources": {"widget": 2.0}}
 
 def _ray_unavailable() -> str | None:
     if importlib.util.find_spec("ray") is None:
-        return "the ray package is not installed (pip install 'ember[ray]')"
+        return "the ray package is not installed (pip install 'ember-scale[ray]')"
     if importlib.util.find_spec("ember.core.ray_backend") is None:
         return ("ember.core.ray_backend does not exist yet: the contract suite runs against the "
                 "ray backend once that module is written")

@@ -489,8 +489,9 @@ def test_cancel_of_a_queued_task_raises_task_cancelled_error(tmp_path, gate: Gat
     ref = queued.remote(str(tmp_path / "queued-ran"))
     ember.cancel(ref)
 
-    with pytest.raises(TaskCancelledError):
+    with pytest.raises(TaskCancelledError) as caught:
         get(ref)
+    assert not isinstance(caught.value, TaskError)  # it never ran: a plain cancel, as in Ray
     gate.open()
     assert get(holders) == ["held", "held"]
     assert not (tmp_path / "queued-ran").exists()
@@ -516,10 +517,12 @@ def test_cancel_of_a_running_task_raises_task_cancelled_error(tmp_path, gate: Ga
     ember.cancel(ref, force=force)
 
     try:
-        with pytest.raises(TaskCancelledError):
+        with pytest.raises(TaskCancelledError) as caught:
             get(ref)
     finally:
         gate.open()
+    if not force:  # interrupted while it ran: Ray's RayTaskError(TaskCancelledError)
+        assert isinstance(caught.value, ember.exceptions.RayTaskError)
     assert get(after.remote()) == "still working"
 
 
@@ -621,8 +624,9 @@ def test_cancel_of_a_running_async_actor_call_cancels_its_asyncio_task(tmp_path)
     eventually(started.exists, what="the call to start")
     ember.cancel(ref)
 
-    with pytest.raises(TaskCancelledError):
+    with pytest.raises(ember.exceptions.RayTaskError) as caught:  # as Ray's doc catches it
         get(ref)
+    assert isinstance(caught.value, TaskCancelledError)
     eventually(cancelled.exists, what="asyncio.CancelledError in the call")
     assert get(actor.ping.remote()) == "pong"
 
@@ -727,6 +731,65 @@ def test_failing_constructor_makes_calls_raise_actor_died_error():
 
     with pytest.raises(ActorDiedError):
         get(actor.ping.remote())
+
+
+def test_exit_actor_in_a_method_ends_the_actor_for_good_and_sys_exit_restarts_it():
+    @ember.remote(max_restarts=2)
+    class Quitter:
+        def quit(self, how):
+            if how == "exit_actor":
+                ember.actor.exit_actor()
+            raise SystemExit(1)
+
+        def ping(self):
+            return "pong"
+
+    quitter = Quitter.remote()
+    assert get(quitter.ping.remote()) == "pong"
+    with pytest.raises(ActorDiedError):
+        get(quitter.quit.remote("exit_actor"))
+    with pytest.raises(ActorDiedError):  # not restarted, though max_restarts allows it
+        get(quitter.ping.remote())
+
+    # sys.exit(1) is a process exit like a crash: the call fails, the actor restarts.
+    quitter = Quitter.remote()
+    with pytest.raises(ActorDiedError):
+        get(quitter.quit.remote("sys.exit"))
+    assert call_until_served(quitter.ping) == "pong"
+    with pytest.raises(TypeError, match="actor"):
+        ember.actor.exit_actor()  # the driver is no actor
+
+
+def test_an_actor_dies_with_the_actor_that_created_it_unless_it_is_detached():
+    @ember.remote
+    class Child:
+        def ping(self):
+            return "pong"
+
+    @ember.remote
+    class Parent:
+        def make(self, name):
+            self.child = Child.remote()
+            self.detached = Child.options(name=name, lifetime="detached").remote()
+            return self.child, self.detached
+
+    parent = Parent.remote()
+    child, detached = get(parent.make.remote(f"detached-{uuid.uuid4().hex[:8]}"))
+    try:
+        assert get(child.ping.remote()) == "pong"
+        ember.kill(parent)
+
+        def child_is_dead():
+            try:
+                get(child.ping.remote(), timeout=10)
+            except ActorDiedError:
+                return True
+            return False
+
+        eventually(child_is_dead, what="the child actor to die with its creator")
+        assert get(detached.ping.remote()) == "pong"  # detached: owned by nobody
+    finally:
+        ember.kill(detached)
 
 
 def test_kill_fails_pending_and_later_calls_with_actor_died_error(tmp_path, gate: Gate,
@@ -1292,6 +1355,42 @@ def test_num_returns_dynamic_gives_a_ref_to_a_dynamic_object_ref_generator():
     assert len(get(split.options(num_returns="dynamic").remote(0))) == 0
 
 
+def test_num_returns_n_on_a_generator_function_makes_its_items_the_n_returns():
+    @ember.remote(num_returns=3)
+    def three():
+        for i in range(3):
+            yield i * 10
+
+    @ember.remote
+    def two_then_fail():
+        yield 0
+        yield 1
+        raise ValueError("boom")
+
+    assert get(list(three.remote())) == [0, 10, 20]
+    # An error after k < n items lands in the returns it did not fill; the first k stay.
+    refs = two_then_fail.options(num_returns=4).remote()
+    assert get(refs[:2]) == [0, 1]
+    for ref in refs[2:]:
+        with pytest.raises(ValueError, match="boom"):
+            get(ref)
+    # An error after all n items is not seen by the caller (Ray only logs it).
+    assert get(list(two_then_fail.options(num_returns=2).remote())) == [0, 1]
+
+
+def test_a_dynamic_generator_that_fails_keeps_its_items_and_ends_with_the_error():
+    @ember.remote(num_returns="dynamic")
+    def two_then_fail():
+        yield 0
+        yield 1
+        raise ValueError("boom")
+
+    first, second, last = get(two_then_fail.remote())
+    assert get([first, second]) == [0, 1]
+    with pytest.raises(ValueError, match="boom"):
+        get(last)
+
+
 def test_wait_takes_an_object_ref_generator_ready_when_its_next_item_is(
     gate: Gate, wait_until_exists
 ):
@@ -1679,6 +1778,34 @@ def test_actor_pool_maps_values_over_its_actors_in_order_and_as_they_finish():
     with pytest.raises(ValueError, match="already"):
         pool.push(idle)
     assert pool.has_free()
+
+
+def test_actor_pool_map_submits_at_once_and_a_new_map_skips_unread_submissions(gate: Gate):
+    from ember.util import ActorPool
+
+    @ember.remote
+    class Echo:
+        async def echo(self, value, path=None):
+            while path is not None and not os.path.exists(path):
+                await asyncio.sleep(0.01)
+            return value
+
+    submitted = []
+    pool = ActorPool([Echo.remote(), Echo.remote()])
+    results = pool.map(lambda a, v: submitted.append(v) or a.echo.remote(v), [1, 2])
+    assert submitted == [1, 2]  # before the first result is asked for, as in Ray
+    assert list(results) == [1, 2]
+
+    pool.submit(lambda a, v: a.echo.remote(v, gate.path), "stuck")
+    pool.submit(lambda a, v: a.echo.remote(v, gate.path), "stuck too")
+    try:
+        with pytest.raises(TimeoutError, match="skipped"):
+            pool.get_next_unordered(timeout=0.1, ignore_if_timedout=True)
+        assert pool.has_next()  # only the oldest was skipped
+        # A new map drops what nobody read (Ray issue 23107): it does not wait for it.
+        assert list(pool.map(lambda a, v: a.echo.remote(v), [3, 4, 5])) == [3, 4, 5]
+    finally:
+        gate.open()
 
 
 def test_queue_is_shared_by_tasks_and_raises_empty_and_full():

@@ -38,6 +38,29 @@ def test_getters_and_summary():
     assert ctx.was_current_actor_reconstructed is False
 
 
+def test_summary_has_ray_shape_ids_and_leaves_out_what_the_caller_is_not():
+    driver = make().get()
+    task = make(task_id="t1").get()
+
+    assert "task_id" not in driver and "actor_id" not in driver
+    assert "actor_id" not in task
+    assert (task["task_id"].hex(), task["job_id"].hex(), task["node_id"].hex()) == (
+        "t1", "j1", "n1")  # Ray's ids there are objects with .hex()
+
+
+def test_assigned_resources_are_asked_for_when_a_backend_gives_a_hook():
+    calls = []
+    ctx = make(_assigned=lambda: calls.append(1) or {"CPU": 2.0})
+
+    assert calls == []  # nothing asked until the user does
+    assert ctx.get_assigned_resources() == {"CPU": 2.0}
+
+
+def test_current_actor_outside_an_actor_raises():
+    with pytest.raises(RuntimeError, match="inside an actor"):
+        _ = make().current_actor
+
+
 def test_driver_context_on_the_local_backend(ember_local):
     ctx = ember.get_runtime_context()
 

@@ -65,6 +65,22 @@ def test_invalid_task_option_is_refused_with_the_value_and_the_rule(options, fra
     assert fragment in str(info.value)
 
 
+@pytest.mark.parametrize("options", [{"name": object()}, {"namespace": 3}])
+def test_a_name_or_namespace_that_is_no_string_is_a_type_error_as_in_ray(options):
+    with pytest.raises(TypeError, match="must be a string"):
+        ember.remote(**options)(Plain)
+
+
+@pytest.mark.parametrize("where", ["task", "actor", "method"])
+def test_enable_task_events_is_accepted_as_ray_accepts_it(where):
+    if where == "task":
+        ember.remote(enable_task_events=False)(plain)
+    elif where == "actor":
+        ember.remote(enable_task_events=False)(Plain)
+    else:
+        ember.method(enable_task_events=False)(lambda self: None)
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -108,7 +124,6 @@ def test_actor_only_option_on_a_task_is_refused():
         ({"max_concurrency": 0}, "max_concurrency=0 must be an integer >= 1"),
         ({"lifetime": "forever"}, "lifetime='forever' must be None, 'detached' or 'non_detached'"),
         ({"name": ""}, "name='' must be a non-empty string"),
-        ({"namespace": 3}, "namespace=3 must be a non-empty string"),
         ({"num_cpus": -1}, "num_cpus=-1 must be a number >= 0"),
         ({"resources": {"CPU": 2}}, "resources may not name 'CPU'"),
     ],

@@ -201,3 +201,44 @@ def test_handles_to_one_actor_are_equal_and_hash_alike(ember_local):
     assert found == handle and hash(found) == hash(handle)
     assert other != handle
     assert "Service" in repr(handle)
+
+
+def test_get_if_exists_without_a_name_is_refused_before_anything_starts():
+    @ember.remote
+    class Service:
+        pass
+
+    with pytest.raises(ValueError, match=r"get_if_exists=True on .*Service needs a name"):
+        Service.options(num_cpus=1, get_if_exists=True).remote()
+    assert not ember.is_initialized()
+
+
+def test_runtime_context_names_the_call_and_its_resources_and_hands_out_the_actor(
+        ember_local):
+    @ember.remote
+    def name_and_resources():
+        ctx = ember.get_runtime_context()
+        return ctx.get_task_name(), ctx.get_assigned_resources()
+
+    @ember.remote
+    class Echo:
+        def context(self):
+            ctx = ember.get_runtime_context()
+            return ctx.get_task_name(), ctx.get_assigned_resources()
+
+        def via_self(self, s):
+            return ember.get_runtime_context().current_actor.echo.remote(s)
+
+        def echo(self, s):
+            return s
+
+    assert ember.get(name_and_resources.options(name="named").remote(), timeout=30) == (
+        "named", {"CPU": 1.0})
+    assert ember.get(name_and_resources.options(num_cpus=2).remote(), timeout=30)[1] == {
+        "CPU": 2.0}
+    # Ray's names: Class.method; an actor without num_cpus holds no CPU while it runs.
+    assert ember.get(Echo.remote().context.remote(), timeout=30) == ("Echo.context", {})
+    assert ember.get(Echo.options(num_cpus=1).remote().context.remote(), timeout=30)[1] == {
+        "CPU": 1.0}
+    assert ember.get(ember.get(Echo.remote().via_self.remote("hi"), timeout=30),
+                     timeout=30) == "hi"

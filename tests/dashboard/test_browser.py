@@ -32,7 +32,7 @@ def _browser_or_skip(profile: str) -> Any:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError:
-        pytest.skip("selenium is not installed (pip install 'ember[test]')")
+        pytest.skip("selenium is not installed (pip install 'ember-scale[test]')")
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if binary is None or driver is None:
@@ -171,7 +171,10 @@ def test_every_page_shows_the_running_program(tmp_path):
         choose(browser, "tasks-state", "FAILED")
         eventually(lambda: "Tokenizer.encode" in text_of(browser, "tbody tr"),
                  what="the failed call in the task list")
-        browser.execute_script("document.querySelector(\"tr[data-key^='t:']\").click()")
+        # the program has other failed calls too (its train run's killed worker): click this one
+        browser.execute_script(
+            "[...document.querySelectorAll(\"tr[data-key^='t:']\")]"
+            ".find(row => row.textContent.includes('Tokenizer.encode')).click()")
         try:
             error = eventually(lambda: text_of(browser, "#task-detail pre.error"),
                              what="the failed call's error")

@@ -248,6 +248,33 @@ def test_limit_take_and_preserve_order(ember_local: Any) -> None:
         ed.DataContext.set_current(ed.DataContext())
 
 
+def test_take_gives_the_first_rows_in_order_though_later_blocks_finish_first(
+        ember_local: Any) -> None:
+    def first_block_is_slow(batch: dict[str, Any]) -> dict[str, Any]:
+        if batch["id"][0] == 0:
+            time.sleep(1)
+        return batch
+
+    ds = ed.range(40, override_num_blocks=4).map_batches(first_block_is_slow)
+    assert ds.take(3) == [{"id": 0}, {"id": 1}, {"id": 2}]  # as Ray's docs show it
+    assert list(ds.take_batch(2)["id"]) == [0, 1]
+
+
+def test_filter_takes_arguments_and_a_class_as_map_does(ember_local: Any) -> None:
+    class AtLeast:
+        def __init__(self, floor: int) -> None:
+            self.floor = floor
+
+        def __call__(self, row: dict[str, Any], step: int, *, offset: int) -> bool:
+            return row["id"] >= self.floor and (row["id"] + offset) % step == 0
+
+    ds = ed.range(20)
+    assert ids(ds.filter(lambda r, n: r["id"] < n, fn_args=(3,))) == [0, 1, 2]
+    kept = ds.filter(AtLeast, concurrency=1, fn_args=(5,), fn_kwargs={"offset": 1},
+                     fn_constructor_args=(10,))
+    assert ids(kept) == [14, 19]
+
+
 def test_column_operations(ember_local: Any) -> None:
     ds = ed.from_items([{"a": i, "b": -i} for i in range(5)])
     assert ds.add_column("c", lambda df: df["a"] + 1).select_columns(["c"]).take(1) == [

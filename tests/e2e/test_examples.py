@@ -247,7 +247,7 @@ def params() -> list[object]:
         missing = [m for m in example.needs if importlib.util.find_spec(m) is None]
         if missing:
             marks.append(pytest.mark.skip(reason=f"{name} needs {missing} (pip install "
-                                                 "'ember[rl]')"))
+                                                 "'ember-scale[rl]')"))
         absent = [program for program in example.programs if shutil.which(program) is None]
         if absent:
             marks.append(pytest.mark.skip(reason=f"{name} needs {absent} (apt-get install "
@@ -265,7 +265,8 @@ def test_example_runs_and_prints_what_its_header_says(name: str, tmp_path: Path)
     stdout, _stderr, sid = run_example(name, example, tmp)
     (tmp_path / "stdout.txt").write_text(stdout)  # for a look after a failure
 
-    example.check(stdout, tmp)
+    # Lines that workers print reach the driver prefixed "(Name pid=N) ", as with Ray.
+    example.check(re.sub(r"^\(\S+ pid=\d+\) ", "", stdout, flags=re.MULTILINE), tmp)
 
     eventually(lambda: not [p for p in session_pids(sid) if not is_gone(p)],
                timeout=15, what=f"the processes of {name}'s session to exit")

@@ -5,7 +5,7 @@ every rank's own partition to S3, resume after a killed worker with the losses o
 was not interrupted, and consolidate into a model that generates text. The configurations in
 which Accelerate would drop DeepSpeed (plain DDP) or see each rank alone raise.
 
-DeepSpeed is an optional extra (``ember[deepspeed]``); its shared-memory comm op is built once
+DeepSpeed is an optional extra (``ember-scale[deepspeed]``); its shared-memory comm op is built once
 into ``TORCH_EXTENSIONS_DIR`` (the test set-up builds it, tests/conftest.py points there).
 Loops and factories are defined at module level and shipped to the workers by cloudpickle.
 """
@@ -37,7 +37,7 @@ from ember.train.huggingface._deepspeed import file_owner, files_for_rank, is_ze
 
 needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
                                      reason="deepspeed is not installed (pip install "
-                                            "'ember[deepspeed]' with DS_BUILD_OPS=0)")
+                                            "'ember-scale[deepspeed]' with DS_BUILD_OPS=0)")
 
 TEXT = b"ember trains a tiny gpt with deepspeed on two workers; each rank keeps its part. " * 8
 BLOCK = 32

@@ -723,6 +723,8 @@ def own_tmp(monkeypatch, tmp_path):
     folder = tmp_path / "tmp"
     folder.mkdir()
     monkeypatch.setenv("TMPDIR", str(folder))
+    # as a fresh shell has it: an earlier test's in-process loop may have pinned the default
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     return folder
 

@@ -54,6 +54,22 @@ def test_first_error_raises_and_shutdown_stops_every_worker(ember_local):
         group.execute(os.getpid)
 
 
+def test_get_all_raises_a_later_rank_s_failure_while_an_earlier_one_still_runs(ember_local):
+    import time
+
+    def sleep_or_fail(rank):
+        if rank == 0:
+            time.sleep(60)  # until the group is shut down
+        raise ValueError(f"rank {rank} failed")
+
+    with WorkerGroup(2) as group:
+        refs = [group.execute_single_async(rank, sleep_or_fail, rank) for rank in (0, 1)]
+        started = time.monotonic()
+        with pytest.raises(ValueError, match="rank 1 failed"):
+            group.get_all(refs)
+        assert time.monotonic() - started < 30  # not after rank 0's 60 s
+
+
 def test_shutdown_returns_once_every_worker_process_is_gone(ember_local):
     # The trainer scans storage for the next checkpoint index right after a shutdown: a worker
     # still alive then could write into a folder that the next attempt reuses.

@@ -18,17 +18,17 @@ from typing import Any
 
 from ember.core import _runtime_env, _shm
 from ember.core import _serialization as ser
-from ember.core._config import (
+from ember.core._context import RuntimeContext
+from ember.core._options import resource_request
+from ember.core._refs import ObjectRef, ObjectRefGenerator
+from ember.core._remote import ActorClass, ActorHandle, RemoteFunction
+from ember.core._settings import (
     LOCAL_NODE_IP,
     NODE_RESOURCES,
     SHM_DIR,
     LocalConfig,
     resolve_local_config,
 )
-from ember.core._context import RuntimeContext
-from ember.core._options import resource_request
-from ember.core._refs import ObjectRef, ObjectRefGenerator
-from ember.core._remote import ActorClass, ActorHandle, RemoteFunction
 from ember.core.local._io import DriverIO, Waiter
 from ember.core.local._records import _EMPTY_ARGS, _lost, _Work
 from ember.core.local._resources import node_record
@@ -146,8 +146,9 @@ class LocalBackend:
         try:
             if deps and self._io.claimed:  # a claimed result may be among them
                 self._io.release_claims()
-            work = sched.submit_task(fn._name, fn_id, stored, deps, num_returns, request,
-                                     options["max_retries"], options["retry_exceptions"], env)
+            work = sched.submit_task(options.get("name") or fn._name, fn_id, stored, deps, num_returns, request,
+                                     options["max_retries"], options["retry_exceptions"],
+                                     env)
             return self._returns(work, num_returns)
         finally:
             self._unlock()

@@ -388,7 +388,9 @@ class DriverIO:
                 self.release_claims()
             sched.on_call(conn.worker, message[1])
         elif kind == "put":
-            sched.on_put(conn.worker, message[1], message[2])
+            sched.on_put(conn.worker, message[1], message[2], len(message) > 3 and message[3])
+        elif kind == "actor_exit":  # sys.exit() or exit_actor() in a method: no restart
+            sched.on_actor_exit(conn.worker, message[1])
         elif kind == "requeue":
             sched.on_requeue(conn.worker, message[1])
         elif kind == "ready":

@@ -13,10 +13,12 @@ Messages are tuples whose first item names them. Driver to worker::
 Worker to driver::
 
     ("ready", pid)                        ("refs", [(object_id, +1|-1), ...])
-    ("done", task_id, results|None, error|None, seconds)
+    ("done", task_id, results|None, error|None, seconds)  (results and error both: the first
+                                          len(results) returns are values, the rest the error)
     ("item", generator_id, index, stored, is_error)
     ("actor_ready", actor_id)             ("actor_failed", actor_id, error)
-    ("requeue", [task_id, ...])           ("put", object_id, stored)
+    ("actor_exit", reason)                (its method called sys.exit() or exit_actor())
+    ("requeue", [task_id, ...])           ("put", object_id, stored[, is_error])
     ("submit", spec)                      ("request", request_id, kind, payload)
 
 ``backpressure`` is how many items a streaming generator may run ahead of its consumer, or

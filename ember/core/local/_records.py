@@ -80,7 +80,8 @@ class _Worker:
 
 class _Actor:
     __slots__ = (
-        "args", "class_code", "class_id", "death", "deps", "env", "error", "gpu_ids", "handles",
+        "args", "class_code", "class_id", "death", "deps", "env", "error", "exited", "gpu_ids",
+        "handles",
         "holds", "id",
         "inflight", "max_concurrency", "max_task_retries", "meta", "name", "namespace",
         "no_restart", "pinned", "queue", "request", "restarts", "restarts_left", "state",
@@ -107,6 +108,7 @@ class _Actor:
         self.handles = 0
         self.pinned = False
         self.no_restart = False
+        self.exited = ""  # why it ended though nobody killed it (exit_actor(), its owner died)
         self.death = ""
         self.restarts = 0
         self.gpu_ids: tuple[str, ...] = ()

@@ -51,9 +51,11 @@ class Requests:
             elif kind == "create_actor":
                 (actor_id, class_id, code, stored, deps, request, settings, meta) = payload
                 created = sched.create_actor(actor_id, class_id, code, stored, deps, request,
-                                            settings, meta)
+                                             settings, meta)
                 sched.actors[created].pinned = True
-                self._sched.reply(worker, rid, created if created != actor_id else None)
+                if created == actor_id and settings.get("lifetime") != "detached":
+                    sched.own_actor(worker, created)  # it fate-shares with its creator
+                sched.reply(worker, rid, created if created != actor_id else None)
             elif kind == "kill":
                 sched.kill_actor(*payload)
                 self._sched.reply(worker, rid, None)
@@ -65,7 +67,14 @@ class Requests:
                 sched.actors[actor_id].pinned = True
                 self._sched.reply(worker, rid, (actor_id, meta))
             elif kind == "resources":
-                self._sched.reply(worker, rid, sched.resources(payload))
+                sched.reply(worker, rid, sched.resources(payload))
+            elif kind == "assigned":  # get_runtime_context().get_assigned_resources()
+                if worker.actor is not None:
+                    request = worker.actor.request
+                else:
+                    work = sched.tasks.get(payload) if payload is not None else None
+                    request = work.request if work is not None else {}
+                sched.reply(worker, rid, dict(request))
             else:  # pragma: no cover - a protocol bug
                 raise ValueError(f"unknown request {kind!r}")
         except Exception as exc:

@@ -99,7 +99,7 @@ def node_record(node_id: str, total: dict[str, float],
                 available: dict[str, float]) -> dict[str, Any]:
     """The local backend's one node in the shape of Ray's ``ray.nodes()`` entries, with what it
     has free now (``AvailableResources``, as ``ember.nodes`` gives on every backend)."""
-    from ember.core._config import LOCAL_NODE_IP
+    from ember.core._settings import LOCAL_NODE_IP
 
     return {
         "NodeID": node_id, "Alive": True, "alive": True, "IsHead": True,

@@ -64,6 +64,7 @@ from ember.errors import (
     ActorDiedError,
     ResourceError,
     TaskCancelledError,
+    TaskError,
     WorkerCrashedError,
 )
 
@@ -123,6 +124,8 @@ class Scheduler:
         self.fn_code: dict[str, bytes] = {}
         self.fn_seconds: dict[str, float] = {}  # a moving average of each function's run time
         self.live_actors = 0  # actors not dead
+        # Worker uid -> the non-detached actors its task or actor created (they die with it).
+        self.owned: dict[int, set[int]] = {}
         self.closed = False
         self.dirty: set[_Worker] = set()
         self.instructions: list[Instruction] = []
@@ -220,10 +223,20 @@ class Scheduler:
             else:
                 self.release(oid)
 
-    def on_put(self, worker: _Worker, oid: int, stored: ser.Stored) -> None:
+    def on_put(self, worker: _Worker, oid: int, stored: ser.Stored, is_error: bool = False
+               ) -> None:
+        """A value the worker put (with ``is_error``: an error, e.g. the last object of a
+        dynamic generator that raised); the worker holds its one reference."""
         self.store.new(oid, refs=1)
         worker.held[oid] = worker.held.get(oid, 0) + 1
-        self._resolve(oid, stored, False)
+        self._resolve(oid, stored, is_error)
+
+    def on_actor_exit(self, worker: _Worker, reason: str) -> None:
+        """The actor's method called ``sys.exit()`` or ``exit_actor()``: its process ends and
+        the actor is not restarted."""
+        if worker.actor is not None:
+            worker.actor.no_restart = True
+            worker.actor.exited = reason
 
     def on_done(
         self, worker: _Worker, work_id: int, results: Any, error: ser.Stored | None,
@@ -333,6 +346,12 @@ class Scheduler:
             self.idle.remove(worker)
         if not worker.ready and worker.actor is None:
             self.starting -= 1
+        if worker.actor is not None or exitcode != 0:
+            # An actor's process, or a task worker that died (one that exits idle, code 0,
+            # leaves what it created to the driver): the actors it created die with it.
+            self._kill_owned_actors(worker)
+        else:
+            self.owned.pop(worker.uid, None)
         if worker.actor is not None:
             self._on_actor_worker_exit(worker.actor, worker, exitcode)
             self.schedule()
@@ -576,7 +595,12 @@ class Scheduler:
         if work.gen_id is not None:
             self.streams.finish(work.gen_id, error)
         elif error is not None:
-            for oid in work.return_ids:
+            # A generator declared with num_returns=n that failed after k < n items: its first
+            # k returns hold those items, the others the error (as in Ray).
+            done = len(results) if results else 0
+            for oid, stored in zip(work.return_ids, results or (), strict=False):
+                self._resolve(oid, stored, False)
+            for oid in work.return_ids[done:]:
                 self._resolve(oid, error, True)
         else:
             for oid, stored in zip(work.return_ids, results, strict=True):
@@ -619,8 +643,11 @@ class Scheduler:
             return
         # Sent to a worker: its caller learns at once (the worker's own answer, when it comes,
         # is dropped), and the worker is stopped: interrupted (force=False) or killed.
-        self._resolve_cancelled(work, worker, TaskCancelledError(
-            f"{work.name} was cancelled{' (force=True)' if force else ''} while it ran"))
+        if force:
+            self._resolve_cancelled(work, worker, TaskCancelledError(
+                f"{work.name} was cancelled (force=True) while it ran"))
+        else:
+            self._resolve_cancelled(work, worker, _interrupted(work.name))
         if worker.inflight[0] is not work:  # queued behind another task on that worker
             self.send(worker, ("cancel", work.id))
         elif force:
@@ -646,10 +673,10 @@ class Scheduler:
         elif work.id in actor.inflight and actor.worker is not None:
             work.cancelled = True
             self.send(actor.worker, ("cancel", work.id))
-            self._resolve_cancelled(work, actor.worker, TaskCancelledError(
-                f"{actor.meta.class_name}.{work.method} was cancelled while it ran"))
+            self._resolve_cancelled(work, actor.worker,
+                                    _interrupted(f"{actor.meta.class_name}.{work.method}"))
 
-    def _resolve_cancelled(self, work: _Work, worker: _Worker, exc: TaskCancelledError) -> None:
+    def _resolve_cancelled(self, work: _Work, worker: _Worker, exc: BaseException) -> None:
         """Resolve what ``work`` returns to ``exc`` now, before ``worker`` has stopped it; what
         it pinned stays pinned until then."""
         stored = ser.dumps(exc, None, 0)
@@ -768,7 +795,23 @@ class Scheduler:
         if worker is not None:
             self.instructions.append((KILL, worker))
         elif no_restart:
-            self._actor_dead(actor, "it was killed")
+            self._actor_dead(actor, actor.exited or "it was killed")
+
+    def own_actor(self, worker: _Worker, actor_id: int) -> None:
+        """``worker``'s task or actor created this actor (not detached): the actor fate-shares
+        with that process, as in Ray."""
+        self.owned.setdefault(worker.uid, set()).add(actor_id)
+
+    def _kill_owned_actors(self, worker: _Worker) -> None:
+        """Kill the non-detached actors that ``worker``'s task or actor created."""
+        creator = f"{worker.actor.meta.class_name} actor" if worker.actor else "task's worker"
+        for actor_id in self.owned.pop(worker.uid, ()):
+            actor = self.actors[actor_id]
+            if actor.state == "dead":
+                continue
+            actor.exited = (f"its creator (a {creator}) died, and an actor that is not "
+                            "detached fate-shares with the process that created it")
+            self.kill_actor(actor.id, no_restart=True)
 
     def submit_call(
         self, actor_id: int, method: str, stored: ser.Stored, deps: list[int], num_returns: Any,
@@ -916,6 +959,9 @@ class Scheduler:
             self._actor_dead(actor, "it went out of scope")
             return
         how = f"its process exited (exit code {exitcode})"
+        if actor.exited:
+            self._actor_dead(actor, actor.exited)
+            return
         if actor.no_restart or actor.restarts_left == 0:
             self._actor_dead(actor, "it was killed" if actor.no_restart else how)
             return
@@ -935,3 +981,10 @@ class Scheduler:
                 self._fail(work, died)
         logger.info("restarting actor %s (%s)", actor.meta.class_name, how)
         self._launch_actor(actor, restarted=True)
+
+
+def _interrupted(name: str) -> TaskError:
+    """The error of a call cancelled while it ran: a ``TaskCancelledError`` that is also a
+    ``TaskError``, as Ray raises ``RayTaskError(TaskCancelledError)`` for it (a call cancelled
+    before it ran raises a plain ``TaskCancelledError``, in Ray too)."""
+    return TaskError.wrap(TaskCancelledError(f"{name} was cancelled while it ran"), name, "")

@@ -30,8 +30,9 @@ from ember.core._refs import DynamicObjectRefGenerator
 from ember.core._remote import register_code
 from ember.core.local._protocol import COLLECT, ID_SHIFT, Dep, RemoteFailure, decode
 from ember.core.local._transport import WorkerChannel
-from ember.core.local._worker_client import ClientMixin, _Slot
+from ember.core.local._worker_client import TASK_NAME, ClientMixin, _Slot
 from ember.errors import (
+    ActorDiedError,
     EmberError,
     GetTimeoutError,
     SerializationError,
@@ -418,14 +419,35 @@ class WorkerRuntime(ClientMixin):
             error: BaseException = exc
         else:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            if sys.version_info < (3, 11):  # 3.10's traceback module does not print notes yet
+                tb += "".join(f"{note}\n" for note in getattr(exc, "__notes__", ()))
             error = TaskError.wrap(picklable_cause(exc), name, tb)
         try:
             return ser.dumps(error, self._names, self._cfg.threshold)
         except SerializationError:
             return ser.dumps(TaskError(name, str(exc)), None, 0)
 
+    def _exit_actor(self, call_id: int, gen_id: int | None, name: str, exc: SystemExit
+                    ) -> None:
+        """``sys.exit()`` or ``ember.actor.exit_actor()`` in an actor method ends the actor's
+        process, as in Ray. ``exit_actor()`` is an intended exit: this call fails with
+        ``ActorDiedError``, so do the calls queued behind it, and the actor is not restarted.
+        ``sys.exit(code)`` is a process exit like any other: the actor restarts if its
+        ``max_restarts`` allows."""
+        if not isinstance(exc, _api.ActorExit):
+            self._send([])
+            os._exit(exc.code if isinstance(exc.code, int) else int(exc.code is not None))
+        reason = f"{name} called exit_actor()"
+        error = ser.dumps(ActorDiedError(f"the actor exited: {reason}"), None, 0)
+        last = ("item", gen_id, -1, error, True) if gen_id is not None else (
+            "done", call_id, None, error, 0.0)
+        self._send([("actor_exit", reason), last])
+        os._exit(0)
+
     def _store_returns(self, result: Any, return_ids: Sequence[int], name: str) -> Any:
         n = len(return_ids)
+        if n > 1 and inspect.isgenerator(result):
+            return self._store_yielded(result, n, name)
         if n == 1:
             if result is None:
                 return (_NONE,)
@@ -442,6 +464,45 @@ class WorkerRuntime(ClientMixin):
                 )
             values = result
         return tuple(self._store_return(v, name) for v in values)
+
+    def _store_yielded(self, produced: Any, n: int, name: str) -> tuple[ser.Stored, ...]:
+        """Ray's static ``num_returns=n`` on a generator function: its first n items are the n
+        returns. An error after k < n items goes to the other n - k returns (``_PartialReturns``);
+        items past the n-th, and an error after them, are dropped with a warning, as Ray only
+        logs them."""
+        stored: list[ser.Stored] = []
+        extra = 0
+        late_error: BaseException | None = None
+        try:
+            while True:
+                self._executing = True
+                try:
+                    item = next(produced)
+                except StopIteration:
+                    break
+                finally:
+                    self._executing = False
+                if len(stored) < n:
+                    stored.append(self._store_return(item, name))
+                else:
+                    extra += 1
+        except BaseException as exc:
+            if len(stored) < n:
+                raise _PartialReturns(tuple(stored), exc) from None
+            late_error = exc
+        finally:
+            produced.close()
+        if extra or late_error is not None:
+            dropped = f"{extra} items past the first {n}" if extra else ""
+            if late_error is not None:
+                dropped += (" and " if dropped else "") + (
+                    f"the {type(late_error).__name__} raised after them: {late_error}")
+            print(f"ember: {name} was declared with num_returns={n}; {dropped} dropped",
+                  file=sys.stderr, flush=True)
+        if len(stored) < n:
+            raise ValueError(f"{name} was declared with num_returns={n} but yielded "
+                             f"{len(stored)} items; yield exactly {n}")
+        return tuple(stored)
 
     def _store_return(self, value: Any, name: str) -> ser.Stored:
         ser.refuse_generator(value, name)
@@ -473,6 +534,7 @@ class WorkerRuntime(ClientMixin):
         started = time.perf_counter()
         results = error = None
         self._local.task_id = work_id
+        named = TASK_NAME.set(name if method is None else self._ray_call_name(method))
         try:
             if work_id in self._cancel_requested and self._is_task_worker:
                 self._cancel_requested.discard(work_id)
@@ -488,12 +550,17 @@ class WorkerRuntime(ClientMixin):
                 results = self._store_returns(self._collect(fn, a, kw, name), return_ids, name)
             else:
                 results = self._store_returns(self._call_user(fn, a, kw), return_ids, name)
+        except _PartialReturns as partial:
+            results, error = partial.stored, self._error(partial.cause, name)
         except BaseException as exc:
+            if isinstance(exc, SystemExit) and not self._is_task_worker:
+                self._exit_actor(work_id, gen_id, name, exc)
             error = self._error(exc, name)
             if gen_id is not None:
                 self._send([("item", gen_id, -1, error, True)])
                 error = None
         finally:
+            TASK_NAME.reset(named)
             self._local.task_id = None
             self._cancel_requested.discard(work_id)
         self._send([("done", work_id, results, error, time.perf_counter() - started)])
@@ -573,6 +640,12 @@ class WorkerRuntime(ClientMixin):
                 finally:
                     self._executing = False
                 refs.append(self.put(item))
+        except Exception as exc:
+            # As in Ray, the error of a dynamic generator is its last object: the items it
+            # yielded before stay readable. (A cancel, a BaseException, fails the whole task.)
+            if isinstance(exc, TaskCancelledError):
+                raise
+            refs.append(self.put_error(self._error(exc, name)))
         finally:
             close = getattr(produced, "close", None)
             if close is not None:
@@ -661,6 +734,10 @@ class WorkerRuntime(ClientMixin):
             name = self._call_names[method] = f"{type(self._instance).__qualname__}.{method}"
         return name
 
+    def _ray_call_name(self, method: str) -> str:
+        """``Class.method``, as Ray's ``get_task_name()`` names an actor call."""
+        return f"{type(self._instance).__name__}.{method}"
+
     def _run_call(self, message: tuple[Any, ...]) -> None:
         _, call_id, method, args, deps, return_ids, gen_id, backpressure = message
         self._run(call_id, None, method, args, deps, return_ids, gen_id, self._call_name(method),
@@ -669,6 +746,7 @@ class WorkerRuntime(ClientMixin):
     async def _run_call_async(self, message: tuple[Any, ...]) -> None:
         _, call_id, method, args, deps, return_ids, gen_id, backpressure = message
         name = self._call_name(method)
+        TASK_NAME.set(self._ray_call_name(method))  # this asyncio task's own context
         assert self._async_limit is not None
         started = time.perf_counter()
         results = error = None
@@ -696,7 +774,11 @@ class WorkerRuntime(ClientMixin):
                     if inspect.isawaitable(result):
                         result = await result
                     results = self._store_returns(result, return_ids, name)
+        except _PartialReturns as partial:
+            results, error = partial.stored, self._error(partial.cause, name)
         except BaseException as exc:
+            if isinstance(exc, SystemExit):
+                self._exit_actor(call_id, gen_id, name, exc)
             if isinstance(exc, asyncio.CancelledError) and call_id in self._cancel_requested:
                 self._signalled = True
                 exc = TaskCancelledError(f"{name} was cancelled")
@@ -749,6 +831,14 @@ def _new_actor_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+class _PartialReturns(Exception):
+    """A generator declared with ``num_returns=n`` raised ``cause`` after ``stored`` (fewer
+    than n items): those become its first returns and the error the rest."""
+
+    def __init__(self, stored: tuple[ser.Stored, ...], cause: BaseException) -> None:
+        super().__init__(f"{len(stored)} items, then {type(cause).__name__}")
+        self.stored = stored
+        self.cause = cause
 
 
 def _sync_iter(agen: Any, loop: asyncio.AbstractEventLoop | None) -> Any:

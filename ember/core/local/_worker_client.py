@@ -8,21 +8,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from ember.core import _runtime_env, _shm
 from ember.core import _serialization as ser
-from ember.core._config import LOCAL_NODE_IP
 from ember.core._context import RuntimeContext
 from ember.core._options import resource_request
 from ember.core._refs import ObjectRef, ObjectRefGenerator
-from ember.core._remote import ActorClass, ActorHandle, RemoteFunction
+from ember.core._remote import ActorClass, ActorHandle, RemoteFunction, _method_meta
+from ember.core._settings import LOCAL_NODE_IP
 from ember.core.local._protocol import Dep, RemoteFailure
 from ember.core.local._resources import node_record
 from ember.errors import EmberError, SerializationError
 
 if TYPE_CHECKING:
     from ember.core.local._worker import WorkerRuntime
+
+
+# The name of the task or actor call running in this thread or asyncio task, as Ray's
+# get_task_name() reports it.
+TASK_NAME: ContextVar[str | None] = ContextVar("ember_task_name", default=None)
 
 
 class _Slot:
@@ -272,6 +278,14 @@ class ClientMixin:
         self._send([("put", oid, stored)])
         return ObjectRef(oid, self, add_ref=False)
 
+    def put_error(self: WorkerRuntime, error: ser.Stored) -> ObjectRef:
+        """An object that holds a serialized error: ``get`` of it raises the error."""
+        oid = self._new_id()
+        with self._counts_lock:
+            self._counts[oid] = self._counts.get(oid, 0) + 1
+        self._send([("put", oid, error, True)])
+        return ObjectRef(oid, self, add_ref=False)
+
     def wait(
         self: WorkerRuntime, refs: Sequence[ObjectRef | ObjectRefGenerator], num_returns: int,
         timeout: float | None, fetch_local: bool,
@@ -313,8 +327,14 @@ class ClientMixin:
             actor_id=None if self._actor_id is None else f"{self._actor_id:016x}",
             accelerator_ids={"GPU": list(self._gpu_ids)},
             was_current_actor_reconstructed=self._actor_restarted,
+            task_name=TASK_NAME.get(),
             _is_canceled=self.is_canceled,
+            _assigned=lambda: self._request("assigned", task_id),
+            _current_actor=None if self._actor_id is None else self._handle_to_self,
         )
+
+    def _handle_to_self(self: WorkerRuntime) -> ActorHandle:
+        return ActorHandle(self._actor_id, _method_meta(type(self._instance)), self)
 
     def nodes(self: WorkerRuntime) -> list[dict[str, Any]]:
         return [node_record("local", self._request("resources", "total"),

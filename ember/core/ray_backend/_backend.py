@@ -137,7 +137,13 @@ class RayBackend:
         ``working_dir``, ``py_modules``...) applies to every worker of the job, and the storage
         settings of the driver's environment are added to its ``env_vars`` (see ``_env``).
         """
-        import ray
+        try:
+            import ray
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError(
+                "backend='ray' needs Ray, which is not installed: pip install "
+                "'ember-scale[ray]' (the same Ray version on every node of the cluster)",
+                name="ray") from exc
 
         from ember.core.ray_backend._env import (
             driver_fsspec_conf,
@@ -690,7 +696,10 @@ class RayBackend:
             accelerator_ids=accelerators,
             assigned_resources=dict(ctx.get_assigned_resources()),
             was_current_actor_reconstructed=_reconstructed(ctx) if actor_id else False,
+            task_name=ctx.get_task_name(),
             _is_canceled=ctx.is_canceled,
+            _current_actor=None if actor_id is None else (
+                lambda: ActorHandle(ctx.current_actor, self._meta_of(ctx.current_actor), self)),
         )
 
 

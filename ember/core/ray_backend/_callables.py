@@ -136,7 +136,15 @@ def collecting(function: Callable[..., Any]) -> Callable[..., Any]:
         import ember
         from ember.core._refs import DynamicObjectRefGenerator
 
-        return DynamicObjectRefGenerator([ember.put(item) for item in produce(*args, **kwargs)])
+        refs = []
+        try:
+            for item in produce(*args, **kwargs):
+                refs.append(ember.put(item))
+        except Exception as exc:
+            # As in Ray (and on the local backend), the error is the last object: the items
+            # yielded before it stay readable. A task that raises it makes that object.
+            refs.append(ember.remote(max_retries=0)(raise_error).remote(exc))
+        return DynamicObjectRefGenerator(refs)
 
     _hide_generator(collect, function)
     return collect

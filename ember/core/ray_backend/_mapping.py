@@ -59,7 +59,7 @@ class Unplaceable:
 
 
 def is_streaming(num_returns: Any) -> bool:
-    return num_returns == "streaming"
+    return isinstance(num_returns, str) and num_returns == "streaming"
 
 
 def _placement(explicit: Mapping[str, Any], out: dict[str, Any]) -> None:
@@ -338,10 +338,14 @@ def _translate_task_error(exc: Any, rx: Any) -> BaseException:
     elif isinstance(cause, rx.RayError):
         # Remote code called ray directly (or Ray failed it, e.g. an interrupt by ray.cancel).
         cause = translate_error(cause)
-    if isinstance(cause, (TaskError, TaskCancelledError, ResourceError)):
-        # Already ember's: a nested task's error, a cancellation, or the ResourceError of an
-        # infeasible request (RayBackend._failed) passes through unchanged.
+    if isinstance(cause, (TaskError, ResourceError)):
+        # Already ember's: a nested task's error, or the ResourceError of an infeasible
+        # request (RayBackend._failed) passes through unchanged.
         return cause
+    if isinstance(cause, TaskCancelledError):
+        # Ray's RayTaskError(TaskCancelledError) of a call cancelled while it ran: the same
+        # dual class as on the local backend.
+        return TaskError.wrap(cause, _task_name(text), text)
     if cause is None:
         return TaskError(_task_name(text), text, None)
     return TaskError.wrap(cause, _task_name(text), text)

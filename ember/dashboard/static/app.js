@@ -24,7 +24,9 @@ function bytes(n) {
 
 function num(n, digits) {
   if (typeof n !== "number" || !isFinite(n)) return "-";
-  return n.toLocaleString(undefined, { maximumFractionDigits: digits === undefined ? 2 : digits });
+  // One fixed locale: "26.942" must not read as twenty-six thousand in a browser whose
+  // default locale writes the decimal point as a comma (or the other way round).
+  return n.toLocaleString("en-US", { maximumFractionDigits: digits === undefined ? 2 : digits });
 }
 
 function badge(state) { return `<span class="badge ${esc(state)}">${esc(state)}</span>`; }
@@ -71,8 +73,9 @@ function lineChart(series, opts) {
             `data-title="${esc(opts.title || "")}">${title}`;
   for (let i = 0; i <= 4; i++) {
     const y = y0 + (y1 - y0) * i / 4;
+    const span = y1 - y0, digits = span >= 100 ? 0 : span >= 10 ? 1 : span >= 1 ? 2 : 3;
     out += `<line class="grid" x1="${left}" x2="${w - right}" y1="${sy(y)}" y2="${sy(y)}"/>` +
-           `<text x="${left - 6}" y="${sy(y) + 3}" text-anchor="end">${esc(num(y, 3))}</text>`;
+           `<text x="${left - 6}" y="${sy(y) + 3}" text-anchor="end">${esc(num(y, digits))}</text>`;
   }
   out += `<line class="axis" x1="${left}" x2="${w - right}" y1="${h - bottom}" y2="${h - bottom}"/>`;
   out += `<text x="${left}" y="${h - 8}">${esc(opts.fmtX ? opts.fmtX(x0) : num(x0))}</text>` +

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ember.errors import EmberError
 from ember.serve.llm._params import Delta, SamplingParams, merged
 from ember.serve.llm._scheduler import Scheduler
 from ember.serve.llm._text import IncrementalText
@@ -34,11 +35,11 @@ logger = logging.getLogger("ember.serve")
 CHUNKS_PER_STEP = 4  # deltas handed out per decode step, by default (see ``stream_interval``)
 
 
-class EngineOverloadedError(RuntimeError):
+class EngineOverloadedError(EmberError, RuntimeError):
     """The engine already has ``max_waiting`` requests waiting for a place in its batch."""
 
 
-class EngineClosedError(RuntimeError):
+class EngineClosedError(EmberError, RuntimeError):
     """The engine was closed (its model unloaded) while the request was queued or running."""
 
 

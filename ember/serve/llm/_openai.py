@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ember.errors import EmberError
 from ember.serve.llm._params import SamplingParams
 
 # The chat template used when the tokenizer has none: one line per message, role first, then
@@ -29,7 +30,7 @@ ROLES = ("system", "developer", "user", "assistant")
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-class OpenAIError(Exception):
+class OpenAIError(EmberError):
     """An error as OpenAI's API reports it: an HTTP status and ``{"error": {...}}``."""
 
     def __init__(self, status: int, message: str, type: str = "invalid_request_error",

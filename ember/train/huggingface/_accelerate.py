@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ember.train._checkpoint import Checkpoint
-from ember.train._config import RunConfig, ScalingConfig
+from ember.train._config_classes import RunConfig, ScalingConfig
 from ember.train._session import get_checkpoint, get_context, report
 from ember.train._trainer import TorchTrainer, check_loop_and_scaling, restore_wrapped
 from ember.train.huggingface import _deepspeed

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 
-class ShardDataset(torch.utils.data.IterableDataset):
+class ShardDataset(torch.utils.data.IterableDataset[Any]):
     """Rows of one rank's shard: an ``ember.data`` ``DataIterator`` (from ``streaming_split``;
     each pass is one epoch of the shared execution) or a list of rows.
 

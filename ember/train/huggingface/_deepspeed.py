@@ -152,9 +152,9 @@ def check_partitions_kept(folder: str) -> None:
     ZeRO partition but the run keeps only rank 0's checkpoint files
     (``CheckpointConfig(keep_all_ranks=False)``): the other ranks' partitions would be lost and
     the checkpoint could never be resumed or consolidated."""
-    from ember.train._session import _current
+    from ember.train._session import current_session
 
-    session = _current("report")
+    session = current_session("report")
     if session.keep_all_ranks or session.context.world_size < 2:
         return
     paths = [os.path.relpath(os.path.join(parent, name), folder).replace(os.sep, "/")

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ember.train._checkpoint import Checkpoint
-from ember.train._config import RunConfig, ScalingConfig
-from ember.train._session import _current, get_checkpoint, get_context
+from ember.train._config_classes import RunConfig, ScalingConfig
+from ember.train._session import current_session, get_checkpoint, get_context
 from ember.train._trainer import TorchTrainer, restore_wrapped
 from ember.train.huggingface._files import download_for_rank
 
@@ -170,7 +170,7 @@ def _transformers_loop(config: dict[str, Any]) -> None:
     train."""
     from ember.train.huggingface._data import ShardDataset
 
-    shards = _current("get_dataset_shard").dataset_shards
+    shards = current_session("get_dataset_shard").dataset_shards
     datasets = [ShardDataset(shards[k], k) if k in shards else None for k in DATASET_KEYS]
     with _cpu_training_arguments(not get_context().use_gpu):
         trainer = config["trainer_init_per_worker"](*datasets, **config["trainer_init_config"])
@@ -212,7 +212,7 @@ def _cpu_training_arguments(on_cpu: bool) -> Iterator[None]:
     import transformers
 
     cls = transformers.TrainingArguments
-    original = cls.__post_init__
+    original: Callable[[Any], None] = cls.__post_init__
 
     def post_init(self: Any) -> None:
         self.use_cpu = True

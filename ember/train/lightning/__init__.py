@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ember.train.lightning._config import LightningConfig, LightningConfigBuilder
+from ember.train.lightning._config_builder import LightningConfig, LightningConfigBuilder
 from ember.train.lightning._prepare import prepare_trainer
 from ember.train.lightning._trainer import LightningTrainer
 

@@ -30,7 +30,7 @@ def prepare_trainer(trainer: T) -> T:
                         f"{type(trainer).__name__}")
     name = type(strategy).__name__
     if any(cls.__name__ == "DeepSpeedStrategy" for cls in type(strategy).__mro__):
-        from ember.train.lightning._config import DEEPSPEED_REFUSED
+        from ember.train.lightning._config_builder import DEEPSPEED_REFUSED
 
         raise ValueError(f"strategy {name}: {DEEPSPEED_REFUSED}")
     environment = getattr(strategy, "cluster_environment", None)

@@ -62,7 +62,7 @@ class EmberFSDPStrategy(ModelParallelStrategy):
 
     def __init__(self, *, save_distributed_checkpoint: bool = True,
                  state_dict_type: str | None = None, **fully_shard_kwargs: Any) -> None:
-        from ember.train.lightning._config import check_fsdp_options
+        from ember.train.lightning._config_builder import check_fsdp_options
 
         check_fsdp_options(fully_shard_kwargs)
         if state_dict_type is not None:

@@ -6,10 +6,10 @@ from dataclasses import replace
 from typing import Any
 
 from ember.train._checkpoint import Checkpoint
-from ember.train._config import CheckpointConfig, RunConfig, ScalingConfig
+from ember.train._config_classes import CheckpointConfig, RunConfig, ScalingConfig
 from ember.train._result import Result
 from ember.train._trainer import TorchTrainer, complete_run_config
-from ember.train.lightning._config import LightningConfig
+from ember.train.lightning._config_builder import LightningConfig
 
 
 class LightningTrainer:

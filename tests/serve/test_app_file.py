@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from ember import serve
-from ember.serve._config import (
+from ember.serve._app_file import (
     AppConfig,
     ConfigError,
     ServeConfig,

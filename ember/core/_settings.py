@@ -1,23 +1,14 @@
-"""The one place where ember reads environment variables.
+"""The one place where ember reads environment variables (environment settings).
 
-Everything else receives a frozen config object, so behaviour is explicit and testable.
-
-| variable | meaning |
-| --- | --- |
-| ``EMBER_BACKEND`` | backend of an ``init`` that names none (default ``local``; ``ray`` when an address is given) |
-| ``EMBER_ADDRESS`` | address of the Ray cluster for an ``init`` on the ``ray`` backend that names none |
-| ``EMBER_OBJECT_STORE_MEMORY`` | shared-memory capacity in bytes (default 30% of RAM) |
-| ``EMBER_SPILL_DIR`` | where objects spill when the store is full, each runtime into an owner-only (0700) folder of its own (default: the temp dir) |
-| ``EMBER_INLINE_THRESHOLD`` | buffers smaller than this travel inside messages (default 100 KiB) |
-| ``EMBER_SPIN_US`` | how long a waiting side of a quick actor exchange polls before it blocks, in µs (default 50; 0 turns it off) |
-| ``EMBER_LOG_LEVEL`` | level of the ``ember`` logger |
-| ``EMBER_RUNTIME_DIR`` | where a running program's session file lies for the ``ember`` CLI (default: ``$XDG_RUNTIME_DIR/ember``, else ``<temp dir>/ember-<uid>``) |
-| ``EMBER_SESSION_SERVER`` | ``0`` turns off the owner-only socket the ``ember`` CLI talks to |
-| ``CUDA_VISIBLE_DEVICES`` | GPUs the local backend may hand out (default: those the driver sees) |
+Everything else receives a frozen config object or calls a function here, so behaviour is
+explicit and testable. The variables, their defaults and what they do are the table in the
+README's "Environment variables" section; ``tests/test_structure.py`` fails when a variable
+read here is missing from it, or when an ``EMBER_*`` variable is read anywhere else.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -153,8 +144,18 @@ def choose_backend(backend: str | None, address: str | None, env_backend: str | 
     return backend, address
 
 
-def log_level() -> str | None:
-    return os.environ.get("EMBER_LOG_LEVEL")
+def log_level() -> int | None:
+    """The level ``EMBER_LOG_LEVEL`` names (``DEBUG``, ``info``, ``30``, ...), or None."""
+    env = os.environ.get("EMBER_LOG_LEVEL")
+    if not env:
+        return None
+    if env.strip().isdigit():
+        return int(env)
+    level = logging.getLevelName(env.strip().upper())
+    if not isinstance(level, int):
+        raise ValueError(f"EMBER_LOG_LEVEL={env!r} is not a logging level: use DEBUG, INFO, "
+                         "WARNING, ERROR or CRITICAL (or a number)")
+    return level
 
 
 def runtime_dir() -> str:
@@ -166,6 +167,12 @@ def runtime_dir() -> str:
     if xdg and os.path.isdir(xdg):
         return os.path.join(xdg, "ember")
     return os.path.join(tempfile.gettempdir(), f"ember-{os.getuid()}")
+
+
+def serve_direct_enabled() -> bool:
+    """serve: whether the HTTP proxy reaches replicas on this machine over a direct socket;
+    ``EMBER_SERVE_DIRECT=0`` sends every request as an actor call (for tests of that path)."""
+    return os.environ.get("EMBER_SERVE_DIRECT") != "0"
 
 
 def session_server_enabled() -> bool:

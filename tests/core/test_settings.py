@@ -1,10 +1,10 @@
-"""``ember/core/_config.py``: the local backend's settings, resolved once at ``init``."""
+"""``ember/core/_settings.py``: the local backend's settings, resolved once at ``init``."""
 
 from __future__ import annotations
 
 import pytest
 
-from ember.core._config import resolve_local_config
+from ember.core._settings import resolve_local_config
 
 
 def resolve(**overrides):
@@ -117,13 +117,13 @@ def test_a_bad_spin_time_is_refused_with_the_variable_named(monkeypatch, bad):
     (("ray", None), (None, None), ("ray", None)),  # a private Ray on this machine
 ])
 def test_init_arguments_win_and_the_environment_fills_the_rest(args, env, expected):
-    from ember.core._config import choose_backend
+    from ember.core._settings import choose_backend
 
     assert choose_backend(*args, *env) == expected
 
 
 def test_ember_backend_and_address_apply_to_an_explicit_init(monkeypatch):
-    from ember.core._config import resolve_backend
+    from ember.core._settings import resolve_backend
 
     monkeypatch.setenv("EMBER_BACKEND", "ray")
     monkeypatch.setenv("EMBER_ADDRESS", "auto")
@@ -131,3 +131,44 @@ def test_ember_backend_and_address_apply_to_an_explicit_init(monkeypatch):
     monkeypatch.setenv("EMBER_BACKEND", "")
     monkeypatch.delenv("EMBER_ADDRESS")
     assert resolve_backend(None, None) == ("local", None)
+
+
+@pytest.fixture
+def ember_logger_level():
+    import logging
+
+    logger = logging.getLogger("ember")
+    level = logger.level
+    yield logger
+    logger.setLevel(level)
+
+
+@pytest.mark.parametrize(("value", "level"), [("DEBUG", 10), ("warning", 30), ("25", 25)])
+def test_ember_log_level_sets_the_ember_loggers_level_at_init(monkeypatch, ember_logger_level,
+                                                             value, level):
+    import ember
+
+    monkeypatch.setenv("EMBER_LOG_LEVEL", value)
+    ember.init(num_cpus=1)
+    try:
+        assert ember_logger_level.level == level
+    finally:
+        ember.shutdown()
+
+
+def test_a_bad_log_level_is_refused_with_the_variable_named(monkeypatch, ember_logger_level):
+    import ember
+
+    monkeypatch.setenv("EMBER_LOG_LEVEL", "LOUD")
+    with pytest.raises(ValueError, match=r"EMBER_LOG_LEVEL='LOUD'.*DEBUG, INFO"):
+        ember.init(num_cpus=1)
+    assert not ember.is_initialized()
+
+
+def test_ember_serve_direct_zero_turns_the_direct_channel_off(monkeypatch):
+    from ember.core import serve_direct_enabled
+
+    monkeypatch.delenv("EMBER_SERVE_DIRECT", raising=False)
+    assert serve_direct_enabled()
+    monkeypatch.setenv("EMBER_SERVE_DIRECT", "0")
+    assert not serve_direct_enabled()

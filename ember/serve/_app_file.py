@@ -28,6 +28,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
+from ember.errors import EmberError
+
 _TOP_KEYS = {"http_options", "applications", "proxy_location", "logging_config", "grpc_options"}
 # Ray's keys that mean nothing different on one machine: accepted only when they ask for nothing.
 _EMPTY_ONLY = {"logging_config", "grpc_options", "runtime_env"}
@@ -44,7 +46,7 @@ def _check_empty(section: dict[str, Any], where: str) -> None:
                               "(runtime_env: install what the app needs where it runs)")
 
 
-class ConfigError(ValueError):
+class ConfigError(EmberError, ValueError):
     """The serve config file is malformed; the message says where and how to fix it."""
 
 
