@@ -164,6 +164,10 @@ def test_picklable_cause_keeps_exceptions_that_only_cloudpickle_can_ship():
 PACKAGE = Path(ember.__file__).parent
 # Exceptions of private modules that never leave ember's own code, and why that is so.
 INTERNAL_EXCEPTIONS = {
+    "ember.core._api.ActorExit": "raised by exit_actor() inside an actor's method; the worker "
+                                 "ends the actor and callers see ActorDiedError",
+    "ember.core.local._worker._PartialReturns": "a num_returns=n generator that failed early; "
+                                                "the worker stores its items and the error",
     "ember.serve._direct.FrameTooLarge": "serve's proxy-replica channel: the proxy answers the "
                                          "client itself",
     "ember.serve._direct.NotAuthenticated": "serve's proxy-replica channel: the proxy falls back "

@@ -176,7 +176,7 @@ class ActorMeta:
     is_async: bool = False
 
 
-def _method_meta(cls: type) -> ActorMeta:
+def method_meta(cls: type) -> ActorMeta:
     methods: dict[str, MethodMeta] = {}
     any_async = False
     for name, member in inspect.getmembers(cls):
@@ -208,9 +208,9 @@ class ActorClass:
         self._explicit = dict(options)
         self._options = {**_options.ACTOR_DEFAULTS, **options}
         self._shared: dict[str, Any] = _shared if _shared is not None else {
-            "id": os.urandom(8).hex(), "meta": _method_meta(cls), "target": cls,
+            "id": os.urandom(8).hex(), "meta": method_meta(cls), "target": cls,
         }
-        self._shared.setdefault("meta", _method_meta(cls))
+        self._shared.setdefault("meta", method_meta(cls))
         self.__doc__ = cls.__doc__
 
     @property

@@ -16,7 +16,7 @@ from ember.core import _serialization as ser
 from ember.core._context import RuntimeContext
 from ember.core._options import resource_request
 from ember.core._refs import ObjectRef, ObjectRefGenerator
-from ember.core._remote import ActorClass, ActorHandle, RemoteFunction, _method_meta
+from ember.core._remote import ActorClass, ActorHandle, RemoteFunction, method_meta
 from ember.core._settings import LOCAL_NODE_IP
 from ember.core.local._protocol import Dep, RemoteFailure
 from ember.core.local._resources import node_record
@@ -334,7 +334,7 @@ class ClientMixin:
         )
 
     def _handle_to_self(self: WorkerRuntime) -> ActorHandle:
-        return ActorHandle(self._actor_id, _method_meta(type(self._instance)), self)
+        return ActorHandle(self._actor_id, method_meta(type(self._instance)), self)
 
     def nodes(self: WorkerRuntime) -> list[dict[str, Any]]:
         return [node_record("local", self._request("resources", "total"),
