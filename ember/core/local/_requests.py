@@ -58,14 +58,14 @@ class Requests:
                 sched.reply(worker, rid, created if created != actor_id else None)
             elif kind == "kill":
                 sched.kill_actor(*payload)
-                self._sched.reply(worker, rid, None)
+                sched.reply(worker, rid, None)
             elif kind == "cancel":
                 sched.cancel(*payload)
-                self._sched.reply(worker, rid, None)
+                sched.reply(worker, rid, None)
             elif kind == "get_actor":
                 actor_id, meta = sched.lookup_actor(*payload)
                 sched.actors[actor_id].pinned = True
-                self._sched.reply(worker, rid, (actor_id, meta))
+                sched.reply(worker, rid, (actor_id, meta))
             elif kind == "resources":
                 sched.reply(worker, rid, sched.resources(payload))
             elif kind == "assigned":  # get_runtime_context().get_assigned_resources()
@@ -80,8 +80,7 @@ class Requests:
         except Exception as exc:
             self._sched.reply(worker, rid, RemoteFailure(exc))
 
-    def _get(self, worker: _Worker, rid: int, ids: list[int], timeout: float | None
-                     ) -> None:
+    def _get(self, worker: _Worker, rid: int, ids: list[int], timeout: float | None) -> None:
         store = self._sched.store
         pending = [i for i in ids if not store.is_ready(i)]
 

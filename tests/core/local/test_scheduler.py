@@ -38,6 +38,7 @@ from ember.errors import (
     GetTimeoutError,
     ResourceError,
     TaskCancelledError,
+    TaskError,
     WorkerCrashedError,
 )
 
@@ -87,6 +88,7 @@ class Cluster:
         self.spawned_for: Counter[int] = Counter()  # actor id -> processes started for it
         self.task_messages: list[tuple[Any, ...]] = []
         self.exits_sent: list[int] = []
+        self.exitcodes: dict[int, int] = {}  # worker uid -> its process's exit code
         self._rids = itertools.count(1)
 
     # -- the Listener protocol (observe) --------------------------------------------------------
@@ -209,6 +211,7 @@ class Cluster:
     def exit(self, proc: Proc, exitcode: int = -9) -> None:
         proc.alive = False
         del self.procs[proc.worker.uid]
+        self.exitcodes[proc.worker.uid] = exitcode
         self.sched.worker_exited(proc.worker, exitcode)
         self.flush()
 
@@ -227,6 +230,33 @@ class Cluster:
         self.sched.on_request(proc.worker, rid, "get", (ids, timeout))
         self.flush()
         return rid
+
+    def create_actor_from(self, proc: Proc, max_restarts: int = 0, detached: bool = False
+                          ) -> int:
+        """The running task or actor of ``proc`` creates an actor (a "create_actor" request;
+        the worker allocates its id)."""
+        actor_id = next(self.sched.ids)
+        settings: dict[str, Any] = {"max_restarts": max_restarts}
+        if detached:
+            settings["lifetime"] = "detached"
+        rid = next(self._rids)
+        self.sched.on_request(proc.worker, rid, "create_actor", (
+            actor_id, "A", b"A-code", EMPTY_ARGS, [], {"CPU": 1.0}, settings, ActorMeta("A")))
+        self.flush()
+        assert proc.replies.pop(rid) is None  # a new actor: nothing to report back
+        return actor_id
+
+    def exit_actor(self, proc: Proc) -> int:
+        """The running call of ``proc`` calls ``exit_actor()``: what the worker sends before
+        its process exits (code 0)."""
+        reason = "A.m called exit_actor()"
+        self.sched.on_actor_exit(proc.worker, reason)
+        call_id = proc.calls.popleft()
+        self.sched.on_done(proc.worker, call_id, None,
+                           stored_error(ActorDiedError(f"the actor exited: {reason}")), 0.001)
+        self.flush()
+        self.exit(proc, exitcode=0)
+        return call_id
 
     def fire_timer(self, index: int = 0) -> None:
         _, _delay, callback = self.timers.pop(index)
@@ -493,6 +523,52 @@ def test_tasks_pipelined_behind_a_crashed_one_run_again_without_using_a_retry():
     assert list(new.tasks) == [behind.id]
 
 
+def test_a_generator_with_num_returns_n_that_failed_early_keeps_the_items_it_yielded():
+    cluster = Cluster(cpus=1)
+    work = cluster.submit(num_returns=3)
+    cluster.start_all()
+    (proc,) = cluster.procs.values()
+
+    # The worker stores the first item, then the error (see _worker._store_yielded).
+    cluster.sched.on_done(proc.worker, proc.tasks.popleft(), [VALUE],
+                          stored_error(ValueError("third time")), 0.1)
+    cluster.flush()
+
+    first, *rest = (cluster.value(oid) for oid in work.return_ids)
+    assert first == "value"
+    assert [type(error) for _, error in rest] == [ValueError, ValueError]
+    assert cluster.sched.pool.available["CPU"] == 1 and work.id not in cluster.sched.tasks
+
+
+def test_an_error_a_worker_puts_reads_back_as_an_error():
+    cluster = Cluster(cpus=1)
+    cluster.submit()
+    cluster.start_all()
+    (proc,) = cluster.procs.values()
+    oid = next(cluster.sched.ids)
+
+    cluster.sched.on_put(proc.worker, oid, stored_error(KeyError("lost")), True)
+
+    assert cluster.value(oid)[0] == "error" and isinstance(cluster.value(oid)[1], KeyError)
+    assert proc.worker.held == {oid: 1}  # the worker holds the one reference
+
+
+def test_a_worker_asks_for_the_resources_assigned_to_its_task_or_actor():
+    cluster = Cluster(cpus=4)
+    work = cluster.submit(cpus=2)
+    actor_id = cluster.create_actor(cpus=1)
+    cluster.start_all()
+    task_proc = next(p for p in cluster.task_procs() if p.tasks)
+    actor_proc = cluster.proc_of(actor_id)
+
+    cluster.sched.on_request(task_proc.worker, 1, "assigned", work.id)
+    cluster.sched.on_request(actor_proc.worker, 2, "assigned", None)
+    cluster.flush()
+
+    assert task_proc.replies[1] == {"CPU": 2.0}
+    assert actor_proc.replies[2] == {"CPU": 1.0}
+
+
 # -- cancellation -----------------------------------------------------------------------------
 
 
@@ -518,7 +594,10 @@ def test_cancelling_a_running_task_resolves_it_at_once_and_stops_its_worker(forc
     cluster.sched.cancel(work.return_ids[0], force=force, recursive=False)
     cluster.flush()
 
-    assert isinstance(cluster.value(work.return_ids[0])[1], TaskCancelledError)
+    error = cluster.value(work.return_ids[0])[1]
+    assert isinstance(error, TaskCancelledError)
+    # Interrupted, it raises as Ray's RayTaskError(TaskCancelledError) does; killed, plainly.
+    assert isinstance(error, TaskError) is (not force)
     assert cluster.wakes == [proc.worker.uid]  # a caller reading the socket looks again
     if force:
         assert cluster.kills == [proc.worker.uid] and cluster.interrupts == []
@@ -603,9 +682,79 @@ def test_an_actor_out_of_scope_runs_its_calls_then_exits():
     assert cluster.value(call.return_ids[0]) == "value"
 
 
+def test_exit_actor_ends_the_actor_for_good_even_with_restarts_left():
+    cluster = Cluster(cpus=1)
+    actor_id = cluster.create_actor(max_restarts=2)
+    calls = [cluster.call(actor_id), cluster.call(actor_id)]
+    cluster.start_all()
+    proc = cluster.proc_of(actor_id)
+
+    cluster.exit_actor(proc)
+    later = cluster.call(actor_id)
+
+    actor = cluster.sched.actors[actor_id]
+    assert actor.state == "dead" and actor.death == "A.m called exit_actor()"
+    assert cluster.spawned_for[actor_id] == 1  # not restarted
+    for call in [*calls, later]:  # the call that exited, the one behind it, and a later one
+        assert isinstance(cluster.value(call.return_ids[0])[1], ActorDiedError)
+    assert cluster.sched.pool.available["CPU"] == 1
+
+
+@pytest.mark.parametrize("creator", ["task", "actor"])
+def test_actors_fate_share_with_the_process_that_created_them_unless_detached(creator):
+    cluster = Cluster(cpus=8)
+    if creator == "task":
+        cluster.submit()
+        cluster.start_all()
+        (proc,) = cluster.task_procs()
+    else:
+        parent = cluster.create_actor()
+        cluster.start_all()
+        proc = cluster.proc_of(parent)
+    owned = cluster.create_actor_from(proc, max_restarts=3)
+    detached = cluster.create_actor_from(proc, max_restarts=3, detached=True)
+    cluster.start_all()
+    call = cluster.call(owned)
+    owned_proc = cluster.proc_of(owned)
+
+    cluster.exit(proc)  # the creator's process dies
+    assert owned_proc.doomed and not cluster.proc_of(detached).doomed
+    cluster.exit(owned_proc)
+
+    actor = cluster.sched.actors[owned]
+    assert actor.state == "dead" and "its creator" in actor.death
+    assert cluster.spawned_for[owned] == 1  # killed for good, though it had restarts left
+    assert isinstance(cluster.value(call.return_ids[0])[1], ActorDiedError)
+    assert cluster.sched.actors[detached].state == "alive"
+
+
+def test_a_task_worker_that_exits_idle_leaves_the_actors_its_tasks_created_alive():
+    cluster = Cluster(cpus=4)
+    cluster.submit()
+    cluster.start_all()
+    (proc,) = cluster.task_procs()
+    owned = cluster.create_actor_from(proc)
+    cluster.finish_task(proc)
+    cluster.start_all()
+
+    cluster.exit(proc, exitcode=0)  # an idle worker told to exit (see _park)
+
+    assert cluster.sched.actors[owned].state == "alive"
+    assert not cluster.proc_of(owned).doomed
+
+
 # -- generated orders of events ------------------------------------------------------------------
 
 FUNCTIONS = ("f", "g")
+
+
+def _can_create(proc: Proc) -> bool:
+    """A process whose task or actor runs code that may create an actor."""
+    if proc.doomed or not proc.ready:
+        return False
+    if proc.worker.actor is None:
+        return bool(proc.tasks) and proc.waiting is None
+    return proc.constructed and proc.worker.actor.worker is proc.worker
 ERRORS = (KeyError("flaky"), ValueError("bad"))
 
 
@@ -624,6 +773,11 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.runs: Counter[int] = Counter()  # work id -> runs that ended in a crash or error
         self.max_restarts: dict[int, int] = {}
         self.handles: set[int] = set()  # actors whose handle the driver still holds
+        # actor id -> (the creator's worker uid, whether that is an actor's process), of the
+        # actors created inside a worker without lifetime="detached"
+        self.owners: dict[int, tuple[int, bool]] = {}
+        self.exited: dict[int, int] = {}  # actor id -> processes started for it when it
+        # called exit_actor()
 
     @initialize(warm=st.booleans())
     def maybe_warm_up(self, warm):
@@ -717,6 +871,30 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.cluster.sched.kill_actor(actor_id, no_restart)
         self.cluster.flush()
 
+    @precondition(lambda self: self._procs(_can_create))
+    @rule(data=st.data(), max_restarts=st.sampled_from([0, 1, -1]), detached=st.booleans())
+    def create_actor_inside(self, data, max_restarts, detached):
+        """A running task or actor creates an actor: unless detached, it dies with its
+        creator's process."""
+        proc = data.draw(st.sampled_from(self._procs(_can_create)))
+        actor_id = self.cluster.create_actor_from(proc, max_restarts, detached)
+        self.calls[actor_id] = []
+        self.max_restarts[actor_id] = max_restarts
+        if not detached:
+            self.owners[actor_id] = (proc.worker.uid, proc.worker.actor is not None)
+
+    @precondition(lambda self: self._procs(lambda p: p.calls and p.constructed))
+    @rule(data=st.data())
+    def exit_actor(self, data):
+        proc = data.draw(st.sampled_from(self._procs(lambda p: p.calls and p.constructed)))
+        actor = proc.worker.actor
+        assert actor is not None
+        if proc.worker is not actor.worker or actor.state == "dead":
+            return  # a process already replaced (or given up): nothing reads its messages
+        self.cluster.exit_actor(proc)
+        self.exited[actor.id] = self.cluster.spawned_for[actor.id]
+        event("an actor calls exit_actor()")
+
     @precondition(lambda self: self.handles)
     @rule(data=st.data())
     def drop_actor(self, data):
@@ -793,7 +971,11 @@ class SchedulerMachine(RuleBasedStateMachine):
         if (actor is not None and actor.inflight and actor.queue and actor.max_task_retries
                 and actor.restarts_left and actor.state in ("starting", "alive")):
             event("an actor crashed with calls in flight to retry and calls queued behind")
+        owned = [a for a, (uid, _) in self.owners.items() if uid == proc.worker.uid
+                 and self.cluster.sched.actors[a].state != "dead"]
         self.cluster.exit(proc)
+        if owned:
+            event("a process dies with actors it created")
         if proc.tasks and proc.tasks[0] in self.cluster.sched.tasks:
             event("a task whose worker crashed is retried")
         if actor is not None and actor.state != "dead":
@@ -879,6 +1061,21 @@ class SchedulerMachine(RuleBasedStateMachine):
         for actor_id, max_restarts in self.max_restarts.items():
             if max_restarts >= 0:
                 assert self.cluster.spawned_for[actor_id] <= 1 + max_restarts
+
+    @invariant()
+    def actors_fate_share_with_their_creator(self):
+        sched, exitcodes = self.cluster.sched, self.cluster.exitcodes
+        for actor_id, (uid, by_actor) in self.owners.items():
+            if uid in exitcodes and (by_actor or exitcodes[uid] != 0):
+                # The creator died: its actor is dead, or killed for good and on its way.
+                actor = sched.actors[actor_id]
+                assert actor.state == "dead" or (actor.no_restart and actor.exited), actor_id
+                if actor.state != "dead":
+                    assert actor.worker is not None
+                    assert self.cluster.procs[actor.worker.uid].doomed
+        for actor_id, spawned in self.exited.items():
+            assert sched.actors[actor_id].state == "dead"
+            assert self.cluster.spawned_for[actor_id] == spawned  # never restarted
 
     @invariant()
     def actors_get_their_calls_in_order(self):

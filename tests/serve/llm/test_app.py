@@ -8,7 +8,6 @@ One serve instance for the module, started the way users start it from a config 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
