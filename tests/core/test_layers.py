@@ -25,3 +25,30 @@ def test_the_neutral_api_imports_no_local_plumbing(statement: str) -> None:
 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+# The local scheduler's modules (records and decisions) and what would make them impure.
+SCHEDULER = ("_scheduler", "_requests", "_streams", "_records")
+IMPURE = ("socket", "select", "selectors", "threading", "time", "os", "signal", "subprocess",
+          "asyncio", "multiprocessing", "ember.core._shm", "ember.core.local._io",
+          "ember.core.local._driver", "ember.core.local._transport",
+          "ember.core.local._forkserver", "ember.core.local._worker")
+
+
+@pytest.mark.parametrize("module", SCHEDULER)
+def test_the_local_scheduler_imports_no_sockets_threads_clocks_or_processes(module: str) -> None:
+    import ast
+    from pathlib import Path
+
+    import ember.core.local
+
+    source = Path(ember.core.local.__file__).with_name(f"{module}.py").read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+            imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+
+    assert sorted(imported & set(IMPURE)) == []

@@ -790,7 +790,8 @@ class Scheduler:
         actor = self.actors.get(actor_id)
         if actor is None or actor.state == "dead":
             return
-        actor.no_restart = no_restart
+        # For good once asked so (a later kill that allows a restart does not undo it).
+        actor.no_restart = actor.no_restart or no_restart
         worker = actor.worker
         if worker is not None:
             self.instructions.append((KILL, worker))

@@ -700,6 +700,21 @@ def test_exit_actor_ends_the_actor_for_good_even_with_restarts_left():
     assert cluster.sched.pool.available["CPU"] == 1
 
 
+def test_an_actor_killed_for_good_stays_dead_after_a_later_kill_that_allows_a_restart():
+    cluster = Cluster(cpus=1)
+    actor_id = cluster.create_actor(max_restarts=2)
+    cluster.start_all()
+    proc = cluster.proc_of(actor_id)
+
+    cluster.sched.kill_actor(actor_id, no_restart=True)
+    cluster.sched.kill_actor(actor_id, no_restart=False)  # before the first kill has landed
+    cluster.flush()
+    cluster.exit(proc)
+
+    assert cluster.sched.actors[actor_id].state == "dead"
+    assert cluster.spawned_for[actor_id] == 1
+
+
 @pytest.mark.parametrize("creator", ["task", "actor"])
 def test_actors_fate_share_with_the_process_that_created_them_unless_detached(creator):
     cluster = Cluster(cpus=8)
