@@ -28,7 +28,7 @@ def test_the_neutral_api_imports_no_local_plumbing(statement: str) -> None:
 
 
 # The local scheduler's modules (records and decisions) and what would make them impure.
-SCHEDULER = ("_scheduler", "_requests", "_streams", "_records")
+SCHEDULER = ("_scheduler", "_actors", "_requests", "_streams", "_records")
 IMPURE = ("socket", "select", "selectors", "threading", "time", "os", "signal", "subprocess",
           "asyncio", "multiprocessing", "ember.core._shm", "ember.core.local._io",
           "ember.core.local._driver", "ember.core.local._transport",

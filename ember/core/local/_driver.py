@@ -146,9 +146,9 @@ class LocalBackend:
         try:
             if deps and self._io.claimed:  # a claimed result may be among them
                 self._io.release_claims()
-            work = sched.submit_task(options.get("name") or fn._name, fn_id, stored, deps, num_returns, request,
-                                     options["max_retries"], options["retry_exceptions"],
-                                     env)
+            work = sched.submit_task(options.get("name") or fn._name, fn_id, stored, deps,
+                                     num_returns, request, options["max_retries"],
+                                     options["retry_exceptions"], env)
             return self._returns(work, num_returns)
         finally:
             self._unlock()

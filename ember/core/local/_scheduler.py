@@ -22,9 +22,10 @@ Callbacks registered on the object table run when a value arrives, in the event 
 it: the scheduler's own (a dependency arrived) and those of the I/O layer's waiters (which
 count down and release a lock, or queue a call for after the section).
 
-Two concerns live beside it, as parts it owns: ``_streams.Streams`` (streaming generators:
-items, takers, acks) and ``_requests.Requests`` (what a worker's running task asks of the
-driver: nested get and wait, with the lending of its CPUs).
+Three concerns live beside it, as parts it owns: ``_actors.Actors`` (actors: their queues of
+calls, restarts, deaths, fate-sharing), ``_streams.Streams`` (streaming generators: items,
+takers, acks) and ``_requests.Requests`` (what a worker's running task asks of the driver:
+nested get and wait, with the lending of its CPUs).
 
 There are no sockets, threads, clocks or processes here: ``tests/core/local/test_scheduler.py``
 drives it with plain calls and checks it over generated orders of events.
@@ -40,6 +41,7 @@ from typing import Any, Protocol
 
 from ember.core import _serialization as ser
 from ember.core._remote import ActorMeta
+from ember.core.local._actors import Actors, interrupted
 from ember.core.local._protocol import COLLECT
 from ember.core.local._records import (
     _MAX_TASK_WORKERS,
@@ -60,21 +62,14 @@ from ember.core.local._resources import ResourcePool
 from ember.core.local._store import ObjectTable
 from ember.core.local._streams import Streams
 from ember.errors import (
-    ActorAlreadyExistsError,
-    ActorDiedError,
     ResourceError,
     TaskCancelledError,
-    TaskError,
     WorkerCrashedError,
 )
 
 __all__ = ["INTERRUPT", "KILL", "SPAWN", "TIMER", "WAKE", "Instruction", "Listener", "Scheduler"]
 
 logger = logging.getLogger("ember")
-
-
-_RUNNING = ("starting", "alive")
-_EXIT_CALL = -1  # the id of the queue entry that ends an actor's scope
 
 
 class Listener(Protocol):
@@ -133,6 +128,7 @@ class Scheduler:
         self._warned_infeasible: set[tuple[Any, ...]] = set()
         self.streams = Streams(store, self.ids, self.send, self.workers)
         self.requests = Requests(self)
+        self._actors = Actors(self)
 
     # -- instructions ----------------------------------------------------------------------
     def send(self, worker: _Worker, message: Any) -> None:
@@ -143,7 +139,7 @@ class Scheduler:
         if worker.uid in self.workers:
             self.send(worker, ("reply", request_id, payload))
 
-    def _spawn(self, actor: _Actor | None) -> _Worker:
+    def spawn(self, actor: _Actor | None) -> _Worker:
         worker = _Worker(next(self._uids))
         worker.actor = actor
         self.workers[worker.uid] = worker
@@ -155,7 +151,7 @@ class Scheduler:
     def prestart(self, count: int) -> None:
         """Start ``count`` task workers ahead of the first task."""
         for _ in range(count):
-            self._spawn(None)
+            self.spawn(None)
 
     # -- objects and references --------------------------------------------------------------
     def addref(self, oid: int) -> None:
@@ -247,7 +243,7 @@ class Scheduler:
             work = actor.inflight.pop(work_id, None)
             if work is not None:
                 self.listener.last_work[worker.uid] = work  # observe: names late log lines
-                self._finish(work, results, error)
+                self.finish(work, results, error)
             return
         inflight = worker.inflight
         if not inflight or inflight[0].id != work_id:
@@ -273,7 +269,7 @@ class Scheduler:
         if error is not None and self._should_retry(work, error):
             self._enqueue(work)
         else:
-            self._finish(work, results, error)
+            self.finish(work, results, error)
         self.schedule()
 
     def on_requeue(self, worker: _Worker, work_ids: list[int]) -> None:
@@ -304,7 +300,7 @@ class Scheduler:
     def on_actor_failed(self, actor_id: int, error: ser.Stored) -> None:
         actor = self.actors.get(actor_id)
         if actor is not None:
-            self._actor_dead(actor, "its constructor raised", error=error)
+            self._actors.dead(actor, "its constructor raised", error=error)
 
     def on_submit(self, worker: _Worker, spec: tuple[Any, ...]) -> None:
         """A task submitted inside a worker (its ids were allocated there)."""
@@ -312,8 +308,8 @@ class Scheduler:
          retry_exceptions, name, parent, collect, env) = spec
         if code is not None:
             self.fn_code[fn_id] = code
-        work = self._new_work(name, stored, deps, None, worker, work_id=task_id,
-                              return_ids=return_ids, gen_id=gen_id)
+        work = self.new_work(name, stored, deps, None, worker, work_id=task_id,
+                             return_ids=return_ids, gen_id=gen_id)
         work.fn_id = fn_id
         work.request = request
         work.key = (fn_id, tuple(sorted(request.items())))
@@ -328,11 +324,11 @@ class Scheduler:
     def on_call(self, worker: _Worker, spec: tuple[Any, ...]) -> None:
         """An actor call made inside a worker."""
         actor_id, call_id, method, stored, deps, return_ids, gen_id, collect = spec
-        work = self._new_work(method, stored, deps, None, worker, work_id=call_id,
-                              return_ids=return_ids, gen_id=gen_id)
+        work = self.new_work(method, stored, deps, None, worker, work_id=call_id,
+                             return_ids=return_ids, gen_id=gen_id)
         if collect:
             work.backpressure = COLLECT
-        self._queue_call(actor_id, work, method)
+        self._actors.queue_call(actor_id, work, method)
 
     def worker_exited(self, worker: _Worker, exitcode: int | None) -> None:
         """The worker's process is gone (its socket closed and its exit code is known)."""
@@ -349,11 +345,11 @@ class Scheduler:
         if worker.actor is not None or exitcode != 0:
             # An actor's process, or a task worker that died (one that exits idle, code 0,
             # leaves what it created to the driver): the actors it created die with it.
-            self._kill_owned_actors(worker)
+            self._actors.kill_owned(worker)
         else:
             self.owned.pop(worker.uid, None)
         if worker.actor is not None:
-            self._on_actor_worker_exit(worker.actor, worker, exitcode)
+            self._actors.worker_exited(worker.actor, worker, exitcode)
             self.schedule()
             return
         inflight = list(worker.inflight)
@@ -376,7 +372,7 @@ class Scheduler:
     ) -> _Work:
         """A task submitted by the driver; its results' ids are ``return_ids`` (or ``gen_id``)
         of the work returned, each with one reference: its caller's."""
-        work = self._new_work(name, stored, deps, num_returns, holder=None)
+        work = self.new_work(name, stored, deps, num_returns, holder=None)
         work.fn_id = fn_id
         work.request = request
         work.key = (fn_id, tuple(sorted(request.items())))
@@ -386,7 +382,7 @@ class Scheduler:
         self._enqueue_feasible(work, f"task {name}")
         return work
 
-    def _new_work(
+    def new_work(
         self, name: str, stored: ser.Stored, deps: list[int], num_returns: Any,
         holder: _Worker | None, work_id: int | None = None,
         return_ids: list[int] | None = None, gen_id: int | None = None,
@@ -422,7 +418,7 @@ class Scheduler:
                 holder.held[gen_id] = holder.held.get(gen_id, 0) + 1
         return work
 
-    def _infeasible(self, request: dict[str, float], what: str) -> ResourceError | None:
+    def infeasible(self, request: dict[str, float], what: str) -> ResourceError | None:
         """The error of a request that can never fit (None when it can), logged as a warning
         the first time, as Ray logs its infeasible-task warning: the submission returns its
         references anyway, and ``get``/``wait``/``await`` on them raise this at once."""
@@ -441,11 +437,11 @@ class Scheduler:
 
     def _enqueue_feasible(self, work: _Work, what: str) -> None:
         """Queue a new task, or fail it at once when its request can never fit."""
-        error = self._infeasible(work.request, what) if work.request else None
+        error = self.infeasible(work.request, what) if work.request else None
         if error is None:
             self._enqueue(work)
         else:
-            self._fail(work, error)
+            self.fail(work, error)
 
     def _enqueue(self, work: _Work) -> None:
         """Queue a task once its dependencies are ready."""
@@ -470,7 +466,7 @@ class Scheduler:
             value = self.store.value(dep)
             if value is not None and value[1]:  # a dependency failed: so does this task
                 self.tasks.pop(work.id, None)
-                self._finish(work, None, value[0])
+                self.finish(work, None, value[0])
                 return
         queue = self.ready.get(work.key)
         if queue is None:
@@ -488,7 +484,7 @@ class Scheduler:
             if pending[0].state == "dead":  # killed while it waited: drop it here, in O(1)
                 pending.popleft()
             elif pool.fits(pending[0].request):
-                self._start_actor(pending.popleft())
+                self._actors.start(pending.popleft())
             else:
                 break
         for key, queue in list(self.ready.items()):
@@ -518,7 +514,7 @@ class Scheduler:
         want = min(len(queue), room) - self.starting
         busy = len(self.workers) - len(self.idle) - self.starting
         for _ in range(max(0, min(want, _MAX_TASK_WORKERS - busy))):
-            self._spawn(None)
+            self.spawn(None)
 
     def _pipeline_target(self, work: _Work) -> _Worker | None:
         seconds = self.fn_seconds.get(work.fn_id or "")
@@ -577,7 +573,7 @@ class Scheduler:
         produced = self.streams.produced(work.gen_id) > 0
         if work.cancelled:
             self.tasks.pop(work.id, None)
-            self._fail(work, TaskCancelledError(f"{work.name} was cancelled (force=True)"))
+            self.fail(work, TaskCancelledError(f"{work.name} was cancelled (force=True)"))
         elif work.retries_left and not produced:
             if work.retries_left > 0:
                 work.retries_left -= 1
@@ -585,11 +581,11 @@ class Scheduler:
             self.ready.setdefault(work.key, deque()).appendleft(work)
         else:
             self.tasks.pop(work.id, None)
-            self._fail(work, WorkerCrashedError(
+            self.fail(work, WorkerCrashedError(
                 f"the worker process running {work.name} died (exit code {exitcode}) and no "
                 "retries are left (raise max_retries to retry more)"))
 
-    def _finish(self, work: _Work, results: Any, error: ser.Stored | None) -> None:
+    def finish(self, work: _Work, results: Any, error: ser.Stored | None) -> None:
         """Publish a finished task's results (or error) and drop what it pinned."""
         self.listener.on_finish(work, error)  # observe: counts and recent tasks
         if work.gen_id is not None:
@@ -612,8 +608,8 @@ class Scheduler:
         for dep in work.deps:
             store.decref(dep)
 
-    def _fail(self, work: _Work, exc: BaseException) -> None:
-        self._finish(work, None, ser.dumps(exc, None, 0))
+    def fail(self, work: _Work, exc: BaseException) -> None:
+        self.finish(work, None, ser.dumps(exc, None, 0))
 
     # -- cancellation -----------------------------------------------------------------------
     def cancel(self, oid: int, force: bool, recursive: bool) -> None:
@@ -621,7 +617,7 @@ class Scheduler:
         if work is None or work.cancelled:
             return
         if work.actor is not None:
-            self._cancel_call(work)
+            self._actors.cancel_call(work)
             return
         work.cancelled = True
         if recursive:
@@ -633,21 +629,21 @@ class Scheduler:
         if queue is not None and work in queue:
             queue.remove(work)
             self.tasks.pop(work.id, None)
-            self._fail(work, TaskCancelledError(f"{work.name} was cancelled before it ran"))
+            self.fail(work, TaskCancelledError(f"{work.name} was cancelled before it ran"))
             return
         worker = next((w for w in self.workers.values() if work in w.inflight), None)
         if worker is None:
             if work.waiting:  # still waiting for its arguments
                 self.tasks.pop(work.id, None)
-                self._fail(work, TaskCancelledError(f"{work.name} was cancelled before it ran"))
+                self.fail(work, TaskCancelledError(f"{work.name} was cancelled before it ran"))
             return
         # Sent to a worker: its caller learns at once (the worker's own answer, when it comes,
         # is dropped), and the worker is stopped: interrupted (force=False) or killed.
         if force:
-            self._resolve_cancelled(work, worker, TaskCancelledError(
+            self.resolve_cancelled(work, worker, TaskCancelledError(
                 f"{work.name} was cancelled (force=True) while it ran"))
         else:
-            self._resolve_cancelled(work, worker, _interrupted(work.name))
+            self.resolve_cancelled(work, worker, interrupted(work.name))
         if worker.inflight[0] is not work:  # queued behind another task on that worker
             self.send(worker, ("cancel", work.id))
         elif force:
@@ -658,25 +654,7 @@ class Scheduler:
             self.send(worker, ("cancel", work.id))
             self.instructions.append((INTERRUPT, worker))
 
-    def _cancel_call(self, work: _Work) -> None:
-        """Cancel an actor call. A queued one never runs. A running one is not interrupted (an
-        actor has state), as in Ray: an ``async`` actor cancels its asyncio task, the others
-        let the method see ``get_runtime_context().is_canceled()``. Either way ``get`` raises
-        ``TaskCancelledError`` at once."""
-        actor = work.actor
-        assert actor is not None
-        if work in actor.queue:
-            actor.queue.remove(work)
-            work.cancelled = True
-            self._fail(work, TaskCancelledError(
-                f"{actor.meta.class_name}.{work.method} was cancelled"))
-        elif work.id in actor.inflight and actor.worker is not None:
-            work.cancelled = True
-            self.send(actor.worker, ("cancel", work.id))
-            self._resolve_cancelled(work, actor.worker,
-                                    _interrupted(f"{actor.meta.class_name}.{work.method}"))
-
-    def _resolve_cancelled(self, work: _Work, worker: _Worker, exc: BaseException) -> None:
+    def resolve_cancelled(self, work: _Work, worker: _Worker, exc: BaseException) -> None:
         """Resolve what ``work`` returns to ``exc`` now, before ``worker`` has stopped it; what
         it pinned stays pinned until then."""
         stored = ser.dumps(exc, None, 0)
@@ -687,305 +665,41 @@ class Scheduler:
                 self._resolve(oid, stored, True)
         self.instructions.append((WAKE, worker))  # a caller reading its socket looks again
 
-    # -- actors --------------------------------------------------------------------------------
+
+    # -- actors: events handed to their part (_actors.Actors) ------------------------------------
     def create_actor(
         self, actor_id: int, class_id: str, code: bytes, stored: ser.Stored, deps: list[int],
         request: dict[str, float], settings: dict[str, Any], meta: ActorMeta,
     ) -> int:
         """A new actor (or, with ``get_if_exists``, the live one of that name): its id."""
-        name = settings.get("name")
-        namespace = settings.get("namespace") or self.namespace
-        if name:
-            existing = self.named.get((namespace, name))
-            if existing is not None and self.actors[existing].state != "dead":
-                if settings.get("get_if_exists"):
-                    return existing
-                raise ActorAlreadyExistsError(
-                    f"an actor named {name!r} already exists in namespace {namespace!r}; "
-                    "pick another name, kill it first, or pass get_if_exists=True"
-                )
-        actor = _Actor()
-        actor.id = actor_id
-        actor.class_id = class_id
-        actor.class_code = code
-        actor.args = stored
-        actor.deps = deps
-        actor.request = request
-        actor.meta = meta
-        actor.name = name
-        actor.namespace = namespace
-        actor.max_concurrency = settings.get("max_concurrency")
-        actor.max_task_retries = settings.get("max_task_retries") or 0
-        actor.restarts_left = settings.get("max_restarts") or 0
-        actor.pinned = bool(name) or settings.get("lifetime") == "detached"
-        actor.env = settings.get("runtime_env")
-        self.store.pin(stored)
-        for dep in deps:
-            self.store.incref(dep)
-        self.actors[actor_id] = actor
-        self.live_actors += 1
-        if name:
-            self.named[(namespace, name)] = actor_id
-        error = self._infeasible(request, f"actor {meta.class_name}")
-        if error is not None:  # its calls raise the ResourceError at once
-            actor.error = error
-            self._actor_dead(actor, "it can never be placed")
-            return actor_id
-        pending = [d for d in deps if not self.store.is_ready(d)]
-        if pending:
-            counter = [len(pending)]
-
-            def dep_ready(_oid: int) -> None:
-                counter[0] -= 1
-                if counter[0] == 0:
-                    self.pending_actors.append(actor)
-                    self.schedule()
-
-            for dep in pending:
-                self.store.add_callback(dep, dep_ready)
-        else:
-            self.pending_actors.append(actor)
-            self.schedule()
-        return actor_id
-
-    def add_handle(self, actor_id: int) -> None:
-        actor = self.actors.get(actor_id)
-        if actor is not None:
-            actor.handles += 1
-
-    def pin_actor(self, actor_id: int) -> None:
-        """A handle left this process (pickled): the actor lives until it is killed."""
-        actor = self.actors.get(actor_id)
-        if actor is not None:
-            actor.pinned = True
-
-    def release_actor(self, actor_id: int) -> None:
-        actor = self.actors.get(actor_id)
-        if actor is None:
-            return
-        actor.handles -= 1
-        if actor.handles <= 0 and not actor.pinned and actor.state == "pending" and not any(
-            work.id != _EXIT_CALL for work in actor.queue
-        ):  # out of scope before it started, with no calls to run: it never starts
-            self._actor_dead(actor, "it went out of scope")
-        elif actor.handles <= 0 and not actor.pinned and actor.state not in ("dead", "exiting"):
-            # Out of scope: stop after the calls already submitted (Ray's semantics).
-            exit_call = _Work()
-            exit_call.id = _EXIT_CALL
-            actor.queue.append(exit_call)
-            self._pump_actor(actor)
-
-    def lookup_actor(self, name: str, namespace: str | None) -> tuple[int, ActorMeta]:
-        ns = namespace or self.namespace
-        actor_id = self.named.get((ns, name))
-        if actor_id is None or self.actors[actor_id].state == "dead":
-            known = sorted(n for (space, n) in self.named if space == ns)
-            raise ValueError(
-                f"no live actor named {name!r} in namespace {ns!r} (named actors there: "
-                f"{known or 'none'})"
-            )
-        return actor_id, self.actors[actor_id].meta
-
-    def kill_actor(self, actor_id: int, no_restart: bool) -> None:
-        actor = self.actors.get(actor_id)
-        if actor is None or actor.state == "dead":
-            return
-        # For good once asked so (a later kill that allows a restart does not undo it).
-        actor.no_restart = actor.no_restart or no_restart
-        worker = actor.worker
-        if worker is not None:
-            self.instructions.append((KILL, worker))
-        elif no_restart:
-            self._actor_dead(actor, actor.exited or "it was killed")
-
-    def own_actor(self, worker: _Worker, actor_id: int) -> None:
-        """``worker``'s task or actor created this actor (not detached): the actor fate-shares
-        with that process, as in Ray."""
-        self.owned.setdefault(worker.uid, set()).add(actor_id)
-
-    def _kill_owned_actors(self, worker: _Worker) -> None:
-        """Kill the non-detached actors that ``worker``'s task or actor created."""
-        creator = f"{worker.actor.meta.class_name} actor" if worker.actor else "task's worker"
-        for actor_id in self.owned.pop(worker.uid, ()):
-            actor = self.actors[actor_id]
-            if actor.state == "dead":
-                continue
-            actor.exited = (f"its creator (a {creator}) died, and an actor that is not "
-                            "detached fate-shares with the process that created it")
-            self.kill_actor(actor.id, no_restart=True)
+        return self._actors.create(actor_id, class_id, code, stored, deps, request,
+                                   settings, meta)
 
     def submit_call(
         self, actor_id: int, method: str, stored: ser.Stored, deps: list[int], num_returns: Any,
     ) -> _Work:
         """A call of an actor's method by the driver (see ``submit_task``)."""
-        actor = self.actors.get(actor_id)
-        if (num_returns == 1 and not deps and actor is not None and not actor.queue
-                and actor.worker is not None and actor.state in _RUNNING):
-            # The common case, kept short: what _new_work, _queue_call and _pump_actor do
-            # for a call with one result, no ObjectRef arguments and nothing queued ahead.
-            work = _Work()
-            work.id = work_id = next(self.ids)
-            oid = next(self.ids)
-            work.name = work.method = method
-            work.args = stored
-            work.return_ids = return_ids = [oid]
-            work.actor = actor
-            self.store.pin(stored)
-            self.store.new(oid, refs=1)
-            self.producer[oid] = work
-            actor.inflight[work_id] = work
-            self.send(actor.worker, ("call", work_id, method, stored, (), return_ids, None,
-                                     work.backpressure))
-            return work
-        work = self._new_work(method, stored, deps, num_returns, holder=None)
-        self._queue_call(actor_id, work, method)
-        return work
+        return self._actors.submit_call(actor_id, method, stored, deps, num_returns)
 
-    def _start_actor(self, actor: _Actor) -> None:
-        if actor.state == "dead":
-            return
-        for dep in actor.deps:
-            value = self.store.value(dep)
-            if value is not None and value[1]:
-                self._actor_dead(actor, "an argument of its constructor failed", error=value[0])
-                return
-        actor.gpu_ids = self.pool.acquire(actor.request)
-        actor.holds = True
-        self._launch_actor(actor, restarted=False)
+    def add_handle(self, actor_id: int) -> None:
+        self._actors.add_handle(actor_id)
 
-    def _launch_actor(self, actor: _Actor, restarted: bool) -> None:
-        worker = self._spawn(actor)
-        actor.worker = worker
-        actor.state = "starting"
-        self.send(worker, ("actor", actor.id, actor.class_id, actor.class_code, actor.args,
-                           tuple(self.store.value(d) for d in actor.deps),
-                           actor.max_concurrency, actor.gpu_ids, actor.meta.class_name,
-                           actor.namespace, restarted, actor.meta.is_async, actor.env))
-        self._pump_actor(actor)
+    def pin_actor(self, actor_id: int) -> None:
+        """A handle left this process (pickled): the actor lives until it is killed."""
+        self._actors.pin(actor_id)
 
-    def _queue_call(self, actor_id: int, work: _Work, method: str) -> None:
-        actor = self.actors.get(actor_id)
-        work.method = method
-        work.fn_id = None
-        work.retries_left = 0
-        work.retry_exceptions = False
-        if actor is None or actor.state == "dead":
-            reason = actor.death if actor is not None else "it is not known to this runtime"
-            self._fail(work, (actor.error if actor is not None else None) or ActorDiedError(
-                f"cannot call {method}(): the actor is dead ({reason})"))
-            return
-        work.actor = actor
-        actor.queue.append(work)
-        self._pump_actor(actor)
+    def release_actor(self, actor_id: int) -> None:
+        """A handle is gone: with none left, the actor stops after the calls submitted."""
+        self._actors.release(actor_id)
 
-    def _pump_actor(self, actor: _Actor) -> None:
-        """Send the actor's queued calls, in order, up to the first whose arguments are not
-        ready yet."""
-        worker = actor.worker
-        if worker is None or actor.state not in _RUNNING:
-            return
-        queue = actor.queue
-        while queue:
-            work = queue[0]
-            if work.id == _EXIT_CALL:  # the end of the actor's scope
-                queue.popleft()
-                actor.state = "exiting"
-                self.send(worker, ("exit",))
-                return
-            deps = work.deps
-            pending = [d for d in deps if not self.store.is_ready(d)] if deps else deps
-            if pending:
-                if not work.waiting:
-                    work.waiting = len(pending)
+    def lookup_actor(self, name: str, namespace: str | None) -> tuple[int, ActorMeta]:
+        return self._actors.lookup(name, namespace)
 
-                    def dep_ready(_oid: int, work: _Work = work) -> None:
-                        work.waiting -= 1
-                        if work.waiting == 0:
-                            self._pump_actor(actor)
+    def kill_actor(self, actor_id: int, no_restart: bool) -> None:
+        self._actors.kill(actor_id, no_restart)
 
-                    for dep in pending:
-                        self.store.add_callback(dep, dep_ready)
-                return
-            queue.popleft()
-            if deps:
-                failed = next((v for v in (self.store.value(d) for d in deps)
-                               if v is not None and v[1]), None)
-                if failed is not None:
-                    self._finish(work, None, failed[0])
-                    continue
-            actor.inflight[work.id] = work
-            self.send(worker, ("call", work.id, work.method, work.args, self.dep_values(work),
-                               work.return_ids, work.gen_id, work.backpressure))
-            if work.gen_id is not None:
-                self.streams.attach(work.gen_id, worker)
+    def own_actor(self, worker: _Worker, actor_id: int) -> None:
+        """``worker``'s task or actor created this actor (not detached): it fate-shares with
+        that process."""
+        self._actors.own(worker, actor_id)
 
-    def _actor_dead(self, actor: _Actor, reason: str, error: ser.Stored | None = None) -> None:
-        if actor.state == "dead":
-            return
-        actor.state = "dead"
-        self.live_actors -= 1
-        cause = ""
-        if error is not None:
-            try:
-                cause = f": {self.decode(error)}"
-            except Exception:
-                cause = ""
-        actor.death = f"{reason}{cause}"
-        died = actor.error or ActorDiedError(f"actor {actor.meta.class_name} died: {actor.death}")
-        for work in list(actor.inflight.values()) + [w for w in actor.queue
-                                                     if w.id != _EXIT_CALL]:
-            self._fail(work, died)
-        actor.inflight.clear()
-        actor.queue.clear()
-        if actor.holds:  # a queued actor never took any: giving some back would overcommit
-            self.pool.release(actor.request, actor.gpu_ids)
-            actor.holds = False
-        actor.gpu_ids = ()
-        if actor.name and self.named.get((actor.namespace, actor.name)) == actor.id:
-            del self.named[(actor.namespace, actor.name)]
-        self.store.unpin(actor.args)
-        for dep in actor.deps:
-            self.store.decref(dep)
-        worker = actor.worker
-        if worker is not None and worker.uid in self.workers:
-            self.instructions.append((KILL, worker))
-        self.schedule()
-
-    def _on_actor_worker_exit(self, actor: _Actor, worker: _Worker, exitcode: int | None
-                              ) -> None:
-        if actor.worker is not worker or actor.state == "dead":
-            return
-        actor.worker = None
-        if actor.state == "exiting":
-            self._actor_dead(actor, "it went out of scope")
-            return
-        how = f"its process exited (exit code {exitcode})"
-        if actor.exited:
-            self._actor_dead(actor, actor.exited)
-            return
-        if actor.no_restart or actor.restarts_left == 0:
-            self._actor_dead(actor, "it was killed" if actor.no_restart else how)
-            return
-        if actor.restarts_left > 0:
-            actor.restarts_left -= 1
-        actor.restarts += 1
-        retry = list(actor.inflight.values())
-        actor.inflight.clear()
-        died = ActorDiedError(
-            f"actor {actor.meta.class_name} died while running this call ({how}); it is "
-            "restarting. Set max_task_retries to retry such calls."
-        )
-        if actor.max_task_retries:
-            actor.queue.extendleft(reversed(retry))
-        else:
-            for work in retry:
-                self._fail(work, died)
-        logger.info("restarting actor %s (%s)", actor.meta.class_name, how)
-        self._launch_actor(actor, restarted=True)
-
-
-def _interrupted(name: str) -> TaskError:
-    """The error of a call cancelled while it ran: a ``TaskCancelledError`` that is also a
-    ``TaskError``, as Ray raises ``RayTaskError(TaskCancelledError)`` for it (a call cancelled
-    before it ran raises a plain ``TaskCancelledError``, in Ray too)."""
-    return TaskError.wrap(TaskCancelledError(f"{name} was cancelled while it ran"), name, "")
