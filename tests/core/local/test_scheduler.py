@@ -978,8 +978,8 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.cluster.procs)
     @rule(data=st.data())
-    def crash(self, data, busy=False):
-        proc = data.draw(st.sampled_from(self._procs(lambda p: bool(p.calls) or not busy)))
+    def crash(self, data, which=None):
+        proc = data.draw(st.sampled_from(self._procs(which or (lambda p: True))))
         if proc.tasks:
             self.runs[proc.tasks[0]] += 1
         actor = proc.worker.actor
@@ -1000,7 +1000,17 @@ class SchedulerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def crash_busy_actor(self, data):
         """An actor's process dies with calls in flight, as a second rule (see crash)."""
-        self.crash(data, busy=True)
+        self.crash(data, lambda p: bool(p.calls))
+
+    def _creator(self, proc: Proc) -> bool:
+        return any(uid == proc.worker.uid and self.cluster.sched.actors[a].state != "dead"
+                   for a, (uid, _) in self.owners.items())
+
+    @precondition(lambda self: self._procs(self._creator))
+    @rule(data=st.data())
+    def crash_creator(self, data):
+        """A process that created live actors dies, as a second rule (see crash)."""
+        self.crash(data, self._creator)
 
     @precondition(lambda self: self._procs(lambda p: p.doomed))
     @rule(data=st.data())
