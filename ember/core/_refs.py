@@ -8,7 +8,7 @@ import concurrent.futures
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ember.core import _serialization
+from ember.core import _pickling
 
 if TYPE_CHECKING:
     from ember.core._backend import Backend
@@ -53,7 +53,7 @@ class ObjectRef:
         return hash(self._id)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        _serialization.note_contained(self._id)
+        _pickling.note_contained(self._id)
         return (_rebuild_ref, (self._id,))
 
     def future(self) -> concurrent.futures.Future[Any]:
@@ -79,7 +79,7 @@ class ObjectRef:
 
 
 def _rebuild_ref(object_id: Any) -> ObjectRef:
-    if _serialization.detached():
+    if _pickling.detached():
         return ObjectRef(object_id, DETACHED, add_ref=False)
     from ember.core._api import current_backend
 
@@ -88,7 +88,7 @@ def _rebuild_ref(object_id: Any) -> ObjectRef:
 
 class _Detached:
     """The runtime of references and handles rebuilt only to be looked at (see
-    ``_serialization.loads_detached``): they count nothing and cannot be used."""
+    ``_pickling.detaching``): they count nothing and cannot be used."""
 
     name = "detached"
 

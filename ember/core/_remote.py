@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-from ember.core import _options, _serialization
+from ember.core import _options, _pickling
 
 
 def _effective_returns(explicit: dict[str, Any], is_generator: bool) -> Any:
@@ -106,7 +106,7 @@ def _code_of(shared: dict[str, Any], target: Any) -> bytes:
     if code is None:
         shared["pickling"] = True  # its own wrapper met inside the code becomes a _Late
         try:
-            code = shared["code"] = _serialization.dumps_function(target)
+            code = shared["code"] = _pickling.dumps_function(target)
         finally:
             shared["pickling"] = False
         _known.setdefault(shared["id"], shared)
@@ -336,7 +336,7 @@ class ActorHandle:
 
 
 def _rebuild_handle(actor_id: Any, meta: ActorMeta) -> ActorHandle:
-    if _serialization.detached():
+    if _pickling.detached():
         from ember.core._refs import DETACHED
 
         return ActorHandle(actor_id, meta, DETACHED)

@@ -15,24 +15,18 @@ handle (lambdas, local classes).
 from __future__ import annotations
 
 import pickle
-import threading
 from typing import Any
 
 from ember.core import _shm
+from ember.core._pickling import collecting, detaching
+from ember.core._pickling import detached as detached  # re-exported: the codec's vocabulary
+from ember.core._pickling import dumps_function as dumps_function
+from ember.core._pickling import note_contained as note_contained
 from ember.errors import SerializationError
 
 Stored = tuple[bytes, tuple[tuple[str, int, int, int], ...], tuple[int, ...]]
 
 EMPTY: tuple[()] = ()
-
-_local = threading.local()
-
-
-def note_contained(object_id: int) -> None:
-    """Called by ``ObjectRef.__reduce__``: the value being pickled holds this reference."""
-    ids = getattr(_local, "contained", None)
-    if ids is not None:
-        ids.append(object_id)
 
 
 def _pickle(value: Any, buffer_callback: Any, reset: Any) -> bytes:
@@ -74,17 +68,13 @@ def dumps(value: Any, names: _shm.SegmentNames | None, threshold: int) -> Stored
         large.clear()
         contained.clear()
 
-    previous = getattr(_local, "contained", None)
-    _local.contained = contained
-    try:
+    with collecting(contained):
         try:
             data = _pickle(value, keep_large, reset)
         except Exception as exc:
             raise SerializationError(
                 f"could not serialize a value of type {type(value).__qualname__}: {exc}"
             ) from exc
-    finally:
-        _local.contained = previous
     if not large:
         return data, EMPTY, tuple(contained) if contained else EMPTY
     assert names is not None
@@ -136,17 +126,8 @@ def loads_detached(stored: Stored, names: _shm.SegmentNames | None) -> Any:
     """Unpickle a value only to look at it (its type, its message), as the local driver does
     with its lock held: ``ObjectRef``s and actor handles inside it bind to no runtime and are
     not counted, so rebuilding them cannot wait for that lock."""
-    previous = getattr(_local, "detached", False)
-    _local.detached = True
-    try:
+    with detaching():
         return loads(stored, names)
-    finally:
-        _local.detached = previous
-
-
-def detached() -> bool:
-    """True while :func:`loads_detached` runs in this thread."""
-    return bool(getattr(_local, "detached", False))
 
 
 def new_segments(stored: Stored) -> list[tuple[str, int]]:
@@ -175,18 +156,3 @@ def refuse_generator(value: Any, name: str) -> None:
             f"make {name} itself a generator function (yield in its body) or declare it with "
             "num_returns='streaming'; to return them all, return a list"
         )
-
-
-def dumps_function(fn: Any) -> bytes:
-    """Pickle a function or class by value where needed (cloudpickle)."""
-    import cloudpickle
-
-    try:
-        code: bytes = cloudpickle.dumps(fn, protocol=5)
-    except Exception as exc:
-        name = getattr(fn, "__qualname__", repr(fn))
-        raise SerializationError(
-            f"could not serialize {name} to ship it to a worker: {exc}. Move unpicklable state "
-            "(locks, open files, sockets) into the function body or the actor's __init__."
-        ) from exc
-    return code

@@ -1,110 +1,80 @@
-"""Actors in the local driver: creation, ordered calls, restarts, death, names and handles."""
+"""Actors in the local scheduler: pure bookkeeping and decisions, part of ``_scheduler``.
 
-# The driver is one class (LocalBackend) split by concern into mixins; each method declares
-# `self: LocalBackend` so that mypy checks it against the whole class. mypy reports such self
-# types on a mixin under "misc", which is therefore off for this module only.
-# mypy: disable-error-code="misc"
+An actor waits for its constructor's arguments, then for its resources (``pending_actors``, in
+order), then gets a process of its own. Its calls queue in submission order and go out up to
+the first whose arguments are not ready yet (``_pump``). When its process dies it restarts
+while ``max_restarts`` allows, resending the calls in flight when ``max_task_retries`` is set,
+and failing them with ``ActorDiedError`` otherwise; once dead, every call fails at once. Out of
+scope (no handle left, not named or detached) it stops after the calls already submitted. It
+ends for good, whatever ``max_restarts`` says, when it is killed with ``no_restart``, when a
+method calls ``exit_actor()``, or when the process that created it dies (it fate-shares with its
+creator unless ``lifetime="detached"``, as in Ray).
+
+The records (``actors``, ``named``, ``pending_actors``, ``owned``) are the scheduler's, shared
+with it; instructions go out through it (``send``, ``spawn``, ``instructions``).
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ember.core import _runtime_env
 from ember.core import _serialization as ser
-from ember.core._options import resource_request
-from ember.core._refs import ObjectRef
-from ember.core._remote import ActorClass, ActorHandle, ActorMeta
-from ember.core.local._records import (
-    _Actor,
-    _kill,
-    _Work,
-    _Worker,
-)
-from ember.core.local._worker_client import _actor_settings
-from ember.errors import (
-    ActorAlreadyExistsError,
-    ActorDiedError,
-)
+from ember.core._remote import ActorMeta
+from ember.core.local._records import KILL, _Actor, _Work, _Worker
+from ember.errors import ActorAlreadyExistsError, ActorDiedError, TaskCancelledError, TaskError
 
 if TYPE_CHECKING:
-    from ember.core.local._driver import LocalBackend
+    from ember.core.local._scheduler import Scheduler
 
 logger = logging.getLogger("ember")
 
-_RUNNING = ("starting", "alive")
+RUNNING = ("starting", "alive")
+EXIT_CALL = -1  # the id of the queue entry that ends an actor's scope
 
 
-class ActorsMixin:
-    def add_actor_ref(self: LocalBackend, actor_id: int) -> None:
-        with self._lock:
-            actor = self._actors.get(actor_id)
-            if actor is not None:
-                actor.handles += 1
+class Actors:
+    """The actors of one scheduler (see the module's docstring)."""
 
-    def remove_actor_ref(self: LocalBackend, actor_id: int) -> None:
-        # Runs from ActorHandle.__del__, possibly while this thread holds the lock: defer.
-        if self._closed:
-            return
-        self._decrefs.append(("actor", actor_id))
-        if self._lock.acquire(blocking=False):
-            self._unlock()
+    def __init__(self, sched: Scheduler) -> None:
+        self._sched = sched
+        self.actors = sched.actors
+        self.named = sched.named
+        self.pending = sched.pending_actors
+        self.owned = sched.owned
+        self.store = sched.store
+        self.pool = sched.pool
+        self.instructions = sched.instructions
+        self._send = sched.send
 
-    def _release_actor(self: LocalBackend, actor_id: int) -> None:
-        actor = self._actors.get(actor_id)
-        if actor is None:
-            return
-        actor.handles -= 1
-        if actor.handles <= 0 and not actor.pinned and actor.state == "pending" and not any(
-            work.id != -1 for work in actor.queue
-        ):  # out of scope before it started, with no calls to run: it never starts
-            self._actor_dead(actor, "it went out of scope")
-        elif actor.handles <= 0 and not actor.pinned and actor.state not in ("dead", "exiting"):
-            # Out of scope: stop after the calls already submitted (Ray's semantics).
-            exit_call = _Work()
-            exit_call.id = -1
-            actor.queue.append(exit_call)
-            self._pump_actor(actor)
+    def cancel_call(self, work: _Work) -> None:
+        """Cancel an actor call. A queued one never runs. A running one is not interrupted (an
+        actor has state), as in Ray: an ``async`` actor cancels its asyncio task, the others
+        let the method see ``get_runtime_context().is_canceled()``. Either way ``get`` raises
+        ``TaskCancelledError`` at once."""
+        actor = work.actor
+        assert actor is not None
+        if work in actor.queue:
+            actor.queue.remove(work)
+            work.cancelled = True
+            self._sched.fail(work, TaskCancelledError(
+                f"{actor.meta.class_name}.{work.method} was cancelled"))
+        elif work.id in actor.inflight and actor.worker is not None:
+            work.cancelled = True
+            self._send(actor.worker, ("cancel", work.id))
+            self._sched.resolve_cancelled(
+                work, actor.worker, interrupted(f"{actor.meta.class_name}.{work.method}"))
 
-    def on_actor_handle_pickled(self: LocalBackend, actor_id: int) -> None:
-        with self._lock:
-            actor = self._actors.get(actor_id)
-            if actor is not None:
-                actor.pinned = True
-
-    def create_actor(
-        self: LocalBackend, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any],
-        options: dict[str, Any],
-    ) -> ActorHandle:
-        self._check_open()
-        meta = cls.meta
-        request = resource_request(options)
-        settings = _actor_settings(options)
-        settings["runtime_env"] = _runtime_env.for_local(options.get("runtime_env"),
-                                                         f"actor {meta.class_name}")
-        stored, deps = self._serialize(meta.class_name, args, kwargs)
-        # Pickling user code may meet actor handles (module globals, defaults, closures), whose
-        # __reduce__ takes the lock: never pickle while holding it.
-        code = cls.pickled()
-        with self._lock:
-            actor_id = self._create_actor(next(self._ids), cls.class_id, code, stored,
-                                          deps, request, settings, meta)
-            handle = ActorHandle.__new__(ActorHandle)
-            handle._actor_id, handle._meta, handle._rt = actor_id, meta, self
-            self._actors[actor_id].handles += 1
-            self._unlock_keep()
-        self._run_deferred()
-        return handle
-
-    def _create_actor(
-        self: LocalBackend, actor_id: int, class_id: str, code: bytes, stored: ser.Stored, deps: list[int],
+    def create(
+        self, actor_id: int, class_id: str, code: bytes, stored: ser.Stored, deps: list[int],
         request: dict[str, float], settings: dict[str, Any], meta: ActorMeta,
     ) -> int:
+        """A new actor (or, with ``get_if_exists``, the live one of that name): its id."""
         name = settings.get("name")
-        namespace = settings.get("namespace") or self._cfg.namespace
+        namespace = settings.get("namespace") or self._sched.namespace
         if name:
-            existing = self._named.get((namespace, name))
-            if existing is not None and self._actors[existing].state != "dead":
+            existing = self.named.get((namespace, name))
+            if existing is not None and self.actors[existing].state != "dead":
                 if settings.get("get_if_exists"):
                     return existing
                 raise ActorAlreadyExistsError(
@@ -126,125 +96,181 @@ class ActorsMixin:
         actor.restarts_left = settings.get("max_restarts") or 0
         actor.pinned = bool(name) or settings.get("lifetime") == "detached"
         actor.env = settings.get("runtime_env")
-        self._store.pin(stored)
+        self.store.pin(stored)
         for dep in deps:
-            self._store.incref(dep)
-        self._actors[actor_id] = actor
-        self._live_actors += 1
+            self.store.incref(dep)
+        self.actors[actor_id] = actor
+        self._sched.live_actors += 1
         if name:
-            self._named[(namespace, name)] = actor_id
-        error = self._infeasible(request, f"actor {meta.class_name}")
+            self.named[(namespace, name)] = actor_id
+        error = self._sched.infeasible(request, f"actor {meta.class_name}")
         if error is not None:  # its calls raise the ResourceError at once
             actor.error = error
-            self._actor_dead(actor, "it can never be placed")
+            self.dead(actor, "it can never be placed")
             return actor_id
-        pending = [d for d in deps if not self._store.is_ready(d)]
+        pending = [d for d in deps if not self.store.is_ready(d)]
         if pending:
             counter = [len(pending)]
 
             def dep_ready(_oid: int) -> None:
                 counter[0] -= 1
                 if counter[0] == 0:
-                    self._pending_actors.append(actor)
-                    self._schedule()
+                    self.pending.append(actor)
+                    self._sched.schedule()
 
             for dep in pending:
-                self._store.add_callback(dep, dep_ready)
+                self.store.add_callback(dep, dep_ready)
         else:
-            self._pending_actors.append(actor)
-            self._schedule()
+            self.pending.append(actor)
+            self._sched.schedule()
         return actor_id
 
-    def _start_actor(self: LocalBackend, actor: _Actor) -> None:
+    def add_handle(self, actor_id: int) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is not None:
+            actor.handles += 1
+
+    def pin(self, actor_id: int) -> None:
+        """A handle left this process (pickled): the actor lives until it is killed."""
+        actor = self.actors.get(actor_id)
+        if actor is not None:
+            actor.pinned = True
+
+    def release(self, actor_id: int) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            return
+        actor.handles -= 1
+        if actor.handles <= 0 and not actor.pinned and actor.state == "pending" and not any(
+            work.id != EXIT_CALL for work in actor.queue
+        ):  # out of scope before it started, with no calls to run: it never starts
+            self.dead(actor, "it went out of scope")
+        elif actor.handles <= 0 and not actor.pinned and actor.state not in ("dead", "exiting"):
+            # Out of scope: stop after the calls already submitted (Ray's semantics).
+            exit_call = _Work()
+            exit_call.id = EXIT_CALL
+            actor.queue.append(exit_call)
+            self._pump(actor)
+
+    def lookup(self, name: str, namespace: str | None) -> tuple[int, ActorMeta]:
+        ns = namespace or self._sched.namespace
+        actor_id = self.named.get((ns, name))
+        if actor_id is None or self.actors[actor_id].state == "dead":
+            known = sorted(n for (space, n) in self.named if space == ns)
+            raise ValueError(
+                f"no live actor named {name!r} in namespace {ns!r} (named actors there: "
+                f"{known or 'none'})"
+            )
+        return actor_id, self.actors[actor_id].meta
+
+    def kill(self, actor_id: int, no_restart: bool) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == "dead":
+            return
+        # For good once asked so (a later kill that allows a restart does not undo it).
+        actor.no_restart = actor.no_restart or no_restart
+        worker = actor.worker
+        if worker is not None:
+            self.instructions.append((KILL, worker))
+        elif no_restart:
+            self.dead(actor, actor.exited or "it was killed")
+
+    def own(self, worker: _Worker, actor_id: int) -> None:
+        """``worker``'s task or actor created this actor (not detached): the actor fate-shares
+        with that process, as in Ray."""
+        self.owned.setdefault(worker.uid, set()).add(actor_id)
+
+    def kill_owned(self, worker: _Worker) -> None:
+        """Kill the non-detached actors that ``worker``'s task or actor created."""
+        creator = f"{worker.actor.meta.class_name} actor" if worker.actor else "task's worker"
+        for actor_id in self.owned.pop(worker.uid, ()):
+            actor = self.actors[actor_id]
+            if actor.state == "dead":
+                continue
+            actor.exited = (f"its creator (a {creator}) died, and an actor that is not "
+                            "detached fate-shares with the process that created it")
+            self.kill(actor.id, no_restart=True)
+
+    def submit_call(
+        self, actor_id: int, method: str, stored: ser.Stored, deps: list[int], num_returns: Any,
+    ) -> _Work:
+        """A call of an actor's method by the driver (see ``submit_task``)."""
+        actor = self.actors.get(actor_id)
+        if (num_returns == 1 and not deps and actor is not None and not actor.queue
+                and actor.worker is not None and actor.state in RUNNING):
+            # The common case, kept short: what new_work, queue_call and _pump do
+            # for a call with one result, no ObjectRef arguments and nothing queued ahead.
+            work = _Work()
+            work.id = work_id = next(self._sched.ids)
+            oid = next(self._sched.ids)
+            work.name = work.method = method
+            work.args = stored
+            work.return_ids = return_ids = [oid]
+            work.actor = actor
+            self.store.pin(stored)
+            self.store.new(oid, refs=1)
+            self._sched.producer[oid] = work
+            actor.inflight[work_id] = work
+            self._send(actor.worker, ("call", work_id, method, stored, (), return_ids, None,
+                                      work.backpressure))
+            return work
+        work = self._sched.new_work(method, stored, deps, num_returns, holder=None)
+        self.queue_call(actor_id, work, method)
+        return work
+
+    def start(self, actor: _Actor) -> None:
         if actor.state == "dead":
             return
         for dep in actor.deps:
-            value = self._store.value(dep)
+            value = self.store.value(dep)
             if value is not None and value[1]:
-                self._actor_dead(actor, "an argument of its constructor failed", error=value[0])
+                self.dead(actor, "an argument of its constructor failed", error=value[0])
                 return
-        actor.gpu_ids = self._pool.acquire(actor.request)
+        actor.gpu_ids = self.pool.acquire(actor.request)
         actor.holds = True
-        self._launch_actor(actor, restarted=False)
+        self._launch(actor, restarted=False)
 
-    def _launch_actor(self: LocalBackend, actor: _Actor, restarted: bool) -> None:
-        worker = self._spawn(actor)
+    def _launch(self, actor: _Actor, restarted: bool) -> None:
+        worker = self._sched.spawn(actor)
         actor.worker = worker
         actor.state = "starting"
         self._send(worker, ("actor", actor.id, actor.class_id, actor.class_code, actor.args,
-                            tuple(self._store.value(d) for d in actor.deps),
+                            tuple(self.store.value(d) for d in actor.deps),
                             actor.max_concurrency, actor.gpu_ids, actor.meta.class_name,
                             actor.namespace, restarted, actor.meta.is_async, actor.env))
-        self._pump_actor(actor)
+        self._pump(actor)
 
-    def submit_actor_task(
-        self: LocalBackend, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-        num_returns: Any,
-    ) -> Any:
-        if self._closed:
-            self._check_open()
-        stored, deps = self._serialize(method, args, kwargs)
-        self._lock.acquire()
-        try:
-            actor = self._actors.get(handle._actor_id)
-            if (num_returns == 1 and not deps and actor is not None and not actor.queue
-                    and actor.worker is not None and actor.state in _RUNNING):
-                # The common case, kept short: what _new_work, _queue_call and _pump_actor do
-                # for a call with one result, no ObjectRef arguments and nothing queued ahead.
-                work = _Work()
-                work.id = work_id = next(self._ids)
-                oid = next(self._ids)
-                work.name = work.method = method
-                work.args = stored
-                work.return_ids = return_ids = [oid]
-                work.actor = actor
-                self._store.pin(stored)
-                self._store.new(oid, refs=1)
-                self._producer[oid] = work
-                actor.inflight[work_id] = work
-                self._send(actor.worker, ("call", work_id, method, stored, (), return_ids, None,
-                                          work.backpressure))
-                self._claim(work)
-                return ObjectRef(oid, self, add_ref=False)
-            if deps and self._claimed:  # a claimed result may be among them
-                self._release_claims()
-            work = self._new_work(method, stored, deps, num_returns, holder=None)
-            self._queue_call(handle._actor_id, work, method)
-            if work.actor is not None and num_returns == 1:
-                self._claim(work)
-            return self._returns(work, num_returns)
-        finally:
-            self._unlock()
-
-    def _queue_call(self: LocalBackend, actor_id: int, work: _Work, method: str) -> None:
-        actor = self._actors.get(actor_id)
+    def queue_call(self, actor_id: int, work: _Work, method: str) -> None:
+        actor = self.actors.get(actor_id)
         work.method = method
         work.fn_id = None
         work.retries_left = 0
         work.retry_exceptions = False
         if actor is None or actor.state == "dead":
             reason = actor.death if actor is not None else "it is not known to this runtime"
-            self._fail(work, (actor.error if actor is not None else None) or ActorDiedError(
-                f"cannot call {method}(): the actor is dead ({reason})"))
+            died = ActorDiedError(f"cannot call {method}(): the actor is dead ({reason})")
+            self._sched.fail(work, (actor.error if actor is not None else None) or died)
             return
         work.actor = actor
         actor.queue.append(work)
-        self._pump_actor(actor)
+        self._pump(actor)
 
-    def _pump_actor(self: LocalBackend, actor: _Actor) -> None:
+    def _pump(self, actor: _Actor) -> None:
+        """Send the actor's queued calls, in order, up to the first whose arguments are not
+        ready yet."""
         worker = actor.worker
-        if worker is None or actor.state not in _RUNNING:
+        if worker is None or actor.state not in RUNNING:
             return
         queue = actor.queue
         while queue:
             work = queue[0]
-            if work.id == -1:  # the end of the actor's scope
+            if work.id == EXIT_CALL:  # the end of the actor's scope
                 queue.popleft()
                 actor.state = "exiting"
                 self._send(worker, ("exit",))
                 return
             deps = work.deps
-            pending = [d for d in deps if not self._store.is_ready(d)] if deps else deps
+            pending = [d for d in deps if not self.store.is_ready(d)] if deps else deps
             if pending:
                 if not work.waiting:
                     work.waiting = len(pending)
@@ -252,75 +278,76 @@ class ActorsMixin:
                     def dep_ready(_oid: int, work: _Work = work) -> None:
                         work.waiting -= 1
                         if work.waiting == 0:
-                            self._pump_actor(actor)
+                            self._pump(actor)
 
                     for dep in pending:
-                        self._store.add_callback(dep, dep_ready)
+                        self.store.add_callback(dep, dep_ready)
                 return
             queue.popleft()
             if deps:
-                failed = next((v for v in (self._store.value(d) for d in deps)
+                failed = next((v for v in (self.store.value(d) for d in deps)
                                if v is not None and v[1]), None)
                 if failed is not None:
-                    self._finish(work, None, failed[0])
+                    self._sched.finish(work, None, failed[0])
                     continue
             actor.inflight[work.id] = work
-            self._send(worker, ("call", work.id, work.method, work.args, self._dep_values(work),
-                                work.return_ids, work.gen_id, work.backpressure))
+            self._send(worker, ("call", work.id, work.method, work.args,
+                                self._sched.dep_values(work), work.return_ids, work.gen_id,
+                                work.backpressure))
             if work.gen_id is not None:
-                gen = self._gens.get(work.gen_id)
-                if gen is not None:
-                    gen.worker = worker
+                self._sched.streams.attach(work.gen_id, worker)
 
-    def _actor_dead(self: LocalBackend, actor: _Actor, reason: str, error: Any = None) -> None:
+    def dead(self, actor: _Actor, reason: str, error: ser.Stored | None = None) -> None:
         if actor.state == "dead":
             return
         actor.state = "dead"
-        self._live_actors -= 1
+        self._sched.live_actors -= 1
         cause = ""
         if error is not None:
             try:
-                cause = f": {ser.loads_detached(error, self._names)}"
+                cause = f": {self._sched.decode(error)}"
             except Exception:
                 cause = ""
         actor.death = f"{reason}{cause}"
         died = actor.error or ActorDiedError(f"actor {actor.meta.class_name} died: {actor.death}")
-        for work in list(actor.inflight.values()) + [w for w in actor.queue if w.id != -1]:
-            self._fail(work, died)
+        for work in list(actor.inflight.values()) + [w for w in actor.queue
+                                                     if w.id != EXIT_CALL]:
+            self._sched.fail(work, died)
         actor.inflight.clear()
         actor.queue.clear()
         if actor.holds:  # a queued actor never took any: giving some back would overcommit
-            self._pool.release(actor.request, actor.gpu_ids)
+            self.pool.release(actor.request, actor.gpu_ids)
             actor.holds = False
         actor.gpu_ids = ()
-        if actor.name and self._named.get((actor.namespace, actor.name)) == actor.id:
-            del self._named[(actor.namespace, actor.name)]
-        self._store.unpin(actor.args)
+        if actor.name and self.named.get((actor.namespace, actor.name)) == actor.id:
+            del self.named[(actor.namespace, actor.name)]
+        self.store.unpin(actor.args)
         for dep in actor.deps:
-            self._store.decref(dep)
+            self.store.decref(dep)
         worker = actor.worker
-        if worker is not None and worker.uid in self._workers:
-            _kill(worker)
-        self._schedule()
+        if worker is not None and worker.uid in self._sched.workers:
+            self.instructions.append((KILL, worker))
+        self._sched.schedule()
 
-    def _on_actor_worker_exit(self: LocalBackend, actor: _Actor, worker: _Worker, exitcode: Any) -> None:
+    def worker_exited(self, actor: _Actor, worker: _Worker, exitcode: int | None
+                              ) -> None:
         if actor.worker is not worker or actor.state == "dead":
             return
         actor.worker = None
         if actor.state == "exiting":
-            self._actor_dead(actor, "it went out of scope")
+            self.dead(actor, "it went out of scope")
             return
         how = f"its process exited (exit code {exitcode})"
         if actor.exited:
-            self._actor_dead(actor, actor.exited)
+            self.dead(actor, actor.exited)
             return
         if actor.no_restart or actor.restarts_left == 0:
-            self._actor_dead(actor, "it was killed" if actor.no_restart else how)
+            self.dead(actor, "it was killed" if actor.no_restart else how)
             return
         if actor.restarts_left > 0:
             actor.restarts_left -= 1
         actor.restarts += 1
-        retry = [w for w in actor.inflight.values()]
+        retry = list(actor.inflight.values())
         actor.inflight.clear()
         died = ActorDiedError(
             f"actor {actor.meta.class_name} died while running this call ({how}); it is "
@@ -330,56 +357,13 @@ class ActorsMixin:
             actor.queue.extendleft(reversed(retry))
         else:
             for work in retry:
-                self._fail(work, died)
+                self._sched.fail(work, died)
         logger.info("restarting actor %s (%s)", actor.meta.class_name, how)
-        self._launch_actor(actor, restarted=True)
+        self._launch(actor, restarted=True)
 
-    def _kill_owned_actors(self: LocalBackend, worker: _Worker) -> None:
-        """Kill the non-detached actors that ``worker``'s task or actor created: an actor
-        fate-shares with its creator's process, as in Ray."""
-        creator = f"{worker.actor.meta.class_name} actor" if worker.actor else "task's worker"
-        for actor_id in self._owned.pop(worker.uid, ()):
-            actor = self._actors[actor_id]
-            if actor.state == "dead":
-                continue
-            actor.exited = (f"its creator (a {creator}) died, and an actor that is not "
-                            "detached fate-shares with the process that created it")
-            self._kill_actor(actor.id, no_restart=True)
 
-    def kill(self: LocalBackend, handle: ActorHandle, no_restart: bool) -> None:
-        self._check_open()
-        with self._lock:
-            self._kill_actor(handle._actor_id, no_restart)
-            self._unlock_keep()
-        self._run_deferred()
-
-    def _kill_actor(self: LocalBackend, actor_id: int, no_restart: bool) -> None:
-        actor = self._actors.get(actor_id)
-        if actor is None or actor.state == "dead":
-            return
-        actor.no_restart = no_restart
-        worker = actor.worker
-        if worker is not None:
-            _kill(worker)
-        elif no_restart:
-            self._actor_dead(actor, actor.exited or "it was killed")
-
-    def get_actor(self: LocalBackend, name: str, namespace: str | None) -> ActorHandle:
-        self._check_open()
-        with self._lock:
-            actor_id, meta = self._lookup_actor(name, namespace)
-            self._actors[actor_id].handles += 1
-        handle = ActorHandle.__new__(ActorHandle)
-        handle._actor_id, handle._meta, handle._rt = actor_id, meta, self
-        return handle
-
-    def _lookup_actor(self: LocalBackend, name: str, namespace: str | None) -> tuple[int, ActorMeta]:
-        ns = namespace or self._cfg.namespace
-        actor_id = self._named.get((ns, name))
-        if actor_id is None or self._actors[actor_id].state == "dead":
-            known = sorted(n for (space, n) in self._named if space == ns)
-            raise ValueError(
-                f"no live actor named {name!r} in namespace {ns!r} (named actors there: "
-                f"{known or 'none'})"
-            )
-        return actor_id, self._actors[actor_id].meta
+def interrupted(name: str) -> TaskError:
+    """The error of a call cancelled while it ran: a ``TaskCancelledError`` that is also a
+    ``TaskError``, as Ray raises ``RayTaskError(TaskCancelledError)`` for it (a call cancelled
+    before it ran raises a plain ``TaskCancelledError``, in Ray too)."""
+    return TaskError.wrap(TaskCancelledError(f"{name} was cancelled while it ran"), name, "")

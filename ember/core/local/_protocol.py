@@ -57,6 +57,7 @@ def encode(message: Any) -> bytes:
             if kind == "done" and len(message) == 5:
                 results = message[2]
                 if message[3] is None and results is not None and len(results) == 1:
+                    data: bytes
                     data, buffers, contained = results[0]
                     if not buffers and not contained:
                         return _DONE.pack(_DONE_TAG, message[1], message[4]) + data
@@ -64,8 +65,9 @@ def encode(message: Any) -> bytes:
                 args = message[3]
                 if (message[6] is None and not message[4] and len(message[5]) == 1
                         and (args is EMPTY_ARGS or args == EMPTY_ARGS)):
+                    method: str = message[2]
                     return (_CALL.pack(_CALL_TAG, message[1], message[5][0], message[7])
-                            + message[2].encode())
+                            + method.encode())
         except struct.error:  # a number out of the layout's range: pickle it
             pass
     return pickle.dumps(message, protocol=5)
@@ -94,6 +96,16 @@ class Dep:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Dep, (self.index,))
+
+
+class RemoteFailure:
+    """The payload of a ``reply`` to a request that the driver answered with an exception."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RemoteFailure, (self.error,))
 
 
 # Worker ids occupy the high bits of object ids that a worker allocates itself.

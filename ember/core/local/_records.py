@@ -1,10 +1,12 @@
-"""Plain records the local driver keeps about work, workers, actors and generators."""
+"""Plain records the local scheduler keeps about work, workers, actors and generators.
+
+Pure data: no sockets, processes or locks. The I/O layer keeps its own record of each worker's
+process and socket (``_io.Conn``) and hangs it on ``_Worker.conn``; the scheduler never looks
+at it.
+"""
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +14,14 @@ from typing import Any
 from ember.core import _serialization as ser
 from ember.core._remote import ActorMeta
 from ember.core.local._protocol import DEFAULT_BACKPRESSURE, EMPTY_ARGS
-from ember.core.local._transport import DriverChannel, SpinGate
+
+# The scheduler's instructions to the I/O layer (see _scheduler's docstring).
+SPAWN = "spawn"
+KILL = "kill"
+INTERRUPT = "interrupt"
+WAKE = "wake"
+TIMER = "timer"
+Instruction = tuple[Any, ...]
 
 _PIPELINE_DEPTH = 16  # tasks queued on one busy worker, for functions known to be short
 _SHORT_TASK_S = 0.002
@@ -52,78 +61,29 @@ class _Work:
 
 
 class _Worker:
-    __slots__ = (
-        "actor",
-        "blocked",
-        "chan",
-        "claim",
-        "claim_time",
-        "closing",
-        "direct",
-        "doomed",
-        "eof",
-        "exitcode",
-        "fd",
-        "held",
-        "inflight",
-        "known_fns",
-        "outbox",
-        "pid",
-        "poller",
-        "ready",
-        "spin_gate",
-        "uid",
-    )
+    """A worker process as the scheduler sees it: what it runs and what it holds."""
 
-    def __init__(self, uid: int, chan: DriverChannel) -> None:
+    __slots__ = ("actor", "blocked", "conn", "held", "inflight", "known_fns", "outbox", "ready",
+                 "uid")
+
+    def __init__(self, uid: int) -> None:
         self.uid = uid
-        self.chan = chan
-        self.fd = chan.fileno()
-        self.direct: int | None = None  # wake pipe of a caller reading this socket itself
-        self.poller: tuple[Any, int, int] | None = None  # (poll object, wake pipe r, w)
-        # Whether a caller reading this socket directly spins first (see _transport.SpinGate).
-        self.spin_gate = SpinGate()
-        # The object id of a call's result whose caller is expected to read the reply itself
-        # (see LocalBackend._claim); the reactor does not watch the socket meanwhile.
-        self.claim: int | None = None
-        self.claim_time = 0.0
-        self.closing = False
-        self.pid: int | None = None
-        self.eof = False
-        self.doomed = False  # killed before its pid was known: kill it once the pid arrives
-        self.exitcode: int | None = None
-        self.ready = False
-        self.blocked = False
-        self.inflight: deque[_Work] = deque()
-        self.known_fns: set[str] = set()
-        self.held: dict[int, int] = {}
-        self.outbox: list[Any] = []
+        self.ready = False  # it said "ready": it takes work now
+        self.blocked = False  # its task waits in a nested get/wait: its CPUs are lent out
+        self.inflight: deque[_Work] = deque()  # tasks sent to it, the running one first
+        self.known_fns: set[str] = set()  # functions whose code it has been sent
+        self.held: dict[int, int] = {}  # object id -> references its process holds
+        self.outbox: list[Any] = []  # messages for it that the I/O layer has still to send
         self.actor: _Actor | None = None
-
-    def release(self) -> None:
-        """Close the descriptors, unless a caller is polling them directly: then that caller
-        closes them when it stops (so their numbers cannot be reused under its feet)."""
-        if self.direct is not None:
-            self.closing = True
-        else:
-            self.close()
-
-    def close(self) -> None:
-        self.chan.close()
-        if self.poller is not None:
-            os.close(self.poller[1])
-            os.close(self.poller[2])
-            self.poller = None
+        self.conn: Any = None  # the I/O layer's record of its process (opaque here)
 
 
 class _Actor:
     __slots__ = (
         "args", "class_code", "class_id", "death", "deps", "env", "error", "exited", "gpu_ids",
-        "handles",
-        "holds", "id",
-        "inflight", "max_concurrency", "max_task_retries", "meta", "name", "namespace",
-        "no_restart", "pinned", "queue", "request", "restarts", "restarts_left", "state",
-        "worker",
+        "handles", "holds", "id", "inflight", "max_concurrency", "max_task_retries", "meta",
+        "name", "namespace", "no_restart", "pinned", "queue", "request", "restarts",
+        "restarts_left", "state", "worker",
     )
 
     def __init__(self) -> None:
@@ -170,35 +130,6 @@ class _Generator:
         self.waiters: list[tuple[int, Callable[[int | None], None]]] = []
         # Called (once) at the next item or at the end, without taking anything: ember.wait.
         self.watchers: list[Callable[[int], None]] = []
-
-
-class _Waiter:
-    """Blocks a caller until ``count`` objects are ready: one lock, released by the reactor."""
-
-    __slots__ = ("count", "lock")
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.lock = threading.Lock()
-        self.lock.acquire()
-
-    def __call__(self, _oid: int) -> None:
-        self.count -= 1
-        if self.count == 0:
-            self.lock.release()
-
-    def wait(self, timeout: float | None) -> bool:
-        return self.lock.acquire(timeout=-1 if timeout is None else timeout)
-
-
-def _kill(worker: _Worker) -> None:
-    if worker.pid is None:
-        worker.doomed = True
-        return
-    try:
-        os.kill(worker.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _lost(oid: int) -> tuple[ser.Stored, bool]:

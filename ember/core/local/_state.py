@@ -23,6 +23,7 @@ from ember.core.local._logs import OutputCapture
 
 if TYPE_CHECKING:
     from ember.core.local._driver import LocalBackend
+    from ember.core.local._io import Conn
     from ember.core.local._records import _Actor, _Work, _Worker
 
 RECENT_TASKS = 1000
@@ -41,6 +42,11 @@ def short(class_name: str) -> str:
 
 def hex_id(value: int | None) -> str | None:
     return None if value is None else f"{value:016x}"
+
+
+def _pid(worker: _Worker | None) -> int | None:
+    conn = worker.conn if worker is not None else None
+    return None if conn is None else conn.pid
 
 
 def parse_id(text: str) -> int | None:
@@ -94,12 +100,12 @@ class LocalObserver:
         name = short(actor.meta.class_name) if actor is not None else "worker"
         return self._capture.open(uid, name, None if actor is None else actor.id)
 
-    def on_pid(self, worker: _Worker) -> None:
+    def on_pid(self, worker: Conn) -> None:
         log = self.store.logs.get(worker.uid)
         if log is not None:
             log.pid = worker.pid
 
-    def on_exit(self, worker: _Worker) -> None:
+    def on_exit(self, worker: Conn) -> None:
         log = self.store.logs.get(worker.uid)
         # kept a little longer: its last output may still be in the pipe
         self._exited.append(worker.uid)
@@ -109,7 +115,7 @@ class LocalObserver:
             log.alive = False
         self.store.forget_source(worker.uid)
 
-    def on_observe(self, worker: _Worker, batch: Any) -> None:
+    def on_observe(self, worker: Conn, batch: Any) -> None:
         self.store.ingest(worker.uid, batch)
 
     def close(self) -> None:
@@ -120,7 +126,7 @@ class LocalObserver:
     def _task_of(self, uid: int) -> tuple[str | None, int | None]:
         """What worker ``uid`` runs now, else what it ran last (read without the lock: see
         _logs)."""
-        worker = self._backend._workers.get(uid)
+        worker = self._backend._sched.workers.get(uid)
         work = None
         if worker is not None:
             try:
@@ -156,8 +162,9 @@ class LocalObserver:
                          "task_summary, status)")
 
     def _pid_of_actor(self, actor: _Actor) -> int | None:
-        if actor.worker is not None and actor.worker.pid is not None:
-            return actor.worker.pid
+        pid = _pid(actor.worker)
+        if pid is not None:
+            return pid
         pid = None
         for log in self.store.logs.values():  # its last process, if it is gone
             if log.actor_id == actor.id:
@@ -179,10 +186,11 @@ class LocalObserver:
         return cause
 
     def _actors(self, detail: bool) -> Iterator[dict[str, Any]]:
-        for actor in list(self._backend._actors.values()):
+        sched = self._backend._sched
+        for actor in list(sched.actors.values()):
             state = _ACTOR_STATES.get(actor.state, actor.state.upper())
             if actor.state == "pending" and actor.deps and any(
-                    not self._backend._store.is_ready(d) for d in actor.deps):
+                    not sched.store.is_ready(d) for d in actor.deps):
                 state = "DEPENDENCIES_UNREADY"
             elif actor.state == "starting" and actor.restarts:
                 state = "RESTARTING"
@@ -212,12 +220,12 @@ class LocalObserver:
         }
 
     def _tasks(self, detail: bool) -> Iterator[dict[str, Any]]:
-        backend = self._backend
+        sched = self._backend._sched
         placed: dict[int, tuple[int | None, bool]] = {}
-        for worker in list(backend._workers.values()):
+        for worker in list(sched.workers.values()):
             for position, work in enumerate(worker.inflight):
-                placed[id(work)] = (worker.pid, position == 0)
-        for work in list(backend._tasks.values()):
+                placed[id(work)] = (_pid(worker), position == 0)
+        for work in list(sched.tasks.values()):
             where = placed.get(id(work))
             if where is not None:
                 yield self._work_row(work, "RUNNING" if where[1] else "SUBMITTED_TO_WORKER",
@@ -226,8 +234,8 @@ class LocalObserver:
                 yield self._work_row(work, "PENDING_ARGS_AVAIL", None)
             else:
                 yield self._work_row(work, "PENDING_NODE_ASSIGNMENT", None)
-        for actor in list(backend._actors.values()):
-            pid = actor.worker.pid if actor.worker is not None else None
+        for actor in list(sched.actors.values()):
+            pid = _pid(actor.worker)
             # calls beyond the actor's concurrency wait in its process, in order
             slots = actor.max_concurrency or (1000 if actor.meta.is_async else 1)
             for position, work in enumerate(list(actor.inflight.values())):
@@ -305,12 +313,12 @@ class LocalObserver:
         return {"summary": summary, "total_tasks": total, "recent_failures": failures}
 
     def _objects(self) -> Iterator[dict[str, Any]]:
-        backend = self._backend
-        store = backend._store
+        sched = self._backend._sched
+        store = sched.store
         for oid, obj in list(store.objects.items()):
             stored = obj.stored
             if stored is None:
-                producer = backend._producer.get(oid)
+                producer = sched.producer.get(oid)
                 yield {"object_id": hex_id(oid), "object_size": None, "state": "PENDING",
                        "reference_count": obj.refs, "spilled_bytes": 0,
                        "task_name": producer.name if producer is not None else None}
@@ -332,9 +340,10 @@ class LocalObserver:
 
     def _node(self) -> dict[str, Any]:
         backend = self._backend
-        totals = backend._resources("total")
-        available = backend._resources("available")
-        store = backend._store
+        sched = backend._sched
+        totals = sched.resources("total")
+        available = sched.resources("available")
+        store = sched.store
         used = {k: round(v - available.get(k, 0.0), 9) for k, v in totals.items()
                 if k != "object_store_memory"}
         return {
@@ -345,8 +354,8 @@ class LocalObserver:
             "object_store_spilled_bytes": store.spilled_bytes,
             "object_store_capacity_bytes": store.capacity,
             "num_objects": len(store.objects),
-            "num_workers": len(backend._workers),
-            "worker_pids": sorted(w.pid for w in backend._workers.values() if w.pid),
+            "num_workers": len(sched.workers),
+            "worker_pids": sorted(pid for w in sched.workers.values() if (pid := _pid(w))),
         }
 
     def _status(self) -> dict[str, Any]:

@@ -1,7 +1,11 @@
 """The driver's object table: values, reference counts, shared-memory segments and spilling.
 
+``ObjectTable`` is the bookkeeping, pure (the scheduler's records of objects); ``ObjectStore``
+adds what touches the machine: unlinking a segment that nobody holds any more, and spilling the
+oldest segments to disk when the store runs past its capacity.
+
 Not thread-safe by itself: the driver calls it with its lock held. Every method is quick except
-spilling, which copies a segment to disk when the store runs past its capacity.
+spilling.
 """
 
 from __future__ import annotations
@@ -38,16 +42,16 @@ class Segment:
         self.spilled = False
 
 
-class ObjectStore:
-    def __init__(self, names: _shm.SegmentNames, capacity: int) -> None:
-        self.names = names
+class ObjectTable:
+    """Values, reference counts and the segments they lie in; callbacks for pending values."""
+
+    def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.objects: dict[int, Obj] = {}
         # Insertion order doubles as age: the oldest segments spill first.
         self.segments: OrderedDict[str, Segment] = OrderedDict()
         self.used = 0
         self.spilled_bytes = 0
-        self._spill_failed = False
 
     # -- references ---------------------------------------------------------------------
     def new(self, oid: int, refs: int = 1) -> Obj:
@@ -109,7 +113,7 @@ class ObjectStore:
                     self.spilled_bytes -= segment.size
                 else:
                     self.used -= segment.size
-                _shm.unlink_segment(self.names, name)
+                self._free_segment(name)
         for cid in stored[2]:
             self.decref(cid)
 
@@ -117,7 +121,7 @@ class ObjectStore:
         """Free the fresh segments of a value nobody holds a reference to any more."""
         for name, _offset, _nbytes, size in stored[1]:
             if size and name not in self.segments:
-                _shm.unlink_segment(self.names, name)
+                self._free_segment(name)
 
     def resolve(self, oid: int, stored: Stored, is_error: bool) -> list[Callback]:
         """Record a value; returns the callbacks waiting for it (the caller runs them)."""
@@ -166,6 +170,31 @@ class ObjectStore:
         return obj.stored, obj.error
 
     # -- capacity ---------------------------------------------------------------------------
+    def _free_segment(self, name: str) -> None:
+        """A segment that nothing refers to any more (the store unlinks it)."""
+
+    def _spill(self) -> None:
+        """The store is past its capacity (the store spills its oldest segments)."""
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "objects": len(self.objects), "segments": len(self.segments),
+            "shared_memory_bytes": self.used, "spilled_bytes": self.spilled_bytes,
+            "capacity_bytes": self.capacity,
+        }
+
+
+class ObjectStore(ObjectTable):
+    """The table over real shared memory: freeing unlinks a segment, capacity spills to disk."""
+
+    def __init__(self, names: _shm.SegmentNames, capacity: int) -> None:
+        super().__init__(capacity)
+        self.names = names
+        self._spill_failed = False
+
+    def _free_segment(self, name: str) -> None:
+        _shm.unlink_segment(self.names, name)
+
     def _spill(self) -> None:
         for name, segment in list(self.segments.items()):
             if self.used <= self.capacity:
@@ -186,10 +215,3 @@ class ObjectStore:
                 self.spilled_bytes += segment.size
                 logger.info("object store over %d bytes: spilled %s (%d bytes) to %s",
                             self.capacity, name, segment.size, self.names.spill_folder())
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "objects": len(self.objects), "segments": len(self.segments),
-            "shared_memory_bytes": self.used, "spilled_bytes": self.spilled_bytes,
-            "capacity_bytes": self.capacity,
-        }

@@ -28,9 +28,9 @@ from ember.core import _api, _observe, _runtime_env, _shm
 from ember.core import _serialization as ser
 from ember.core._refs import DynamicObjectRefGenerator
 from ember.core._remote import register_code
-from ember.core.local._protocol import COLLECT, ID_SHIFT, Dep, decode
+from ember.core.local._protocol import COLLECT, ID_SHIFT, Dep, RemoteFailure, decode
 from ember.core.local._transport import WorkerChannel
-from ember.core.local._worker_client import TASK_NAME, ClientMixin, _RemoteFailure, _Slot
+from ember.core.local._worker_client import TASK_NAME, ClientMixin, _Slot
 from ember.errors import (
     ActorDiedError,
     EmberError,
@@ -312,7 +312,7 @@ class WorkerRuntime(ClientMixin):
                 self._slots.pop(rid, None)
             raise GetTimeoutError(f"no answer from the driver within {timeout} s")
         result = slot.payload
-        if isinstance(result, _RemoteFailure):
+        if isinstance(result, RemoteFailure):
             raise result.error
         return result
 

@@ -18,7 +18,7 @@ from ember.core._options import resource_request
 from ember.core._refs import ObjectRef, ObjectRefGenerator
 from ember.core._remote import ActorClass, ActorHandle, RemoteFunction, method_meta
 from ember.core._settings import LOCAL_NODE_IP
-from ember.core.local._protocol import Dep
+from ember.core.local._protocol import Dep, RemoteFailure
 from ember.core.local._resources import node_record
 from ember.errors import EmberError, SerializationError
 
@@ -40,15 +40,6 @@ class _Slot:
         self.callback = callback
 
 
-
-class _RemoteFailure:
-    """A request the driver answered with an exception."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_RemoteFailure, (self.error,))
 
 
 
@@ -156,7 +147,7 @@ class ClientMixin:
             return
 
         def arrived(payload: Any) -> None:
-            if not isinstance(payload, _RemoteFailure):
+            if not isinstance(payload, RemoteFailure):
                 self._prefetched[ref._id] = payload[0]
             callback(ref)
 
@@ -181,7 +172,7 @@ class ClientMixin:
             return
 
         def arrived(payload: Any) -> None:
-            if isinstance(payload, _RemoteFailure):
+            if isinstance(payload, RemoteFailure):
                 deliver(None, payload.error)
             else:
                 deliver(None if payload is None else self._adopt(payload), None)
