@@ -174,7 +174,8 @@ class ActorsMixin:
         self._send(worker, ("actor", actor.id, actor.class_id, actor.class_code, actor.args,
                             tuple(self._store.value(d) for d in actor.deps),
                             actor.max_concurrency, actor.gpu_ids, actor.meta.class_name,
-                            actor.namespace, restarted, actor.meta.is_async, actor.env))
+                            actor.namespace, restarted, actor.meta.is_async, actor.env,
+                            actor.name or ""))
         self._pump_actor(actor)
 
     def submit_actor_task(
