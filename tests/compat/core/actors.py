@@ -1,6 +1,8 @@
 # compat: topic doc/source/ray-core/actors.rst
 """Actors: state kept between calls, calls run in order, handles passed to tasks, kill."""
 
+import time
+
 import ray
 
 ray.init(num_cpus=2)
@@ -46,14 +48,18 @@ Heavy = Counter.options(num_cpus=1)
 heavy = Heavy.remote()
 assert ray.get(heavy.increment.remote()) == 1
 
-# ray.kill ends an actor at once; calls after that raise RayActorError.
+# ray.kill ends an actor; it does not wait for it to exit, and calls raise RayActorError
+# once it is gone.
 ray.kill(other)
-try:
-    ray.get(other.get.remote())
-except ray.exceptions.RayActorError:
-    print("actor is gone")
-else:
-    raise AssertionError("a killed actor answered")
+deadline = time.monotonic() + 30
+while True:
+    try:
+        ray.get(other.get.remote())
+    except ray.exceptions.RayActorError:
+        print("actor is gone")
+        break
+    assert time.monotonic() < deadline, "a killed actor kept answering"
+    time.sleep(0.1)
 
 # An actor method that raises gives the exception to the caller; the actor keeps running.
 
