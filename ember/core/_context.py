@@ -35,6 +35,7 @@ class RuntimeContext:
     assigned_resources: dict[str, float] = field(default_factory=dict)
     was_current_actor_reconstructed: bool = False
     task_name: str | None = None
+    actor_name: str | None = None
     # Asks the backend whether the running task was cancelled (None in the driver).
     _is_canceled: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
     # Asks the backend for the resources of the running task or actor (when not given above).
@@ -58,6 +59,11 @@ class RuntimeContext:
     def get_actor_id(self) -> str | None:
         """The id of the actor whose method is running; ``None`` outside an actor."""
         return self.actor_id
+
+    def get_actor_name(self) -> str | None:
+        """The name the running actor was created with (``""`` for an unnamed actor);
+        ``None`` outside an actor, as in Ray."""
+        return self.actor_name
 
     def get_worker_id(self) -> str:
         """The id of the worker process (or the driver) running this code."""

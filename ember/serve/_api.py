@@ -31,6 +31,14 @@ class DeploymentStatus:
     target_replicas: int
     message: str = ""
 
+    @property
+    def replica_states(self) -> dict[str, int]:
+        """How many replicas are in each state, as Ray's ``replica_states``:
+        ``{"RUNNING": n}``, plus ``"STARTING"`` for those still missing to reach the target
+        (states with no replica are left out)."""
+        states = {"RUNNING": self.replicas, "STARTING": self.target_replicas - self.replicas}
+        return {state: count for state, count in states.items() if count > 0}
+
 
 @dataclass(frozen=True)
 class ApplicationStatus:

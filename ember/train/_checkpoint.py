@@ -29,7 +29,9 @@ class Checkpoint:
     A checkpoint in storage holds one folder per rank (``rank_0/``, ``rank_1/``...). The one that
     ``get_checkpoint()`` returns in rank r is bound to that rank: ``as_directory()`` fetches rank
     r's files only (rank 0's when only rank 0 saved one). ``for_rank(k)`` and ``all_ranks()``
-    reach the others; ``result.checkpoint`` is bound to all ranks.
+    reach the others; ``result.checkpoint`` is bound to all ranks. When only rank 0 saved
+    files, the all-ranks view is rank 0's folder (its files at the top, as in Ray, where
+    ``result.checkpoint.as_directory()`` holds the ``model.pt`` that rank 0 wrote).
 
     The files of a committed checkpoint are checked against the sizes and sha256 sums in its
     manifest as ``as_directory``/``to_directory`` fetch them; a mismatch raises
@@ -143,12 +145,14 @@ class Checkpoint:
         manifest = self.manifest
         if manifest is None:
             return "", None, {}
-        if self.rank is None:
+        if self.rank is None and manifest.ranks != [0]:
             return "", None, {f"{rank_dir_name(rank)}/{entry.path}": entry
                               for rank, entries in manifest.files.items() for entry in entries}
-        rank = self.rank
+        # Only rank 0 saved: every rank restores from its files, and the all-ranks view is
+        # rank 0's folder itself, as Ray shows a checkpoint (one folder of every rank's files).
+        rank = 0 if self.rank is None else self.rank
         if rank not in manifest.files and manifest.ranks == [0]:
-            rank = 0  # only rank 0 saved: every rank restores from its files, as in Ray 2.5
+            rank = 0
         files = manifest.files.get(rank, [])
         return rank_dir_name(rank), [f.path for f in files], {f.path: f for f in files}
 

@@ -1033,14 +1033,21 @@ def test_runtime_context_names_the_task_and_the_actor():
             ctx = ember.get_runtime_context()
             return ctx.get_task_id(), ctx.get_actor_id()
 
+        def name(self):
+            return ember.get_runtime_context().get_actor_name()
+
     driver = ember.get_runtime_context()
     task_id, actor_in_task = get(task_ids.remote())
     _, actor_id = get(Who.remote().ids.remote())
+    named = Who.options(name=f"who-{uuid.uuid4().hex[:8]}").remote()
 
     assert driver.get_task_id() is None and driver.get_actor_id() is None
     assert task_id is not None and actor_in_task is None
     assert actor_id is not None
     assert driver.get_job_id()
+    assert get(named.name.remote()).startswith("who-")
+    assert get(Who.remote().name.remote()) == "" and driver.get_actor_name() is None
+    ember.kill(named)
 
 
 # -- named actors ---------------------------------------------------------------------------

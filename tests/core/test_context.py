@@ -91,3 +91,21 @@ def test_tasks_see_the_runtime_namespace(ember_local):
         return ember.get_runtime_context().namespace
 
     assert ember.get(namespace.remote(), timeout=30) == "team"
+
+
+def test_actor_name_as_ray_reports_it(ember_local):
+    @ember.remote
+    class Named:
+        def name(self):
+            return ember.get_runtime_context().get_actor_name()
+
+    @ember.remote
+    def in_a_task():
+        return ember.get_runtime_context().get_actor_name()
+
+    named = Named.options(name="ctx-named").remote()
+    results = ember.get([named.name.remote(), Named.remote().name.remote(), in_a_task.remote()],
+                        timeout=30)
+
+    assert results == ["ctx-named", "", None]  # unnamed actor: "", not an actor: None
+    assert ember.get_runtime_context().get_actor_name() is None

@@ -118,10 +118,17 @@ def test_handle_http_and_composition() -> None:
     assert app.status == "RUNNING"
     assert app.deployments["Front"].replicas == 2
     assert app.deployments["double"].replicas == 1
+    assert app.deployments["Front"].replica_states == {"RUNNING": 2}  # Ray's shape
 
     r = httpx.get(url("/anything?x=4"), timeout=TIMEOUT)
     assert r.status_code == 200
     assert r.json() == {"y": 9}
+
+
+def test_replica_states_count_the_replicas_still_starting() -> None:
+    starting = serve.DeploymentStatus("d", "UPDATING", replicas=1, target_replicas=3)
+    assert starting.replica_states == {"RUNNING": 1, "STARTING": 2}
+    assert serve.DeploymentStatus("d", "UPDATING", 0, 0).replica_states == {}
 
 
 def test_route_prefixes_and_delete() -> None:

@@ -87,6 +87,19 @@ def test_only_rank_zero_saved_every_rank_sees_its_files(tmp_path):
         assert os.listdir(folder) == ["model.pt"]
 
 
+def test_only_rank_zero_saved_the_whole_checkpoint_is_its_folder_as_in_ray(storage_url, tmp_path):
+    # Ray's `with result.checkpoint.as_directory() as d: torch.load(f"{d}/model.pt")`.
+    run = Storage(storage_url).child("run")
+    write_shard(tmp_path / "r0", "model.pt", b"m")
+    files = {0: run.upload_directory(str(tmp_path / "r0"), "checkpoint_000000", "rank_0")}
+    write_manifest(run, Manifest(index=0, world_size=2, files=files))
+    checkpoint = Checkpoint(run.child("checkpoint_000000").url)
+
+    with checkpoint.as_directory() as folder:
+        assert os.listdir(folder) == ["model.pt"]
+    assert os.listdir(checkpoint.to_directory(str(tmp_path / "out"))) == ["model.pt"]
+
+
 def test_unwritable_storage_names_path_and_cause(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -237,7 +237,8 @@ class Actors:
         self._send(worker, ("actor", actor.id, actor.class_id, actor.class_code, actor.args,
                             tuple(self.store.value(d) for d in actor.deps),
                             actor.max_concurrency, actor.gpu_ids, actor.meta.class_name,
-                            actor.namespace, restarted, actor.meta.is_async, actor.env))
+                            actor.namespace, restarted, actor.meta.is_async, actor.env,
+                            actor.name or ""))
         self._pump(actor)
 
     def queue_call(self, actor_id: int, work: _Work, method: str) -> None:

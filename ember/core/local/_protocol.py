@@ -5,7 +5,7 @@ Messages are tuples whose first item names them. Driver to worker::
     ("task", task_id, fn_id, fn_code|None, args, deps, return_ids, generator_id|None, gpu_ids,
      name, backpressure, runtime_env|None)
     ("actor", actor_id, class_id, class_code, args, deps, max_concurrency, gpu_ids, name,
-     namespace, restarted, is_async, runtime_env|None)
+     namespace, restarted, is_async, runtime_env|None, registered_name)
     ("call", call_id, method, args, deps, return_ids, generator_id|None, backpressure)
     ("reply", request_id, payload)        ("ack", generator_id, consumed)
     ("close_generator", generator_id)     ("cancel", task_id)        ("exit",)

@@ -107,6 +107,7 @@ class WorkerRuntime(ClientMixin):
         self._instance: Any = None
         self._actor_id: int | None = None
         self._actor_restarted = False
+        self._actor_name = ""
         self._pool: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_limit: asyncio.Semaphore | None = None
@@ -681,10 +682,11 @@ class WorkerRuntime(ClientMixin):
     # -- actors ------------------------------------------------------------------------
     def _create_actor(self, message: tuple[Any, ...]) -> None:
         (_, actor_id, _class_id, code, args, deps, max_concurrency, gpu_ids, name, _namespace,
-         restarted, is_async, env) = message
+         restarted, is_async, env, registered_name) = message
         self._is_task_worker = False
         self._actor_id = actor_id
         self._actor_restarted = restarted
+        self._actor_name = registered_name
         self._set_gpus(gpu_ids)
         if env:  # for the actor's whole life: this process is its own
             _apply_env(_runtime_env.local_plan(env))

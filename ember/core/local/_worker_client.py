@@ -325,6 +325,7 @@ class ClientMixin:
             namespace=self._cfg.namespace, worker_id=f"{self._cfg.uid}",
             task_id=None if task_id is None else f"{task_id:016x}",
             actor_id=None if self._actor_id is None else f"{self._actor_id:016x}",
+            actor_name=None if self._actor_id is None else self._actor_name,
             accelerator_ids={"GPU": list(self._gpu_ids)},
             was_current_actor_reconstructed=self._actor_restarted,
             task_name=TASK_NAME.get(),

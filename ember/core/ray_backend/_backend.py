@@ -693,6 +693,7 @@ class RayBackend:
                         for k, v in ctx.get_accelerator_ids().items() if v or k == "GPU"}
         return RuntimeContext(
             **common, task_id=ctx.get_task_id(), actor_id=actor_id,
+            actor_name=ctx.get_actor_name() if actor_id else None,
             accelerator_ids=accelerators,
             assigned_resources=dict(ctx.get_assigned_resources()),
             was_current_actor_reconstructed=_reconstructed(ctx) if actor_id else False,
