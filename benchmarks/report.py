@@ -300,7 +300,7 @@ def machine_info() -> dict[str, str]:
         "GPU": gpus,
         "OS": platform.platform(),
         "Python": platform.python_version(),
-        "ember": _version("ember"),
+        "ember": _version("ember-scale"),
         "Ray": _version("ray"),
         "torch": _version("torch"),
         "load average at start (1, 5, 15 min)": load,
