@@ -73,7 +73,9 @@ def column_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
             if column.num_chunks == 0:
                 return np.empty((0, *column.type.shape), dtype=column.type.value_type.to_pandas_dtype())
             return np.concatenate([c.to_numpy_ndarray() for c in column.chunks])
-        column = column.combine_chunks()
+        # One chunk (a batch cut from a block usually lies in one): use it as it is, since
+        # combine_chunks would copy it, and block_to_batch copies again for a writable batch.
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     # pyarrow has no type hints: name what its conversions return.
     if isinstance(column.type, pa.FixedShapeTensorType):
         tensors: np.ndarray = column.to_numpy_ndarray()

@@ -134,3 +134,26 @@ def test_leaving_early_closes_generator_udfs_that_are_still_running(
                    what="the running generator UDF to be closed")
         took = float((tmp_path / "closed-1").read_text()) - left_at
         assert took < 1.0, f"prefetch={prefetch}: closed {took:.2f} s after the consumer left"
+
+
+def test_a_batch_within_one_chunk_is_converted_with_at_most_one_copy() -> None:
+    # A block as read_parquet makes it: several chunks (row groups) per column; batches cut
+    # from it lie in one chunk. zero_copy batches are views on that chunk; default batches are
+    # writable copies of the same values (one copy: the driver's time per batch, issue 20).
+    from ember.data._block import Batcher, block_to_batch
+
+    chunks = [np.arange(i * 100, (i + 1) * 100, dtype=np.float64) for i in range(4)]
+    block = pa.table({"x": pa.chunked_array(chunks), "id": pa.chunked_array(chunks)})
+    batches = list(Batcher(25).add(block))
+    assert len(batches) == 16
+    for i, piece in enumerate(batches):
+        assert piece.column("x").num_chunks == 1
+        view = block_to_batch(piece, "numpy", zero_copy=True)
+        chunk = chunks[i // 4]
+        assert np.shares_memory(view["x"], piece.column("x").chunk(0).to_numpy())
+        assert not view["x"].flags.writeable
+        copy = block_to_batch(piece, "numpy")
+        assert copy["x"].flags.writeable and not np.shares_memory(copy["x"], view["x"])
+        expected = chunk[(i % 4) * 25:(i % 4 + 1) * 25]
+        np.testing.assert_array_equal(view["x"], expected)
+        np.testing.assert_array_equal(copy["id"], expected)
