@@ -19,7 +19,7 @@ import numpy as np
 
 
 def make_atari_env(env_id: str, *, frame_stack: int = 4, clip_rewards: bool = True,
-                   **kwargs: Any) -> gym.Env:
+                   **kwargs: Any) -> gym.Env[Any, Any]:
     try:
         import ale_py
     except ImportError as exc:
@@ -40,8 +40,8 @@ def make_atari_env(env_id: str, *, frame_stack: int = 4, clip_rewards: bool = Tr
     return _finish(env, frame_stack, clip_rewards)
 
 
-def wrap_image_env(env: gym.Env, *, frame_skip: int = 4, screen_size: int = 84,
-                   frame_stack: int = 4, clip_rewards: bool = True) -> gym.Env:
+def wrap_image_env(env: gym.Env[Any, Any], *, frame_skip: int = 4, screen_size: int = 84,
+                   frame_stack: int = 4, clip_rewards: bool = True) -> gym.Env[Any, Any]:
     """The DeepMind preprocessing for any env whose observations are ``[H, W, 3]`` uint8."""
     if frame_skip > 1:
         env = MaxAndSkip(env, frame_skip)
@@ -49,17 +49,17 @@ def wrap_image_env(env: gym.Env, *, frame_skip: int = 4, screen_size: int = 84,
     return _finish(env, frame_stack, clip_rewards)
 
 
-def _finish(env: gym.Env, frame_stack: int, clip_rewards: bool) -> gym.Env:
+def _finish(env: gym.Env[Any, Any], frame_stack: int, clip_rewards: bool) -> gym.Env[Any, Any]:
     if clip_rewards:
         env = gym.wrappers.TransformReward(env, lambda r: float(np.sign(float(r))))
     return gym.wrappers.FrameStackObservation(env, frame_stack)
 
 
-class MaxAndSkip(gym.Wrapper):
+class MaxAndSkip(gym.Wrapper[Any, Any, Any, Any]):
     """Repeat each action ``skip`` times, sum the rewards and return the pixel-wise max of the
     last two frames (Atari sprites flicker between frames)."""
 
-    def __init__(self, env: gym.Env, skip: int = 4) -> None:
+    def __init__(self, env: gym.Env[Any, Any], skip: int = 4) -> None:
         super().__init__(env)
         self.skip = skip
 
@@ -77,10 +77,10 @@ class MaxAndSkip(gym.Wrapper):
         return np.max(np.stack(frames), axis=0), total, terminated, truncated, info
 
 
-class GrayResize(gym.ObservationWrapper):
+class GrayResize(gym.ObservationWrapper[Any, Any, Any]):
     """``[H, W, 3]`` RGB to ``[size, size]`` luminance (ITU-R 601), resized by area averaging."""
 
-    def __init__(self, env: gym.Env, size: int = 84) -> None:
+    def __init__(self, env: gym.Env[Any, Any], size: int = 84) -> None:
         super().__init__(env)
         self.size = size
         self.observation_space = gym.spaces.Box(0, 255, (size, size), dtype=np.uint8)
