@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,6 +28,8 @@ from ember.core import _api, _observe, _runtime_env, _shm
 from ember.core import _serialization as ser
 from ember.core._refs import DynamicObjectRefGenerator
 from ember.core._remote import register_code
+from ember.core.local._imports import after_import, importer_of
+from ember.core.local._process_env import apply_env
 from ember.core.local._protocol import COLLECT, ID_SHIFT, Dep, RemoteFailure, decode
 from ember.core.local._transport import WorkerChannel
 from ember.core.local._worker_client import TASK_NAME, ClientMixin, _Slot
@@ -445,6 +447,30 @@ class WorkerRuntime(ClientMixin):
         self._send([("actor_exit", reason), last])
         os._exit(0)
 
+    def _user_iterator(self, produced: Any, name: str, declared: str) -> Any:
+        """What a generator function returned, as a sync iterator (an async generator runs on
+        this worker's loop); a ``TypeError`` naming the function when it is no generator."""
+        if hasattr(produced, "__anext__"):
+            return _sync_iter(produced, self._loop)
+        if not hasattr(produced, "__next__"):
+            raise TypeError(f"{name} {declared} but returned {type(produced).__name__}; make "
+                            "it a generator function (use yield)")
+        return produced
+
+    def _user_items(self, produced: Any, stop: Callable[[], bool] | None = None
+                    ) -> Iterator[Any]:
+        """The items of a user's generator: each ``next`` runs as user code (a cancel signal
+        interrupts it there and nowhere else). ``stop`` is asked before each item."""
+        while stop is None or not stop():
+            self._executing = True
+            try:
+                item = next(produced)
+            except StopIteration:
+                return
+            finally:
+                self._executing = False
+            yield item
+
     def _store_returns(self, result: Any, return_ids: Sequence[int], name: str) -> Any:
         n = len(return_ids)
         if n > 1 and inspect.isgenerator(result):
@@ -475,14 +501,7 @@ class WorkerRuntime(ClientMixin):
         extra = 0
         late_error: BaseException | None = None
         try:
-            while True:
-                self._executing = True
-                try:
-                    item = next(produced)
-                except StopIteration:
-                    break
-                finally:
-                    self._executing = False
+            for item in self._user_items(produced):
                 if len(stored) < n:
                     stored.append(self._store_return(item, name))
                 else:
@@ -578,25 +597,11 @@ class WorkerRuntime(ClientMixin):
             produced = fn(*a, **kw)
         finally:
             self._executing = False
-        if hasattr(produced, "__anext__"):
-            produced = _sync_iter(produced, self._loop)
-        elif not hasattr(produced, "__next__"):
-            raise TypeError(
-                f"{name} was called as a streaming generator but returned "
-                f"{type(produced).__name__}; make it a generator function (use yield)"
-            )
+        produced = self._user_iterator(produced, name, "was called as a streaming generator")
         index = 0
         try:
-            while True:
-                if gen_id in self._closed_generators:
-                    break
-                self._executing = True
-                try:
-                    item = next(produced)
-                except StopIteration:
-                    break
-                finally:
-                    self._executing = False
+            for item in self._user_items(produced,
+                                         stop=lambda: gen_id in self._closed_generators):
                 stored = ser.dumps(item, self._names, self._cfg.threshold)
                 self._send([("item", gen_id, index, stored, False)])
                 index += 1
@@ -623,23 +628,11 @@ class WorkerRuntime(ClientMixin):
     ) -> DynamicObjectRefGenerator:
         """Run a ``num_returns="dynamic"`` generator to its end: each item becomes an object."""
         produced = self._call_user(fn, a, kw)
-        if hasattr(produced, "__anext__"):
-            produced = _sync_iter(produced, self._loop)
-        elif not hasattr(produced, "__next__"):
-            raise TypeError(
-                f"{name} was declared with num_returns='dynamic' but returned "
-                f"{type(produced).__name__}; make it a generator function (use yield)"
-            )
+        produced = self._user_iterator(produced, name,
+                                       "was declared with num_returns='dynamic'")
         refs = []
         try:
-            while True:
-                self._executing = True
-                try:
-                    item = next(produced)
-                except StopIteration:
-                    break
-                finally:
-                    self._executing = False
+            for item in self._user_items(produced):
                 refs.append(self.put(item))
         except Exception as exc:
             # As in Ray, the error of a dynamic generator is its last object: the items it
@@ -659,7 +652,7 @@ class WorkerRuntime(ClientMixin):
         self._set_gpus(gpu_ids)
         # The task's runtime_env holds while its code loads (imports may need it) and runs,
         # and is undone after: the next task on this worker starts from the job's state.
-        restore = _apply_env(_runtime_env.local_plan(env)) if env else None
+        restore = apply_env(_runtime_env.local_plan(env)) if env else None
         self._local.runtime_env = env
         try:
             try:
@@ -689,7 +682,7 @@ class WorkerRuntime(ClientMixin):
         self._actor_name = registered_name
         self._set_gpus(gpu_ids)
         if env:  # for the actor's whole life: this process is its own
-            _apply_env(_runtime_env.local_plan(env))
+            apply_env(_runtime_env.local_plan(env))
             self._actor_env = env
         try:
             import cloudpickle
@@ -862,88 +855,27 @@ def _sync_iter(agen: Any, loop: asyncio.AbstractEventLoop | None) -> Any:
             runner.close()
 
 
-def _apply_env(plan: _runtime_env.LocalEnv | None) -> Callable[[], None]:
-    """Apply a runtime_env to this process; returns what puts everything back. Modules that
-    were imported meanwhile stay imported (as any import in a reused worker does)."""
-    if plan is None:
-        return lambda: None
-    saved = {name: os.environ.get(name) for name in plan.env_vars}
-    os.environ.update(plan.env_vars)
-    previous_cwd = None
-    if plan.cwd is not None:
-        previous_cwd = os.getcwd()
-        os.chdir(plan.cwd)
-    sys.path[0:0] = plan.paths
-
-    def restore() -> None:
-        for path in plan.paths:
-            if path in sys.path:
-                sys.path.remove(path)
-        if previous_cwd is not None:
-            try:
-                os.chdir(previous_cwd)
-            except OSError:
-                pass
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-    return restore
-
-
 def _on_cancel_signal(signum: int, frame: Any) -> None:
     runtime = _current_worker
     if runtime is None:
         return
     if runtime._executing:
-        importer = _importer_of(frame)
+        importer = importer_of(frame)
         if importer is not None and sys.gettrace() is None:
-            _cancel_after_import(runtime, importer)
+            # Raised inside the import, the cancel would leave that package half-imported in
+            # this worker (see _imports): it lands at the next line of the code that imported.
+            after_import(importer, lambda: _cancel_after_import(runtime))
             return
         runtime._signalled = True
         raise TaskCancelledError("the task was cancelled while it ran")
     runtime._signal_pending = True  # the next task to start checks whether it was meant
 
 
-_IMPORT_MACHINERY = frozenset(("<frozen importlib._bootstrap>",
-                               "<frozen importlib._bootstrap_external>"))
-
-
-def _importer_of(frame: Any) -> Any:
-    """The frame whose ``import`` is running at ``frame`` (the outermost one, when imports
-    nest), or None when no import is under way."""
-    importer = None
-    while frame is not None:
-        caller = frame.f_back
-        if (frame.f_code.co_filename in _IMPORT_MACHINERY and caller is not None
-                and caller.f_code.co_filename not in _IMPORT_MACHINERY):
-            importer = caller
-        frame = caller
-    return importer
-
-
-def _cancel_after_import(runtime: WorkerRuntime, importer: Any) -> None:
-    """Raise the cancel in ``importer`` once its import has finished, not inside it.
-
-    An exception that stops a module half-way through its import leaves its package without
-    the submodules it had loaded as attributes (``pandas`` gone from ``sys.modules``,
-    ``pandas.core`` still there): every later import of it in this worker then fails with
-    "partially initialized module". The import runs to its end; the task is cancelled at the
-    next line of the code that imported."""
-
-    def at_importer(frame: Any, event: str, arg: Any) -> None:
-        sys.settrace(None)
-        frame.f_trace = None
-        if runtime._executing:
-            runtime._signalled = True
-            raise TaskCancelledError("the task was cancelled while it ran (after the import "
-                                     "it was in had finished)")
-
-    importer.f_trace = at_importer
-    importer.f_trace_lines = True
-    sys.settrace(lambda frame, event, arg: None)  # tracing on; no other frame is traced
+def _cancel_after_import(runtime: WorkerRuntime) -> None:
+    if runtime._executing:  # the task did not end meanwhile
+        runtime._signalled = True
+        raise TaskCancelledError("the task was cancelled while it ran (after the import it "
+                                 "was in had finished)")
 
 
 _current_worker: WorkerRuntime | None = None
@@ -959,7 +891,7 @@ def worker_main(sock: Any, config: WorkerConfig) -> None:
         os.chdir(config.cwd)
     except OSError:
         pass
-    _apply_env(_runtime_env.local_plan(config.job_env))  # ember.init(runtime_env=...)
+    apply_env(_runtime_env.local_plan(config.job_env))  # ember.init(runtime_env=...)
     chan = WorkerChannel(sock)
     runtime = WorkerRuntime(chan, config)
     _current_worker = runtime
