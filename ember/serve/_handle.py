@@ -533,10 +533,7 @@ class DeploymentResponse:
                             _timeout_s: float | None = None,
                             _allow_running_in_asyncio_loop: bool = False) -> Any:
         """``_to_object_ref`` for code outside an event loop: waits for a replica."""
-        try:
-            return self._future.result(_timeout_s)
-        except concurrent.futures.TimeoutError:
-            raise TimeoutError(f"no replica took the call within {_timeout_s} s") from None
+        return _taken(self._future, _timeout_s)
 
     def cancel(self) -> None:
         """Best effort: a call still waiting for a replica is dropped (``result()`` raises
@@ -547,6 +544,15 @@ class DeploymentResponse:
     def cancelled(self) -> bool:
         """Whether the call was cancelled before a replica took it."""
         return self._future.cancelled()
+
+
+def _taken(future: concurrent.futures.Future[Any], timeout_s: float | None) -> Any:
+    """What ``future`` resolves to once a replica took the call; ``TimeoutError`` after
+    ``timeout_s``."""
+    try:
+        return future.result(timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError(f"no replica took the call within {timeout_s} s") from None
 
 
 class DeploymentResponseGenerator:
@@ -588,10 +594,8 @@ class DeploymentResponseGenerator:
     def _to_object_ref_gen_sync(self, _record_telemetry: bool = True,
                                 _timeout_s: float | None = None,
                                 _allow_running_in_asyncio_loop: bool = False) -> Any:
-        try:
-            return self._future.result(_timeout_s)
-        except concurrent.futures.TimeoutError:
-            raise TimeoutError(f"no replica took the call within {_timeout_s} s") from None
+        """``_to_object_ref_gen`` for code outside an event loop: waits for a replica."""
+        return _taken(self._future, _timeout_s)
 
     def cancel(self) -> None:
         """Best effort, as ``DeploymentResponse.cancel``."""
