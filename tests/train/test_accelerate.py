@@ -14,6 +14,7 @@ import pytest
 
 from ember.train import FailureConfig, RunConfig, ScalingConfig
 from ember.train.huggingface import AccelerateTrainer, accelerate_env
+from tests.train._support import files_by_rank, read_log
 
 TEXT = b"accelerate runs inside ember workers, configured by environment variables. " * 8
 BLOCK = 32
@@ -28,16 +29,6 @@ def byte_rows(n):
         start = (i * 5) % (len(TEXT) - BLOCK)
         rows.append(list(TEXT[start:start + BLOCK]))
     return rows
-
-
-def files_by_rank(checkpoint):
-    return {rank: {f.path: f.size for f in files}
-            for rank, files in checkpoint.manifest.files.items()}
-
-
-def read_log(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
 
 
 def gpt2_loop(config):

@@ -34,6 +34,7 @@ from ember.train.huggingface import (
     consolidate_zero_checkpoint,
 )
 from ember.train.huggingface._deepspeed import file_owner, files_for_rank, is_zero_checkpoint
+from tests.train._support import files_by_rank, read_log
 
 needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
                                      reason="deepspeed is not installed (pip install "
@@ -50,16 +51,6 @@ def byte_rows(n):
         ids = list(TEXT[start:start + BLOCK])
         rows.append({"input_ids": ids, "labels": ids})
     return rows
-
-
-def files_by_rank(checkpoint):
-    return {rank: {f.path: f.size for f in files}
-            for rank, files in checkpoint.manifest.files.items()}
-
-
-def read_log(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
 
 
 # -- the Ray 2.5 blog's example, with a tiny GPT-2 built from a config -------------------------

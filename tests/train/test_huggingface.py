@@ -23,6 +23,7 @@ from ember.train import (
 from ember.train.huggingface import TransformersTrainer
 from ember.train.huggingface._fsdp import fsdp_plan
 from ember.train.torch import TorchTrainer
+from tests.train._support import files_by_rank, read_log
 
 TEXT = b"ember trains a tiny gpt on two workers; every rank uploads its own shard. " * 8
 BLOCK = 32
@@ -36,12 +37,6 @@ def byte_rows(n):
         ids = list(TEXT[start:start + BLOCK])
         rows.append({"input_ids": ids, "labels": ids})
     return rows
-
-
-def files_by_rank(checkpoint):
-    """rank -> {relative path: size} of a committed checkpoint, from its manifest."""
-    return {rank: {f.path: f.size for f in files}
-            for rank, files in checkpoint.manifest.files.items()}
 
 
 def gpt2_trainer_factory(train_dataset, eval_dataset, **config):
@@ -88,11 +83,6 @@ def gpt2_trainer_factory(train_dataset, eval_dataset, **config):
     args = transformers.TrainingArguments(**options)
     return transformers.Trainer(model=model, args=args, train_dataset=train_dataset,
                                 eval_dataset=eval_dataset, callbacks=[Probe()])
-
-
-def read_log(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
 
 
 @pytest.mark.slow
