@@ -169,7 +169,8 @@ def read_parquet(paths: Paths, *, columns: list[str] | None = None,
     return Dataset(_read.file_source("ReadParquet", paths, _read.parquet_reader(target),
                                      extensions=[".parquet"],
                                      parallelism=_blocks(parallelism, override_num_blocks),
-                                     resolved=(fs, files)))
+                                     resolved=(fs, files), native=True,
+                                     pieces=_read.parquet_pieces(target)))
 
 
 def read_csv(paths: Paths, *, parallelism: int = -1, include_paths: bool = False,
@@ -186,7 +187,8 @@ def read_csv(paths: Paths, *, parallelism: int = -1, include_paths: bool = False
     """
     return Dataset(_read.file_source("ReadCSV", paths, _read.csv_reader, extensions=[".csv"],
                                      include_paths=include_paths,
-                                     parallelism=_blocks(parallelism, override_num_blocks)))
+                                     parallelism=_blocks(parallelism, override_num_blocks),
+                                     native=True))
 
 
 def read_json(paths: Paths, *, parallelism: int = -1, include_paths: bool = False,
@@ -195,7 +197,8 @@ def read_json(paths: Paths, *, parallelism: int = -1, include_paths: bool = Fals
     return Dataset(_read.file_source("ReadJSON", paths, _read.json_reader,
                                      extensions=[".json", ".jsonl"],
                                      include_paths=include_paths,
-                                     parallelism=_blocks(parallelism, override_num_blocks)))
+                                     parallelism=_blocks(parallelism, override_num_blocks),
+                                     native=True))
 
 
 def read_text(paths: Paths, *, encoding: str = "utf-8", drop_empty_lines: bool = True,

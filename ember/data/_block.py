@@ -67,7 +67,10 @@ def _column(values: Any) -> pa.Array | pa.ChunkedArray:
     return pa.array(values)
 
 
-def column_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def column_to_numpy(column: pa.ChunkedArray | pa.Array, owned: bool = False) -> np.ndarray:
+    """``column`` as a numpy array: a view of its data where Arrow allows (read-only), else a
+    copy. ``owned``: the column's buffers are the caller's alone (a block read in this process
+    and handed to one consumer), so a view of a mutable buffer may be writable."""
     if isinstance(column, pa.ChunkedArray):
         if isinstance(column.type, pa.FixedShapeTensorType):
             if column.num_chunks == 0:
@@ -75,6 +78,8 @@ def column_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
             return np.concatenate([c.to_numpy_ndarray() for c in column.chunks])
         # One chunk (a batch cut from a block usually lies in one): use it as it is, since
         # combine_chunks would copy it, and block_to_batch copies again for a writable batch.
+        # Several: the combined array is a fresh one, ours alone.
+        owned = owned or column.num_chunks > 1
         column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     # pyarrow has no type hints: name what its conversions return.
     if isinstance(column.type, pa.FixedShapeTensorType):
@@ -84,7 +89,24 @@ def column_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
         values: np.ndarray = column.to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, NotImplementedError):
         return np.array(column.to_pylist(), dtype=object)
+    if owned and not values.flags.writeable:
+        return _writable_view(column, values)
     return values
+
+
+def _writable_view(array: pa.Array, values: np.ndarray) -> np.ndarray:
+    """``values``, a read-only view of ``array``'s data, as a writable view of the same memory
+    when that buffer is mutable (numbers without nulls: the only arrays Arrow hands out as
+    views); else ``values`` as it is."""
+    if array.null_count or not (pa.types.is_integer(array.type)
+                                or pa.types.is_floating(array.type)):
+        return values
+    data = array.buffers()[1]
+    if data is None or not data.is_mutable:
+        return values
+    view: np.ndarray = np.frombuffer(data, dtype=values.dtype, count=len(array),
+                                     offset=array.offset * values.itemsize)
+    return view
 
 
 def _strict(what: str, value: Any) -> StrictModeError:
@@ -128,12 +150,17 @@ def _is_pandas(value: Any) -> bool:
     return module.startswith("pandas") and type(value).__name__ == "DataFrame"
 
 
-def block_to_batch(block: Block, batch_format: BatchFormat, *, zero_copy: bool = False) -> Any:
+def block_to_batch(block: Block, batch_format: BatchFormat, *, zero_copy: bool = False,
+                   owned: bool = False) -> Any:
+    """``block`` in ``batch_format``: numpy batches are writable unless ``zero_copy``;
+    ``owned`` (the block's buffers are the caller's alone) makes them so without a copy where
+    the memory allows."""
     if batch_format == "pyarrow":
         return block
     if batch_format == "pandas":
         return block.to_pandas()
-    batch = {name: column_to_numpy(block.column(name)) for name in block.column_names}
+    batch = {name: column_to_numpy(column, owned and not zero_copy)
+             for name, column in zip(block.column_names, block.columns, strict=True)}
     if not zero_copy:
         # Arrow-backed arrays are read-only; UDFs expect to be able to write into their batch.
         batch = {k: (v if v.flags.writeable else v.copy()) for k, v in batch.items()}
@@ -221,26 +248,44 @@ class Batcher:
         self.drop_last = drop_last
         self._pending: list[Block] = []
         self._rows = 0
+        self._pending_owned = True
+        # Whether the batch last yielded comes from blocks added as ``owned`` only.
+        self.owned = False
 
-    def add(self, block: Block) -> Iterator[Block]:
-        if block.num_rows == 0:
+    def add(self, block: Block, owned: bool = False) -> Iterator[Block]:
+        """The batches that ``block`` completes. ``owned``: its buffers are the caller's alone
+        (see ``column_to_numpy``); ``self.owned`` tells it for each batch, as it is yielded."""
+        n = block.num_rows
+        if n == 0:
             return
-        if self.batch_size is None:
+        size = self.batch_size
+        if size is None:
+            self.owned = owned
             yield block
             return
-        self._pending.append(block)
-        self._rows += block.num_rows
-        while self._rows >= self.batch_size:
-            table = concat(self._pending)
-            yield table.slice(0, self.batch_size)
-            rest = table.slice(self.batch_size)
-            self._pending = [rest] if rest.num_rows else []
-            self._rows = rest.num_rows
+        start = 0
+        if self._pending:  # first the batch that earlier blocks began
+            start = min(size - self._rows, n)
+            self._pending.append(block.slice(0, start))
+            self._rows += start
+            self._pending_owned = self._pending_owned and owned
+            if self._rows < size:
+                return
+            self.owned = self._pending_owned
+            yield concat(self._pending)
+        self.owned = owned
+        while n - start >= size:  # slices of this block alone
+            yield block.slice(start, size)
+            start += size
+        self._pending = [block.slice(start)] if start < n else []
+        self._rows = n - start
+        self._pending_owned = owned
 
     def finish(self) -> Iterator[Block]:
         if self._rows and not self.drop_last:
+            self.owned = self._pending_owned
             yield concat(self._pending)
-        self._pending, self._rows = [], 0
+        self._pending, self._rows, self._pending_owned = [], 0, True
 
 
 class ShufflingBatcher:
@@ -285,7 +330,11 @@ class ShufflingBatcher:
         self._rows -= rows
         return batch
 
-    def add(self, block: Block) -> Iterator[Block]:
+    # Its batches are slices of a table that ``take`` made for it alone, none shared: a consumer
+    # may write into them as they are (see ``Batcher.owned``).
+    owned = True
+
+    def add(self, block: Block, owned: bool = False) -> Iterator[Block]:
         if block.num_rows == 0:
             return
         self._pending.append(block)

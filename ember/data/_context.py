@@ -47,6 +47,12 @@ class DataContext:
       left, tasks run one at a time without a CPU of their own instead of waiting forever.
     - ``actor_tasks_in_flight``: calls queued per pool actor (2 hides the hand-off latency).
     - ``enable_progress_bars``: one bar per operator on stderr (only when stderr is a TTY).
+    - ``read_local_files_in_process``: a dataset that only reads local Parquet, CSV or JSON
+      files (no transform after the read) and is iterated (``iter_batches``, ``iter_rows``,
+      ``iter_torch_batches``, ``to_pandas``...) is read by threads of the iterating process,
+      where pyarrow decodes off the GIL, instead of by tasks whose blocks would be copied
+      through the object store to it. Same rows, same memory budget, half the copying;
+      ``False`` reads them in tasks as any other dataset.
     """
 
     memory_budget_bytes: int | None = None
@@ -56,6 +62,7 @@ class DataContext:
     excluded_cpus: float = 0.0
     actor_tasks_in_flight: int = 2
     enable_progress_bars: bool = True
+    read_local_files_in_process: bool = True
 
     def __post_init__(self) -> None:
         if self.memory_budget_bytes is not None and self.memory_budget_bytes <= 0:

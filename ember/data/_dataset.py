@@ -51,11 +51,11 @@ class Dataset(_iterator.BatchIteration):
         return f"Dataset(plan={describe(self._plan)})"
 
     # -- execution ------------------------------------------------------------------------------
-    def _bundles(self, *, ordered: bool = False) -> Iterator[Bundle]:
+    def _bundles(self, *, ordered: bool = False, in_process: bool = False) -> Iterator[Bundle]:
         ctx = DataContext.get_current()
         if ordered and not ctx.preserve_order:
             ctx = dataclasses.replace(ctx, preserve_order=True)
-        bundles, stats = execute(self._plan, ctx)
+        bundles, stats = execute(self._plan, ctx, in_process=in_process)
         self._stats = stats
         return bundles
 
@@ -65,7 +65,12 @@ class Dataset(_iterator.BatchIteration):
             yield bundle.ref
 
     def _blocks(self, prefetch_blocks: int = 0) -> Iterator[Block]:
-        return _iterator.blocks_of(self._bundles(), prefetch_blocks)
+        # The blocks are wanted here: reads of local files may run here (see Read.in_process).
+        return _iterator.blocks_of(self._bundles(in_process=True), prefetch_blocks)
+
+    def _owned_blocks(self, prefetch_blocks: int) -> Iterator[tuple[Block, bool]]:
+        return _iterator.blocks_of(self._bundles(in_process=True), prefetch_blocks,
+                                   _iterator.fetch_owned)
 
     def stats(self) -> DatasetStats:
         """Per-operator wall and CPU time, rows, bytes and peak memory of the last execution."""

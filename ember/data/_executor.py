@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -19,9 +20,19 @@ from typing import Any
 
 import ember
 from ember.data import _admission
+from ember.data._block import size_bytes
 from ember.data._context import DataContext
+from ember.data._inprocess import InProcessReads
 from ember.data._observe import DatasetView
-from ember.data._plan import BlockMeta, Bundle, Node, ReadTask, StageSpec, compile_plan
+from ember.data._plan import (
+    BlockMeta,
+    Bundle,
+    InProcessBlock,
+    Node,
+    ReadTask,
+    StageSpec,
+    compile_plan,
+)
 from ember.data._progress import ProgressBars
 from ember.data._stats import DatasetStats, OperatorStats
 from ember.data._transforms import MapBatches, MapWorker, make_task_function
@@ -130,11 +141,24 @@ class _Stage:
         return self.input_done and not self.inqueue and not self.running
 
 
+def reads_in_process(specs: list[StageSpec], ctx: DataContext) -> bool:
+    """Whether a consumer in this process should run the plan's reads itself (``_inprocess``):
+    a plan that only reads local files with native code (``Read.in_process``), in no particular
+    order, and a context that allows it."""
+    return (ctx.read_local_files_in_process and not ctx.preserve_order and len(specs) == 1
+            and specs[0].kind == "source" and specs[0].in_process and not specs[0].transforms)
+
+
 class StreamingExecutor:
     def __init__(self, node: Node, context: DataContext | None = None,
-                 node_cpus: tuple[float, ...] | None = None) -> None:
+                 node_cpus: tuple[float, ...] | None = None, in_process: bool = False) -> None:
         self.ctx = context or DataContext.get_current()
         specs = compile_plan(node, self._run_child)
+        # in_process: the consumer is in this process, and the plan's reads may run here.
+        self.reads: InProcessReads | None = None
+        if in_process and reads_in_process(specs, self.ctx):
+            node_cpus = (float(os.cpu_count() or 1),)
+            self.reads = InProcessReads(int(node_cpus[0]))
         self.stages = [_Stage(spec, i) for i, spec in enumerate(specs)]
         for upstream, stage in zip(self.stages, self.stages[1:], strict=False):
             stage.upstream = upstream
@@ -315,6 +339,11 @@ class StreamingExecutor:
     def _submit_task(self, stage: _Stage, args: list[Any], pos: Span, in_bytes: int,
                      est: int) -> None:
         spec = stage.spec
+        if self.reads is not None:  # a read task, run here: its key stands for a task's ref
+            key = object()
+            stage.running[key] = _Running(None, pos, in_bytes, est)
+            self.reads.submit(key, args[0])
+            return
         if stage.remote_fn is None:
             fn = ember.remote(make_task_function(spec.transforms))
             stage.remote_fn = fn
@@ -382,6 +411,15 @@ class StreamingExecutor:
         pending = [ref for s in self.stages for ref in s.running]
         if not pending:
             return
+        if self.reads is not None:
+            arrived = self.reads.arrivals(COLLECT_WAIT_S)
+            if arrived:
+                self._last_progress = time.monotonic()
+            else:
+                self._say_if_stalled()
+            for key, item in arrived:
+                self._arrive(self.stages[0], key, item)
+            return
         ready, _ = ember.wait(pending, num_returns=1, timeout=COLLECT_WAIT_S)
         if ready:
             more, _ = ember.wait(pending, num_returns=len(pending), timeout=0)
@@ -428,6 +466,22 @@ class StreamingExecutor:
         stage.out_sizes.append(int(meta["bytes"]))
         bundle = Bundle(running.block_ref, BlockMeta(int(meta["rows"]), int(meta["bytes"])))
         self._emit(stage, running.pos, bundle)
+
+    def _arrive(self, stage: _Stage, key: Any, item: Any) -> None:
+        """A piece, the end, or the failure of a read task run in this process."""
+        running = stage.running.get(key)
+        if running is None:  # stopped meanwhile
+            return
+        if isinstance(item, BaseException):
+            raise item
+        if isinstance(item, dict):  # done: its meta
+            del stage.running[key]
+            stage.stats.record_task(item)
+            stage.out_sizes.append(int(item["bytes"]))
+            self._propagate_done()
+            return
+        meta = BlockMeta(item.num_rows, size_bytes(item))
+        self._emit(stage, running.pos, Bundle(InProcessBlock(item), meta))
 
     def _emit(self, stage: _Stage, pos: Span, bundle: Bundle) -> None:
         self.progress.update(stage.index, bundle.meta.num_rows)
@@ -499,6 +553,10 @@ class StreamingExecutor:
                 stage.input_done = True
 
     def _shutdown(self) -> None:
+        if self.reads is not None:
+            self.reads.shutdown()
+            for stage in self.stages:
+                stage.running.clear()
         for stage in self.stages:
             # Tasks still running are no longer wanted (the consumer left, or a UDF failed):
             # cancelling raises in them, so the finally of a generator UDF runs now.
@@ -535,8 +593,10 @@ class BundleStream(Iterator[Bundle]):
         self._executor.stop_requested.set()
 
 
-def execute(node: Node, context: DataContext | None = None) -> tuple[BundleStream,
-                                                                        DatasetStats]:
-    """Start streaming ``node``; returns the bundle iterator and the stats it fills in."""
-    executor = StreamingExecutor(node, context)
+def execute(node: Node, context: DataContext | None = None, *, in_process: bool = False
+            ) -> tuple[BundleStream, DatasetStats]:
+    """Start streaming ``node``; returns the bundle iterator and the stats it fills in.
+    ``in_process``: the bundles are consumed in this process, so reads that allow it may run
+    here (their bundles then hold an ``InProcessBlock``, not an ObjectRef)."""
+    executor = StreamingExecutor(node, context, in_process=in_process)
     return BundleStream(executor), executor.stats

@@ -15,20 +15,25 @@ from typing import Any
 import ember
 from ember.data import _block
 from ember.data._block import Batcher, Block, ShufflingBatcher
-from ember.data._plan import Bundle
+from ember.data._plan import Bundle, InProcessBlock, fetch
 
 _DONE = object()
 
 
 def _fetch_bundle(bundle: Bundle) -> Block:
-    block: Block = ember.get(bundle.ref)
-    return block
+    return fetch(bundle.ref)
+
+
+def fetch_owned(bundle: Bundle) -> tuple[Block, bool]:
+    """A bundle's block, and whether its buffers are this consumer's alone: a block read in
+    this process, where a block from the store may be shared (``Batcher.add``'s ``owned``)."""
+    return fetch(bundle.ref), isinstance(bundle.ref, InProcessBlock)
 
 
 def blocks_of(bundles: Iterator[Any], prefetch_blocks: int,
-              fetch: Callable[[Any], Block] = _fetch_bundle) -> Iterator[Block]:
-    """The blocks of ``bundles`` (each turned into a block by ``fetch``), ``prefetch_blocks``
-    ahead of the consumer."""
+              fetch: Callable[[Any], Any] = _fetch_bundle) -> Iterator[Any]:
+    """The blocks of ``bundles`` (each turned into a block, or what ``fetch`` makes of it),
+    ``prefetch_blocks`` ahead of the consumer."""
     if prefetch_blocks <= 0:
         try:
             for bundle in bundles:
@@ -83,7 +88,7 @@ def blocks_of(bundles: Iterator[Any], prefetch_blocks: int,
 
 
 def iter_batches(
-    blocks: Iterator[Block], *, batch_size: int | None, batch_format: str | None,
+    blocks: Iterator[tuple[Block, bool]], *, batch_size: int | None, batch_format: str | None,
     drop_last: bool = False,
     collate: Callable[[Any], Any] | None = None,
     local_shuffle_buffer_size: int | None = None,
@@ -96,12 +101,12 @@ def iter_batches(
                                    seed=local_shuffle_seed, drop_last=drop_last)
     else:
         batcher = Batcher(batch_size, drop_last=drop_last)
-    for block in blocks:
-        for piece in batcher.add(block):
-            batch = _block.block_to_batch(piece, fmt)
+    for block, owned in blocks:  # owned: see fetch_owned
+        for piece in batcher.add(block, owned):
+            batch = _block.block_to_batch(piece, fmt, owned=batcher.owned)
             yield collate(batch) if collate is not None else batch
     for piece in batcher.finish():
-        batch = _block.block_to_batch(piece, fmt)
+        batch = _block.block_to_batch(piece, fmt, owned=batcher.owned)
         yield collate(batch) if collate is not None else batch
 
 
@@ -157,6 +162,10 @@ class BatchIteration:
     def _blocks(self, prefetch_blocks: int) -> Iterator[Any]:
         raise NotImplementedError
 
+    def _owned_blocks(self, prefetch_blocks: int) -> Iterator[tuple[Block, bool]]:
+        """``_blocks``, each with whether its buffers are this consumer's alone."""
+        return ((block, False) for block in self._blocks(prefetch_blocks))
+
     def iter_batches(self, *, batch_size: int | None = 256, batch_format: str | None = "default",
                      prefetch_batches: int = 1, drop_last: bool = False,
                      local_shuffle_buffer_size: int | None = None,
@@ -169,7 +178,7 @@ class BatchIteration:
         blocks."""
         if local_shuffle_buffer_size is not None:  # checked now, not at the first batch
             ShufflingBatcher(batch_size, local_shuffle_buffer_size)
-        return iter_batches(self._blocks(prefetch_batches), batch_size=batch_size,
+        return iter_batches(self._owned_blocks(prefetch_batches), batch_size=batch_size,
                             batch_format=batch_format, drop_last=drop_last,
                             local_shuffle_buffer_size=local_shuffle_buffer_size,
                             local_shuffle_seed=local_shuffle_seed)
@@ -200,7 +209,7 @@ class BatchIteration:
             def collate(batch: dict[str, Any]) -> Any:
                 return to_device(collate_fn(batch), target)
         return iter_batches(
-            self._blocks(prefetch_batches), batch_size=batch_size, batch_format="numpy",
+            self._owned_blocks(prefetch_batches), batch_size=batch_size, batch_format="numpy",
             drop_last=drop_last, collate=collate,
             local_shuffle_buffer_size=local_shuffle_buffer_size,
             local_shuffle_seed=local_shuffle_seed)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import ember
 from ember.data._block import Block
 from ember.data._transforms import Transform
 
@@ -76,11 +77,27 @@ class BlockMeta:
     size_bytes: int
 
 
+@dataclass(frozen=True, eq=False)
+class InProcessBlock:
+    """A block read in the consuming process itself (see ``Read.in_process``): it stands where
+    an ObjectRef would, and ``fetch`` takes the block without a copy."""
+
+    block: Block
+
+
+def fetch(ref: Any) -> Block:
+    """The block behind a bundle's ``ref``: from the object store, or the one already here."""
+    if isinstance(ref, InProcessBlock):
+        return ref.block
+    block: Block = ember.get(ref)
+    return block
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A block in the object store, what the executor knows of it, and its place in the plan."""
 
-    ref: Any  # ObjectRef of a Block
+    ref: Any  # ObjectRef of a Block, or an InProcessBlock
     meta: BlockMeta
     seq: tuple[int, ...] = (0,)
 
@@ -92,6 +109,9 @@ class ReadTask:
     read: Callable[[], Iterable[Block]]
     num_rows: int | None = None
     size_bytes: int | None = None
+    # The same rows in pieces of a few MiB, for a read in the consuming process (``in_process``);
+    # None: ``read`` serves there too.
+    pieces: Callable[[], Iterable[Block]] | None = None
 
     def __call__(self) -> Iterable[Block]:
         return self.read()
@@ -111,6 +131,9 @@ class Read(Node):
     tasks: tuple[ReadTask, ...]
     num_cpus: float | None = None  # per read task (default 1)
     max_tasks: int | None = None  # at most this many read tasks at once
+    # Its tasks may run in the process that iterates the dataset: local files read by native
+    # code off the GIL (pyarrow), whose blocks would otherwise be copied through the store.
+    in_process: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,6 +221,7 @@ class StageSpec:
     limit: int = 0
     max_tasks: int | None = None
     min_rows: int = 0
+    in_process: bool = False  # a Read whose tasks may run in the consuming process
 
     def fusable(self, stage: MapStage) -> bool:
         if self.kind not in ("source", "tasks") or stage.actor_pool is not None:
@@ -227,6 +251,7 @@ def compile_plan(
             name=node.name, kind="source", work=lambda: iter(tasks), work_total=len(tasks),
             rows_total=sum(r for r in rows if r is not None) if None not in rows else None,
             num_cpus=1.0 if node.num_cpus is None else node.num_cpus, max_tasks=node.max_tasks,
+            in_process=node.in_process,
         )]
     if isinstance(node, InputBlocks):
         bundles = node.bundles

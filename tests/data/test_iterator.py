@@ -130,9 +130,10 @@ def test_leaving_early_closes_generator_udfs_that_are_still_running(
         assert next(batches)["id"].tolist() == [0]
         left_at = time.time()
         batches.close()  # as leaving a for loop does
-        eventually((tmp_path / "closed-1").exists, timeout=20,
+        closed = tmp_path / "closed-1"  # written, not only made: write_text does both
+        eventually(lambda f=closed: f.exists() and f.read_text() != "", timeout=20,
                    what="the running generator UDF to be closed")
-        took = float((tmp_path / "closed-1").read_text()) - left_at
+        took = float(closed.read_text()) - left_at
         assert took < 1.0, f"prefetch={prefetch}: closed {took:.2f} s after the consumer left"
 
 

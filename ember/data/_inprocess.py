@@ -1,0 +1,87 @@
+"""Reads run by threads of the consuming process, for plans that only read local files with
+native code (``Read.in_process``) and are iterated here.
+
+A read task run as a task copies its block into the object store, and the consumer copies it
+again out of there; here pyarrow decodes each file in pieces of a few MiB (off the GIL, with its
+own threads) and the pieces go straight to the consumer. A bounded queue keeps the readers at
+most a few pieces ahead of it, so the memory touched stays small and is reused: on virtual
+machines that hand memory back to the host, each fresh page costs a fault that a whole-file
+block pays hundreds of thousands of times.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ember.data import _block
+from ember.data._plan import ReadTask
+
+# Pieces waiting for the consumer, beyond those it holds: enough to keep both readers busy.
+QUEUE_PIECES = 4
+
+
+class InProcessReads:
+    """Runs read tasks on ``threads`` threads; ``arrivals`` hands over what they produced, as
+    ``(key, item)``: a block (a piece), then the task's meta dict when it is done, or the
+    exception it raised."""
+
+    def __init__(self, threads: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads),
+                                        thread_name_prefix="ember-data-read")
+        self._arrivals: queue.Queue[tuple[Any, Any]] = queue.Queue(maxsize=QUEUE_PIECES)
+        self._stop = threading.Event()
+
+    def submit(self, key: Any, task: ReadTask) -> None:
+        self._pool.submit(self._run, key, task)
+
+    def _run(self, key: Any, task: ReadTask) -> None:
+        wall0, cpu0 = time.perf_counter(), time.thread_time()
+        rows = size = 0
+        try:
+            for block in (task.pieces or task.read)():
+                rows += block.num_rows
+                size += _block.size_bytes(block)
+                if not self._put((key, block)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put((key, exc))
+            return
+        self._put((key, {"rows": rows, "bytes": size, "wall_s": time.perf_counter() - wall0,
+                         "cpu_s": time.thread_time() - cpu0, "pid": os.getpid()}))
+
+    def _put(self, item: tuple[Any, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._arrivals.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def arrivals(self, timeout: float) -> list[tuple[Any, Any]]:
+        """What arrived: waits up to ``timeout`` for the first item, then takes what is there."""
+        try:
+            items = [self._arrivals.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                items.append(self._arrivals.get_nowait())
+            except queue.Empty:
+                return items
+
+    def shutdown(self) -> None:
+        """Stop: a reader ends at its next piece (a piece being decoded is finished first, off
+        the consumer's thread), and what waited for the consumer is dropped."""
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        while True:
+            try:
+                self._arrivals.get_nowait()
+            except queue.Empty:
+                return
