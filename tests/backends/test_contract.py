@@ -1879,3 +1879,22 @@ def test_runtime_env_with_an_unknown_key_or_bad_values_is_refused_at_once():
         noop.options(runtime_env={"env_vars": {"A": 1}})
     with pytest.raises(ValueError, match="unknown runtime_env key"):
         ember.remote(runtime_env={"pipp": ["x"]})(noop._function)
+
+
+def test_iterating_local_parquet_gives_every_row_in_writable_batches(tmp_path):
+    # Read by threads of this process on either backend (no transform), by tasks with one.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import ember.data as ed
+
+    for i in range(3):
+        pq.write_table(pa.table({"id": np.arange(i * 1000, (i + 1) * 1000)}),
+                       tmp_path / f"{i}.parquet", row_group_size=300)
+    seen = []
+    for batch in ed.read_parquet(str(tmp_path)).iter_batches(batch_size=256):
+        batch["id"] *= 2  # writable, as a loop that normalises in place expects
+        seen.append(batch["id"])
+    assert sorted(np.concatenate(seen).tolist()) == list(range(0, 6000, 2))
+    tripled = ed.read_parquet(str(tmp_path)).map_batches(lambda b: {"id": b["id"] * 3})
+    assert sorted(row["id"] for row in tripled.iter_rows()) == list(range(0, 9000, 3))
