@@ -33,23 +33,26 @@ class _ReplicaStats:
         app, deployment, _ = [*replica_id.rsplit("#", 2), "", ""][:3]
         self.tags = {"application": app, "deployment": deployment, "replica": replica_id}
         self.ongoing = 0
+        # This replica's own instances, its tags their defaults: a recording then carries no
+        # tags to check and merge (a few microseconds of every request).
         meters = _meters()
+        for meter in meters:
+            meter.set_default_tags(self.tags)
         self.requests, self.errors, self.latency, self.gauge = meters
 
     def started(self) -> None:
         self.ongoing += 1
-        self.gauge.set(self.ongoing, self.tags)
+        self.gauge.set(self.ongoing)
 
     def finished(self, failed: bool, seconds: float) -> None:
         self.ongoing -= 1
-        self.gauge.set(self.ongoing, self.tags)
-        self.requests.inc(1, self.tags)
+        self.gauge.set(self.ongoing)
+        self.requests.inc()
         if failed:
-            self.errors.inc(1, self.tags)
-        self.latency.observe(seconds * 1000.0, self.tags)
+            self.errors.inc()
+        self.latency.observe(seconds * 1000.0)
 
 
-@functools.cache
 def _meters() -> tuple[metrics.Counter, metrics.Counter, metrics.Histogram, metrics.Gauge]:
     return (
         metrics.Counter("serve_deployment_request_counter",
