@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import hashlib
 import hmac
 import itertools
@@ -320,21 +319,19 @@ class _ReplicaConnection(_Connection):
             scope = dict(zip(SCOPE_KEYS, frame[2], strict=True))
             scope["type"] = "http"
             scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}
-            task = self._loop.create_task(self._respond(rid, scope, frame[3], frame[4]))
-            self._running[rid] = task
-            task.add_done_callback(functools.partial(self._forget, rid))
+            # The task forgets itself as it ends (_respond).
+            self._running[rid] = self._loop.create_task(
+                self._respond(rid, scope, frame[3], frame[4]))
         elif kind == "ack":
             credit = self._credits.get(rid)
             if credit is not None:
                 credit.release()
         elif kind == "cancel":
-            running = self._running.get(rid)
+            # Forgotten here too: a task cancelled before its first step runs none of its code.
+            running = self._running.pop(rid, None)
+            self._credits.pop(rid, None)
             if running is not None:
                 running.cancel()
-
-    def _forget(self, rid: int, _: Any) -> None:
-        self._running.pop(rid, None)
-        self._credits.pop(rid, None)
 
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, FrameTooLarge):
@@ -408,6 +405,9 @@ class _ReplicaConnection(_Connection):
         finally:
             if flush_handle is not None:
                 flush_handle.cancel()
+            # The request is over (no done callback: one call less per request).
+            self._running.pop(rid, None)
+            self._credits.pop(rid, None)
         if too_large is not None:
             pending, status = [], f"{type(too_large).__name__}: {too_large}"
         try:

@@ -173,8 +173,10 @@ class Replica:
         raised to the proxy, which answers 500 without the details unless asked for them."""
         self._ongoing += 1
         request_id = _header(scope, REQUEST_ID_HEADER) or new_request_id()
-        tokens = self._enter_request(request_id, model_id, scope.get("root_path", "") or "/",
-                                     is_http=True)
+        tokens = (_serve_request_context.set(_RequestContext(
+                      scope.get("root_path", "") or "/", request_id, "", self._app_name,
+                      model_id, True)),
+                  _multiplex.set_multiplexed_model_id(model_id))
         iterators = _syncgen.open_request_iterators()
         started = time.perf_counter() if self._access_log else 0.0
         status = 500
@@ -210,7 +212,15 @@ class Replica:
                 else:
                     request = _starlette_request()(scope, receive)
                     result = await _call(self._method("__call__"), (request,), {})
-                    await _send_result(result, scope, receive, send_with_id)
+                    plain = _plain_result(result)
+                    if plain is None:  # a starlette Response: it sends itself
+                        await result(scope, receive, send_with_id)
+                    else:  # the usual case: the head made here, the id in it at once
+                        await send({"type": "http.response.start", "status": 200,
+                                    "headers": [(b"content-length", b"%d" % len(plain[0])),
+                                                (b"content-type", plain[1]), id_header]})
+                        status = 200
+                        await send({"type": "http.response.body", "body": plain[0]})
         except asyncio.CancelledError:
             status = 499  # the client went away (nginx's code for it, in the access log)
             raise
@@ -332,26 +342,20 @@ _JSON = b"application/json"
 _BYTES = b"application/octet-stream"
 
 
-async def _send_result(result: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Send what the callable returned: a Starlette response as it is; a str as text, bytes as
-    they are; anything else as JSON, as Ray does (dicts, lists, numbers, any ``Mapping`` such as
-    ``request.query_params``, dataclasses, pydantic models, numpy values)."""
+def _plain_result(result: Any) -> tuple[bytes, bytes] | None:
+    """The body and content type of what the callable returned, or ``None`` for a starlette
+    Response (it sends itself): a str as text, bytes as they are; anything else as JSON, as
+    Ray does (dicts, lists, numbers, any ``Mapping`` such as ``request.query_params``,
+    dataclasses, pydantic models, numpy values)."""
     if isinstance(result, str):
-        body, kind = result.encode(), _TEXT
-    elif isinstance(result, (bytes, bytearray)):
-        body, kind = bytes(result), _BYTES
-    elif _is_response(result):
-        await result(scope, receive, send)
-        return
-    else:
-        # What starlette's JSONResponse renders for JSON values, byte for byte.
-        body = json.dumps(result, ensure_ascii=False, allow_nan=False, indent=None,
-                          separators=(",", ":"), default=_to_json).encode()
-        kind = _JSON
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-length", str(len(body)).encode()),
-                            (b"content-type", kind)]})
-    await send({"type": "http.response.body", "body": body})
+        return result.encode(), _TEXT
+    if isinstance(result, (bytes, bytearray)):
+        return bytes(result), _BYTES
+    if _is_response(result):
+        return None
+    # What starlette's JSONResponse renders for JSON values, byte for byte.
+    return json.dumps(result, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":"), default=_to_json).encode(), _JSON
 
 
 def _is_response(result: Any) -> bool:
