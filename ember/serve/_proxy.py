@@ -263,13 +263,10 @@ class Proxy:
         # The replica reads the request's id from its header (the client's one replaced).
         headers = [h for h in scope["headers"] if h[0] != REQUEST_ID_HEADER]
         headers.append((REQUEST_ID_HEADER, request_id.encode("latin-1")))
-        inner: dict[str, Any] = {
-            "type": "http", "asgi": _ASGI, "http_version": scope["http_version"],
-            "method": scope["method"], "scheme": scope["scheme"], "path": scope["path"],
-            "raw_path": scope.get("raw_path"), "query_string": scope["query_string"],
-            "root_path": root_path, "headers": headers, "server": scope.get("server"),
-            "client": scope.get("client"),
-        }
+        # The replica's scope: these values under _direct.SCOPE_KEYS (in that order).
+        values = (scope["http_version"], scope["method"], scope["scheme"], scope["path"],
+                  scope.get("raw_path"), scope["query_string"], root_path, headers,
+                  scope.get("server"), scope.get("client"))
         # A body too large for one frame of the direct channel goes as an actor call.
         channel = None
         if self._direct and len(body) <= _direct.MAX_BODY_BYTES:
@@ -281,9 +278,11 @@ class Proxy:
             else:
                 channel = await self._channel(replica_id, actor)
         if channel is not None:
-            await self._serve_direct(channel, client, replica_id, deployment_name, inner, body,
-                                     model_id, scope, send, request_id)
+            await self._serve_direct(channel, client, replica_id, deployment_name, values,
+                                     body, model_id, scope, send, request_id)
             return
+        inner: dict[str, Any] = {"type": "http", "asgi": _ASGI,
+                                 **dict(zip(_direct.SCOPE_KEYS, values, strict=True))}
         error: BaseException | None = None
         inner[INTERNAL_REQUEST_KEY] = request_key = os.urandom(8).hex()
         try:
@@ -341,13 +340,13 @@ class Proxy:
 
     async def _serve_direct(
         self, channel: DirectChannel, client: Any, replica_id: str, deployment_name: str,
-        inner: dict[str, Any], body: bytes, model_id: str, scope: dict[str, Any], send: Any,
+        values: tuple[Any, ...], body: bytes, model_id: str, scope: dict[str, Any], send: Any,
         request_id: str,
     ) -> None:
         error: BaseException | None = None
         started = False
         try:
-            rid, frames = channel.open(inner, body, model_id)
+            rid, frames = channel.request(values, body, model_id)
         except ReplicaLost as exc:
             error = ActorDiedError(f"replica {replica_id} of {deployment_name} died: {exc}")
             client.done(replica_id, error)
