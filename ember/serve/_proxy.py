@@ -158,9 +158,10 @@ class Proxy:
         return best
 
     def _check_head(self, raw_headers: list[tuple[bytes, bytes]]
-                    ) -> tuple[str, tuple[int, str] | None, str, bytes]:
+                    ) -> tuple[str, tuple[int, str] | None, str, bytes | None]:
         """The request's id, ``(status, why)`` when its head breaks a limit or rule, its model
-        id and its declared content length (one pass over the headers)."""
+        id and its declared content length (``b""``: none; ``None``: a chunked body), in one
+        pass over the headers."""
         options = self._options
         if len(raw_headers) > options["max_headers"]:
             return new_request_id(), (431, (
@@ -169,7 +170,8 @@ class Proxy:
         limit = options["max_header_bytes"]
         request_id = ""
         model_ids: list[bytes] = []
-        length = b""
+        length: bytes | None = b""
+        chunked = False
         for key, value in raw_headers:
             if len(key) + len(value) > limit:
                 return new_request_id(), (431, (
@@ -182,6 +184,10 @@ class Proxy:
                 model_ids.append(value)
             elif key == b"content-length":
                 length = value
+            elif key == b"transfer-encoding":
+                chunked = True
+        if chunked:
+            length = None
         request_id = request_id or new_request_id()
         model_id = ""
         for value in model_ids:
@@ -222,12 +228,15 @@ class Proxy:
                          f"no application serves path {scope['path']!r}")
             return
         prefix, (app_name, deployment_name) = matched
-        if declared.isdigit() and int(declared) > self._max_body:
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
             await _plain(send, request_id, 413, self._too_large())
             return
+        body = b""
         chunks: list[bytes] = []
         size = 0
-        while True:
+        # A request with neither a length nor a chunked body has none (RFC 9112 6.3): nothing
+        # to receive (the client's going away is told through ON_DISCONNECT).
+        while declared is None or (declared and declared != b"0"):
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
@@ -238,8 +247,11 @@ class Proxy:
                 return
             chunks.append(chunk)
             if not message.get("more_body"):
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        else:
+            if scope.get(DISCONNECTED):  # gone already: as receive() would have said
+                return
         client = self._clients.get((app_name, deployment_name))
         if client is None or client.dead is not None:
             client = self._clients[(app_name, deployment_name)] = router_client(
