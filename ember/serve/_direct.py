@@ -321,9 +321,13 @@ class _ReplicaConnection(_Connection):
     def _frame_received(self, frame: Any) -> None:
         kind, rid = frame[0], frame[1]
         if kind == "req":
-            scope = dict(zip(SCOPE_KEYS, frame[2], strict=True))
-            scope["type"] = "http"
-            scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}
+            (http_version, method, scheme, path, raw_path, query_string, root_path, headers,
+             server, client) = frame[2]  # SCOPE_KEYS
+            scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
+                     "http_version": http_version, "method": method, "scheme": scheme,
+                     "path": path, "raw_path": raw_path, "query_string": query_string,
+                     "root_path": root_path, "headers": headers, "server": server,
+                     "client": client}
             # The task forgets itself as it ends (_respond).
             self._running[rid] = self._loop.create_task(
                 self._respond(rid, scope, frame[3], frame[4]))
