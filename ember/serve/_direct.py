@@ -22,7 +22,9 @@ Frames are a 4-byte length and a pickle:
   would travel with every request); ``("ack", rid)`` when the messages
   of one non-final frame reached the client; ``("cancel", rid)`` when the client went away;
 - replica -> proxy: ``("out", rid, messages, status)``, the ASGI messages sent so far, with
-  ``status`` ``None`` (more follow), ``"ok"`` (the response is complete) or an error text.
+  ``status`` ``None`` (more follow), ``"ok"`` (the response is complete) or an error text; or,
+  for the usual response (a head and one body, nothing else in either message, no error),
+  ``("done", rid, status code, headers, body)``: a tuple pickles in half the dicts' time.
 
 A complete response is one frame. A streamed chunk is written the moment the app sends it,
 unless it follows the last frame within ``COALESCE_S``: then it leaves at the loop's next turn
@@ -38,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import hashlib
 import hmac
 import itertools
@@ -68,7 +69,10 @@ HANDSHAKE_TIMEOUT_S = 10.0
 READ_BUFFER_BYTES = 64 << 10
 _MIN_READ = 4 << 10
 _HEADER = struct.Struct("!I")
-_MAGIC = b"emberdc2"  # the replica's greeting: protocol and version
+_MAGIC = b"emberdc3"  # the replica's greeting: protocol and version
+# A complete response's two messages when they hold just these keys: sent as a "done" frame.
+_START_KEYS = frozenset(("type", "status", "headers"))
+_BODY_KEYS = frozenset(("type", "body"))
 SCOPE_KEYS = ("http_version", "method", "scheme", "path", "raw_path", "query_string",
               "root_path", "headers", "server", "client")
 _NONCE_BYTES = 32
@@ -317,24 +321,26 @@ class _ReplicaConnection(_Connection):
     def _frame_received(self, frame: Any) -> None:
         kind, rid = frame[0], frame[1]
         if kind == "req":
-            scope = dict(zip(SCOPE_KEYS, frame[2], strict=True))
-            scope["type"] = "http"
-            scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}
-            task = self._loop.create_task(self._respond(rid, scope, frame[3], frame[4]))
-            self._running[rid] = task
-            task.add_done_callback(functools.partial(self._forget, rid))
+            (http_version, method, scheme, path, raw_path, query_string, root_path, headers,
+             server, client) = frame[2]  # SCOPE_KEYS
+            scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
+                     "http_version": http_version, "method": method, "scheme": scheme,
+                     "path": path, "raw_path": raw_path, "query_string": query_string,
+                     "root_path": root_path, "headers": headers, "server": server,
+                     "client": client}
+            # The task forgets itself as it ends (_respond).
+            self._running[rid] = self._loop.create_task(
+                self._respond(rid, scope, frame[3], frame[4]))
         elif kind == "ack":
             credit = self._credits.get(rid)
             if credit is not None:
                 credit.release()
         elif kind == "cancel":
-            running = self._running.get(rid)
+            # Forgotten here too: a task cancelled before its first step runs none of its code.
+            running = self._running.pop(rid, None)
+            self._credits.pop(rid, None)
             if running is not None:
                 running.cancel()
-
-    def _forget(self, rid: int, _: Any) -> None:
-        self._running.pop(rid, None)
-        self._credits.pop(rid, None)
 
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, FrameTooLarge):
@@ -408,12 +414,25 @@ class _ReplicaConnection(_Connection):
         finally:
             if flush_handle is not None:
                 flush_handle.cancel()
+            # The request is over (no done callback: one call less per request).
+            self._running.pop(rid, None)
+            self._credits.pop(rid, None)
         if too_large is not None:
             pending, status = [], f"{type(too_large).__name__}: {too_large}"
         try:
-            self.send(("out", rid, pending, status))
+            if status == "ok" and len(pending) == 2 and _whole(*pending):
+                start, end = pending  # the usual response: in a short frame
+                self.send(("done", rid, start["status"], start["headers"], end["body"]))
+            else:
+                self.send(("out", rid, pending, status))
         except FrameTooLarge as exc:
             self.send(("out", rid, [], f"{type(exc).__name__}: {exc}"))
+
+
+def _whole(start: dict[str, Any], end: dict[str, Any]) -> bool:
+    """Whether two messages are a response's head and its one body, with nothing else."""
+    return (start.keys() == _START_KEYS and end.keys() == _BODY_KEYS
+            and start["type"] == "http.response.start" and end["type"] == "http.response.body")
 
 
 def _peer_uid(transport: asyncio.BaseTransport) -> int | None:
@@ -547,10 +566,15 @@ class DirectChannel(_Connection):
         """Send a request; its frames (``(messages, status)``) arrive on the queue, or a
         ``ReplicaLost`` when the connection breaks. ``FrameTooLarge`` when the body is past
         ``MAX_BODY_BYTES`` (send it as an actor call instead)."""
+        return self.request(tuple([scope.get(key) for key in SCOPE_KEYS]), body, model_id)
+
+    def request(self, values: tuple[Any, ...], body: bytes, model_id: str
+                ) -> tuple[int, Frames]:
+        """``open`` with the scope given as its values under ``SCOPE_KEYS``, in that order."""
         if self.lost is not None:
             raise self.lost
         rid = next(self._ids)
-        self.send(("req", rid, tuple([scope.get(key) for key in SCOPE_KEYS]), body, model_id))
+        self.send(("req", rid, values, body, model_id))
         frames = self._streams[rid] = Frames(self._loop)
         return rid, frames
 
@@ -570,6 +594,14 @@ class DirectChannel(_Connection):
             self._transport.close()
 
     def _frame_received(self, frame: Any) -> None:
+        if frame[0] == "done":  # a whole response, head and body
+            _, rid, code, headers, body = frame
+            frames = self._streams.pop(rid, None)
+            if frames is not None:  # (else cancelled meanwhile)
+                frames.put_nowait(([{"type": "http.response.start", "status": code,
+                                     "headers": headers},
+                                    {"type": "http.response.body", "body": body}], "ok"))
+            return
         _, rid, messages, status = frame
         frames = self._streams.get(rid)
         if frames is None:

@@ -29,27 +29,63 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _ReplicaStats:
+    """A replica's request metrics. A request only counts itself here; what the requests of
+    one turn of the event loop changed is recorded at its end, together (a gauge set and a
+    counter increment per turn, not two sets and an increment per request)."""
+
     def __init__(self, replica_id: str) -> None:
         app, deployment, _ = [*replica_id.rsplit("#", 2), "", ""][:3]
         self.tags = {"application": app, "deployment": deployment, "replica": replica_id}
         self.ongoing = 0
+        # This replica's own instances, its tags their defaults: a recording then carries no
+        # tags to check and merge.
         meters = _meters()
+        for meter in meters:
+            meter.set_default_tags(self.tags)
         self.requests, self.errors, self.latency, self.gauge = meters
+        self._finished = 0
+        self._failed = 0
+        self._latencies_ms: list[float] = []
+        self._record_soon = False
 
     def started(self) -> None:
         self.ongoing += 1
-        self.gauge.set(self.ongoing, self.tags)
+        if not self._record_soon:
+            self._schedule()
 
     def finished(self, failed: bool, seconds: float) -> None:
         self.ongoing -= 1
-        self.gauge.set(self.ongoing, self.tags)
-        self.requests.inc(1, self.tags)
+        self._finished += 1
         if failed:
-            self.errors.inc(1, self.tags)
-        self.latency.observe(seconds * 1000.0, self.tags)
+            self._failed += 1
+        self._latencies_ms.append(seconds * 1000.0)
+        if not self._record_soon:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop here: record at once
+            self.record()
+            return
+        self._record_soon = True
+        loop.call_soon(self.record)
+
+    def record(self) -> None:
+        """Record what changed since the last call."""
+        self._record_soon = False
+        self.gauge.set(self.ongoing)
+        if self._finished:
+            self.requests.inc(self._finished)
+            self._finished = 0
+        if self._failed:
+            self.errors.inc(self._failed)
+            self._failed = 0
+        latencies, self._latencies_ms = self._latencies_ms, []
+        for ms in latencies:
+            self.latency.observe(ms)
 
 
-@functools.cache
 def _meters() -> tuple[metrics.Counter, metrics.Counter, metrics.Histogram, metrics.Gauge]:
     return (
         metrics.Counter("serve_deployment_request_counter",

@@ -158,9 +158,10 @@ class Proxy:
         return best
 
     def _check_head(self, raw_headers: list[tuple[bytes, bytes]]
-                    ) -> tuple[str, tuple[int, str] | None, str, bytes]:
+                    ) -> tuple[str, tuple[int, str] | None, str, bytes | None]:
         """The request's id, ``(status, why)`` when its head breaks a limit or rule, its model
-        id and its declared content length (one pass over the headers)."""
+        id and its declared content length (``b""``: none; ``None``: a chunked body), in one
+        pass over the headers."""
         options = self._options
         if len(raw_headers) > options["max_headers"]:
             return new_request_id(), (431, (
@@ -169,7 +170,8 @@ class Proxy:
         limit = options["max_header_bytes"]
         request_id = ""
         model_ids: list[bytes] = []
-        length = b""
+        length: bytes | None = b""
+        chunked = False
         for key, value in raw_headers:
             if len(key) + len(value) > limit:
                 return new_request_id(), (431, (
@@ -182,6 +184,10 @@ class Proxy:
                 model_ids.append(value)
             elif key == b"content-length":
                 length = value
+            elif key == b"transfer-encoding":
+                chunked = True
+        if chunked:
+            length = None
         request_id = request_id or new_request_id()
         model_id = ""
         for value in model_ids:
@@ -222,12 +228,15 @@ class Proxy:
                          f"no application serves path {scope['path']!r}")
             return
         prefix, (app_name, deployment_name) = matched
-        if declared.isdigit() and int(declared) > self._max_body:
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
             await _plain(send, request_id, 413, self._too_large())
             return
+        body = b""
         chunks: list[bytes] = []
         size = 0
-        while True:
+        # A request with neither a length nor a chunked body has none (RFC 9112 6.3): nothing
+        # to receive (the client's going away is told through ON_DISCONNECT).
+        while declared is None or (declared and declared != b"0"):
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
@@ -238,8 +247,11 @@ class Proxy:
                 return
             chunks.append(chunk)
             if not message.get("more_body"):
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        else:
+            if scope.get(DISCONNECTED):  # gone already: as receive() would have said
+                return
         client = self._clients.get((app_name, deployment_name))
         if client is None or client.dead is not None:
             client = self._clients[(app_name, deployment_name)] = router_client(
@@ -263,13 +275,10 @@ class Proxy:
         # The replica reads the request's id from its header (the client's one replaced).
         headers = [h for h in scope["headers"] if h[0] != REQUEST_ID_HEADER]
         headers.append((REQUEST_ID_HEADER, request_id.encode("latin-1")))
-        inner: dict[str, Any] = {
-            "type": "http", "asgi": _ASGI, "http_version": scope["http_version"],
-            "method": scope["method"], "scheme": scope["scheme"], "path": scope["path"],
-            "raw_path": scope.get("raw_path"), "query_string": scope["query_string"],
-            "root_path": root_path, "headers": headers, "server": scope.get("server"),
-            "client": scope.get("client"),
-        }
+        # The replica's scope: these values under _direct.SCOPE_KEYS (in that order).
+        values = (scope["http_version"], scope["method"], scope["scheme"], scope["path"],
+                  scope.get("raw_path"), scope["query_string"], root_path, headers,
+                  scope.get("server"), scope.get("client"))
         # A body too large for one frame of the direct channel goes as an actor call.
         channel = None
         if self._direct and len(body) <= _direct.MAX_BODY_BYTES:
@@ -281,9 +290,11 @@ class Proxy:
             else:
                 channel = await self._channel(replica_id, actor)
         if channel is not None:
-            await self._serve_direct(channel, client, replica_id, deployment_name, inner, body,
-                                     model_id, scope, send, request_id)
+            await self._serve_direct(channel, client, replica_id, deployment_name, values,
+                                     body, model_id, scope, send, request_id)
             return
+        inner: dict[str, Any] = {"type": "http", "asgi": _ASGI,
+                                 **dict(zip(_direct.SCOPE_KEYS, values, strict=True))}
         error: BaseException | None = None
         inner[INTERNAL_REQUEST_KEY] = request_key = os.urandom(8).hex()
         try:
@@ -341,13 +352,13 @@ class Proxy:
 
     async def _serve_direct(
         self, channel: DirectChannel, client: Any, replica_id: str, deployment_name: str,
-        inner: dict[str, Any], body: bytes, model_id: str, scope: dict[str, Any], send: Any,
+        values: tuple[Any, ...], body: bytes, model_id: str, scope: dict[str, Any], send: Any,
         request_id: str,
     ) -> None:
         error: BaseException | None = None
         started = False
         try:
-            rid, frames = channel.open(inner, body, model_id)
+            rid, frames = channel.request(values, body, model_id)
         except ReplicaLost as exc:
             error = ActorDiedError(f"replica {replica_id} of {deployment_name} died: {exc}")
             client.done(replica_id, error)

@@ -52,7 +52,7 @@ class Metric:
         self._name = name
         self._description = description
         self._tag_keys = keys
-        self._default_tags: dict[str, str] = {}
+        self._set_defaults({})
         self._family = _observe.store().register(_observe.Family(
             name, self._kind, description, keys, self._boundaries()))
 
@@ -74,8 +74,16 @@ class Metric:
     def set_default_tags(self, default_tags: dict[str, str]) -> Metric:
         """Tags every recording carries unless it passes its own; returns the metric."""
         self._check_keys(default_tags)
-        self._default_tags = {k: str(v) for k, v in default_tags.items()}
+        self._set_defaults({k: str(v) for k, v in default_tags.items()})
         return self
+
+    def _set_defaults(self, default_tags: dict[str, str]) -> None:
+        self._default_tags = default_tags
+        # What a recording without tags carries when the defaults name every tag key: made
+        # once here, not per recording (a serve replica records four values per request).
+        self._default_key: _observe.Tags | None = (
+            tuple((key, default_tags[key]) for key in self._tag_keys)
+            if all(key in default_tags for key in self._tag_keys) else None)
 
     def _check_keys(self, tags: dict[str, Any]) -> None:
         unknown = sorted(set(tags) - set(self._tag_keys))
@@ -85,6 +93,8 @@ class Metric:
 
     def _tags(self, tags: dict[str, Any] | None) -> _observe.Tags:
         if not tags:
+            if self._default_key is not None:
+                return self._default_key
             merged = self._default_tags
         else:
             self._check_keys(tags)
@@ -160,7 +170,7 @@ def _rebuild(cls: type[Metric], name: str, description: str, tag_keys: tuple[str
         metric: Metric = cls(name, description, boundaries, tag_keys)
     else:
         metric = cls(name, description, tag_keys)
-    metric._default_tags = dict(default_tags)
+    metric._set_defaults(dict(default_tags))
     return metric
 
 

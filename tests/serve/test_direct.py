@@ -72,6 +72,55 @@ def test_concurrent_requests_share_one_connection() -> None:
     asyncio.run(main())
 
 
+def test_many_requests_sent_in_one_turn_each_get_their_own_answer() -> None:
+    # 60 requests leave in one write and their answers come back coalesced: each gets exactly
+    # the messages its handler sent, whatever their shape (a whole response, which travels in
+    # the short "done" frame; messages with more keys; a stream; a failure before or after
+    # the head), and the same set of messages in the same order.
+    async def handler(scope: dict[str, Any], body: bytes, model_id: str, send: Send) -> None:
+        n = int(scope["path"][1:])
+        await asyncio.sleep(0 if n % 2 else 0.001)
+        kind = n % 5
+        if kind == 4:
+            raise ValueError(f"bad request {n}")
+        await send({"type": "http.response.start", "status": 200 + n,
+                    "headers": [(b"x-n", b"%d" % n)]})
+        if kind == 0:
+            await send({"type": "http.response.body", "body": b"whole %d" % n})
+        elif kind == 1:
+            await send(chunk(b"ended %d" % n, more=False))
+        elif kind == 2:
+            await send(chunk(b"part %d, " % n))
+            await send(chunk(b"end %d" % n, more=False))
+        else:
+            raise ValueError(f"failed after the head {n}")
+
+    async def main() -> None:
+        server, channel = await connected(handler)
+        opened = {n: channel.open({"path": f"/{n}"}, b"", "") for n in range(60)}
+        answers = await asyncio.gather(*(collect(channel, *opened[n]) for n in range(60)))
+        for n, (messages, status) in enumerate(answers):
+            head = {"type": "http.response.start", "status": 200 + n,
+                    "headers": [(b"x-n", b"%d" % n)]}
+            kind = n % 5
+            if kind == 0:
+                assert (messages, status) == (
+                    [head, {"type": "http.response.body", "body": b"whole %d" % n}], "ok")
+            elif kind == 1:
+                assert (messages, status) == ([head, chunk(b"ended %d" % n, more=False)], "ok")
+            elif kind == 2:
+                assert (messages, status) == (
+                    [head, chunk(b"part %d, " % n), chunk(b"end %d" % n, more=False)], "ok")
+            elif kind == 3:
+                assert (messages, status) == ([head], f"ValueError: failed after the head {n}")
+            else:
+                assert (messages, status) == ([], f"ValueError: bad request {n}")
+        channel.close()
+        server.close()
+
+    asyncio.run(main())
+
+
 def test_a_failing_handler_reports_its_error() -> None:
     async def handler(scope: dict[str, Any], body: bytes, model_id: str, send: Send) -> None:
         raise ValueError("bad weights")
