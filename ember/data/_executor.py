@@ -20,7 +20,6 @@ from typing import Any
 
 import ember
 from ember.data import _admission
-from ember.data._block import size_bytes
 from ember.data._context import DataContext
 from ember.data._inprocess import InProcessReads
 from ember.data._observe import DatasetView
@@ -417,8 +416,8 @@ class StreamingExecutor:
                 self._last_progress = time.monotonic()
             else:
                 self._say_if_stalled()
-            for key, item in arrived:
-                self._arrive(self.stages[0], key, item)
+            for key, item, size in arrived:
+                self._arrive(self.stages[0], key, item, size)
             return
         ready, _ = ember.wait(pending, num_returns=1, timeout=COLLECT_WAIT_S)
         if ready:
@@ -467,7 +466,7 @@ class StreamingExecutor:
         bundle = Bundle(running.block_ref, BlockMeta(int(meta["rows"]), int(meta["bytes"])))
         self._emit(stage, running.pos, bundle)
 
-    def _arrive(self, stage: _Stage, key: Any, item: Any) -> None:
+    def _arrive(self, stage: _Stage, key: Any, item: Any, size: int) -> None:
         """A piece, the end, or the failure of a read task run in this process."""
         running = stage.running.get(key)
         if running is None:  # stopped meanwhile
@@ -480,8 +479,7 @@ class StreamingExecutor:
             stage.out_sizes.append(int(item["bytes"]))
             self._propagate_done()
             return
-        meta = BlockMeta(item.num_rows, size_bytes(item))
-        self._emit(stage, running.pos, Bundle(InProcessBlock(item), meta))
+        self._emit(stage, running.pos, Bundle(InProcessBlock(item), BlockMeta(item.num_rows, size)))
 
     def _emit(self, stage: _Stage, pos: Span, bundle: Bundle) -> None:
         self.progress.update(stage.index, bundle.meta.num_rows)

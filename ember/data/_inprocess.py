@@ -11,7 +11,6 @@ block pays hundreds of thousands of times.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -19,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ember.data import _block
+from ember.data._iterator import put_until_stopped
 from ember.data._plan import ReadTask
 
 # Pieces waiting for the consumer, beyond those it holds: enough to keep both readers busy.
@@ -27,13 +27,13 @@ QUEUE_PIECES = 4
 
 class InProcessReads:
     """Runs read tasks on ``threads`` threads; ``arrivals`` hands over what they produced, as
-    ``(key, item)``: a block (a piece), then the task's meta dict when it is done, or the
-    exception it raised."""
+    ``(key, item, size)``: a block (a piece) and its size in bytes, then the task's meta dict
+    when it is done, or the exception it raised (size 0 for both)."""
 
     def __init__(self, threads: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads),
                                         thread_name_prefix="ember-data-read")
-        self._arrivals: queue.Queue[tuple[Any, Any]] = queue.Queue(maxsize=QUEUE_PIECES)
+        self._arrivals: queue.Queue[tuple[Any, Any, int]] = queue.Queue(maxsize=QUEUE_PIECES)
         self._stop = threading.Event()
 
     def submit(self, key: Any, task: ReadTask) -> None:
@@ -44,26 +44,19 @@ class InProcessReads:
         rows = size = 0
         try:
             for block in (task.pieces or task.read)():
+                piece = _block.size_bytes(block)
                 rows += block.num_rows
-                size += _block.size_bytes(block)
-                if not self._put((key, block)):
+                size += piece
+                if not put_until_stopped(self._arrivals, (key, block, piece), self._stop):
                     return
         except BaseException as exc:  # handed to the consumer, raised there
-            self._put((key, exc))
+            put_until_stopped(self._arrivals, (key, exc, 0), self._stop)
             return
-        self._put((key, {"rows": rows, "bytes": size, "wall_s": time.perf_counter() - wall0,
-                         "cpu_s": time.thread_time() - cpu0, "pid": os.getpid()}))
+        meta = {"rows": rows, "bytes": size, "wall_s": time.perf_counter() - wall0,
+                "cpu_s": time.thread_time() - cpu0}
+        put_until_stopped(self._arrivals, (key, meta, 0), self._stop)
 
-    def _put(self, item: tuple[Any, Any]) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._arrivals.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def arrivals(self, timeout: float) -> list[tuple[Any, Any]]:
+    def arrivals(self, timeout: float) -> list[tuple[Any, Any, int]]:
         """What arrived: waits up to ``timeout`` for the first item, then takes what is there."""
         try:
             items = [self._arrivals.get(timeout=timeout)]

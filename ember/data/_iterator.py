@@ -30,6 +30,18 @@ def fetch_owned(bundle: Bundle) -> tuple[Block, bool]:
     return fetch(bundle.ref), isinstance(bundle.ref, InProcessBlock)
 
 
+def put_until_stopped(buffer: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put ``item`` into the bounded ``buffer``, waiting for room until ``stop`` is set;
+    whether it went in (a producer thread's hand-off to a consumer that may leave)."""
+    while not stop.is_set():
+        try:
+            buffer.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def blocks_of(bundles: Iterator[Any], prefetch_blocks: int,
               fetch: Callable[[Any], Any] = _fetch_bundle) -> Iterator[Any]:
     """The blocks of ``bundles`` (each turned into a block, or what ``fetch`` makes of it),
@@ -47,13 +59,7 @@ def blocks_of(bundles: Iterator[Any], prefetch_blocks: int,
     stop = threading.Event()
 
     def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until_stopped(buffer, item, stop)
 
     def produce() -> None:
         try:
