@@ -168,7 +168,7 @@ PACKAGE = Path(ember.__file__).parent
 INTERNAL_EXCEPTIONS = {
     "ember.core._api.ActorExit": "raised by exit_actor() inside an actor's method; the worker "
                                  "ends the actor and callers see ActorDiedError",
-    "ember.core.local._worker._PartialReturns": "a num_returns=n generator that failed early; "
+    "ember.core.local._actor_host._PartialReturns": "a num_returns=n generator that failed early; "
                                                 "the worker stores its items and the error",
     "ember.serve._direct.FrameTooLarge": "serve's proxy-replica channel: the proxy answers the "
                                          "client itself",
