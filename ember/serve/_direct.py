@@ -77,6 +77,17 @@ SCOPE_KEYS = ("http_version", "method", "scheme", "path", "raw_path", "query_str
               "root_path", "headers", "server", "client")
 _NONCE_BYTES = 32
 _DIGEST = hashlib.sha256
+
+
+def http_scope(values: tuple[Any, ...]) -> dict[str, Any]:
+    """The ASGI scope of a request whose values came under ``SCOPE_KEYS`` (a dict literal:
+    zipping the keys costs a replica about a microsecond per request)."""
+    (http_version, method, scheme, path, raw_path, query_string, root_path, headers, server,
+     client) = values
+    return {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": http_version, "method": method, "scheme": scheme, "path": path,
+            "raw_path": raw_path, "query_string": query_string, "root_path": root_path,
+            "headers": headers, "server": server, "client": client}
 _DIGEST_BYTES = 32
 
 
@@ -321,16 +332,9 @@ class _ReplicaConnection(_Connection):
     def _frame_received(self, frame: Any) -> None:
         kind, rid = frame[0], frame[1]
         if kind == "req":
-            (http_version, method, scheme, path, raw_path, query_string, root_path, headers,
-             server, client) = frame[2]  # SCOPE_KEYS
-            scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
-                     "http_version": http_version, "method": method, "scheme": scheme,
-                     "path": path, "raw_path": raw_path, "query_string": query_string,
-                     "root_path": root_path, "headers": headers, "server": server,
-                     "client": client}
             # The task forgets itself as it ends (_respond).
             self._running[rid] = self._loop.create_task(
-                self._respond(rid, scope, frame[3], frame[4]))
+                self._respond(rid, http_scope(frame[2]), frame[3], frame[4]))
         elif kind == "ack":
             credit = self._credits.get(rid)
             if credit is not None:

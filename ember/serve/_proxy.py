@@ -293,8 +293,7 @@ class Proxy:
             await self._serve_direct(channel, client, replica_id, deployment_name, values,
                                      body, model_id, scope, send, request_id)
             return
-        inner: dict[str, Any] = {"type": "http", "asgi": _ASGI,
-                                 **dict(zip(_direct.SCOPE_KEYS, values, strict=True))}
+        inner = _direct.http_scope(values)
         error: BaseException | None = None
         inner[INTERNAL_REQUEST_KEY] = request_key = os.urandom(8).hex()
         try:
@@ -452,7 +451,6 @@ async def _wait_for_a_replica(client: Any, model_id: str) -> tuple[str, Any] | N
 
 _DISCONNECTED = object()
 _UNMADE = object()
-_ASGI = {"version": "3.0", "spec_version": "2.4"}
 
 
 async def _wait_disconnect(receive: Any) -> None:
