@@ -68,9 +68,9 @@ class Replica:
 
     def _enter_request(self, request_id: str, model_id: str, route: str = "",
                        is_http: bool = False) -> tuple[Any, Any]:
-        request = _RequestContext(route=route, request_id=request_id or new_request_id(),
-                                  app_name=self._app_name, multiplexed_model_id=model_id,
-                                  is_http_request=is_http)
+        # positional: a third cheaper than keywords, on every request's path
+        request = _RequestContext(route, request_id or new_request_id(), "", self._app_name,
+                                  model_id, is_http)
         return (_serve_request_context.set(request),
                 _multiplex.set_multiplexed_model_id(model_id))
 
@@ -178,10 +178,8 @@ class Replica:
         failed = False
         self._ongoing += 1
         request_id = _header(scope, REQUEST_ID_HEADER) or new_request_id()
-        tokens = (_serve_request_context.set(_RequestContext(
-                      scope.get("root_path", "") or "/", request_id, "", self._app_name,
-                      model_id, True)),
-                  _multiplex.set_multiplexed_model_id(model_id))
+        tokens = self._enter_request(request_id, model_id, scope.get("root_path", "") or "/",
+                                     is_http=True)
         iterators = _syncgen.open_request_iterators()
         status = 500
         body_sent = False
