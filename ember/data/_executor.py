@@ -305,8 +305,10 @@ class StreamingExecutor:
         if spec.kind == "tasks":
             self._submit_task(stage, refs, pos, in_bytes, est)
         else:
+            # The least busy actor; among equals the one used longest ago (the chosen actor
+            # moves to the end), so blocks that arrive one at a time still reach every actor.
             actor = min(stage.actors, key=lambda a: stage.actors[a])
-            stage.actors[actor] += 1
+            stage.actors[actor] = stage.actors.pop(actor) + 1
             block_ref, meta_ref = actor.process.options(num_returns=2).remote(*refs)
             stage.running[meta_ref] = _Running(block_ref, pos, in_bytes, est, actor)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 import re
 import time
@@ -161,6 +162,25 @@ def test_actor_pool_as_large_as_the_machine_with_a_read_in_front(
     assert sorted(r["id"] for r in rows) == [i + 10 for i in range(4000)]
     assert len({r["pid"] for r in rows}) <= 2  # constructed once per actor, two actors
     assert ds.stats().operators[1].actors_peak == 2
+
+
+def _slow(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import time
+
+    time.sleep(0.2)
+    return batch
+
+
+def test_a_pool_fed_one_block_at_a_time_gives_work_to_every_actor(ember_local: Any) -> None:
+    # Blocks arrive slower than the actors finish them, so every actor is idle when one comes:
+    # the pool must still spread them (a user sizing a pool to 2 expects both to work).
+    ds = ed.range(6, parallelism=6).map_batches(_slow, batch_size=1, num_cpus=0.5).map_batches(
+        AddConstant, compute=ed.ActorPoolStrategy(size=2), fn_constructor_args=(0,),
+        batch_size=1, num_cpus=0.5)
+    rows = ds.take_all()
+    assert sorted(r["id"] for r in rows) == list(range(6))
+    per_actor = collections.Counter(r["pid"] for r in rows)
+    assert len(per_actor) == 2 and min(per_actor.values()) >= 2, per_actor
 
 
 def test_autoscaling_actor_pool_stays_within_bounds(ember_local: Any) -> None:
