@@ -14,6 +14,7 @@ from ember.serve._controller import Controller
 from ember.serve._deployment import Application, Deployment, replace_applications
 from ember.serve._handle import CONTROLLER_NAME, CONTROLLER_NAMESPACE, DeploymentHandle
 from ember.serve._logging import LoggingConfig
+from ember.serve._proxy_policy import proxy_nodes
 from ember.serve.config import HTTPOptions, ProxyLocation, gRPCOptions
 
 DEPLOY_TIMEOUT_S = 120.0
@@ -80,24 +81,6 @@ def _controller(create: bool) -> Any:
 
 
 _default_logging_config: LoggingConfig | None = None
-PROXY_LOCATIONS = ("HeadOnly", "EveryNode", "Disabled")
-
-
-def proxy_nodes(location: str, nodes: list[dict[str, Any]], driver_node: str
-                ) -> list[str | None]:
-    """The nodes that get an HTTP proxy (``None``: one proxy, wherever; there is one node)."""
-    if location not in PROXY_LOCATIONS:
-        raise ValueError(f"proxy_location={location!r} must be one of "
-                         f"{', '.join(map(repr, PROXY_LOCATIONS))}")
-    if location == "Disabled":
-        return []
-    if len(nodes) <= 1:
-        return [None]
-    if location == "EveryNode":
-        heads = sorted(nodes, key=lambda n: not n.get("IsHead"))  # the head's proxy first
-        return [str(n["NodeID"]) for n in heads]
-    head = next((n["NodeID"] for n in nodes if n.get("IsHead")), driver_node)
-    return [str(head)]
 
 
 def _start_proxies(controller: Any, host: str, port: int, options: dict[str, Any] | None,
@@ -125,8 +108,8 @@ def start(
 
     ``proxy_location`` (Ray's): ``"HeadOnly"`` (default) runs one proxy, on the head node, so
     that a client on the head reaches it at ``host:port``; ``"EveryNode"`` runs one on every
-    node alive now (``serve.status().proxies`` lists their ports); ``"Disabled"`` runs none
-    (handles only). ``http_options`` (an ``HTTPOptions`` or a dict of its fields): ``host``
+    node, nodes that join later included (``serve.status().proxies`` lists their ports);
+    ``"Disabled"`` runs none (handles only). A proxy that dies starts again on its port. ``http_options`` (an ``HTTPOptions`` or a dict of its fields): ``host``
     (default 127.0.0.1: only the proxy's own machine can connect; pass ``"0.0.0.0"`` to accept
     connections from other machines, see the README's security notes), ``port`` (default 8000;
     0 picks a free one), the limits on what clients send (``max_body_bytes``: 413;

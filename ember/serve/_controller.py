@@ -2,12 +2,14 @@
 
 It starts and stops replicas to match each deployment's target (fixed, or from the autoscaling
 policy), polls replicas for their load and models, replaces replicas that die or fail health
-checks, answers routers' long polls with the live replicas, and runs the HTTP proxy.
+checks, answers routers' long polls with the live replicas, and runs the HTTP proxies (restarting
+one that dies, following nodes that join or leave: ``_proxy_policy.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -20,11 +22,14 @@ from ember.serve._autoscaling import AutoscalingPolicy
 from ember.serve._deployment import DeploymentConfig
 from ember.serve._handle import await_ref
 from ember.serve._observe import ViewPublisher
+from ember.serve._proxy_policy import plan_proxies
 from ember.serve._replica import Replica
 
 logger = logging.getLogger("ember.serve")
 
 CONTROL_PERIOD_S = 0.1
+PROXY_CHECK_PERIOD_S = 2.0
+PROXY_PING_TIMEOUT_S = 10.0
 LONG_POLL_S = 2.0
 MAX_CONSTRUCTOR_FAILURES = 3
 QUEUED_REPORT_TTL_S = 60.0
@@ -91,6 +96,9 @@ class Controller:
         # node id -> (the HTTP proxy actor pinned there, its port); the first is the main one
         self._proxies: dict[str, tuple[Any, int]] = {}
         self._proxy_location: str | None = None
+        self._proxy_config: tuple[str, int, dict[str, Any] | None] | None = None  # host, port
+        self._proxy_homes: dict[str, str | None] = {}  # proxy key -> the node it runs on
+        self._proxy_task: asyncio.Task[None] | None = None
         # (app, deployment) -> router client id -> (calls queued there, when reported, seq)
         self._queued: dict[tuple[str, str], dict[str, tuple[int, float, int]]] = {}
         self._views = ViewPublisher()  # observe: the "serve" view of the dashboard
@@ -107,31 +115,113 @@ class Controller:
                           location: str = "HeadOnly") -> int | None:
         """Start the HTTP proxies, once (``options``: ``HTTPOptions.proxy_options()``): one on
         each of ``node_ids`` (pinned there; ``None``: wherever the core puts it), none for
-        ``location="Disabled"``. Returns the main proxy's port (None when disabled)."""
+        ``location="Disabled"``. Returns the main proxy's port (None when disabled). From then
+        on the controller keeps them: see ``_supervise_proxies``."""
         if self._proxy_location is None:
-            from ember.serve._proxy import Proxy
-            from ember.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-            self._proxy_location = location
-            for node_id in node_ids if node_ids is not None else [None]:
-                actor_options: dict[str, Any] = {"max_concurrency": 10_000, "num_cpus": 0}
-                if node_id is not None:
-                    actor_options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-                        node_id, soft=False)
-                proxy = ember.remote(Proxy).options(**actor_options).remote()
-                try:
-                    bound = await _await(proxy.start.remote(host, port, options))
-                except BaseException:
+            started: dict[str, tuple[Any, int]] = {}
+            try:
+                for node_id in node_ids if node_ids is not None else [None]:
+                    started[node_id or ""] = await self._new_proxy(node_id, host, port, options)
+            except BaseException:
+                for proxy, _ in started.values():
                     ember.kill(proxy)
-                    raise
-                self._proxies[node_id or ""] = (proxy, int(bound))
+                raise  # nothing kept: a later call (another port, say) starts them afresh
+            self._proxy_location = location
+            self._proxy_config = (host, port, options)
+            self._proxies = started
+            self._proxy_homes = {key: key or None for key in started}
             await self._push_routes()
+            if started:
+                self._proxy_task = asyncio.create_task(self._supervise_proxies())
         return self.proxy_port()
 
+    async def _new_proxy(self, node_id: str | None, host: str, port: int,
+                         options: dict[str, Any] | None) -> tuple[Any, int]:
+        from ember.serve._proxy import Proxy
+        from ember.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        actor_options: dict[str, Any] = {"max_concurrency": 10_000, "num_cpus": 0}
+        if node_id is not None:
+            actor_options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                node_id, soft=False)
+        proxy = ember.remote(Proxy).options(**actor_options).remote()
+        try:
+            bound = await _await(proxy.start.remote(host, port, options))
+        except BaseException:
+            ember.kill(proxy)
+            raise
+        return proxy, int(bound)
+
+    async def _supervise_proxies(self) -> None:
+        """Every PROXY_CHECK_PERIOD_S: ping each proxy and look at the nodes; restart a proxy
+        that died on its port, drop the proxy of a node that left, and (EveryNode) start one
+        on a node that joined. Runs until shutdown."""
+        while True:
+            await asyncio.sleep(PROXY_CHECK_PERIOD_S)
+            try:
+                await self._check_proxies()
+            except Exception:  # keep watching: one failed round must not end the supervision
+                logger.exception("serve controller: checking the HTTP proxies failed")
+
+    async def _check_proxies(self) -> None:
+        keys = list(self._proxies)
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(_await(self._proxies[key][0].ping.remote()), PROXY_PING_TIMEOUT_S)
+              for key in keys), return_exceptions=True)
+        gone: dict[str, BaseException] = {}
+        for key, answer in zip(keys, answers, strict=True):
+            if isinstance(answer, BaseException):
+                gone[key] = answer
+            else:
+                self._proxy_homes[key] = str(answer)
+        assert self._proxy_location is not None and self._proxy_config is not None
+        plan = plan_proxies(self._proxy_location, ember.nodes(), self._proxy_homes, set(gone))
+        if not plan:
+            return
+        host, port, options = self._proxy_config
+        for key in plan.drop:
+            logger.warning("serve: node %s left the cluster; its HTTP proxy (port %d) with it",
+                           key, self._proxies[key][1])
+            self._forget_proxy(key)
+        for key in plan.restart:
+            old, old_port = self._proxies[key]
+            logger.warning("serve: the HTTP proxy on port %d is gone (%s); starting a new one "
+                           "on the same port", old_port, _short(gone[key]))
+            with contextlib.suppress(Exception):  # already dead, most likely
+                ember.kill(old)
+            await self._replace_proxy(key, key or None, host, old_port, options)
+        for node in plan.start:
+            logger.info("serve: node %s joined; starting an HTTP proxy there", node)
+            await self._replace_proxy(node, node, host, port, options)
+        await self._push_routes()
+
+    async def _replace_proxy(self, key: str, node_id: str | None, host: str, port: int,
+                             options: dict[str, Any] | None) -> None:
+        try:
+            self._proxies[key] = await self._new_proxy(node_id, host, port, options)
+        except Exception as exc:
+            # A restart keeps the dead handle: the next round finds it gone and tries again.
+            logger.error("serve: could not start an HTTP proxy on %s port %d (%s); trying "
+                         "again in %.0f s", f"node {node_id}" if node_id else "this node", port,
+                         _short(exc), PROXY_CHECK_PERIOD_S)
+            return
+        self._proxy_homes.setdefault(key, node_id)
+
+    def _forget_proxy(self, key: str) -> None:
+        proxy, _ = self._proxies.pop(key)
+        self._proxy_homes.pop(key, None)
+        with contextlib.suppress(Exception):  # its node is gone, and it with it
+            ember.kill(proxy)
+
     async def shutdown(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
+        for task in (self._loop_task, self._proxy_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task  # a proxy being started must not outlive the shutdown
+        self._proxy_task = None
         proxies, self._proxies = self._proxies, {}
+        self._proxy_homes = {}
         for proxy, _ in proxies.values():
             try:
                 await asyncio.wait_for(_await(proxy.stop.remote()), 10)
@@ -270,8 +360,14 @@ class Controller:
     async def _push_routes(self) -> None:
         routes = {app.route_prefix: (name, app.ingress)
                   for name, app in self._apps.items() if app.route_prefix is not None}
-        await asyncio.gather(*(_await(proxy.set_routes.remote(routes))
-                               for proxy, _ in self._proxies.values()))
+        keys = list(self._proxies)
+        answers = await asyncio.gather(
+            *(_await(self._proxies[key][0].set_routes.remote(routes)) for key in keys),
+            return_exceptions=True)
+        for key, answer in zip(keys, answers, strict=True):
+            if isinstance(answer, BaseException):  # a dead proxy: its restart pushes the routes
+                logger.warning("serve: the HTTP proxy on port %d did not take the new routes "
+                               "(%s)", self._proxies[key][1], _short(answer))
 
     async def _run(self) -> None:
         while True:
@@ -425,3 +521,8 @@ def _replica_class() -> Any:
 
 async def _await(ref: Any) -> Any:
     return await await_ref(ref)  # safe to cancel (timeouts, shutdown)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

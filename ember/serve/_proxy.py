@@ -26,6 +26,7 @@ import socket
 import threading
 from typing import Any
 
+import ember
 from ember.core import serve_direct_enabled
 from ember.errors import ActorDiedError
 from ember.serve import _direct
@@ -146,6 +147,13 @@ class Proxy:
 
     def set_routes(self, routes: dict[str, tuple[str, str]]) -> None:
         self._routes = dict(routes)
+
+    def ping(self) -> str:
+        """The controller's check: the node this proxy runs on, while its HTTP server runs;
+        raises once the server has stopped (the controller then starts a new proxy)."""
+        if self._thread is None or not self._thread.is_alive():
+            raise RuntimeError(f"the HTTP server stopped: {self._failure!r}")
+        return str(ember.get_runtime_context().get_node_id())
 
     def _match(self, path: str) -> tuple[str, tuple[str, str]] | None:
         best: tuple[str, tuple[str, str]] | None = None

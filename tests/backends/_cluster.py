@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +99,31 @@ def stop_cluster(temp_dir: str, port: int) -> None:
             pass
     _, alive = psutil.wait_procs(procs, timeout=30)
     assert not alive, f"cluster processes still running: {[p.pid for p in alive]}"
+
+
+@contextmanager
+def extra_node(cluster: Cluster, name: str) -> Iterator[Callable[[], None]]:
+    """A node joining ``cluster`` now (no CPU, a custom resource ``name``); yields a function
+    that takes it out as a crash would (its processes killed). Gone again on the way out."""
+    _ray_cli(["start", f"--address={cluster.address}", "--num-cpus=0",
+              f"--resources={json.dumps({name: 1})}",
+              f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"],
+             cluster.env)
+
+    def leave() -> None:
+        raylets = [p for p in cluster.raylets() if f"{name}," in " ".join(p.cmdline())]
+        procs = [child for raylet in raylets for child in raylet.children(recursive=True)]
+        for proc in [*raylets, *procs]:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs([*raylets, *procs], timeout=30)
+
+    try:
+        yield leave
+    finally:
+        leave()
 
 
 @contextmanager

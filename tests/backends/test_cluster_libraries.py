@@ -339,3 +339,38 @@ def test_the_main_job_runs_on_the_cluster_given_by_the_environment(
     nodes = {info["Address"]["NodeID"] for info in state.actors().values()
              if info["JobID"] == job.group(1)}
     assert {connected.node_name(node) for node in nodes} == {"head", "node_b"}
+
+
+# -- serve's proxies follow the cluster (last here: a node joins the cluster and leaves it) -----
+@pytest.mark.timeout(240)
+def test_every_node_proxies_reach_a_node_that_joins_later_and_leave_with_it(
+        connected: Connected) -> None:
+    import httpx
+
+    from ember import serve
+    from tests.backends._cluster import extra_node
+
+    def node_c() -> str | None:
+        return next((str(n["NodeID"]) for n in _alive() if "node_c" in n["Resources"]), None)
+
+    port = serve.start(proxy_location="EveryNode", http_options={"port": 0})
+    try:
+        assert set(serve.status().proxies) == {connected.head, connected.node_b}
+        with extra_node(connected.cluster, "node_c") as leave:
+            joined = eventually(node_c, timeout=60, what="node_c to join the cluster")
+            proxies = eventually(lambda: joined in serve.status().proxies
+                                 and serve.status().proxies, timeout=60,
+                                 what="serve to start a proxy on the node that joined")
+            assert set(proxies) == {connected.head, connected.node_b, joined}
+            assert joined in alive_actor_nodes("Proxy")
+            assert httpx.get(f"http://127.0.0.1:{proxies[joined]}/",  # no application: 404
+                             timeout=30).status_code == 404
+            leave()
+            eventually(lambda: set(serve.status().proxies) == {connected.head,
+                                                                connected.node_b},
+                       timeout=120, what="the proxy of the node that left to be dropped")
+        assert serve.status().http_port == port  # the head's proxy stays the main one
+        for node_port in serve.status().proxies.values():
+            assert httpx.get(f"http://127.0.0.1:{node_port}/", timeout=30).status_code == 404
+    finally:
+        serve.shutdown()

@@ -856,13 +856,56 @@ def test_proxy_location_disabled_serves_handles_only_and_head_only_is_one_proxy(
         serve.start(proxy_location="Everywhere")
 
 
-def test_proxy_nodes_put_head_only_on_the_head_and_every_node_everywhere() -> None:
-    from ember.serve._api import proxy_nodes
+def _listening_pid(port: int) -> int:
+    import psutil
 
-    nodes = [{"NodeID": "b", "IsHead": False}, {"NodeID": "h", "IsHead": True}]
-    assert proxy_nodes("HeadOnly", nodes, driver_node="b") == ["h"]
-    assert proxy_nodes("EveryNode", nodes, driver_node="b") == ["h", "b"]  # the head's first
-    assert proxy_nodes("Disabled", nodes, driver_node="b") == []
-    assert proxy_nodes("HeadOnly", nodes[:1], driver_node="b") == [None]  # one node: no pin
-    no_head = [{"NodeID": "x"}, {"NodeID": "y"}]
-    assert proxy_nodes("HeadOnly", no_head, driver_node="y") == ["y"]  # the driver's node
+    [pid] = {c.pid for c in psutil.net_connections(kind="tcp")
+             if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN}
+    assert pid is not None
+    return int(pid)
+
+
+def test_a_proxy_killed_by_the_os_serves_again_on_the_same_port() -> None:
+    import signal
+
+    @serve.deployment
+    def echo(x: Any) -> str:
+        return "echo"
+
+    serve.run(echo.bind(), port=0)
+    port = serve.status().http_port
+    assert port is not None
+    first = _listening_pid(port)
+    os.kill(first, signal.SIGKILL)  # the OOM killer, say
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "echo"
+        except httpx.HTTPError:
+            return False
+
+    eventually(answers, timeout=60, what="the proxy to serve again on its port")
+    assert serve.status().http_port == port and serve.status().proxies == {"": port}
+    assert _listening_pid(port) != first
+    # The application deployed before the crash is routed by the new proxy, and so is one
+    # deployed after it.
+    serve.run(echo.options(name="later").bind(), name="later", route_prefix="/later", port=0)
+    assert httpx.get(f"http://127.0.0.1:{port}/later", timeout=TIMEOUT).text == "echo"
+
+
+def test_a_proxy_that_could_not_bind_leaves_serve_free_to_start_one_elsewhere() -> None:
+    import socket
+
+    @serve.deployment
+    def echo(x: Any) -> str:
+        return "echo"
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{busy}"):
+            serve.run(echo.bind(), port=busy)
+    serve.run(echo.bind(), port=0)  # was: no proxy, and no word of it
+    assert serve.status().http_port not in (None, busy)
+    assert httpx.get(url(), timeout=TIMEOUT).text == "echo"
