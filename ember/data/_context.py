@@ -46,6 +46,10 @@ class DataContext:
       dataset for them, as Ray Train excludes its resources from Ray Data). When nothing is
       left, tasks run one at a time without a CPU of their own instead of waiting forever.
     - ``actor_tasks_in_flight``: calls queued per pool actor (2 hides the hand-off latency).
+    - ``actor_block_retries``: how many times a block whose pool actor died under it (its
+      process killed, out of memory, a crash in native code) goes to another actor before the
+      execution fails with ``ActorDiedError``; the pool starts a new actor in the dead one's
+      place. An exception raised by the UDF is never retried.
     - ``enable_progress_bars``: one bar per operator on stderr (only when stderr is a TTY).
     - ``read_local_files_in_process``: a dataset that only reads local Parquet, CSV or JSON
       files (no transform after the read) and is iterated (``iter_batches``, ``iter_rows``,
@@ -61,6 +65,7 @@ class DataContext:
     preserve_order: bool = False
     excluded_cpus: float = 0.0
     actor_tasks_in_flight: int = 2
+    actor_block_retries: int = 3
     enable_progress_bars: bool = True
     read_local_files_in_process: bool = True
 
@@ -74,6 +79,10 @@ class DataContext:
             raise ValueError(f"excluded_cpus={self.excluded_cpus} must be >= 0")
         if self.actor_tasks_in_flight < 1:
             raise ValueError(f"actor_tasks_in_flight={self.actor_tasks_in_flight} must be >= 1")
+        if isinstance(self.actor_block_retries, bool) or not isinstance(
+                self.actor_block_retries, int) or self.actor_block_retries < 0:
+            raise ValueError(f"actor_block_retries={self.actor_block_retries!r} must be an int "
+                             ">= 0")
         if self.max_parallelism < 1:
             raise ValueError(f"max_parallelism={self.max_parallelism} must be >= 1")
 

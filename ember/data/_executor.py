@@ -35,7 +35,7 @@ from ember.data._plan import (
 from ember.data._progress import ProgressBars
 from ember.data._stats import DatasetStats, OperatorStats
 from ember.data._transforms import MapBatches, MapWorker, make_task_function
-from ember.errors import ResourceError
+from ember.errors import ActorDiedError, ResourceError
 
 logger = logging.getLogger("ember.data")
 
@@ -57,6 +57,8 @@ class _Running:
     in_bytes: int
     est_bytes: int
     actor: Any = None
+    inputs: list[Bundle] | None = None  # an actor call's input, sent again if the actor dies
+    attempt: int = 0
 
 
 class _Stage:
@@ -66,6 +68,8 @@ class _Stage:
         self.spec = spec
         self.index = index
         self.inqueue: deque[tuple[Span, Bundle]] = deque()
+        # Inputs of calls whose pool actor died, with the attempt they are at: sent first.
+        self.retries: deque[tuple[Span, list[Bundle], int]] = deque()
         self.running: dict[Any, _Running] = {}
         self.stats = OperatorStats(spec.name)
         self.work: Iterator[ReadTask | Bundle] | None = None
@@ -100,6 +104,8 @@ class _Stage:
         if self.stopped:
             return False
         if self.spec.kind != "source":
+            if self.retries:
+                return True
             if not self.inqueue:
                 return False
             if not self.bundle_rows or self.input_done:
@@ -132,12 +138,18 @@ class _Stage:
             if isinstance(item, Bundle):
                 return item.meta.size_bytes
             return 0
+        if self.retries:
+            return sum(b.meta.size_bytes for b in self.retries[0][1])
         return self.inqueue[0][1].meta.size_bytes if self.inqueue else 0
+
+    def queued_bytes(self) -> int:
+        return sum(b.meta.size_bytes for _, b in self.inqueue) + sum(
+            b.meta.size_bytes for _, bundles, _ in self.retries for b in bundles)
 
     def finished(self) -> bool:
         if self.spec.kind == "source":
             return (self.stopped or self.work_done) and not self.peeked and not self.running
-        return self.input_done and not self.inqueue and not self.running
+        return self.input_done and not self.inqueue and not self.retries and not self.running
 
 
 def reads_in_process(specs: list[StageSpec], ctx: DataContext) -> bool:
@@ -270,7 +282,7 @@ class StreamingExecutor:
         total += sum(b.meta.size_bytes for _, b in self.reorder.values())
         for stage in self.stages:
             total += sum(b.meta.size_bytes for _, b in stage.reorder.values())
-            total += sum(b.meta.size_bytes for _, b in stage.inqueue)
+            total += stage.queued_bytes()
             total += sum(r.in_bytes + r.est_bytes for r in stage.running.values())
         return total
 
@@ -278,7 +290,7 @@ class StreamingExecutor:
         self.stats.peak_bytes_in_flight = max(self.stats.peak_bytes_in_flight,
                                               self._bytes_in_flight())
         for stage in self.stages:
-            held = sum(b.meta.size_bytes for _, b in stage.inqueue) + sum(
+            held = stage.queued_bytes() + sum(
                 r.in_bytes + r.est_bytes for r in stage.running.values())
             stage.stats.peak_bytes_in_flight = max(stage.stats.peak_bytes_in_flight, held)
 
@@ -298,7 +310,11 @@ class StreamingExecutor:
             est = stage.est_output() or (in_bytes if isinstance(item, Bundle) else 0)
             self._submit_task(stage, [arg], pos, in_bytes, est)
             return
-        pos, bundles = self._take_bundles(stage)
+        attempt = 0
+        if stage.retries:
+            pos, bundles, attempt = stage.retries.popleft()
+        else:
+            pos, bundles = self._take_bundles(stage)
         in_bytes = sum(b.meta.size_bytes for b in bundles)
         est = stage.est_output() or in_bytes
         refs = [b.ref for b in bundles]
@@ -310,7 +326,8 @@ class StreamingExecutor:
             actor = min(stage.actors, key=lambda a: stage.actors[a])
             stage.actors[actor] = stage.actors.pop(actor) + 1
             block_ref, meta_ref = actor.process.options(num_returns=2).remote(*refs)
-            stage.running[meta_ref] = _Running(block_ref, pos, in_bytes, est, actor)
+            stage.running[meta_ref] = _Running(block_ref, pos, in_bytes, est, actor, bundles,
+                                               attempt)
 
     def _take_bundles(self, stage: _Stage) -> tuple[Span, list[Bundle]]:
         """The next input for one task: one block, or several joined up to ``bundle_rows``."""
@@ -459,7 +476,13 @@ class StreamingExecutor:
             "ask for less", now - self._last_progress, "; ".join(asks), free)
 
     def _complete(self, stage: _Stage, meta_ref: Any, running: _Running) -> None:
-        meta = ember.get(meta_ref)  # raises the UDF's exception, to the consumer
+        try:
+            meta = ember.get(meta_ref)  # raises the UDF's exception, to the consumer
+        except ActorDiedError as exc:
+            if running.actor is None:
+                raise
+            self._actor_died(stage, meta_ref, running, exc)
+            return
         del stage.running[meta_ref]
         if running.actor is not None and running.actor in stage.actors:
             stage.actors[running.actor] -= 1
@@ -467,6 +490,33 @@ class StreamingExecutor:
         stage.out_sizes.append(int(meta["bytes"]))
         bundle = Bundle(running.block_ref, BlockMeta(int(meta["rows"]), int(meta["bytes"])))
         self._emit(stage, running.pos, bundle)
+
+    def _actor_died(self, stage: _Stage, meta_ref: Any, running: _Running,
+                    exc: ActorDiedError) -> None:
+        """A pool actor died under a call (killed, out of memory, a crash in native code):
+        the pool replaces it (``_scale_pools``) and the call's input goes to another actor,
+        up to ``actor_block_retries`` times."""
+        del stage.running[meta_ref]
+        if stage.actors.pop(running.actor, None) is not None:  # its first failed call
+            stage.stats.actors_died += 1
+            logger.warning("ember.data: an actor of %s died (%s); a new one takes its place "
+                           "and its blocks go to the pool again", stage.spec.name,
+                           str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            try:
+                ember.kill(running.actor)
+            except Exception:  # dead already: nothing to release
+                pass
+            self.progress.update(stage.index, 0, actors=len(stage.actors))
+        retries = self.ctx.actor_block_retries
+        if running.attempt >= retries:
+            raise ActorDiedError(
+                f"{stage.spec.name}: the actor running a block died, and so did "
+                f"{running.attempt} other{'s' if running.attempt != 1 else ''} given the same "
+                f"block after it (DataContext.actor_block_retries={retries}); the UDF may "
+                f"take its process down on this input (out of memory, a native crash). Last "
+                f"death: {exc}") from exc
+        assert running.inputs is not None
+        stage.retries.append((running.pos, running.inputs, running.attempt + 1))
 
     def _arrive(self, stage: _Stage, key: Any, item: Any, size: int) -> None:
         """A piece, the end, or the failure of a read task run in this process."""

@@ -25,6 +25,7 @@ class OperatorStats:
     peak_rss_bytes: int = 0  # largest peak RSS of a worker that ran this operator
     peak_bytes_in_flight: int = 0  # largest bytes of this operator's blocks held at once
     actors_peak: int = 0
+    actors_died: int = 0  # pool actors that died and were replaced
 
     def record_task(self, meta: dict[str, float]) -> None:
         self.tasks += 1
@@ -53,6 +54,8 @@ class DatasetStats:
         for i, op in enumerate(self.operators):
             rate = op.rows / op.wall_s if op.wall_s > 0 else 0.0
             actors = f", {op.actors_peak} actors at peak" if op.actors_peak else ""
+            if op.actors_died:
+                actors += f" ({op.actors_died} died and were replaced)"
             lines.append(
                 f"Operator {i} {op.name}: {op.tasks} tasks, {op.rows} rows, "
                 f"{_fmt_bytes(op.bytes)} output{actors}\n"

@@ -213,11 +213,23 @@ class MapWorker:
 
     def __init__(self, transforms: Sequence[Transform]) -> None:
         self._stage = list(transforms)
+        # A UDF constructor that raises makes every call raise its exception (the UDF's
+        # error, sent to the consumer as it is), rather than a dead actor that the pool
+        # would replace and build again for each retry of the block.
+        self._failed: Exception | None = None
         for transform in self._stage:
-            transform.setup()
+            try:
+                transform.setup()
+            except Exception as exc:
+                exc.add_note(f"(raised while constructing {transform.name} in an actor of its "
+                             "pool)")
+                self._failed = exc
+                break
 
     def ready(self) -> bool:
         return True
 
     def process(self, *blocks: Block) -> tuple[Block, dict[str, Any]]:
+        if self._failed is not None:
+            raise self._failed
         return run_stage(blocks, self._stage)

@@ -1898,3 +1898,31 @@ def test_iterating_local_parquet_gives_every_row_in_writable_batches(tmp_path):
     assert sorted(np.concatenate(seen).tolist()) == list(range(0, 6000, 2))
     tripled = ed.read_parquet(str(tmp_path)).map_batches(lambda b: {"id": b["id"] * 3})
     assert sorted(row["id"] for row in tripled.iter_rows()) == list(range(0, 9000, 3))
+
+
+class _KillsItsActorOnce:
+    """A pool UDF whose process is killed (as by the OOM killer) at the block with id 40, the
+    first time only: the marker file says it happened."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __call__(self, batch):
+        if batch["id"][0] == 40 and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return {"id": batch["id"], "pid": np.full(len(batch["id"]), os.getpid())}
+
+
+def test_an_actor_pool_whose_actor_is_killed_still_gives_every_row(tmp_path):
+    import ember.data as ed
+
+    marker = str(tmp_path / "killed")
+    ds = ed.range(100, parallelism=10).map_batches(
+        _KillsItsActorOnce, fn_constructor_args=(marker,), batch_size=10,
+        compute=ed.ActorPoolStrategy(size=1))
+    rows = ds.take_all()
+    assert os.path.exists(marker)
+    assert sorted(r["id"] for r in rows) == list(range(100))  # nothing lost, none twice
+    assert len({r["pid"] for r in rows}) == 2  # a new actor took the dead one's place
+    assert ds.stats().operators[1].actors_died == 1

@@ -230,3 +230,12 @@ def test_a_task_operator_never_runs_more_tasks_than_its_concurrency() -> None:
         has_input=True, running=1, max_running=2), cpus=8)) == 1
     # The cap binds the operator, not the others: the read still starts.
     assert policy.next_launch(snap(source(), capped, cpus=8)) == 0
+
+
+def test_data_context_refuses_a_negative_or_fractional_actor_block_retries() -> None:
+    from ember.data import DataContext
+
+    assert DataContext(actor_block_retries=0).actor_block_retries == 0  # fail at the first death
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=r"actor_block_retries=.* must be an int >= 0"):
+            DataContext(actor_block_retries=bad)

@@ -16,7 +16,7 @@ import pytest
 
 import ember
 import ember.data as ed
-from ember.errors import ResourceError
+from ember.errors import ActorDiedError, ResourceError
 
 DATA_ALL = [
     "ActorPoolStrategy", "BlockMetadata", "DataContext", "DataIterator", "Dataset", "Datasource",
@@ -181,6 +181,62 @@ def test_a_pool_fed_one_block_at_a_time_gives_work_to_every_actor(ember_local: A
     assert sorted(r["id"] for r in rows) == list(range(6))
     per_actor = collections.Counter(r["pid"] for r in rows)
     assert len(per_actor) == 2 and min(per_actor.values()) >= 2, per_actor
+
+
+class _KillsItsActor:
+    """Kills its own process on the block holding id 0, every time (a native crash, say)."""
+
+    def __init__(self, constructed: str) -> None:
+        import os
+
+        with open(constructed, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import os
+        import signal
+
+        if batch["id"][0] == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return batch
+
+
+def test_a_block_that_kills_every_actor_it_reaches_fails_after_the_retries(
+        ember_local: Any, tmp_path: Path) -> None:
+    constructed = tmp_path / "constructed"
+    ed.DataContext.update(actor_block_retries=1)
+    try:
+        ds = ed.range(40, parallelism=4).map_batches(
+            _KillsItsActor, fn_constructor_args=(str(constructed),), batch_size=10,
+            compute=ed.ActorPoolStrategy(size=1))
+        with pytest.raises(ActorDiedError, match=r"MapBatches\(_KillsItsActor\): the actor "
+                           r"running a block died, and so did 1 other given the same block.*"
+                           r"actor_block_retries=1"):
+            ds.take_all()
+    finally:
+        ed.DataContext.update(actor_block_retries=3)
+    # The first actor and the one that got the block again; no third.
+    assert len(constructed.read_text().split()) == 2
+
+
+def test_a_udf_constructor_that_raises_fails_with_its_own_error_without_retries(
+        ember_local: Any, tmp_path: Path) -> None:
+    constructed = tmp_path / "constructed"
+
+    class NoModel:
+        def __init__(self) -> None:
+            with open(constructed, "a") as f:
+                f.write("x\n")
+            raise FileNotFoundError("model.bin")
+
+        def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return batch
+
+    with pytest.raises(FileNotFoundError, match=r"(?s)model.bin.*raised while constructing "
+                       r"MapBatches\(\S*NoModel\) in an actor of its pool"):
+        ed.range(40, parallelism=4).map_batches(
+            NoModel, compute=ed.ActorPoolStrategy(size=2), batch_size=10).take_all()
+    assert len(constructed.read_text().split()) == 2  # once per actor of the pool, no more
 
 
 def test_autoscaling_actor_pool_stays_within_bounds(ember_local: Any) -> None:
