@@ -25,6 +25,7 @@ from ember.data._block import StrictModeError
 from ember.data._context import DataContext
 from ember.data._dataset import Dataset, MaterializedDataset
 from ember.data._grouped import GroupedData
+from ember.data._options import IOOptions
 from ember.data._plan import ActorPoolStrategy, TaskPoolStrategy
 from ember.data._split import DataIterator
 from ember.data._stats import DatasetStats
@@ -159,22 +160,35 @@ def from_torch(dataset: Any, *, parallelism: int = -1,
 
 def read_parquet(paths: Paths, *, columns: list[str] | None = None,
                  schema: Any = None, parallelism: int = -1,
-                 override_num_blocks: int | None = None) -> Dataset:
+                 override_num_blocks: int | None = None, filesystem: Any = None,
+                 ray_remote_args: dict[str, Any] | None = None, num_cpus: float | None = None,
+                 memory: float | None = None, concurrency: int | None = None) -> Dataset:
     """Parquet files (a file, a folder, or a list). Files whose schemas differ are read as one
     schema, unified as ``pyarrow.unify_schemas`` does (columns missing from a file are null,
     numeric types widen); ``schema=`` forces a ``pyarrow.Schema``. Files whose schemas cannot
-    be unified raise a ``ValueError`` naming two of them."""
-    fs, files = _read.resolve_files(paths, [".parquet"])
+    be unified raise a ``ValueError`` naming two of them.
+
+    Every ``read_*`` of files also takes Ray's ``filesystem=`` (a ``pyarrow.fs.FileSystem`` or
+    an fsspec one such as ``s3fs.S3FileSystem(endpoint_url=...)``; paths may keep or drop their
+    ``s3://``) and, for its read tasks, ``num_cpus=``, ``memory=``, ``concurrency=`` (at most
+    that many at once) and ``ray_remote_args=`` (``scheduling_strategy``, ``runtime_env``,
+    ``max_retries``...)."""
+    options = IOOptions(filesystem, ray_remote_args, num_cpus, memory, concurrency)
+    options.task_args("ReadParquet")  # bad options fail before any file is listed
+    fs, files = _read.resolve_files(paths, [".parquet"], filesystem)
     target = _read.parquet_schema(fs, files, columns, schema)
     return Dataset(_read.file_source("ReadParquet", paths, _read.parquet_reader(target),
                                      extensions=[".parquet"],
                                      parallelism=_blocks(parallelism, override_num_blocks),
                                      resolved=(fs, files), native=True,
-                                     pieces=_read.parquet_pieces(target)))
+                                     pieces=_read.parquet_pieces(target), options=options))
 
 
 def read_csv(paths: Paths, *, parallelism: int = -1, include_paths: bool = False,
-             override_num_blocks: int | None = None) -> Dataset:
+             override_num_blocks: int | None = None,
+             filesystem: Any = None, ray_remote_args: dict[str, Any] | None = None,
+             num_cpus: float | None = None, memory: float | None = None,
+             concurrency: int | None = None) -> Dataset:
     """CSV files (a file, a folder, or a list; local paths or fsspec URLs such as ``s3://``),
     with a header row; ``include_paths=True`` adds a ``path`` column.
 
@@ -188,65 +202,97 @@ def read_csv(paths: Paths, *, parallelism: int = -1, include_paths: bool = False
     return Dataset(_read.file_source("ReadCSV", paths, _read.csv_reader, extensions=[".csv"],
                                      include_paths=include_paths,
                                      parallelism=_blocks(parallelism, override_num_blocks),
-                                     native=True))
+                                     native=True,
+                                     options=IOOptions(
+                                         filesystem, ray_remote_args, num_cpus, memory,
+                                         concurrency)))
 
 
 def read_json(paths: Paths, *, parallelism: int = -1, include_paths: bool = False,
-              override_num_blocks: int | None = None) -> Dataset:
+              override_num_blocks: int | None = None,
+              filesystem: Any = None, ray_remote_args: dict[str, Any] | None = None,
+              num_cpus: float | None = None, memory: float | None = None,
+              concurrency: int | None = None) -> Dataset:
     """Newline-delimited JSON files (one object per line)."""
     return Dataset(_read.file_source("ReadJSON", paths, _read.json_reader,
                                      extensions=[".json", ".jsonl"],
                                      include_paths=include_paths,
                                      parallelism=_blocks(parallelism, override_num_blocks),
-                                     native=True))
+                                     native=True,
+                                     options=IOOptions(
+                                         filesystem, ray_remote_args, num_cpus, memory,
+                                         concurrency)))
 
 
 def read_text(paths: Paths, *, encoding: str = "utf-8", drop_empty_lines: bool = True,
               parallelism: int = -1, include_paths: bool = False,
-              override_num_blocks: int | None = None) -> Dataset:
+              override_num_blocks: int | None = None,
+              filesystem: Any = None, ray_remote_args: dict[str, Any] | None = None,
+              num_cpus: float | None = None, memory: float | None = None,
+              concurrency: int | None = None) -> Dataset:
     """One row ``{"text": line}`` per line."""
     return Dataset(_read.file_source("ReadText", paths,
                                      _read.text_reader(encoding, drop_empty_lines),
                                      include_paths=include_paths,
-                                     parallelism=_blocks(parallelism, override_num_blocks)))
+                                     parallelism=_blocks(parallelism, override_num_blocks),
+                                     options=IOOptions(
+                                         filesystem, ray_remote_args, num_cpus, memory,
+                                         concurrency)))
 
 
 def read_binary_files(paths: Paths, *, include_paths: bool = False,
-                      parallelism: int = -1, override_num_blocks: int | None = None) -> Dataset:
+                      parallelism: int = -1, override_num_blocks: int | None = None,
+                      filesystem: Any = None, ray_remote_args: dict[str, Any] | None = None,
+                      num_cpus: float | None = None, memory: float | None = None,
+                      concurrency: int | None = None) -> Dataset:
     """One row ``{"bytes": contents}`` per file."""
     return Dataset(_read.file_source("ReadBinary", paths, _read.binary_reader,
                                      include_paths=include_paths,
-                                     parallelism=_blocks(parallelism, override_num_blocks)))
+                                     parallelism=_blocks(parallelism, override_num_blocks),
+                                     options=IOOptions(
+                                         filesystem, ray_remote_args, num_cpus, memory,
+                                         concurrency)))
 
 
 def read_images(paths: Paths, *, size: tuple[int, int] | None = None, mode: str | None = None,
                 include_paths: bool = False, parallelism: int = -1,
-                override_num_blocks: int | None = None) -> Dataset:
+                override_num_blocks: int | None = None,
+                filesystem: Any = None, ray_remote_args: dict[str, Any] | None = None,
+                num_cpus: float | None = None, memory: float | None = None,
+                concurrency: int | None = None) -> Dataset:
     """One row ``{"image": array}`` per image file (needs Pillow)."""
     return Dataset(_read.file_source("ReadImages", paths, _read.image_reader(size, mode),
                                      extensions=list(_read.IMAGE_EXTENSIONS),
                                      include_paths=include_paths,
-                                     parallelism=_blocks(parallelism, override_num_blocks)))
+                                     parallelism=_blocks(parallelism, override_num_blocks),
+                                     options=IOOptions(
+                                         filesystem, ray_remote_args, num_cpus, memory,
+                                         concurrency)))
 
 
 def read_numpy(paths: Paths, *, parallelism: int = -1,
-               override_num_blocks: int | None = None) -> Dataset:
+               override_num_blocks: int | None = None,
+               filesystem: Any = None, ray_remote_args: dict[str, Any] | None = None,
+               num_cpus: float | None = None, memory: float | None = None,
+               concurrency: int | None = None) -> Dataset:
     """``.npy`` files; each array's rows become rows ``{"data": row}``."""
     return Dataset(_read.file_source("ReadNumpy", paths, _read.numpy_reader,
                                      extensions=[".npy"],
-                                     parallelism=_blocks(parallelism, override_num_blocks)))
+                                     parallelism=_blocks(parallelism, override_num_blocks),
+                                     options=IOOptions(
+                                         filesystem, ray_remote_args, num_cpus, memory,
+                                         concurrency)))
 
 
 def read_datasource(datasource: Datasource, *, parallelism: int = -1,
                     override_num_blocks: int | None = None, num_cpus: float | None = None,
-                    concurrency: int | None = None, **read_args: Any) -> Dataset:
+                    concurrency: int | None = None, memory: float | None = None,
+                    ray_remote_args: dict[str, Any] | None = None, **read_args: Any) -> Dataset:
     """Read a custom ``Datasource``: its ``get_read_tasks(n)`` (``n`` from
     ``override_num_blocks``, else from its size estimate and the CPUs) gives the read tasks,
-    each run as an ember task (``num_cpus`` each, at most ``concurrency`` at once).
-    ``read_args`` go to ``get_read_tasks``."""
-    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(
-            concurrency, int) or concurrency < 1):
-        raise ValueError(f"read_datasource: concurrency={concurrency!r} must be an int >= 1")
+    each run as an ember task (``num_cpus`` and ``memory`` each, at most ``concurrency`` at
+    once, started with ``ray_remote_args``). ``read_args`` go to ``get_read_tasks``."""
     return Dataset(_read.datasource_source(
-        datasource, parallelism=_blocks(parallelism, override_num_blocks), num_cpus=num_cpus,
-        max_tasks=concurrency, read_args=read_args))
+        datasource, parallelism=_blocks(parallelism, override_num_blocks),
+        options=IOOptions(None, ray_remote_args, num_cpus, memory, concurrency),
+        read_args=read_args))

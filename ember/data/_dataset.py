@@ -18,6 +18,7 @@ from ember.data._block import Block
 from ember.data._context import DataContext
 from ember.data._executor import execute
 from ember.data._grouped import GroupedData
+from ember.data._options import IOOptions, remote_args
 from ember.data._plan import (
     ActorPoolStrategy,
     AllToAll,
@@ -79,7 +80,8 @@ class Dataset(_iterator.BatchIteration):
     # -- transformations --------------------------------------------------------------------------
     def _map_stage(self, name: str, transforms: tuple[Transform, ...], *,
                    compute: Any = None, num_cpus: float | None = None, num_gpus: float = 0.0,
-                   resources: dict[str, float] | None = None) -> Dataset:
+                   resources: dict[str, float] | None = None,
+                   ray_remote_args: dict[str, Any] | None = None) -> Dataset:
         pool = compute if isinstance(compute, ActorPoolStrategy) else None
         if compute not in (None, "tasks") and pool is None and not isinstance(
                 compute, TaskPoolStrategy):
@@ -87,9 +89,15 @@ class Dataset(_iterator.BatchIteration):
                 f"compute={compute!r} is not a strategy: use ActorPoolStrategy(size=n) or "
                 "ActorPoolStrategy(min_size=, max_size=) for a class, or leave it out for tasks"
             )
+        own, options = remote_args(ray_remote_args, actors=pool is not None, what=name)
+        if "resources" in own:  # Ray passes them among the ray_remote_args
+            resources = {**own["resources"], **(resources or {})}
+        num_cpus = own.get("num_cpus", num_cpus) if num_cpus is None else num_cpus
+        num_gpus = num_gpus or own.get("num_gpus", 0.0)
         max_tasks = compute.size if isinstance(compute, TaskPoolStrategy) else None
         return Dataset(MapStage(self._plan, name, transforms, pool, num_cpus,
-                                num_gpus or 0.0, resources, max_tasks=max_tasks))
+                                num_gpus or 0.0, resources, max_tasks=max_tasks,
+                                remote_args=options or None))
 
     @staticmethod
     def _compute(fn: Any, compute: Any, concurrency: Any, what: str) -> Any:
@@ -142,44 +150,51 @@ class Dataset(_iterator.BatchIteration):
             fn_args: tuple[Any, ...] = (), fn_kwargs: dict[str, Any] | None = None,
             fn_constructor_args: tuple[Any, ...] = (),
             fn_constructor_kwargs: dict[str, Any] | None = None,
-            concurrency: int | tuple[int, ...] | None = None) -> Dataset:
-        """Apply ``fn`` to each row (a dict); it returns a dict."""
+            concurrency: int | tuple[int, ...] | None = None,
+            **ray_remote_args: Any) -> Dataset:
+        """Apply ``fn`` to each row (a dict); it returns a dict. ``ray_remote_args`` (Ray's:
+        ``memory``, ``scheduling_strategy``, ``runtime_env``, ``max_retries``...) go to its
+        tasks or its pool's actors."""
         compute = self._compute(fn, compute, concurrency, "map")
         self._check_udf(fn, compute, "map")
         step = MapRows(f"Map({udf_name(fn)})", fn, fn_args, fn_kwargs or {},
                        (fn_constructor_args, fn_constructor_kwargs or {}), "map")
         return self._map_stage(step.name, (step,), compute=compute, num_cpus=num_cpus,
-                               num_gpus=num_gpus)
+                               num_gpus=num_gpus, ray_remote_args=ray_remote_args)
 
     def flat_map(self, fn: Callable[[dict[str, Any]], list[dict[str, Any]]], *,
                  compute: Any = None, num_cpus: float | None = None, num_gpus: float = 0.0,
                  fn_args: tuple[Any, ...] = (), fn_kwargs: dict[str, Any] | None = None,
                  fn_constructor_args: tuple[Any, ...] = (),
                  fn_constructor_kwargs: dict[str, Any] | None = None,
-                 concurrency: int | tuple[int, ...] | None = None) -> Dataset:
-        """Apply ``fn`` to each row; it returns a list of rows."""
+                 concurrency: int | tuple[int, ...] | None = None,
+                 **ray_remote_args: Any) -> Dataset:
+        """Apply ``fn`` to each row; it returns a list of rows (``ray_remote_args``: as for
+        ``map``)."""
         compute = self._compute(fn, compute, concurrency, "flat_map")
         self._check_udf(fn, compute, "flat_map")
         step = MapRows(f"FlatMap({udf_name(fn)})", fn, fn_args, fn_kwargs or {},
                        (fn_constructor_args, fn_constructor_kwargs or {}), "flat_map")
         return self._map_stage(step.name, (step,), compute=compute, num_cpus=num_cpus,
-                               num_gpus=num_gpus)
+                               num_gpus=num_gpus, ray_remote_args=ray_remote_args)
 
     def filter(self, fn: Callable[[dict[str, Any]], bool], *, compute: Any = None,
                num_cpus: float | None = None, num_gpus: float = 0.0,
                fn_args: tuple[Any, ...] = (), fn_kwargs: dict[str, Any] | None = None,
                fn_constructor_args: tuple[Any, ...] = (),
                fn_constructor_kwargs: dict[str, Any] | None = None,
-               concurrency: int | tuple[int, ...] | None = None) -> Dataset:
+               concurrency: int | tuple[int, ...] | None = None,
+               **ray_remote_args: Any) -> Dataset:
         """Keep the rows for which ``fn(row, *fn_args, **fn_kwargs)`` is true (a class is
-        built once per actor with ``fn_constructor_args``/``fn_constructor_kwargs``)."""
+        built once per actor with ``fn_constructor_args``/``fn_constructor_kwargs``;
+        ``ray_remote_args``: as for ``map``)."""
         compute = self._compute(fn, compute, concurrency, "filter")
         self._check_udf(fn, compute, "filter")
         step = MapRows(f"Filter({udf_name(fn)})", fn, tuple(fn_args), dict(fn_kwargs or {}),
                        (tuple(fn_constructor_args), dict(fn_constructor_kwargs or {})),
                        "filter")
         return self._map_stage(step.name, (step,), compute=compute, num_cpus=num_cpus,
-                               num_gpus=num_gpus)
+                               num_gpus=num_gpus, ray_remote_args=ray_remote_args)
 
     def map_batches(
         self, fn: Any, *, batch_size: int | str | None = "default", compute: Any = None,
@@ -190,6 +205,7 @@ class Dataset(_iterator.BatchIteration):
         fn_constructor_kwargs: dict[str, Any] | None = None,
         resources: dict[str, float] | None = None,
         concurrency: int | tuple[int, ...] | None = None,
+        **ray_remote_args: Any,
     ) -> Dataset:
         """Apply ``fn`` to batches (``dict[str, np.ndarray]`` by default) of at most
         ``batch_size`` rows (1024 by default; ``None``: whole blocks). A function runs as core
@@ -199,7 +215,9 @@ class Dataset(_iterator.BatchIteration):
         ``concurrency`` (Ray's current way to size the work): for a class, ``n`` actors, or
         ``(min, max)`` / ``(min, max, initial)`` for a pool that grows while every actor is
         busy; for a function, at most ``n`` tasks at once. ``compute=ActorPoolStrategy(...)``
-        (or ``TaskPoolStrategy(size=n)``) says the same the older way."""
+        (or ``TaskPoolStrategy(size=n)``) says the same the older way. ``ray_remote_args``
+        (Ray's: ``memory``, ``scheduling_strategy``, ``runtime_env``, ``max_retries`` for
+        tasks, ``max_restarts``/``max_task_retries`` for actors) go to its tasks or actors."""
         compute = self._compute(fn, compute, concurrency, "map_batches")
         self._check_udf(fn, compute, "map_batches")
         if batch_size == "default":
@@ -212,7 +230,8 @@ class Dataset(_iterator.BatchIteration):
             (tuple(fn_constructor_args), dict(fn_constructor_kwargs or {})),
         )
         return self._map_stage(step.name, (step,), compute=compute, num_cpus=num_cpus,
-                               num_gpus=num_gpus, resources=resources)
+                               num_gpus=num_gpus, resources=resources,
+                               ray_remote_args=ray_remote_args)
 
     def _block_fn(self, name: str, fn: Callable[[Block], Block]) -> Dataset:
         return Dataset(MapStage(self._plan, name, (BlockFn(name, fn),)))
@@ -593,7 +612,9 @@ class Dataset(_iterator.BatchIteration):
     # -- writes -------------------------------------------------------------------------------
     def _write(self, path: str, fmt: str, column: str | None = None, *,
                min_rows_per_file: int | None = None,
-               num_rows_per_file: int | None = None) -> None:
+               num_rows_per_file: int | None = None, filesystem: Any = None,
+               try_create_dir: bool = True, ray_remote_args: dict[str, Any] | None = None,
+               concurrency: int | None = None) -> None:
         if num_rows_per_file is not None:  # Ray's older name for the same hint
             if min_rows_per_file is not None and min_rows_per_file != num_rows_per_file:
                 raise ValueError("pass min_rows_per_file= (or its older name "
@@ -603,40 +624,66 @@ class Dataset(_iterator.BatchIteration):
                                               isinstance(min_rows_per_file, int) or
                                               min_rows_per_file < 1):
             raise ValueError(f"min_rows_per_file={min_rows_per_file!r} must be an int >= 1")
-        step = _write.write_transform(path, fmt, column)
+        step = _write.write_transform(path, fmt, column, filesystem=filesystem,
+                                      create_dir=try_create_dir)
+        num_cpus, options = IOOptions(ray_remote_args=ray_remote_args,
+                                              concurrency=concurrency).task_args(step.name)
         # With a minimum, the write is a stage of its own whose tasks join blocks up to it, so
         # each file but the last has at least that many rows (a larger block is not split).
-        writer = Dataset(MapStage(self._plan, step.name, (step,),
-                                  min_rows=min_rows_per_file or 0))
+        writer = Dataset(MapStage(self._plan, step.name, (step,), num_cpus=num_cpus,
+                                  max_tasks=concurrency, min_rows=min_rows_per_file or 0,
+                                  remote_args=options))
         for _ in writer._bundles():
             pass
         self._stats = writer._stats
 
     def write_parquet(self, path: str, *, min_rows_per_file: int | None = None,
-                      num_rows_per_file: int | None = None) -> None:
+                      num_rows_per_file: int | None = None, filesystem: Any = None,
+                      try_create_dir: bool = True,
+                      ray_remote_args: dict[str, Any] | None = None,
+                      concurrency: int | None = None) -> None:
         """One Parquet file per block, written by the task that made it (``min_rows_per_file``:
-        blocks are joined so that each file but the last has at least that many rows)."""
+        blocks are joined so that each file but the last has at least that many rows).
+
+        Every ``write_*`` also takes Ray's ``filesystem=`` (a ``pyarrow.fs.FileSystem`` or an
+        fsspec one), ``try_create_dir=`` and, for its write tasks, ``ray_remote_args=`` and
+        ``concurrency=`` (at most that many at once)."""
         self._write(path, "parquet", min_rows_per_file=min_rows_per_file,
-                    num_rows_per_file=num_rows_per_file)
+                    num_rows_per_file=num_rows_per_file, filesystem=filesystem,
+                    try_create_dir=try_create_dir, ray_remote_args=ray_remote_args,
+                    concurrency=concurrency)
 
     def write_csv(self, path: str, *, min_rows_per_file: int | None = None,
-                  num_rows_per_file: int | None = None) -> None:
+                  num_rows_per_file: int | None = None, filesystem: Any = None,
+                  try_create_dir: bool = True, ray_remote_args: dict[str, Any] | None = None,
+                  concurrency: int | None = None) -> None:
         """As ``write_parquet``, in CSV."""
         self._write(path, "csv", min_rows_per_file=min_rows_per_file,
-                    num_rows_per_file=num_rows_per_file)
+                    num_rows_per_file=num_rows_per_file, filesystem=filesystem,
+                    try_create_dir=try_create_dir, ray_remote_args=ray_remote_args,
+                    concurrency=concurrency)
 
     def write_json(self, path: str, *, min_rows_per_file: int | None = None,
-                   num_rows_per_file: int | None = None) -> None:
+                   num_rows_per_file: int | None = None, filesystem: Any = None,
+                   try_create_dir: bool = True, ray_remote_args: dict[str, Any] | None = None,
+                   concurrency: int | None = None) -> None:
         """As ``write_parquet``, in newline-delimited JSON."""
         self._write(path, "json", min_rows_per_file=min_rows_per_file,
-                    num_rows_per_file=num_rows_per_file)
+                    num_rows_per_file=num_rows_per_file, filesystem=filesystem,
+                    try_create_dir=try_create_dir, ray_remote_args=ray_remote_args,
+                    concurrency=concurrency)
 
     def write_numpy(self, path: str, *, column: str = "data",
                     min_rows_per_file: int | None = None,
-                    num_rows_per_file: int | None = None) -> None:
+                    num_rows_per_file: int | None = None, filesystem: Any = None,
+                    try_create_dir: bool = True,
+                    ray_remote_args: dict[str, Any] | None = None,
+                    concurrency: int | None = None) -> None:
         """As ``write_parquet``: ``column`` as ``.npy`` files."""
         self._write(path, "numpy", column, min_rows_per_file=min_rows_per_file,
-                    num_rows_per_file=num_rows_per_file)
+                    num_rows_per_file=num_rows_per_file, filesystem=filesystem,
+                    try_create_dir=try_create_dir, ray_remote_args=ray_remote_args,
+                    concurrency=concurrency)
 
 
 class MaterializedDataset(Dataset):

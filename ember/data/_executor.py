@@ -367,7 +367,8 @@ class StreamingExecutor:
             stage.remote_fn = fn
         held = [s.spec.num_cpus for s in self.stages for _ in s.actors]
         slots = _admission.task_slots(spec.num_cpus, self.node_cpus, held)
-        options: dict[str, Any] = {"num_returns": 2, "num_cpus": slots.num_cpus}
+        options: dict[str, Any] = {**(spec.remote_args or {}), "num_returns": 2,
+                                   "num_cpus": slots.num_cpus}
         if spec.num_gpus:
             options["num_gpus"] = spec.num_gpus
         if spec.resources:
@@ -397,7 +398,7 @@ class StreamingExecutor:
 
     def _add_actor(self, stage: _Stage) -> None:
         spec = stage.spec
-        options: dict[str, Any] = {"num_cpus": spec.num_cpus}
+        options: dict[str, Any] = {**(spec.remote_args or {}), "num_cpus": spec.num_cpus}
         if spec.num_gpus:
             options["num_gpus"] = spec.num_gpus
         if spec.resources:

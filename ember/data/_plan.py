@@ -134,6 +134,7 @@ class Read(Node):
     # Its tasks may run in the process that iterates the dataset: local files read by native
     # code off the GIL (pyarrow), whose blocks would otherwise be copied through the store.
     in_process: bool = False
+    remote_args: dict[str, Any] | None = None  # Ray's ray_remote_args: checked by remote_args()
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,6 +156,7 @@ class MapStage(Node):
     resources: dict[str, float] | None = None
     max_tasks: int | None = None  # at most this many tasks at once (concurrency=n)
     min_rows: int = 0  # each task gets at least this many rows (joined blocks), when there are
+    remote_args: dict[str, Any] | None = None
 
     def inputs(self) -> tuple[Node, ...]:
         return (self.input,)
@@ -222,15 +224,16 @@ class StageSpec:
     max_tasks: int | None = None
     min_rows: int = 0
     in_process: bool = False  # a Read whose tasks may run in the consuming process
+    remote_args: dict[str, Any] | None = None  # more options of its tasks or actors
 
     def fusable(self, stage: MapStage) -> bool:
         if self.kind not in ("source", "tasks") or stage.actor_pool is not None:
             return False
         if stage.min_rows:  # its tasks join blocks: it needs blocks of its own to join
             return False
-        return (self.num_cpus, self.num_gpus, self.resources, self.max_tasks) == (
-            _cpus(stage), stage.num_gpus, stage.resources, stage.max_tasks
-        )
+        return (self.num_cpus, self.num_gpus, self.resources, self.max_tasks,
+                self.remote_args or {}) == (_cpus(stage), stage.num_gpus, stage.resources,
+                                            stage.max_tasks, stage.remote_args or {})
 
 
 def _cpus(stage: MapStage) -> float:
@@ -251,7 +254,7 @@ def compile_plan(
             name=node.name, kind="source", work=lambda: iter(tasks), work_total=len(tasks),
             rows_total=sum(r for r in rows if r is not None) if None not in rows else None,
             num_cpus=1.0 if node.num_cpus is None else node.num_cpus, max_tasks=node.max_tasks,
-            in_process=node.in_process,
+            in_process=node.in_process and not node.remote_args, remote_args=node.remote_args,
         )]
     if isinstance(node, InputBlocks):
         bundles = node.bundles
@@ -271,7 +274,7 @@ def compile_plan(
             transforms=list(node.transforms), actor_pool=node.actor_pool,
             num_cpus=_cpus(node), num_gpus=node.num_gpus, resources=node.resources,
             rows_total=last.rows_total if _row_preserving(node) else None,
-            max_tasks=node.max_tasks, min_rows=node.min_rows,
+            max_tasks=node.max_tasks, min_rows=node.min_rows, remote_args=node.remote_args,
         ))
         return chain
     if isinstance(node, Limit):

@@ -17,6 +17,7 @@ import ember
 from ember.data import _block, _transforms
 from ember.data._block import Block
 from ember.data._context import DataContext
+from ember.data._options import IOOptions, as_filesystem, fs_and_path
 from ember.data._plan import BlockMeta, Bundle, InputBlocks, Read, ReadTask
 
 
@@ -159,16 +160,16 @@ def from_torch(dataset: Any, *, parallelism: int = -1) -> InputBlocks:
 
 
 # -- files --------------------------------------------------------------------------------------
-def resolve_files(paths: str | Sequence[str], extensions: Sequence[str] | None) -> tuple[Any, list[str]]:
-    import fsspec
-
+def resolve_files(paths: str | Sequence[str], extensions: Sequence[str] | None,
+                  filesystem: Any = None) -> tuple[Any, list[str]]:
     path_list = [paths] if isinstance(paths, str) else list(paths)
     if not path_list:
         raise ValueError("no paths given: pass a file, a directory or a list of them")
-    fs, _ = fsspec.core.url_to_fs(path_list[0])
+    filesystem = as_filesystem(filesystem)
+    fs, _ = fs_and_path(path_list[0], filesystem)
     files: list[str] = []
     for path in path_list:
-        _, stripped = fsspec.core.url_to_fs(path)
+        _, stripped = fs_and_path(path, filesystem)
         if fs.isdir(stripped):
             found = sorted(f for f in fs.find(stripped) if not _hidden(f))
             if extensions:
@@ -213,14 +214,16 @@ def file_source(
     name: str, paths: str | Sequence[str], reader: Reader, *,
     extensions: Sequence[str] | None = None, include_paths: bool = False, parallelism: int = -1,
     resolved: tuple[Any, list[str]] | None = None, native: bool = False,
-    pieces: Reader | None = None,
+    pieces: Reader | None = None, options: IOOptions = IOOptions(),
 ) -> Read:
     """A read of ``paths``, each task reading some files with ``reader``. ``native``: the
     reader decodes in native code off the GIL (pyarrow), so reads of local files may run in
     threads of the consuming process (``Read.in_process``); ``pieces`` reads a file there in
     pieces of a few MiB."""
     _check_parallelism(parallelism)
-    fs, files = resolved if resolved is not None else resolve_files(paths, extensions)
+    num_cpus, task_options = options.task_args(name)
+    fs, files = resolved if resolved is not None else resolve_files(paths, extensions,
+                                                                    options.filesystem)
     sizes = []
     for f in files:
         try:
@@ -235,10 +238,14 @@ def file_source(
             functools.partial(_read_files, fs, group, reader, include_paths), None,
             sum(sizes[a:b]), pieces=None if pieces is None else functools.partial(
                 _read_files, fs, group, pieces, include_paths)))
-    return Read(name, tuple(tasks), in_process=native and _is_local(fs))
+    return Read(name, tuple(tasks), num_cpus=num_cpus, max_tasks=options.concurrency,
+                in_process=native and _is_local(fs), remote_args=task_options)
 
 
 def _is_local(fs: Any) -> bool:
+    wrapped = getattr(fs, "fs", None)  # fsspec's wrapper of a pyarrow filesystem
+    if wrapped is not None and getattr(wrapped, "type_name", None) == "local":
+        return True
     return "file" in ([fs.protocol] if isinstance(fs.protocol, str) else fs.protocol)
 
 
@@ -466,10 +473,11 @@ def _run_read_task(task: Any) -> Iterable[Block]:
             yield _block.batch_to_block(block, what="a ReadTask of read_datasource")
 
 
-def datasource_source(datasource: Any, *, parallelism: int = -1, num_cpus: float | None = None,
-                      max_tasks: int | None = None, read_args: dict[str, Any] | None = None
-                      ) -> Read:
+def datasource_source(datasource: Any, *, parallelism: int = -1,
+                      options: IOOptions = IOOptions(),
+                      read_args: dict[str, Any] | None = None) -> Read:
     _check_parallelism(parallelism)
+    num_cpus, task_options = options.task_args("read_datasource")
     if not callable(getattr(datasource, "get_read_tasks", None)):
         raise TypeError(f"read_datasource takes a Datasource (with get_read_tasks), got "
                         f"{datasource!r}")
@@ -485,5 +493,6 @@ def datasource_source(datasource: Any, *, parallelism: int = -1, num_cpus: float
                                   getattr(meta, "size_bytes", None)))
     name = datasource.get_name() if callable(getattr(datasource, "get_name", None)) else (
         type(datasource).__name__)
-    return Read(f"Read{name}", tuple(converted), num_cpus=num_cpus, max_tasks=max_tasks)
+    return Read(f"Read{name}", tuple(converted), num_cpus=num_cpus,
+                max_tasks=options.concurrency, remote_args=task_options)
 

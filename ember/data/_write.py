@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from ember.data import _block
 from ember.data._block import Block
+from ember.data._options import as_filesystem, fs_and_path
 from ember.data._transforms import BlockFn
 
 FORMATS = {"parquet": "parquet", "csv": "csv", "json": "json", "numpy": "npy"}
@@ -39,13 +40,15 @@ def _write_block(fs: Any, base: str, prefix: str, fmt: str, column: str | None,
     return pa.table({"path": [path], "rows": pa.array([block.num_rows], pa.int64())})
 
 
-def write_transform(path: str, fmt: str, column: str | None = None) -> BlockFn:
-    import fsspec
-
+def write_transform(path: str, fmt: str, column: str | None = None, *,
+                    filesystem: Any = None, create_dir: bool = True) -> BlockFn:
+    """Write each block to a file of its own under ``path`` (``filesystem``: Ray's, a pyarrow
+    or fsspec filesystem; ``create_dir``: make ``path`` first, as Ray's ``try_create_dir``)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-    fs, base = fsspec.core.url_to_fs(path)
-    fs.makedirs(base, exist_ok=True)
+    fs, base = fs_and_path(path, as_filesystem(filesystem))
+    if create_dir:
+        fs.makedirs(base, exist_ok=True)
     prefix = uuid.uuid4().hex[:8]
     write: Callable[[Block], Block] = lambda block: _write_block(  # noqa: E731
         fs, base, prefix, fmt, column, block)
