@@ -1926,3 +1926,24 @@ def test_an_actor_pool_whose_actor_is_killed_still_gives_every_row(tmp_path):
     assert sorted(r["id"] for r in rows) == list(range(100))  # nothing lost, none twice
     assert len({r["pid"] for r in rows}) == 2  # a new actor took the dead one's place
     assert ds.stats().operators[1].actors_died == 1
+
+
+def test_data_operators_pass_ray_remote_args_to_their_tasks_and_actors(tmp_path):
+    import ember.data as ed
+
+    def stage(batch):
+        return {"id": batch["id"], "env": np.array([os.environ.get("EMBER_CONTRACT", "-")]
+                                                   * len(batch["id"]))}
+
+    tasks = ed.range(20, parallelism=2).map_batches(
+        stage, runtime_env={"env_vars": {"EMBER_CONTRACT": "task"}}, max_retries=1)
+    assert {r["env"] for r in tasks.take_all()} == {"task"}
+    pooled = ed.range(20, parallelism=2).map_batches(
+        _EnvOfActor, compute=ed.ActorPoolStrategy(size=1), max_restarts=1,
+        runtime_env={"env_vars": {"EMBER_CONTRACT": "actor"}})
+    assert {r["env"] for r in pooled.take_all()} == {"actor"}
+
+
+class _EnvOfActor:
+    def __call__(self, batch):
+        return {"env": np.array([os.environ.get("EMBER_CONTRACT", "-")] * len(batch["id"]))}
