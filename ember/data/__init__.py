@@ -162,11 +162,15 @@ def read_parquet(paths: Paths, *, columns: list[str] | None = None,
                  schema: Any = None, parallelism: int = -1,
                  override_num_blocks: int | None = None, filesystem: Any = None,
                  ray_remote_args: dict[str, Any] | None = None, num_cpus: float | None = None,
-                 memory: float | None = None, concurrency: int | None = None) -> Dataset:
+                 memory: float | None = None, concurrency: int | None = None,
+                 filter: Any = None) -> Dataset:
     """Parquet files (a file, a folder, or a list). Files whose schemas differ are read as one
     schema, unified as ``pyarrow.unify_schemas`` does (columns missing from a file are null,
     numeric types widen); ``schema=`` forces a ``pyarrow.Schema``. Files whose schemas cannot
-    be unified raise a ``ValueError`` naming two of them.
+    be unified raise a ``ValueError`` naming two of them. ``filter`` (a
+    ``pyarrow.compute.Expression`` such as ``pyarrow.dataset.field("x") > 5``, as in Ray) keeps
+    only the rows it holds for, skipping row groups whose statistics rule it out; it may name
+    columns that ``columns`` leaves out.
 
     Every ``read_*`` of files also takes Ray's ``filesystem=`` (a ``pyarrow.fs.FileSystem`` or
     an fsspec one such as ``s3fs.S3FileSystem(endpoint_url=...)``; paths may keep or drop their
@@ -177,11 +181,15 @@ def read_parquet(paths: Paths, *, columns: list[str] | None = None,
     options.task_args("ReadParquet")  # bad options fail before any file is listed
     fs, files = _read.resolve_files(paths, [".parquet"], filesystem)
     target = _read.parquet_schema(fs, files, columns, schema)
-    return Dataset(_read.file_source("ReadParquet", paths, _read.parquet_reader(target),
-                                     extensions=[".parquet"],
-                                     parallelism=_blocks(parallelism, override_num_blocks),
-                                     resolved=(fs, files), native=True,
-                                     pieces=_read.parquet_pieces(target), options=options))
+    import pyarrow.compute as pc
+
+    if filter is not None and not isinstance(filter, pc.Expression):
+        raise TypeError(f"read_parquet: filter={filter!r} must be a pyarrow.compute.Expression, "
+                        "e.g. pyarrow.dataset.field('x') > 5")
+    return Dataset(_read.file_source(
+        "ReadParquet", paths, _read.parquet_reader(target, filter), extensions=[".parquet"],
+        parallelism=_blocks(parallelism, override_num_blocks), resolved=(fs, files),
+        native=True, pieces=_read.parquet_pieces(target, row_filter=filter), options=options))
 
 
 def read_csv(paths: Paths, *, parallelism: int = -1, include_paths: bool = False,

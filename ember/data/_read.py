@@ -323,23 +323,32 @@ def _unify(files: Sequence[str], schemas: list[pa.Schema]) -> pa.Schema:
 PIECE_BYTES = 8 * 1024 * 1024
 
 
-def parquet_reader(schema: pa.Schema) -> Callable[[Any, str], Block]:
+def parquet_reader(schema: pa.Schema, row_filter: Any = None) -> Callable[[Any, str], Block]:
     """Reads a file's columns of ``schema``, conformed to it: columns in its order, cast to its
-    types, missing ones as nulls (the file is named if a value cannot be cast)."""
+    types, missing ones as nulls (the file is named if a value cannot be cast). ``row_filter``
+    (a ``pyarrow.compute.Expression``, Ray's ``filter=``) keeps the rows it holds for; row
+    groups whose statistics rule it out are not read."""
 
     def read(fs: Any, path: str) -> Block:
         import pyarrow.parquet as pq
 
         with _open_native(fs, path) as f:
-            file = pq.ParquetFile(f)
-            present = [name for name in schema.names if name in file.schema_arrow.names]
-            table = file.read(columns=present)
+            if row_filter is not None:
+                import pyarrow.dataset as pads
+
+                fragment = pads.ParquetFileFormat().make_fragment(f)
+                present = [n for n in schema.names if n in fragment.physical_schema.names]
+                table = fragment.to_table(columns=present, filter=row_filter)
+            else:
+                file = pq.ParquetFile(f)
+                present = [name for name in schema.names if name in file.schema_arrow.names]
+                table = file.read(columns=present)
         return _conform(table, schema, path)
 
     return read
 
 
-def parquet_pieces(schema: pa.Schema, piece_bytes: int = PIECE_BYTES
+def parquet_pieces(schema: pa.Schema, piece_bytes: int = PIECE_BYTES, row_filter: Any = None
                    ) -> Callable[[Any, str], Iterable[Block]]:
     """``parquet_reader``, a file read in blocks of about ``piece_bytes`` (from its row
     groups' uncompressed sizes) rather than in one, for a read in the consuming process.
@@ -362,7 +371,7 @@ def parquet_pieces(schema: pa.Schema, piece_bytes: int = PIECE_BYTES
             options = pads.ParquetFragmentScanOptions(
                 pre_buffer=False, use_buffered_stream=True, buffer_size=1024 * 1024)
             for batch in fragment.to_batches(columns=present, batch_size=rows, batch_readahead=2,
-                                             fragment_scan_options=options,
+                                             filter=row_filter, fragment_scan_options=options,
                                              memory_pool=piece_memory_pool()):
                 yield _conform(pa.Table.from_batches([batch]), schema, path)
 

@@ -163,3 +163,29 @@ def test_remote_args_split_resources_from_options() -> None:
                                         "pool's actors"):
         remote_args({"max_retries": 1}, actors=True, what="w")
     assert ember.is_initialized() is False  # pure: starts nothing
+
+
+def test_read_parquet_filter_keeps_the_rows_it_holds_for_on_every_read_path(
+        ember_local: Any, tmp_path: Path) -> None:
+    import pyarrow.dataset as pads
+
+    for i in range(3):
+        pq.write_table(pa.table({"x": np.arange(i * 100, (i + 1) * 100),
+                                 "y": np.arange(100) % 7}),
+                       tmp_path / f"{i}.parquet", row_group_size=25)
+    keep = (pads.field("x") >= 150) & (pads.field("y") == 3)
+    expected = sorted(x for x in range(300) if x >= 150 and x % 100 % 7 == 3)
+    # Iterated here (read in this process), read by tasks, and projected to a column the
+    # filter does not name.
+    iterated = [x for b in ed.read_parquet(str(tmp_path), filter=keep).iter_batches()
+                for x in b["x"].tolist()]
+    assert sorted(iterated) == expected
+    in_tasks = ed.read_parquet(str(tmp_path), filter=keep).map_batches(lambda b: b)
+    assert sorted(r["x"] for r in in_tasks.take_all()) == expected
+    assert ed.read_parquet(str(tmp_path), filter=keep).count() == len(expected)
+    only_y = ed.read_parquet(str(tmp_path), columns=["y"], filter=keep).take_all()
+    assert only_y == [{"y": 3}] * len(expected)
+    with pytest.raises(TypeError, match=r"filter='x > 5' must be a pyarrow\.compute\.Expression"):
+        ed.read_parquet(str(tmp_path), filter="x > 5")
+    with pytest.raises(Exception, match="nope"):  # pyarrow's error, with the file named
+        ed.read_parquet(str(tmp_path), filter=pads.field("nope") > 1).take_all()
