@@ -13,6 +13,7 @@ from ember.serve import _handle
 from ember.serve._controller import Controller
 from ember.serve._deployment import Application, Deployment, replace_applications
 from ember.serve._handle import CONTROLLER_NAME, CONTROLLER_NAMESPACE, DeploymentHandle
+from ember.serve._keeper import KEEPER_NAME, Keeper
 from ember.serve._logging import LoggingConfig
 from ember.serve._proxy_policy import proxy_nodes
 from ember.serve.config import HTTPOptions, ProxyLocation, gRPCOptions
@@ -73,8 +74,17 @@ def _controller(create: bool) -> Any:
     except ValueError:
         if not create:
             return None
+    # The keeper owns replicas and proxies and keeps the controller's checkpoint, so that the
+    # controller may die and restart (max_restarts=-1; calls in flight are sent again) while
+    # they keep serving. Both fate-share with this driver, as serve does.
+    try:
+        ember.get_actor(KEEPER_NAME, namespace=CONTROLLER_NAMESPACE)
+    except ValueError:
+        ember.remote(Keeper).options(name=KEEPER_NAME, namespace=CONTROLLER_NAMESPACE,
+                                     num_cpus=0, max_concurrency=100).remote()
     controller = ember.remote(Controller).options(
         name=CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE, max_concurrency=10_000,
+        max_restarts=-1, max_task_retries=-1,
     ).remote()
     ember.get(controller.start.remote())
     return controller
@@ -257,6 +267,21 @@ def status() -> ServeStatus:
     return ServeStatus(apps, port, proxies)
 
 
+def _stop_keeper() -> None:
+    try:
+        keeper = ember.get_actor(KEEPER_NAME, namespace=CONTROLLER_NAMESPACE)
+    except ValueError:
+        return
+    ember.kill(keeper)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            ember.get_actor(KEEPER_NAME, namespace=CONTROLLER_NAMESPACE)
+        except ValueError:
+            return
+        time.sleep(0.01)
+
+
 def shutdown() -> None:
     """Stop every application, the HTTP proxy and the controller."""
     controller = _controller(create=False)
@@ -272,4 +297,5 @@ def shutdown() -> None:
         deadline = time.monotonic() + 10
         while _controller(create=False) is not None and time.monotonic() < deadline:
             time.sleep(0.01)
+    _stop_keeper()  # and with it anything of serve's still running
     _handle.forget_clients()

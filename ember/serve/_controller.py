@@ -4,6 +4,11 @@ It starts and stops replicas to match each deployment's target (fixed, or from t
 policy), polls replicas for their load and models, replaces replicas that die or fail health
 checks, answers routers' long polls with the live replicas, and runs the HTTP proxies (restarting
 one that dies, following nodes that join or leave: ``_proxy_policy.py``).
+
+It survives its own death: it runs with ``max_restarts=-1``, its replicas and proxies belong to
+the keeper (``_keeper.py``), and after each change it leaves a checkpoint there. A restarted
+controller reads it back on its first call (``_ready``) and carries on with the same replicas
+and proxies, which kept serving meanwhile; calls in flight when it died are sent again.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,7 +24,7 @@ from typing import Any
 import ember
 from ember.serve._autoscaling import AutoscalingPolicy
 from ember.serve._deployment import DeploymentConfig
-from ember.serve._handle import await_ref
+from ember.serve._handle import CONTROLLER_NAMESPACE, await_ref
 from ember.serve._observe import ViewPublisher
 from ember.serve._proxy_policy import plan_proxies
 from ember.serve._replica import Replica
@@ -91,7 +95,7 @@ class Controller:
         self._apps: dict[str, _App] = {}
         self._version = 0
         self._changed: asyncio.Condition | None = None
-        self._ids = itertools.count()
+        self._next_id = 0  # the number of the next replica
         self._loop_task: asyncio.Task[None] | None = None
         # node id -> (the HTTP proxy actor pinned there, its port); the first is the main one
         self._proxies: dict[str, tuple[Any, int]] = {}
@@ -102,13 +106,57 @@ class Controller:
         # (app, deployment) -> router client id -> (calls queued there, when reported, seq)
         self._queued: dict[tuple[str, str], dict[str, tuple[int, float, int]]] = {}
         self._views = ViewPublisher()  # observe: the "serve" view of the dashboard
+        self._keeper: Any = None
+        self._started: asyncio.Future[None] | None = None
+        self._saved: Any = None  # the shape of the last checkpoint (what changes it)
+        self._saving: asyncio.Task[None] | None = None
+        self._killed: list[Any] = []  # actors killed since the last checkpoint
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._loop_task is None:
+        await self._ready()
+
+    async def _ready(self) -> None:
+        """Start once: find the keeper, take up its checkpoint (after a restart), and run the
+        control loops. Every public method awaits this first."""
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                await self._recover()
+            except BaseException as exc:
+                self._started.set_exception(exc)
+                self._started = None
+                raise
             self._changed = asyncio.Condition()
             self._loop_task = asyncio.create_task(self._run())
+            if self._proxies:
+                self._proxy_task = asyncio.create_task(self._supervise_proxies())
+            self._started.set_result(None)
+        await asyncio.shield(self._started)
+
+    async def _recover(self) -> None:
+        from ember.serve._keeper import KEEPER_NAME
+
+        try:
+            self._keeper = ember.get_actor(KEEPER_NAME, namespace=CONTROLLER_NAMESPACE)
+        except ValueError:
+            return  # no keeper (a controller made by hand): replicas are this actor's own
+        specs, checkpoint = await _await(self._keeper.load.remote())
+        if not specs and checkpoint is None:
+            return  # a fresh start
+        self._restore(specs, checkpoint)
+        known = {info.actor for app in self._apps.values() for dep in app.deployments.values()
+                 for info in dep.replicas.values()} | {p for p, _ in self._proxies.values()}
+        # Started by the keeper for the controller that died, after its last checkpoint.
+        strays = [a for a in await _await(self._keeper.created.remote()) if a not in known]
+        for actor in strays:
+            self._kill(actor)
+        replicas = sum(len(d.replicas) for a in self._apps.values()
+                       for d in a.deployments.values())
+        logger.warning("serve: the controller restarted; took up %d application(s), %d "
+                       "replica(s) and %d HTTP proxy(ies) from its checkpoint",
+                       len(self._apps), replicas, len(self._proxies))
 
     async def start_proxy(self, host: str, port: int, options: dict[str, Any] | None = None,
                           node_ids: list[str | None] | None = None,
@@ -117,6 +165,7 @@ class Controller:
         each of ``node_ids`` (pinned there; ``None``: wherever the core puts it), none for
         ``location="Disabled"``. Returns the main proxy's port (None when disabled). From then
         on the controller keeps them: see ``_supervise_proxies``."""
+        await self._ready()
         if self._proxy_location is None:
             started: dict[str, tuple[Any, int]] = {}
             try:
@@ -124,7 +173,7 @@ class Controller:
                     started[node_id or ""] = await self._new_proxy(node_id, host, port, options)
             except BaseException:
                 for proxy, _ in started.values():
-                    ember.kill(proxy)
+                    self._kill(proxy)
                 raise  # nothing kept: a later call (another port, say) starts them afresh
             self._proxy_location = location
             self._proxy_config = (host, port, options)
@@ -133,7 +182,8 @@ class Controller:
             await self._push_routes()
             if started:
                 self._proxy_task = asyncio.create_task(self._supervise_proxies())
-        return self.proxy_port()
+            await self._checkpoint()
+        return self._main_port()
 
     async def _new_proxy(self, node_id: str | None, host: str, port: int,
                          options: dict[str, Any] | None) -> tuple[Any, int]:
@@ -144,13 +194,34 @@ class Controller:
         if node_id is not None:
             actor_options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
                 node_id, soft=False)
-        proxy = ember.remote(Proxy).options(**actor_options).remote()
+        proxy = await self._create("proxy", actor_options, (), {}) if self._keeper is not None \
+            else ember.remote(Proxy).options(**actor_options).remote()
         try:
             bound = await _await(proxy.start.remote(host, port, options))
         except BaseException:
-            ember.kill(proxy)
+            self._kill(proxy)
             raise
         return proxy, int(bound)
+
+    async def _create(self, kind: str, options: dict[str, Any], args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> Any:
+        """A replica or proxy actor started by the keeper, so that it outlives this actor."""
+        ref = self._keeper.create.remote(kind, options, args, kwargs)
+        try:
+            return await _await(ref)
+        except asyncio.CancelledError:
+            # Dropped while being made: stop it once it exists.
+            asyncio.get_running_loop().create_task(self._kill_when_made(ref))
+            raise
+
+    async def _kill_when_made(self, ref: Any) -> None:
+        with contextlib.suppress(Exception):  # not made at all: nothing to stop
+            self._kill(await _await(ref))
+
+    def _kill(self, actor: Any) -> None:
+        self._killed.append(actor)
+        with contextlib.suppress(Exception):  # gone already: nothing to stop
+            ember.kill(actor)
 
     async def _supervise_proxies(self) -> None:
         """Every PROXY_CHECK_PERIOD_S: ping each proxy and look at the nodes; restart a proxy
@@ -187,13 +258,13 @@ class Controller:
             old, old_port = self._proxies[key]
             logger.warning("serve: the HTTP proxy on port %d is gone (%s); starting a new one "
                            "on the same port", old_port, _short(gone[key]))
-            with contextlib.suppress(Exception):  # already dead, most likely
-                ember.kill(old)
+            self._kill(old)  # dead already, most likely
             await self._replace_proxy(key, key or None, host, old_port, options)
         for node in plan.start:
             logger.info("serve: node %s joined; starting an HTTP proxy there", node)
             await self._replace_proxy(node, node, host, port, options)
         await self._push_routes()
+        await self._checkpoint()
 
     async def _replace_proxy(self, key: str, node_id: str | None, host: str, port: int,
                              options: dict[str, Any] | None) -> None:
@@ -210,11 +281,11 @@ class Controller:
     def _forget_proxy(self, key: str) -> None:
         proxy, _ = self._proxies.pop(key)
         self._proxy_homes.pop(key, None)
-        with contextlib.suppress(Exception):  # its node is gone, and it with it
-            ember.kill(proxy)
+        self._kill(proxy)  # its node is gone, and it with it
 
     async def shutdown(self) -> None:
-        for task in (self._loop_task, self._proxy_task):
+        await self._ready()
+        for task in (self._loop_task, self._proxy_task, self._saving):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):
@@ -227,11 +298,11 @@ class Controller:
                 await asyncio.wait_for(_await(proxy.stop.remote()), 10)
             except BaseException:
                 pass  # killing it below stops it anyway
-            ember.kill(proxy)
+            self._kill(proxy)
         for app in self._apps.values():
             for dep in app.deployments.values():
                 for info in dep.replicas.values():
-                    ember.kill(info.actor)
+                    self._kill(info.actor)
         self._apps.clear()
         await self._bump()
         self._views.maybe_publish(self._apps, force=True, flush=True)  # observe
@@ -242,6 +313,7 @@ class Controller:
         self, app_name: str, route_prefix: str | None, ingress: str,
         deployments: list[tuple[str, Any, tuple[Any, ...], dict[str, Any], DeploymentConfig]],
     ) -> None:
+        await self._ready()
         old = self._apps.get(app_name)
         for other_name, other in self._apps.items():
             if other_name != app_name and route_prefix and other.route_prefix == route_prefix:
@@ -259,12 +331,16 @@ class Controller:
         if old is not None:  # redeploy: replace every replica
             for dep in old.deployments.values():
                 for info in dep.replicas.values():
-                    ember.kill(info.actor)
+                    self._drop_info(info)
         self._apps[app_name] = _App(route_prefix, ingress, states)
+        if self._keeper is not None:  # before any replica: a restart then knows the app
+            await _await(self._keeper.save_app.remote(app_name,
+                                                      self._spec_of(self._apps[app_name])))
         await self._reconcile()
         await self._push_routes()
 
     async def wait_healthy(self, app_name: str, timeout_s: float) -> str:
+        await self._ready()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             app = self._apps.get(app_name)
@@ -281,17 +357,21 @@ class Controller:
         return "DEPLOYING"
 
     async def delete(self, app_name: str) -> None:
+        await self._ready()
         app = self._apps.pop(app_name, None)
         if app is None:
             return
+        if self._keeper is not None:
+            await _await(self._keeper.save_app.remote(app_name, None))
         for dep in app.deployments.values():
             for info in dep.replicas.values():
-                ember.kill(info.actor)
+                self._drop_info(info)
         await self._push_routes()
         await self._bump()
         self._views.maybe_publish(self._apps, force=True)  # observe
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
+        await self._ready()
         out: dict[str, Any] = {}
         for name, app in self._apps.items():
             deps = {
@@ -306,28 +386,36 @@ class Controller:
                          "deployments": deps}
         return out
 
-    def ingress_of(self, app_name: str) -> str:
+    async def ingress_of(self, app_name: str) -> str:
+        await self._ready()
         return self._apps[app_name].ingress
 
-    def record_queued(self, app_name: str, deployment_name: str, client_id: str,
-                      queued: int, seq: int) -> None:
+    async def record_queued(self, app_name: str, deployment_name: str, client_id: str,
+                            queued: int, seq: int) -> None:
+        await self._ready()
         clients = self._queued.setdefault((app_name, deployment_name), {})
         known = clients.get(client_id)
         if known is not None and known[2] > seq:  # reports may overtake each other
             return
         clients[client_id] = (queued, time.monotonic(), seq)
 
-    def proxy_port(self) -> int | None:
+    async def proxy_port(self) -> int | None:
+        await self._ready()
+        return self._main_port()
+
+    def _main_port(self) -> int | None:
         return next(iter(self._proxies.values()))[1] if self._proxies else None
 
-    def proxy_ports(self) -> dict[str, int]:
+    async def proxy_ports(self) -> dict[str, int]:
         """Node id -> the port of the HTTP proxy on that node."""
+        await self._ready()
         return {node: port for node, (_, port) in self._proxies.items()}
 
     async def routing_info(
         self, app_name: str, deployment_name: str, known_version: int
     ) -> dict[str, Any] | None:
         """Live replicas of a deployment; waits (up to a while) until something changed."""
+        await self._ready()
         assert self._changed is not None
         if self._version == known_version:
             async with self._changed:
@@ -387,6 +475,7 @@ class Controller:
         if changed:
             await self._bump()
         self._views.maybe_publish(self._apps, force=changed)
+        await self._checkpoint()
 
     async def _poll_replicas(self, dep: _Deployment) -> bool:
         changed = False
@@ -452,14 +541,14 @@ class Controller:
         return changed
 
     def _drop(self, dep: _Deployment, rid: str) -> None:
-        info = dep.replicas.pop(rid)
+        self._drop_info(dep.replicas.pop(rid))
+
+    def _drop_info(self, info: _ReplicaInfo) -> None:
         for task in (info.ready_ref, info.health_check):
             if task is not None and not task.done():
                 task.cancel()
-        try:
-            ember.kill(info.actor)
-        except Exception:  # already dead: nothing to stop
-            pass
+        if info.actor is not None:  # else: still being made, stopped once made (_create)
+            self._kill(info.actor)
 
     def _autoscale(self, app_name: str, dep: _Deployment) -> bool:
         if dep.policy is None:
@@ -489,16 +578,18 @@ class Controller:
         active = [r for r, i in dep.replicas.items() if i.stopping_since is None]
         changed = False
         for _ in range(dep.target_replicas - len(active)):
-            rid = f"{app_name}#{dep.name}#{next(self._ids)}"
+            rid = f"{app_name}#{dep.name}#{self._next_id}"
+            self._next_id += 1
             options: dict[str, Any] = {**dep.config.ray_actor_options,
                                        "max_concurrency": dep.config.max_ongoing_requests + 100}
-            actor = _replica_class().options(**options).remote(
-                rid, dep.target, dep.args, dep.kwargs, dep.config.user_config,
-                dep.config.max_ongoing_requests, app_name=app_name, deployment_name=dep.name,
-                logging_config=dep.config.logging_config,
-            )
-            ready = asyncio.ensure_future(_await(actor.ready.remote()))
-            dep.replicas[rid] = _ReplicaInfo(actor, ready_ref=ready)
+            args = (rid, dep.target, dep.args, dep.kwargs, dep.config.user_config,
+                    dep.config.max_ongoing_requests)
+            kwargs = {"app_name": app_name, "deployment_name": dep.name,
+                      "logging_config": dep.config.logging_config}
+            info = _ReplicaInfo(None)
+            info.ready_ref = asyncio.ensure_future(self._start_replica(info, options, args,
+                                                                       kwargs))
+            dep.replicas[rid] = info
         surplus = len(active) - dep.target_replicas
         if surplus > 0:
             # Stop the least busy first; they leave routing now and finish what they hold.
@@ -512,6 +603,99 @@ class Controller:
                     self._drop(dep, rid)
             changed = True
         return changed
+
+
+    async def _start_replica(self, info: _ReplicaInfo, options: dict[str, Any],
+                             args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self._keeper is not None:
+            info.actor = await self._create("replica", options, args, kwargs)
+        else:
+            info.actor = _replica_class().options(**options).remote(*args, **kwargs)
+        await _await(info.actor.ready.remote())
+
+    # -- the checkpoint (kept by the keeper) -------------------------------------------------
+
+    async def _checkpoint(self) -> None:
+        """Leave the state with the keeper when its shape changed (applications, replicas,
+        proxies): what a restarted controller needs to carry on. One save at a time."""
+        if self._keeper is None or (self._saving is not None and not self._saving.done()):
+            return
+        shape = (
+            [(name, app.route_prefix, app.ingress,
+              [(d.name, d.target_replicas, d.failures,
+                [(r, i.running, i.stopping_since, i.actor is not None)
+                 for r, i in d.replicas.items()]) for d in app.deployments.values()])
+             for name, app in self._apps.items()],
+            [(k, p) for k, (_, p) in self._proxies.items()], self._proxy_location,
+            len(self._killed))
+        if shape == self._saved:
+            return
+        self._saved = shape
+        checkpoint = self._snapshot()
+        killed, self._killed = self._killed, []
+        self._saving = asyncio.create_task(self._save(checkpoint, killed))
+
+    async def _save(self, checkpoint: dict[str, Any], killed: list[Any]) -> None:
+        try:
+            await _await(self._keeper.save.remote(checkpoint, killed))
+        except Exception as exc:  # the next change saves again; say why this one did not
+            self._saved = None
+            self._killed = killed + self._killed
+            logger.error("serve: could not leave the controller's checkpoint with the keeper "
+                         "(%s); a controller restart now would lose the latest changes",
+                         _short(exc))
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The state that changes as the controller runs (not the deployments' code and
+        arguments, left with the keeper once per deploy: ``_spec_of``)."""
+        apps = {}
+        for name, app in self._apps.items():
+            deps = {}
+            for d in app.deployments.values():
+                replicas = {r: (i.actor, i.running, i.stopping_since)
+                            for r, i in d.replicas.items() if i.actor is not None}
+                deps[d.name] = (d.target_replicas, d.policy, d.failures, d.message, replicas)
+            apps[name] = deps
+        return {"apps": apps, "next_id": self._next_id, "version": self._version,
+                "proxies": dict(self._proxies), "homes": dict(self._proxy_homes),
+                "location": self._proxy_location, "proxy_config": self._proxy_config}
+
+    @staticmethod
+    def _spec_of(app: _App) -> tuple[Any, ...]:
+        return (app.route_prefix, app.ingress,
+                [(d.name, d.target, d.args, d.kwargs, d.config, d.policy)
+                 for d in app.deployments.values()])
+
+    def _restore(self, specs: dict[str, tuple[Any, ...]], checkpoint: dict[str, Any] | None
+                 ) -> None:
+        now = time.monotonic()
+        saved = checkpoint["apps"] if checkpoint is not None else {}
+        for name, (route_prefix, ingress, deployments) in specs.items():
+            states = {}
+            for dep_name, target, args, kwargs, config, policy in deployments:
+                dep = _Deployment(dep_name, target, args, kwargs, config,
+                                  config.start_replicas, policy)
+                if dep_name in saved.get(name, {}):
+                    (dep.target_replicas, dep.policy, dep.failures, dep.message,
+                     replicas) = saved[name][dep_name]
+                    for rid, (actor, running, stopping_since) in replicas.items():
+                        info = _ReplicaInfo(
+                            actor, running=running, last_health=now, drain_checked=now,
+                            stopping_since=None if stopping_since is None else now)
+                        if not running:  # was starting: wait for it as before
+                            info.ready_ref = asyncio.ensure_future(
+                                _await(actor.ready.remote()))
+                        dep.replicas[rid] = info
+                states[dep_name] = dep
+            self._apps[name] = _App(route_prefix, ingress, states)
+        if checkpoint is None:
+            return
+        self._next_id = checkpoint["next_id"]
+        self._version = checkpoint["version"] + 1  # routers see a change and ask again
+        self._proxies = dict(checkpoint["proxies"])
+        self._proxy_homes = dict(checkpoint["homes"])
+        self._proxy_location = checkpoint["location"]
+        self._proxy_config = checkpoint["proxy_config"]
 
 
 @functools.cache

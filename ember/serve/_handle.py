@@ -24,8 +24,8 @@ from ember.serve._multiplex import model_id_problem
 from ember.serve._router import Router
 from ember.serve.context import _get_serve_request_context, new_request_id
 
-CONTROLLER_NAME = "ember-serve-controller"
-CONTROLLER_NAMESPACE = "ember-serve"
+CONTROLLER_NAME = "SERVE_CONTROLLER_ACTOR"  # Ray's names: programs that look it up find it
+CONTROLLER_NAMESPACE = "serve"
 
 Assigned = Callable[[str, Any], None]
 

@@ -1947,3 +1947,61 @@ def test_data_operators_pass_ray_remote_args_to_their_tasks_and_actors(tmp_path)
 class _EnvOfActor:
     def __call__(self, batch):
         return {"env": np.array([os.environ.get("EMBER_CONTRACT", "-")] * len(batch["id"]))}
+
+
+def _alive_actor_pids(backend: str, class_name: str) -> list[int]:
+    """PIDs of the alive actors of a class (Ray's state API needs its dashboard, which these
+    tests start without: there, the GCS's own table)."""
+    if backend == "ray":
+        from ray._private import state
+
+        return sorted(int(a["Pid"]) for a in state.actors().values()
+                      if a["ActorClassName"] == class_name and a["State"] == "ALIVE")
+    from ember.util.state import list_actors
+
+    return sorted(a.pid for a in list_actors() if a.class_name == class_name
+                  and a.state == "ALIVE")
+
+
+def test_serve_keeps_serving_through_a_controller_killed_by_the_os_and_takes_it_up_again(
+        backend):
+    import httpx
+
+    from ember import serve
+
+    @serve.deployment(num_replicas=2, ray_actor_options={"num_cpus": 0})
+    class Echo:
+        async def __call__(self, request=None):
+            return f"echo {os.getpid()}"
+
+    def pids(cls):
+        return _alive_actor_pids(backend, cls)
+
+    try:
+        handle = serve.run(Echo.bind(), port=0)
+        port = serve.status().http_port
+        replicas, proxies = pids("Replica"), pids("Proxy")
+        assert len(replicas) == 2 and len(proxies) == 1
+        [controller] = pids("Controller")
+        os.kill(controller, signal.SIGKILL)  # the OOM killer, say
+        # Requests go on at once, to the same replicas through the same proxy...
+        served = {httpx.get(f"http://127.0.0.1:{port}/", timeout=30).text for _ in range(20)}
+        assert served <= {f"echo {pid}" for pid in replicas}
+        assert handle.remote().result(timeout_s=60) in {f"echo {pid}" for pid in replicas}
+        # ...and a controller restarted from its checkpoint runs the applications again.
+        eventually(lambda: pids("Controller") not in ([], [controller]), timeout=60,
+                   what="a new controller")
+        status = serve.status()
+        assert status.applications["default"].status == "RUNNING"
+        assert status.http_port == port and pids("Replica") == replicas
+        assert pids("Proxy") == proxies
+        # It manages them again: a replica that dies now is replaced.
+        os.kill(replicas[0], signal.SIGKILL)
+        eventually(lambda: len(pids("Replica")) == 2 and replicas[0] not in pids("Replica"),
+                   timeout=60, what="the dead replica to be replaced")
+        serve.run(Echo.options(name="later").bind(), name="later", route_prefix="/later",
+                  port=0)
+        assert httpx.get(f"http://127.0.0.1:{port}/later", timeout=30).text.startswith("echo")
+    finally:
+        serve.shutdown()
+    assert pids("Replica") == pids("Proxy") == pids("Controller") == pids("Keeper") == []

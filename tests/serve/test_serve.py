@@ -909,3 +909,45 @@ def test_a_proxy_that_could_not_bind_leaves_serve_free_to_start_one_elsewhere() 
     serve.run(echo.bind(), port=0)  # was: no proxy, and no word of it
     assert serve.status().http_port not in (None, busy)
     assert httpx.get(url(), timeout=TIMEOUT).text == "echo"
+
+
+def _alive_pids(class_name: str) -> list[int]:
+    from ember.util.state import list_actors
+
+    return sorted(a.pid for a in list_actors()
+                  if a.class_name == class_name and a.state == "ALIVE")
+
+
+def test_a_controller_killed_while_it_deploys_finishes_the_deploy_after_its_restart(
+        tmp_path: Path) -> None:
+    import signal
+    import threading
+
+    started = tmp_path / "constructing"
+
+    @serve.deployment(num_replicas=2, ray_actor_options={"num_cpus": 0})
+    class Slow:
+        def __init__(self) -> None:
+            started.touch()
+            time.sleep(1.5)
+
+        def __call__(self, request: Any = None) -> str:
+            return f"slow {os.getpid()}"
+
+    outcome: list[Any] = []
+    deploying = threading.Thread(target=lambda: outcome.append(serve.run(Slow.bind(), port=0)))
+    deploying.start()
+    eventually(started.exists, timeout=60, what="a replica to start constructing")
+    [controller] = _alive_pids("Controller")
+    os.kill(controller, signal.SIGKILL)
+    deploying.join(120)
+    assert not deploying.is_alive() and outcome, "serve.run did not return"
+    # The deploy finished on the restarted controller: two replicas, none left over from the
+    # one that died (a replica it asked for but never recorded is stopped).
+    eventually(lambda: len(_alive_pids("Replica")) == 2, timeout=60,
+               what="exactly the two replicas of the deployment")
+    answers = {httpx.get(url(), timeout=TIMEOUT).text for _ in range(20)}
+    assert answers <= {f"slow {pid}" for pid in _alive_pids("Replica")}
+    assert serve.status().applications["default"].deployments["Slow"].status == "HEALTHY"
+    time.sleep(1)  # stays at two
+    assert len(_alive_pids("Replica")) == 2
