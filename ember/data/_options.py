@@ -25,7 +25,7 @@ def remote_args(given: dict[str, Any] | None, *, actors: bool, what: str
     >>> remote_args({"num_cpus": 2, "memory": 10**9}, actors=False, what="read_parquet")
     ({'num_cpus': 2}, {'memory': 1000000000})
     """
-    from ember.core._options import validate_actor_options, validate_task_options
+    import ember
 
     given = dict(given or {})
     allowed = ACTOR_REMOTE_ARGS if actors else TASK_REMOTE_ARGS
@@ -34,9 +34,18 @@ def remote_args(given: dict[str, Any] | None, *, actors: bool, what: str
         kind = "an actor pool's actors" if actors else "tasks"
         raise TypeError(f"{what}: {', '.join(map(repr, unknown))} cannot be passed on to "
                         f"{kind}; known: {', '.join(sorted(allowed | set(OWN_ARGS)))}")
-    (validate_actor_options if actors else validate_task_options)(given)
+    # The core checks the values (types, ranges, a runtime_env's fields) as .options() does.
+    ember.remote(_Checked if actors else _checked).options(**given)
     own = {k: given.pop(k) for k in OWN_ARGS if k in given}
     return own, given
+
+
+def _checked() -> None:
+    """A function to check task options on."""
+
+
+class _Checked:
+    """A class to check actor options on."""
 
 
 def as_filesystem(filesystem: Any) -> Any:

@@ -125,8 +125,12 @@ class Controller:
             try:
                 await self._recover()
             except BaseException as exc:
-                self._started.set_exception(exc)
-                self._started = None
+                failed, self._started = self._started, None
+                if isinstance(exc, Exception):  # for calls waiting on this start
+                    failed.set_exception(exc)
+                    failed.exception()  # read here, so an unawaited one is not logged as lost
+                else:
+                    failed.cancel()
                 raise
             self._changed = asyncio.Condition()
             self._loop_task = asyncio.create_task(self._run())
