@@ -236,7 +236,9 @@ def test_a_udf_constructor_that_raises_fails_with_its_own_error_without_retries(
                        r"MapBatches\(\S*NoModel\) in an actor of its pool"):
         ed.range(40, parallelism=4).map_batches(
             NoModel, compute=ed.ActorPoolStrategy(size=2), batch_size=10).take_all()
-    assert len(constructed.read_text().split()) == 2  # once per actor of the pool, no more
+    # At most once per actor of the pool (the second may be stopped before it is built): no
+    # actor is rebuilt to retry.
+    assert 1 <= len(constructed.read_text().split()) <= 2
 
 
 def test_autoscaling_actor_pool_stays_within_bounds(ember_local: Any) -> None:
