@@ -89,11 +89,10 @@ class Dataset(_iterator.BatchIteration):
                 f"compute={compute!r} is not a strategy: use ActorPoolStrategy(size=n) or "
                 "ActorPoolStrategy(min_size=, max_size=) for a class, or leave it out for tasks"
             )
+        # num_cpus and num_gpus are parameters of their own, so only resources can come here.
         own, options = remote_args(ray_remote_args, actors=pool is not None, what=name)
         if "resources" in own:  # Ray passes them among the ray_remote_args
             resources = {**own["resources"], **(resources or {})}
-        num_cpus = own.get("num_cpus", num_cpus) if num_cpus is None else num_cpus
-        num_gpus = num_gpus or own.get("num_gpus", 0.0)
         max_tasks = compute.size if isinstance(compute, TaskPoolStrategy) else None
         return Dataset(MapStage(self._plan, name, transforms, pool, num_cpus,
                                 num_gpus or 0.0, resources, max_tasks=max_tasks,

@@ -8,6 +8,7 @@ consumer is busy, nothing new starts (a slow loop pauses the pipeline upstream).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -503,10 +504,8 @@ class StreamingExecutor:
             logger.warning("ember.data: an actor of %s died (%s); a new one takes its place "
                            "and its blocks go to the pool again", stage.spec.name,
                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            try:
+            with contextlib.suppress(Exception):  # dead already: nothing to release
                 ember.kill(running.actor)
-            except Exception:  # dead already: nothing to release
-                pass
             self.progress.update(stage.index, 0, actors=len(stage.actors))
         retries = self.ctx.actor_block_retries
         if running.attempt >= retries:

@@ -69,19 +69,14 @@ class DeploymentFailedError(EmberError, RuntimeError):
 
 
 def _controller(create: bool) -> Any:
-    try:
-        return ember.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
-    except ValueError:
-        if not create:
-            return None
+    controller = _named(CONTROLLER_NAME)
+    if controller is not None or not create:
+        return controller
     # The keeper owns replicas and proxies and keeps the controller's checkpoint, so that the
     # controller may die and restart (max_restarts=-1; calls in flight are sent again) while
     # they keep serving. Both fate-share with this driver, as serve does.
-    try:
-        ember.get_actor(KEEPER_NAME, namespace=CONTROLLER_NAMESPACE)
-    except ValueError:
-        ember.remote(Keeper).options(name=KEEPER_NAME, namespace=CONTROLLER_NAMESPACE,
-                                     num_cpus=0, max_concurrency=100).remote()
+    ember.remote(Keeper).options(name=KEEPER_NAME, namespace=CONTROLLER_NAMESPACE,
+                                 num_cpus=0, max_concurrency=100, get_if_exists=True).remote()
     controller = ember.remote(Controller).options(
         name=CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE, max_concurrency=10_000,
         max_restarts=-1, max_task_retries=-1,
@@ -267,18 +262,19 @@ def status() -> ServeStatus:
     return ServeStatus(apps, port, proxies)
 
 
-def _stop_keeper() -> None:
+def _named(name: str) -> Any:
+    """serve's actor of that name, or None."""
     try:
-        keeper = ember.get_actor(KEEPER_NAME, namespace=CONTROLLER_NAMESPACE)
+        return ember.get_actor(name, namespace=CONTROLLER_NAMESPACE)
     except ValueError:
-        return
-    ember.kill(keeper)
+        return None
+
+
+def _wait_until_gone(name: str) -> None:
+    """``ember.kill`` returns before the actor is gone: wait until its name is free, so that
+    a second shutdown is a no-op and a serve.run right after starts afresh."""
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            ember.get_actor(KEEPER_NAME, namespace=CONTROLLER_NAMESPACE)
-        except ValueError:
-            return
+    while _named(name) is not None and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
@@ -292,10 +288,9 @@ def shutdown() -> None:
             pass  # killed by an earlier shutdown whose kill has not landed yet: nothing to stop
         finally:
             ember.kill(controller)
-        # ember.kill returns before the actor is gone; wait until its name is free, so that a
-        # second shutdown is a no-op and a serve.run right after starts a fresh controller.
-        deadline = time.monotonic() + 10
-        while _controller(create=False) is not None and time.monotonic() < deadline:
-            time.sleep(0.01)
-    _stop_keeper()  # and with it anything of serve's still running
+        _wait_until_gone(CONTROLLER_NAME)
+    keeper = _named(KEEPER_NAME)
+    if keeper is not None:  # and with it anything of serve's still running
+        ember.kill(keeper)
+        _wait_until_gone(KEEPER_NAME)
     _handle.forget_clients()

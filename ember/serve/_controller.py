@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ from ember.serve._deployment import DeploymentConfig
 from ember.serve._handle import CONTROLLER_NAMESPACE, await_ref
 from ember.serve._observe import ViewPublisher
 from ember.serve._proxy_policy import plan_proxies
-from ember.serve._replica import Replica
 
 logger = logging.getLogger("ember.serve")
 
@@ -120,6 +118,8 @@ class Controller:
     async def _ready(self) -> None:
         """Start once: find the keeper, take up its checkpoint (after a restart), and run the
         control loops. Every public method awaits this first."""
+        if self._loop_task is not None:  # started: the common case, kept cheap
+            return
         if self._started is None:
             self._started = asyncio.get_running_loop().create_future()
             try:
@@ -142,10 +142,8 @@ class Controller:
     async def _recover(self) -> None:
         from ember.serve._keeper import KEEPER_NAME
 
-        try:
-            self._keeper = ember.get_actor(KEEPER_NAME, namespace=CONTROLLER_NAMESPACE)
-        except ValueError:
-            return  # no keeper (a controller made by hand): replicas are this actor's own
+        # Made by serve's _api before this actor: it owns the replicas and proxies.
+        self._keeper = ember.get_actor(KEEPER_NAME, namespace=CONTROLLER_NAMESPACE)
         specs, checkpoint = await _await(self._keeper.load.remote())
         if not specs and checkpoint is None:
             return  # a fresh start
@@ -191,15 +189,13 @@ class Controller:
 
     async def _new_proxy(self, node_id: str | None, host: str, port: int,
                          options: dict[str, Any] | None) -> tuple[Any, int]:
-        from ember.serve._proxy import Proxy
         from ember.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         actor_options: dict[str, Any] = {"max_concurrency": 10_000, "num_cpus": 0}
         if node_id is not None:
             actor_options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
                 node_id, soft=False)
-        proxy = await self._create("proxy", actor_options, (), {}) if self._keeper is not None \
-            else ember.remote(Proxy).options(**actor_options).remote()
+        proxy = await self._create("proxy", actor_options, (), {})
         try:
             bound = await _await(proxy.start.remote(host, port, options))
         except BaseException:
@@ -337,9 +333,8 @@ class Controller:
                 for info in dep.replicas.values():
                     self._drop_info(info)
         self._apps[app_name] = _App(route_prefix, ingress, states)
-        if self._keeper is not None:  # before any replica: a restart then knows the app
-            await _await(self._keeper.save_app.remote(app_name,
-                                                      self._spec_of(self._apps[app_name])))
+        # Before any replica: a restarted controller then knows the app.
+        await _await(self._keeper.save_app.remote(app_name, self._spec_of(self._apps[app_name])))
         await self._reconcile()
         await self._push_routes()
 
@@ -365,8 +360,7 @@ class Controller:
         app = self._apps.pop(app_name, None)
         if app is None:
             return
-        if self._keeper is not None:
-            await _await(self._keeper.save_app.remote(app_name, None))
+        await _await(self._keeper.save_app.remote(app_name, None))
         for dep in app.deployments.values():
             for info in dep.replicas.values():
                 self._drop_info(info)
@@ -608,13 +602,9 @@ class Controller:
             changed = True
         return changed
 
-
     async def _start_replica(self, info: _ReplicaInfo, options: dict[str, Any],
                              args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if self._keeper is not None:
-            info.actor = await self._create("replica", options, args, kwargs)
-        else:
-            info.actor = _replica_class().options(**options).remote(*args, **kwargs)
+        info.actor = await self._create("replica", options, args, kwargs)
         await _await(info.actor.ready.remote())
 
     # -- the checkpoint (kept by the keeper) -------------------------------------------------
@@ -622,7 +612,7 @@ class Controller:
     async def _checkpoint(self) -> None:
         """Leave the state with the keeper when its shape changed (applications, replicas,
         proxies): what a restarted controller needs to carry on. One save at a time."""
-        if self._keeper is None or (self._saving is not None and not self._saving.done()):
+        if self._saving is not None and not self._saving.done():
             return
         shape = (
             [(name, app.route_prefix, app.ingress,
@@ -700,11 +690,6 @@ class Controller:
         self._proxy_homes = dict(checkpoint["homes"])
         self._proxy_location = checkpoint["location"]
         self._proxy_config = checkpoint["proxy_config"]
-
-
-@functools.cache
-def _replica_class() -> Any:
-    return ember.remote(Replica)
 
 
 async def _await(ref: Any) -> Any:
