@@ -17,6 +17,10 @@ DS_BUILD_COMMOP := $(PY) -c "from deepspeed.comm.torch import build_shm_op; buil
 OTHER_PYTHONS ?= 3.10 3.12 3.13
 FAST_CORE_TESTS := tests/core tests/data/test_dataset.py tests/data/test_read.py \
                    tests/serve/test_serve.py tests/serve/test_proxy.py tests/serve/test_fastapi.py \
+                   tests/data/test_options.py tests/data/test_write.py tests/data/test_aggregate.py \
+                   tests/data/test_admission.py tests/data/test_observe.py \
+                   tests/dashboard/test_server.py tests/dashboard/test_cli.py \
+                   tests/dashboard/test_series.py \
                    tests/test_errors.py tests/test_import.py tests/test_exported_members.py
 
 .PHONY: demo test test-fast test-pythons test-python lint typecheck bench clean

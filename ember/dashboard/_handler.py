@@ -151,6 +151,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def _asset(name: str) -> bytes:
-    return resources.files("ember.dashboard").joinpath("static", name).read_bytes()
+    return resources.files("ember.dashboard").joinpath("static").joinpath(name).read_bytes()
 
 

@@ -59,7 +59,7 @@ def add_note(exc: BaseException, note: str) -> None:
     if hasattr(exc, "add_note"):
         exc.add_note(note)
     else:  # pragma: no cover - Python 3.10
-        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+        setattr(exc, "__notes__", [*getattr(exc, "__notes__", []), note])  # noqa: B010
 
 
 @dataclass
@@ -221,8 +221,8 @@ class MapWorker:
             try:
                 transform.setup()
             except Exception as exc:
-                exc.add_note(f"(raised while constructing {transform.name} in an actor of its "
-                             "pool)")
+                add_note(exc, f"(raised while constructing {transform.name} in an actor of "
+                              "its pool)")
                 self._failed = exc
                 break
 

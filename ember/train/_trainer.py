@@ -283,8 +283,9 @@ class _Run:
                         error = exc
                     else:
                         error = last
-                        last.add_note(f"ember could not restart the workers: "
-                                      f"{type(exc).__name__}: {exc}")
+                        if hasattr(last, "add_note"):  # Python 3.11+
+                            last.add_note(f"ember could not restart the workers: "
+                                          f"{type(exc).__name__}: {exc}")
                     break
                 # Reports after the latest commit will be made again by the restarted loop.
                 del self.history[self.committed_reports:]
