@@ -121,6 +121,7 @@ def init(
                 raise ValueError(
                     "address is only for backend='ray'; the local backend runs on this machine"
                 )
+            memory = backend_options.pop("_memory", None)  # Ray's ray.init(_memory=...)
             if backend_options:
                 raise TypeError(
                     f"unexpected options for the local backend: {sorted(backend_options)}"
@@ -134,7 +135,7 @@ def init(
                 num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                 object_store_memory=object_store_memory, namespace=namespace,
                 runtime_env=runtime_env,
-                log_to_driver=log_to_driver,
+                log_to_driver=log_to_driver, _memory=memory,
             )
         else:
             from ember.core.ray_backend import RayBackend

@@ -132,4 +132,7 @@ def resource_request(options: Mapping[str, Any]) -> dict[str, float]:
     for name, amount in (options.get("resources") or {}).items():
         if amount:
             request[name] = float(amount)
+    memory = options.get("memory")
+    if memory:  # bytes, a resource as in Ray: it limits what runs at once, it caps nothing
+        request["memory"] = float(memory)
     return request

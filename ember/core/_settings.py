@@ -49,6 +49,9 @@ class LocalConfig:
     gpu_ids: tuple[str, ...]
     resources: dict[str, float] = field(default_factory=dict)
     object_store_memory: int = 0
+    # Ray's "memory" resource (bytes): what tasks and actors may ask for with memory=...;
+    # by default the machine's memory less the object store's, as Ray reckons it.
+    memory: float = 0.0
     spill_dir: str = ""
     inline_threshold: int = 100 * 1024
     namespace: str = "default"
@@ -68,6 +71,7 @@ def resolve_local_config(
     object_store_memory: int | None,
     namespace: str | None,
     runtime_env: dict[str, Any] | None = None,
+    memory: int | None = None,
 ) -> LocalConfig:
     gpus = _detect_gpus()
     if num_gpus is not None:
@@ -91,11 +95,16 @@ def resolve_local_config(
         store = int(env) if env else int(_total_memory() * 0.3)
     if store <= 0:
         raise ValueError(f"object_store_memory={store} must be a positive number of bytes")
+    if memory is None:
+        memory = max(0, _total_memory() - store)
+    elif isinstance(memory, bool) or not isinstance(memory, (int, float)) or memory < 0:
+        raise ValueError(f"_memory={memory!r} must be a number of bytes >= 0")
     return LocalConfig(
         num_cpus=float(num_cpus if num_cpus is not None else (os.cpu_count() or 1)),
         gpu_ids=tuple(gpus),
         resources=dict(resources or {}),
         object_store_memory=store,
+        memory=float(memory),
         spill_dir=os.environ.get("EMBER_SPILL_DIR") or tempfile.gettempdir(),
         inline_threshold=int(os.environ.get("EMBER_INLINE_THRESHOLD", 100 * 1024)),
         namespace=namespace or "default",

@@ -414,6 +414,65 @@ def test_impossible_actor_request_returns_a_handle_whose_calls_raise_at_once(cap
     ember.kill(greedy)  # a no-op, not an error
 
 
+def test_memory_is_a_resource_that_limits_what_runs_at_once(wait_until_exists, tmp_path):
+    """Ray's ``memory=`` (bytes) is a resource: the node has ``cluster_resources()["memory"]``,
+    work that asks for more than half of it runs one at a time, and more than all of it can
+    never run."""
+    total = ember.cluster_resources()["memory"]
+    assert total > 0
+
+    @ember.remote(num_cpus=0)
+    def hold(name, folder, wait):
+        import os
+
+        open(os.path.join(folder, name), "w").close()
+        wait(os.path.join(folder, "release"), timeout=60)
+        return name
+
+    big = hold.options(memory=int(total * 0.6))
+    first = big.remote("first", str(tmp_path), wait_until_exists)
+    second = big.remote("second", str(tmp_path), wait_until_exists)
+    eventually(lambda: len(list(tmp_path.iterdir())) == 1, timeout=30,
+               what="one of the two tasks starts")
+    time.sleep(0.5)
+    assert len(list(tmp_path.iterdir())) == 1  # the other waits for the memory to be free
+    (tmp_path / "release").touch()
+    assert sorted(get([first, second])) == ["first", "second"]
+
+    with pytest.raises(ResourceError, match="memory"):
+        get(hold.options(memory=int(total * 2)).remote("never", str(tmp_path), wait_until_exists))
+
+
+def test_a_hard_node_affinity_to_a_node_that_does_not_exist_fails_and_a_soft_one_runs():
+    """As Ray's TaskUnschedulableError and ActorUnschedulableError (both ``ResourceError``
+    here): work that must run on a node the cluster does not have fails at once; with
+    ``soft=True`` it runs elsewhere; the node that ``get_node_id`` names is accepted."""
+    from ember.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ember.remote
+    def where():
+        return ember.get_runtime_context().get_node_id()
+
+    @ember.remote
+    class Pinned:
+        def ping(self):
+            return "pong"
+
+    nowhere = "ab" * 28
+    with pytest.raises(ResourceError):
+        get(where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            nowhere, soft=False)).remote())
+    with pytest.raises(ResourceError):
+        pinned = Pinned.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            nowhere, soft=False)).remote()
+        get(pinned.ping.remote())
+    here = get(where.remote())
+    assert get(where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        nowhere, soft=True)).remote()) == here
+    assert get(where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        here, soft=False)).remote()) == here
+
+
 def test_unpicklable_argument_raises_serialization_error_naming_it():
     @ember.remote
     def use(x, guard=None):

@@ -85,9 +85,10 @@ def test_a_new_runtime_starts_after_shutdown():
 
 def test_init_reports_the_resources_it_was_given():
     ember.init(num_cpus=3, num_gpus=2, resources={"tpu_slice": 4},
-               object_store_memory=64 * 2**20)
+               object_store_memory=64 * 2**20, _memory=2**30)
     try:
         given = {"CPU": 3, "GPU": 2, "tpu_slice": 4, "object_store_memory": 64 * 2**20,
+                 "memory": 2**30,  # Ray's ray.init(_memory=...)
                  # as Ray does, the node's own resources, to pin work to it
                  "node:127.0.0.1": 1, "node:__internal_head__": 1}
         assert ember.cluster_resources() == given

@@ -193,6 +193,7 @@ def test_valid_method_options_are_accepted(num_returns):
         ({"num_cpus": 0, "num_gpus": 0.5}, {"GPU": 0.5}),
         ({"num_cpus": 2, "resources": {"widget": 1, "unused": 0}}, {"CPU": 2.0, "widget": 1.0}),
         ({"num_cpus": None, "resources": None}, {}),
+        ({"num_cpus": 1, "memory": 2**30}, {"CPU": 1.0, "memory": float(2**30)}),
     ],
 )
 def test_resource_request_flattens_and_drops_zero_amounts(options, request_):

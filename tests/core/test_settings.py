@@ -69,6 +69,15 @@ def test_default_object_store_is_a_positive_share_of_memory():
     assert resolve().object_store_memory > 0
 
 
+def test_the_memory_resource_is_the_rest_of_the_memory_unless_given():
+    default = resolve(object_store_memory=2**30)
+    assert default.memory > 0
+    assert default.memory + 2**30 == resolve(object_store_memory=2**31).memory + 2**31
+    assert resolve(memory=5 * 2**30).memory == 5 * 2**30
+    with pytest.raises(ValueError, match="_memory"):
+        resolve(memory=-1)
+
+
 def test_spill_dir_and_inline_threshold_come_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("EMBER_SPILL_DIR", str(tmp_path))
     monkeypatch.setenv("EMBER_INLINE_THRESHOLD", "4096")

@@ -19,7 +19,6 @@ from typing import Any
 from ember.core import _runtime_env, _shm
 from ember.core import _serialization as ser
 from ember.core._context import RuntimeContext
-from ember.core._options import resource_request
 from ember.core._refs import ObjectRef, ObjectRefGenerator
 from ember.core._remote import ActorClass, ActorHandle, RemoteFunction
 from ember.core._settings import (
@@ -31,7 +30,7 @@ from ember.core._settings import (
 )
 from ember.core.local._io import DriverIO, Waiter
 from ember.core.local._records import _EMPTY_ARGS, _lost, _Work
-from ember.core.local._resources import node_record
+from ember.core.local._resources import local_request, node_record
 from ember.core.local._scheduler import Scheduler
 from ember.core.local._state import LocalObserver
 from ember.core.local._store import ObjectStore
@@ -52,12 +51,13 @@ class LocalBackend:
         cls, *, num_cpus: float | None = None, num_gpus: float | None = None,
         resources: dict[str, float] | None = None, object_store_memory: int | None = None,
         namespace: str | None = None, runtime_env: dict[str, Any] | None = None,
-        log_to_driver: bool | None = True,
+        log_to_driver: bool | None = True, _memory: int | None = None,
     ) -> LocalBackend:
+        """``_memory``: Ray's ``ray.init(_memory=...)``, the bytes of the "memory" resource."""
         config = resolve_local_config(
             num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
             object_store_memory=object_store_memory, namespace=namespace,
-            runtime_env=runtime_env,
+            runtime_env=runtime_env, memory=_memory,
         )
         return cls(config, log_to_driver=log_to_driver)
 
@@ -79,7 +79,8 @@ class LocalBackend:
         self._threshold = config.inline_threshold
         self._lock = threading.Lock()
         self._store = ObjectStore(self._names, config.object_store_memory)
-        totals = {"CPU": config.num_cpus, **config.resources, **NODE_RESOURCES}
+        totals = {"CPU": config.num_cpus, "memory": config.memory, **config.resources,
+                  **NODE_RESOURCES}
         names = self._names
         # observe: the state API, worker output and metrics (see _state.py)
         self._observer = LocalObserver(self, log_to_driver)
@@ -134,7 +135,7 @@ class LocalBackend:
         options: dict[str, Any],
     ) -> Any:
         self._check_open()
-        request = resource_request(options)
+        request = local_request(options)
         env = _runtime_env.for_local(options.get("runtime_env"), f"task {fn._name}")
         stored, deps = self._serialize(fn._name, args, kwargs)
         fn_id = fn.function_id
@@ -167,7 +168,7 @@ class LocalBackend:
     ) -> ActorHandle:
         self._check_open()
         meta = cls.meta
-        request = resource_request(options)
+        request = local_request(options)
         settings = _actor_settings(options)
         settings["runtime_env"] = _runtime_env.for_local(options.get("runtime_env"),
                                                          f"actor {meta.class_name}")

@@ -13,6 +13,27 @@ from typing import Any
 
 _EPS = 1e-9
 
+# The id of the local backend's one node (``ember.nodes()[0]["NodeID"]``).
+LOCAL_NODE_ID = "local"
+# A request's key for "must run on node X" (a NodeAffinitySchedulingStrategy with soft=False)
+# where X is not this runtime's node: no node holds it, so the work fails at once, as Ray fails
+# it with TaskUnschedulableError.
+_ON_NODE = "node_id:"
+
+
+def local_request(options: Any) -> dict[str, float]:
+    """The resources an invocation asks for on the local backend: ``resource_request`` plus
+    a key no node has when a hard node affinity names another node."""
+    from ember.core._options import resource_request
+    from ember.core._placement import NodeAffinitySchedulingStrategy
+
+    request = resource_request(options)
+    strategy = options.get("scheduling_strategy")
+    if (isinstance(strategy, NodeAffinitySchedulingStrategy) and not strategy.soft
+            and strategy.node_id != LOCAL_NODE_ID):
+        request[_ON_NODE + str(strategy.node_id)] = 1.0
+    return request
+
 
 class ResourcePool:
     def __init__(self, totals: dict[str, float], gpu_ids: tuple[str, ...] = ()) -> None:
@@ -24,12 +45,20 @@ class ResourcePool:
 
     def infeasible_reason(self, request: dict[str, float]) -> str | None:
         """Why ``request`` can never be satisfied here, or None when it can."""
+        for key in request:
+            if key.startswith(_ON_NODE):
+                return (f"its NodeAffinitySchedulingStrategy(soft=False) names node "
+                        f"{key[len(_ON_NODE):]!r}, and this runtime's only node is "
+                        f"{LOCAL_NODE_ID!r} (ember.nodes() lists it). Pass soft=True to run "
+                        "it where it fits")
         for key, amount in request.items():
             total = self.totals.get(key, 0.0)
             if amount > total + _EPS:
                 return (
-                    f"it asks for {key}={amount:g} but the cluster has {total:g} in total "
-                    f"(cluster: {_fmt(self.totals)})"
+                    f"it asks for {key}={_amount(key, amount)} but the cluster has "
+                    f"{_amount(key, total)} in total (cluster: {_fmt(self.totals)}). Ask "
+                    "for less, or start ember with more (ember.init(num_cpus=..., "
+                    "num_gpus=..., resources={...}, _memory=...))"
                 )
         gpus = request.get("GPU", 0.0)
         if gpus > 1 and not float(gpus).is_integer():
@@ -111,4 +140,11 @@ def node_record(node_id: str, total: dict[str, float],
 
 def _fmt(resources: dict[str, float]) -> str:
     shown = {k: v for k, v in resources.items() if not k.startswith("node:")}
-    return ", ".join(f"{k}={v:g}" for k, v in sorted(shown.items())) or "nothing"
+    return ", ".join(f"{k}={_amount(k, v)}" for k, v in sorted(shown.items())) or "nothing"
+
+
+def _amount(key: str, value: float) -> str:
+    """``value`` of resource ``key`` as a person reads it (bytes of memory in GiB)."""
+    if key.endswith("memory"):
+        return f"{value / 2**30:.3g} GiB"
+    return f"{value:g}"

@@ -425,10 +425,7 @@ class Scheduler:
         reason = self.pool.infeasible_reason(request)
         if reason is None:
             return None
-        error = ResourceError(
-            f"{what} can never run: {reason}. Ask for less, or start ember with more "
-            "(ember.init(num_cpus=..., num_gpus=..., resources={...}))"
-        )
+        error = ResourceError(f"{what} can never run: {reason}")
         key = (what, tuple(sorted(request.items())))
         if key not in self._warned_infeasible:
             self._warned_infeasible.add(key)

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING, Any
 from ember.core import _runtime_env, _shm
 from ember.core import _serialization as ser
 from ember.core._context import RuntimeContext
-from ember.core._options import resource_request
 from ember.core._refs import ObjectRef, ObjectRefGenerator
 from ember.core._remote import ActorClass, ActorHandle, RemoteFunction, method_meta
 from ember.core._settings import LOCAL_NODE_IP
 from ember.core.local._protocol import Dep, RemoteFailure
-from ember.core.local._resources import node_record
+from ember.core.local._resources import local_request, node_record
 from ember.errors import EmberError, SerializationError
 
 if TYPE_CHECKING:
@@ -203,7 +202,7 @@ class ClientMixin:
         self: WorkerRuntime, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any],
         options: dict[str, Any],
     ) -> Any:
-        request = resource_request(options)
+        request = local_request(options)
         env = self._child_env(options, f"task {fn._name}")
         stored, deps = self._serialize_args(fn._name, args, kwargs)
         num_returns = options["num_returns"]
@@ -230,7 +229,7 @@ class ClientMixin:
         self: WorkerRuntime, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any],
         options: dict[str, Any],
     ) -> ActorHandle:
-        request = resource_request(options)
+        request = local_request(options)
         settings = _actor_settings(options)
         settings["runtime_env"] = self._child_env(options, f"actor {cls.meta.class_name}")
         stored, deps = self._serialize_args(cls.meta.class_name, args, kwargs)

@@ -7,7 +7,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from ember.core.local._resources import ResourcePool
+from ember.core.local._resources import ResourcePool, local_request
+from ember.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 EPS = 1e-6
 
@@ -37,8 +38,38 @@ def test_requests_within_the_totals_are_feasible(request_):
 def test_too_many_cpus_names_both_numbers_and_the_cluster():
     reason = pool(widget=2).infeasible_reason({"CPU": 6})
 
-    assert reason == ("it asks for CPU=6 but the cluster has 4 in total "
-                      "(cluster: CPU=4, GPU=2, widget=2)")
+    assert reason is not None and reason.startswith(
+        "it asks for CPU=6 but the cluster has 4 in total (cluster: CPU=4, GPU=2, widget=2). "
+        "Ask for less, or start ember with more")
+
+
+def test_memory_is_shown_in_gib():
+    reason = pool(memory=4 * 2**30).infeasible_reason({"memory": 6 * 2**30})
+
+    assert reason is not None and "memory=6 GiB" in reason and "has 4 GiB in total" in reason
+
+
+@pytest.mark.parametrize(
+    ("options", "request_"),
+    [
+        ({"num_cpus": 1, "scheduling_strategy": NodeAffinitySchedulingStrategy("local", False)},
+         {"CPU": 1.0}),
+        ({"num_cpus": 1, "scheduling_strategy": NodeAffinitySchedulingStrategy("ab" * 28, True)},
+         {"CPU": 1.0}),
+        ({"memory": 2**30}, {"memory": float(2**30)}),
+    ],
+)
+def test_work_that_may_run_here_asks_for_its_resources_only(options, request_):
+    assert local_request(options) == request_
+    assert pool(memory=2.0**31).infeasible_reason(local_request(options)) is None
+
+
+def test_a_hard_affinity_to_another_node_can_never_run_and_says_how_to_let_it():
+    request = local_request({"num_cpus": 1, "scheduling_strategy":
+                             NodeAffinitySchedulingStrategy("ab" * 28, soft=False)})
+    reason = pool().infeasible_reason(request)
+
+    assert reason is not None and "ab" * 28 in reason and "soft=True" in reason
 
 
 def test_unknown_resource_has_a_total_of_zero():
