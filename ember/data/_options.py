@@ -140,7 +140,8 @@ def format_args(given: dict[str, Any], accepted: Any, what: str, target: str) ->
     takes), so a misspelt one fails here rather than deep inside a task."""
     unknown = sorted(set(given) - set(accepted))
     if unknown:
-        raise TypeError(f"{what}() got unexpected keyword argument(s) "
+        raise TypeError(f"{what}{'' if what.endswith(('fn', ')')) else '()'} got unexpected "
+                        f"keyword argument(s) "
                         f"{', '.join(map(repr, unknown))}; the arguments passed on to {target} "
                         f"are: {', '.join(sorted(accepted))}")
     return dict(given)
