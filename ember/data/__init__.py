@@ -192,7 +192,7 @@ def _arrow_args(what: str, given: dict[str, Any], fn: Any, options: dict[str, An
     for key, kind in options.items():
         if args.get(key) is not None and not isinstance(args[key], kind):
             raise TypeError(f"{what}: {key}={args[key]!r} must be a "
-                            f"{kind.__module__}.{kind.__name__}")
+                            f"{kind.__module__.replace('._', '.')}.{kind.__name__}")
     return args
 
 

@@ -124,7 +124,11 @@ def open_stream_args(given: dict[str, Any] | None, what: str) -> dict[str, Any]:
     if codec is not None:
         import pyarrow as pa
 
-        if not isinstance(codec, str) or not pa.Codec.is_available(codec):
+        try:
+            known = isinstance(codec, str) and pa.Codec.is_available(codec)
+        except ValueError:  # a name pyarrow does not know
+            known = False
+        if not known:
             raise ValueError(f"{what}: arrow_open_stream_args compression={codec!r} is not a "
                              "codec pyarrow has (e.g. 'gzip', 'bz2', 'zstd', 'lz4', 'brotli')")
     size = args.get("buffer_size")

@@ -84,15 +84,14 @@ def _resolved_args(fmt: str, args: dict[str, Any], args_fn: Callable[[], dict[st
     """The arguments of one write: ``args``, then what ``args_fn()`` returns (called in the
     write task, as Ray does; its keys win), checked."""
     resolved = dict(JSON_DEFAULTS) if fmt == "json" else {}
-    resolved.update({k: v.rebuild() if isinstance(v, _Portable) else v
-                     for k, v in args.items()})
+    resolved.update(args)
     if args_fn is not None:
         more = args_fn()
         if not isinstance(more, dict):
             raise TypeError(f"write_{fmt}: {ARGS_FN[fmt]} returned {more!r}; it must return a "
                             "dict of keyword arguments")
         resolved.update(checked_format_args(fmt, more, f"write_{fmt}: {ARGS_FN[fmt]}"))
-    return resolved
+    return {k: v.rebuild() if isinstance(v, _Portable) else v for k, v in resolved.items()}
 
 
 def _write_file(fs: Any, path: str, fmt: str, column: str | None, block: Block,
