@@ -172,7 +172,7 @@ def test_a_value_pyarrow_refuses_reaches_the_user_with_the_file_named(
     with pytest.raises(Exception, match=r"(?s)Unsupported compression: nope.*while writing "
                                         f"{tmp_path}/out/"):
         ed.range(3).write_parquet(str(tmp_path / "out"), compression="nope")
-    with pytest.raises(TypeError, match="'bad'.*orient"):
+    with pytest.raises(TypeError, match=r"'bad'.*orient"):
         ed.range(3).write_json(str(tmp_path / "j"), pandas_json_args_fn=lambda: {"bad": 1})
 
 
@@ -227,7 +227,7 @@ def test_missing_paths_are_skipped_with_ignore_missing_paths(ember_local: Any,
     paths = [str(tmp_path / "a.csv"), str(tmp_path / "gone.csv")]
 
     assert ed.read_csv(paths, ignore_missing_paths=True).take_all() == [{"x": 1}]
-    with pytest.raises(FileNotFoundError, match="gone.csv.*ignore_missing_paths=True"):
+    with pytest.raises(FileNotFoundError, match=r"gone\.csv.*ignore_missing_paths=True"):
         ed.read_csv(paths)
 
 
