@@ -161,7 +161,9 @@ def from_torch(dataset: Any, *, parallelism: int = -1,
 # Ray's defaults: hive partitions for the tabular formats, none for the others.
 _HIVE = Partitioning("hive")
 _PARQUET_EXTENSIONS = ("parquet",)
-_NUMPY_EXTENSIONS = ("npy",)
+# Ray's ["npy"], and the names of compressed ones that write_numpy(arrow_open_stream_args=)
+# gives its files.
+_NUMPY_EXTENSIONS = ("npy", "npy.gz", "npy.bz2", "npy.zst", "npy.lz4", "npy.br")
 _JSON_EXTENSIONS = tuple(e.lstrip(".") for e in _read.JSON_EXTENSIONS)
 _IMAGE_EXTENSIONS = tuple(e.lstrip(".") for e in _read.IMAGE_EXTENSIONS)
 # read_parquet's **arrow_parquet_args that only tune how pyarrow scans (Ray hands them to

@@ -197,6 +197,12 @@ def test_compressed_files_are_read_as_their_extension_or_open_stream_args_say(
 def test_writes_compress_with_open_stream_args_and_reads_get_the_rows_back(
         ember_local: Any, tmp_path: Path) -> None:
     ds = ed.from_items([{"x": i} for i in range(5)], override_num_blocks=1)
+    ds.write_numpy(str(tmp_path / "npy"), column="x", arrow_open_stream_args={
+        "compression": "gzip"})
+    [npy] = (tmp_path / "npy").iterdir()
+    assert npy.name.endswith(".npy.gz")
+    assert sorted(r["data"] for r in ed.read_numpy(str(tmp_path / "npy")).take_all()) == list(
+        range(5))
     for fmt in ("csv", "json"):
         getattr(ds, f"write_{fmt}")(str(tmp_path / fmt),
                                     arrow_open_stream_args={"compression": "gzip"})
