@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ember.data import _read
+from ember.data import _options, _read
 from ember.data import aggregate as aggregate
 from ember.data import block as block
 from ember.data import datasource as datasource
@@ -30,7 +30,7 @@ from ember.data._plan import ActorPoolStrategy, TaskPoolStrategy
 from ember.data._split import DataIterator
 from ember.data._stats import DatasetStats
 from ember.data.block import BlockMetadata
-from ember.data.datasource import Datasource, ReadTask
+from ember.data.datasource import Datasource, Partitioning, PathPartitionFilter, ReadTask
 
 __all__ = [
     "ActorPoolStrategy",
@@ -158,47 +158,134 @@ def from_torch(dataset: Any, *, parallelism: int = -1,
         dataset, parallelism=_blocks(parallelism, override_num_blocks)))
 
 
+# Ray's defaults: hive partitions for the tabular formats, none for the others.
+_HIVE = Partitioning("hive")
+_PARQUET_EXTENSIONS = ("parquet",)
+# Ray's ["npy"], and the names of compressed ones that write_numpy(arrow_open_stream_args=)
+# gives its files.
+_NUMPY_EXTENSIONS = ("npy", "npy.gz", "npy.bz2", "npy.zst", "npy.lz4", "npy.br")
+_JSON_EXTENSIONS = tuple(e.lstrip(".") for e in _read.JSON_EXTENSIONS)
+_IMAGE_EXTENSIONS = tuple(e.lstrip(".") for e in _read.IMAGE_EXTENSIONS)
+# read_parquet's **arrow_parquet_args that only tune how pyarrow scans (Ray hands them to
+# pyarrow.dataset.Scanner.from_fragment) or where Ray finds metadata: ember sizes its reads
+# itself, so they are accepted and have no effect on what is read.
+_PARQUET_SCAN_HINTS = ("batch_size", "batch_readahead", "fragment_readahead", "use_threads",
+                       "cache_metadata", "meta_provider")
+
+
+def _read_files(name: str, paths: Paths, reader: Any, selection: _options.FileOptions, *,
+                parallelism: int, override_num_blocks: int | None, filesystem: Any,
+                ray_remote_args: dict[str, Any] | None, num_cpus: float | None,
+                memory: float | None, concurrency: int | None, native: bool = False
+                ) -> Dataset:
+    return Dataset(_read.file_source(
+        name, paths, reader, selection=selection,
+        parallelism=_blocks(parallelism, override_num_blocks), native=native,
+        options=IOOptions(filesystem, ray_remote_args, num_cpus, memory, concurrency)))
+
+
+def _arrow_args(what: str, given: dict[str, Any], fn: Any, options: dict[str, Any]
+                ) -> dict[str, Any]:
+    """``given`` (the ``**arrow_*_args`` of ``what``) checked against ``fn``'s parameters and
+    each against the pyarrow class it must be an instance of (``options``)."""
+    accepted = _options.parameters(fn, "input_file", "memory_pool")
+    target = f"{fn.__module__.replace('._', '.')}.{fn.__name__}"  # pyarrow._csv: pyarrow.csv
+    args = _options.format_args(given, accepted, what, target)
+    for key, kind in options.items():
+        if args.get(key) is not None and not isinstance(args[key], kind):
+            raise TypeError(f"{what}: {key}={args[key]!r} must be a "
+                            f"{kind.__module__.replace('._', '.')}.{kind.__name__}")
+    return args
+
+
 def read_parquet(paths: Paths, *, columns: list[str] | None = None,
                  schema: Any = None, parallelism: int = -1,
                  override_num_blocks: int | None = None, filesystem: Any = None,
                  ray_remote_args: dict[str, Any] | None = None, num_cpus: float | None = None,
                  memory: float | None = None, concurrency: int | None = None,
-                 filter: Any = None) -> Dataset:
+                 filter: Any = None, include_paths: bool = False,
+                 ignore_missing_paths: bool = False,
+                 file_extensions: Sequence[str] | None = _PARQUET_EXTENSIONS,
+                 partitioning: Partitioning | None = _HIVE,
+                 partition_filter: PathPartitionFilter | None = None,
+                 tensor_column_schema: dict[str, tuple[Any, tuple[int, ...]]] | None = None,
+                 **arrow_parquet_args: Any) -> Dataset:
     """Parquet files (a file, a folder, or a list). Files whose schemas differ are read as one
     schema, unified as ``pyarrow.unify_schemas`` does (columns missing from a file are null,
     numeric types widen); ``schema=`` forces a ``pyarrow.Schema``. Files whose schemas cannot
     be unified raise a ``ValueError`` naming two of them. ``filter`` (a
     ``pyarrow.compute.Expression`` such as ``pyarrow.dataset.field("x") > 5``, as in Ray) keeps
     only the rows it holds for, skipping row groups whose statistics rule it out; it may name
-    columns that ``columns`` leaves out.
+    columns that ``columns`` leaves out. ``tensor_column_schema`` (``{column: (dtype,
+    shape)}``) reads binary columns of serialized arrays as tensors. Of Ray's other
+    ``**arrow_parquet_args``, the scan hints ``batch_size``, ``batch_readahead``,
+    ``fragment_readahead``, ``use_threads``, ``cache_metadata`` and ``meta_provider`` are
+    accepted and change nothing (ember sizes its reads itself); any other is a ``TypeError``.
+
+    Hive folders (``year=2024/part.parquet``) add their values as string columns
+    (``partitioning``, as in Ray; ``columns=`` may name them; ``partitioning=None``: none).
 
     Every ``read_*`` of files also takes Ray's ``filesystem=`` (a ``pyarrow.fs.FileSystem`` or
     an fsspec one such as ``s3fs.S3FileSystem(endpoint_url=...)``; paths may keep or drop their
-    ``s3://``) and, for its read tasks, ``num_cpus=``, ``memory=``, ``concurrency=`` (at most
-    that many at once) and ``ray_remote_args=`` (``scheduling_strategy``, ``runtime_env``,
-    ``max_retries``...)."""
+    ``s3://``), ``include_paths=`` (a ``path`` column), ``ignore_missing_paths=``,
+    ``file_extensions=`` (a list such as ``["csv", "csv.gz"]``; ``None``: every file; a list
+    given applies to the files named too, the default one only to those found in folders),
+    ``partitioning=`` (a ``datasource.Partitioning``), ``partition_filter=`` (a
+    ``datasource.PathPartitionFilter``: files it rejects are not read), and, for its read
+    tasks, ``num_cpus=``, ``memory=``, ``concurrency=`` (at most that many at once) and
+    ``ray_remote_args=`` (``scheduling_strategy``, ``runtime_env``, ``max_retries``...)."""
+    unknown = sorted(set(arrow_parquet_args) - {"filter", *_PARQUET_SCAN_HINTS})
+    if unknown:
+        raise TypeError(
+            f"read_parquet() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}"
+            "; of Ray's arrow_parquet_args it takes columns, schema, filter, "
+            f"tensor_column_schema and the scan hints {', '.join(_PARQUET_SCAN_HINTS)} "
+            "(which change nothing)")
     options = IOOptions(filesystem, ray_remote_args, num_cpus, memory, concurrency)
     options.task_args("ReadParquet")  # bad options fail before any file is listed
-    fs, files = _read.resolve_files(paths, [".parquet"], filesystem)
-    target = _read.parquet_schema(fs, files, columns, schema)
+    selection = _options.FileOptions.of(
+        "read_parquet", file_extensions, _PARQUET_EXTENSIONS, include_paths=include_paths,
+        ignore_missing_paths=ignore_missing_paths, partitioning=partitioning,
+        partition_filter=partition_filter)
     import pyarrow.compute as pc
 
     if filter is not None and not isinstance(filter, pc.Expression):
         raise TypeError(f"read_parquet: filter={filter!r} must be a pyarrow.compute.Expression, "
                         "e.g. pyarrow.dataset.field('x') > 5")
+    fs, files = _read.resolve_files(paths, None, filesystem, selection)
+    partitions = _read.partition_values(fs, files, selection.partitioning)
+    names = [name for name, _, _ in partitions[0]] if partitions else []
+    target = _read.parquet_schema(fs, files, columns, schema, names)
+    if partitions and columns is not None:  # the partition columns that columns names
+        partitions = [tuple(p for p in values if p[0] in columns) for values in partitions]
+        partitions = partitions if partitions[0] else None
+    reader = _read.parquet_reader(target, filter)
+    pieces = _read.parquet_pieces(target, row_filter=filter)
+    if tensor_column_schema:
+        reader = _read.tensor_columns(reader, dict(tensor_column_schema))
+        pieces = _read.tensor_columns(pieces, dict(tensor_column_schema))
     return Dataset(_read.file_source(
-        "ReadParquet", paths, _read.parquet_reader(target, filter), extensions=[".parquet"],
+        "ReadParquet", paths, reader, selection=selection,
         parallelism=_blocks(parallelism, override_num_blocks), resolved=(fs, files),
-        native=True, pieces=_read.parquet_pieces(target, row_filter=filter), options=options))
+        native=True, pieces=pieces, options=options, partitions=partitions))
 
 
 def read_csv(paths: Paths, *, parallelism: int = -1, include_paths: bool = False,
              override_num_blocks: int | None = None,
              filesystem: Any = None, ray_remote_args: dict[str, Any] | None = None,
              num_cpus: float | None = None, memory: float | None = None,
-             concurrency: int | None = None) -> Dataset:
-    """CSV files (a file, a folder, or a list; local paths or fsspec URLs such as ``s3://``),
-    with a header row; ``include_paths=True`` adds a ``path`` column.
+             concurrency: int | None = None, ignore_missing_paths: bool = False,
+             file_extensions: Sequence[str] | None = None,
+             partitioning: Partitioning | None = _HIVE,
+             partition_filter: PathPartitionFilter | None = None,
+             arrow_open_stream_args: dict[str, Any] | None = None,
+             **arrow_csv_args: Any) -> Dataset:
+    """CSV files (a file, a folder's files, or a list; local paths or fsspec URLs such as
+    ``s3://``), with a header row. ``**arrow_csv_args`` go to ``pyarrow.csv.read_csv``:
+    ``parse_options=pyarrow.csv.ParseOptions(delimiter="\\t")`` for TSV, ``read_options=``,
+    ``convert_options=``. Compressed files (``.csv.gz``...) are decompressed, as their
+    extension says or as ``arrow_open_stream_args={"compression": "gzip"}`` does. The other
+    arguments are ``read_parquet``'s.
 
     >>> import tempfile
     >>> folder = tempfile.mkdtemp()
@@ -207,29 +294,47 @@ def read_csv(paths: Paths, *, parallelism: int = -1, include_paths: bool = False
     [{'name': 'ada', 'age': 36}]
     >>> import shutil; shutil.rmtree(folder)
     """
-    return Dataset(_read.file_source("ReadCSV", paths, _read.csv_reader, extensions=[".csv"],
-                                     include_paths=include_paths,
-                                     parallelism=_blocks(parallelism, override_num_blocks),
-                                     native=True,
-                                     options=IOOptions(
-                                         filesystem, ray_remote_args, num_cpus, memory,
-                                         concurrency)))
+    import pyarrow.csv as pacsv
+
+    args = _arrow_args("read_csv", arrow_csv_args, pacsv.read_csv, {
+        "read_options": pacsv.ReadOptions, "parse_options": pacsv.ParseOptions,
+        "convert_options": pacsv.ConvertOptions})
+    selection = _options.FileOptions.of(
+        "read_csv", file_extensions, None, include_paths=include_paths,
+        ignore_missing_paths=ignore_missing_paths, partitioning=partitioning,
+        partition_filter=partition_filter, arrow_open_stream_args=arrow_open_stream_args)
+    return _read_files("ReadCSV", paths, _read.csv_reader(args, selection.open_args), selection,
+                       parallelism=parallelism, override_num_blocks=override_num_blocks,
+                       filesystem=filesystem, ray_remote_args=ray_remote_args,
+                       num_cpus=num_cpus, memory=memory, concurrency=concurrency, native=True)
 
 
 def read_json(paths: Paths, *, parallelism: int = -1, include_paths: bool = False,
               override_num_blocks: int | None = None,
               filesystem: Any = None, ray_remote_args: dict[str, Any] | None = None,
               num_cpus: float | None = None, memory: float | None = None,
-              concurrency: int | None = None) -> Dataset:
-    """Newline-delimited JSON files (one object per line)."""
-    return Dataset(_read.file_source("ReadJSON", paths, _read.json_reader,
-                                     extensions=[".json", ".jsonl"],
-                                     include_paths=include_paths,
-                                     parallelism=_blocks(parallelism, override_num_blocks),
-                                     native=True,
-                                     options=IOOptions(
-                                         filesystem, ray_remote_args, num_cpus, memory,
-                                         concurrency)))
+              concurrency: int | None = None, ignore_missing_paths: bool = False,
+              file_extensions: Sequence[str] | None = _JSON_EXTENSIONS,
+              partitioning: Partitioning | None = _HIVE,
+              partition_filter: PathPartitionFilter | None = None,
+              arrow_open_stream_args: dict[str, Any] | None = None,
+              **arrow_json_args: Any) -> Dataset:
+    """Newline-delimited JSON files (one object per line; ``.json``, ``.jsonl``, plain or
+    compressed: ``.jsonl.gz``...). ``**arrow_json_args`` go to ``pyarrow.json.read_json``
+    (``read_options=``, ``parse_options=``). The other arguments are ``read_csv``'s."""
+    import pyarrow.json as pajson
+
+    args = _arrow_args("read_json", arrow_json_args, pajson.read_json, {
+        "read_options": pajson.ReadOptions, "parse_options": pajson.ParseOptions})
+    selection = _options.FileOptions.of(
+        "read_json", file_extensions, _JSON_EXTENSIONS, include_paths=include_paths,
+        ignore_missing_paths=ignore_missing_paths, partitioning=partitioning,
+        partition_filter=partition_filter, arrow_open_stream_args=arrow_open_stream_args)
+    return _read_files("ReadJSON", paths, _read.json_reader(args, selection.open_args),
+                       selection, parallelism=parallelism,
+                       override_num_blocks=override_num_blocks, filesystem=filesystem,
+                       ray_remote_args=ray_remote_args, num_cpus=num_cpus, memory=memory,
+                       concurrency=concurrency, native=True)
 
 
 def read_text(paths: Paths, *, encoding: str = "utf-8", drop_empty_lines: bool = True,
@@ -237,29 +342,45 @@ def read_text(paths: Paths, *, encoding: str = "utf-8", drop_empty_lines: bool =
               override_num_blocks: int | None = None,
               filesystem: Any = None, ray_remote_args: dict[str, Any] | None = None,
               num_cpus: float | None = None, memory: float | None = None,
-              concurrency: int | None = None) -> Dataset:
-    """One row ``{"text": line}`` per line."""
-    return Dataset(_read.file_source("ReadText", paths,
-                                     _read.text_reader(encoding, drop_empty_lines),
-                                     include_paths=include_paths,
-                                     parallelism=_blocks(parallelism, override_num_blocks),
-                                     options=IOOptions(
-                                         filesystem, ray_remote_args, num_cpus, memory,
-                                         concurrency)))
+              concurrency: int | None = None, ignore_missing_paths: bool = False,
+              file_extensions: Sequence[str] | None = None,
+              partitioning: Partitioning | None = None,
+              partition_filter: PathPartitionFilter | None = None,
+              arrow_open_stream_args: dict[str, Any] | None = None) -> Dataset:
+    """One row ``{"text": line}`` per line (compressed files decompressed, as in
+    ``read_csv``)."""
+    selection = _options.FileOptions.of(
+        "read_text", file_extensions, None, include_paths=include_paths,
+        ignore_missing_paths=ignore_missing_paths, partitioning=partitioning,
+        partition_filter=partition_filter, arrow_open_stream_args=arrow_open_stream_args)
+    return _read_files("ReadText", paths,
+                       _read.text_reader(encoding, drop_empty_lines, selection.open_args),
+                       selection, parallelism=parallelism,
+                       override_num_blocks=override_num_blocks, filesystem=filesystem,
+                       ray_remote_args=ray_remote_args, num_cpus=num_cpus, memory=memory,
+                       concurrency=concurrency)
 
 
 def read_binary_files(paths: Paths, *, include_paths: bool = False,
                       parallelism: int = -1, override_num_blocks: int | None = None,
                       filesystem: Any = None, ray_remote_args: dict[str, Any] | None = None,
                       num_cpus: float | None = None, memory: float | None = None,
-                      concurrency: int | None = None) -> Dataset:
-    """One row ``{"bytes": contents}`` per file."""
-    return Dataset(_read.file_source("ReadBinary", paths, _read.binary_reader,
-                                     include_paths=include_paths,
-                                     parallelism=_blocks(parallelism, override_num_blocks),
-                                     options=IOOptions(
-                                         filesystem, ray_remote_args, num_cpus, memory,
-                                         concurrency)))
+                      concurrency: int | None = None, ignore_missing_paths: bool = False,
+                      file_extensions: Sequence[str] | None = None,
+                      partitioning: Partitioning | None = None,
+                      partition_filter: PathPartitionFilter | None = None,
+                      arrow_open_stream_args: dict[str, Any] | None = None) -> Dataset:
+    """One row ``{"bytes": contents}`` per file (a compressed file's contents decompressed,
+    as Ray does)."""
+    selection = _options.FileOptions.of(
+        "read_binary_files", file_extensions, None, include_paths=include_paths,
+        ignore_missing_paths=ignore_missing_paths, partitioning=partitioning,
+        partition_filter=partition_filter, arrow_open_stream_args=arrow_open_stream_args)
+    return _read_files("ReadBinary", paths, _read.binary_reader(selection.open_args),
+                       selection, parallelism=parallelism,
+                       override_num_blocks=override_num_blocks, filesystem=filesystem,
+                       ray_remote_args=ray_remote_args, num_cpus=num_cpus, memory=memory,
+                       concurrency=concurrency)
 
 
 def read_images(paths: Paths, *, size: tuple[int, int] | None = None, mode: str | None = None,
@@ -267,29 +388,57 @@ def read_images(paths: Paths, *, size: tuple[int, int] | None = None, mode: str 
                 override_num_blocks: int | None = None,
                 filesystem: Any = None, ray_remote_args: dict[str, Any] | None = None,
                 num_cpus: float | None = None, memory: float | None = None,
-                concurrency: int | None = None) -> Dataset:
-    """One row ``{"image": array}`` per image file (needs Pillow)."""
-    return Dataset(_read.file_source("ReadImages", paths, _read.image_reader(size, mode),
-                                     extensions=list(_read.IMAGE_EXTENSIONS),
-                                     include_paths=include_paths,
-                                     parallelism=_blocks(parallelism, override_num_blocks),
-                                     options=IOOptions(
-                                         filesystem, ray_remote_args, num_cpus, memory,
-                                         concurrency)))
+                concurrency: int | None = None, ignore_missing_paths: bool = False,
+                file_extensions: Sequence[str] | None = _IMAGE_EXTENSIONS,
+                partitioning: Partitioning | None = None,
+                partition_filter: PathPartitionFilter | None = None) -> Dataset:
+    """One row ``{"image": array}`` per image file (needs Pillow); ``partitioning`` such as
+    ``Partitioning("dir", base_dir=root, field_names=["label"])`` labels each image with its
+    folder."""
+    selection = _options.FileOptions.of(
+        "read_images", file_extensions, _IMAGE_EXTENSIONS, include_paths=include_paths,
+        ignore_missing_paths=ignore_missing_paths, partitioning=partitioning,
+        partition_filter=partition_filter)
+    return _read_files("ReadImages", paths, _read.image_reader(size, mode), selection,
+                       parallelism=parallelism, override_num_blocks=override_num_blocks,
+                       filesystem=filesystem, ray_remote_args=ray_remote_args,
+                       num_cpus=num_cpus, memory=memory, concurrency=concurrency)
 
 
 def read_numpy(paths: Paths, *, parallelism: int = -1,
                override_num_blocks: int | None = None,
                filesystem: Any = None, ray_remote_args: dict[str, Any] | None = None,
                num_cpus: float | None = None, memory: float | None = None,
-               concurrency: int | None = None) -> Dataset:
-    """``.npy`` files; each array's rows become rows ``{"data": row}``."""
-    return Dataset(_read.file_source("ReadNumpy", paths, _read.numpy_reader,
-                                     extensions=[".npy"],
+               concurrency: int | None = None, include_paths: bool = False,
+               ignore_missing_paths: bool = False,
+               file_extensions: Sequence[str] | None = _NUMPY_EXTENSIONS,
+               partitioning: Partitioning | None = None,
+               partition_filter: PathPartitionFilter | None = None,
+               arrow_open_stream_args: dict[str, Any] | None = None,
+               **numpy_load_args: Any) -> Dataset:
+    """``.npy`` files; each array's rows become rows ``{"data": row}``. ``**numpy_load_args``
+    go to ``numpy.load`` (``mmap_mode=`` for local files; pickled arrays are refused unless
+    you pass ``allow_pickle=True`` for files you trust)."""
+    import numpy as np
+
+    args = _options.format_args(numpy_load_args, _options.parameters(np.load, "file"),
+                                "read_numpy", "numpy.load")
+    options = IOOptions(filesystem, ray_remote_args, num_cpus, memory, concurrency)
+    if args.get("mmap_mode") is not None:
+        first = paths if isinstance(paths, str) else next(iter(paths), "")
+        fs, _ = _options.fs_and_path(first, _options.as_filesystem(filesystem))
+        if not _read._is_local(fs):
+            raise ValueError(f"read_numpy: mmap_mode={args['mmap_mode']!r} maps local files; "
+                             f"{paths!r} is not on the local filesystem (leave mmap_mode out)")
+    selection = _options.FileOptions.of(
+        "read_numpy", file_extensions, _NUMPY_EXTENSIONS, include_paths=include_paths,
+        ignore_missing_paths=ignore_missing_paths, partitioning=partitioning,
+        partition_filter=partition_filter, arrow_open_stream_args=arrow_open_stream_args)
+    return Dataset(_read.file_source("ReadNumpy", paths,
+                                     _read.numpy_reader(args, selection.open_args),
+                                     selection=selection,
                                      parallelism=_blocks(parallelism, override_num_blocks),
-                                     options=IOOptions(
-                                         filesystem, ray_remote_args, num_cpus, memory,
-                                         concurrency)))
+                                     options=options))
 
 
 def read_datasource(datasource: Datasource, *, parallelism: int = -1,

@@ -18,7 +18,7 @@ from ember.data._block import Block
 from ember.data._context import DataContext
 from ember.data._executor import execute
 from ember.data._grouped import GroupedData
-from ember.data._options import IOOptions, remote_args
+from ember.data._options import IOOptions, open_stream_args, remote_args
 from ember.data._plan import (
     ActorPoolStrategy,
     AllToAll,
@@ -613,7 +613,11 @@ class Dataset(_iterator.BatchIteration):
                min_rows_per_file: int | None = None,
                num_rows_per_file: int | None = None, filesystem: Any = None,
                try_create_dir: bool = True, ray_remote_args: dict[str, Any] | None = None,
-               concurrency: int | None = None) -> None:
+               concurrency: int | None = None,
+               arrow_open_stream_args: dict[str, Any] | None = None,
+               args_fn: Callable[[], dict[str, Any]] | None = None,
+               partition_cols: list[str] | None = None, **format_args: Any) -> None:
+        what = f"write_{fmt}"
         if num_rows_per_file is not None:  # Ray's older name for the same hint
             if min_rows_per_file is not None and min_rows_per_file != num_rows_per_file:
                 raise ValueError("pass min_rows_per_file= (or its older name "
@@ -623,8 +627,20 @@ class Dataset(_iterator.BatchIteration):
                                               isinstance(min_rows_per_file, int) or
                                               min_rows_per_file < 1):
             raise ValueError(f"min_rows_per_file={min_rows_per_file!r} must be an int >= 1")
+        args = _write.checked_format_args(fmt, format_args, what)
+        open_args = open_stream_args(arrow_open_stream_args, what) or None
+        if fmt == "parquet" and open_args and open_args.get("compression"):
+            raise ValueError("write_parquet: a Parquet file compresses its own pages; pass "
+                             f"compression={open_args['compression']!r} rather than "
+                             "arrow_open_stream_args={'compression': ...}")
+        if partition_cols is not None and (isinstance(partition_cols, str) or not all(
+                isinstance(c, str) for c in partition_cols)):
+            raise TypeError(f"write_parquet: partition_cols={partition_cols!r} must be a list "
+                            "of column names")
         step = _write.write_transform(path, fmt, column, filesystem=filesystem,
-                                      create_dir=try_create_dir)
+                                      create_dir=try_create_dir, format_args=args,
+                                      format_args_fn=args_fn, open_args=open_args,
+                                      partition_cols=partition_cols or ())
         num_cpus, options = IOOptions(ray_remote_args=ray_remote_args,
                                               concurrency=concurrency).task_args(step.name)
         # With a minimum, the write is a stage of its own whose tasks join blocks up to it, so
@@ -636,53 +652,81 @@ class Dataset(_iterator.BatchIteration):
             pass
         self._stats = writer._stats
 
-    def write_parquet(self, path: str, *, min_rows_per_file: int | None = None,
+    def write_parquet(self, path: str, *, partition_cols: list[str] | None = None,
+                      min_rows_per_file: int | None = None,
                       num_rows_per_file: int | None = None, filesystem: Any = None,
                       try_create_dir: bool = True,
                       ray_remote_args: dict[str, Any] | None = None,
-                      concurrency: int | None = None) -> None:
+                      concurrency: int | None = None,
+                      arrow_open_stream_args: dict[str, Any] | None = None,
+                      arrow_parquet_args_fn: Callable[[], dict[str, Any]] | None = None,
+                      **arrow_parquet_args: Any) -> None:
         """One Parquet file per block, written by the task that made it (``min_rows_per_file``:
         blocks are joined so that each file but the last has at least that many rows).
+        ``**arrow_parquet_args`` (``compression="gzip"``, ``row_group_size=``...) go to
+        ``pyarrow.parquet.write_table`` (``schema=``: blocks are cast to it first);
+        ``arrow_parquet_args_fn`` returns more of them, called in each write task.
+        ``partition_cols=["year"]`` writes each block's rows in hive folders
+        ``year=2024/`` (the files leave those columns out; ``read_parquet`` of the folder
+        gives them back, as strings).
 
         Every ``write_*`` also takes Ray's ``filesystem=`` (a ``pyarrow.fs.FileSystem`` or an
-        fsspec one), ``try_create_dir=`` and, for its write tasks, ``ray_remote_args=`` and
-        ``concurrency=`` (at most that many at once)."""
+        fsspec one), ``try_create_dir=``, ``arrow_open_stream_args=`` (``{"compression":
+        "gzip"}``: compressed files, named ``*.csv.gz`` and so on, so reads decompress them)
+        and, for its write tasks, ``ray_remote_args=`` and ``concurrency=`` (at most that
+        many at once). Arguments a format's writer does not take are a ``TypeError`` here,
+        before anything runs."""
         self._write(path, "parquet", min_rows_per_file=min_rows_per_file,
                     num_rows_per_file=num_rows_per_file, filesystem=filesystem,
                     try_create_dir=try_create_dir, ray_remote_args=ray_remote_args,
-                    concurrency=concurrency)
+                    concurrency=concurrency, arrow_open_stream_args=arrow_open_stream_args,
+                    args_fn=arrow_parquet_args_fn, partition_cols=partition_cols,
+                    **arrow_parquet_args)
 
     def write_csv(self, path: str, *, min_rows_per_file: int | None = None,
                   num_rows_per_file: int | None = None, filesystem: Any = None,
                   try_create_dir: bool = True, ray_remote_args: dict[str, Any] | None = None,
-                  concurrency: int | None = None) -> None:
-        """As ``write_parquet``, in CSV."""
+                  concurrency: int | None = None,
+                  arrow_open_stream_args: dict[str, Any] | None = None,
+                  arrow_csv_args_fn: Callable[[], dict[str, Any]] | None = None,
+                  **arrow_csv_args: Any) -> None:
+        """As ``write_parquet``, in CSV: ``**arrow_csv_args`` (``write_options=
+        pyarrow.csv.WriteOptions(delimiter="\\t")``) and ``arrow_csv_args_fn``'s go to
+        ``pyarrow.csv.write_csv``."""
         self._write(path, "csv", min_rows_per_file=min_rows_per_file,
                     num_rows_per_file=num_rows_per_file, filesystem=filesystem,
                     try_create_dir=try_create_dir, ray_remote_args=ray_remote_args,
-                    concurrency=concurrency)
+                    concurrency=concurrency, arrow_open_stream_args=arrow_open_stream_args,
+                    args_fn=arrow_csv_args_fn, **arrow_csv_args)
 
     def write_json(self, path: str, *, min_rows_per_file: int | None = None,
                    num_rows_per_file: int | None = None, filesystem: Any = None,
                    try_create_dir: bool = True, ray_remote_args: dict[str, Any] | None = None,
-                   concurrency: int | None = None) -> None:
-        """As ``write_parquet``, in newline-delimited JSON."""
+                   concurrency: int | None = None,
+                   arrow_open_stream_args: dict[str, Any] | None = None,
+                   pandas_json_args_fn: Callable[[], dict[str, Any]] | None = None,
+                   **pandas_json_args: Any) -> None:
+        """As ``write_parquet``, in JSON: ``**pandas_json_args`` and ``pandas_json_args_fn``'s
+        go to ``pandas.DataFrame.to_json`` (default, as Ray's: ``orient="records",
+        lines=True``, one object per line)."""
         self._write(path, "json", min_rows_per_file=min_rows_per_file,
                     num_rows_per_file=num_rows_per_file, filesystem=filesystem,
                     try_create_dir=try_create_dir, ray_remote_args=ray_remote_args,
-                    concurrency=concurrency)
+                    concurrency=concurrency, arrow_open_stream_args=arrow_open_stream_args,
+                    args_fn=pandas_json_args_fn, **pandas_json_args)
 
     def write_numpy(self, path: str, *, column: str = "data",
                     min_rows_per_file: int | None = None,
                     num_rows_per_file: int | None = None, filesystem: Any = None,
                     try_create_dir: bool = True,
                     ray_remote_args: dict[str, Any] | None = None,
-                    concurrency: int | None = None) -> None:
+                    concurrency: int | None = None,
+                    arrow_open_stream_args: dict[str, Any] | None = None) -> None:
         """As ``write_parquet``: ``column`` as ``.npy`` files."""
         self._write(path, "numpy", column, min_rows_per_file=min_rows_per_file,
                     num_rows_per_file=num_rows_per_file, filesystem=filesystem,
                     try_create_dir=try_create_dir, ray_remote_args=ray_remote_args,
-                    concurrency=concurrency)
+                    concurrency=concurrency, arrow_open_stream_args=arrow_open_stream_args)
 
 
 class MaterializedDataset(Dataset):

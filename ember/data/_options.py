@@ -104,3 +104,103 @@ class IOOptions:
                                              or self.concurrency < 1):
             raise ValueError(f"{what}: concurrency={self.concurrency!r} must be an int >= 1")
         return own.get("num_cpus"), options or None
+
+
+# Ray's ``arrow_open_stream_args``: what ``pyarrow.fs.FileSystem.open_input_stream`` (and
+# ``open_output_stream``) take besides the path.
+OPEN_STREAM_ARGS = ("buffer_size", "compression")
+
+
+def open_stream_args(given: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    """Ray's ``arrow_open_stream_args`` of ``what``, checked: ``compression`` (a codec name
+    such as ``"gzip"``; by default inferred from the file's extension, as pyarrow does) and
+    ``buffer_size``."""
+    args = dict(given or {})
+    unknown = sorted(set(args) - set(OPEN_STREAM_ARGS))
+    if unknown:
+        raise TypeError(f"{what}: arrow_open_stream_args {', '.join(map(repr, unknown))} are "
+                        f"not known; known: {', '.join(OPEN_STREAM_ARGS)}")
+    codec = args.get("compression")
+    if codec is not None:
+        import pyarrow as pa
+
+        try:
+            known = isinstance(codec, str) and pa.Codec.is_available(codec)
+        except ValueError:  # a name pyarrow does not know
+            known = False
+        if not known:
+            raise ValueError(f"{what}: arrow_open_stream_args compression={codec!r} is not a "
+                             "codec pyarrow has (e.g. 'gzip', 'bz2', 'zstd', 'lz4', 'brotli')")
+    size = args.get("buffer_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"{what}: arrow_open_stream_args buffer_size={size!r} must be an "
+                         "int >= 1")
+    return args
+
+
+def format_args(given: dict[str, Any], accepted: Any, what: str, target: str) -> dict[str, Any]:
+    """``given`` keyword arguments of ``what`` that go on to ``target`` (a function, e.g.
+    ``pyarrow.parquet.write_table``), checked by name against ``accepted`` (the names it
+    takes), so a misspelt one fails here rather than deep inside a task."""
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise TypeError(f"{what}{'' if what.endswith(('fn', ')')) else '()'} got unexpected "
+                        f"keyword argument(s) "
+                        f"{', '.join(map(repr, unknown))}; the arguments passed on to {target} "
+                        f"are: {', '.join(sorted(accepted))}")
+    return dict(given)
+
+
+def parameters(fn: Any, *skip: str) -> list[str]:
+    """The names of ``fn``'s keyword parameters (from ``inspect.signature``), less ``skip``."""
+    import inspect
+
+    return [name for name, p in inspect.signature(fn).parameters.items()
+            if name not in skip and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """Which files a ``read_*`` takes and what it adds to their rows (Ray's names):
+    ``file_extensions`` (``None``: every file; a given list applies to every file, the
+    reader's default one only to those found in folders), ``ignore_missing_paths``,
+    ``include_paths`` (a ``path`` column), ``partitioning`` (columns from the folders of a
+    file's path), ``partition_filter`` (drops files by those values before any read) and
+    ``arrow_open_stream_args``."""
+
+    file_extensions: tuple[str, ...] | None = None
+    extensions_given: bool = False
+    ignore_missing_paths: bool = False
+    include_paths: bool = False
+    partitioning: Any = None
+    partition_filter: Any = None
+    open_args: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, what: str, file_extensions: Any, default: Any, *,
+           include_paths: bool = False, ignore_missing_paths: bool = False,
+           partitioning: Any = None, partition_filter: Any = None,
+           arrow_open_stream_args: dict[str, Any] | None = None) -> FileOptions:
+        """Checked options of ``what``; ``default``: its default ``file_extensions`` (the
+        very object its signature has, so that a list the user passes is told from it)."""
+        from ember.data.datasource import Partitioning, PathPartitionFilter
+
+        given = file_extensions is not default
+        extensions = file_extensions
+        if extensions is not None:
+            if isinstance(extensions, str) or not all(isinstance(e, str) for e in extensions):
+                raise TypeError(f"{what}: file_extensions={extensions!r} must be a list of "
+                                "extensions such as ['csv', 'csv.gz'] (or None: every file)")
+            extensions = tuple(e.lower() if e.startswith(".") else f".{e.lower()}"
+                               for e in extensions)
+        if partitioning is not None and not isinstance(partitioning, Partitioning):
+            raise TypeError(f"{what}: partitioning={partitioning!r} must be an "
+                            "ember.data.datasource.Partitioning (or None)")
+        if partition_filter is not None and not isinstance(partition_filter,
+                                                           PathPartitionFilter):
+            raise TypeError(f"{what}: partition_filter={partition_filter!r} must be an "
+                            "ember.data.datasource.PathPartitionFilter, e.g. "
+                            "PathPartitionFilter.of(lambda d: d['year'] == '2024')")
+        return cls(extensions, given, bool(ignore_missing_paths), bool(include_paths),
+                   partitioning, partition_filter,
+                   open_stream_args(arrow_open_stream_args, what) or None)

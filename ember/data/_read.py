@@ -17,7 +17,7 @@ import ember
 from ember.data import _block, _transforms
 from ember.data._block import Block
 from ember.data._context import DataContext
-from ember.data._options import IOOptions, as_filesystem, fs_and_path
+from ember.data._options import FileOptions, IOOptions, as_filesystem, fs_and_path
 from ember.data._plan import BlockMeta, Bundle, InputBlocks, Read, ReadTask
 
 
@@ -161,28 +161,48 @@ def from_torch(dataset: Any, *, parallelism: int = -1) -> InputBlocks:
 
 # -- files --------------------------------------------------------------------------------------
 def resolve_files(paths: str | Sequence[str], extensions: Sequence[str] | None,
-                  filesystem: Any = None) -> tuple[Any, list[str]]:
+                  filesystem: Any = None, selection: FileOptions | None = None
+                  ) -> tuple[Any, list[str]]:
+    """The filesystem and the files of ``paths`` (files as given, folders' files found
+    recursively, hidden ``.``/``_`` names left out), as ``selection`` picks them: by extension
+    (a ``file_extensions`` the user gave applies to every file, a reader's default only to
+    what is found in folders), missing paths skipped with ``ignore_missing_paths``, and the
+    ``partition_filter`` applied. ``extensions``: without ``selection``, its defaults."""
+    if selection is None:
+        selection = FileOptions(tuple(extensions) if extensions else None)
     path_list = [paths] if isinstance(paths, str) else list(paths)
     if not path_list:
         raise ValueError("no paths given: pass a file, a directory or a list of them")
     filesystem = as_filesystem(filesystem)
     fs, _ = fs_and_path(path_list[0], filesystem)
+    wanted = selection.file_extensions
     files: list[str] = []
     for path in path_list:
         _, stripped = fs_and_path(path, filesystem)
         if fs.isdir(stripped):
             found = sorted(f for f in fs.find(stripped) if not _hidden(f))
-            if extensions:
-                found = [f for f in found if f.lower().endswith(tuple(extensions))]
+            if wanted:
+                found = [f for f in found if _has_extension(f, wanted)]
             files.extend(found)
         elif fs.exists(stripped):
-            files.append(stripped)
-        else:
-            raise FileNotFoundError(f"no such file or directory: {path!r}")
+            if not selection.extensions_given or _has_extension(stripped, wanted or ()):
+                files.append(stripped)
+        elif not selection.ignore_missing_paths:
+            raise FileNotFoundError(f"no such file or directory: {path!r} (pass "
+                                    "ignore_missing_paths=True to skip missing paths)")
+    if selection.partition_filter is not None:
+        keep = selection.partition_filter
+        base = partition_base(fs, keep.partitioning)
+        files = [f for f in files if keep.apply(f, base)]
     if not files:
-        wanted = f" ending in {', '.join(extensions)}" if extensions else ""
-        raise FileNotFoundError(f"no files{wanted} found under {paths!r}")
+        ending = f" ending in {', '.join(wanted)}" if wanted else ""
+        kept = " that partition_filter keeps" if selection.partition_filter else ""
+        raise FileNotFoundError(f"no files{ending}{kept} found under {paths!r}")
     return fs, files
+
+
+def _has_extension(path: str, extensions: Sequence[str]) -> bool:
+    return path.split("?", 1)[0].lower().endswith(tuple(extensions))
 
 
 def _hidden(path: str) -> bool:
@@ -190,16 +210,80 @@ def _hidden(path: str) -> bool:
     return name.startswith((".", "_"))
 
 
+# Partition values of a file, as it adds them to its blocks: (column, value, type) each.
+Partitions = tuple[tuple[str, Any, pa.DataType], ...]
+PARTITION_ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(),
+                         bool: pa.bool_()}
+
+
+def partition_base(fs: Any, partitioning: Any) -> str:
+    """``partitioning.base_dir`` as a path of ``fs`` (no ``scheme://``; local ones absolute)."""
+    if not partitioning.base_dir:
+        return ""
+    if partitioning.filesystem is not None:
+        fs = as_filesystem(partitioning.filesystem)
+    _, stripped = fs_and_path(partitioning.base_dir, fs)
+    return str(fs._strip_protocol(stripped))
+
+
+def partition_values(fs: Any, files: Sequence[str], partitioning: Any
+                     ) -> list[Partitions] | None:
+    """Each file's partition columns (every column that any file has; ``None`` for a file
+    without it), or ``None`` when no file is in a partition folder."""
+    if partitioning is None:
+        return None
+    base = partition_base(fs, partitioning)
+    parsed = [partitioning.parse(f, base) for f in files]
+    names = list(dict.fromkeys(name for values in parsed for name in values))
+    if not names:
+        return None
+    types = {name: PARTITION_ARROW_TYPES[(partitioning.field_types or {}).get(name, str)]
+             for name in names}
+    return [tuple((name, values.get(name), types[name]) for name in names)
+            for values in parsed]
+
+
+def add_partitions(block: Block, partitions: Partitions, path: str) -> Block:
+    """``block`` with its file's partition columns: appended, or, where the file has the
+    column already, checked to hold the same value (as Ray does) and set to it."""
+    import pyarrow.compute as pc
+
+    n = block.num_rows
+    for name, value, kind in partitions:
+        if value is None:
+            column = pa.nulls(n, kind)
+        else:
+            column = pa.array([value], kind).take(pa.array(np.zeros(n, np.int32)))
+        if name not in block.column_names:
+            block = block.append_column(name, column)
+            continue
+        index = block.schema.get_field_index(name)
+        existing = block.column(index)
+        try:
+            column = column.cast(existing.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise ValueError(f"{path}: partition value {name}={value!r} cannot be cast to the "
+                             f"file's column {name!r} of type {existing.type}") from None
+        if pc.all(pc.equal(column, existing)).as_py() is False:
+            raise ValueError(f"{path}: the file's column {name!r} holds "
+                             f"{existing.unique().to_pylist()[:5]}, not its partition value "
+                             f"{value!r}; read it with partitioning=None")
+        block = block.set_column(index, name, column)
+    return block
+
+
 # A reader turns (filesystem, path) into the file's block, or into its blocks piece by piece.
 Reader = Callable[[Any, str], "Block | Iterable[Block]"]
 
 
-def _read_files(fs: Any, files: Sequence[str], reader: Reader, include_paths: bool
-                ) -> Iterable[Block]:
-    for path in files:
+def _read_files(fs: Any, files: Sequence[str], reader: Reader, include_paths: bool,
+                partitions: Sequence[Partitions] | None = None) -> Iterable[Block]:
+    for i, path in enumerate(files):
         try:
             read = reader(fs, path)
             for block in [read] if isinstance(read, pa.Table) else read:
+                if partitions is not None:
+                    block = add_partitions(block, partitions[i], path)
                 if include_paths:
                     block = block.append_column("path", pa.array([path] * block.num_rows,
                                                                  pa.string()))
@@ -212,18 +296,25 @@ def _read_files(fs: Any, files: Sequence[str], reader: Reader, include_paths: bo
 
 def file_source(
     name: str, paths: str | Sequence[str], reader: Reader, *,
-    extensions: Sequence[str] | None = None, include_paths: bool = False, parallelism: int = -1,
+    selection: FileOptions = FileOptions(), parallelism: int = -1,
     resolved: tuple[Any, list[str]] | None = None, native: bool = False,
     pieces: Reader | None = None, options: IOOptions = IOOptions(),
+    partitions: list[Partitions] | bool | None = True,
 ) -> Read:
-    """A read of ``paths``, each task reading some files with ``reader``. ``native``: the
-    reader decodes in native code off the GIL (pyarrow), so reads of local files may run in
-    threads of the consuming process (``Read.in_process``); ``pieces`` reads a file there in
-    pieces of a few MiB."""
+    """A read of ``paths`` (the files ``selection`` picks), each task reading some files with
+    ``reader``. ``native``: the reader decodes in native code off the GIL (pyarrow), so reads
+    of local files may run in threads of the consuming process (``Read.in_process``);
+    ``pieces`` reads a file there in pieces of a few MiB. ``partitions``: each file's
+    partition columns (``True``: from ``selection.partitioning``)."""
     _check_parallelism(parallelism)
     num_cpus, task_options = options.task_args(name)
-    fs, files = resolved if resolved is not None else resolve_files(paths, extensions,
-                                                                    options.filesystem)
+    fs, files = resolved if resolved is not None else resolve_files(
+        paths, None, options.filesystem, selection)
+    if partitions is True:
+        partitions = partition_values(fs, files, selection.partitioning)
+    elif partitions is False:
+        partitions = None
+    include_paths = selection.include_paths
     sizes = []
     for f in files:
         try:
@@ -234,10 +325,11 @@ def file_source(
     tasks = []
     for a, b in _splits(len(files), parts):
         group = files[a:b]
+        values = None if partitions is None else partitions[a:b]
         tasks.append(ReadTask(
-            functools.partial(_read_files, fs, group, reader, include_paths), None,
+            functools.partial(_read_files, fs, group, reader, include_paths, values), None,
             sum(sizes[a:b]), pieces=None if pieces is None else functools.partial(
-                _read_files, fs, group, pieces, include_paths)))
+                _read_files, fs, group, pieces, include_paths, values)))
     return Read(name, tuple(tasks), num_cpus=num_cpus, max_tasks=options.concurrency,
                 in_process=native and _is_local(fs), remote_args=task_options)
 
@@ -259,7 +351,8 @@ def _open_native(fs: Any, path: str) -> Any:
 
 
 def parquet_schema(fs: Any, files: Sequence[str], columns: list[str] | None,
-                   schema: pa.Schema | None) -> pa.Schema:
+                   schema: pa.Schema | None, partition_names: Sequence[str] = ()
+                   ) -> pa.Schema:
     """The schema every block of ``files`` is given: ``schema`` when the caller forces one,
     else the files' own schemas unified as ``pyarrow.unify_schemas`` does (a column missing
     from some files becomes nullable; int32 and int64 become int64). Schemas that cannot be
@@ -286,11 +379,12 @@ def parquet_schema(fs: Any, files: Sequence[str], columns: list[str] | None,
         unified = _unify(files, schemas)
     if columns is None:
         return unified
-    missing = [c for c in columns if c not in unified.names]
+    missing = [c for c in columns if c not in unified.names and c not in partition_names]
     if missing:
         raise ValueError(f"read_parquet(columns={columns}): no file has the columns {missing}; "
-                         f"the columns are {unified.names}")
-    return pa.schema([unified.field(c) for c in columns], metadata=unified.metadata)
+                         f"the columns are {unified.names + list(partition_names)}")
+    return pa.schema([unified.field(c) for c in columns if c in unified.names],
+                     metadata=unified.metadata)
 
 
 def _unify(files: Sequence[str], schemas: list[pa.Schema]) -> pa.Schema:
@@ -415,23 +509,63 @@ def _conform(table: Block, schema: pa.Schema, path: str) -> Block:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def csv_reader(fs: Any, path: str) -> Block:
-    import pyarrow.csv as pacsv
+def codec_of(path: str, open_args: dict[str, Any] | None) -> str | None:
+    """The compression of ``path``: ``open_args``' ``compression``, else what its extension
+    says (``.gz``, ``.bz2``, ``.zst``, ``.lz4``, ``.br``), as pyarrow's ``open_input_stream``
+    infers it; ``None`` for a plain file."""
+    codec = (open_args or {}).get("compression")
+    if codec is not None:
+        return str(codec)
+    try:
+        return str(pa.Codec.detect(path).name)
+    except (TypeError, ValueError):  # no codec's extension
+        return None
 
-    with _open_native(fs, path) as f:
-        return pacsv.read_csv(f)
+
+def open_input(fs: Any, path: str, open_args: dict[str, Any] | None = None) -> Any:
+    """``path`` open for reading from its start, decompressed (``codec_of``) and buffered as
+    Ray's ``arrow_open_stream_args`` say; a plain file as ``_open_native`` opens it."""
+    codec = codec_of(path, open_args)
+    buffer_size = (open_args or {}).get("buffer_size")
+    if codec is None and buffer_size is None:
+        return _open_native(fs, path)
+    return pa.input_stream(_open_native(fs, path), compression=codec, buffer_size=buffer_size)
 
 
-def json_reader(fs: Any, path: str) -> Block:
-    import pyarrow.json as pajson
+def csv_reader(arrow_args: dict[str, Any] | None = None,
+               open_args: dict[str, Any] | None = None) -> Callable[[Any, str], Block]:
+    """Reads a CSV file with ``pyarrow.csv.read_csv(f, **arrow_args)`` (``read_options``,
+    ``parse_options``, ``convert_options``)."""
+    arrow_args = dict(arrow_args or {})
 
-    with _open_native(fs, path) as f:
-        return pajson.read_json(f)
-
-
-def text_reader(encoding: str, drop_empty_lines: bool) -> Callable[[Any, str], Block]:
     def read(fs: Any, path: str) -> Block:
-        with fs.open(path, "rb") as f:
+        import pyarrow.csv as pacsv
+
+        with open_input(fs, path, open_args) as f:
+            return pacsv.read_csv(f, **arrow_args)
+
+    return read
+
+
+def json_reader(arrow_args: dict[str, Any] | None = None,
+                open_args: dict[str, Any] | None = None) -> Callable[[Any, str], Block]:
+    """Reads a JSON-lines file with ``pyarrow.json.read_json(f, **arrow_args)``
+    (``read_options``, ``parse_options``)."""
+    arrow_args = dict(arrow_args or {})
+
+    def read(fs: Any, path: str) -> Block:
+        import pyarrow.json as pajson
+
+        with open_input(fs, path, open_args) as f:
+            return pajson.read_json(f, **arrow_args)
+
+    return read
+
+
+def text_reader(encoding: str, drop_empty_lines: bool,
+                open_args: dict[str, Any] | None = None) -> Callable[[Any, str], Block]:
+    def read(fs: Any, path: str) -> Block:
+        with open_input(fs, path, open_args) as f:
             lines = f.read().decode(encoding).splitlines()
         if drop_empty_lines:
             lines = [line for line in lines if line.strip()]
@@ -440,14 +574,63 @@ def text_reader(encoding: str, drop_empty_lines: bool) -> Callable[[Any, str], B
     return read
 
 
-def binary_reader(fs: Any, path: str) -> Block:
-    with fs.open(path, "rb") as f:
-        return pa.table({"bytes": pa.array([f.read()], pa.binary())})
+def binary_reader(open_args: dict[str, Any] | None = None) -> Callable[[Any, str], Block]:
+    def read(fs: Any, path: str) -> Block:
+        with open_input(fs, path, open_args) as f:
+            return pa.table({"bytes": pa.array([f.read()], pa.binary())})
+
+    return read
 
 
-def numpy_reader(fs: Any, path: str) -> Block:
-    with fs.open(path, "rb") as f:
-        return _block.batch_to_block({"data": np.load(f, allow_pickle=False)})
+def numpy_reader(load_args: dict[str, Any] | None = None,
+                 open_args: dict[str, Any] | None = None) -> Callable[[Any, str], Block]:
+    """Reads a ``.npy`` file with ``numpy.load(f, **load_args)`` (pickles refused unless
+    ``allow_pickle=True`` is given; ``mmap_mode`` maps a local file)."""
+    load_args = {"allow_pickle": False, **(load_args or {})}
+
+    def read(fs: Any, path: str) -> Block:
+        import io
+
+        if load_args.get("mmap_mode") is not None:  # numpy maps files it opens itself
+            return _block.batch_to_block({"data": np.load(path, **load_args)})
+        if codec_of(path, open_args) is None and not (open_args or {}).get("buffer_size"):
+            with fs.open(path, "rb") as f:
+                return _block.batch_to_block({"data": np.load(f, **load_args)})
+        with open_input(fs, path, open_args) as f:  # np.load seeks: decompress to memory
+            data = io.BytesIO(f.read())
+        return _block.batch_to_block({"data": np.load(data, **load_args)})
+
+    return read
+
+
+def tensor_columns(reader: Callable[[Any, str], Any], tensors: dict[str, Any]
+                   ) -> Callable[[Any, str], Any]:
+    """``reader`` whose binary columns named in ``tensors`` (Ray's ``tensor_column_schema``:
+    ``{column: (dtype, shape)}``) hold serialized arrays, read back as tensor columns."""
+
+    def convert(block: Block, path: str) -> Block:
+        for name, (dtype, shape) in tensors.items():
+            if name not in block.column_names:
+                continue
+            values = block.column(name).to_pylist()
+            try:
+                arrays = np.stack([np.frombuffer(v, dtype=dtype).reshape(shape)
+                                   for v in values]) if values else np.empty(
+                    (0, *shape), dtype)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{path}: column {name!r} does not hold {dtype} arrays of "
+                                 f"shape {tuple(shape)} (tensor_column_schema): {exc}") from None
+            column = _block.batch_to_block({name: arrays}).column(0)
+            block = block.set_column(block.schema.get_field_index(name), name, column)
+        return block
+
+    def read(fs: Any, path: str) -> Any:
+        out = reader(fs, path)
+        if isinstance(out, pa.Table):
+            return convert(out, path)
+        return (convert(block, path) for block in out)
+
+    return read
 
 
 def image_reader(size: tuple[int, int] | None, mode: str | None) -> Callable[[Any, str], Block]:
@@ -469,6 +652,9 @@ def image_reader(size: tuple[int, int] | None, mode: str | None) -> Callable[[An
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
+# Ray's default file_extensions of read_json: JSON lines, plain or compressed.
+JSON_EXTENSIONS = tuple(f".{kind}{codec}" for codec in ("", ".gz", ".br", ".zst", ".lz4")
+                        for kind in ("json", "jsonl"))
 
 
 # -- custom datasources -------------------------------------------------------------------------

@@ -15,16 +15,27 @@ return ``ReadTask``s from ``get_read_tasks``, and read it with ``ember.data.read
                     for c in chunks]
 
     ember.data.read_datasource(Squares(100), override_num_blocks=4).count()  # 100
+
+``Partitioning`` and ``PathPartitionFilter`` describe the values that the folders of a file's
+path hold (``year=2024/month=05/part.parquet``), for the ``partitioning=`` and
+``partition_filter=`` of every ``read_*`` of files.
 """
 
 from __future__ import annotations
 
+import posixpath
+import urllib.parse
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from ember.data.block import BlockMetadata
 
-__all__ = ["Datasource", "ReadTask"]
+__all__ = ["Datasource", "Partitioning", "PathPartitionFilter", "ReadTask"]
+
+PARTITION_STYLES = ("hive", "dir")
+PARTITION_TYPES = (str, int, float, bool)
 
 
 class ReadTask:
@@ -72,3 +83,116 @@ class Datasource:
     def supports_distributed_reads(self) -> bool:
         """Whether read tasks may run in any worker (``False``: read where the driver is)."""
         return True
+
+
+@dataclass(frozen=True)
+class Partitioning:
+    """How the folders of a file's path hold partition values (Ray's ``Partitioning``).
+
+    ``style="hive"``: folders named ``key=value`` (``year=2024/month=05/part.csv`` gives
+    ``{"year": "2024", "month": "05"}``), other folders are ignored; ``style="dir"``: the
+    folders below ``base_dir`` are the values of ``field_names``, in order
+    (``2024/05/part.csv``). ``base_dir``: only the folders below it count (default: every
+    folder of the path). ``field_types`` maps a field to ``int``, ``float`` or ``bool``
+    (default ``str``). A read adds the values as columns of every row of the file (a column
+    the file already has is checked to hold the same value, then kept).
+
+    >>> Partitioning("hive").parse("/data/year=2024/month=05/part.csv")
+    {'year': '2024', 'month': '05'}
+    >>> Partitioning("dir", base_dir="/data", field_names=["year"],
+    ...              field_types={"year": int}).parse("/data/2024/part.csv")
+    {'year': 2024}
+    """
+
+    style: str
+    base_dir: str | None = None
+    field_names: list[str] | None = None
+    field_types: dict[str, type] | None = None
+    filesystem: Any = None
+
+    def __post_init__(self) -> None:
+        style = self.style.value if isinstance(self.style, Enum) else self.style
+        if style not in PARTITION_STYLES:
+            raise ValueError(f"Partitioning(style={self.style!r}): the styles are "
+                             f"{', '.join(map(repr, PARTITION_STYLES))}")
+        object.__setattr__(self, "style", style)
+        if style == "dir" and not self.field_names:
+            raise ValueError("Partitioning(style='dir') needs field_names=[...], one name per "
+                             "folder level below base_dir")
+        for name, kind in (self.field_types or {}).items():
+            if kind not in PARTITION_TYPES:
+                raise TypeError(f"Partitioning(field_types={{{name!r}: {kind!r}}}): a type must "
+                                "be one of str, int, float, bool")
+
+    def parse(self, path: str, base_dir: str | None = None) -> dict[str, Any]:
+        """The partition values in the folders of ``path`` (``{}`` for a file outside
+        ``base_dir`` or in no partition folder). ``base_dir`` overrides this one's, as the
+        read normalizes it for its filesystem."""
+        base = self.base_dir if base_dir is None else base_dir
+        base = base.rstrip("/") + "/" if base else ""
+        if not path.startswith(base):
+            return {}
+        folders = [d for d in posixpath.dirname(path[len(base):]).split("/") if d]
+        if self.style == "hive":
+            pairs = [d.split("=") for d in folders if d.count("=") == 1]
+            values = {key: urllib.parse.unquote(value) for key, value in pairs}
+            if self.field_names and values and list(values) != list(self.field_names):
+                raise ValueError(f"{path}: partition keys {list(values)} are not the "
+                                 f"field_names {self.field_names} of the Partitioning")
+        else:
+            names = self.field_names or []
+            if folders and len(folders) != len(names):
+                raise ValueError(f"{path}: {len(folders)} folder(s) below {base or '/'} but "
+                                 f"{len(names)} field_names {names} in the Partitioning")
+            values = dict(zip(names, folders, strict=False))
+        for name, kind in (self.field_types or {}).items():
+            if name in values:
+                values[name] = _cast(values[name], kind, name, path)
+        return values
+
+
+def _cast(value: str, kind: type, name: str, path: str) -> Any:
+    if kind is bool:
+        return value.lower() == "true"
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{path}: partition value {name}={value!r} is not a "
+                         f"{kind.__name__} (field_types)") from None
+
+
+class PathPartitionFilter:
+    """Keeps the files whose partition values (``Partitioning.parse`` of the path) a
+    function accepts; given as ``partition_filter=`` to a ``read_*``, it drops files before
+    any is read. Unpartitioned files are passed ``{}``.
+
+    >>> keep = PathPartitionFilter.of(lambda d: d.get("year") == "2024")
+    >>> keep(["/data/year=2023/a.csv", "/data/year=2024/b.csv"])
+    ['/data/year=2024/b.csv']
+    """
+
+    def __init__(self, partitioning: Partitioning,
+                 filter_fn: Callable[[dict[str, Any]], bool]) -> None:
+        if not callable(filter_fn):
+            raise TypeError(f"PathPartitionFilter: filter_fn={filter_fn!r} must be a function "
+                            "of a dict of partition values returning a bool")
+        self.partitioning = partitioning
+        self.filter_fn = filter_fn
+
+    @staticmethod
+    def of(filter_fn: Callable[[dict[str, Any]], bool], style: str = "hive",
+           base_dir: str | None = None, field_names: list[str] | None = None,
+           field_types: dict[str, type] | None = None,
+           filesystem: Any = None) -> PathPartitionFilter:
+        """A filter of ``filter_fn`` over the values of ``Partitioning(style, base_dir,
+        field_names, field_types)``."""
+        return PathPartitionFilter(
+            Partitioning(style, base_dir, field_names, field_types, filesystem), filter_fn)
+
+    def apply(self, path: str, base_dir: str | None = None) -> bool:
+        """Whether ``path`` is kept (``base_dir``: as in ``Partitioning.parse``)."""
+        return bool(self.filter_fn(self.partitioning.parse(path, base_dir)))
+
+    def __call__(self, paths: list[str]) -> list[str]:
+        """The ``paths`` that are kept."""
+        return [path for path in paths if self.apply(path)]

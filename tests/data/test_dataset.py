@@ -32,7 +32,8 @@ def test_public_names_are_pinned() -> None:
     assert ember.data is ed
     # Ray's module names for custom sources.
     assert ed.block.__all__ == ["Block", "BlockMetadata"]
-    assert ed.datasource.__all__ == ["Datasource", "ReadTask"]
+    assert ed.datasource.__all__ == ["Datasource", "Partitioning", "PathPartitionFilter",
+                                     "ReadTask"]
     assert ed.datasource.ReadTask is ed.ReadTask and ed.block.BlockMetadata is ed.BlockMetadata
 
 
