@@ -91,7 +91,9 @@ def test_readme_python_block_runs(block: Block, tmp_path: Path) -> None:
         pytest.skip(f"README line {block.line}: {block.skip_reason}")
     script = tmp_path / "snippet.py"
     script.write_text(block.code)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    scratch = tmp_path / "tmp"  # the snippets' tempfile.mkdtemp() folders, removed with it
+    scratch.mkdir()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(scratch)}
     for name in ("EMBER_BACKEND", "EMBER_ADDRESS"):  # the snippets show the default backend
         env.pop(name, None)
     proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env,

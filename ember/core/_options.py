@@ -63,6 +63,21 @@ def _resources(value: Any) -> None:
         _number(f"resources[{name!r}]", amount)
 
 
+def _strategy(value: Any) -> None:
+    from ember.core._placement import (
+        NodeAffinitySchedulingStrategy,
+        PlacementGroupSchedulingStrategy,
+    )
+
+    if value is None or value in ("DEFAULT", "SPREAD") or isinstance(
+            value, (NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy)):
+        return
+    raise ValueError(
+        f"scheduling_strategy={value!r} must be 'DEFAULT', 'SPREAD', a "
+        "PlacementGroupSchedulingStrategy or a NodeAffinitySchedulingStrategy (from "
+        "ember.util.scheduling_strategies)")
+
+
 def validate_task_options(options: Mapping[str, Any]) -> None:
     for key, value in options.items():
         if key not in TASK_OPTIONS:
@@ -78,6 +93,8 @@ def validate_task_options(options: Mapping[str, Any]) -> None:
                 _number(key, value, integer=True, minimum=0)
         elif key == "runtime_env":
             _runtime_env.validate(value)
+        elif key == "scheduling_strategy":
+            _strategy(value)
         elif key == "retry_exceptions" and not (
             isinstance(value, bool)
             or (isinstance(value, (list, tuple))
@@ -102,6 +119,8 @@ def validate_actor_options(options: Mapping[str, Any]) -> None:
             _resources(value)
         elif key == "runtime_env":
             _runtime_env.validate(value)
+        elif key == "scheduling_strategy":
+            _strategy(value)
         elif key == "lifetime" and value not in (None, "detached", "non_detached"):
             raise ValueError(f"lifetime={value!r} must be None, 'detached' or 'non_detached'")
         elif key in ("name", "namespace") and value is not None:

@@ -9,6 +9,7 @@ import pytest
 
 import ember
 from ember.core import _options
+from ember.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 
 def plain():
@@ -56,6 +57,8 @@ def test_unknown_task_option_lists_the_known_ones():
         ({"resources": {"CPU": 1}}, "resources may not name 'CPU': use num_cpus / num_gpus"),
         ({"resources": {"GPU": 1}}, "resources may not name 'GPU'"),
         ({"resources": {"widget": -1}}, "resources['widget']=-1 must be a number >= 0"),
+        ({"scheduling_strategy": "spread"}, "scheduling_strategy='spread' must be 'DEFAULT', "
+                                            "'SPREAD', a PlacementGroupSchedulingStrategy"),
     ],
 )
 def test_invalid_task_option_is_refused_with_the_value_and_the_rule(options, fragment):
@@ -126,6 +129,7 @@ def test_actor_only_option_on_a_task_is_refused():
         ({"name": ""}, "name='' must be a non-empty string"),
         ({"num_cpus": -1}, "num_cpus=-1 must be a number >= 0"),
         ({"resources": {"CPU": 2}}, "resources may not name 'CPU'"),
+        ({"scheduling_strategy": "PACK"}, "scheduling_strategy='PACK' must be"),
     ],
 )
 def test_invalid_actor_option_is_refused_with_the_value_and_the_rule(options, fragment):
@@ -141,6 +145,8 @@ def test_invalid_actor_option_is_refused_with_the_value_and_the_rule(options, fr
         {"max_restarts": -1}, {"max_task_retries": 2}, {"max_concurrency": 8},
         {"max_concurrency": None}, {"lifetime": "detached"}, {"lifetime": None},
         {"name": "svc", "namespace": "team"}, {"get_if_exists": True}, {"num_gpus": 0.25},
+        {"scheduling_strategy": "SPREAD"},
+        {"scheduling_strategy": NodeAffinitySchedulingStrategy("local", soft=True)},
     ],
 )
 def test_valid_actor_options_are_accepted(options):
