@@ -30,6 +30,7 @@ from ember.data._plan import (
     TaskPoolStrategy,
     Union,
     describe,
+    fetch,
 )
 from ember.data._split import DataIterator
 from ember.data._stats import DatasetStats
@@ -68,6 +69,14 @@ class Dataset(_iterator.BatchIteration):
     def _blocks(self, prefetch_blocks: int = 0) -> Iterator[Block]:
         # The blocks are wanted here: reads of local files may run here (see Read.in_process).
         return _iterator.blocks_of(self._bundles(in_process=True), prefetch_blocks)
+
+    def _blocks_in_order(self) -> list[Block]:
+        """Every block, in the plan's order: gathered as they finish and put in order at the
+        end, so the execution never waits on a slow block (as ``preserve_order`` makes it)."""
+        placed = list(_iterator.blocks_of(self._bundles(in_process=True), 0,
+                                          lambda bundle: (bundle.seq, fetch(bundle.ref))))
+        placed.sort(key=lambda pair: pair[0])  # stable: a task's blocks keep their order
+        return [block for _, block in placed]
 
     def _owned_blocks(self, prefetch_blocks: int) -> Iterator[tuple[Block, bool]]:
         return _iterator.blocks_of(self._bundles(in_process=True), prefetch_blocks,
@@ -371,8 +380,8 @@ class Dataset(_iterator.BatchIteration):
         return self._barrier("Zip", lambda i: _shuffle.zip_datasets(i[0], i[1]), other)
 
     def materialize(self) -> MaterializedDataset:
-        """Run the plan and keep every block in the object store."""
-        bundles = list(self._bundles())
+        """Run the plan and keep every block in the object store, in the plan's order."""
+        bundles = sorted(self._bundles(), key=lambda bundle: bundle.seq)
         out = MaterializedDataset(InputBlocks("Materialized", tuple(bundles)))
         out._stats = self._stats
         return out
@@ -476,8 +485,9 @@ class Dataset(_iterator.BatchIteration):
         return rows[:limit]
 
     def take_all(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Every row as a list of dicts; with ``limit``, a ``ValueError`` if there are more."""
-        rows = list(self.iter_rows())
+        """Every row as a list of dicts, in the dataset's order; with ``limit``, a
+        ``ValueError`` if there are more."""
+        rows = [row for block in self._blocks_in_order() for row in _block.iter_rows(block)]
         if limit is not None and len(rows) > limit:
             raise ValueError(f"the dataset has more than {limit} rows (limit={limit})")
         return rows
@@ -583,7 +593,8 @@ class Dataset(_iterator.BatchIteration):
         return list(schema.names) if schema is not None else []
 
     def to_pandas(self, limit: int | None = None) -> Any:
-        """Every row in one ``pandas.DataFrame`` (``limit``: a ``ValueError`` if there are more).
+        """Every row in one ``pandas.DataFrame``, in the dataset's order (``limit``: a
+        ``ValueError`` if there are more).
 
         >>> ember.data.from_items([{"name": "ada", "age": 36}]).to_pandas()
           name  age
@@ -591,7 +602,7 @@ class Dataset(_iterator.BatchIteration):
         """
         import pandas as pd
 
-        block = _block.concat(list(self._blocks()))
+        block = _block.concat(self._blocks_in_order())
         if limit is not None and block.num_rows > limit:
             raise ValueError(f"the dataset has {block.num_rows} rows, over limit={limit}")
         return block.to_pandas() if block.num_columns else pd.DataFrame()

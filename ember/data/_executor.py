@@ -232,8 +232,11 @@ class StreamingExecutor:
                 if self.view is not None:
                     self.view.maybe_publish(self)
                 if self.output:
-                    _, bundle = self.output.popleft()
-                    yield bundle
+                    pos, bundle = self.output.popleft()
+                    # its place in the plan's order, for consumers that gather every block
+                    # and give them back in order (take_all, to_pandas, materialize)
+                    yield bundle if bundle.seq == (pos[0],) else dataclasses.replace(
+                        bundle, seq=(pos[0],))
                     continue
                 if all(s.finished() for s in self.stages):
                     status = "done"

@@ -339,6 +339,23 @@ def test_take_gives_the_first_rows_in_order_though_later_blocks_finish_first(
     assert list(ds.take_batch(2)["id"]) == [0, 1]
 
 
+def test_whole_dataset_consumers_give_rows_in_order_though_later_blocks_finish_first(
+        ember_local: Any) -> None:
+    """take_all, to_pandas and materialize gather every block anyway: they hand the rows back
+    in the dataset's order (as Ray's do in practice), without making the execution wait."""
+    def first_block_is_slow(batch: dict[str, Any]) -> dict[str, Any]:
+        if batch["id"][0] == 0:
+            time.sleep(0.5)
+        return batch
+
+    ds = ed.range(40, override_num_blocks=4).map_batches(first_block_is_slow)
+    assert [r["id"] for r in ds.take_all()] == list(range(40))
+    assert ds.to_pandas()["id"].tolist() == list(range(40))
+    materialized = ds.materialize()
+    assert [r["id"] for r in materialized.iter_rows()] == list(range(40))
+    assert [r["id"] for r in materialized.map(lambda r: r).take_all()] == list(range(40))
+
+
 def test_filter_takes_arguments_and_a_class_as_map_does(ember_local: Any) -> None:
     class AtLeast:
         def __init__(self, floor: int) -> None:
