@@ -99,7 +99,7 @@ def _inspect(obj: Any, name: str, path: str, parent: Any, depth: int,
             if error is not None:
                 failing.append((member_name, member, what, error))
     if not failing:
-        if depth > 0:
+        if depth > 0 or next(_members(obj), None) is None:
             print(f"{indent}(nothing inside {name!r} fails on its own: {name!r} itself cannot "
                   "be pickled)", file=out)
         else:

@@ -34,7 +34,7 @@ import multiprocessing as _stdlib_multiprocessing
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import ember
