@@ -43,7 +43,9 @@ class JobConfig:
                  runtime_env: Mapping[str, Any] | None = None, _client_job: bool = False,
                  metadata: dict[str, str] | None = None, ray_namespace: str | None = None,
                  default_actor_lifetime: str = "non_detached") -> None:
-        for name, value in (("jvm_options", jvm_options), ("code_search_path", code_search_path)):
+        java: dict[str, list[str] | None] = {"jvm_options": jvm_options,
+                                              "code_search_path": code_search_path}
+        for name, value in java.items():
             if value:
                 raise ValueError(f"{name}={value!r}: ember runs no Java workers; leave {name} "
                                  "empty")
@@ -55,8 +57,8 @@ class JobConfig:
         self.default_actor_lifetime = "non_detached"
         self._client_job = _client_job
         self.set_runtime_env(runtime_env)
-        for key, value in (metadata or {}).items():
-            self.set_metadata(key, value)
+        for key, entry in (metadata or {}).items():
+            self.set_metadata(key, entry)
         if ray_namespace is not None:
             self.set_ray_namespace(ray_namespace)
         self.set_default_actor_lifetime(default_actor_lifetime)

@@ -46,7 +46,7 @@ def test_a_job_config_is_checked_when_built_and_when_passed():
         JobConfig(jvm_options=["-Xmx1g"])
     with pytest.raises(ValueError, match="lifetime='detached'"):
         JobConfig(default_actor_lifetime="detached")
-    with pytest.raises(TypeError, match="job_config must be an ember.job_config.JobConfig"):
+    with pytest.raises(TypeError, match=r"job_config must be an ember\.job_config\.JobConfig"):
         ember.init(num_cpus=1, job_config={"runtime_env": {}})
     assert not ember.is_initialized()
     config = JobConfig()

@@ -50,6 +50,8 @@ class TimeoutError(GetTimeoutError, _stdlib_multiprocessing.TimeoutError):
 
 # An item's outcome: (True, value) or (False, TaskError wrapping what the function raised).
 _Outcome = tuple[bool, Any]
+# The calls of one chunk: (args, kwargs) each.
+_Calls = list[tuple[tuple[Any, ...], dict[str, Any]]]
 
 
 class _PoolProcess:
@@ -63,7 +65,7 @@ class _PoolProcess:
         return True
 
     def run(self, func: Callable[..., Any],
-            calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[_Outcome]:
+            calls: _Calls) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
         for args, kwargs in calls:
             try:
@@ -206,7 +208,8 @@ class IMapIterator:
 
     def _fill(self) -> None:
         while not self._exhausted and len(self._running) < 2 * self._pool._processes:
-            calls = [((x,), {}) for x in itertools.islice(self._inputs, self._chunksize)]
+            calls: _Calls = [((x,), {})
+                             for x in itertools.islice(self._inputs, self._chunksize)]
             if len(calls) < self._chunksize:
                 self._exhausted = True
             if calls:
@@ -305,7 +308,7 @@ class Pool:
         self._stopping.append(actor.ready.remote())
 
     def _submit(self, func: Callable[..., Any],
-                calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> Any:
+                calls: _Calls) -> Any:
         with self._lock:
             if not self._actors:  # joined: its processes are gone
                 raise ValueError("Pool not running: it was closed and joined; make a new Pool")
@@ -328,10 +331,11 @@ class Pool:
             chunksize += bool(extra)
         elif chunksize <= 0:
             raise ValueError(f"chunksize={chunksize!r} must be a positive number of items")
+        shipped: Any = func
         if items and len(items) > chunksize > 1:  # ship the function once, not per chunk
-            func = ember.put(func)
-        calls = [(tuple(item) if star else (item,), {}) for item in items]
-        return [self._submit(func, calls[i:i + chunksize])
+            shipped = ember.put(func)
+        calls: _Calls = [(tuple(item) if star else (item,), {}) for item in items]
+        return [self._submit(shipped, calls[i:i + chunksize])
                 for i in range(0, len(calls), max(chunksize, 1))]
 
     # -- one call ---------------------------------------------------------------------------
@@ -354,7 +358,8 @@ class Pool:
     def map(self, func: Callable[[Any], Any], iterable: Iterable[Any],
             chunksize: int | None = None) -> list[Any]:
         """``[func(x) for x in iterable]``, computed by the processes."""
-        return self.map_async(func, iterable, chunksize).get()
+        results: list[Any] = self.map_async(func, iterable, chunksize).get()
+        return results
 
     def map_async(self, func: Callable[[Any], Any], iterable: Iterable[Any],
                   chunksize: int | None = None, callback: Callable[[Any], None] | None = None,
@@ -367,7 +372,8 @@ class Pool:
     def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]],
                 chunksize: int | None = None) -> list[Any]:
         """``[func(*args) for args in iterable]``, computed by the processes."""
-        return self.starmap_async(func, iterable, chunksize).get()
+        results: list[Any] = self.starmap_async(func, iterable, chunksize).get()
+        return results
 
     def starmap_async(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]],
                       chunksize: int | None = None,
