@@ -250,9 +250,9 @@ class Pool:
     ``map``/``starmap`` split the inputs into chunks (``chunksize``, by default about four per
     process) and hand them round the processes; ``imap``/``imap_unordered`` stream the
     results; ``apply``/``apply_async`` run one call. ``maxtasksperchild`` replaces a process
-    after that many chunks. ``close()`` takes no more work (the processes finish theirs and
-    stop), ``terminate()`` stops them at once, ``join()`` waits for them after either; leaving
-    a ``with`` block terminates the pool.
+    after that many chunks. ``close()`` takes no more work (the processes still finish what
+    they were given), ``terminate()`` stops them at once; ``join()`` after either waits for
+    the work given and lets the processes go. Leaving a ``with`` block terminates the pool.
     """
 
     def __init__(self, processes: int | None = None,

@@ -1231,6 +1231,24 @@ def test_list_named_actors_names_the_live_ones_by_namespace(named_counters):
     assert {"name": name, "namespace": "team-c"} in list_named_actors(all_namespaces=True)
 
 
+def test_multiprocessing_pool_maps_over_its_processes_and_raises_the_functions_error(backend):
+    from ember.util.multiprocessing import Pool
+
+    def pid_unless_three(x):
+        if x == 3:
+            raise KeyError(x)
+        time.sleep(0.02)
+        return x, os.getpid()
+
+    with Pool(processes=2) as pool:
+        results = pool.map(pid_unless_three, [0, 1, 2, 4, 5, 6])
+        assert [x for x, _ in results] == [0, 1, 2, 4, 5, 6]
+        assert len({pid for _, pid in results}) == 2
+        with pytest.raises(KeyError) as raised:
+            list(pool.imap(pid_unless_three, range(5)))
+        assert type(raised.value) is KeyError
+
+
 # -- nesting --------------------------------------------------------------------------------
 
 
