@@ -3,7 +3,8 @@
 The core API (tasks, actors, object references) lives here, under Ray's names: ``ember.actor``
 and ``ember.exceptions`` are Ray's ``ray.actor`` and ``ray.exceptions``. The libraries and
 ``ember.util`` are attributes that load on first use: ``ember.data``, ``ember.train``,
-``ember.serve``, ``ember.rl``.
+``ember.serve``, ``ember.rl``; so are ``ember.runtime_env`` (``RuntimeEnv``) and
+``ember.job_config`` (``JobConfig``).
 """
 
 from __future__ import annotations
@@ -65,9 +66,14 @@ __all__ = [
 ]
 
 _LAZY_LIBRARIES = ("data", "train", "serve", "rl", "util")
+_LAZY_MODULES = ("job_config", "runtime_env")  # Ray's ray.job_config and ray.runtime_env
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        value = importlib.import_module(f"ember.{name}")
+        globals()[name] = value
+        return value
     if name in _LAZY_LIBRARIES:
         try:
             module = importlib.import_module(f"ember.{name}")

@@ -10,7 +10,10 @@ import pytest
 
 import ember
 import ember.core
+import ember.job_config
+import ember.runtime_env
 import ember.testing
+import ember.util.multiprocessing
 import ember.util.queue
 from ember import actor, errors, exceptions, util
 from ember.cli import main
@@ -99,10 +102,16 @@ EXCEPTIONS_ALL = [
 ACTOR_ALL = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 
 UTIL_ALL = ["ActorPool", "Gang", "PlacementGroup", "WorkerGroup", "WorkerInfo", "create_gang",
-            "get_node_ip_address", "metrics", "placement_group", "queue",
-            "remove_placement_group", "scheduling_strategies", "state"]
+            "get_node_ip_address", "inspect_serializability", "list_named_actors", "metrics",
+            "multiprocessing", "placement_group", "queue", "remove_placement_group",
+            "scheduling_strategies", "state"]
 
 QUEUE_ALL = ["Empty", "Full", "Queue"]
+
+# ray.util.multiprocessing, ray.runtime_env and ray.job_config.
+MULTIPROCESSING_ALL = ["AsyncResult", "IMapIterator", "Pool", "TimeoutError"]
+RUNTIME_ENV_ALL = ["RuntimeEnv", "RuntimeEnvConfig"]
+JOB_CONFIG_ALL = ["JobConfig"]
 
 # The test kit users import (like starlette.testclient).
 TESTING_ALL = ["FakeClock", "LeakCheck", "ServeTestClient", "eventually"]
@@ -112,6 +121,8 @@ CORE_ALL = ["LOCAL_NODE_IP", "SEGMENT_PREFIX", "SHM_DIR", "runtime_dir", "serve_
 
 PINNED = [(ember, EMBER_ALL), (errors, ERRORS_ALL), (exceptions, EXCEPTIONS_ALL),
           (actor, ACTOR_ALL), (util, UTIL_ALL), (ember.util.queue, QUEUE_ALL),
+          (ember.util.multiprocessing, MULTIPROCESSING_ALL),
+          (ember.runtime_env, RUNTIME_ENV_ALL), (ember.job_config, JOB_CONFIG_ALL),
           (ember.testing, TESTING_ALL), (ember.core, CORE_ALL)]
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ember.core._backend import Backend
     from ember.core._context import RuntimeContext
     from ember.core._remote import ActorHandle
+    from ember.job_config import JobConfig
 
 logger = logging.getLogger("ember")
 
@@ -67,6 +68,7 @@ def init(
     dashboard_host: str = _DEFAULT_DASHBOARD_HOST,
     dashboard_port: int | None = None,
     log_to_driver: bool = True,
+    job_config: JobConfig | None = None,
     **backend_options: Any,
 ) -> InitInfo:
     """Start (or connect to) a runtime. Called implicitly by the first API call that needs one.
@@ -91,7 +93,21 @@ def init(
     calls ``ember.init(num_cpus=2)`` onto a cluster unchanged (sizing arguments are then ignored
     with a note: the cluster's nodes are sized by ``ray start``). ``EMBER_LOG_LEVEL`` sets the
     level of the ``ember`` logger; the README lists every ``EMBER_*`` variable.
+
+    ``job_config`` (an ``ember.job_config.JobConfig``, Ray's ``JobConfig``) gives the job's
+    ``runtime_env`` and namespace (``ray_namespace``); ``runtime_env=`` and ``namespace=``
+    given here replace them, as in Ray.
     """
+    if job_config is not None:
+        from ember.job_config import JobConfig
+
+        if not isinstance(job_config, JobConfig):
+            raise TypeError(f"job_config must be an ember.job_config.JobConfig, got "
+                            f"{type(job_config).__name__}")
+        if not runtime_env:
+            runtime_env = job_config.runtime_env or None
+        if namespace is None:
+            namespace = job_config.ray_namespace
     runtime_env = _runtime_env.validate(runtime_env)
     global _backend, _atexit_registered
     from ember.core._settings import log_level, resolve_backend

@@ -38,7 +38,7 @@ KNOWN = frozenset({
 })
 # What the local backend sets up itself (see the module's docstring).
 LOCAL = frozenset({"env_vars", "working_dir", "py_modules", "excludes", "config"})
-_CONFIG_KEYS = frozenset({"setup_timeout_seconds", "eager_install", "log_files"})
+CONFIG_KEYS = frozenset({"setup_timeout_seconds", "eager_install", "log_files"})
 _REMOTE_PREFIXES = ("s3://", "gs://", "gcs://", "https://", "http://", "hdfs://", "az://",
                     "abfss://")
 
@@ -83,10 +83,10 @@ def validate(env: Any, where: str = "runtime_env") -> dict[str, Any] | None:
     if config is not None:
         if not isinstance(config, Mapping):
             raise TypeError(f"{where}['config'] must be a dict, got {type(config).__name__}")
-        unknown = sorted(set(config) - _CONFIG_KEYS)
+        unknown = sorted(set(config) - CONFIG_KEYS)
         if unknown:
             raise ValueError(f"unknown {where}['config'] keys {unknown}; known: "
-                             f"{', '.join(sorted(_CONFIG_KEYS))}")
+                             f"{', '.join(sorted(CONFIG_KEYS))}")
     return {key: (dict(value) if key == "env_vars" else value) for key, value in env.items()}
 
 

@@ -11,8 +11,12 @@
   ``NodeAffinitySchedulingStrategy``): place bundles of resources together or not at all.
 - ``create_gang``/``Gang`` and ``WorkerGroup``/``WorkerInfo``: N actors placed together, the
   worker group that ``ember.train`` and ``ember.rl`` both run on.
+- ``list_named_actors()``: the names of the live named actors (``all_namespaces=True``: with
+  their namespaces).
+- ``inspect_serializability(obj)``: whether ``obj`` pickles, and a tree of what in it does not.
 - ``state``: what is running (``list_actors``, ``list_tasks``, ``summarize_tasks``, ...).
 - ``metrics``: your own Prometheus metrics (``Counter``, ``Gauge``, ``Histogram``).
+- ``multiprocessing.Pool``: the standard library's ``multiprocessing.Pool`` over actors.
 
 ::
 
@@ -32,10 +36,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ember.core._placement import PlacementGroup, placement_group, remove_placement_group
-    from ember.util import metrics, queue, scheduling_strategies, state
+    from ember.util import metrics, multiprocessing, queue, scheduling_strategies, state
     from ember.util._actor_pool import ActorPool
     from ember.util._gang import Gang, create_gang
+    from ember.util._named import list_named_actors
     from ember.util._node import get_node_ip_address
+    from ember.util._serializability import inspect_serializability
     from ember.util._worker_group import WorkerGroup, WorkerInfo
 
 __all__ = [
@@ -46,7 +52,10 @@ __all__ = [
     "WorkerInfo",
     "create_gang",
     "get_node_ip_address",
+    "inspect_serializability",
+    "list_named_actors",
     "metrics",
+    "multiprocessing",
     "placement_group",
     "queue",
     "remove_placement_group",
@@ -54,7 +63,7 @@ __all__ = [
     "state",
 ]
 
-_SUBMODULES = ("metrics", "queue", "scheduling_strategies", "state")
+_SUBMODULES = ("metrics", "multiprocessing", "queue", "scheduling_strategies", "state")
 _WHERE = {
     "ActorPool": "ember.util._actor_pool",
     "Gang": "ember.util._gang",
@@ -63,6 +72,8 @@ _WHERE = {
     "WorkerInfo": "ember.util._worker_group",
     "create_gang": "ember.util._gang",
     "get_node_ip_address": "ember.util._node",
+    "inspect_serializability": "ember.util._serializability",
+    "list_named_actors": "ember.util._named",
     "placement_group": "ember.core._placement",
     "remove_placement_group": "ember.core._placement",
 }

@@ -1204,6 +1204,51 @@ def _lookup_fails(name):
     return False
 
 
+def test_list_named_actors_names_the_live_ones_by_namespace(named_counters):
+    from ember.util import list_named_actors
+
+    name = named_counters.name
+    here = named_counters.remote()
+    named_counters.remote(namespace="team-c")
+    get(here.increment.remote())
+    namespace = ember.get_runtime_context().namespace
+
+    assert name in list_named_actors()  # this job's namespace only
+    everywhere = list_named_actors(all_namespaces=True)
+    assert {"name": name, "namespace": namespace} in everywhere
+    assert {"name": name, "namespace": "team-c"} in everywhere
+
+    @ember.remote
+    def names_seen_by_a_task():
+        from ember.util import list_named_actors
+
+        return list_named_actors()
+
+    assert name in get(names_seen_by_a_task.remote())
+    ember.kill(here)
+    eventually(lambda: name not in list_named_actors(),
+               what="the killed actor to leave list_named_actors()")
+    assert {"name": name, "namespace": "team-c"} in list_named_actors(all_namespaces=True)
+
+
+def test_multiprocessing_pool_maps_over_its_processes_and_raises_the_functions_error(backend):
+    from ember.util.multiprocessing import Pool
+
+    def pid_unless_three(x):
+        if x == 3:
+            raise KeyError(x)
+        time.sleep(0.02)
+        return x, os.getpid()
+
+    with Pool(processes=2) as pool:
+        results = pool.map(pid_unless_three, [0, 1, 2, 4, 5, 6])
+        assert [x for x, _ in results] == [0, 1, 2, 4, 5, 6]
+        assert len({pid for _, pid in results}) == 2
+        with pytest.raises(KeyError) as raised:
+            list(pool.imap(pid_unless_three, range(5)))
+        assert type(raised.value) is KeyError
+
+
 # -- nesting --------------------------------------------------------------------------------
 
 

@@ -224,6 +224,12 @@ class LocalBackend:
         handle._actor_id, handle._meta, handle._rt = actor_id, meta, self
         return handle
 
+    def named_actors(self) -> list[tuple[str, str]]:
+        """``(namespace, name)`` of every live named actor."""
+        self._check_open()
+        with self._lock:
+            return self._sched.named_actors()
+
     def add_actor_ref(self, actor_id: int) -> None:
         with self._lock:
             self._sched.add_handle(actor_id)

@@ -66,6 +66,8 @@ class Requests:
                 actor_id, meta = sched.lookup_actor(*payload)
                 sched.actors[actor_id].pinned = True
                 sched.reply(worker, rid, (actor_id, meta))
+            elif kind == "named_actors":
+                sched.reply(worker, rid, sched.named_actors())
             elif kind == "resources":
                 sched.reply(worker, rid, sched.resources(payload))
             elif kind == "assigned":  # get_runtime_context().get_assigned_resources()

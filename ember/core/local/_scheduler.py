@@ -692,6 +692,11 @@ class Scheduler:
     def lookup_actor(self, name: str, namespace: str | None) -> tuple[int, ActorMeta]:
         return self._actors.lookup(name, namespace)
 
+    def named_actors(self) -> list[tuple[str, str]]:
+        """``(namespace, name)`` of the named actors not dead for good (pending, alive or
+        restarting), as Ray lists them."""
+        return sorted(self.named)
+
     def kill_actor(self, actor_id: int, no_restart: bool) -> None:
         self._actors.kill(actor_id, no_restart)
 

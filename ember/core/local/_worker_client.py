@@ -306,6 +306,9 @@ class ClientMixin:
         actor_id, meta = self._request("get_actor", (name, namespace))
         return ActorHandle(actor_id, meta, self)
 
+    def named_actors(self: WorkerRuntime) -> list[tuple[str, str]]:
+        return [(namespace, name) for namespace, name in self._request("named_actors", None)]
+
     def cluster_resources(self: WorkerRuntime) -> dict[str, float]:
         return dict(self._request("resources", "total"))
 

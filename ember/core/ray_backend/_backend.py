@@ -536,6 +536,16 @@ class RayBackend:
             ) from exc
         return ActorHandle(ray_handle, self._meta_of(ray_handle), self)
 
+    def named_actors(self) -> list[tuple[str, str]]:
+        """``(namespace, name)`` of the cluster's named actors, less ember's own bookkeeping
+        actors (namespaces starting ``_ember``)."""
+        self._check_open()
+        from ray.util import list_named_actors
+
+        return sorted((entry["namespace"], entry["name"])
+                      for entry in list_named_actors(all_namespaces=True)
+                      if not entry["namespace"].startswith("_ember"))
+
     # -- placement groups and nodes ------------------------------------------------------------
     def create_placement_group(self, bundles: list[dict[str, float]], strategy: str, name: str,
                                lifetime: str | None) -> Any:
