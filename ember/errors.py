@@ -10,6 +10,8 @@ The tree::
     │   └── ActorUnavailableError the actor is restarting; the call was not delivered
     ├── ActorAlreadyExistsError   an actor with that name lives already (also a ``ValueError``)
     ├── GetTimeoutError           ``get(..., timeout=)`` ran out (also a ``TimeoutError``)
+    │   └── util.multiprocessing.TimeoutError  a Pool result's ``get(timeout)`` ran out (also
+    │                                          ``multiprocessing.TimeoutError``)
     ├── ObjectLostError           the object's value is gone (its owner died, or it was freed)
     ├── ObjectStoreFullError      Ray's object store is full (the local backend spills instead)
     ├── TaskCancelledError        ``ember.cancel`` stopped the task
