@@ -24,8 +24,8 @@ from ember.data import context as context
 from ember.data import datasource as datasource
 from ember.data._block import StrictModeError
 from ember.data._context import DataContext, DatasetContext
-from ember.data._execution_options import ExecutionOptions, ExecutionResources
 from ember.data._dataset import Dataset, MaterializedDataset
+from ember.data._execution_options import ExecutionOptions, ExecutionResources
 from ember.data._grouped import GroupedData
 from ember.data._options import IOOptions
 from ember.data._plan import ActorPoolStrategy, TaskPoolStrategy

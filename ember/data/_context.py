@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ember.data._execution_options import ExecutionOptions
 
@@ -285,32 +285,38 @@ class DataContext:
             settings[name] = copy.copy(_RAY_ONLY[name])  # a list default mutated in place stays
         return settings[name]
 
-    @property
-    def preserve_order(self) -> bool:
-        """Yield blocks in plan order (``execution_options.preserve_order``)."""
-        return self.execution_options.preserve_order
+    if TYPE_CHECKING:  # what type checkers see: fields (dataclasses.replace takes them)
+        preserve_order: bool = False
+        excluded_cpus: float = 0.0
+        target_min_block_size: int = 1024 * 1024
+    else:  # one setting under two names: these read and write execution_options and
+        # target_min_block_bytes
+        @property
+        def preserve_order(self) -> bool:
+            """Yield blocks in plan order (``execution_options.preserve_order``)."""
+            return self.execution_options.preserve_order
 
-    @preserve_order.setter
-    def preserve_order(self, value: bool) -> None:
-        self.execution_options.preserve_order = bool(value)
+        @preserve_order.setter
+        def preserve_order(self, value: bool) -> None:
+            self.execution_options.preserve_order = bool(value)
 
-    @property
-    def excluded_cpus(self) -> float:
-        """CPUs held by other work (``execution_options.exclude_resources.cpu``)."""
-        return float(self.execution_options.exclude_resources.cpu or 0.0)
+        @property
+        def excluded_cpus(self) -> float:
+            """CPUs held by other work (``execution_options.exclude_resources.cpu``)."""
+            return float(self.execution_options.exclude_resources.cpu or 0.0)
 
-    @excluded_cpus.setter
-    def excluded_cpus(self, value: float) -> None:
-        self.execution_options.exclude_resources.cpu = value
+        @excluded_cpus.setter
+        def excluded_cpus(self, value: float) -> None:
+            self.execution_options.exclude_resources.cpu = value
 
-    @property
-    def target_min_block_size(self) -> int:
-        """Ray's name of ``target_min_block_bytes``."""
-        return self.target_min_block_bytes
+        @property
+        def target_min_block_size(self) -> int:
+            """Ray's name of ``target_min_block_bytes``."""
+            return self.target_min_block_bytes
 
-    @target_min_block_size.setter
-    def target_min_block_size(self, value: int) -> None:
-        self.target_min_block_bytes = value
+        @target_min_block_size.setter
+        def target_min_block_size(self, value: int) -> None:
+            self.target_min_block_bytes = value
 
     # -- reading ---------------------------------------------------------------------------------
     def copy(self) -> DataContext:

@@ -116,10 +116,13 @@ class ExecutionOptions:
 
     # -- what the executor reads once per execution --------------------------------------------
     def cpu_limit(self) -> float | None:
+        """The limit on CPUs as a number; ``None`` when there is none (unset or ``inf``)."""
         return _limit(self.resource_limits.cpu)
 
     def gpu_limit(self) -> float | None:
+        """The limit on GPUs as a number; ``None`` when there is none (unset or ``inf``)."""
         return _limit(self.resource_limits.gpu)
 
     def object_store_limit(self) -> float | None:
+        """The limit on object store bytes as a number; ``None`` when there is none (unset or ``inf``)."""
         return _limit(self.resource_limits.object_store_memory)

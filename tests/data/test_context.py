@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import logging
 import sys
 import time
@@ -133,7 +134,7 @@ def test_resource_limits_cpu_runs_one_task_at_a_time(ember_local: Any) -> None:
     rows = sorted(ed.range(4, override_num_blocks=4).map_batches(spans).take_all(),
                   key=lambda r: r["start"])
     assert len(rows) == 4
-    assert all(a["end"] <= b["start"] for a, b in zip(rows, rows[1:], strict=False)), rows
+    assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(rows)), rows
 
 
 @pytest.mark.parametrize("ember_local", [{"object_store_memory": 96 * 2**20}], indirect=True)
