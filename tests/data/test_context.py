@@ -174,3 +174,11 @@ def test_verbose_progress_false_shows_only_the_output_operators_bar(
     assert len(ds.take_all()) == 100
     shown = sys.stderr.getvalue()
     assert "MapBatches" in shown and "Map(" not in shown and "Range" not in shown, shown
+
+
+def test_resource_limits_gpu_below_a_tasks_gpus_fails_at_once_naming_the_limit(
+        ember_local: Any) -> None:
+    ed.DataContext.get_current().execution_options.resource_limits.gpu = 0.5
+    with pytest.raises(ResourceError, match=r"GPU=1, but DataContext.execution_options."
+                                            r"resource_limits.gpu=0.5"):
+        ed.range(4).map_batches(lambda b: b, num_gpus=1).count()
