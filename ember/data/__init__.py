@@ -20,10 +20,12 @@ from typing import Any
 from ember.data import _options, _read
 from ember.data import aggregate as aggregate
 from ember.data import block as block
+from ember.data import context as context
 from ember.data import datasource as datasource
 from ember.data._block import StrictModeError
-from ember.data._context import DataContext
+from ember.data._context import DataContext, DatasetContext
 from ember.data._dataset import Dataset, MaterializedDataset
+from ember.data._execution_options import ExecutionOptions, ExecutionResources
 from ember.data._grouped import GroupedData
 from ember.data._options import IOOptions
 from ember.data._plan import ActorPoolStrategy, TaskPoolStrategy
@@ -38,8 +40,11 @@ __all__ = [
     "DataContext",
     "DataIterator",
     "Dataset",
+    "DatasetContext",
     "Datasource",
     "DatasetStats",
+    "ExecutionOptions",
+    "ExecutionResources",
     "GroupedData",
     "MaterializedDataset",
     "ReadTask",

@@ -130,6 +130,23 @@ def node_capacities(node_totals: Sequence[float], node_free: Sequence[float],
     return tuple(caps)
 
 
+def cap_cpus(node_cpus: Sequence[float], limit: float | None) -> tuple[float, ...]:
+    """The CPUs each node offers once ``limit`` (``resource_limits.cpu``; ``None``: none) caps
+    their sum: nodes keep theirs in order until the limit is used up.
+
+    >>> cap_cpus((4.0, 4.0), 6)
+    (4.0, 2.0)
+    """
+    if limit is None:
+        return tuple(node_cpus)
+    left = max(0.0, float(limit))
+    capped = []
+    for cpus in node_cpus:
+        capped.append(min(float(cpus), left))
+        left -= capped[-1]
+    return tuple(capped)
+
+
 def task_slots(num_cpus: float, node_cpus: Sequence[float],
                held_by_actors: Sequence[float] = ()) -> TaskSlots:
     """The CPU slots left to task operators once the actor pools took theirs, node by node."""

@@ -86,6 +86,7 @@ class _Stage:
         self.expect = 0
         self.stopped = False
         self.upstream: _Stage | None = None
+        self.max_running = spec.max_tasks  # tasks at once (concurrency=n, resource_limits.gpu)
         # Rows a task of this stage should get at least: small blocks are joined so that
         # map_batches sees batches of its batch_size (the last batch may be smaller).
         first = spec.transforms[0] if spec.transforms else None
@@ -153,6 +154,19 @@ class _Stage:
         return self.input_done and not self.inqueue and not self.retries and not self.running
 
 
+def _gpu_capped(spec: StageSpec, gpu_limit: float | None) -> int | None:
+    """How many tasks of a task operator may run at once under ``resource_limits.gpu``."""
+    if gpu_limit is None or spec.kind == "actors" or not spec.num_gpus:
+        return spec.max_tasks
+    most = int(gpu_limit / spec.num_gpus + 1e-9)
+    if most < 1:
+        raise ResourceError(
+            f"{spec.name}: each task needs GPU={spec.num_gpus:g}, but DataContext.execution_"
+            f"options.resource_limits.gpu={gpu_limit:g}; raise the limit or ask for fewer GPUs"
+        )
+    return most if spec.max_tasks is None else min(spec.max_tasks, most)
+
+
 def reads_in_process(specs: list[StageSpec], ctx: DataContext) -> bool:
     """Whether a consumer in this process should run the plan's reads itself (``_inprocess``):
     a plan that only reads local files with native code (``Read.in_process``), in no particular
@@ -164,13 +178,18 @@ def reads_in_process(specs: list[StageSpec], ctx: DataContext) -> bool:
 class StreamingExecutor:
     def __init__(self, node: Node, context: DataContext | None = None,
                  node_cpus: tuple[float, ...] | None = None, in_process: bool = False) -> None:
-        self.ctx = context or DataContext.get_current()
+        # A copy, read from while this execution runs: a change to the current context (or to
+        # the one passed) applies to the next execution, never to this one halfway through.
+        self.ctx = (context or DataContext.get_current()).copy()
+        self.preserve_order = self.ctx.preserve_order
+        options = self.ctx.execution_options
+        cpu_limit, gpu_limit = options.cpu_limit(), options.gpu_limit()
         specs = compile_plan(node, self._run_child)
         # in_process: the consumer is in this process, and the plan's reads may run here.
         self.reads: InProcessReads | None = None
         if in_process and reads_in_process(specs, self.ctx):
-            node_cpus = (float(os.cpu_count() or 1),)
-            self.reads = InProcessReads(int(node_cpus[0]))
+            node_cpus = _admission.cap_cpus((float(os.cpu_count() or 1),), cpu_limit)
+            self.reads = InProcessReads(max(1, int(node_cpus[0])))
         self.stages = [_Stage(spec, i) for i, spec in enumerate(specs)]
         for upstream, stage in zip(self.stages, self.stages[1:], strict=False):
             stage.upstream = upstream
@@ -192,17 +211,22 @@ class StreamingExecutor:
                 [n["Resources"].get("CPU", 0.0) for n in nodes],
                 [n["AvailableResources"].get("CPU", 0.0) for n in nodes],
                 self.ctx.excluded_cpus) or (1.0,)
-        self.node_cpus = tuple(node_cpus)
+        # resource_limits.cpu: plan with no more CPUs than that, whatever the nodes have.
+        self.node_cpus = _admission.cap_cpus(tuple(node_cpus), cpu_limit)
         self.total_cpus = sum(self.node_cpus)
         per_node = ", ".join(f"{c:g}" for c in self.node_cpus)
+        limited = (f"; at most {cpu_limit:g} by execution_options.resource_limits.cpu"
+                   if cpu_limit is not None else "")
         self.excluded_note = (f" (CPUs per node: {per_node}; {self.ctx.excluded_cpus:g} held "
-                              "for other work)" if self.ctx.excluded_cpus
-                              else f" (CPUs per node: {per_node})")
+                              f"for other work{limited})" if self.ctx.excluded_cpus
+                              else f" (CPUs per node: {per_node}{limited})")
+        for stage in self.stages:
+            stage.max_running = _gpu_capped(stage.spec, gpu_limit)
         self._last_progress = time.monotonic()
         self._warned_at: float | None = None
         self.progress = ProgressBars(
             [s.spec.name for s in self.stages], [s.spec.rows_total for s in self.stages],
-            enabled=self.ctx.enable_progress_bars,
+            enabled=self.ctx.enable_progress_bars, only_last=not options.verbose_progress,
         )
         # Set from another thread when the consumer left (a prefetching iterator closed): the
         # loop ends within a wait and its cleanup cancels the tasks still running.
@@ -264,7 +288,7 @@ class StreamingExecutor:
             running=len(stage.running), num_cpus=spec.num_cpus,
             est_output_bytes=stage.est_output(), next_input_bytes=stage.next_input_bytes(),
             input_done=stage.input_done, actors_alive=len(stage.actors),
-            min_actors=lo, max_actors=hi, max_running=spec.max_tasks,
+            min_actors=lo, max_actors=hi, max_running=stage.max_running,
         )
 
     def _snapshot(self) -> _admission.Snapshot:
@@ -335,7 +359,7 @@ class StreamingExecutor:
 
     def _take_bundles(self, stage: _Stage) -> tuple[Span, list[Bundle]]:
         """The next input for one task: one block, or several joined up to ``bundle_rows``."""
-        if self.ctx.preserve_order and stage.bundle_rows:
+        if self.preserve_order and stage.bundle_rows:
             # Start from the earliest block so the blocks after it in plan order can join it.
             first = min(range(len(stage.inqueue)), key=lambda i: stage.inqueue[i][0][0])
             stage.inqueue.rotate(-first)
@@ -343,7 +367,7 @@ class StreamingExecutor:
         bundles = [bundle]
         rows = bundle.meta.num_rows
         while stage.bundle_rows and rows < stage.bundle_rows and stage.inqueue:
-            if self.ctx.preserve_order:
+            if self.preserve_order:
                 # Join only the block that comes next in plan order, so spans stay contiguous.
                 at = next((i for i, (p, _) in enumerate(stage.inqueue) if p[0] == pos[1] + 1),
                           None)
@@ -544,7 +568,7 @@ class StreamingExecutor:
             return
         downstream = self.stages[nxt]
         if downstream.spec.kind == "limit":
-            if not self.ctx.preserve_order:
+            if not self.preserve_order:
                 self._limit(downstream, pos, bundle)
             else:  # a limit keeps the first rows in plan order
                 downstream.reorder[pos[0]] = (pos, bundle)
@@ -557,7 +581,7 @@ class StreamingExecutor:
         self._propagate_done()
 
     def _to_output(self, pos: Span, bundle: Bundle) -> None:
-        if not self.ctx.preserve_order:
+        if not self.preserve_order:
             self.output.append((pos, bundle))
             return
         self.reorder[pos[0]] = (pos, bundle)

@@ -1,5 +1,6 @@
 """One progress bar per operator on stderr: rows done (of the total when known), rows/s and live
-actors. Off when stderr is not a TTY or when ``DataContext.enable_progress_bars`` is False.
+actors. Off when stderr is not a TTY or when ``DataContext.enable_progress_bars`` is False; only
+the last operator's (the dataset's output) with ``execution_options.verbose_progress=False``.
 Uses tqdm when it is installed, else writes plain lines itself."""
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ class _Line:
 class ProgressBars:
     def __init__(
         self, names: Sequence[str], totals: Sequence[int | None], *, enabled: bool,
-        stream: TextIO | None = None,
+        stream: TextIO | None = None, only_last: bool = False,
     ) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self.enabled = enabled and self._stream.isatty()
         self._lines = [_Line(n, t) for n, t in zip(names, totals, strict=True)]
+        # Operators without a bar of their own: their updates are dropped.
+        self._hidden = set(range(len(self._lines) - 1)) if only_last else set()
         self._start = time.monotonic()
         self._last_draw = 0.0
         self._drawn = 0
@@ -36,18 +39,18 @@ class ProgressBars:
         self._tqdm = [
             tqdm(total=line.total, desc=line.name, position=i, unit=" rows", leave=True,
                  file=self._stream, dynamic_ncols=True)
-            for i, line in enumerate(self._lines)
+            for i, line in enumerate(self._lines[len(self._hidden):])
         ]
 
     def update(self, index: int, rows: int = 0, actors: int | None = None) -> None:
-        if not self.enabled:
+        if not self.enabled or index in self._hidden:
             return
         line = self._lines[index]
         line.rows += rows
         if actors is not None:
             line.actors = actors
         if self._tqdm is not None:
-            bar = self._tqdm[index]
+            bar = self._tqdm[index - len(self._hidden)]
             if actors:
                 bar.set_postfix_str(f"{actors} actors", refresh=False)
             bar.update(rows)
@@ -61,13 +64,14 @@ class ProgressBars:
         out = self._stream
         if self._drawn:
             out.write(f"\x1b[{self._drawn}A")
-        for line in self._lines:
+        shown = [line for i, line in enumerate(self._lines) if i not in self._hidden]
+        for line in shown:
             total = f"/{line.total}" if line.total is not None else ""
             actors = f", {line.actors} actors" if line.actors else ""
             out.write(f"\x1b[2K{line.name}: {line.rows}{total} rows, "
                       f"{line.rows / elapsed:,.0f} rows/s{actors}\n")
         out.flush()
-        self._drawn = len(self._lines)
+        self._drawn = len(shown)
         self._last_draw = now
 
     def close(self) -> None:

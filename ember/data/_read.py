@@ -23,11 +23,14 @@ from ember.data._plan import BlockMeta, Bundle, InputBlocks, Read, ReadTask
 
 def default_parallelism(total_bytes: int | None, num_rows: int | None = None) -> int:
     """Blocks of at least ``target_min_block_bytes``, at least two per CPU, at most
-    ``max_parallelism``, never more than rows."""
+    ``max_parallelism`` unless blocks would then be larger than ``target_max_block_size``,
+    never more than rows."""
     ctx = DataContext.get_current()
     cpus = int(ember.cluster_resources().get("CPU", 1))
     by_size = (total_bytes or 0) // ctx.target_min_block_bytes
     parallelism = min(ctx.max_parallelism, max(2 * cpus, by_size))
+    if total_bytes and ctx.target_max_block_size:
+        parallelism = max(parallelism, -(-total_bytes // ctx.target_max_block_size))
     if num_rows is not None:
         parallelism = min(parallelism, max(num_rows, 1))
     return max(1, parallelism)

@@ -19,8 +19,9 @@ import ember.data as ed
 from ember.errors import ActorDiedError, ResourceError
 
 DATA_ALL = [
-    "ActorPoolStrategy", "BlockMetadata", "DataContext", "DataIterator", "Dataset", "Datasource",
-    "DatasetStats", "GroupedData", "MaterializedDataset", "ReadTask", "StrictModeError",
+    "ActorPoolStrategy", "BlockMetadata", "DataContext", "DataIterator", "Dataset",
+    "DatasetContext", "Datasource", "DatasetStats", "ExecutionOptions", "ExecutionResources",
+    "GroupedData", "MaterializedDataset", "ReadTask", "StrictModeError",
     "TaskPoolStrategy", "from_arrow", "from_arrow_refs", "from_huggingface", "from_items",
     "from_numpy", "from_numpy_refs", "from_pandas", "from_pandas_refs", "from_torch", "range", "range_tensor", "read_binary_files", "read_csv",
     "read_datasource", "read_images", "read_json", "read_numpy", "read_parquet", "read_text",
@@ -35,6 +36,8 @@ def test_public_names_are_pinned() -> None:
     assert ed.datasource.__all__ == ["Datasource", "Partitioning", "PathPartitionFilter",
                                      "ReadTask"]
     assert ed.datasource.ReadTask is ed.ReadTask and ed.block.BlockMetadata is ed.BlockMetadata
+    assert ed.context.__all__ == ["DataContext", "DatasetContext"]
+    assert ed.context.DataContext is ed.DataContext is ed.DatasetContext
 
 
 def ids(ds: ed.Dataset) -> list[int]:
