@@ -11,7 +11,8 @@ import ember
 from ember.errors import ActorDiedError, EmberError
 from ember.serve import _handle
 from ember.serve._controller import Controller
-from ember.serve._deployment import Application, Deployment, replace_applications
+from ember.dag import DAGNode
+from ember.serve._deployment import UNSET, Application, Deployment, replace_applications
 from ember.serve._handle import CONTROLLER_NAME, CONTROLLER_NAMESPACE, DeploymentHandle
 from ember.serve._keeper import KEEPER_NAME, Keeper
 from ember.serve._logging import LoggingConfig
@@ -141,14 +142,15 @@ def start(
 
 
 def run(
-    target: Application | Deployment, *, name: str = "default", route_prefix: str | None = "/",
+    target: Application | Deployment, *, name: str = "default", route_prefix: str | None = UNSET,
     host: str = "127.0.0.1", port: int = 8000, blocking: bool = False, http: bool = True,
     logging_config: LoggingConfig | dict[str, Any] | None = None,
     _blocking_poll_s: float = 1.0,
 ) -> DeploymentHandle:
     """Deploy an application and return a handle to its ingress deployment.
 
-    Waits until every replica is up. With ``route_prefix`` (default ``"/"``) the application
+    Waits until every replica is up. With ``route_prefix`` (default: the ingress deployment's
+    own ``route_prefix`` if it has one, else ``"/"``; ``None``: no HTTP) the application
     also answers HTTP on ``host:port`` (``port=0`` picks a free port; ``serve.status().http_port``
     says which), through the proxy on the head node unless ``serve.start`` chose another
     ``proxy_location``. ``blocking=True`` then serves until interrupted. ``logging_config``
@@ -156,16 +158,33 @@ def run(
     """
     if isinstance(target, Deployment):
         target = target.bind()
+    if isinstance(target, DAGNode):
+        raise TypeError(
+            f"serve.run takes a bound deployment, got the graph node {target!r}; run a "
+            "deployment graph through its driver: serve.run(DAGDriver.bind(graph)) "
+            "(from ember.serve.drivers import DAGDriver)"
+        )
     if not isinstance(target, Application):
         raise TypeError(
             f"serve.run takes a bound deployment (MyDeployment.bind(...)), got {target!r}"
         )
+    if route_prefix is UNSET:  # Ray 2.5: the ingress deployment's own, else "/"
+        own = target.deployment.route_prefix
+        route_prefix = "/" if own is UNSET else own
     if route_prefix is not None and not route_prefix.startswith("/"):
         raise ValueError(f"route_prefix={route_prefix!r} must start with '/'")
     controller = _controller(create=True)
     if http and route_prefix is not None:  # HeadOnly unless serve.start chose otherwise
         _start_proxies(controller, host, port, None, "HeadOnly")
     apps = target.walk()
+    for app in apps:
+        if app is not target and app.deployment.route_prefix not in (UNSET, None):
+            raise ValueError(
+                f"deployment {app.deployment.name!r} sets route_prefix="
+                f"{app.deployment.route_prefix!r} but is not the ingress of application "
+                f"{name!r} (the deployment given to serve.run, {target.deployment.name!r}); "
+                "only the ingress answers HTTP: remove its route_prefix"
+            )
     names: dict[int, str] = {}  # a deployment bound twice gets a numbered second name
     for app in apps:
         base, n = app.deployment.name, 1
@@ -181,9 +200,10 @@ def run(
     app_logging = (LoggingConfig.from_any(logging_config) if logging_config is not None
                    else _default_logging_config)
     specs = []
+    nodes: dict[int, Any] = {}  # graph nodes copied with handles: one copy each
     for app in apps:
-        args = replace_applications(app.args, as_handle)
-        kwargs = replace_applications(app.kwargs, as_handle)
+        args = replace_applications(app.args, as_handle, nodes)
+        kwargs = replace_applications(app.kwargs, as_handle, nodes)
         config = app.deployment.config
         if config.logging_config is None and app_logging is not None:
             config = dataclasses.replace(config, logging_config=app_logging)
