@@ -86,11 +86,15 @@ class InputAttributeNode(DAGNode):
             return getattr(value, str(self._key))
         return value[self._key]
 
-    def __repr__(self) -> str:
-        parent = repr(self._parent).removeprefix("InputAttributeNode(").removesuffix(")")
+    def _path(self) -> str:
+        parent = self._parent
+        path = parent._path() if isinstance(parent, InputAttributeNode) else repr(parent)
         if self._accessor == "__getattr__":
-            return f"InputAttributeNode({parent}.{self._key})"
-        return f"InputAttributeNode({parent}[{self._key!r}])"
+            return f"{path}.{self._key}"
+        return f"{path}[{self._key!r}]"
+
+    def __repr__(self) -> str:
+        return f"InputAttributeNode({self._path()})"
 
 
 class DAGInputData:
