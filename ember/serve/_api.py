@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ember
+from ember.dag import DAGNode
 from ember.errors import ActorDiedError, EmberError
 from ember.serve import _handle
 from ember.serve._controller import Controller
-from ember.dag import DAGNode
 from ember.serve._deployment import UNSET, Application, Deployment, replace_applications
 from ember.serve._handle import CONTROLLER_NAME, CONTROLLER_NAMESPACE, DeploymentHandle
 from ember.serve._keeper import KEEPER_NAME, Keeper
