@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,16 @@ from ember.serve._proxy_policy import proxy_nodes
 from ember.serve.config import HTTPOptions, ProxyLocation, gRPCOptions
 
 DEPLOY_TIMEOUT_S = 120.0
+
+# Deployment name -> (the Deployment, its application) for what this process deployed: Ray
+# 2.5's deprecated serve.get_deployment and serve.list_deployments read it.
+_deployed: dict[str, tuple[Deployment, str]] = {}
+
+
+def deprecated(what: str, instead: str) -> None:
+    """Log (on the ``ember.serve`` logger, once per call) that a Ray 2.5 API is deprecated."""
+    logging.getLogger("ember.serve").warning(
+        "%s is deprecated (as in Ray 2.5) and will be removed; use %s", what, instead)
 
 
 @dataclass(frozen=True)
@@ -215,6 +226,8 @@ def run(
         raise DeploymentFailedError(f"application {name!r} failed to deploy: {outcome[15:]}")
     if outcome != "RUNNING":
         raise TimeoutError(f"application {name!r} was not running after {DEPLOY_TIMEOUT_S} s")
+    for app in apps:
+        _deployed[names[id(app)]] = (app.deployment, name)
     handle = DeploymentHandle(ingress, name)
     if blocking:
         try:
@@ -248,12 +261,49 @@ def get_deployment_handle(deployment_name: str, app_name: str = "default") -> De
     return DeploymentHandle(deployment_name, app_name)
 
 
+def handle_of(deployment_name: str) -> DeploymentHandle:
+    """A handle to the running deployment of that name (in the application this process
+    deployed it in, else the first application that has one)."""
+    known = _deployed.get(deployment_name)
+    if known is not None:
+        return DeploymentHandle(deployment_name, known[1])
+    for app_name, app in status().applications.items():
+        if deployment_name in app.deployments:
+            return DeploymentHandle(deployment_name, app_name)
+    raise ValueError(f"no deployment named {deployment_name!r} is running; deploy it with "
+                     "serve.run(...) first")
+
+
+def get_deployment(name: str) -> Deployment:
+    """Deprecated (Ray 2.5): the deployment ``name`` that this process deployed, running now
+    (its ``.get_handle()`` reaches it). Use ``serve.get_deployment_handle(name, app_name)``."""
+    deprecated("serve.get_deployment()", "serve.get_deployment_handle(name, app_name)")
+    running = list_deployments(_notice=False)
+    if name not in running:
+        raise KeyError(f"no deployment named {name!r} deployed from this process is running "
+                       f"(running: {sorted(running)})")
+    return running[name]
+
+
+def list_deployments(*, _notice: bool = True) -> dict[str, Deployment]:
+    """Deprecated (Ray 2.5): the running deployments this process deployed, by name. Use
+    ``serve.status()``."""
+    if _notice:
+        deprecated("serve.list_deployments()", "serve.status()")
+    apps = status().applications
+    return {name: dep for name, (dep, app) in _deployed.items()
+            if app in apps and name in apps[app].deployments}
+
+
 def delete(name: str, *, _blocking: bool = True) -> None:
     """Stop an application and all its replicas."""
     controller = _controller(create=False)
     if controller is not None:
         ember.get(controller.delete.remote(name))
     _handle.forget_app(name)
+    for deployment_name, (_, app) in list(_deployed.items()):
+        if app == name:
+            del _deployed[deployment_name]
 
 
 def status() -> ServeStatus:
@@ -314,3 +364,4 @@ def shutdown() -> None:
         ember.kill(keeper)
         _wait_until_gone(KEEPER_NAME)
     _handle.forget_clients()
+    _deployed.clear()

@@ -165,6 +165,25 @@ class Deployment:
         return Deployment(self.func_or_class, name or self.name, make_config(self.config, options),
                           self.route_prefix if route_prefix is UNSET else route_prefix)
 
+    def deploy(self, *init_args: Any, _blocking: bool = True, **init_kwargs: Any) -> None:
+        """Deprecated (Ray 1.x's API, still in Ray 2.5): deploy this deployment alone, as an
+        application of its own name, on HTTP at its ``route_prefix`` (default
+        ``/<name>``). Use ``serve.run(MyDeployment.bind(...))``."""
+        from ember.serve import _api
+
+        _api.deprecated("Deployment.deploy()", "serve.run(MyDeployment.bind(...))")
+        prefix = f"/{self.name}" if self.route_prefix is UNSET else self.route_prefix
+        _api.run(self.bind(*init_args, **init_kwargs), name=self.name, route_prefix=prefix)
+
+    def get_handle(self, sync: bool | None = True) -> Any:
+        """Deprecated (Ray 2.5): a handle to this deployment where it runs. Use the handle
+        ``serve.run`` returns, or ``serve.get_deployment_handle(name, app_name)``."""
+        from ember.serve import _api
+
+        _api.deprecated("Deployment.get_handle()",
+                        "the handle serve.run returns, or serve.get_deployment_handle()")
+        return _api.handle_of(self.name)
+
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         """Arguments for the constructor (or function); other bound deployments become handles.
 

@@ -1002,3 +1002,32 @@ def test_a_route_prefix_on_the_ingress_deployment_is_where_http_reaches_it() -> 
     with pytest.raises(ValueError, match=r"deployment 'hello' sets route_prefix='/hello' but "
                                          r"is not the ingress"):
         serve.run(Greeter.bind(hello.bind()), name="bad", port=0)
+
+
+def test_ray_2_5_deprecated_deploy_get_handle_get_deployment_and_list_deployments(
+        caplog: pytest.LogCaptureFixture) -> None:
+    @serve.deployment
+    class Counter:
+        def __init__(self, start: int) -> None:
+            self.value = start
+
+        def __call__(self, request: Any = None) -> int:
+            self.value += 1
+            return self.value
+
+    serve.start(http_options={"port": 0})
+    with caplog.at_level("WARNING", logger="ember.serve"):
+        Counter.deploy(10)  # an application of its own, on HTTP at /Counter as in Ray 2.5
+    assert "Deployment.deploy() is deprecated" in caplog.text
+    with httpx.Client(timeout=TIMEOUT) as client:
+        assert client.get(url("/Counter")).json() == 11
+    assert ember.get(Counter.get_handle().remote()) == 12
+    assert list(serve.list_deployments()) == ["Counter"]
+    deployed = serve.get_deployment("Counter")
+    assert deployed.name == "Counter"
+    assert deployed.get_handle().remote().result(timeout_s=20) == 13
+    assert "serve.get_deployment() is deprecated" in caplog.text
+    serve.delete("Counter")
+    assert serve.list_deployments() == {}
+    with pytest.raises(KeyError, match="no deployment named 'Counter'"):
+        serve.get_deployment("Counter")
