@@ -86,7 +86,13 @@ class _DAGDriver:
             value = await self._adapter(request)
         except self._bad_input as exc:
             return JSONResponse({"detail": _detail(exc)}, status_code=422)
-        return await run_graph(dag, (value,), {})
+        result = await run_graph(dag, (value,), {})
+        if isinstance(result, (str, bytes, bytearray)):
+            # Ray's driver answered through FastAPI, which sends every result as JSON (a
+            # string too, quoted); other values the replica sends as JSON already.
+            text = result if isinstance(result, str) else bytes(result).decode(errors="replace")
+            return JSONResponse(text)
+        return result
 
 
 DAGDriver = deployment(_DAGDriver, name="DAGDriver")

@@ -125,16 +125,23 @@ def test_a_dict_driver_routes_by_path_over_http_and_predict_with_route() -> None
     def negate(x: int) -> int:
         return -x
 
+    @serve.deployment
+    def say(x: int) -> str:
+        return f"got {x}"
+
     with InputNode() as user_input:
         graph_a = double.bind(user_input)
         graph_b = negate.bind(double.bind(user_input))
-    app = DAGDriver.bind({"/double": graph_a, "/negate": graph_b}, http_adapter=json_request)
+    app = DAGDriver.bind({"/double": graph_a, "/negate": graph_b, "/say": say.bind(user_input)},
+                         http_adapter=json_request)
     handle = serve.run(app, route_prefix="/math", port=0)
 
     assert ember.get(handle.predict_with_route.remote("/negate", 4)) == -8
     with httpx.Client(timeout=TIMEOUT) as client:
         assert client.post(url("/math/double"), json=21).json() == 42
         assert client.post(url("/math/negate"), json=3).json() == -6
+        said = client.post(url("/math/say"), json=1)  # JSON, as Ray's FastAPI driver sent it
+        assert said.headers["content-type"] == "application/json" and said.json() == "got 1"
         missing = client.post(url("/math/other"), json=3)
         assert missing.status_code == 404 and "/double" in missing.json()["detail"]
     with pytest.raises(ValueError, match=r"several graphs.*predict_with_route"):
