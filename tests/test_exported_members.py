@@ -10,6 +10,7 @@ import pytest
 
 import ember
 import ember.core
+import ember.dag
 import ember.job_config
 import ember.runtime_env
 import ember.testing
@@ -119,11 +120,14 @@ TESTING_ALL = ["FakeClock", "LeakCheck", "ServeTestClient", "eventually"]
 # What the core shares with ember's other packages (see ember/core/__init__.py).
 CORE_ALL = ["LOCAL_NODE_IP", "SEGMENT_PREFIX", "SHM_DIR", "runtime_dir", "serve_direct_enabled"]
 
+# Ray's ray.dag names that deployment graphs use (ember runs graphs in serve only).
+DAG_ALL = ["DAGNode", "InputAttributeNode", "InputNode"]
+
 PINNED = [(ember, EMBER_ALL), (errors, ERRORS_ALL), (exceptions, EXCEPTIONS_ALL),
           (actor, ACTOR_ALL), (util, UTIL_ALL), (ember.util.queue, QUEUE_ALL),
           (ember.util.multiprocessing, MULTIPROCESSING_ALL),
           (ember.runtime_env, RUNTIME_ENV_ALL), (ember.job_config, JOB_CONFIG_ALL),
-          (ember.testing, TESTING_ALL), (ember.core, CORE_ALL)]
+          (ember.testing, TESTING_ALL), (ember.core, CORE_ALL), (ember.dag, DAG_ALL)]
 
 
 @pytest.mark.parametrize(("module", "names"), PINNED, ids=lambda v: getattr(v, "__name__", ""))

@@ -9,12 +9,13 @@ import atexit
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ember.core import _runtime_env
 from ember.core._refs import ObjectRef, ObjectRefGenerator
-from ember.errors import RuntimeNotInitializedError
+from ember.errors import GetTimeoutError, RuntimeNotInitializedError
 
 if TYPE_CHECKING:
     from ember.core._backend import Backend
@@ -252,18 +253,56 @@ def _check_refs(refs: Sequence[Any], what: str) -> None:
             )
 
 
+# The protocol by which a library's pending result is accepted where an ObjectRef is (serve's
+# DeploymentResponse in ``ember.get(handle.remote(x))``, as Ray 2.5 programs write it): the
+# object's class defines ``__ember_object_ref__(timeout)``, which returns the ObjectRef of the
+# result once there is one, raising ``TimeoutError`` if ``timeout`` seconds (None: no bound)
+# pass first. The core calls it and knows nothing else of the library.
+REF_HOOK = "__ember_object_ref__"
+
+
+def _has_ref_hook(value: Any) -> bool:
+    return not isinstance(value, ObjectRef) and hasattr(type(value), REF_HOOK)
+
+
+def _hooked_ref(value: Any, deadline: float | None, what: str) -> ObjectRef:
+    """The ObjectRef a ``REF_HOOK`` object stands for, waiting until ``deadline`` at most."""
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    try:
+        ref = getattr(value, REF_HOOK)(left)
+    except GetTimeoutError:
+        raise
+    except TimeoutError as exc:
+        raise GetTimeoutError(f"{what} timed out after {left} s: {exc}") from None
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"{type(value).__name__}.{REF_HOOK}() returned "
+                        f"{type(ref).__name__}, not an ObjectRef")
+    return ref
+
+
 def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
     """The value of a reference, or the values of a list of references, in order.
 
     Raises the task's exception (an instance of its own type and of ``TaskError``) and
-    ``GetTimeoutError`` when ``timeout`` seconds pass first.
+    ``GetTimeoutError`` when ``timeout`` seconds pass first. A serve ``DeploymentResponse``
+    is accepted where an ``ObjectRef`` is (``ember.get(handle.remote(x))``, as in Ray 2.5).
     """
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout={timeout} must be >= 0 or None")
     if isinstance(refs, ObjectRef):
         return current_backend().get([refs], timeout)[0]
+    if _has_ref_hook(refs):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ref = _hooked_ref(refs, deadline, "ember.get()")
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return current_backend().get([ref], left)[0]
     if not isinstance(refs, (list, tuple)):
         _check_refs([refs], "ember.get()")
+    if any(_has_ref_hook(r) for r in refs):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        refs = [_hooked_ref(r, deadline, "ember.get()") if _has_ref_hook(r) else r
+                for r in refs]
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
     _check_refs(refs, "ember.get()")
     if not refs:
         return []
@@ -287,11 +326,13 @@ def wait(
     """Split ``refs`` into (ready, not ready) once ``num_returns`` are ready or time runs out.
 
     ``refs`` may hold ``ObjectRefGenerator``s too: one is ready when its next item is (or when
-    it has ended), as in Ray.
+    it has ended), as in Ray; and serve ``DeploymentResponse``s, each ready when its result is.
     """
     if isinstance(refs, ObjectRef) or not isinstance(refs, (list, tuple)):
         raise TypeError(f"ember.wait() takes a list of ObjectRefs, got {type(refs).__name__}")
-    _check_refs([r for r in refs if not isinstance(r, ObjectRefGenerator)], "ember.wait()")
+    hooked = any(_has_ref_hook(r) for r in refs)
+    _check_refs([r for r in refs if not isinstance(r, ObjectRefGenerator)
+                 and not _has_ref_hook(r)], "ember.wait()")
     if not refs:
         return [], []
     if len(set(refs)) != len(refs):
@@ -302,7 +343,28 @@ def wait(
         )
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout={timeout} must be >= 0 or None")
-    return current_backend().wait(list(refs), num_returns, timeout, fetch_local)
+    if not hooked:
+        return current_backend().wait(list(refs), num_returns, timeout, fetch_local)
+    # Pending library results (serve's DeploymentResponse): each stands for the ObjectRef it
+    # gets; one that gets none before the timeout is not ready.
+    deadline = None if timeout is None else time.monotonic() + timeout
+    original: dict[Any, Any] = {}
+    pending: list[Any] = []
+    for value in refs:
+        if not _has_ref_hook(value):
+            original[value] = value
+            continue
+        try:
+            original[_hooked_ref(value, deadline, "ember.wait()")] = value
+        except GetTimeoutError:
+            pending.append(value)
+    wanted = min(num_returns, len(original))
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    ready: list[Any] = []
+    if original:
+        ready, _ = current_backend().wait(list(original), wanted, left, fetch_local)
+    ready_values = [original[r] for r in ready]
+    return ready_values, [v for v in refs if v not in ready_values]
 
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:

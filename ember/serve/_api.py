@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import ember
+from ember.dag import DAGNode
 from ember.errors import ActorDiedError, EmberError
 from ember.serve import _handle
 from ember.serve._controller import Controller
-from ember.serve._deployment import Application, Deployment, replace_applications
+from ember.serve._deployment import UNSET, Application, Deployment, replace_applications
 from ember.serve._handle import CONTROLLER_NAME, CONTROLLER_NAMESPACE, DeploymentHandle
 from ember.serve._keeper import KEEPER_NAME, Keeper
 from ember.serve._logging import LoggingConfig
@@ -19,6 +21,16 @@ from ember.serve._proxy_policy import proxy_nodes
 from ember.serve.config import HTTPOptions, ProxyLocation, gRPCOptions
 
 DEPLOY_TIMEOUT_S = 120.0
+
+# Deployment name -> (the Deployment, its application) for what this process deployed: Ray
+# 2.5's deprecated serve.get_deployment and serve.list_deployments read it.
+_deployed: dict[str, tuple[Deployment, str]] = {}
+
+
+def deprecated(what: str, instead: str) -> None:
+    """Log (on the ``ember.serve`` logger, once per call) that a Ray 2.5 API is deprecated."""
+    logging.getLogger("ember.serve").warning(
+        "%s is deprecated (as in Ray 2.5) and will be removed; use %s", what, instead)
 
 
 @dataclass(frozen=True)
@@ -141,14 +153,15 @@ def start(
 
 
 def run(
-    target: Application | Deployment, *, name: str = "default", route_prefix: str | None = "/",
+    target: Application | Deployment, *, name: str = "default", route_prefix: str | None = UNSET,
     host: str = "127.0.0.1", port: int = 8000, blocking: bool = False, http: bool = True,
     logging_config: LoggingConfig | dict[str, Any] | None = None,
     _blocking_poll_s: float = 1.0,
 ) -> DeploymentHandle:
     """Deploy an application and return a handle to its ingress deployment.
 
-    Waits until every replica is up. With ``route_prefix`` (default ``"/"``) the application
+    Waits until every replica is up. With ``route_prefix`` (default: the ingress deployment's
+    own ``route_prefix`` if it has one, else ``"/"``; ``None``: no HTTP) the application
     also answers HTTP on ``host:port`` (``port=0`` picks a free port; ``serve.status().http_port``
     says which), through the proxy on the head node unless ``serve.start`` chose another
     ``proxy_location``. ``blocking=True`` then serves until interrupted. ``logging_config``
@@ -156,16 +169,33 @@ def run(
     """
     if isinstance(target, Deployment):
         target = target.bind()
+    if isinstance(target, DAGNode):
+        raise TypeError(
+            f"serve.run takes a bound deployment, got the graph node {target!r}; run a "
+            "deployment graph through its driver: serve.run(DAGDriver.bind(graph)) "
+            "(from ember.serve.drivers import DAGDriver)"
+        )
     if not isinstance(target, Application):
         raise TypeError(
             f"serve.run takes a bound deployment (MyDeployment.bind(...)), got {target!r}"
         )
+    if route_prefix is UNSET:  # Ray 2.5: the ingress deployment's own, else "/"
+        own = target.deployment.route_prefix
+        route_prefix = "/" if own is UNSET else own
     if route_prefix is not None and not route_prefix.startswith("/"):
         raise ValueError(f"route_prefix={route_prefix!r} must start with '/'")
     controller = _controller(create=True)
     if http and route_prefix is not None:  # HeadOnly unless serve.start chose otherwise
         _start_proxies(controller, host, port, None, "HeadOnly")
     apps = target.walk()
+    for app in apps:
+        if app is not target and app.deployment.route_prefix not in (UNSET, None):
+            raise ValueError(
+                f"deployment {app.deployment.name!r} sets route_prefix="
+                f"{app.deployment.route_prefix!r} but is not the ingress of application "
+                f"{name!r} (the deployment given to serve.run, {target.deployment.name!r}); "
+                "only the ingress answers HTTP: remove its route_prefix"
+            )
     names: dict[int, str] = {}  # a deployment bound twice gets a numbered second name
     for app in apps:
         base, n = app.deployment.name, 1
@@ -181,9 +211,10 @@ def run(
     app_logging = (LoggingConfig.from_any(logging_config) if logging_config is not None
                    else _default_logging_config)
     specs = []
+    nodes: dict[int, Any] = {}  # graph nodes copied with handles: one copy each
     for app in apps:
-        args = replace_applications(app.args, as_handle)
-        kwargs = replace_applications(app.kwargs, as_handle)
+        args = replace_applications(app.args, as_handle, nodes)
+        kwargs = replace_applications(app.kwargs, as_handle, nodes)
         config = app.deployment.config
         if config.logging_config is None and app_logging is not None:
             config = dataclasses.replace(config, logging_config=app_logging)
@@ -195,6 +226,8 @@ def run(
         raise DeploymentFailedError(f"application {name!r} failed to deploy: {outcome[15:]}")
     if outcome != "RUNNING":
         raise TimeoutError(f"application {name!r} was not running after {DEPLOY_TIMEOUT_S} s")
+    for app in apps:
+        _deployed[names[id(app)]] = (app.deployment, name)
     handle = DeploymentHandle(ingress, name)
     if blocking:
         try:
@@ -228,12 +261,49 @@ def get_deployment_handle(deployment_name: str, app_name: str = "default") -> De
     return DeploymentHandle(deployment_name, app_name)
 
 
+def handle_of(deployment_name: str) -> DeploymentHandle:
+    """A handle to the running deployment of that name (in the application this process
+    deployed it in, else the first application that has one)."""
+    known = _deployed.get(deployment_name)
+    if known is not None:
+        return DeploymentHandle(deployment_name, known[1])
+    for app_name, app in status().applications.items():
+        if deployment_name in app.deployments:
+            return DeploymentHandle(deployment_name, app_name)
+    raise ValueError(f"no deployment named {deployment_name!r} is running; deploy it with "
+                     "serve.run(...) first")
+
+
+def get_deployment(name: str) -> Deployment:
+    """Deprecated (Ray 2.5): the deployment ``name`` that this process deployed, running now
+    (its ``.get_handle()`` reaches it). Use ``serve.get_deployment_handle(name, app_name)``."""
+    deprecated("serve.get_deployment()", "serve.get_deployment_handle(name, app_name)")
+    running = list_deployments(_notice=False)
+    if name not in running:
+        raise KeyError(f"no deployment named {name!r} deployed from this process is running "
+                       f"(running: {sorted(running)})")
+    return running[name]
+
+
+def list_deployments(*, _notice: bool = True) -> dict[str, Deployment]:
+    """Deprecated (Ray 2.5): the running deployments this process deployed, by name. Use
+    ``serve.status()``."""
+    if _notice:
+        deprecated("serve.list_deployments()", "serve.status()")
+    apps = status().applications
+    return {name: dep for name, (dep, app) in _deployed.items()
+            if app in apps and name in apps[app].deployments}
+
+
 def delete(name: str, *, _blocking: bool = True) -> None:
     """Stop an application and all its replicas."""
     controller = _controller(create=False)
     if controller is not None:
         ember.get(controller.delete.remote(name))
     _handle.forget_app(name)
+    for deployment_name, (_, app) in list(_deployed.items()):
+        if app == name:
+            del _deployed[deployment_name]
 
 
 def status() -> ServeStatus:
@@ -294,3 +364,4 @@ def shutdown() -> None:
         ember.kill(keeper)
         _wait_until_gone(KEEPER_NAME)
     _handle.forget_clients()
+    _deployed.clear()

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "config's http_options)")
     run.add_argument("--port", type=int, default=None, help="HTTP port (default: 8000, or the "
                                                             "config's http_options)")
-    run.add_argument("--route-prefix", default="/", help="route prefix (default: /)")
+    run.add_argument("--route-prefix", default=None,
+                     help="route prefix (default: the ingress deployment's, else /)")
     run.add_argument("--non-blocking", action="store_true",
                      help="deploy, print the address and return (for scripts and tests)")
     return parser
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ember import serve
+    from ember.serve._deployment import UNSET
 
     if args.application.endswith((".yaml", ".yml")):
         run_config(args)
@@ -75,11 +77,13 @@ def main(argv: list[str] | None = None) -> int:
                 "bound deployment; point at MyDeployment.bind(...)"
             )
         host = args.host or "127.0.0.1"
-        serve.run(target, name=args.name, route_prefix=args.route_prefix, host=host,
+        given = UNSET if args.route_prefix is None else args.route_prefix  # else the ingress's
+        serve.run(target, name=args.name, route_prefix=given, host=host,
                   port=8000 if args.port is None else args.port)
         port = serve.status().http_port
+        prefix = serve.status().applications[args.name].route_prefix or "/"
         print(f"ember serve: application {args.name!r} at http://{host}:{port}"
-              f"{args.route_prefix}", flush=True)
+              f"{prefix}", flush=True)
     if args.non_blocking:
         return 0
     try:

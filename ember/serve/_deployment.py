@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ember.dag import DAGNode
 from ember.serve._autoscaling import AutoscalingConfig
 from ember.serve._logging import LoggingConfig
 
@@ -18,7 +19,6 @@ _ALIASES = {"max_concurrent_queries": "max_ongoing_requests"}
 _REJECTED = {
     "version": "ember replaces every replica on redeploy (Ray 2.60 removed the option too); "
                "remove it",
-    "route_prefix": "give it to serve.run(app, route_prefix=...) instead",
     "is_driver_deployment": "it is internal to Ray; remove it",
     "placement_group_bundles": "ember places each replica alone; ask for its resources with "
                                "ray_actor_options={'num_cpus': ..., 'num_gpus': ...}",
@@ -115,13 +115,40 @@ def make_config(base: DeploymentConfig, options: dict[str, Any]) -> DeploymentCo
     return replace(base, **changes)
 
 
-class Deployment:
-    """A class or function to run as replicas. ``.bind(*args)`` makes it an application."""
+class _Unset:
+    """No ``route_prefix`` was given (``None`` means: not on HTTP)."""
 
-    def __init__(self, target: Any, name: str, config: DeploymentConfig) -> None:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+def check_route_prefix(route_prefix: Any) -> None:
+    if route_prefix is UNSET or route_prefix is None:
+        return
+    if not isinstance(route_prefix, str) or not route_prefix.startswith("/"):
+        raise ValueError(f"route_prefix={route_prefix!r} must be a string that starts with '/' "
+                         "(or None: not reachable over HTTP)")
+
+
+class Deployment:
+    """A class or function to run as replicas. ``.bind(*args)`` makes it an application.
+
+    ``route_prefix`` (Ray 2.5's deployment option) is where the application answers HTTP when
+    this deployment is its ingress (the one given to ``serve.run``); ``serve.run``'s own
+    ``route_prefix`` wins when given. Other deployments of an application may not set one.
+    """
+
+    def __init__(self, target: Any, name: str, config: DeploymentConfig,
+                 route_prefix: str | None = UNSET) -> None:
+        check_route_prefix(route_prefix)
         self.func_or_class = target
         self.name = name
         self.config = config
+        self.route_prefix = route_prefix
+        self._graph_app: Application | None = None  # the one application of its graph calls
 
     def __repr__(self) -> str:
         return f"Deployment(name={self.name!r})"
@@ -132,13 +159,47 @@ class Deployment:
             f"serve.run({self.name}.bind(...)) and call the handle it returns"
         )
 
-    def options(self, *, name: str | None = None, **options: Any) -> Deployment:
+    def options(self, *, name: str | None = None, route_prefix: str | None = UNSET,
+                **options: Any) -> Deployment:
         """A copy with some options changed (same names as ``@serve.deployment``)."""
-        return Deployment(self.func_or_class, name or self.name, make_config(self.config, options))
+        return Deployment(self.func_or_class, name or self.name, make_config(self.config, options),
+                          self.route_prefix if route_prefix is UNSET else route_prefix)
 
-    def bind(self, *args: Any, **kwargs: Any) -> Application:
-        """Arguments for the constructor (or function); other bound deployments become handles."""
-        return Application(self, args, kwargs)
+    def deploy(self, *init_args: Any, _blocking: bool = True, **init_kwargs: Any) -> None:
+        """Deprecated (Ray 1.x's API, still in Ray 2.5): deploy this deployment alone, as an
+        application of its own name, on HTTP at its ``route_prefix`` (default
+        ``/<name>``). Use ``serve.run(MyDeployment.bind(...))``."""
+        from ember.serve import _api
+
+        _api.deprecated("Deployment.deploy()", "serve.run(MyDeployment.bind(...))")
+        prefix = f"/{self.name}" if self.route_prefix is UNSET else self.route_prefix
+        _api.run(self.bind(*init_args, **init_kwargs), name=self.name, route_prefix=prefix)
+
+    def get_handle(self, sync: bool | None = True) -> Any:
+        """Deprecated (Ray 2.5): a handle to this deployment where it runs. Use the handle
+        ``serve.run`` returns, or ``serve.get_deployment_handle(name, app_name)``."""
+        from ember.serve import _api
+
+        _api.deprecated("Deployment.get_handle()",
+                        "the handle serve.run returns, or serve.get_deployment_handle()")
+        return _api.handle_of(self.name)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """Arguments for the constructor (or function); other bound deployments become handles.
+
+        A function deployment bound to graph nodes (``combine.bind(x, y)``, ``x`` and ``y``
+        from an ``InputNode`` or method calls) is a call in a deployment graph instead, made
+        per request (see ``ember.serve.drivers.DAGDriver``); a class receives graph nodes as
+        values (``DAGDriver.bind(graph)``), and ``bound.method.bind(...)`` calls its methods.
+        """
+        from ember.serve._graph import DeploymentFunctionNode, has_nodes
+
+        if inspect.isclass(self.func_or_class) or not has_nodes((*args, *kwargs.values())):
+            # A class receives graph nodes as they are (DAGDriver.bind(graph) runs its graph).
+            return Application(self, args, kwargs)
+        if self._graph_app is None:  # every call of this function deployment: one deployment
+            self._graph_app = Application(self, (), {})
+        return DeploymentFunctionNode(self._graph_app, args, kwargs)
 
 
 @dataclass(frozen=True)
@@ -165,12 +226,22 @@ class Application:
         visit(self)
         return found
 
+    def __getattr__(self, name: str) -> Any:
+        """``bound.method``, whose ``.bind(...)`` makes a call in a deployment graph."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        from ember.serve._graph import MethodBinder
+
+        return MethodBinder(self, name)
+
 
 def _children(values: Any) -> list[Application]:
     found: list[Application] = []
     for value in values:
         if isinstance(value, Application):
             found.append(value)
+        elif isinstance(value, DAGNode):
+            found.extend(_children(value._dag_values()))
         elif isinstance(value, (list, tuple)):
             found.extend(_children(value))
         elif isinstance(value, dict):
@@ -178,20 +249,30 @@ def _children(values: Any) -> list[Application]:
     return found
 
 
-def replace_applications(value: Any, swap: Callable[[Application], Any]) -> Any:
-    """``value`` with every bound deployment inside it (lists, tuples, dicts) swapped."""
+def replace_applications(value: Any, swap: Callable[[Application], Any],
+                         nodes: dict[int, DAGNode] | None = None) -> Any:
+    """``value`` with every bound deployment inside it (lists, tuples, dicts, graph nodes)
+    swapped; ``nodes`` maps the graph nodes already copied, so that a node used twice stays
+    one node."""
+    if nodes is None:
+        nodes = {}
     if isinstance(value, Application):
         return swap(value)
+    if isinstance(value, DAGNode):
+        if id(value) not in nodes:
+            nodes[id(value)] = value._dag_map(lambda v: replace_applications(v, swap, nodes))
+        return nodes[id(value)]
     if isinstance(value, list):
-        return [replace_applications(v, swap) for v in value]
+        return [replace_applications(v, swap, nodes) for v in value]
     if isinstance(value, tuple):
-        return tuple(replace_applications(v, swap) for v in value)
+        return tuple(replace_applications(v, swap, nodes) for v in value)
     if isinstance(value, dict):
-        return {k: replace_applications(v, swap) for k, v in value.items()}
+        return {k: replace_applications(v, swap, nodes) for k, v in value.items()}
     return value
 
 
-def deployment(_target: Any = None, *, name: str | None = None, **options: Any) -> Any:
+def deployment(_target: Any = None, *, name: str | None = None,
+               route_prefix: str | None = UNSET, **options: Any) -> Any:
     """Make a class or function a deployment (used bare or with options)::
 
         @serve.deployment(num_replicas=2, max_ongoing_requests=8)
@@ -202,11 +283,13 @@ def deployment(_target: Any = None, *, name: str | None = None, **options: Any) 
         handle = serve.run(Echo.bind())
     """
     base = make_config(DeploymentConfig(), options)
+    check_route_prefix(route_prefix)
 
     def make(target: Any) -> Deployment:
         if not (inspect.isclass(target) or callable(target)):
             raise TypeError(f"@serve.deployment needs a class or function, got {target!r}")
-        return Deployment(target, str(name or getattr(target, "__name__", "Deployment")), base)
+        return Deployment(target, str(name or getattr(target, "__name__", "Deployment")), base,
+                          route_prefix)
 
     if _target is not None:
         return make(_target)

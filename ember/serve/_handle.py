@@ -482,7 +482,9 @@ def _rebuild_handle(deployment_name: str, app_name: str, method_name: str, strea
 class DeploymentResponse:
     """The pending result of ``handle.remote()``: ``await`` it or call ``.result()``.
 
-    Pass it to another handle call to compose deployments (see ``DeploymentHandle``);
+    Pass it to another handle call to compose deployments (see ``DeploymentHandle``).
+    ``ember.get(response)`` (alone or in a list with ``ObjectRef``s, as Ray 2.5 programs wrote
+    ``ray.get(handle.remote(x))``) and ``ember.wait`` take it too.
     ``await response._to_object_ref()`` gives the ``ObjectRef`` of its result, to pass to an
     ember task or actor.
     """
@@ -534,6 +536,12 @@ class DeploymentResponse:
                             _allow_running_in_asyncio_loop: bool = False) -> Any:
         """``_to_object_ref`` for code outside an event loop: waits for a replica."""
         return _taken(self._future, _timeout_s)
+
+    def __ember_object_ref__(self, timeout: float | None) -> Any:
+        """The core's hook: ``ember.get(response)`` and ``ember.wait([response])`` work, as
+        ``ray.get(handle.remote(x))`` did with Ray 2.5's handles (a ``TimeoutError`` when no
+        replica took the call within ``timeout`` seconds)."""
+        return self._to_object_ref_sync(_timeout_s=timeout)
 
     def cancel(self) -> None:
         """Best effort: a call still waiting for a replica is dropped (``result()`` raises

@@ -2109,3 +2109,25 @@ def test_serve_keeps_serving_through_a_controller_killed_by_the_os_and_takes_it_
     finally:
         serve.shutdown()
     assert pids("Replica") == pids("Proxy") == pids("Controller") == pids("Keeper") == []
+
+
+def test_get_and_wait_take_serve_responses_as_ray_2_5_programs_wrote_them(backend):
+    """``ray.get(handle.remote(x))`` (Ray 2.5's handles gave ObjectRefs) with ember for ray:
+    ``ember.get`` and ``ember.wait`` resolve a DeploymentResponse on either backend."""
+    from ember import serve
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    class Double:
+        def __call__(self, x):
+            return 2 * x
+
+    try:
+        handle = serve.run(Double.bind(), http=False)
+        assert ember.get(handle.remote(21)) == 42
+        assert ember.get([handle.remote(1), ember.put(7), handle.remote(2)],
+                         timeout=60) == [2, 7, 4]
+        response = handle.remote(5)
+        ready, not_ready = ember.wait([response], timeout=60)
+        assert ready == [response] and not_ready == []
+    finally:
+        serve.shutdown()

@@ -163,6 +163,16 @@ def check_serve_multiplexed(out: str, _tmp: Path) -> None:
         out)
 
 
+def check_serve_graph_2_5(out: str, _tmp: Path) -> None:
+    one(r"^   ember\.get\(handle\.predict\.remote\(3\)\) = "
+        r"\{'features': 4, 'prediction': 40\}$", out)
+    one(r"^   predictions for 0, 1, 2: \[10, 20, 30\]$", out)
+    one(r"^   POST / 4 -> 200 \{'features': 5, 'prediction': 50\}$", out)
+    one(r"^   POST / four -> 422 the request body is not JSON$", out)
+    one(r"^   predict_with_route\('/add', 2, 3\) = 5$", out)
+    one(r"^   POST /calc/scale \[2, 3\] -> 6$", out)
+
+
 def check_serve_streaming(out: str, _tmp: Path) -> None:
     plain = one(r"^1\. .*\n((?:   .*\n)+)2\. ", out).group(1)
     events = one(r"^2\. .*\n((?:   .*\n)+)3\. ", out).group(1)
@@ -195,6 +205,7 @@ CASES = {
     "data_text_inference.py": Example(("--quick",), check_data_text_inference),
     "serve_multiplexed.py": Example((), check_serve_multiplexed),
     "serve_streaming.py": Example((), check_serve_streaming),
+    "serve_graph_2_5.py": Example((), check_serve_graph_2_5),
     "ppo_cartpole.py": Example(("--quick",), check_ppo_cartpole, outputs=("ember-ppo-",)),
     # On the CPU (``--gpus-per-learner 0``, the default): its GPU settings need GPUs.
     "ppo_breakout.py": Example(("--quick",), check_ppo_breakout, outputs=("ember-ppo-breakout-",),

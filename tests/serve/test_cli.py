@@ -54,6 +54,22 @@ def test_run_serves_the_application(app_module: str, capsys: pytest.CaptureFixtu
     assert httpx.get(f"http://127.0.0.1:{port}/", timeout=20).text == "hello from the cli"
 
 
+@pytest.mark.usefixtures("serve_instance")
+def test_run_keeps_the_ingress_deployments_own_route_prefix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "cli_prefix_mod.py").write_text(
+        APP_SOURCE.replace("@serve.deployment", '@serve.deployment(route_prefix="/hi")'))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert main(["run", "cli_prefix_mod:app", "--port", "0", "--non-blocking"]) == 0
+    finally:
+        sys.modules.pop("cli_prefix_mod", None)
+    port = serve.status().http_port
+    assert f"127.0.0.1:{port}/hi" in capsys.readouterr().out
+    assert httpx.get(f"http://127.0.0.1:{port}/hi", timeout=20).text == "hello from the cli"
+
+
 CONFIG = """
 http_options: {host: 127.0.0.1, port: 0}
 applications:

@@ -161,8 +161,8 @@ def test_options_are_validated_with_ray_names_accepted() -> None:
     # Ray options ember has no use for are refused with what to do, never silently ignored.
     with pytest.raises(ValueError, match="version='1' is not supported: ember replaces"):
         serve.deployment(version="1")
-    with pytest.raises(ValueError, match=r"serve.run\(app, route_prefix=...\)"):
-        serve.deployment(route_prefix="/a")
+    with pytest.raises(ValueError, match=r"route_prefix='a' must be a string that starts"):
+        serve.deployment(route_prefix="a")
     with pytest.raises(ValueError, match=r"placement_group_bundles.*ray_actor_options"):
         serve.deployment(placement_group_bundles=[{"CPU": 1}])
     with pytest.raises(ValueError, match="max_queued_requests=-2"):
@@ -951,3 +951,83 @@ def test_a_controller_killed_while_it_deploys_finishes_the_deploy_after_its_rest
     assert serve.status().applications["default"].deployments["Slow"].status == "HEALTHY"
     time.sleep(1)  # stays at two
     assert len(_alive_pids("Replica")) == 2
+
+
+def test_ember_get_and_wait_take_deployment_responses_as_ray_2_5_handles_gave_refs() -> None:
+    """Ray 2.5's serve.run gave a handle whose .remote() returned an ObjectRef: programs call
+    ray.get(handle.remote(x)) and ray.get([...]); those run here with ember in place of ray."""
+
+    @serve.deployment
+    class Slow:
+        async def __call__(self, x: int, delay: float = 0.0) -> int:
+            await asyncio.sleep(delay)
+            return x * 2
+
+    handle = serve.run(Slow.bind(), port=0)
+    assert ember.get(handle.remote(3)) == 6
+    assert ember.get([handle.remote(i) for i in range(4)] + [ember.put("ref")]) == [
+        0, 2, 4, 6, "ref"]
+    with pytest.raises(ember.errors.GetTimeoutError):
+        ember.get(handle.remote(1, delay=5), timeout=0.2)
+    slow, fast = handle.remote(1, delay=5), handle.remote(2)
+    ready, not_ready = ember.wait([slow, fast], num_returns=1, timeout=10)
+    assert ready == [fast] and not_ready == [slow]
+    assert fast.result() == 4  # the response is still itself
+
+
+def test_a_route_prefix_on_the_ingress_deployment_is_where_http_reaches_it() -> None:
+    @serve.deployment(route_prefix="/hello")
+    def hello(request: Any) -> str:
+        return f"hello at {request.url.path}"
+
+    @serve.deployment
+    class Greeter:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, request: Any) -> str:
+            return "greeter"
+
+    serve.run(hello.bind(), name="hello", port=0)
+    serve.run(Greeter.options(route_prefix="/greet").bind(hello.options(route_prefix=None)
+                                                          .bind()), name="greet", port=0)
+    serve.run(hello.options(name="other").bind(), name="over", route_prefix="/override",
+              port=0)
+    with httpx.Client(timeout=TIMEOUT) as client:
+        assert client.get(url("/hello/x")).text == "hello at /hello/x"
+        assert client.get(url("/greet")).text == "greeter"
+        assert client.get(url("/override")).text == "hello at /override"  # serve.run's wins
+        assert client.get(url("/")).status_code == 404
+    assert serve.status().applications["hello"].route_prefix == "/hello"
+    with pytest.raises(ValueError, match=r"deployment 'hello' sets route_prefix='/hello' but "
+                                         r"is not the ingress"):
+        serve.run(Greeter.bind(hello.bind()), name="bad", port=0)
+
+
+def test_ray_2_5_deprecated_deploy_get_handle_get_deployment_and_list_deployments(
+        caplog: pytest.LogCaptureFixture) -> None:
+    @serve.deployment
+    class Counter:
+        def __init__(self, start: int) -> None:
+            self.value = start
+
+        def __call__(self, request: Any = None) -> int:
+            self.value += 1
+            return self.value
+
+    serve.start(http_options={"port": 0})
+    with caplog.at_level("WARNING", logger="ember.serve"):
+        Counter.deploy(10)  # an application of its own, on HTTP at /Counter as in Ray 2.5
+    assert "Deployment.deploy() is deprecated" in caplog.text
+    with httpx.Client(timeout=TIMEOUT) as client:
+        assert client.get(url("/Counter")).json() == 11
+    assert ember.get(Counter.get_handle().remote()) == 12
+    assert list(serve.list_deployments()) == ["Counter"]
+    deployed = serve.get_deployment("Counter")
+    assert deployed.name == "Counter"
+    assert deployed.get_handle().remote().result(timeout_s=20) == 13
+    assert "serve.get_deployment() is deprecated" in caplog.text
+    serve.delete("Counter")
+    assert serve.list_deployments() == {}
+    with pytest.raises(KeyError, match="no deployment named 'Counter'"):
+        serve.get_deployment("Counter")
