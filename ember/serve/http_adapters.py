@@ -8,7 +8,7 @@ parameter annotated ``starlette.requests.Request`` (or not annotated) gets the r
 match, is answered ``422`` with what was wrong, as FastAPI does. (Ray resolved adapters with
 FastAPI's dependency injection; query and form parameters are not read here.)
 
-This module needs pydantic (it comes with the ``fastapi`` extra); numpy, pandas and Pillow
+This module needs pydantic (it comes with the ``serve`` extra); numpy, pandas and Pillow
 load when the adapter that needs them first runs.
 """
 
