@@ -123,7 +123,8 @@ class Learner:
             entropy = -(log_probs.exp() * log_probs).sum(-1)
             loss = ppo_loss(logp, mb["logp"], mb["advantages"], values, mb["value_targets"],
                             entropy, clip_param=cfg.clip_param,
-                            vf_loss_coeff=cfg.vf_loss_coeff, entropy_coeff=cfg.entropy_coeff)
+                            vf_loss_coeff=cfg.vf_loss_coeff, entropy_coeff=cfg.entropy_coeff,
+                            vf_clip_param=cfg.vf_clip_param)
             (loss.total * scale).backward()
             terms = {"total_loss": loss.total.item(), "policy_loss": loss.policy.item(),
                      "vf_loss": loss.value.item(), "entropy": loss.entropy.item(),

@@ -81,14 +81,27 @@ class LossTerms:
     clip_fraction: torch.Tensor
 
 
+def explained_variance(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """``1 - Var(targets - predictions) / Var(targets)``: 1 for a perfect value function, 0 for
+    one no better than the mean, negative for worse (RLlib's ``vf_explained_var``); ``nan`` when
+    the targets do not vary."""
+    targets = np.asarray(targets, dtype=np.float64)
+    variance = targets.var()
+    if targets.size == 0 or variance == 0:
+        return float("nan")
+    return float(1.0 - (targets - np.asarray(predictions, dtype=np.float64)).var() / variance)
+
+
 def ppo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
              values: torch.Tensor, value_targets: torch.Tensor, entropy: torch.Tensor, *,
-             clip_param: float, vf_loss_coeff: float, entropy_coeff: float) -> LossTerms:
+             clip_param: float, vf_loss_coeff: float, entropy_coeff: float,
+             vf_clip_param: float | None = None) -> LossTerms:
     """The clipped surrogate objective plus value loss minus entropy bonus, each a sample mean.
 
     ``policy = -mean(min(r A, clip(r, 1 - eps, 1 + eps) A))`` with ``r = exp(logp - old_logp)``,
-    ``value = mean((V - target)^2)``, ``total = policy + vf_loss_coeff * value -
-    entropy_coeff * mean(entropy)``.
+    ``value = mean(min((V - target)^2, vf_clip_param))`` (RLlib's clipping of each sample's
+    squared error; no clipping when ``vf_clip_param`` is ``None``), ``total = policy +
+    vf_loss_coeff * value - entropy_coeff * mean(entropy)``.
     """
     import torch
 
@@ -96,7 +109,10 @@ def ppo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tenso
     clipped = torch.clamp(ratio, 1.0 - clip_param, 1.0 + clip_param)
     surrogate = torch.minimum(ratio * advantages, clipped * advantages)
     policy = -surrogate.mean()
-    value = ((values - value_targets) ** 2).mean()
+    squared_error = (values - value_targets) ** 2
+    if vf_clip_param is not None:
+        squared_error = torch.clamp(squared_error, max=vf_clip_param)
+    value = squared_error.mean()
     mean_entropy = entropy.mean()
     total = policy + vf_loss_coeff * value - entropy_coeff * mean_entropy
     with torch.no_grad():
