@@ -43,6 +43,8 @@ class PPO(Algorithm):
     use it as a context manager) to end its actors. ``algo.config`` is a frozen copy of the
     config it was built from."""
 
+    config: PPOConfig
+
     def __init__(self, config: PPOConfig) -> None:
         config = config.copy(copy_frozen=True)
         config.validate()

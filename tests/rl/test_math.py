@@ -9,8 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ember.rl._math import (compute_gae, explained_variance, next_values, normalize_advantages,
-                            ppo_loss)
+from ember.rl._math import (
+    compute_gae,
+    explained_variance,
+    next_values,
+    normalize_advantages,
+    ppo_loss,
+)
 
 
 def reference_gae(rewards, values, next_vals, terminateds, truncateds, gamma, lambda_):

@@ -35,7 +35,7 @@ def test_copy_is_independent_and_a_frozen_config_refuses_changes():
     assert duplicate.env_config == {"a": 1, "b": 2}  # env_config updates, as RLlib's
 
     config.freeze()
-    with pytest.raises(dataclasses.FrozenInstanceError, match="frozen.*copy_frozen=False"):
+    with pytest.raises(dataclasses.FrozenInstanceError, match=r"frozen.*copy_frozen=False"):
         config.training(lr=1.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.lr = 1.0  # type: ignore[misc]
