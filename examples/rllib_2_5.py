@@ -38,7 +38,7 @@ def main() -> None:
     config.rollouts(num_rollout_workers=1, num_envs_per_worker=2)
     config.resources(num_gpus=0, num_learner_workers=1)
     config.training(lr=3e-4, gamma=0.99, lambda_=0.95, clip_param=0.2, vf_loss_coeff=0.5,
-                    train_batch_size=400, sgd_minibatch_size=100, num_sgd_iter=4,
+                    kl_coeff=0.2, train_batch_size=400, sgd_minibatch_size=100, num_sgd_iter=4,
                     model={"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh"})
     config.evaluation(evaluation_duration=5, evaluation_config={"explore": False})
     config.debugging(seed=0)

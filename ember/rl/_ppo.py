@@ -21,7 +21,7 @@ from ember.errors import ActorDiedError, WorkerCrashedError
 from ember.rl import _learner
 from ember.rl._algorithm import Algorithm
 from ember.rl._env_runner import EnvRunner, make_env
-from ember.rl._math import explained_variance, normalize_advantages
+from ember.rl._math import adapt_kl_coeff, explained_variance, normalize_advantages
 from ember.rl._observe import IterationView
 from ember.rl._policy import Policy
 from ember.rl._ppo_config import PPOConfig, _log_level_number
@@ -54,6 +54,7 @@ class PPO(Algorithm):
         self.iteration = 0
         self.env_steps_lifetime = 0
         self.time_total_s = 0.0
+        self.kl_coeff = config.kl_coeff  # adapted after each iteration (RLlib's cur_kl_coeff)
         self._episodes = 0
         window = config.metrics_num_episodes_for_smoothing
         self._returns: collections.deque[float] = collections.deque(maxlen=window)
@@ -135,6 +136,7 @@ class PPO(Algorithm):
         vf_explained_var = explained_variance(batch["value_targets"], batch["values"])
         if cfg.normalize_advantages:
             batch["advantages"] = normalize_advantages(batch["advantages"])
+        kl_coeff = self.kl_coeff
         shares, learner_metrics = self._update_learners(batch)
         self._sync_weights()
         done = time.perf_counter()
@@ -162,14 +164,16 @@ class PPO(Algorithm):
             weighted = [(m[key], m["num_samples"]) for m in learner_metrics if key in m]
             total = sum(n for _, n in weighted)
             result[key] = sum(v * n for v, n in weighted) / total if total else float("nan")
-        self._add_ray_2_5_keys(result, self._episodes - episodes_before, vf_explained_var)
+        self.kl_coeff = adapt_kl_coeff(kl_coeff, result["approx_kl"], cfg.kl_target)
+        self._add_ray_2_5_keys(result, self._episodes - episodes_before, vf_explained_var,
+                               kl_coeff)
         if cfg.evaluation_interval and self.iteration % cfg.evaluation_interval == 0:
             result["evaluation"] = self.evaluate()["evaluation"]
         self._view.iteration(result)
         return result
 
     def _add_ray_2_5_keys(self, result: dict[str, Any], episodes_this_iter: int,
-                          vf_explained_var: float) -> None:
+                          vf_explained_var: float, kl_coeff: float) -> None:
         """The keys a Ray 2.5 user reads, beside ember's own (same numbers, 2.5's names)."""
         episodes = {
             "episode_reward_mean": result["episode_return_mean"],
@@ -183,7 +187,7 @@ class PPO(Algorithm):
             "vf_loss": result["vf_loss"], "entropy": result["entropy"],
             "kl": result["approx_kl"], "clip_fraction": result["clip_fraction"],
             "vf_explained_var": vf_explained_var, "cur_lr": self.config.lr,
-            "cur_kl_coeff": 0.0,
+            "cur_kl_coeff": kl_coeff,
         }
         result.update(episodes)
         result.update({
@@ -210,7 +214,7 @@ class PPO(Algorithm):
         seed = int(self._rng.integers(2**31))
         refs = [self.learner_group.execute_single_async(
                     rank, _learner.learner_update, {k: v[lo:hi] for k, v in batch.items()},
-                    shares, seed)
+                    shares, seed, self.kl_coeff)
                 for rank, (lo, hi) in enumerate(offsets(shares))]
         return shares, ember.get(refs)
 
@@ -372,7 +376,8 @@ class PPO(Algorithm):
         return {"weights": self.get_weights(), "optimizer": optimizer_state,
                 "iteration": self.iteration, "env_steps_lifetime": self.env_steps_lifetime,
                 "episodes": self._episodes, "returns": list(self._returns),
-                "lengths": list(self._lengths), "time_total_s": self.time_total_s}
+                "lengths": list(self._lengths), "time_total_s": self.time_total_s,
+                "kl_coeff": self.kl_coeff}
 
     def _set_state(self, state: dict[str, Any]) -> None:
         if not self.runners:
@@ -382,7 +387,9 @@ class PPO(Algorithm):
         self._sync_weights()
         self.iteration = state["iteration"]
         self.env_steps_lifetime = state["env_steps_lifetime"]
-        self.time_total_s = state.get("time_total_s", 0.0)  # older checkpoints lack it
+        # older checkpoints lack these two
+        self.time_total_s = state.get("time_total_s", 0.0)
+        self.kl_coeff = state.get("kl_coeff", self.config.kl_coeff)
         self._episodes = state["episodes"]
         self._returns.clear()
         self._returns.extend(state["returns"])

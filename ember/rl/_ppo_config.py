@@ -52,8 +52,6 @@ _ONLY_VALUES: dict[str, tuple[tuple[Any, ...], str]] = {
     "local_gpu_idx": ((0,), "each learner uses the GPU its actor was given"),
     "_fake_gpus": ((False,), "ask for real GPUs"),
     # training()
-    "kl_coeff": ((0, 0.0), "ember.rl's PPO optimises the clipped objective without a KL "
-                 "penalty: drop kl_coeff (or pass 0.0); clip_param bounds each update"),
     "use_critic": ((True,), "the value function is always trained"),
     "use_gae": ((True,), "advantages are always GAE(lambda_); lambda_=1.0 gives Monte Carlo "
                 "returns"),
@@ -85,7 +83,7 @@ _IGNORED = frozenset({
     "synchronize_filter", "compress_observations", "enable_tf1_exec_eagerly",
     "sampler_perf_stats_ema_coef", "num_cpus_for_local_worker", "placement_strategy",
     "eager_tracing", "eager_max_retraces", "tf_session_args", "local_tf_session_args",
-    "max_requests_in_flight_per_sampler_worker", "kl_target",
+    "max_requests_in_flight_per_sampler_worker",
     "keep_per_episode_custom_metrics", "metrics_episode_collection_timeout_s",
     "logger_creator", "logger_config", "log_sys_usage", "evaluation_sample_timeout_s",
     "always_attach_evaluation_results", "ope_split_batch_by_episode",
@@ -139,6 +137,8 @@ class PPOConfig(AlgorithmConfig):
     vf_clip_param: float | None = None  # RLlib: 10.0; None: the value loss is not clipped
     vf_loss_coeff: float = 1.0
     entropy_coeff: float = 0.0
+    kl_coeff: float = 0.0  # RLlib: 0.2; 0: no KL penalty (the clipped objective alone)
+    kl_target: float = 0.01
     train_batch_size: int = 4000
     minibatch_size: int = 128
     num_epochs: int = 30
@@ -222,6 +222,7 @@ class PPOConfig(AlgorithmConfig):
                  lambda_: float | None = None, clip_param: float | None = None,
                  vf_clip_param: float | None = None,
                  vf_loss_coeff: float | None = None, entropy_coeff: float | None = None,
+                 kl_coeff: float | None = None, kl_target: float | None = None,
                  train_batch_size: int | None = None, minibatch_size: int | None = None,
                  num_epochs: int | None = None, grad_clip: float | None = None,
                  normalize_advantages: bool | None = None,
@@ -230,7 +231,8 @@ class PPOConfig(AlgorithmConfig):
                  model: Mapping[str, Any] | None = None, **options: Any) -> PPOConfig:
         """PPO's settings: ``lr``, ``gamma``, ``lambda_`` (GAE), ``clip_param``,
         ``vf_clip_param`` (bounds each sample's squared value error), ``vf_loss_coeff``,
-        ``entropy_coeff``, ``train_batch_size`` (env steps per iteration), ``minibatch_size``,
+        ``entropy_coeff``, ``kl_coeff`` (the initial weight of a KL penalty, adapted after each
+        iteration towards ``kl_target`` as RLlib's; 0: none), ``train_batch_size`` (env steps per iteration), ``minibatch_size``,
         ``num_epochs``, ``grad_clip``, ``normalize_advantages`` and the MLP's ``hiddens``; a
         setting left ``None`` keeps its value. Ray 2.5's names: ``sgd_minibatch_size`` is
         ``minibatch_size``, ``num_sgd_iter`` is ``num_epochs``, ``model={"fcnet_hiddens": [..],
@@ -248,7 +250,8 @@ class PPOConfig(AlgorithmConfig):
         return self._set(
             lr=lr, gamma=gamma, lambda_=lambda_, clip_param=clip_param,
             vf_clip_param=vf_clip_param, vf_loss_coeff=vf_loss_coeff,
-            entropy_coeff=entropy_coeff, train_batch_size=train_batch_size,
+            entropy_coeff=entropy_coeff, kl_coeff=kl_coeff, kl_target=kl_target,
+            train_batch_size=train_batch_size,
             minibatch_size=minibatch_size, num_epochs=num_epochs, grad_clip=grad_clip,
             normalize_advantages=normalize_advantages,
             hiddens=None if hiddens is None else tuple(hiddens),
@@ -497,7 +500,9 @@ class PPOConfig(AlgorithmConfig):
                 f"learner_weights has {len(self.learner_weights)} entries but num_learners="
                 f"{self.num_learners}; give one weight per learner"
             )
-        for name in ("lr", "clip_param"):
+        if not self.kl_coeff >= 0:
+            raise ValueError(f"kl_coeff={self.kl_coeff!r} must be >= 0 (0: no KL penalty)")
+        for name in ("lr", "clip_param", "kl_target"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
         for name in ("gamma", "lambda_"):

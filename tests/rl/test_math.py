@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from ember.rl._math import (
+    adapt_kl_coeff,
     compute_gae,
     explained_variance,
     next_values,
@@ -193,4 +194,29 @@ def test_explained_variance_is_one_when_perfect_zero_for_the_mean_and_nan_for_co
     assert explained_variance(targets, np.full(4, targets.mean())) == pytest.approx(0.0)
     assert explained_variance(targets, -targets) < 0
     assert np.isnan(explained_variance(np.ones(3), np.zeros(3)))
+
+
+def test_kl_coeff_adds_the_kl_estimate_to_the_total_and_pulls_back_towards_the_old_policy():
+    logp = torch.tensor([0.5, -0.5], requires_grad=True)
+    plain = ppo_loss(logp, torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2),
+                     torch.zeros(2), clip_param=0.2, vf_loss_coeff=0.0, entropy_coeff=0.0)
+    penalised = ppo_loss(logp, torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2),
+                         torch.zeros(2), clip_param=0.2, vf_loss_coeff=0.0, entropy_coeff=0.0,
+                         kl_coeff=0.5)
+    penalised.total.backward()
+
+    kl = np.mean([np.exp(0.5) - 1 - 0.5, np.exp(-0.5) - 1 + 0.5])
+    assert penalised.approx_kl.item() == plain.approx_kl.item() == pytest.approx(kl, rel=1e-6)
+    assert penalised.total.item() == pytest.approx(plain.total.item() + 0.5 * kl, rel=1e-6)
+    # d/dlogp of 0.5 * mean(e^d - 1 - d) = 0.25 * (e^d - 1): towards the old log-probability
+    assert logp.grad is not None
+    np.testing.assert_allclose(logp.grad.numpy(), 0.25 * (np.exp([0.5, -0.5]) - 1), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("kl", "expected"), [
+    (0.05, 0.3), (0.021, 0.3), (0.02, 0.2), (0.01, 0.2), (0.005, 0.2), (0.004, 0.1),
+    (float("nan"), 0.2),
+])
+def test_kl_coeff_adapts_as_rllibs_towards_the_target(kl, expected):
+    assert adapt_kl_coeff(0.2, kl, kl_target=0.01) == pytest.approx(expected)
 

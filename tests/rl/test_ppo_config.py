@@ -63,7 +63,7 @@ def test_ray_2_5_names_set_the_same_settings_as_embers():
                                 num_cpus_per_env_runner=0.5)
                    .learners(2, num_gpus_per_learner=0.5, num_cpus_per_learner=2)
                    .training(lr=1e-3, lambda_=0.9, minibatch_size=64, num_epochs=7,
-                             vf_clip_param=10.0, hiddens=(32, 16)))
+                             vf_clip_param=10.0, kl_target=0.02, hiddens=(32, 16)))
     ember_names.evaluation(evaluation_interval=2, evaluation_duration=4,
                            evaluation_num_env_runners=1, evaluation_config={"explore": False})
     ember_names.reporting(metrics_num_episodes_for_smoothing=20).debugging(seed=3,
@@ -106,7 +106,7 @@ def test_to_dict_writes_ray_2_5_names_and_from_dict_reads_them_back():
 
 @pytest.mark.parametrize(("call", "message"), [
     (lambda c: c.framework("tf2"), r"framework='tf2' is not supported.*framework\('torch'\)"),
-    (lambda c: c.training(kl_coeff=0.2), r"kl_coeff=0.2.*without a KL penalty.*clip_param"),
+    (lambda c: c.training(use_gae=False), r"use_gae=False.*lambda_=1.0"),
     (lambda c: c.rollouts(batch_mode="complete_episodes"), r"batch_mode='complete_episodes'"),
     (lambda c: c.training(model={"fcnet_activation": "relu"}),
      r"model\['fcnet_activation'\]='relu' is not supported.*'tanh'"),

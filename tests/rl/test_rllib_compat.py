@@ -23,7 +23,7 @@ def tiny_2_5_config() -> PPOConfig:
     config.rollouts(num_rollout_workers=1, num_envs_per_worker=2)
     config.resources(num_gpus=0)
     config.training(lr=1e-3, train_batch_size=200, sgd_minibatch_size=100, num_sgd_iter=2,
-                    model={"fcnet_hiddens": [16, 16]})
+                    kl_coeff=0.3, kl_target=0.01, model={"fcnet_hiddens": [16, 16]})
     config.debugging(seed=0)
     return config
 
@@ -60,6 +60,11 @@ def test_an_unchained_2_5_config_trains_and_reports_2_5_result_keys(ember_local)
         assert math.isfinite(stats[key]), key
     assert stats["vf_loss"] == second["vf_loss"] > 0 and 0 < stats["entropy"] <= math.log(2)
     assert stats["cur_lr"] == 1e-3 and second["info"]["num_env_steps_sampled"] == 400
+    # the KL penalty's weight starts at kl_coeff and adapts after each iteration, as RLlib's
+    first_stats = first["info"]["learner"]["default_policy"]["learner_stats"]
+    assert first_stats["cur_kl_coeff"] == 0.3
+    assert stats["cur_kl_coeff"] in (0.15, 0.3 * 1.5)  # this tiny run: 0.15
+    assert stats["kl"] == second["approx_kl"] >= 0
     assert second["num_env_steps_sampled_lifetime"] == 400  # ember's own keys stay
 
 
@@ -67,7 +72,7 @@ def test_2_5_names_train_exactly_as_embers_names(ember_local):
     ember_config = (PPOConfig().environment("CartPole-v1")
                     .env_runners(1, num_envs_per_env_runner=2).learners(1)
                     .training(lr=1e-3, train_batch_size=200, minibatch_size=100, num_epochs=2,
-                              hiddens=(16, 16))
+                              kl_coeff=0.3, hiddens=(16, 16))
                     .debugging(seed=0))
     weights = []
     for config in (tiny_2_5_config(), ember_config):
@@ -89,6 +94,8 @@ def test_save_restore_and_from_checkpoint_give_the_same_greedy_actions(ember_loc
         algo.train()
         path = algo.save()
         trained = greedy_actions(algo)
+        kl_coeff = algo.kl_coeff
+        assert kl_coeff == 0.15  # a tiny KL (lr 1e-3, 2 epochs) halved the configured 0.3
         trained_weights = algo.get_weights()
 
     assert isinstance(path, str) and os.path.isdir(path)
@@ -97,6 +104,7 @@ def test_save_restore_and_from_checkpoint_give_the_same_greedy_actions(ember_loc
 
     with Algorithm.from_checkpoint(path) as restored:
         assert isinstance(restored, PPO) and restored.iteration == 1
+        assert restored.kl_coeff == kl_coeff  # the adapted weight, not the config's
         assert greedy_actions(restored) == trained
         policy = restored.get_policy()
         action, state, extra = policy.compute_single_action(OBSERVATIONS[0], explore=False)
