@@ -165,11 +165,11 @@ class PPO(Algorithm):
             total = sum(n for _, n in weighted)
             result[key] = sum(v * n for v, n in weighted) / total if total else float("nan")
         self.kl_coeff = adapt_kl_coeff(kl_coeff, result["approx_kl"], cfg.kl_target)
+        self._view.iteration(result)  # the dashboard plots ember's keys, not 2.5's copies
         self._add_ray_2_5_keys(result, self._episodes - episodes_before, vf_explained_var,
                                kl_coeff)
         if cfg.evaluation_interval and self.iteration % cfg.evaluation_interval == 0:
             result["evaluation"] = self.evaluate()["evaluation"]
-        self._view.iteration(result)
         return result
 
     def _add_ray_2_5_keys(self, result: dict[str, Any], episodes_this_iter: int,
