@@ -122,6 +122,17 @@ CORE_ALL = ["LOCAL_NODE_IP", "SEGMENT_PREFIX", "SHM_DIR", "runtime_dir", "serve_
 
 # Ray's ray.dag names that deployment graphs use (ember runs graphs in serve only).
 DAG_ALL = ["DAGNode", "InputAttributeNode", "InputNode"]
+# Ray 2.5's RLlib import paths (thin aliases of ember.rl's classes).
+RLLIB_PINNED = {
+    "ember.rllib": [],
+    "ember.rllib.algorithms": ["Algorithm", "AlgorithmConfig"],
+    "ember.rllib.algorithms.algorithm": ["Algorithm"],
+    "ember.rllib.algorithms.algorithm_config": ["AlgorithmConfig"],
+    "ember.rllib.algorithms.ppo": ["PPO", "PPOConfig"],
+    "ember.rllib.algorithms.ppo.ppo": ["PPO", "PPOConfig"],
+    "ember.rllib.policy": ["Policy"],
+    "ember.rllib.policy.policy": ["Policy"],
+}
 
 PINNED = [(ember, EMBER_ALL), (errors, ERRORS_ALL), (exceptions, EXCEPTIONS_ALL),
           (actor, ACTOR_ALL), (util, UTIL_ALL), (ember.util.queue, QUEUE_ALL),
@@ -171,3 +182,15 @@ def test_the_version_has_one_source():
 def test_unknown_attribute_raises_attribute_error_naming_it():
     with pytest.raises(AttributeError, match="no_such_thing"):
         ember.no_such_thing  # noqa: B018
+
+
+@pytest.mark.parametrize(("module_name", "names"), RLLIB_PINNED.items())
+def test_rllib_alias_modules_are_pinned_and_alias_ember_rl(module_name, names):
+    import importlib
+
+    import ember.rl
+
+    module = importlib.import_module(module_name)
+    assert module.__all__ == names
+    for name in names:
+        assert getattr(module, name) is getattr(ember.rl, name)  # the same class, not a copy

@@ -13,6 +13,11 @@
             print(algo.train()["episode_return_mean"])
         algo.save("/tmp/ppo")
 
+Code written for Ray 2.5's RLlib runs with its imports pointed at ``ember.rllib``
+(``from ember.rllib.algorithms.ppo import PPOConfig``): ``PPOConfig`` takes 2.5's names too
+(``rollouts``, ``resources``, ``sgd_minibatch_size``, ``num_sgd_iter``, ``model=``...) and
+``train()`` returns 2.5's result keys beside ember's.
+
 Importing this package loads neither torch nor gymnasium: ``PPO`` loads on first use.
 """
 
@@ -20,18 +25,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ember.rl._algorithm import Algorithm, AlgorithmConfig
 from ember.rl._ppo_config import PPOConfig
 
 if TYPE_CHECKING:
+    from ember.rl._policy import Policy
     from ember.rl._ppo import PPO
 
-__all__ = ["PPO", "PPOConfig"]
+__all__ = ["PPO", "Algorithm", "AlgorithmConfig", "PPOConfig", "Policy"]
+
+_LAZY = {"PPO": "ember.rl._ppo", "Policy": "ember.rl._policy"}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "PPO":
-        from ember.rl._ppo import PPO
+    if name in _LAZY:
+        import importlib
 
-        globals()["PPO"] = PPO
-        return PPO
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'ember.rl' has no attribute {name!r}")

@@ -80,6 +80,13 @@ class _TorchPolicy:
             values: np.ndarray = self.model(torch.as_tensor(obs))[1].numpy()
         return values
 
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            actions: np.ndarray = self.model(torch.as_tensor(obs))[0].argmax(-1).numpy()
+        return actions
+
 
 class EnvRunner:
     """Holds ``num_envs_per_env_runner`` sub-envs whose episodes continue across ``sample``
@@ -166,6 +173,32 @@ class EnvRunner:
             "episode_returns": finished_returns,
             "episode_lengths": finished_lengths,
         }
+
+    def evaluate(self, duration: int, unit: str, explore: bool) -> dict[str, Any]:
+        """Play the first sub-env from a fresh reset for ``duration`` episodes (``unit=
+        "episodes"``) or env steps (``"timesteps"``), sampling actions (``explore``) or taking
+        the most likely ones; the completed episodes' returns and lengths, and the steps."""
+        env = self.envs[0]
+        obs, _ = env.reset()
+        returns: list[float] = []
+        lengths: list[int] = []
+        episode_return, episode_length, steps = 0.0, 0, 0
+        while (len(returns) if unit == "episodes" else steps) < duration:
+            batch = np.asarray(obs)[None]
+            if explore:
+                action = int(self.policy.act(batch, self.rng)[0][0])
+            else:
+                action = int(self.policy.greedy(batch)[0])
+            obs, reward, terminated, truncated, _ = env.step(action)
+            episode_return += float(reward)
+            episode_length += 1
+            steps += 1
+            if terminated or truncated:
+                returns.append(episode_return)
+                lengths.append(episode_length)
+                episode_return, episode_length = 0.0, 0
+                obs, _ = env.reset()
+        return {"episode_returns": returns, "episode_lengths": lengths, "num_env_steps": steps}
 
     def close(self) -> None:
         for env in self.envs:

@@ -75,14 +75,17 @@ class Learner:
         set_weights(self.model, weights)
         self.model.to(self.device)
         self.optimizer = Adam(self.model.parameters(), lr=config.lr, eps=1e-5)
+        self.kl_coeff = config.kl_coeff
 
     def update(self, shard: dict[str, np.ndarray], all_sizes: list[int],
-               seed: int) -> dict[str, float]:
+               seed: int, kl_coeff: float | None = None) -> dict[str, float]:
         """``num_epochs`` passes over this learner's shard in minibatches; ``all_sizes`` are
-        every learner's shard sizes (the same list on each), which fix each minibatch's split."""
+        every learner's shard sizes (the same list on each), which fix each minibatch's split.
+        ``kl_coeff``: the KL penalty's current weight (``None``: the config's)."""
         import torch
 
         cfg = self.config
+        self.kl_coeff = cfg.kl_coeff if kl_coeff is None else kl_coeff
         start = time.perf_counter()
         own = all_sizes[self.rank]
         if len(shard["actions"]) != own:
@@ -123,7 +126,8 @@ class Learner:
             entropy = -(log_probs.exp() * log_probs).sum(-1)
             loss = ppo_loss(logp, mb["logp"], mb["advantages"], values, mb["value_targets"],
                             entropy, clip_param=cfg.clip_param,
-                            vf_loss_coeff=cfg.vf_loss_coeff, entropy_coeff=cfg.entropy_coeff)
+                            vf_loss_coeff=cfg.vf_loss_coeff, entropy_coeff=cfg.entropy_coeff,
+                            vf_clip_param=cfg.vf_clip_param, kl_coeff=self.kl_coeff)
             (loss.total * scale).backward()
             terms = {"total_loss": loss.total.item(), "policy_loss": loss.policy.item(),
                      "vf_loss": loss.value.item(), "entropy": loss.entropy.item(),
@@ -186,8 +190,8 @@ def _learner() -> Learner:
 
 
 def learner_update(shard: dict[str, np.ndarray], all_sizes: list[int],
-                   seed: int) -> dict[str, float]:
-    return _learner().update(shard, all_sizes, seed)
+                   seed: int, kl_coeff: float | None = None) -> dict[str, float]:
+    return _learner().update(shard, all_sizes, seed, kl_coeff)
 
 
 def learner_weights() -> Weights:

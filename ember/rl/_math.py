@@ -7,6 +7,7 @@ is the episode's last step and step ``t + 1`` starts the next one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -81,14 +82,31 @@ class LossTerms:
     clip_fraction: torch.Tensor
 
 
+def explained_variance(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """``1 - Var(targets - predictions) / Var(targets)``: 1 for a perfect value function, 0 for
+    one no better than the mean, negative for worse (RLlib's ``vf_explained_var``); ``nan`` when
+    the targets do not vary."""
+    targets = np.asarray(targets, dtype=np.float64)
+    variance = targets.var()
+    if targets.size == 0 or variance == 0:
+        return float("nan")
+    return float(1.0 - (targets - np.asarray(predictions, dtype=np.float64)).var() / variance)
+
+
 def ppo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
              values: torch.Tensor, value_targets: torch.Tensor, entropy: torch.Tensor, *,
-             clip_param: float, vf_loss_coeff: float, entropy_coeff: float) -> LossTerms:
+             clip_param: float, vf_loss_coeff: float, entropy_coeff: float,
+             vf_clip_param: float | None = None, kl_coeff: float = 0.0) -> LossTerms:
     """The clipped surrogate objective plus value loss minus entropy bonus, each a sample mean.
 
     ``policy = -mean(min(r A, clip(r, 1 - eps, 1 + eps) A))`` with ``r = exp(logp - old_logp)``,
-    ``value = mean((V - target)^2)``, ``total = policy + vf_loss_coeff * value -
-    entropy_coeff * mean(entropy)``.
+    ``value = mean(min((V - target)^2, vf_clip_param))`` (RLlib's clipping of each sample's
+    squared error; no clipping when ``vf_clip_param`` is ``None``), ``total = policy +
+    vf_loss_coeff * value - entropy_coeff * mean(entropy) + kl_coeff * kl``.
+
+    ``kl`` estimates ``KL(old || new)`` from the sampled actions' log-probabilities,
+    ``mean((r - 1) - log r)`` (Schulman's low-variance estimator, unbiased in value and gradient
+    for actions drawn from the old policy); RLlib computes it from the full distributions.
     """
     import torch
 
@@ -96,12 +114,29 @@ def ppo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tenso
     clipped = torch.clamp(ratio, 1.0 - clip_param, 1.0 + clip_param)
     surrogate = torch.minimum(ratio * advantages, clipped * advantages)
     policy = -surrogate.mean()
-    value = ((values - value_targets) ** 2).mean()
+    squared_error = (values - value_targets) ** 2
+    if vf_clip_param is not None:
+        squared_error = torch.clamp(squared_error, max=vf_clip_param)
+    value = squared_error.mean()
     mean_entropy = entropy.mean()
+    kl = ((ratio - 1) - (logp - old_logp)).mean()
     total = policy + vf_loss_coeff * value - entropy_coeff * mean_entropy
+    if kl_coeff:
+        total = total + kl_coeff * kl
     with torch.no_grad():
-        log_ratio = logp - old_logp
-        approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's low-variance estimator
         clip_fraction = ((ratio - 1).abs() > clip_param).float().mean()
     return LossTerms(total=total, policy=policy, value=value, entropy=mean_entropy,
-                     approx_kl=approx_kl, clip_fraction=clip_fraction)
+                     approx_kl=kl.detach(), clip_fraction=clip_fraction)
+
+
+def adapt_kl_coeff(kl_coeff: float, kl: float, kl_target: float) -> float:
+    """RLlib's adaptive KL weight, after each iteration: half as heavy when the measured KL was
+    under half the target, 1.5 times when it was over twice the target, else unchanged (and
+    unchanged when the KL could not be measured)."""
+    if not math.isfinite(kl):
+        return kl_coeff
+    if kl > 2.0 * kl_target:
+        return kl_coeff * 1.5
+    if kl < 0.5 * kl_target:
+        return kl_coeff * 0.5
+    return kl_coeff

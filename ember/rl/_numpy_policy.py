@@ -66,6 +66,11 @@ class NumpyMLPPolicy:
         x = self._flat(obs)
         return _forward(self.pi, x), _forward(self.vf, x)[:, 0]
 
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        """The most likely action for each row."""
+        actions: np.ndarray = _forward(self.pi, self._flat(obs)).argmax(axis=1)
+        return actions.astype(np.int64)
+
     def act(self, obs: np.ndarray, rng: np.random.Generator
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sampled actions, their log-probabilities and the state values, one per row."""

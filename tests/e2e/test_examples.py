@@ -143,6 +143,17 @@ def check_ppo_cartpole(out: str, _tmp: Path) -> None:
     assert int(one(r"^greedy episode with the restored policy: return (\d+)$", out).group(1)) >= 1
 
 
+def check_rllib_2_5(out: str, _tmp: Path) -> None:
+    iters = lines(r"^iter (\d)  episode_reward_mean\s+\d+\.\d  episodes_this_iter\s+(\d+)  "
+                  r"timesteps_total\s+(\d+)  policy_loss [+-]\d+\.\d+  vf_loss \d+\.\d+  "
+                  r"kl -?\d+\.\d+$", out)
+    assert [(m.group(1), m.group(3)) for m in iters] == [("1", "400"), ("2", "800")]
+    assert all(int(m.group(2)) >= 1 for m in iters)
+    one(r"^evaluation: episode_reward_mean \d+\.\d over 5 episodes$", out)
+    assert Path(one(r"^saved to (\S+)$", out).group(1)).is_dir()
+    one(r"^restored: the same greedy actions on 20 observations: True$", out)
+
+
 def check_ppo_breakout(out: str, _tmp: Path) -> None:
     one(r"^iter  1  return\s+\S+  episodes\s+\d+  steps\s+256  loss [+-]\d+\.\d+  entropy "
         r"\d+\.\d+ ", out)
@@ -207,6 +218,7 @@ CASES = {
     "serve_streaming.py": Example((), check_serve_streaming),
     "serve_graph_2_5.py": Example((), check_serve_graph_2_5),
     "ppo_cartpole.py": Example(("--quick",), check_ppo_cartpole, outputs=("ember-ppo-",)),
+    "rllib_2_5.py": Example((), check_rllib_2_5, outputs=("ember-rllib-",)),
     # On the CPU (``--gpus-per-learner 0``, the default): its GPU settings need GPUs.
     "ppo_breakout.py": Example(("--quick",), check_ppo_breakout, outputs=("ember-ppo-breakout-",),
                                needs=("ale_py", "cv2")),

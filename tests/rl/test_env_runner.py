@@ -70,3 +70,22 @@ def test_a_callable_env_is_called_with_env_config():
     runner = EnvRunner(config, 0, constant_value_weights(config, 0.0))
     assert runner.sample(4)["episode_lengths"] == [2, 2]
     runner.close()
+
+
+def test_evaluate_plays_whole_episodes_or_steps_greedily_or_sampling():
+    # A policy that always pushes left ends every CartPole episode within a dozen steps.
+    config = PPOConfig().environment("CartPole-v1").debugging(seed=0)
+    weights = constant_value_weights(config, 0.0)
+    weights["pi.4.bias"] = np.array([5.0, -5.0], np.float32)  # logits favour action 0
+    runner = EnvRunner(config, 0, weights)
+
+    greedy = runner.evaluate(3, "episodes", explore=False)
+    steps = runner.evaluate(25, "timesteps", explore=True)
+
+    assert len(greedy["episode_returns"]) == 3
+    assert greedy["episode_returns"] == [float(n) for n in greedy["episode_lengths"]]
+    assert greedy["num_env_steps"] == sum(greedy["episode_lengths"])
+    assert max(greedy["episode_lengths"]) < 20
+    assert steps["num_env_steps"] == 25 and sum(steps["episode_lengths"]) <= 25
+    runner.close()
+

@@ -8,7 +8,7 @@ import sys
 
 import ember.rl
 
-RL_ALL = ["PPO", "PPOConfig"]
+RL_ALL = ["PPO", "Algorithm", "AlgorithmConfig", "PPOConfig", "Policy"]
 
 
 def test_rl_all_is_pinned():

@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ember.rl._math import compute_gae, next_values, normalize_advantages, ppo_loss
+from ember.rl._math import (
+    adapt_kl_coeff,
+    compute_gae,
+    explained_variance,
+    next_values,
+    normalize_advantages,
+    ppo_loss,
+)
 
 
 def reference_gae(rewards, values, next_vals, terminateds, truncateds, gamma, lambda_):
@@ -164,3 +171,52 @@ def test_total_combines_policy_value_and_entropy_with_their_coefficients():
 def test_approx_kl_is_zero_for_the_same_policy_and_positive_otherwise():
     assert loss([0.3], [0.3], [1.0]).approx_kl.item() == 0.0
     assert loss([0.3, -0.2], [0.0, 0.0], [1.0, 1.0]).approx_kl.item() > 0
+
+
+def test_vf_clip_param_caps_each_samples_squared_error_and_its_gradient():
+    # errors 1 and 4 (squared 1 and 16), cap 4: mean(1, 4) = 2.5; the capped sample gets no
+    # gradient (as RLlib's clamp of each sample's value loss), the other still does.
+    values = torch.tensor([1.0, 4.0], requires_grad=True)
+    terms = ppo_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), values, torch.zeros(2),
+                     torch.zeros(2), clip_param=0.2, vf_loss_coeff=1.0, entropy_coeff=0.0,
+                     vf_clip_param=4.0)
+    terms.total.backward()
+
+    assert terms.value.item() == pytest.approx(2.5)
+    assert values.grad is not None and values.grad.tolist() == [1.0, 0.0]
+    assert loss([0.0, 0.0], [0.0, 0.0], [0.0, 0.0], values=[1.0, 4.0], targets=[0.0, 0.0],
+                vf_clip_param=None).value.item() == pytest.approx(8.5)
+
+
+def test_explained_variance_is_one_when_perfect_zero_for_the_mean_and_nan_for_constants():
+    targets = np.array([1.0, 2.0, 3.0, 6.0])
+    assert explained_variance(targets, targets) == pytest.approx(1.0)
+    assert explained_variance(targets, np.full(4, targets.mean())) == pytest.approx(0.0)
+    assert explained_variance(targets, -targets) < 0
+    assert np.isnan(explained_variance(np.ones(3), np.zeros(3)))
+
+
+def test_kl_coeff_adds_the_kl_estimate_to_the_total_and_pulls_back_towards_the_old_policy():
+    logp = torch.tensor([0.5, -0.5], requires_grad=True)
+    plain = ppo_loss(logp, torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2),
+                     torch.zeros(2), clip_param=0.2, vf_loss_coeff=0.0, entropy_coeff=0.0)
+    penalised = ppo_loss(logp, torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2),
+                         torch.zeros(2), clip_param=0.2, vf_loss_coeff=0.0, entropy_coeff=0.0,
+                         kl_coeff=0.5)
+    penalised.total.backward()
+
+    kl = np.mean([np.exp(0.5) - 1 - 0.5, np.exp(-0.5) - 1 + 0.5])
+    assert penalised.approx_kl.item() == plain.approx_kl.item() == pytest.approx(kl, rel=1e-6)
+    assert penalised.total.item() == pytest.approx(plain.total.item() + 0.5 * kl, rel=1e-6)
+    # d/dlogp of 0.5 * mean(e^d - 1 - d) = 0.25 * (e^d - 1): towards the old log-probability
+    assert logp.grad is not None
+    np.testing.assert_allclose(logp.grad.numpy(), 0.25 * (np.exp([0.5, -0.5]) - 1), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("kl", "expected"), [
+    (0.05, 0.3), (0.021, 0.3), (0.02, 0.2), (0.01, 0.2), (0.005, 0.2), (0.004, 0.1),
+    (float("nan"), 0.2),
+])
+def test_kl_coeff_adapts_as_rllibs_towards_the_target(kl, expected):
+    assert adapt_kl_coeff(0.2, kl, kl_target=0.01) == pytest.approx(expected)
+
