@@ -115,6 +115,7 @@ def test_leaving_early_closes_generator_udfs_that_are_still_running(
         import time
 
         first = int(batch["id"][0])
+        (tmp_path / f"started-{first}").touch()
         try:
             for _ in range(1 if first == 0 else 200):  # block 0 is done at once, 1 runs on
                 yield batch
@@ -123,11 +124,15 @@ def test_leaving_early_closes_generator_udfs_that_are_still_running(
             (tmp_path / f"closed-{first}").write_text(repr(time.time()))
 
     for prefetch in (1, 0):
-        for old in tmp_path.glob("closed-*"):
+        for old in [*tmp_path.glob("closed-*"), *tmp_path.glob("started-*")]:
             old.unlink()
         ds = ed.range(2, override_num_blocks=2).map_batches(slow_rows, batch_size=1)
         batches = ds.iter_batches(batch_size=1, prefetch_batches=prefetch)
         assert next(batches)["id"].tolist() == [0]
+        # block 1's UDF runs (on a busy machine its worker may start late: a task cancelled
+        # before it starts has no generator to close)
+        eventually(lambda: (tmp_path / "started-1").exists(), timeout=30,
+                   what="block 1's generator UDF to start")
         left_at = time.time()
         batches.close()  # as leaving a for loop does
         closed = tmp_path / "closed-1"  # written, not only made: write_text does both
