@@ -91,13 +91,8 @@ class Dataset(_iterator.BatchIteration):
                    compute: Any = None, num_cpus: float | None = None, num_gpus: float = 0.0,
                    resources: dict[str, float] | None = None,
                    ray_remote_args: dict[str, Any] | None = None) -> Dataset:
+        compute = _strategy(compute)
         pool = compute if isinstance(compute, ActorPoolStrategy) else None
-        if compute not in (None, "tasks") and pool is None and not isinstance(
-                compute, TaskPoolStrategy):
-            raise ValueError(
-                f"compute={compute!r} is not a strategy: use ActorPoolStrategy(size=n) or "
-                "ActorPoolStrategy(min_size=, max_size=) for a class, or leave it out for tasks"
-            )
         # num_cpus and num_gpus are parameters of their own, so only resources can come here.
         own, options = remote_args(ray_remote_args, actors=pool is not None, what=name)
         if "resources" in own:  # Ray passes them among the ray_remote_args
@@ -112,6 +107,7 @@ class Dataset(_iterator.BatchIteration):
         """The compute strategy for ``fn``: ``compute=`` as given, or Ray's ``concurrency=``:
         for a class, ``n`` (a pool of n actors), ``(min, max)`` or ``(min, max, initial)``
         (an autoscaling pool); for a function, ``n`` (at most n tasks at once)."""
+        compute = _strategy(compute)
         if concurrency is None:
             return compute
         if compute is not None:
@@ -145,12 +141,8 @@ class Dataset(_iterator.BatchIteration):
         if is_class_udf(fn) and not isinstance(compute, ActorPoolStrategy):
             raise ValueError(
                 f"{what} got the class {fn.__name__}: classes run on an actor pool, so pass "
-                "concurrency=n (or (min, max)), or compute=ember.data.ActorPoolStrategy(size=n)"
-            )
-        if not is_class_udf(fn) and isinstance(compute, ActorPoolStrategy):
-            raise ValueError(
-                f"{what} got a function with compute=ActorPoolStrategy; actor pools are for "
-                "classes (constructed once per actor). Pass a class, or drop compute="
+                "concurrency=n (or (min, max)), compute=\"actors\", or "
+                "compute=ember.data.ActorPoolStrategy(size=n)"
             )
 
     def map(self, fn: Callable[[dict[str, Any]], dict[str, Any]], *, compute: Any = None,
@@ -223,7 +215,9 @@ class Dataset(_iterator.BatchIteration):
         ``concurrency`` (Ray's current way to size the work): for a class, ``n`` actors, or
         ``(min, max)`` / ``(min, max, initial)`` for a pool that grows while every actor is
         busy; for a function, at most ``n`` tasks at once. ``compute=ActorPoolStrategy(...)``
-        (or ``TaskPoolStrategy(size=n)``) says the same the older way. ``ray_remote_args``
+        (or ``TaskPoolStrategy(size=n)``) says the same the older way, as do Ray 2.5's
+        ``compute="actors"`` (an autoscaling pool) and ``compute="tasks"``; a function given
+        an actor pool runs in the pool's actors. ``ray_remote_args``
         (Ray's: ``memory``, ``scheduling_strategy``, ``runtime_env``, ``max_retries`` for
         tasks, ``max_restarts``/``max_task_retries`` for actors) go to its tasks or actors."""
         compute = self._compute(fn, compute, concurrency, "map_batches")
@@ -742,6 +736,21 @@ class Dataset(_iterator.BatchIteration):
 
 class MaterializedDataset(Dataset):
     """A dataset whose blocks are all in the object store (``materialize``, ``split``)."""
+
+
+def _strategy(compute: Any) -> ActorPoolStrategy | TaskPoolStrategy | None:
+    """``compute=`` as a strategy: Ray 2.5's strings ``"tasks"`` (the default) and
+    ``"actors"`` (an autoscaling actor pool) as well as the strategy objects."""
+    if compute is None or isinstance(compute, (ActorPoolStrategy, TaskPoolStrategy)):
+        return compute
+    if isinstance(compute, str) and compute == "tasks":
+        return None
+    if isinstance(compute, str) and compute == "actors":
+        return ActorPoolStrategy()
+    raise ValueError(
+        f"compute={compute!r} is not a strategy: use \"tasks\" (the default), \"actors\" (an "
+        "autoscaling actor pool), ActorPoolStrategy(size=n) or ActorPoolStrategy(min_size=, "
+        "max_size=), or TaskPoolStrategy(size=n)")
 
 
 def _present(block: Block, cols: list[str]) -> list[str]:
