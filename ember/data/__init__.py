@@ -30,7 +30,15 @@ from ember.data._plan import ActorPoolStrategy, TaskPoolStrategy
 from ember.data._split import DataIterator
 from ember.data._stats import DatasetStats
 from ember.data.block import BlockMetadata
-from ember.data.datasource import Datasource, Partitioning, PathPartitionFilter, ReadTask
+from ember.data.datasource import (
+    Datasink,
+    Datasource,
+    Partitioning,
+    PathPartitionFilter,
+    ReadTask,
+)
+
+DatasetIterator = DataIterator  # Ray's older name, still exported by Ray
 
 __all__ = [
     "ActorPoolStrategy",
@@ -38,6 +46,8 @@ __all__ = [
     "DataContext",
     "DataIterator",
     "Dataset",
+    "DatasetIterator",
+    "Datasink",
     "Datasource",
     "DatasetStats",
     "GroupedData",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import functools
+import inspect
 import itertools
 import math
 from collections.abc import Callable, Iterator
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+import ember
 from ember.data import _block, _iterator, _shuffle, _split, _write
 from ember.data._block import Block
 from ember.data._context import DataContext
@@ -31,6 +34,7 @@ from ember.data._plan import (
     Union,
     describe,
     fetch,
+    input_files,
 )
 from ember.data._split import DataIterator
 from ember.data._stats import DatasetStats
@@ -376,9 +380,120 @@ class Dataset(_iterator.BatchIteration):
     def materialize(self) -> MaterializedDataset:
         """Run the plan and keep every block in the object store, in the plan's order."""
         bundles = sorted(self._bundles(), key=lambda bundle: bundle.seq)
-        out = MaterializedDataset(InputBlocks("Materialized", tuple(bundles)))
+        out = MaterializedDataset(InputBlocks("Materialized", tuple(bundles),
+                                              tuple(input_files(self._plan))))
         out._stats = self._stats
         return out
+
+    def fully_executed(self) -> MaterializedDataset:
+        """Ray 2.5's name for ``materialize``."""
+        return self.materialize()
+
+    def is_fully_executed(self) -> bool:
+        """Whether every block is already in the object store (``materialize``, ``from_*``),
+        so consuming the dataset runs nothing (Ray 2.5)."""
+        return isinstance(self._plan, InputBlocks)
+
+    def lazy(self) -> Dataset:
+        """This dataset: ember's datasets are always lazy (Ray 2.5's switch to lazy mode)."""
+        return self
+
+    def default_batch_format(self) -> type:
+        """The type of a batch when ``batch_format`` is left as it is: ``dict`` (of column
+        name to ``numpy.ndarray``), as in Ray 2.5's strict mode.
+
+        >>> ember.data.range(3).default_batch_format()
+        <class 'dict'>
+        """
+        return dict
+
+    def dataset_format(self) -> str:
+        """The format of the blocks, as Ray 2.5 named it: always ``"arrow"`` (every block is a
+        ``pyarrow.Table``)."""
+        return "arrow"
+
+    def input_files(self) -> list[str]:
+        """The files the dataset's reads read (each once, in plan order; none for datasets
+        made from memory). Runs nothing.
+
+        >>> ember.data.range(3).input_files()
+        []
+        """
+        return input_files(self._plan)
+
+    def size_bytes(self) -> int:
+        """The in-memory size of the blocks, in bytes (runs the plan unless the dataset is
+        materialized)."""
+        if isinstance(self._plan, InputBlocks):
+            return sum(b.meta.size_bytes for b in self._plan.bundles)
+        return sum(b.meta.size_bytes for b in self._bundles())
+
+    def _ordered_refs(self) -> list[Any]:
+        if isinstance(self._plan, InputBlocks):
+            return [b.ref for b in self._plan.bundles]
+        return [b.ref for b in sorted(self._bundles(), key=lambda bundle: bundle.seq)]
+
+    def get_internal_block_refs(self) -> list[Any]:
+        """The ``ObjectRef`` of every block (a ``pyarrow.Table`` each), in the dataset's
+        order."""
+        return self._ordered_refs()
+
+    def to_numpy_refs(self, *, column: str | None = None) -> list[Any]:
+        """An ``ObjectRef`` per block of its rows as NumPy: ``{column: ndarray}``, or with
+        ``column``, that column's ndarray (converted in tasks, where the blocks are).
+
+        >>> ember.get(ember.data.range(3).to_numpy_refs(column="id"))
+        [array([0, 1, 2])]
+        """
+        from ember.data import _convert
+
+        return [_convert.block_to_numpy.remote(ref, column) for ref in self._ordered_refs()]
+
+    def to_pandas_refs(self) -> list[Any]:
+        """An ``ObjectRef`` per block of its rows as a ``pandas.DataFrame`` (converted in
+        tasks)."""
+        from ember.data import _convert
+
+        return [_convert.block_to_pandas.remote(ref) for ref in self._ordered_refs()]
+
+    def randomize_block_order(self, *, seed: int | None = None) -> Dataset:
+        """The same blocks in a random order (no row moves between blocks: cheaper than
+        ``random_shuffle``; ``seed`` makes the order repeatable)."""
+        def permute(inputs: list[list[Bundle]]) -> list[Bundle]:
+            bundles = inputs[0]
+            order = np.random.default_rng(seed).permutation(len(bundles))
+            return [bundles[i] for i in order]
+
+        return self._barrier("RandomizeBlockOrder", permute)
+
+    def split_proportionately(self, proportions: list[float]) -> list[MaterializedDataset]:
+        """``len(proportions) + 1`` materialized pieces, in order: piece i holds about
+        ``proportions[i]`` of the rows, the last one the rest (each piece non-empty).
+
+        >>> [p.count() for p in ember.data.range(10).split_proportionately([0.5, 0.2])]
+        [5, 2, 3]
+        """
+        if not proportions or any(
+                isinstance(p, bool) or not isinstance(p, (int, float)) or p <= 0
+                for p in proportions) or sum(proportions) >= 1:
+            raise ValueError(f"split_proportionately({proportions!r}): give at least one "
+                             "proportion, each > 0, summing to less than 1 (the last piece "
+                             "gets the rest)")
+        total = self.count()
+        cuts = [int(total * c) for c in itertools.accumulate(proportions)]
+        # Move cuts down so that no piece is empty (the last piece keeps at least one row).
+        for i in builtins.range(len(cuts) - 1, -1, -1):
+            upper = total if i == len(cuts) - 1 else cuts[i + 1]
+            cuts[i] = builtins.min(cuts[i], upper - 1)
+        if cuts[0] <= 0:
+            raise ValueError(f"split_proportionately({proportions!r}): {total} rows cannot "
+                             f"make {len(proportions) + 1} non-empty pieces")
+        return self.split_at_indices(cuts)
+
+    def iterator(self) -> DataIterator:
+        """A ``DataIterator`` over this dataset: each ``iter_*`` call on it runs the dataset
+        once (what a train worker gets from ``get_dataset_shard``)."""
+        return _DatasetIterator(self)
 
     def split(self, n: int, *, equal: bool = False,
               locality_hints: list[Any] | None = None) -> list[MaterializedDataset]:
@@ -733,9 +848,131 @@ class Dataset(_iterator.BatchIteration):
                     try_create_dir=try_create_dir, ray_remote_args=ray_remote_args,
                     concurrency=concurrency, arrow_open_stream_args=arrow_open_stream_args)
 
+    def _run_sink(self, write: Callable[..., Any], op_name: str, *,
+                  ray_remote_args: dict[str, Any] | None, concurrency: int | None,
+                  min_rows: int | None,
+                  on_first: Callable[[pa.Schema | None], None] | None = None
+                  ) -> tuple[list[Any], int, int]:
+        num_cpus, options = IOOptions(ray_remote_args=ray_remote_args,
+                                      concurrency=concurrency).task_args(op_name)
+        bundles = self._bundles(ordered=True)
+        try:
+            stream: Iterator[Bundle] = bundles
+            if on_first is not None:  # called with the schema of the first block, as in Ray
+                first = next(bundles, None)
+                on_first(None if first is None else fetch(first.ref).schema)
+                stream = iter(() if first is None else itertools.chain([first], bundles))
+            return _write.run_sink(stream, write, op_name, num_cpus=num_cpus,
+                                   options=options, concurrency=concurrency,
+                                   min_rows=min_rows)
+        finally:
+            bundles.close()  # type: ignore[attr-defined]
+
+    def write_datasink(self, datasink: Any, *, ray_remote_args: dict[str, Any] | None = None,
+                       concurrency: int | None = None) -> None:
+        """Write to a custom ``ember.data.Datasink``: ``on_write_start`` on the driver once
+        the first block is ready (with its schema), then ``datasink.write(blocks, ctx)`` in
+        write tasks (at most ``concurrency`` at once, started with ``ray_remote_args``) as
+        the dataset streams, then ``on_write_complete(WriteResult)``; if anything fails,
+        ``on_write_failed(error)`` and the error is raised."""
+        from ember.data.datasource import Datasink, WriteResult
+
+        if not isinstance(datasink, Datasink):
+            raise TypeError(f"write_datasink takes an ember.data.Datasink, got {datasink!r}; "
+                            "for a Datasource with write()/do_write() use write_datasource")
+        start = datasink.on_write_start
+
+        def on_first(schema: pa.Schema | None) -> None:
+            if inspect.signature(start).parameters:
+                start(schema)
+            else:  # the older callback without a schema
+                start()
+
+        try:
+            returns, rows, size = self._run_sink(
+                datasink.write, f"Write{datasink.get_name()}", ray_remote_args=ray_remote_args,
+                concurrency=concurrency, min_rows=datasink.min_rows_per_write,
+                on_first=on_first)
+            datasink.on_write_complete(WriteResult(rows, size, returns))
+        except Exception as exc:
+            datasink.on_write_failed(exc)
+            raise
+
+    def write_datasource(self, datasource: Any, *,
+                         ray_remote_args: dict[str, Any] | None = None,
+                         **write_args: Any) -> None:
+        """Write to a Ray 2.5 ``Datasource`` that writes: its ``write(blocks, ctx,
+        **write_args)`` runs in write tasks (or, if it has only the older
+        ``do_write(block_refs, metadata, ray_remote_args, **write_args)``, that runs on the
+        driver and returns ObjectRefs of results); then ``on_write_complete(results,
+        **write_args)``, or on failure ``on_write_failed(refs, error, **write_args)``."""
+        cls = type(datasource)
+        writes = callable(getattr(cls, "write", None))
+        if not writes and not callable(getattr(cls, "do_write", None)):
+            raise TypeError(f"write_datasource: {cls.__name__} has no write(blocks, ctx, "
+                            "**write_args) (nor the older do_write); implement one, or "
+                            "subclass ember.data.Datasink and call write_datasink")
+        refs: list[Any] = []
+        try:
+            if writes:
+                results, _, _ = self._run_sink(
+                    functools.partial(_write_with_args, datasource, write_args),
+                    "Write", ray_remote_args=ray_remote_args, concurrency=None, min_rows=None)
+            else:
+                from ember.data.block import BlockMetadata
+
+                bundles = list(self._bundles(ordered=True))
+                metadata = [BlockMetadata(num_rows=b.meta.num_rows,
+                                          size_bytes=b.meta.size_bytes) for b in bundles]
+                refs = list(datasource.do_write([b.ref for b in bundles], metadata,
+                                                dict(ray_remote_args or {}), **write_args))
+                results = ember.get(refs)
+        except Exception as exc:
+            failed = getattr(datasource, "on_write_failed", None)
+            if failed is not None:
+                failed(refs, exc, **write_args)
+            raise
+        complete = getattr(datasource, "on_write_complete", None)
+        if complete is not None:
+            complete(results, **write_args)
+
 
 class MaterializedDataset(Dataset):
     """A dataset whose blocks are all in the object store (``materialize``, ``split``)."""
+
+
+class _DatasetIterator(DataIterator):
+    """``Dataset.iterator()``: a ``DataIterator`` whose every ``iter_*`` call runs the
+    dataset."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self._dataset = dataset
+
+    def __repr__(self) -> str:
+        return f"DataIterator({self._dataset!r})"
+
+    def _blocks(self, prefetch_blocks: int) -> Iterator[Block]:
+        return self._dataset._blocks(prefetch_blocks)
+
+    def _owned_blocks(self, prefetch_blocks: int) -> Iterator[tuple[Block, bool]]:
+        return self._dataset._owned_blocks(prefetch_blocks)
+
+    def stats(self) -> DatasetStats:
+        """The stats of the dataset's last execution."""
+        return self._dataset.stats()
+
+    def schema(self) -> pa.Schema | None:
+        """The dataset's schema."""
+        return self._dataset.schema()
+
+    def materialize(self) -> MaterializedDataset:
+        """The dataset, materialized."""
+        return self._dataset.materialize()
+
+
+def _write_with_args(datasource: Any, write_args: dict[str, Any], blocks: list[Block],
+                     ctx: Any) -> Any:
+    return datasource.write(blocks, ctx, **write_args)
 
 
 def _strategy(compute: Any) -> ActorPoolStrategy | TaskPoolStrategy | None:

@@ -250,3 +250,38 @@ class BatchIteration:
 
         for block in self._blocks(prefetch_blocks):
             yield from _block.iter_rows(block)
+
+    def to_torch(self, *, label_column: str | None = None, feature_columns: Any = None,
+                 label_column_dtype: Any = None, feature_column_dtypes: Any = None,
+                 batch_size: int = 1, prefetch_batches: int = 1,
+                 prefetch_blocks: int | None = None, drop_last: bool = False,
+                 local_shuffle_buffer_size: int | None = None,
+                 local_shuffle_seed: int | None = None, unsqueeze_label_tensor: bool = True,
+                 unsqueeze_feature_tensors: bool = True) -> Any:
+        """A ``torch.utils.data.IterableDataset`` of ``(features, label)`` per batch of
+        ``batch_size`` rows (Ray 2.5's ``to_torch``). ``label`` is the ``label_column``
+        tensor, ``(N, 1)`` (``(N,)`` without ``unsqueeze_label_tensor``), or ``None`` without
+        a label column. ``features``: for a list of names (default: every column but the
+        label), one ``(N, n)`` tensor; for a list of lists, a list of such tensors; for a dict
+        of lists, a dict of them. ``*_dtype(s)``: torch dtypes (a list or dict to match the
+        groups). Each iteration runs the dataset again.
+
+        >>> ds = ember.data.from_items([{"x": 1.0, "y": 2.0, "label": 0}])
+        >>> features, label = next(iter(ds.to_torch(label_column="label")))
+        >>> tuple(features.shape), tuple(label.shape)
+        ((1, 2), (1, 1))
+        """
+        from ember.data import _convert
+
+        convert = _convert.features_and_label(
+            label_column, feature_columns, label_column_dtype, feature_column_dtypes,
+            unsqueeze_label_tensor, unsqueeze_feature_tensors)
+        ahead = prefetch_ahead(prefetch_batches, prefetch_blocks)
+
+        def batches() -> Iterator[dict[str, Any]]:
+            return self.iter_batches(batch_size=batch_size, batch_format="numpy",
+                                     prefetch_batches=ahead, drop_last=drop_last,
+                                     local_shuffle_buffer_size=local_shuffle_buffer_size,
+                                     local_shuffle_seed=local_shuffle_seed)
+
+        return _convert.torch_dataset(batches, convert)

@@ -112,6 +112,7 @@ class ReadTask:
     # The same rows in pieces of a few MiB, for a read in the consuming process (``in_process``);
     # None: ``read`` serves there too.
     pieces: Callable[[], Iterable[Block]] | None = None
+    input_files: tuple[str, ...] = ()  # the files it reads (``Dataset.input_files``)
 
     def __call__(self) -> Iterable[Block]:
         return self.read()
@@ -143,6 +144,7 @@ class InputBlocks(Node):
 
     name: str
     bundles: tuple[Bundle, ...]
+    input_files: tuple[str, ...] = ()  # of the plan that made them (``materialize``)
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,6 +194,19 @@ class AllToAll(Node):
 
     def inputs(self) -> tuple[Node, ...]:
         return self.children
+
+
+def input_files(node: Node) -> list[str]:
+    """The files the reads of the plan ``node`` read, each once, in plan order."""
+    files: dict[str, None] = {}
+    if isinstance(node, Read):
+        for task in node.tasks:
+            files.update(dict.fromkeys(task.input_files))
+    elif isinstance(node, InputBlocks):
+        files.update(dict.fromkeys(node.input_files))
+    for child in node.inputs():
+        files.update(dict.fromkeys(input_files(child)))
+    return list(files)
 
 
 def describe(node: Node) -> str:

@@ -329,7 +329,8 @@ def file_source(
         tasks.append(ReadTask(
             functools.partial(_read_files, fs, group, reader, include_paths, values), None,
             sum(sizes[a:b]), pieces=None if pieces is None else functools.partial(
-                _read_files, fs, group, pieces, include_paths, values)))
+                _read_files, fs, group, pieces, include_paths, values),
+            input_files=tuple(group)))
     return Read(name, tuple(tasks), num_cpus=num_cpus, max_tasks=options.concurrency,
                 in_process=native and _is_local(fs), remote_args=task_options)
 

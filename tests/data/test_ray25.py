@@ -61,3 +61,158 @@ def test_prefetch_blocks_and_native_batch_format(ember_local: Any) -> None:
         list(ds.iter_batches(prefetch_batches=3, prefetch_blocks=2))
     with pytest.raises(ValueError, match="prefetch_blocks=-1"):
         list(ds.iter_batches(prefetch_blocks=-1))
+
+
+# -- 2. Dataset methods of 2.5 -----------------------------------------------------------------
+def test_execution_and_format_queries(ember_local: Any) -> None:
+    ds = ed.range(10, parallelism=2).map(lambda r: {"id": r["id"] + 1})
+    assert not ds.is_fully_executed() and ds.lazy() is ds
+    done = ds.fully_executed()
+    assert isinstance(done, ed.MaterializedDataset) and done.is_fully_executed()
+    assert ids(done) == list(range(1, 11)) and ds.materialize().is_fully_executed()
+    assert ds.default_batch_format() is dict and isinstance(ds.take_batch(2), dict)
+    assert ds.dataset_format() == "arrow"
+    assert done.size_bytes() == ds.size_bytes() == 80  # ten int64 values
+
+
+def test_input_files_survive_transforms_and_materialize(ember_local: Any, tmp_path: Any
+                                                        ) -> None:
+    for i in range(2):
+        (tmp_path / f"part{i}.csv").write_text(f"x\n{i}\n")
+    ds = ed.read_csv(str(tmp_path)).map(lambda r: r)
+    expected = [str(tmp_path / "part0.csv"), str(tmp_path / "part1.csv")]
+    assert sorted(ds.input_files()) == expected
+    assert sorted(ds.materialize().input_files()) == expected
+    assert ed.range(3).input_files() == []
+
+
+def test_refs_in_other_shapes(ember_local: Any) -> None:
+    ds = ed.from_items([{"a": i, "b": 2 * i} for i in range(6)], parallelism=2)
+    numpy_batches = ember.get(ds.to_numpy_refs())
+    assert [list(b) for b in numpy_batches] == [["a", "b"], ["a", "b"]]
+    assert np.concatenate([b["b"] for b in numpy_batches]).tolist() == [0, 2, 4, 6, 8, 10]
+    column = ember.get(ds.to_numpy_refs(column="a"))
+    assert np.concatenate(column).tolist() == [0, 1, 2, 3, 4, 5]
+    frames = ember.get(ds.to_pandas_refs())
+    assert sum(len(f) for f in frames) == 6 and list(frames[0].columns) == ["a", "b"]
+    blocks = ember.get(ds.get_internal_block_refs())
+    assert sum(b.num_rows for b in blocks) == 6
+    with pytest.raises(ValueError, match="column='c'"):
+        ember.get(ds.to_numpy_refs(column="c"))
+
+
+def test_randomize_block_order_moves_blocks_not_rows(ember_local: Any) -> None:
+    ds = ed.range(40, parallelism=8)
+    orders = {tuple(r["id"] for r in ds.randomize_block_order(seed=s).take_all())
+              for s in range(4)}
+    assert len(orders) > 1  # the order changes with the seed
+    for order in orders:
+        assert sorted(order) == list(range(40))
+        runs = [order[i:i + 5] for i in range(0, 40, 5)]  # each block of 5 stays whole
+        assert all(list(run) == list(range(run[0], run[0] + 5)) for run in runs)
+    same = ds.randomize_block_order(seed=3)
+    assert same.take_all() == same.take_all()
+
+
+def test_split_proportionately(ember_local: Any) -> None:
+    parts = ed.range(10).split_proportionately([0.5, 0.2])
+    assert [ids(p) for p in parts] == [[0, 1, 2, 3, 4], [5, 6], [7, 8, 9]]
+    assert [p.count() for p in ed.range(3).split_proportionately([0.4, 0.3])] == [1, 1, 1]
+    with pytest.raises(ValueError, match="summing to less than 1"):
+        ed.range(10).split_proportionately([0.5, 0.5])
+    with pytest.raises(ValueError, match="non-empty"):
+        ed.range(2).split_proportionately([0.3, 0.3])
+
+
+def test_iterator_is_a_data_iterator(ember_local: Any) -> None:
+    it = ed.range(10).iterator()
+    assert isinstance(it, ed.DataIterator) and ed.DatasetIterator is ed.DataIterator
+    assert sorted(int(v) for b in it.iter_batches(batch_size=3) for v in b["id"]) == list(
+        range(10))
+    assert sorted(r["id"] for r in it.iter_rows()) == list(range(10))  # a second epoch
+
+
+def test_to_torch_gives_features_and_label(ember_local: Any) -> None:
+    import torch
+
+    ds = ed.from_items([{"x": float(i), "y": 2.0 * i, "label": i % 2} for i in range(5)])
+    batches = list(ds.to_torch(label_column="label", batch_size=2))
+    assert len(batches) == 3
+    features, label = batches[0]
+    assert features.shape == (2, 2) and label.shape == (2, 1)
+    assert features.tolist() == [[0.0, 0.0], [1.0, 2.0]] and label.tolist() == [[0], [1]]
+    features, label = next(iter(ds.to_torch(
+        label_column="label", feature_columns=[["x"], ["y"]], batch_size=5,
+        unsqueeze_label_tensor=False, label_column_dtype=torch.float32)))
+    assert [f.shape for f in features] == [(5, 1), (5, 1)]
+    assert label.shape == (5,) and label.dtype == torch.float32
+    features, label = next(iter(ds.to_torch(feature_columns={"a": ["x", "y"]}, batch_size=5)))
+    assert label is None and features["a"].shape == (5, 2)
+    with pytest.raises(ValueError, match="'nope'"):
+        next(iter(ds.to_torch(label_column="nope")))
+
+
+class Collect(ed.Datasink):
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def on_write_start(self, schema: Any = None) -> None:
+        self.events.append(("start", schema.names))
+
+    def write(self, blocks: Any, ctx: Any) -> Any:
+        return ctx.task_idx, [int(v) for b in blocks for v in b.column("id").to_pylist()]
+
+    def on_write_complete(self, write_result: Any) -> None:
+        self.events.append(("complete", write_result.num_rows, write_result.write_returns))
+
+    def on_write_failed(self, error: Exception) -> None:
+        self.events.append(("failed", str(error)))
+
+
+def test_write_datasink_callbacks_and_results(ember_local: Any) -> None:
+    sink = Collect()
+    ed.range(10, parallelism=3).write_datasink(sink)
+    assert sink.events[0] == ("start", ["id"])
+    kind, rows, returns = sink.events[1]
+    assert kind == "complete" and rows == 10
+    assert [idx for idx, _ in returns] == [0, 1, 2]
+    assert sorted(v for _, values in returns for v in values) == list(range(10))
+
+    def boom(row: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("bad row")
+
+    failing = Collect()
+    with pytest.raises(RuntimeError, match="bad row"):
+        ed.range(3).map(boom).write_datasink(failing)
+    assert failing.events[-1][0] == "failed" and "bad row" in failing.events[-1][1]
+    with pytest.raises(TypeError, match="Datasink"):
+        ed.range(3).write_datasink(object())
+
+
+class Legacy25Datasource(ed.Datasource):
+    """A 2.5 datasource that writes, with its write arguments."""
+
+    def __init__(self) -> None:
+        self.completed: list[Any] = []
+
+    def write(self, blocks: Any, ctx: Any, **write_args: Any) -> Any:
+        return sum(b.num_rows for b in blocks) * write_args["scale"]
+
+    def on_write_complete(self, write_results: list[Any], **kwargs: Any) -> None:
+        self.completed.append((sum(write_results), kwargs))
+
+
+def test_write_datasource_2_5(ember_local: Any) -> None:
+    source = Legacy25Datasource()
+    ed.range(6, parallelism=2).write_datasource(source, scale=10)
+    assert source.completed == [(60, {"scale": 10})]
+    with pytest.raises(TypeError, match="no write"):
+        ed.range(3).write_datasource(ed.Datasource())
+
+
+def test_map_groups_with_compute(ember_local: Any) -> None:
+    ds = ed.from_items([{"k": i % 3, "v": i} for i in range(9)])
+    out = ds.groupby("k").map_groups(
+        lambda g: {"k": g["k"][:1], "total": [g["v"].sum()]}, batch_format="numpy",
+        compute="actors")
+    assert sorted((r["k"], r["total"]) for r in out.take_all()) == [(0, 9), (1, 12), (2, 15)]
