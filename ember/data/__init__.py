@@ -26,6 +26,7 @@ from ember.data._context import DataContext
 from ember.data._dataset import Dataset, MaterializedDataset
 from ember.data._grouped import GroupedData
 from ember.data._options import IOOptions
+from ember.data._pipeline import DatasetPipeline
 from ember.data._plan import ActorPoolStrategy, TaskPoolStrategy
 from ember.data._split import DataIterator
 from ember.data._stats import DatasetStats
@@ -47,6 +48,7 @@ __all__ = [
     "DataIterator",
     "Dataset",
     "DatasetIterator",
+    "DatasetPipeline",
     "Datasink",
     "Datasource",
     "DatasetStats",

@@ -22,6 +22,7 @@ from ember.data._context import DataContext
 from ember.data._executor import execute
 from ember.data._grouped import GroupedData
 from ember.data._options import IOOptions, open_stream_args, remote_args
+from ember.data._pipeline import DatasetPipeline
 from ember.data._plan import (
     ActorPoolStrategy,
     AllToAll,
@@ -489,6 +490,33 @@ class Dataset(_iterator.BatchIteration):
             raise ValueError(f"split_proportionately({proportions!r}): {total} rows cannot "
                              f"make {len(proportions) + 1} non-empty pieces")
         return self.split_at_indices(cuts)
+
+    def window(self, *, blocks_per_window: int | None = None,
+               bytes_per_window: int | None = None) -> DatasetPipeline:
+        """A ``DatasetPipeline`` over windows of ``blocks_per_window`` blocks (default 10) or
+        of up to ``bytes_per_window`` bytes (Ray 2.5). A window of a dataset that starts with
+        a read reads only its own share; a plan with a barrier (sort, shuffle...) or a limit
+        is run first. Transformations of the pipeline run per window, as it is consumed.
+
+        >>> pipe = ember.data.range(8, parallelism=4).window(blocks_per_window=2)
+        >>> [w.count() for w in pipe.iter_datasets()]
+        [4, 4]
+        """
+        from ember.data import _pipeline
+
+        return _pipeline.window(self, blocks_per_window, bytes_per_window)
+
+    def repeat(self, times: int | None = None) -> DatasetPipeline:
+        """A ``DatasetPipeline`` that goes over this dataset ``times`` times (``None``:
+        without end), each time an epoch (Ray 2.5). Each epoch runs the plan again;
+        ``materialize()`` first to compute it once and reuse its blocks.
+
+        >>> ember.data.range(3).repeat(2).take_all()
+        [{'id': 0}, {'id': 1}, {'id': 2}, {'id': 0}, {'id': 1}, {'id': 2}]
+        """
+        from ember.data import _pipeline
+
+        return _pipeline.repeat(self, times)
 
     def iterator(self) -> DataIterator:
         """A ``DataIterator`` over this dataset: each ``iter_*`` call on it runs the dataset
