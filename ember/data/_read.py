@@ -686,7 +686,8 @@ def datasource_source(datasource: Any, *, parallelism: int = -1,
         meta = getattr(task, "metadata", None)
         converted.append(ReadTask(functools.partial(_run_read_task, task),
                                   getattr(meta, "num_rows", None),
-                                  getattr(meta, "size_bytes", None)))
+                                  getattr(meta, "size_bytes", None),
+                                  input_files=tuple(getattr(meta, "input_files", None) or ())))
     name = datasource.get_name() if callable(getattr(datasource, "get_name", None)) else (
         type(datasource).__name__)
     return Read(f"Read{name}", tuple(converted), num_cpus=num_cpus,

@@ -266,3 +266,29 @@ def test_repeat_epochs_and_pipeline_consumers(ember_local: Any) -> None:
     with pytest.raises(ValueError, match="times=0"):
         ed.range(3).repeat(0)
 
+
+
+# -- 4. read_sql -------------------------------------------------------------------------------
+def test_read_sql_from_sqlite_in_shares(ember_local: Any, tmp_path: Any) -> None:
+    import functools
+    import sqlite3
+
+    path = str(tmp_path / "shop.db")
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE sales (id INTEGER, item TEXT, price REAL)")
+        db.executemany("INSERT INTO sales VALUES (?, ?, ?)",
+                       [(i, f"item{i}", i * 1.5) for i in range(10)])
+    db.close()
+    connect = functools.partial(sqlite3.connect, path)
+    ds = ed.read_sql("SELECT * FROM sales", connect, override_num_blocks=3)
+    assert ds.num_blocks() == 3 and ds.columns() == ["id", "item", "price"]
+    assert ds.sort("id").take_all()[1] == {"id": 1, "item": "item1", "price": 1.5}
+    assert ids(ds) == list(range(10))
+    small = ed.read_sql("SELECT id FROM sales WHERE price > ?", connect, sql_params=(9,))
+    assert ids(small) == [7, 8, 9]
+    connection = sqlite3.connect(path)
+    with pytest.raises(TypeError, match="connection_factory"):
+        ed.read_sql("SELECT 1", connection)  # a connection, not a factory
+    connection.close()
+    with pytest.raises(Exception, match="no such table"):
+        ed.read_sql("SELECT * FROM nope", connect, override_num_blocks=1).count()
