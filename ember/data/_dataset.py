@@ -443,8 +443,8 @@ class Dataset(_iterator.BatchIteration):
         """An ``ObjectRef`` per block of its rows as NumPy: ``{column: ndarray}``, or with
         ``column``, that column's ndarray (converted in tasks, where the blocks are).
 
-        >>> ember.get(ember.data.range(3).to_numpy_refs(column="id"))
-        [array([0, 1, 2])]
+        >>> ember.get(ember.data.range(4, override_num_blocks=2).to_numpy_refs(column="id"))
+        [array([0, 1]), array([2, 3])]
         """
         from ember.data import _convert
 

@@ -6,7 +6,6 @@ per-group work on an actor pool."""
 import os
 
 import numpy as np
-
 import ray
 from ray.data import ActorPoolStrategy, Datasink
 
