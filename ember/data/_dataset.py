@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import functools
-import inspect
 import itertools
 import math
 from collections.abc import Callable, Iterator
@@ -15,11 +13,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-import ember
 from ember.data import _block, _iterator, _shuffle, _split, _write
 from ember.data._block import Block
 from ember.data._context import DataContext
 from ember.data._executor import execute
+from ember.data._export import Exports
 from ember.data._grouped import GroupedData
 from ember.data._options import IOOptions, open_stream_args, remote_args
 from ember.data._pipeline import DatasetPipeline
@@ -36,13 +34,14 @@ from ember.data._plan import (
     describe,
     fetch,
     input_files,
+    strategy,
 )
 from ember.data._split import DataIterator
 from ember.data._stats import DatasetStats
 from ember.data._transforms import BlockFn, MapBatches, MapRows, Transform, is_class_udf, udf_name
 
 
-class Dataset(_iterator.BatchIteration):
+class Dataset(Exports, _iterator.BatchIteration):
     """A lazy, streaming dataset of rows with named columns, stored as Arrow blocks.
 
     >>> ds = ember.data.range(1000).map_batches(lambda b: {"id": b["id"] * 2})
@@ -96,7 +95,7 @@ class Dataset(_iterator.BatchIteration):
                    compute: Any = None, num_cpus: float | None = None, num_gpus: float = 0.0,
                    resources: dict[str, float] | None = None,
                    ray_remote_args: dict[str, Any] | None = None) -> Dataset:
-        compute = _strategy(compute)
+        compute = strategy(compute)
         pool = compute if isinstance(compute, ActorPoolStrategy) else None
         # num_cpus and num_gpus are parameters of their own, so only resources can come here.
         own, options = remote_args(ray_remote_args, actors=pool is not None, what=name)
@@ -112,7 +111,7 @@ class Dataset(_iterator.BatchIteration):
         """The compute strategy for ``fn``: ``compute=`` as given, or Ray's ``concurrency=``:
         for a class, ``n`` (a pool of n actors), ``(min, max)`` or ``(min, max, initial)``
         (an autoscaling pool); for a function, ``n`` (at most n tasks at once)."""
-        compute = _strategy(compute)
+        compute = strategy(compute)
         if concurrency is None:
             return compute
         if compute is not None:
@@ -413,50 +412,6 @@ class Dataset(_iterator.BatchIteration):
         ``pyarrow.Table``)."""
         return "arrow"
 
-    def input_files(self) -> list[str]:
-        """The files the dataset's reads read (each once, in plan order; none for datasets
-        made from memory). Runs nothing.
-
-        >>> ember.data.range(3).input_files()
-        []
-        """
-        return input_files(self._plan)
-
-    def size_bytes(self) -> int:
-        """The in-memory size of the blocks, in bytes (runs the plan unless the dataset is
-        materialized)."""
-        if isinstance(self._plan, InputBlocks):
-            return sum(b.meta.size_bytes for b in self._plan.bundles)
-        return sum(b.meta.size_bytes for b in self._bundles())
-
-    def _ordered_refs(self) -> list[Any]:
-        if isinstance(self._plan, InputBlocks):
-            return [b.ref for b in self._plan.bundles]
-        return [b.ref for b in sorted(self._bundles(), key=lambda bundle: bundle.seq)]
-
-    def get_internal_block_refs(self) -> list[Any]:
-        """The ``ObjectRef`` of every block (a ``pyarrow.Table`` each), in the dataset's
-        order."""
-        return self._ordered_refs()
-
-    def to_numpy_refs(self, *, column: str | None = None) -> list[Any]:
-        """An ``ObjectRef`` per block of its rows as NumPy: ``{column: ndarray}``, or with
-        ``column``, that column's ndarray (converted in tasks, where the blocks are).
-
-        >>> ember.get(ember.data.range(4, override_num_blocks=2).to_numpy_refs(column="id"))
-        [array([0, 1]), array([2, 3])]
-        """
-        from ember.data import _convert
-
-        return [_convert.block_to_numpy.remote(ref, column) for ref in self._ordered_refs()]
-
-    def to_pandas_refs(self) -> list[Any]:
-        """An ``ObjectRef`` per block of its rows as a ``pandas.DataFrame`` (converted in
-        tasks)."""
-        from ember.data import _convert
-
-        return [_convert.block_to_pandas.remote(ref) for ref in self._ordered_refs()]
-
     def randomize_block_order(self, *, seed: int | None = None) -> Dataset:
         """The same blocks in a random order (no row moves between blocks: cheaper than
         ``random_shuffle``; ``seed`` makes the order repeatable)."""
@@ -521,7 +476,7 @@ class Dataset(_iterator.BatchIteration):
     def iterator(self) -> DataIterator:
         """A ``DataIterator`` over this dataset: each ``iter_*`` call on it runs the dataset
         once (what a train worker gets from ``get_dataset_shard``)."""
-        return _DatasetIterator(self)
+        return _split.WholeDatasetIterator(self)
 
     def split(self, n: int, *, equal: bool = False,
               locality_hints: list[Any] | None = None) -> list[MaterializedDataset]:
@@ -876,146 +831,9 @@ class Dataset(_iterator.BatchIteration):
                     try_create_dir=try_create_dir, ray_remote_args=ray_remote_args,
                     concurrency=concurrency, arrow_open_stream_args=arrow_open_stream_args)
 
-    def _run_sink(self, write: Callable[..., Any], op_name: str, *,
-                  ray_remote_args: dict[str, Any] | None, concurrency: int | None,
-                  min_rows: int | None,
-                  on_first: Callable[[pa.Schema | None], None] | None = None
-                  ) -> tuple[list[Any], int, int]:
-        num_cpus, options = IOOptions(ray_remote_args=ray_remote_args,
-                                      concurrency=concurrency).task_args(op_name)
-        bundles = self._bundles(ordered=True)
-        try:
-            stream: Iterator[Bundle] = bundles
-            if on_first is not None:  # called with the schema of the first block, as in Ray
-                first = next(bundles, None)
-                on_first(None if first is None else fetch(first.ref).schema)
-                stream = iter(() if first is None else itertools.chain([first], bundles))
-            return _write.run_sink(stream, write, op_name, num_cpus=num_cpus,
-                                   options=options, concurrency=concurrency,
-                                   min_rows=min_rows)
-        finally:
-            bundles.close()  # type: ignore[attr-defined]
-
-    def write_datasink(self, datasink: Any, *, ray_remote_args: dict[str, Any] | None = None,
-                       concurrency: int | None = None) -> None:
-        """Write to a custom ``ember.data.Datasink``: ``on_write_start`` on the driver once
-        the first block is ready (with its schema), then ``datasink.write(blocks, ctx)`` in
-        write tasks (at most ``concurrency`` at once, started with ``ray_remote_args``) as
-        the dataset streams, then ``on_write_complete(WriteResult)``; if anything fails,
-        ``on_write_failed(error)`` and the error is raised."""
-        from ember.data.datasource import Datasink, WriteResult
-
-        if not isinstance(datasink, Datasink):
-            raise TypeError(f"write_datasink takes an ember.data.Datasink, got {datasink!r}; "
-                            "for a Datasource with write()/do_write() use write_datasource")
-        start = datasink.on_write_start
-
-        def on_first(schema: pa.Schema | None) -> None:
-            if inspect.signature(start).parameters:
-                start(schema)
-            else:  # the older callback without a schema
-                start()
-
-        try:
-            returns, rows, size = self._run_sink(
-                datasink.write, f"Write{datasink.get_name()}", ray_remote_args=ray_remote_args,
-                concurrency=concurrency, min_rows=datasink.min_rows_per_write,
-                on_first=on_first)
-            datasink.on_write_complete(WriteResult(rows, size, returns))
-        except Exception as exc:
-            datasink.on_write_failed(exc)
-            raise
-
-    def write_datasource(self, datasource: Any, *,
-                         ray_remote_args: dict[str, Any] | None = None,
-                         **write_args: Any) -> None:
-        """Write to a Ray 2.5 ``Datasource`` that writes: its ``write(blocks, ctx,
-        **write_args)`` runs in write tasks (or, if it has only the older
-        ``do_write(block_refs, metadata, ray_remote_args, **write_args)``, that runs on the
-        driver and returns ObjectRefs of results); then ``on_write_complete(results,
-        **write_args)``, or on failure ``on_write_failed(refs, error, **write_args)``."""
-        cls = type(datasource)
-        writes = callable(getattr(cls, "write", None))
-        if not writes and not callable(getattr(cls, "do_write", None)):
-            raise TypeError(f"write_datasource: {cls.__name__} has no write(blocks, ctx, "
-                            "**write_args) (nor the older do_write); implement one, or "
-                            "subclass ember.data.Datasink and call write_datasink")
-        refs: list[Any] = []
-        try:
-            if writes:
-                results, _, _ = self._run_sink(
-                    functools.partial(_write_with_args, datasource, write_args),
-                    "Write", ray_remote_args=ray_remote_args, concurrency=None, min_rows=None)
-            else:
-                from ember.data.block import BlockMetadata
-
-                bundles = list(self._bundles(ordered=True))
-                metadata = [BlockMetadata(num_rows=b.meta.num_rows,
-                                          size_bytes=b.meta.size_bytes) for b in bundles]
-                refs = list(datasource.do_write([b.ref for b in bundles], metadata,
-                                                dict(ray_remote_args or {}), **write_args))
-                results = ember.get(refs)
-        except Exception as exc:
-            failed = getattr(datasource, "on_write_failed", None)
-            if failed is not None:
-                failed(refs, exc, **write_args)
-            raise
-        complete = getattr(datasource, "on_write_complete", None)
-        if complete is not None:
-            complete(results, **write_args)
-
-
 class MaterializedDataset(Dataset):
     """A dataset whose blocks are all in the object store (``materialize``, ``split``)."""
 
-
-class _DatasetIterator(DataIterator):
-    """``Dataset.iterator()``: a ``DataIterator`` whose every ``iter_*`` call runs the
-    dataset."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self._dataset = dataset
-
-    def __repr__(self) -> str:
-        return f"DataIterator({self._dataset!r})"
-
-    def _blocks(self, prefetch_blocks: int) -> Iterator[Block]:
-        return self._dataset._blocks(prefetch_blocks)
-
-    def _owned_blocks(self, prefetch_blocks: int) -> Iterator[tuple[Block, bool]]:
-        return self._dataset._owned_blocks(prefetch_blocks)
-
-    def stats(self) -> DatasetStats:
-        """The stats of the dataset's last execution."""
-        return self._dataset.stats()
-
-    def schema(self) -> pa.Schema | None:
-        """The dataset's schema."""
-        return self._dataset.schema()
-
-    def materialize(self) -> MaterializedDataset:
-        """The dataset, materialized."""
-        return self._dataset.materialize()
-
-
-def _write_with_args(datasource: Any, write_args: dict[str, Any], blocks: list[Block],
-                     ctx: Any) -> Any:
-    return datasource.write(blocks, ctx, **write_args)
-
-
-def _strategy(compute: Any) -> ActorPoolStrategy | TaskPoolStrategy | None:
-    """``compute=`` as a strategy: Ray 2.5's strings ``"tasks"`` (the default) and
-    ``"actors"`` (an autoscaling actor pool) as well as the strategy objects."""
-    if compute is None or isinstance(compute, (ActorPoolStrategy, TaskPoolStrategy)):
-        return compute
-    if isinstance(compute, str) and compute == "tasks":
-        return None
-    if isinstance(compute, str) and compute == "actors":
-        return ActorPoolStrategy()
-    raise ValueError(
-        f"compute={compute!r} is not a strategy: use \"tasks\" (the default), \"actors\" (an "
-        "autoscaling actor pool), ActorPoolStrategy(size=n) or ActorPoolStrategy(min_size=, "
-        "max_size=), or TaskPoolStrategy(size=n)")
 
 
 def _present(block: Block, cols: list[str]) -> list[str]:

@@ -271,9 +271,9 @@ class BatchIteration:
         >>> tuple(features.shape), tuple(label.shape)
         ((1, 2), (1, 1))
         """
-        from ember.data import _convert
+        from ember.data import _export
 
-        convert = _convert.features_and_label(
+        convert = _export.features_and_label(
             label_column, feature_columns, label_column_dtype, feature_column_dtypes,
             unsqueeze_label_tensor, unsqueeze_feature_tensors)
         ahead = prefetch_ahead(prefetch_batches, prefetch_blocks)
@@ -284,4 +284,4 @@ class BatchIteration:
                                      local_shuffle_buffer_size=local_shuffle_buffer_size,
                                      local_shuffle_seed=local_shuffle_seed)
 
-        return _convert.torch_dataset(batches, convert)
+        return _export.torch_dataset(batches, convert)

@@ -71,6 +71,21 @@ class TaskPoolStrategy:
             raise ValueError(f"TaskPoolStrategy(size={self.size!r}) must be an int >= 1")
 
 
+def strategy(compute: Any) -> ActorPoolStrategy | TaskPoolStrategy | None:
+    """``compute=`` as a strategy: Ray 2.5's strings ``"tasks"`` (the default) and
+    ``"actors"`` (an autoscaling actor pool) as well as the strategy objects."""
+    if compute is None or isinstance(compute, (ActorPoolStrategy, TaskPoolStrategy)):
+        return compute
+    if isinstance(compute, str) and compute == "tasks":
+        return None
+    if isinstance(compute, str) and compute == "actors":
+        return ActorPoolStrategy()
+    raise ValueError(
+        f"compute={compute!r} is not a strategy: use \"tasks\" (the default), \"actors\" (an "
+        "autoscaling actor pool), ActorPoolStrategy(size=n) or ActorPoolStrategy(min_size=, "
+        "max_size=), or TaskPoolStrategy(size=n)")
+
+
 @dataclass(frozen=True)
 class BlockMeta:
     num_rows: int
