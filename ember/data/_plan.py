@@ -15,12 +15,15 @@ from ember.data._transforms import Transform
 @dataclass(frozen=True)
 class ActorPoolStrategy:
     """Run a class UDF on a pool of actors: ``ActorPoolStrategy(size=n)`` or
-    ``ActorPoolStrategy(min_size=1, max_size=4)`` (grows while every actor is busy)."""
+    ``ActorPoolStrategy(min_size=1, max_size=4)`` (grows while every actor is busy);
+    ``max_tasks_in_flight_per_actor=k``: at most k blocks sent to one actor at a time."""
 
     size: int | None = None
     min_size: int | None = None
     max_size: int | None = None
     initial_size: int | None = None  # actors started at first (default min_size)
+    # calls sent to one actor at a time (default: DataContext.actor_tasks_in_flight)
+    max_tasks_in_flight_per_actor: int | None = None
 
     def __post_init__(self) -> None:
         if self.size is not None:
@@ -37,6 +40,10 @@ class ActorPoolStrategy:
                 isinstance(self.initial_size, int) and lo <= self.initial_size <= hi):
             raise ValueError(f"ActorPoolStrategy(initial_size={self.initial_size!r}) must be "
                              f"an int between min_size ({lo}) and max_size ({hi})")
+        n = self.max_tasks_in_flight_per_actor
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"ActorPoolStrategy(max_tasks_in_flight_per_actor={n!r}) must be "
+                             "an int >= 1")
 
     @property
     def start_size(self) -> int:

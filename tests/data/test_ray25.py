@@ -50,6 +50,28 @@ def test_compute_strings_and_a_function_on_an_actor_pool(ember_local: Any) -> No
         ed.range(3).map_batches(lambda b: b, compute="actor")
 
 
+def test_max_tasks_in_flight_per_actor_caps_calls_per_actor() -> None:
+    from ember.data._admission import AdmissionPolicy, OperatorView, Snapshot
+
+    def one_busy_actor(per_actor: int | None) -> Snapshot:
+        pool = OperatorView(compute="actors", is_source=False, has_input=True, running=1,
+                            est_output_bytes=1, next_input_bytes=1, actors_alive=1,
+                            min_actors=1, max_actors=1, tasks_per_actor=per_actor)
+        return Snapshot((pool,), 0, 2.0, 0)
+
+    policy = AdmissionPolicy(1 << 30, actor_tasks_in_flight=2)
+    assert policy.next_launch(one_busy_actor(None)) == 0  # the default: 2 calls per actor
+    assert policy.next_launch(one_busy_actor(1)) is None
+    with pytest.raises(ValueError, match="max_tasks_in_flight_per_actor=0"):
+        ed.ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=0)
+
+
+def test_pool_with_one_call_per_actor_runs(ember_local: Any) -> None:
+    strategy = ed.ActorPoolStrategy(min_size=1, max_size=2, max_tasks_in_flight_per_actor=1)
+    assert ids(ed.range(20, parallelism=4).map_batches(Plus, compute=strategy)) == list(
+        range(1, 21))
+
+
 def test_prefetch_blocks_and_native_batch_format(ember_local: Any) -> None:
     ds = ed.range(10, parallelism=2)
     batches = list(ds.iter_batches(batch_size=4, prefetch_blocks=2, batch_format="native"))

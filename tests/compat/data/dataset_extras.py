@@ -45,7 +45,8 @@ class AddOne:
         return {"id": batch["id"] + 1}
 
 
-plus = numbers.map_batches(AddOne, compute=ActorPoolStrategy(size=1))
+plus = numbers.map_batches(
+    AddOne, compute=ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=1))
 assert sorted(r["id"] for r in plus.take_all()) == list(range(1, 13))
 
 
