@@ -225,10 +225,42 @@ class Legacy25Datasource(ed.Datasource):
         self.completed.append((sum(write_results), kwargs))
 
 
+@ember.remote
+def count_rows(block: Any) -> int:
+    return int(block.num_rows)
+
+
+class DoWriteDatasource(ed.Datasource):
+    """A datasource of the older API: do_write runs on the driver and starts its own tasks."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def do_write(self, blocks: list[Any], metadata: list[Any], ray_remote_args: dict[str, Any],
+                 **write_args: Any) -> list[Any]:
+        if write_args.get("fail"):
+            raise OSError("disk full")
+        self.events.append(("rows", [m.num_rows for m in metadata]))
+        return [count_rows.remote(block) for block in blocks]
+
+    def on_write_complete(self, write_results: list[Any], **kwargs: Any) -> None:
+        self.events.append(("complete", write_results))
+
+    def on_write_failed(self, write_results: list[Any], error: Exception,
+                        **kwargs: Any) -> None:
+        self.events.append(("failed", str(error)))
+
+
 def test_write_datasource_2_5(ember_local: Any) -> None:
     source = Legacy25Datasource()
     ed.range(6, parallelism=2).write_datasource(source, scale=10)
     assert source.completed == [(60, {"scale": 10})]
+    older = DoWriteDatasource()
+    ed.range(6, parallelism=2).write_datasource(older)
+    assert older.events == [("rows", [3, 3]), ("complete", [3, 3])]
+    with pytest.raises(OSError, match="disk full"):
+        ed.range(2).write_datasource(older, fail=True)
+    assert older.events[-1] == ("failed", "disk full")
     with pytest.raises(TypeError, match="no write"):
         ed.range(3).write_datasource(ed.Datasource())
 
