@@ -14,7 +14,7 @@ executor within ``DataContext.memory_budget_bytes``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ember.data import _options, _read
@@ -28,11 +28,20 @@ from ember.data._dataset import Dataset, MaterializedDataset
 from ember.data._execution_options import ExecutionOptions, ExecutionResources
 from ember.data._grouped import GroupedData
 from ember.data._options import IOOptions
+from ember.data._pipeline import DatasetPipeline
 from ember.data._plan import ActorPoolStrategy, TaskPoolStrategy
 from ember.data._split import DataIterator
 from ember.data._stats import DatasetStats
 from ember.data.block import BlockMetadata
-from ember.data.datasource import Datasource, Partitioning, PathPartitionFilter, ReadTask
+from ember.data.datasource import (
+    Datasink,
+    Datasource,
+    Partitioning,
+    PathPartitionFilter,
+    ReadTask,
+)
+
+DatasetIterator = DataIterator  # Ray's older name, still exported by Ray
 
 __all__ = [
     "ActorPoolStrategy",
@@ -41,6 +50,9 @@ __all__ = [
     "DataIterator",
     "Dataset",
     "DatasetContext",
+    "DatasetIterator",
+    "DatasetPipeline",
+    "Datasink",
     "Datasource",
     "DatasetStats",
     "ExecutionOptions",
@@ -68,6 +80,7 @@ __all__ = [
     "read_json",
     "read_numpy",
     "read_parquet",
+    "read_sql",
     "read_text",
 ]
 
@@ -458,3 +471,37 @@ def read_datasource(datasource: Datasource, *, parallelism: int = -1,
         datasource, parallelism=_blocks(parallelism, override_num_blocks),
         options=IOOptions(None, ray_remote_args, num_cpus, memory, concurrency),
         read_args=read_args))
+
+
+def read_sql(sql: str, connection_factory: Callable[[], Any], *, sql_params: Any = None,
+             parallelism: int = -1, override_num_blocks: int | None = None,
+             num_cpus: float | None = None, memory: float | None = None,
+             concurrency: int | None = None,
+             ray_remote_args: dict[str, Any] | None = None) -> Dataset:
+    """The rows of the query ``sql``, read through a Python DB-API 2 connection that
+    ``connection_factory()`` opens (it is called in each read task, so it must be
+    picklable: a module-level function, not a connection). With more than one block, the
+    query is counted first and each task reads a share with ``LIMIT``/``OFFSET``; a
+    database that cannot do that is read by one task. ``sql_params`` go to
+    ``cursor.execute``; the other arguments are ``read_datasource``'s.
+
+    >>> import sqlite3, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "db.sqlite")
+    >>> with sqlite3.connect(path) as db:
+    ...     _ = db.execute("CREATE TABLE t (x INTEGER)")
+    ...     _ = db.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
+    >>> ember.data.read_sql("SELECT x FROM t", lambda: sqlite3.connect(path)).take_all()
+    [{'x': 1}, {'x': 2}]
+    """
+    from ember.data._sql import SQLDatasource
+
+    if not isinstance(sql, str):
+        raise TypeError(f"read_sql: sql={sql!r} must be a query string")
+    if not callable(connection_factory) or hasattr(connection_factory, "cursor"):
+        raise TypeError(f"read_sql: connection_factory={connection_factory!r} must be a "
+                        "function that returns a DB-API 2 connection (such as "
+                        "lambda: sqlite3.connect(path))")
+    return read_datasource(SQLDatasource(sql, connection_factory, sql_params),
+                           parallelism=parallelism, override_num_blocks=override_num_blocks,
+                           num_cpus=num_cpus, memory=memory, concurrency=concurrency,
+                           ray_remote_args=ray_remote_args)

@@ -51,6 +51,9 @@ class OperatorView:
     min_actors: int = 0
     max_actors: int = 0
     max_running: int | None = None  # a task operator's concurrency cap (concurrency=n)
+    # calls in flight per actor of a pool (ActorPoolStrategy's max_tasks_in_flight_per_actor);
+    # None: the policy's actor_tasks_in_flight
+    tasks_per_actor: int | None = None
 
 
 @dataclass(frozen=True)
@@ -171,12 +174,15 @@ class AdmissionPolicy:
         self.budget_bytes = budget_bytes
         self.actor_tasks_in_flight = actor_tasks_in_flight
 
+    def _per_actor(self, op: OperatorView) -> int:
+        return op.tasks_per_actor or self.actor_tasks_in_flight
+
     # -- concurrency ----------------------------------------------------------------------------
     def _slots_free(self, index: int, snapshot: Snapshot) -> bool:
         ops = snapshot.operators
         op = ops[index]
         if op.compute == "actors":
-            return op.running < op.actors_alive * self.actor_tasks_in_flight
+            return op.running < op.actors_alive * self._per_actor(op)
         if op.max_running is not None and op.running >= op.max_running:
             return False
         slots = task_slots(op.num_cpus, snapshot.nodes, actor_cpus(ops))
@@ -234,10 +240,10 @@ class AdmissionPolicy:
             raise ValueError(f"operator {index} runs tasks, not an actor pool")
         if op.input_done and not op.has_input:
             # Drained: keep only the actors still working (idle ones are released).
-            return min(op.actors_alive, math.ceil(op.running / self.actor_tasks_in_flight))
+            return min(op.actors_alive, math.ceil(op.running / self._per_actor(op)))
         if op.actors_alive < op.min_actors:
             return op.min_actors
-        saturated = op.running >= op.actors_alive * self.actor_tasks_in_flight
+        saturated = op.running >= op.actors_alive * self._per_actor(op)
         cpu_left = fits(node_room(snapshot.nodes, actor_cpus(ops)), [op.num_cpus])
         if op.has_input and saturated and op.actors_alive < op.max_actors and cpu_left:
             return op.actors_alive + 1

@@ -26,11 +26,13 @@ class StrictModeError(EmberError, ValueError):
 
 
 def check_batch_format(batch_format: str | None) -> BatchFormat:
-    if batch_format in (None, "default"):
+    # "native": Ray 2.5's older name of "default" (renamed since; 2.5 still took it).
+    if batch_format in (None, "default", "native"):
         return "numpy"
     if batch_format not in BATCH_FORMATS:
         raise ValueError(
-            f"unknown batch_format {batch_format!r} (known: 'numpy', 'pandas', 'pyarrow')"
+            f"unknown batch_format {batch_format!r} (known: 'default', 'numpy', 'pandas', "
+            "'pyarrow')"
         )
     return batch_format  # type: ignore[return-value]
 

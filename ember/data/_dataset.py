@@ -17,8 +17,10 @@ from ember.data import _block, _iterator, _shuffle, _split, _write
 from ember.data._block import Block
 from ember.data._context import DataContext
 from ember.data._executor import execute
+from ember.data._export import Exports
 from ember.data._grouped import GroupedData
 from ember.data._options import IOOptions, open_stream_args, remote_args
+from ember.data._pipeline import DatasetPipeline
 from ember.data._plan import (
     ActorPoolStrategy,
     AllToAll,
@@ -31,13 +33,15 @@ from ember.data._plan import (
     Union,
     describe,
     fetch,
+    input_files,
+    strategy,
 )
 from ember.data._split import DataIterator
 from ember.data._stats import DatasetStats
 from ember.data._transforms import BlockFn, MapBatches, MapRows, Transform, is_class_udf, udf_name
 
 
-class Dataset(_iterator.BatchIteration):
+class Dataset(Exports, _iterator.BatchIteration):
     """A lazy, streaming dataset of rows with named columns, stored as Arrow blocks.
 
     >>> ds = ember.data.range(1000).map_batches(lambda b: {"id": b["id"] * 2})
@@ -91,13 +95,8 @@ class Dataset(_iterator.BatchIteration):
                    compute: Any = None, num_cpus: float | None = None, num_gpus: float = 0.0,
                    resources: dict[str, float] | None = None,
                    ray_remote_args: dict[str, Any] | None = None) -> Dataset:
+        compute = strategy(compute)
         pool = compute if isinstance(compute, ActorPoolStrategy) else None
-        if compute not in (None, "tasks") and pool is None and not isinstance(
-                compute, TaskPoolStrategy):
-            raise ValueError(
-                f"compute={compute!r} is not a strategy: use ActorPoolStrategy(size=n) or "
-                "ActorPoolStrategy(min_size=, max_size=) for a class, or leave it out for tasks"
-            )
         # num_cpus and num_gpus are parameters of their own, so only resources can come here.
         own, options = remote_args(ray_remote_args, actors=pool is not None, what=name)
         if "resources" in own:  # Ray passes them among the ray_remote_args
@@ -112,6 +111,7 @@ class Dataset(_iterator.BatchIteration):
         """The compute strategy for ``fn``: ``compute=`` as given, or Ray's ``concurrency=``:
         for a class, ``n`` (a pool of n actors), ``(min, max)`` or ``(min, max, initial)``
         (an autoscaling pool); for a function, ``n`` (at most n tasks at once)."""
+        compute = strategy(compute)
         if concurrency is None:
             return compute
         if compute is not None:
@@ -145,12 +145,8 @@ class Dataset(_iterator.BatchIteration):
         if is_class_udf(fn) and not isinstance(compute, ActorPoolStrategy):
             raise ValueError(
                 f"{what} got the class {fn.__name__}: classes run on an actor pool, so pass "
-                "concurrency=n (or (min, max)), or compute=ember.data.ActorPoolStrategy(size=n)"
-            )
-        if not is_class_udf(fn) and isinstance(compute, ActorPoolStrategy):
-            raise ValueError(
-                f"{what} got a function with compute=ActorPoolStrategy; actor pools are for "
-                "classes (constructed once per actor). Pass a class, or drop compute="
+                "concurrency=n (or (min, max)), compute=\"actors\", or "
+                "compute=ember.data.ActorPoolStrategy(size=n)"
             )
 
     def map(self, fn: Callable[[dict[str, Any]], dict[str, Any]], *, compute: Any = None,
@@ -223,7 +219,9 @@ class Dataset(_iterator.BatchIteration):
         ``concurrency`` (Ray's current way to size the work): for a class, ``n`` actors, or
         ``(min, max)`` / ``(min, max, initial)`` for a pool that grows while every actor is
         busy; for a function, at most ``n`` tasks at once. ``compute=ActorPoolStrategy(...)``
-        (or ``TaskPoolStrategy(size=n)``) says the same the older way. ``ray_remote_args``
+        (or ``TaskPoolStrategy(size=n)``) says the same the older way, as do Ray 2.5's
+        ``compute="actors"`` (an autoscaling pool) and ``compute="tasks"``; a function given
+        an actor pool runs in the pool's actors. ``ray_remote_args``
         (Ray's: ``memory``, ``scheduling_strategy``, ``runtime_env``, ``max_retries`` for
         tasks, ``max_restarts``/``max_task_retries`` for actors) go to its tasks or actors."""
         compute = self._compute(fn, compute, concurrency, "map_batches")
@@ -382,9 +380,103 @@ class Dataset(_iterator.BatchIteration):
     def materialize(self) -> MaterializedDataset:
         """Run the plan and keep every block in the object store, in the plan's order."""
         bundles = sorted(self._bundles(), key=lambda bundle: bundle.seq)
-        out = MaterializedDataset(InputBlocks("Materialized", tuple(bundles)))
+        out = MaterializedDataset(InputBlocks("Materialized", tuple(bundles),
+                                              tuple(input_files(self._plan))))
         out._stats = self._stats
         return out
+
+    def fully_executed(self) -> MaterializedDataset:
+        """Ray 2.5's name for ``materialize``."""
+        return self.materialize()
+
+    def is_fully_executed(self) -> bool:
+        """Whether every block is already in the object store (``materialize``, ``from_*``),
+        so consuming the dataset runs nothing (Ray 2.5)."""
+        return isinstance(self._plan, InputBlocks)
+
+    def lazy(self) -> Dataset:
+        """This dataset: ember's datasets are always lazy (Ray 2.5's switch to lazy mode)."""
+        return self
+
+    def default_batch_format(self) -> type:
+        """The type of a batch when ``batch_format`` is left as it is: ``dict`` (of column
+        name to ``numpy.ndarray``), as in Ray 2.5's strict mode.
+
+        >>> ember.data.range(3).default_batch_format()
+        <class 'dict'>
+        """
+        return dict
+
+    def dataset_format(self) -> str:
+        """The format of the blocks, as Ray 2.5 named it: always ``"arrow"`` (every block is a
+        ``pyarrow.Table``)."""
+        return "arrow"
+
+    def randomize_block_order(self, *, seed: int | None = None) -> Dataset:
+        """The same blocks in a random order (no row moves between blocks: cheaper than
+        ``random_shuffle``; ``seed`` makes the order repeatable)."""
+        def permute(inputs: list[list[Bundle]]) -> list[Bundle]:
+            bundles = inputs[0]
+            order = np.random.default_rng(seed).permutation(len(bundles))
+            return [bundles[i] for i in order]
+
+        return self._barrier("RandomizeBlockOrder", permute)
+
+    def split_proportionately(self, proportions: list[float]) -> list[MaterializedDataset]:
+        """``len(proportions) + 1`` materialized pieces, in order: piece i holds about
+        ``proportions[i]`` of the rows, the last one the rest (each piece non-empty).
+
+        >>> [p.count() for p in ember.data.range(10).split_proportionately([0.5, 0.2])]
+        [5, 2, 3]
+        """
+        if not proportions or any(
+                isinstance(p, bool) or not isinstance(p, (int, float)) or p <= 0
+                for p in proportions) or sum(proportions) >= 1:
+            raise ValueError(f"split_proportionately({proportions!r}): give at least one "
+                             "proportion, each > 0, summing to less than 1 (the last piece "
+                             "gets the rest)")
+        total = self.count()
+        cuts = [int(total * c) for c in itertools.accumulate(proportions)]
+        # Move cuts down so that no piece is empty (the last piece keeps at least one row).
+        for i in builtins.range(len(cuts) - 1, -1, -1):
+            upper = total if i == len(cuts) - 1 else cuts[i + 1]
+            cuts[i] = builtins.min(cuts[i], upper - 1)
+        if cuts[0] <= 0:
+            raise ValueError(f"split_proportionately({proportions!r}): {total} rows cannot "
+                             f"make {len(proportions) + 1} non-empty pieces")
+        return self.split_at_indices(cuts)
+
+    def window(self, *, blocks_per_window: int | None = None,
+               bytes_per_window: int | None = None) -> DatasetPipeline:
+        """A ``DatasetPipeline`` over windows of ``blocks_per_window`` blocks (default 10) or
+        of up to ``bytes_per_window`` bytes (Ray 2.5). A window of a dataset that starts with
+        a read reads only its own share; a plan with a barrier (sort, shuffle...) or a limit
+        is run first. Transformations of the pipeline run per window, as it is consumed.
+
+        >>> pipe = ember.data.range(8, parallelism=4).window(blocks_per_window=2)
+        >>> [w.count() for w in pipe.iter_datasets()]
+        [4, 4]
+        """
+        from ember.data import _pipeline
+
+        return _pipeline.window(self, blocks_per_window, bytes_per_window)
+
+    def repeat(self, times: int | None = None) -> DatasetPipeline:
+        """A ``DatasetPipeline`` that goes over this dataset ``times`` times (``None``:
+        without end), each time an epoch (Ray 2.5). Each epoch runs the plan again;
+        ``materialize()`` first to compute it once and reuse its blocks.
+
+        >>> ember.data.range(3).repeat(2).take_all()
+        [{'id': 0}, {'id': 1}, {'id': 2}, {'id': 0}, {'id': 1}, {'id': 2}]
+        """
+        from ember.data import _pipeline
+
+        return _pipeline.repeat(self, times)
+
+    def iterator(self) -> DataIterator:
+        """A ``DataIterator`` over this dataset: each ``iter_*`` call on it runs the dataset
+        once (what a train worker gets from ``get_dataset_shard``)."""
+        return _split.WholeDatasetIterator(self)
 
     def split(self, n: int, *, equal: bool = False,
               locality_hints: list[Any] | None = None) -> list[MaterializedDataset]:
@@ -739,9 +831,9 @@ class Dataset(_iterator.BatchIteration):
                     try_create_dir=try_create_dir, ray_remote_args=ray_remote_args,
                     concurrency=concurrency, arrow_open_stream_args=arrow_open_stream_args)
 
-
 class MaterializedDataset(Dataset):
     """A dataset whose blocks are all in the object store (``materialize``, ``split``)."""
+
 
 
 def _present(block: Block, cols: list[str]) -> list[str]:

@@ -289,6 +289,8 @@ class StreamingExecutor:
             est_output_bytes=stage.est_output(), next_input_bytes=stage.next_input_bytes(),
             input_done=stage.input_done, actors_alive=len(stage.actors),
             min_actors=lo, max_actors=hi, max_running=stage.max_running,
+            tasks_per_actor=(spec.actor_pool.max_tasks_in_flight_per_actor
+                             if spec.actor_pool is not None else None),
         )
 
     def _snapshot(self) -> _admission.Snapshot:

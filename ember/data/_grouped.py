@@ -3,7 +3,7 @@ key value lands in one block, so each block is reduced on its own)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,7 +11,7 @@ import numpy as np
 from ember.data import _block, _shuffle
 from ember.data._block import Block
 from ember.data._plan import AllToAll, MapStage
-from ember.data._transforms import BlockFn, MapBatches
+from ember.data._transforms import BlockFn, MapBatches, Transform, udf_name
 
 if TYPE_CHECKING:
     from ember.data._dataset import Dataset
@@ -104,28 +104,55 @@ class GroupedData:
         stage = MapStage(self._partitioned(), "Aggregate", (BlockFn("Aggregate", reduce),))
         return Dataset(stage)
 
-    def map_groups(self, fn: Callable[..., Any], *, batch_format: str | None = "default",
-                   fn_args: tuple[Any, ...] = (), fn_kwargs: dict[str, Any] | None = None
-                   ) -> Dataset:
-        """Apply ``fn`` to each group as one batch; it returns a batch (with columns)."""
+    def map_groups(self, fn: Any, *, compute: Any = None,
+                   batch_format: str | None = "default",
+                   fn_args: tuple[Any, ...] = (), fn_kwargs: dict[str, Any] | None = None,
+                   fn_constructor_args: tuple[Any, ...] = (),
+                   fn_constructor_kwargs: dict[str, Any] | None = None,
+                   num_cpus: float | None = None, num_gpus: float = 0.0,
+                   concurrency: int | tuple[int, ...] | None = None,
+                   **ray_remote_args: Any) -> Dataset:
+        """Apply ``fn`` to each group as one batch; it returns a batch (with columns). As in
+        ``map_batches``: a function runs in tasks, a callable class on an actor pool
+        (``compute="actors"``, ``ActorPoolStrategy(...)`` or ``concurrency=``), built with
+        ``fn_constructor_args``/``fn_constructor_kwargs``.
+
+        >>> ds = ember.data.from_items([{"k": 1, "v": 2}, {"k": 1, "v": 3}])
+        >>> ds.groupby("k").map_groups(lambda g: {"n": [len(g["v"])]}).take_all()
+        [{'n': 2}]
+        """
         from ember.data._dataset import Dataset
 
-        key = self._key
+        compute = Dataset._compute(fn, compute, concurrency, "map_groups")
+        Dataset._check_udf(fn, compute, "map_groups")
         inner = MapBatches(name="MapGroups", fn=fn, batch_size=None,
                            batch_format=_block.check_batch_format(batch_format),
-                           fn_args=fn_args, fn_kwargs=fn_kwargs or {})
+                           fn_args=tuple(fn_args), fn_kwargs=dict(fn_kwargs or {}),
+                           ctor=(tuple(fn_constructor_args), dict(fn_constructor_kwargs or {})))
+        step = MapGroups(f"MapGroups({udf_name(fn)})", inner, self._key)
+        return Dataset(self._partitioned())._map_stage(
+            step.name, (step,), compute=compute, num_cpus=num_cpus, num_gpus=num_gpus,
+            ray_remote_args=ray_remote_args)
 
-        def per_group(block: Block) -> Block:
-            if block.num_rows == 0:
-                return block
-            if key is None:
-                return inner.apply(block)
-            keys = _block.column_to_numpy(block.column(key))
-            starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-            ends = np.r_[starts[1:], len(keys)]
-            return _block.concat([inner.apply(block.slice(a, b - a))
-                                  for a, b in zip(starts, ends, strict=True)])
 
-        stage = MapStage(self._partitioned(), "MapGroups", (BlockFn("MapGroups", per_group),))
-        return Dataset(stage)
+@dataclass
+class MapGroups(Transform):
+    """``map_groups``: the UDF on each group of a range-partitioned block (rows of one key
+    are next to each other after the partition's sort)."""
 
+    inner: MapBatches = field(default_factory=lambda: MapBatches("MapGroups"))
+    key: str | None = None
+
+    def setup(self) -> None:
+        self.inner.setup()
+
+    def apply(self, block: Block) -> Block:
+        if block.num_rows == 0:
+            return block
+        if self.key is None:
+            return self.inner.apply(block)
+        keys = _block.column_to_numpy(block.column(self.key))
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        ends = np.r_[starts[1:], len(keys)]
+        return _block.concat([self.inner.apply(block.slice(a, b - a))
+                              for a, b in zip(starts, ends, strict=True)])

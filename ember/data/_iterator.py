@@ -161,6 +161,21 @@ def torch_collate(dtypes: Any, device: Any) -> Callable[[Any], Any]:
     return convert
 
 
+def prefetch_ahead(prefetch_batches: int, prefetch_blocks: int | None) -> int:
+    """How many blocks to fetch ahead: ``prefetch_batches``, or Ray 2.5's ``prefetch_blocks``
+    when that is given instead."""
+    if prefetch_blocks is None:
+        return prefetch_batches
+    if isinstance(prefetch_blocks, bool) or not isinstance(prefetch_blocks, int) or (
+            prefetch_blocks < 0):
+        raise ValueError(f"prefetch_blocks={prefetch_blocks!r} must be an int >= 0")
+    if prefetch_batches not in (1, prefetch_blocks):  # 1: the default, not given
+        raise ValueError(f"prefetch_batches={prefetch_batches} and prefetch_blocks="
+                         f"{prefetch_blocks} disagree; pass prefetch_batches only (Ray's "
+                         "current name)")
+    return prefetch_blocks
+
+
 class BatchIteration:
     """Row, batch and torch-batch iteration over ``_blocks``: shared by ``Dataset`` and by the
     ``DataIterator`` shards of ``streaming_split``."""
@@ -175,8 +190,10 @@ class BatchIteration:
     def iter_batches(self, *, batch_size: int | None = 256, batch_format: str | None = "default",
                      prefetch_batches: int = 1, drop_last: bool = False,
                      local_shuffle_buffer_size: int | None = None,
-                     local_shuffle_seed: int | None = None) -> Iterator[Any]:
+                     local_shuffle_seed: int | None = None,
+                     prefetch_blocks: int | None = None) -> Iterator[Any]:
         """Batches of ``batch_size`` rows (the last may be short unless ``drop_last``).
+        ``prefetch_batches`` (Ray 2.5: ``prefetch_blocks``) blocks are fetched ahead.
 
         ``local_shuffle_buffer_size=n``: each batch is drawn at random from a buffer of at least
         ``n`` rows (``n >= batch_size``), so rows are shuffled beyond block boundaries without a
@@ -184,6 +201,7 @@ class BatchIteration:
         blocks."""
         if local_shuffle_buffer_size is not None:  # checked now, not at the first batch
             ShufflingBatcher(batch_size, local_shuffle_buffer_size)
+        prefetch_batches = prefetch_ahead(prefetch_batches, prefetch_blocks)
         return iter_batches(self._owned_blocks(prefetch_batches), batch_size=batch_size,
                             batch_format=batch_format, drop_last=drop_last,
                             local_shuffle_buffer_size=local_shuffle_buffer_size,
@@ -194,9 +212,10 @@ class BatchIteration:
                            collate_fn: Callable[[dict[str, Any]], Any] | None = None,
                            prefetch_batches: int = 1, drop_last: bool = False,
                            local_shuffle_buffer_size: int | None = None,
-                           local_shuffle_seed: int | None = None) -> Iterator[Any]:
+                           local_shuffle_seed: int | None = None,
+                           prefetch_blocks: int | None = None) -> Iterator[Any]:
         """Batches as ``dict[str, torch.Tensor]``, on ``device`` (``"auto"``: this process's GPU
-        when it was given one, else the CPU).
+        when it was given one, else the CPU; ``prefetch_blocks``: as in ``iter_batches``).
 
         ``collate_fn`` replaces the conversion: it gets each batch as ``dict[str, np.ndarray]``
         and returns what the loop wants (a tensor, or a dict, list or tuple of tensors, which
@@ -207,6 +226,7 @@ class BatchIteration:
                              "the dtypes inside collate_fn)")
         if local_shuffle_buffer_size is not None:
             ShufflingBatcher(batch_size, local_shuffle_buffer_size)
+        prefetch_batches = prefetch_ahead(prefetch_batches, prefetch_blocks)
         target = resolve_device(device)
         collate: Callable[[Any], Any]
         if collate_fn is None:
@@ -230,3 +250,38 @@ class BatchIteration:
 
         for block in self._blocks(prefetch_blocks):
             yield from _block.iter_rows(block)
+
+    def to_torch(self, *, label_column: str | None = None, feature_columns: Any = None,
+                 label_column_dtype: Any = None, feature_column_dtypes: Any = None,
+                 batch_size: int = 1, prefetch_batches: int = 1,
+                 prefetch_blocks: int | None = None, drop_last: bool = False,
+                 local_shuffle_buffer_size: int | None = None,
+                 local_shuffle_seed: int | None = None, unsqueeze_label_tensor: bool = True,
+                 unsqueeze_feature_tensors: bool = True) -> Any:
+        """A ``torch.utils.data.IterableDataset`` of ``(features, label)`` per batch of
+        ``batch_size`` rows (Ray 2.5's ``to_torch``). ``label`` is the ``label_column``
+        tensor, ``(N, 1)`` (``(N,)`` without ``unsqueeze_label_tensor``), or ``None`` without
+        a label column. ``features``: for a list of names (default: every column but the
+        label), one ``(N, n)`` tensor; for a list of lists, a list of such tensors; for a dict
+        of lists, a dict of them. ``*_dtype(s)``: torch dtypes (a list or dict to match the
+        groups). Each iteration runs the dataset again.
+
+        >>> ds = ember.data.from_items([{"x": 1.0, "y": 2.0, "label": 0}])
+        >>> features, label = next(iter(ds.to_torch(label_column="label")))
+        >>> tuple(features.shape), tuple(label.shape)
+        ((1, 2), (1, 1))
+        """
+        from ember.data import _export
+
+        convert = _export.features_and_label(
+            label_column, feature_columns, label_column_dtype, feature_column_dtypes,
+            unsqueeze_label_tensor, unsqueeze_feature_tensors)
+        ahead = prefetch_ahead(prefetch_batches, prefetch_blocks)
+
+        def batches() -> Iterator[dict[str, Any]]:
+            return self.iter_batches(batch_size=batch_size, batch_format="numpy",
+                                     prefetch_batches=ahead, drop_last=drop_last,
+                                     local_shuffle_buffer_size=local_shuffle_buffer_size,
+                                     local_shuffle_seed=local_shuffle_seed)
+
+        return _export.torch_dataset(batches, convert)

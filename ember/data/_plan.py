@@ -15,12 +15,15 @@ from ember.data._transforms import Transform
 @dataclass(frozen=True)
 class ActorPoolStrategy:
     """Run a class UDF on a pool of actors: ``ActorPoolStrategy(size=n)`` or
-    ``ActorPoolStrategy(min_size=1, max_size=4)`` (grows while every actor is busy)."""
+    ``ActorPoolStrategy(min_size=1, max_size=4)`` (grows while every actor is busy);
+    ``max_tasks_in_flight_per_actor=k``: at most k blocks sent to one actor at a time."""
 
     size: int | None = None
     min_size: int | None = None
     max_size: int | None = None
     initial_size: int | None = None  # actors started at first (default min_size)
+    # calls sent to one actor at a time (default: DataContext.actor_tasks_in_flight)
+    max_tasks_in_flight_per_actor: int | None = None
 
     def __post_init__(self) -> None:
         if self.size is not None:
@@ -37,6 +40,10 @@ class ActorPoolStrategy:
                 isinstance(self.initial_size, int) and lo <= self.initial_size <= hi):
             raise ValueError(f"ActorPoolStrategy(initial_size={self.initial_size!r}) must be "
                              f"an int between min_size ({lo}) and max_size ({hi})")
+        n = self.max_tasks_in_flight_per_actor
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"ActorPoolStrategy(max_tasks_in_flight_per_actor={n!r}) must be "
+                             "an int >= 1")
 
     @property
     def start_size(self) -> int:
@@ -69,6 +76,21 @@ class TaskPoolStrategy:
         if self.size is not None and (isinstance(self.size, bool) or not isinstance(
                 self.size, int) or self.size < 1):
             raise ValueError(f"TaskPoolStrategy(size={self.size!r}) must be an int >= 1")
+
+
+def strategy(compute: Any) -> ActorPoolStrategy | TaskPoolStrategy | None:
+    """``compute=`` as a strategy: Ray 2.5's strings ``"tasks"`` (the default) and
+    ``"actors"`` (an autoscaling actor pool) as well as the strategy objects."""
+    if compute is None or isinstance(compute, (ActorPoolStrategy, TaskPoolStrategy)):
+        return compute
+    if isinstance(compute, str) and compute == "tasks":
+        return None
+    if isinstance(compute, str) and compute == "actors":
+        return ActorPoolStrategy()
+    raise ValueError(
+        f"compute={compute!r} is not a strategy: use \"tasks\" (the default), \"actors\" (an "
+        "autoscaling actor pool), ActorPoolStrategy(size=n) or ActorPoolStrategy(min_size=, "
+        "max_size=), or TaskPoolStrategy(size=n)")
 
 
 @dataclass(frozen=True)
@@ -112,6 +134,7 @@ class ReadTask:
     # The same rows in pieces of a few MiB, for a read in the consuming process (``in_process``);
     # None: ``read`` serves there too.
     pieces: Callable[[], Iterable[Block]] | None = None
+    input_files: tuple[str, ...] = ()  # the files it reads (``Dataset.input_files``)
 
     def __call__(self) -> Iterable[Block]:
         return self.read()
@@ -143,6 +166,7 @@ class InputBlocks(Node):
 
     name: str
     bundles: tuple[Bundle, ...]
+    input_files: tuple[str, ...] = ()  # of the plan that made them (``materialize``)
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,6 +216,19 @@ class AllToAll(Node):
 
     def inputs(self) -> tuple[Node, ...]:
         return self.children
+
+
+def input_files(node: Node) -> list[str]:
+    """The files the reads of the plan ``node`` read, each once, in plan order."""
+    files: dict[str, None] = {}
+    if isinstance(node, Read):
+        for task in node.tasks:
+            files.update(dict.fromkeys(task.input_files))
+    elif isinstance(node, InputBlocks):
+        files.update(dict.fromkeys(node.input_files))
+    for child in node.inputs():
+        files.update(dict.fromkeys(input_files(child)))
+    return list(files)
 
 
 def describe(node: Node) -> str:

@@ -332,7 +332,8 @@ def file_source(
         tasks.append(ReadTask(
             functools.partial(_read_files, fs, group, reader, include_paths, values), None,
             sum(sizes[a:b]), pieces=None if pieces is None else functools.partial(
-                _read_files, fs, group, pieces, include_paths, values)))
+                _read_files, fs, group, pieces, include_paths, values),
+            input_files=tuple(group)))
     return Read(name, tuple(tasks), num_cpus=num_cpus, max_tasks=options.concurrency,
                 in_process=native and _is_local(fs), remote_args=task_options)
 
@@ -688,7 +689,8 @@ def datasource_source(datasource: Any, *, parallelism: int = -1,
         meta = getattr(task, "metadata", None)
         converted.append(ReadTask(functools.partial(_run_read_task, task),
                                   getattr(meta, "num_rows", None),
-                                  getattr(meta, "size_bytes", None)))
+                                  getattr(meta, "size_bytes", None),
+                                  input_files=tuple(getattr(meta, "input_files", None) or ())))
     name = datasource.get_name() if callable(getattr(datasource, "get_name", None)) else (
         type(datasource).__name__)
     return Read(f"Read{name}", tuple(converted), num_cpus=num_cpus,

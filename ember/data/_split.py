@@ -17,13 +17,19 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ember
 from ember.data import _iterator
 from ember.data._block import Block
 from ember.data._context import DataContext
 from ember.data._plan import Node
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ember.data._dataset import Dataset, MaterializedDataset
+    from ember.data._stats import DatasetStats
 
 Slice = tuple[Any, int, int]  # (block ref, first row, number of rows)
 
@@ -230,6 +236,35 @@ class DataIterator(_iterator.BatchIteration):
             except Exception:  # the runtime is shutting down: there is nothing to release
                 pass
 
+
+
+class WholeDatasetIterator(DataIterator):
+    """``Dataset.iterator()``: a ``DataIterator`` whose every ``iter_*`` call runs the
+    dataset."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self._dataset = dataset
+
+    def __repr__(self) -> str:
+        return f"DataIterator({self._dataset!r})"
+
+    def _blocks(self, prefetch_blocks: int) -> Iterator[Block]:
+        return self._dataset._blocks(prefetch_blocks)
+
+    def _owned_blocks(self, prefetch_blocks: int) -> Iterator[tuple[Block, bool]]:
+        return self._dataset._owned_blocks(prefetch_blocks)
+
+    def stats(self) -> DatasetStats:
+        """The stats of the dataset's last execution."""
+        return self._dataset.stats()
+
+    def schema(self) -> pa.Schema | None:
+        """The dataset's schema."""
+        return self._dataset.schema()
+
+    def materialize(self) -> MaterializedDataset:
+        """The dataset, materialized."""
+        return self._dataset.materialize()
 
 
 def _fetch_slice(piece: Slice) -> Block:

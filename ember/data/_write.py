@@ -205,3 +205,52 @@ def write_transform(path: str, fmt: str, column: str | None = None, *,
     write: Callable[[Block], Block] = lambda block: _write_block(  # noqa: E731
         fs, base, prefix, fmt, column, args, format_args_fn, open_args, partition_cols, block)
     return BlockFn(name=f"Write{fmt.capitalize()}", fn=write)
+
+
+# -- custom sinks (write_datasink, write_datasource) ----------------------------------------------
+def _sink_task(write: Callable[..., Any], task_idx: int, op_name: str, *blocks: Block
+               ) -> tuple[Any, int, int]:
+    from ember.data.datasource import TaskContext
+
+    returned = write(list(blocks), TaskContext(task_idx, op_name))
+    return (returned, sum(b.num_rows for b in blocks),
+            sum(_block.size_bytes(b) for b in blocks))
+
+
+def run_sink(bundles: Any, write: Callable[..., Any], op_name: str, *,
+             num_cpus: float | None, options: dict[str, Any] | None,
+             concurrency: int | None, min_rows: int | None) -> tuple[list[Any], int, int]:
+    """Run ``write(blocks, ctx)`` in one task per group of ``bundles`` (a group holds blocks
+    up to ``min_rows`` rows), at most ``concurrency`` (default: the CPUs) at once, while the
+    dataset streams; ``(the values write returned in task order, rows, bytes)``."""
+    import ember
+
+    task = ember.remote(_sink_task).options(**{
+        "name": op_name, **(options or {}), "num_cpus": 1.0 if num_cpus is None else num_cpus})
+    limit = concurrency or max(1, int(ember.cluster_resources().get("CPU", 1)))
+    refs: list[Any] = []
+    running: list[Any] = []
+    group: list[Any] = []
+    rows = 0
+
+    def submit() -> None:
+        nonlocal group, rows
+        while len(running) >= limit:  # bounded: the dataset waits for the writes
+            done, _ = ember.wait(running, num_returns=1)
+            for ref in done:
+                running.remove(ref)
+                ember.get(ref)  # a failed write fails the whole write now
+        ref = task.remote(write, len(refs), op_name, *(b.ref for b in group))
+        refs.append(ref)
+        running.append(ref)
+        group, rows = [], 0
+
+    for bundle in bundles:
+        group.append(bundle)
+        rows += bundle.meta.num_rows
+        if rows >= (min_rows or 0):
+            submit()
+    if group:
+        submit()
+    results = ember.get(refs)
+    return ([r[0] for r in results], sum(r[1] for r in results), sum(r[2] for r in results))

@@ -16,6 +16,10 @@ return ``ReadTask``s from ``get_read_tasks``, and read it with ``ember.data.read
 
     ember.data.read_datasource(Squares(100), override_num_blocks=4).count()  # 100
 
+Custom sinks: subclass ``Datasink`` (``write(blocks, ctx)`` in each write task, with
+``on_write_start`` / ``on_write_complete`` / ``on_write_failed`` around them on the driver)
+and pass it to ``Dataset.write_datasink``.
+
 ``Partitioning`` and ``PathPartitionFilter`` describe the values that the folders of a file's
 path hold (``year=2024/month=05/part.parquet``), for the ``partitioning=`` and
 ``partition_filter=`` of every ``read_*`` of files.
@@ -32,7 +36,8 @@ from typing import Any
 
 from ember.data.block import BlockMetadata
 
-__all__ = ["Datasource", "Partitioning", "PathPartitionFilter", "ReadTask"]
+__all__ = ["Datasink", "Datasource", "Partitioning", "PathPartitionFilter", "ReadTask",
+           "WriteResult"]
 
 PARTITION_STYLES = ("hive", "dir")
 PARTITION_TYPES = (str, int, float, bool)
@@ -83,6 +88,71 @@ class Datasource:
     def supports_distributed_reads(self) -> bool:
         """Whether read tasks may run in any worker (``False``: read where the driver is)."""
         return True
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a write task knows of itself: ``task_idx`` (0, 1, ... within the write) and the
+    name of the write operator (``op_name``)."""
+
+    task_idx: int
+    op_name: str
+
+
+@dataclass
+class WriteResult:
+    """What ``Datasink.on_write_complete`` gets: the rows and bytes written and the value each
+    ``write`` returned (``write_returns``, in task order)."""
+
+    num_rows: int
+    size_bytes: int
+    write_returns: list[Any]
+
+
+class Datasink:
+    """A custom destination (Ray's ``Datasink``) for ``Dataset.write_datasink``: ``write``
+    runs in each write task on its blocks; the callbacks run on the driver.
+
+    >>> class Collect(Datasink):
+    ...     def write(self, blocks, ctx):
+    ...         return sum(block.num_rows for block in blocks)
+    ...     def on_write_complete(self, result):
+    ...         print(result.num_rows, sum(result.write_returns))
+    >>> ember.data.range(10).write_datasink(Collect())
+    10 10
+    """
+
+    def on_write_start(self, schema: Any = None) -> None:
+        """Called on the driver before any write task starts, with the dataset's
+        ``pyarrow.Schema`` when this method takes a ``schema`` parameter."""
+
+    def write(self, blocks: Iterable[Any], ctx: TaskContext) -> Any:
+        """Write ``blocks`` (``pyarrow.Table`` s) in a write task; what it returns reaches
+        ``on_write_complete`` in ``WriteResult.write_returns``. Subclasses must implement it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement write(blocks, ctx)")
+
+    def on_write_complete(self, write_result: WriteResult) -> None:
+        """Called on the driver once every write task succeeded."""
+
+    def on_write_failed(self, error: Exception) -> None:
+        """Called on the driver with the first error of a failed write (before it is raised)."""
+
+    def get_name(self) -> str:
+        """The name of the write operator (``Write`` + this name without ``Datasink``)."""
+        name = type(self).__name__.lstrip("_")
+        return name[: -len("Datasink")] if name.endswith("Datasink") and len(
+            name) > len("Datasink") else name
+
+    @property
+    def supports_distributed_writes(self) -> bool:
+        """Whether write tasks may run in any worker (every worker is on this machine)."""
+        return True
+
+    @property
+    def min_rows_per_write(self) -> int | None:
+        """At least this many rows per ``write`` call where there are (``None``: a block)."""
+        return None
 
 
 @dataclass(frozen=True)
