@@ -9,6 +9,7 @@ from importlib.metadata import version
 import pytest
 
 import ember
+import ember.air
 import ember.core
 import ember.testing
 import ember.util.queue
@@ -110,9 +111,21 @@ TESTING_ALL = ["FakeClock", "LeakCheck", "ServeTestClient", "eventually"]
 # What the core shares with ember's other packages (see ember/core/__init__.py).
 CORE_ALL = ["LOCAL_NODE_IP", "SEGMENT_PREFIX", "SHM_DIR", "runtime_dir", "serve_direct_enabled"]
 
+# Ray 2.5's AIR names (ray.air, ray.air.config, ray.air.checkpoint, ray.air.session).
+AIR_ALL = ["Checkpoint", "CheckpointConfig", "DatasetConfig", "FailureConfig", "Result",
+           "RunConfig", "ScalingConfig", "checkpoint", "config", "session"]
+AIR_CONFIG_ALL = ["CheckpointConfig", "DatasetConfig", "FailureConfig", "RunConfig",
+                  "ScalingConfig"]
+AIR_CHECKPOINT_ALL = ["Checkpoint"]
+AIR_SESSION_ALL = ["get_checkpoint", "get_dataset_shard", "get_experiment_name",
+                   "get_local_rank", "get_local_world_size", "get_node_rank", "get_trial_name",
+                   "get_world_rank", "get_world_size", "report"]
+
 PINNED = [(ember, EMBER_ALL), (errors, ERRORS_ALL), (exceptions, EXCEPTIONS_ALL),
           (actor, ACTOR_ALL), (util, UTIL_ALL), (ember.util.queue, QUEUE_ALL),
-          (ember.testing, TESTING_ALL), (ember.core, CORE_ALL)]
+          (ember.testing, TESTING_ALL), (ember.core, CORE_ALL), (ember.air, AIR_ALL),
+          (ember.air.config, AIR_CONFIG_ALL), (ember.air.checkpoint, AIR_CHECKPOINT_ALL),
+          (ember.air.session, AIR_SESSION_ALL)]
 
 
 @pytest.mark.parametrize(("module", "names"), PINNED, ids=lambda v: getattr(v, "__name__", ""))
