@@ -286,3 +286,28 @@ def test_a_preprocessor_needs_datasets_it_can_transform(tmp_path):
                            run_config=RunConfig(name="bad", storage_path=str(tmp_path)))
     with pytest.raises(TypeError, match=r"datasets\['train'\] is a list"):
         trainer.fit()
+
+
+def test_accelerate_trainer_takes_a_preprocessor(ember_local, tmp_path):
+    import ember
+    from ember.data.preprocessors import BatchMapper
+    from ember.train.huggingface import AccelerateTrainer
+
+    def square(df):
+        df["sq"] = df["id"] ** 2
+        return df
+
+    def loop():
+        from ember.air import session
+
+        session.report({"sq": sorted(r["sq"] for r in
+                                     session.get_dataset_shard("train").iter_rows())})
+
+    result = AccelerateTrainer(loop, scaling_config=ScalingConfig(num_workers=2),
+                               datasets={"train": ember.data.range(6)},
+                               preprocessor=BatchMapper(square, batch_format="pandas"),
+                               run_config=RunConfig(name="acc", storage_path=str(tmp_path))
+                               ).fit()
+
+    assert result.metrics is not None
+    assert len(result.metrics["sq"]) == 3 and set(result.metrics["sq"]) <= {0, 1, 4, 9, 16, 25}
