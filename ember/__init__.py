@@ -3,8 +3,9 @@
 The core API (tasks, actors, object references) lives here, under Ray's names: ``ember.actor``
 and ``ember.exceptions`` are Ray's ``ray.actor`` and ``ray.exceptions``. The libraries and
 ``ember.util`` are attributes that load on first use: ``ember.data``, ``ember.train``,
-``ember.serve``, ``ember.rl``; so are ``ember.runtime_env`` (``RuntimeEnv``) and
-``ember.job_config`` (``JobConfig``).
+``ember.serve``, ``ember.rl``; so are ``ember.runtime_env`` (``RuntimeEnv``),
+``ember.job_config`` (``JobConfig``), ``ember.dag`` and Ray 2.5's paths ``ember.air`` and
+``ember.rllib``.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ __all__ = [
 ]
 
 _LAZY_LIBRARIES = ("data", "train", "serve", "rl", "util")
-_LAZY_MODULES = ("job_config", "runtime_env")  # Ray's ray.job_config and ray.runtime_env
+# Ray's ray.job_config, ray.runtime_env, ray.dag and 2.5's ray.air and ray.rllib paths
+_LAZY_MODULES = ("job_config", "runtime_env", "air", "dag", "rllib")
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ from importlib.metadata import version
 import pytest
 
 import ember
+import ember.air
 import ember.core
 import ember.dag
 import ember.job_config
@@ -134,11 +135,23 @@ RLLIB_PINNED = {
     "ember.rllib.policy.policy": ["Policy"],
 }
 
+# Ray 2.5's AIR names (ray.air, ray.air.config, ray.air.checkpoint, ray.air.session).
+AIR_ALL = ["Checkpoint", "CheckpointConfig", "DatasetConfig", "FailureConfig", "Result",
+           "RunConfig", "ScalingConfig", "checkpoint", "config", "session"]
+AIR_CONFIG_ALL = ["CheckpointConfig", "DatasetConfig", "FailureConfig", "RunConfig",
+                  "ScalingConfig"]
+AIR_CHECKPOINT_ALL = ["Checkpoint"]
+AIR_SESSION_ALL = ["get_checkpoint", "get_dataset_shard", "get_experiment_name",
+                   "get_local_rank", "get_local_world_size", "get_node_rank", "get_trial_name",
+                   "get_world_rank", "get_world_size", "report"]
+
 PINNED = [(ember, EMBER_ALL), (errors, ERRORS_ALL), (exceptions, EXCEPTIONS_ALL),
           (actor, ACTOR_ALL), (util, UTIL_ALL), (ember.util.queue, QUEUE_ALL),
           (ember.util.multiprocessing, MULTIPROCESSING_ALL),
           (ember.runtime_env, RUNTIME_ENV_ALL), (ember.job_config, JOB_CONFIG_ALL),
-          (ember.testing, TESTING_ALL), (ember.core, CORE_ALL), (ember.dag, DAG_ALL)]
+          (ember.testing, TESTING_ALL), (ember.core, CORE_ALL), (ember.dag, DAG_ALL),
+          (ember.air, AIR_ALL), (ember.air.config, AIR_CONFIG_ALL),
+          (ember.air.checkpoint, AIR_CHECKPOINT_ALL), (ember.air.session, AIR_SESSION_ALL)]
 
 
 @pytest.mark.parametrize(("module", "names"), PINNED, ids=lambda v: getattr(v, "__name__", ""))

@@ -21,7 +21,9 @@ def run_python(code: str) -> str:
 @pytest.mark.parametrize("statement", ["import ember", "import ember.errors", "import ember.core",
                                        "import ember.util", "import ember.util.queue",
                                        "import ember.exceptions, ember.actor",
-                                       "import ember.testing"])
+                                       "import ember.testing", "import ember.air",
+                                       "import ember.dag", "import ember.rllib",
+                                       "import ember; ember.air.session, ember.dag.InputNode"])
 def test_import_loads_no_heavy_library(statement):
     code = (f"{statement}; import sys, json; "
             f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")

@@ -30,6 +30,7 @@ from ember.train._checkpoint import Checkpoint
 from ember.train._config_classes import (
     CheckpointConfig,
     DataConfig,
+    DatasetConfig,
     FailureConfig,
     RunConfig,
     ScalingConfig,
@@ -50,6 +51,7 @@ __all__ = [
     "CheckpointConfig",
     "CorruptCheckpointError",
     "DataConfig",
+    "DatasetConfig",
     "FailureConfig",
     "Result",
     "RunConfig",

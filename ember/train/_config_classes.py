@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["CheckpointConfig", "DataConfig", "FailureConfig", "RunConfig", "ScalingConfig"]
+__all__ = ["CheckpointConfig", "DataConfig", "DatasetConfig", "FailureConfig", "RunConfig",
+           "ScalingConfig"]
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,57 @@ class DataConfig:
             options = options.get(name)
         value = getattr(options, "preserve_order", None)
         return None if value is None else bool(value)
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Ray 2.5's configuration of one dataset (``ray.air.config.DatasetConfig``), passed as
+    ``TorchTrainer(dataset_config={"train": DatasetConfig(...), "val": ...})``; ``"*"`` sets
+    the default of the others. Unset fields take Ray 2.5's defaults: ``"train"`` is fit and
+    split, every other dataset neither; all are transformed.
+
+    - ``fit``: the trainer's ``preprocessor`` is fit on this dataset (one dataset at most).
+    - ``split``: each worker gets its share (else every worker gets it whole).
+    - ``required``: the trainer must be given this dataset.
+    - ``transform``: the preprocessor is applied to this dataset.
+    - ``global_shuffle``: shuffle its rows (``random_shuffle()``) before splitting.
+    - ``per_epoch_preprocessor``: a stateless preprocessor applied after the trainer's.
+    - ``max_object_store_memory_fraction``, ``randomize_block_order``, ``use_stream_api``,
+      ``stream_window_size``: accepted; ember always streams within its own memory budget, so
+      they change nothing.
+    """
+
+    fit: bool | None = None
+    split: bool | None = None
+    required: bool | None = None
+    transform: bool | None = None
+    max_object_store_memory_fraction: float | None = None
+    global_shuffle: bool | None = None
+    randomize_block_order: bool | None = None
+    per_epoch_preprocessor: Any = None
+    use_stream_api: bool | None = None
+    stream_window_size: float | None = None
+
+    def fill_defaults(self, name: str) -> DatasetConfig:
+        """This config with Ray 2.5's defaults for dataset ``name`` where a field is unset.
+
+        >>> DatasetConfig().fill_defaults("train").split
+        True
+        """
+        train = name == "train"
+        defaults = {"fit": train, "split": train, "required": False, "transform": True,
+                    "global_shuffle": False, "randomize_block_order": True}
+        return DatasetConfig(**{
+            f: getattr(self, f) if getattr(self, f) is not None else defaults.get(f)
+            for f in self.__dataclass_fields__})
+
+    def merge(self, other: DatasetConfig | None) -> DatasetConfig:
+        """This config with the fields that ``other`` sets taking their place."""
+        if other is None:
+            return self
+        return DatasetConfig(**{
+            f: getattr(other, f) if getattr(other, f) is not None else getattr(self, f)
+            for f in self.__dataclass_fields__})
 
 
 @dataclass(frozen=True)

@@ -220,13 +220,20 @@ def start_session(fn: Callable[..., Any], config: dict[str, Any] | None, context
                   run: Storage, next_index: int, checkpoint: Checkpoint | None,
                   dataset_shards: dict[str, Any], keep_all_ranks: bool,
                   upload_from_workers: bool, async_upload: bool = False,
-                  temp_dir: str | None = None) -> None:
+                  temp_dir: str | None = None, held_cpus: float = 0.0) -> None:
     """(In a worker) start the training loop in a thread of its own.
 
     ``temp_dir`` becomes this process's temporary folder (``tempfile`` and ``TMPDIR``), so that
-    whatever the worker leaves there goes when the driver deletes it.
+    whatever the worker leaves there goes when the driver deletes it. ``held_cpus``: the CPUs
+    the run's workers hold; a dataset that reaches the worker whole (not split) runs its
+    pipeline here, planned without them, else it would wait forever for CPUs the workers hold.
     """
     global _session
+    if held_cpus and any(type(shard).__module__.startswith("ember.data")
+                         for shard in dataset_shards.values()):
+        from ember.data import DataContext
+
+        DataContext.update(excluded_cpus=DataContext.get_current().excluded_cpus + held_cpus)
     if temp_dir is not None:
         _keep_compile_cache()
         os.makedirs(temp_dir, mode=0o700, exist_ok=True)

@@ -18,13 +18,20 @@ from dataclasses import replace
 from typing import Any
 
 from ember.errors import CorruptCheckpointError, TrainingFailedError
-from ember.train._checkpoint import Checkpoint
-from ember.train._config_classes import DataConfig, RunConfig, ScalingConfig
+from ember.train._checkpoint import PREPROCESSOR_KEY, Checkpoint
+from ember.train._config_classes import DataConfig, DatasetConfig, RunConfig, ScalingConfig
 from ember.train._observe import RunView
 from ember.train._result import Result
 from ember.train._retention import CheckpointRecord, RetentionPolicy
 from ember.train._retry import RetryPolicy
-from ember.train._run_folder import TRAINER_FILE, RunFolder, join_url, split_url
+from ember.train._run_folder import (
+    TRAINER_FILE,
+    RunFolder,
+    checkpoint_dir_name,
+    join_url,
+    rank_dir_name,
+    split_url,
+)
 from ember.train._session import (
     DoneEvent,
     ReportEvent,
@@ -65,7 +72,14 @@ class TorchTrainer:
                               scaling_config=ScalingConfig(num_workers=2)).fit()
 
     ``datasets`` are split among the workers (``get_dataset_shard(name)``), all of them or the
-    ones ``dataset_config=DataConfig(datasets_to_split=[...])`` names.
+    ones ``dataset_config=DataConfig(datasets_to_split=[...])`` names. Ray 2.5's form,
+    ``dataset_config={"val": DatasetConfig(split=True)}``, is accepted too (with its defaults:
+    only ``"train"`` is split).
+
+    ``preprocessor`` (Ray 2.5's, an ``ember.data.preprocessors.Preprocessor``) is fit on the
+    ``"train"`` dataset (unless it is fit already) when ``fit()`` starts, applied to every
+    dataset before they are split, and saved with every checkpoint that rank 0 reports:
+    ``result.checkpoint.get_preprocessor()`` gives it back.
     """
 
     def __init__(
@@ -76,16 +90,21 @@ class TorchTrainer:
         scaling_config: ScalingConfig,
         run_config: RunConfig | None = None,
         datasets: dict[str, Any] | None = None,
-        dataset_config: DataConfig | None = None,
+        dataset_config: DataConfig | dict[str, DatasetConfig] | None = None,
         resume_from_checkpoint: Checkpoint | None = None,
+        preprocessor: Any = None,
     ) -> None:
         check_loop_and_scaling(train_loop_per_worker, scaling_config)
+        check_preprocessor(preprocessor)
         if resume_from_checkpoint is not None and not isinstance(resume_from_checkpoint,
                                                                  Checkpoint):
             raise TypeError("resume_from_checkpoint must be a Checkpoint, got "
                             f"{type(resume_from_checkpoint).__name__}")
         datasets = dict(datasets or {})
-        dataset_config = check_dataset_config(dataset_config, datasets)
+        self._dataset_config_arg = dataset_config  # as given: saved for restore
+        self._dataset_configs = dataset_configs_of(dataset_config, datasets)
+        dataset_config = check_dataset_config(
+            _data_config_of(dataset_config, self._dataset_configs), datasets)
         run_config = complete_run_config(run_config, type(self).__name__)
         self.train_loop_per_worker = train_loop_per_worker
         self.train_loop_config = train_loop_config
@@ -94,6 +113,7 @@ class TorchTrainer:
         self.datasets = datasets
         self.dataset_config = dataset_config
         self.resume_from_checkpoint = resume_from_checkpoint
+        self.preprocessor = preprocessor
         self._restoring = False
 
     @property
@@ -115,6 +135,7 @@ class TorchTrainer:
         train_loop_per_worker: Callable[..., Any] | None = None,
         train_loop_config: dict[str, Any] | None = None,
         datasets: dict[str, Any] | None = None,
+        preprocessor: Any = None,
     ) -> TorchTrainer:
         """A trainer that resumes the run in ``path`` (whose driver died) from its latest
         committed checkpoint. Arguments given here replace the saved ones."""
@@ -135,6 +156,7 @@ class TorchTrainer:
             datasets=datasets if datasets is not None else state["datasets"],
             dataset_config=state.get("dataset_config"),
             resume_from_checkpoint=state["resume_from_checkpoint"],
+            preprocessor=preprocessor if preprocessor is not None else state.get("preprocessor"),
         )
         trainer._restoring = True
         return trainer
@@ -162,7 +184,8 @@ class TorchTrainer:
             self._save_state(folder)
         if self.resume_from_checkpoint is not None:
             self.resume_from_checkpoint.check_exists()
-        result = _Run(self, folder).run()
+        datasets = preprocess_datasets(self.preprocessor, self.datasets, self._dataset_configs)
+        result = _Run(self, folder, datasets).run()
         if result.error is not None:
             if failure_config.raises_original_error:
                 raise result.error
@@ -183,8 +206,9 @@ class TorchTrainer:
             "scaling_config": self.scaling_config,
             "run_config": self.run_config,
             "datasets": self.datasets,
-            "dataset_config": self.dataset_config,
+            "dataset_config": self._dataset_config_arg,
             "resume_from_checkpoint": self.resume_from_checkpoint,
+            "preprocessor": self.preprocessor,
         }
         folder.write_trainer_state(cloudpickle.dumps(state))
 
@@ -199,13 +223,94 @@ def check_loop_and_scaling(train_loop_per_worker: Any, scaling_config: Any) -> N
                         f"{type(scaling_config).__name__}")
 
 
+def check_preprocessor(preprocessor: Any) -> None:
+    """A trainer's ``preprocessor=``: ``None`` or something with ``fit`` and ``transform`` (an
+    ``ember.data.preprocessors.Preprocessor``)."""
+    if preprocessor is not None and not (callable(getattr(preprocessor, "fit", None))
+                                         and callable(getattr(preprocessor, "transform", None))):
+        raise TypeError(f"preprocessor must be an ember.data.preprocessors.Preprocessor (such "
+                        f"as BatchMapper or Chain), got {type(preprocessor).__name__}")
+
+
+def dataset_configs_of(dataset_config: Any, datasets: dict[str, Any]
+                       ) -> dict[str, DatasetConfig]:
+    """Each dataset's Ray 2.5 ``DatasetConfig``, defaults filled in: from a dict of them
+    (``"*"``: the default for the others), or, for a ``DataConfig`` or none, ``split`` as it
+    says and the defaults of Ray 2.5 for the rest."""
+    if isinstance(dataset_config, dict):
+        for key, value in dataset_config.items():
+            if not isinstance(value, DatasetConfig):
+                raise TypeError(f"dataset_config[{key!r}] must be a DatasetConfig, got "
+                                f"{type(value).__name__}")
+        wildcard = dataset_config.get("*")
+        configs = {name: DatasetConfig().merge(wildcard).merge(dataset_config.get(name))
+                   .fill_defaults(name) for name in {*datasets, *dataset_config} - {"*"}}
+        missing = sorted(n for n, c in configs.items() if c.required and n not in datasets)
+        if missing:
+            raise ValueError(f"dataset_config marks {', '.join(map(repr, missing))} as "
+                             "required, but the trainer was not given it (datasets: "
+                             f"{', '.join(map(repr, sorted(datasets))) or 'none'})")
+        configs = {n: c for n, c in configs.items() if n in datasets}
+        fit = sorted(n for n, c in configs.items() if c.fit)
+        if len(fit) > 1:
+            raise ValueError(f"dataset_config sets fit=True for {', '.join(map(repr, fit))}; "
+                             "the preprocessor is fit on one dataset only")
+        for name, config in configs.items():
+            per_epoch = config.per_epoch_preprocessor
+            if per_epoch is not None:
+                check_preprocessor(per_epoch)
+                if getattr(per_epoch.fit_status(), "value", None) != "NOT_FITTABLE":
+                    raise ValueError(f"dataset_config[{name!r}].per_epoch_preprocessor must be "
+                                     f"stateless (it is never fit), got {per_epoch!r}")
+        return configs
+    split = dataset_config if isinstance(dataset_config, DataConfig) else DataConfig()
+    return {name: DatasetConfig(split=split.splits(name)).fill_defaults(name)
+            for name in datasets}
+
+
+def _data_config_of(dataset_config: Any, configs: dict[str, DatasetConfig]) -> Any:
+    if isinstance(dataset_config, dict):  # Ray 2.5's form: split the ones it says
+        return DataConfig(datasets_to_split=sorted(n for n, c in configs.items() if c.split))
+    return dataset_config
+
+
+def preprocess_datasets(preprocessor: Any, datasets: dict[str, Any],
+                        configs: dict[str, DatasetConfig]) -> dict[str, Any]:
+    """``datasets`` as the workers get them (Ray 2.5's order): ``preprocessor`` fit on the
+    dataset whose config says ``fit`` (unless it is fit already), then applied to each whose
+    config says ``transform``, then the config's ``per_epoch_preprocessor`` and
+    ``global_shuffle``."""
+    out = dict(datasets)
+    if preprocessor is not None:
+        for name, dataset in datasets.items():
+            if configs[name].transform and not hasattr(dataset, "map_batches"):
+                raise TypeError(
+                    f"preprocessor= applies to datasets, but datasets[{name!r}] is a "
+                    f"{type(dataset).__name__}; pass an ember.data dataset "
+                    "(ember.data.from_items(...)), or no preprocessor")
+        status = getattr(preprocessor.fit_status(), "value", None) \
+            if callable(getattr(preprocessor, "fit_status", None)) else "NOT_FITTED"
+        fit_on = next((name for name, config in configs.items() if config.fit), None)
+        if fit_on is not None and status in ("NOT_FITTED", "PARTIALLY_FITTED"):
+            preprocessor.fit(datasets[fit_on])
+        out = {name: preprocessor.transform(ds) if configs[name].transform else ds
+               for name, ds in datasets.items()}
+    for name, config in configs.items():
+        if config.per_epoch_preprocessor is not None:
+            out[name] = config.per_epoch_preprocessor.transform(out[name])
+        if config.global_shuffle:
+            out[name] = out[name].random_shuffle()
+    return out
+
+
 def check_dataset_config(dataset_config: DataConfig | None,
                          datasets: dict[str, Any]) -> DataConfig:
     """``dataset_config`` (default: split every dataset), checked against ``datasets``."""
     if dataset_config is None:
         return DataConfig()
     if not isinstance(dataset_config, DataConfig):
-        raise TypeError(f"dataset_config must be an ember.train.DataConfig, got "
+        raise TypeError(f"dataset_config must be an ember.train.DataConfig (or Ray 2.5's dict "
+                        f"of DatasetConfig by dataset name), got "
                         f"{type(dataset_config).__name__}")
     if dataset_config.datasets_to_split != "all":
         unknown = [name for name in dataset_config.datasets_to_split if name not in datasets]
@@ -218,10 +323,10 @@ def check_dataset_config(dataset_config: DataConfig | None,
 
 
 def restore_wrapped(path: str, datasets: dict[str, Any] | None,
-                    replacements: dict[str, Any]) -> TorchTrainer:
+                    replacements: dict[str, Any], preprocessor: Any = None) -> TorchTrainer:
     """``TorchTrainer.restore(path)`` for a trainer whose loop wraps the user's: each entry of
     ``replacements`` that is not None replaces that key of the saved loop config."""
-    trainer = TorchTrainer.restore(path, datasets=datasets)
+    trainer = TorchTrainer.restore(path, datasets=datasets, preprocessor=preprocessor)
     wrapped = dict(trainer.train_loop_config or {})
     wrapped.update({key: value for key, value in replacements.items() if value is not None})
     trainer.train_loop_config = wrapped
@@ -245,9 +350,16 @@ class _Run:
     committed checkpoint), relays the ranks' reports to the run folder's commits, and ends with
     the group confirmed stopped and its temporary files deleted."""
 
-    def __init__(self, trainer: TorchTrainer, folder: RunFolder) -> None:
+    def __init__(self, trainer: TorchTrainer, folder: RunFolder,
+                 datasets: dict[str, Any] | None = None) -> None:
+        import cloudpickle
+
         self.trainer = trainer
         self.folder = folder
+        self.datasets = trainer.datasets if datasets is None else datasets
+        # saved beside rank 0's files of every checkpoint, as Ray 2.5 did
+        self.preprocessor_blob = (None if trainer.preprocessor is None
+                                  else cloudpickle.dumps(trainer.preprocessor))
         cc = trainer.run_config.checkpoint_config
         self.checkpoint_config = cc
         self.policy = RetentionPolicy(cc.num_to_keep, cc.checkpoint_score_attribute,
@@ -362,7 +474,7 @@ class _Run:
         self.started_from = self.folder.latest
         start = (self._checkpoint(self.started_from) if self.started_from is not None
                  else trainer.resume_from_checkpoint)
-        shards = _shard_datasets(trainer.datasets, trainer.dataset_config, n,
+        shards = _shard_datasets(self.datasets, trainer.dataset_config, n,
                                  n * trainer.scaling_config.num_cpus_per_worker)
         cc = self.checkpoint_config
         group.get_all([
@@ -376,7 +488,8 @@ class _Run:
                 start.for_rank(info.rank) if start is not None else None,
                 {name: parts[info.rank] for name, parts in shards.items()},
                 cc.keep_all_ranks, cc.upload_from_workers, cc.async_upload,
-                os.path.join(self.temp_root, f"rank_{info.rank}"))
+                os.path.join(self.temp_root, f"rank_{info.rank}"),
+                n * trainer.scaling_config.num_cpus_per_worker)
             for info in group.infos
         ])
         acks: list[Any] = []
@@ -407,6 +520,11 @@ class _Run:
                 uploads[event.rank] = list(event.files)
         if not uploads:
             return
+        if self.preprocessor_blob is not None and 0 in uploads:
+            entry = self.folder.storage.write_buffer(
+                self.preprocessor_blob, PREPROCESSOR_KEY, checkpoint_dir_name(index),
+                rank_dir_name(0))
+            uploads[0] = [e for e in uploads[0] if e.path != PREPROCESSOR_KEY] + [entry]
         self.reports_at_commit[index] = len(self.history)
         self.folder.commit(index, uploads, len(events), metrics, self.history,
                            self.reports_at_commit)

@@ -105,6 +105,20 @@ def check_train_gpt_fsdp(out: str, _tmp: Path) -> None:
     one(r"^resumed on 1 worker from step 9: loss \d+\.\d+$", out)
 
 
+def check_air_2_5(out: str, _tmp: Path) -> None:
+    epochs = lines(r"^epoch (\d)  loss (\d+\.\d+)  \((fresh start|resumed after epoch 1)\)$", out)
+    assert [(int(m.group(1)), m.group(3)) for m in epochs] == [
+        (0, "fresh start"), (1, "fresh start"), (2, "resumed after epoch 1"),
+        (3, "resumed after epoch 1")]
+    assert float(epochs[-1].group(2)) < float(epochs[0].group(2))
+    checkpoint = one(r"^checkpoint (\S+): epoch 3, keys \['_preprocessor', 'epoch', 'model', "
+                     r"'optimizer'\]$", out).group(1)
+    assert {p.parent.name for p in files_under(checkpoint)} >= {"rank_0", "rank_1"}
+    one(r"^y = 3\.0 x \+ 1\.0 learned as y = \d\.\d x \+ \d\.\d$", out)
+    one(r"^preprocessor saved with it: BatchMapper\(fn=add_target, batch_format='pandas'\)$",
+        out)
+
+
 def check_accelerate_fsdp(out: str, _tmp: Path) -> None:
     held = lines(r"^rank 0 holds ([\d,]+) of ([\d,]+) parameters \(FSDP\)$", out)
     assert len(held) == 2 and all(m.group(1) != m.group(2) for m in held)
@@ -224,6 +238,8 @@ CASES = {
                                needs=("ale_py", "cv2")),
     "train_gpt_fsdp.py": Example(("--quick",), check_train_gpt_fsdp, outputs=("ember-gpt-",),
                                  slow=True, timeout=280),
+    # Starts its 2 torch workers twice (one of them dies once, on purpose).
+    "air_2_5.py": Example((), check_air_2_5, outputs=("ember-air-",), slow=True, timeout=200),
     "accelerate_fsdp.py": Example(("--quick",), check_accelerate_fsdp,
                                   outputs=("ember-accelerate-",), slow=True, timeout=280),
     "hf_transformers_gpt2.py": Example(("--quick",), check_hf_transformers_gpt2,

@@ -14,6 +14,7 @@ TRAIN_ALL = [
     "CheckpointConfig",
     "CorruptCheckpointError",
     "DataConfig",
+    "DatasetConfig",
     "FailureConfig",
     "Result",
     "RunConfig",
@@ -28,7 +29,7 @@ TRAIN_ALL = [
     "get_dataset_shard",
     "report",
 ]
-TORCH_ALL = ["TorchTrainer", "enable_reproducibility", "get_device", "load_sharded",
+TORCH_ALL = ["TorchCheckpoint", "TorchTrainer", "enable_reproducibility", "get_device", "load_sharded",
              "prepare_data_loader", "prepare_model", "save_sharded"]
 
 

@@ -177,7 +177,8 @@ class AccelerateTrainer(TorchTrainer):
     Each worker sets ``accelerate_env(accelerate_config)`` in its environment before the loop
     runs; the loop's ``Accelerator()`` reads it (configure FSDP there, not with an
     ``Accelerator(fsdp_plugin=...)`` argument). On CPU workers, FSDP2 is switched on (Accelerate
-    would drop it and train DDP) and FSDP1 refused.
+    would drop it and train DDP) and FSDP1 refused. ``preprocessor`` (Ray 2.5's) prepares
+    ``datasets`` as in ``TorchTrainer``.
 
     DeepSpeed ZeRO runs on CPU workers (gloo) and GPU workers (nccl) alike: name it in
     ``accelerate_config`` (``{"deepspeed_config": {"zero_stage": 3}}``) or pass
@@ -197,6 +198,7 @@ class AccelerateTrainer(TorchTrainer):
         run_config: RunConfig | None = None,
         datasets: dict[str, Any] | None = None,
         resume_from_checkpoint: Checkpoint | None = None,
+        preprocessor: Any = None,
     ) -> None:
         check_loop_and_scaling(train_loop_per_worker, scaling_config)  # before the wrapping
         env = accelerate_env(accelerate_config, use_gpu=scaling_config.use_gpu)  # fail early
@@ -205,17 +207,18 @@ class AccelerateTrainer(TorchTrainer):
             train_loop_config={"train_loop_per_worker": train_loop_per_worker, "env": env,
                                "config": train_loop_config},
             scaling_config=scaling_config, run_config=run_config, datasets=datasets,
-            resume_from_checkpoint=resume_from_checkpoint)
+            resume_from_checkpoint=resume_from_checkpoint, preprocessor=preprocessor)
 
     @classmethod
     def restore(cls, path: str, *, train_loop_per_worker: Callable[..., Any] | None = None,
                 train_loop_config: dict[str, Any] | None = None,
-                datasets: dict[str, Any] | None = None) -> TorchTrainer:
+                datasets: dict[str, Any] | None = None,
+                preprocessor: Any = None) -> TorchTrainer:
         """A trainer that resumes the run in ``path`` (whose driver died) from its latest
         committed checkpoint (see ``TorchTrainer.restore``); a loop or config given here
         replaces the saved one."""
         return restore_wrapped(path, datasets, {"train_loop_per_worker": train_loop_per_worker,
-                                                "config": train_loop_config})
+                                                "config": train_loop_config}, preprocessor)
 
 
 def _accelerate_loop(config: dict[str, Any]) -> None:

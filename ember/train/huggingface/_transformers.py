@@ -124,6 +124,8 @@ class TransformersTrainer(TorchTrainer):
     every Hugging Face save is one ember checkpoint, each rank's files in its ``rank_{r}/``
     folder. After a failure, or with ``resume_from_checkpoint``, each worker downloads and
     merges that checkpoint and calls ``trainer.train(resume_from_checkpoint=<folder>)``.
+    ``preprocessor`` (Ray 2.5's) is fit on ``datasets["train"]`` and applied to both datasets
+    before they are split, as in ``TorchTrainer``.
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class TransformersTrainer(TorchTrainer):
         run_config: RunConfig | None = None,
         datasets: dict[str, Any] | None = None,
         resume_from_checkpoint: Checkpoint | None = None,
+        preprocessor: Any = None,
     ) -> None:
         if not callable(trainer_init_per_worker):
             raise TypeError("trainer_init_per_worker must be a function (train_dataset, "
@@ -149,12 +152,13 @@ class TransformersTrainer(TorchTrainer):
             train_loop_config={"trainer_init_per_worker": trainer_init_per_worker,
                                "trainer_init_config": dict(trainer_init_config or {})},
             scaling_config=scaling_config, run_config=run_config, datasets=datasets,
-            resume_from_checkpoint=resume_from_checkpoint)
+            resume_from_checkpoint=resume_from_checkpoint, preprocessor=preprocessor)
 
     @classmethod
     def restore(cls, path: str, *, train_loop_per_worker: Callable[..., Any] | None = None,
                 train_loop_config: dict[str, Any] | None = None,
-                datasets: dict[str, Any] | None = None) -> TorchTrainer:
+                datasets: dict[str, Any] | None = None,
+                preprocessor: Any = None) -> TorchTrainer:
         """A trainer that resumes the run in ``path`` (whose driver died) from its latest
         committed checkpoint (see ``TorchTrainer.restore``). ``train_loop_per_worker`` and
         ``train_loop_config`` here replace the saved ``trainer_init_per_worker`` and
@@ -162,7 +166,7 @@ class TransformersTrainer(TorchTrainer):
         return restore_wrapped(path, datasets, {
             "trainer_init_per_worker": train_loop_per_worker,
             "trainer_init_config": None if train_loop_config is None else dict(train_loop_config),
-        })
+        }, preprocessor)
 
 
 def _transformers_loop(config: dict[str, Any]) -> None:

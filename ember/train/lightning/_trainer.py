@@ -28,7 +28,8 @@ class LightningTrainer:
     one (after a worker failure, or ``resume_from_checkpoint``). Lightning's own
     ``ModelCheckpoint``, logger and progress bar are off unless ``.trainer()`` turns them on
     (they write under ``default_root_dir``, the worker's current folder unless set).
-    ``datasets`` reach the module through ``ember.train.get_dataset_shard(name)``.
+    ``datasets`` reach the module through ``ember.train.get_dataset_shard(name)``, after
+    ``preprocessor`` (Ray 2.5's; see ``TorchTrainer``) if one is given.
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class LightningTrainer:
         run_config: RunConfig | None = None,
         datasets: dict[str, Any] | None = None,
         resume_from_checkpoint: Checkpoint | None = None,
+        preprocessor: Any = None,
     ) -> None:
         if not isinstance(lightning_config, LightningConfig):
             raise TypeError("lightning_config must come from LightningConfigBuilder().build(), "
@@ -49,7 +51,7 @@ class LightningTrainer:
         self._trainer = TorchTrainer(
             _lightning_loop, train_loop_config={"lightning_config": lightning_config},
             scaling_config=scaling_config, run_config=run_config, datasets=datasets,
-            resume_from_checkpoint=resume_from_checkpoint)
+            resume_from_checkpoint=resume_from_checkpoint, preprocessor=preprocessor)
 
     @property
     def path(self) -> str:

@@ -8,11 +8,14 @@
 - ``enable_reproducibility(seed)``: seeds torch, ``random`` and NumPy, deterministic algorithms.
 - ``save_sharded`` / ``load_sharded``: ``torch.distributed.checkpoint`` (DCP) state dicts, one
   shard per rank, restorable onto a different number of workers.
+- ``TorchCheckpoint`` (Ray 2.5's): ``from_model(model)``, ``from_state_dict(sd)``,
+  ``get_model(model=None)``.
 """
 
 from __future__ import annotations
 
 from ember.train._trainer import TorchTrainer
+from ember.train.torch._checkpoint import TorchCheckpoint
 from ember.train.torch._prepare import (
     enable_reproducibility,
     get_device,
@@ -23,6 +26,7 @@ from ember.train.torch._prepare import (
 )
 
 __all__ = [
+    "TorchCheckpoint",
     "TorchTrainer",
     "enable_reproducibility",
     "get_device",
