@@ -19,6 +19,8 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, Field
 
+from ember.errors import EmberError
+
 __all__ = [
     "NdArray",
     "image_to_ndarray",
@@ -35,7 +37,7 @@ _3DArray = list[list[list[float]]]
 _4DArray = list[list[list[list[float]]]]
 
 
-class BadRequestBody(ValueError):
+class BadRequestBody(EmberError, ValueError):
     """The request's body cannot be what the adapter needs: the driver answers 422."""
 
 
