@@ -364,7 +364,8 @@ def wait(
     if original:
         ready, _ = current_backend().wait(list(original), wanted, left, fetch_local)
     ready_values = [original[r] for r in ready]
-    return ready_values, [v for v in refs if v not in ready_values]
+    ready_ids = {id(v) for v in ready_values}
+    return ready_values, [v for v in refs if id(v) not in ready_ids]
 
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:

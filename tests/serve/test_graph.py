@@ -24,16 +24,10 @@ from ember.serve.http_adapters import (
     json_to_multi_ndarray,
     json_to_ndarray,
 )
+from tests.serve._support import TIMEOUT, url
 
 pytestmark = pytest.mark.usefixtures("serve_instance")
 
-TIMEOUT = httpx.Timeout(20.0)
-
-
-def url(path: str = "/") -> str:
-    port = serve.status().http_port
-    assert port
-    return f"http://127.0.0.1:{port}{path}"
 
 
 def two_models() -> tuple[Any, Any, Any]:

@@ -22,16 +22,10 @@ import ember
 from ember import serve
 from ember.errors import ActorDiedError
 from ember.testing import eventually
+from tests.serve._support import TIMEOUT, url
 
 pytestmark = pytest.mark.usefixtures("serve_instance")
 
-TIMEOUT = httpx.Timeout(20.0)
-
-
-def url(path: str = "/") -> str:
-    port = serve.status().http_port
-    assert port
-    return f"http://127.0.0.1:{port}{path}"
 
 
 def _wait_until_exists_by_value() -> Callable[..., Awaitable[bool]]:
