@@ -20,7 +20,6 @@ from ember.data._executor import execute
 from ember.data._export import Exports
 from ember.data._grouped import GroupedData
 from ember.data._options import IOOptions, open_stream_args, remote_args
-from ember.data._pipeline import DatasetPipeline
 from ember.data._plan import (
     ActorPoolStrategy,
     AllToAll,
@@ -36,12 +35,13 @@ from ember.data._plan import (
     input_files,
     strategy,
 )
+from ember.data._ray25 import Ray25Names
 from ember.data._split import DataIterator
 from ember.data._stats import DatasetStats
 from ember.data._transforms import BlockFn, MapBatches, MapRows, Transform, is_class_udf, udf_name
 
 
-class Dataset(Exports, _iterator.BatchIteration):
+class Dataset(Exports, Ray25Names, _iterator.BatchIteration):
     """A lazy, streaming dataset of rows with named columns, stored as Arrow blocks.
 
     >>> ds = ember.data.range(1000).map_batches(lambda b: {"id": b["id"] * 2})
@@ -385,33 +385,6 @@ class Dataset(Exports, _iterator.BatchIteration):
         out._stats = self._stats
         return out
 
-    def fully_executed(self) -> MaterializedDataset:
-        """Ray 2.5's name for ``materialize``."""
-        return self.materialize()
-
-    def is_fully_executed(self) -> bool:
-        """Whether every block is already in the object store (``materialize``, ``from_*``),
-        so consuming the dataset runs nothing (Ray 2.5)."""
-        return isinstance(self._plan, InputBlocks)
-
-    def lazy(self) -> Dataset:
-        """This dataset: ember's datasets are always lazy (Ray 2.5's switch to lazy mode)."""
-        return self
-
-    def default_batch_format(self) -> type:
-        """The type of a batch when ``batch_format`` is left as it is: ``dict`` (of column
-        name to ``numpy.ndarray``), as in Ray 2.5's strict mode.
-
-        >>> ember.data.range(3).default_batch_format()
-        <class 'dict'>
-        """
-        return dict
-
-    def dataset_format(self) -> str:
-        """The format of the blocks, as Ray 2.5 named it: always ``"arrow"`` (every block is a
-        ``pyarrow.Table``)."""
-        return "arrow"
-
     def randomize_block_order(self, *, seed: int | None = None) -> Dataset:
         """The same blocks in a random order (no row moves between blocks: cheaper than
         ``random_shuffle``; ``seed`` makes the order repeatable)."""
@@ -445,33 +418,6 @@ class Dataset(Exports, _iterator.BatchIteration):
             raise ValueError(f"split_proportionately({proportions!r}): {total} rows cannot "
                              f"make {len(proportions) + 1} non-empty pieces")
         return self.split_at_indices(cuts)
-
-    def window(self, *, blocks_per_window: int | None = None,
-               bytes_per_window: int | None = None) -> DatasetPipeline:
-        """A ``DatasetPipeline`` over windows of ``blocks_per_window`` blocks (default 10) or
-        of up to ``bytes_per_window`` bytes (Ray 2.5). A window of a dataset that starts with
-        a read reads only its own share; a plan with a barrier (sort, shuffle...) or a limit
-        is run first. Transformations of the pipeline run per window, as it is consumed.
-
-        >>> pipe = ember.data.range(8, parallelism=4).window(blocks_per_window=2)
-        >>> [w.count() for w in pipe.iter_datasets()]
-        [4, 4]
-        """
-        from ember.data import _pipeline
-
-        return _pipeline.window(self, blocks_per_window, bytes_per_window)
-
-    def repeat(self, times: int | None = None) -> DatasetPipeline:
-        """A ``DatasetPipeline`` that goes over this dataset ``times`` times (``None``:
-        without end), each time an epoch (Ray 2.5). Each epoch runs the plan again;
-        ``materialize()`` first to compute it once and reuse its blocks.
-
-        >>> ember.data.range(3).repeat(2).take_all()
-        [{'id': 0}, {'id': 1}, {'id': 2}, {'id': 0}, {'id': 1}, {'id': 2}]
-        """
-        from ember.data import _pipeline
-
-        return _pipeline.repeat(self, times)
 
     def iterator(self) -> DataIterator:
         """A ``DataIterator`` over this dataset: each ``iter_*`` call on it runs the dataset
