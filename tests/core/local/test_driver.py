@@ -416,11 +416,17 @@ def test_quick_calls_poll_but_an_idle_actor_and_its_caller_use_no_cpu(ember_loca
     for i in range(3000):
         assert ember.get(actor.ping.remote(i)) == i
 
+    # A thread left spinning burns about a whole CPU second per second; the driver here is the
+    # test process, whose other threads and garbage collector (after many earlier tests) may
+    # take a few tens of milliseconds, so measure after the replies' clean-up has settled and
+    # judge with a bound far below a spinning thread's.
+    gc.collect()
+    time.sleep(0.3)
     actor_before, driver_before = _cpu_seconds(worker), _cpu_seconds(driver)
     time.sleep(1.0)
 
-    assert _cpu_seconds(worker) - actor_before < 0.05
-    assert _cpu_seconds(driver) - driver_before < 0.05
+    assert _cpu_seconds(worker) - actor_before < 0.1
+    assert _cpu_seconds(driver) - driver_before < 0.25
     assert get(actor.ping.remote("still there")) == "still there"
 
 
