@@ -117,6 +117,7 @@ class ActorHostMixin:
         assert self._async_limit is not None
         started = time.perf_counter()
         results = error = None
+        keep: list[Any] = []  # a generator's items, alive until "done" is sent (_store_returns)
         running = asyncio.current_task()
         assert running is not None
         self._async_calls[call_id] = running  # ember.cancel cancels it (see _control)
@@ -140,7 +141,7 @@ class ActorHostMixin:
                     result = fn(*a, **kw)
                     if inspect.isawaitable(result):
                         result = await result
-                    results = self._store_returns(result, return_ids, name)
+                    results = self._store_returns(result, return_ids, name, keep)
         except _PartialReturns as partial:
             results, error = partial.stored, self._error(partial.cause, name)
         except BaseException as exc:

@@ -472,10 +472,14 @@ class WorkerRuntime(ClientMixin, ActorHostMixin):
                 self._executing = False
             yield item
 
-    def _store_returns(self, result: Any, return_ids: Sequence[int], name: str) -> Any:
+    def _store_returns(self, result: Any, return_ids: Sequence[int], name: str,
+                       keep: list[Any] | None = None) -> Any:
+        """The stored returns of ``result``. The caller keeps ``result`` (and what ``keep``
+        collects: a generator's items) alive until its "done" is sent: a ref they hold must
+        not be released before the driver has the value that holds it."""
         n = len(return_ids)
         if n > 1 and inspect.isgenerator(result):
-            return self._store_yielded(result, n, name)
+            return self._store_yielded(result, n, name, [] if keep is None else keep)
         if n == 1:
             if result is None:
                 return (_NONE,)
@@ -493,7 +497,8 @@ class WorkerRuntime(ClientMixin, ActorHostMixin):
             values = result
         return tuple(self._store_return(v, name) for v in values)
 
-    def _store_yielded(self, produced: Any, n: int, name: str) -> tuple[ser.Stored, ...]:
+    def _store_yielded(self, produced: Any, n: int, name: str, keep: list[Any]
+                       ) -> tuple[ser.Stored, ...]:
         """Ray's static ``num_returns=n`` on a generator function: its first n items are the n
         returns. An error after k < n items goes to the other n - k returns (``_PartialReturns``);
         items past the n-th, and an error after them, are dropped with a warning, as Ray only
@@ -505,6 +510,7 @@ class WorkerRuntime(ClientMixin, ActorHostMixin):
             for item in self._user_items(produced):
                 if len(stored) < n:
                     stored.append(self._store_return(item, name))
+                    keep.append(item)
                 else:
                     extra += 1
         except BaseException as exc:
@@ -553,7 +559,8 @@ class WorkerRuntime(ClientMixin, ActorHostMixin):
         name: str, backpressure: int,
     ) -> None:
         started = time.perf_counter()
-        results = error = None
+        results = error = value = None
+        keep: list[Any] = []
         self._local.task_id = work_id
         named = TASK_NAME.set(name if method is None else self._ray_call_name(method))
         try:
@@ -567,10 +574,13 @@ class WorkerRuntime(ClientMixin, ActorHostMixin):
             assert fn is not None
             if gen_id is not None:
                 self._stream(work_id, gen_id, fn, a, kw, name, backpressure)
-            elif backpressure == COLLECT:
-                results = self._store_returns(self._collect(fn, a, kw, name), return_ids, name)
             else:
-                results = self._store_returns(self._call_user(fn, a, kw), return_ids, name)
+                # ``value`` lives until "done" is sent: refs in it must not be released first.
+                # (Another thread's send carries the releases queued so far, and a release of
+                # a ref the result holds, seen before the result, would free that object.)
+                value = (self._collect(fn, a, kw, name) if backpressure == COLLECT
+                         else self._call_user(fn, a, kw))
+                results = self._store_returns(value, return_ids, name, keep)
         except _PartialReturns as partial:
             results, error = partial.stored, self._error(partial.cause, name)
         except BaseException as exc:
@@ -585,6 +595,7 @@ class WorkerRuntime(ClientMixin, ActorHostMixin):
             self._local.task_id = None
             self._cancel_requested.discard(work_id)
         self._send([("done", work_id, results, error, time.perf_counter() - started)])
+        del value, keep
 
     def _stream(
         self, work_id: int, gen_id: int, fn: Callable[..., Any], a: tuple[Any, ...],
