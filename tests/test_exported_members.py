@@ -104,8 +104,9 @@ EXCEPTIONS_ALL = [
 ACTOR_ALL = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 
 UTIL_ALL = ["ActorPool", "Gang", "PlacementGroup", "WorkerGroup", "WorkerInfo", "create_gang",
-            "get_node_ip_address", "inspect_serializability", "list_named_actors", "metrics",
-            "multiprocessing", "placement_group", "queue", "remove_placement_group",
+            "get_current_placement_group", "get_node_ip_address", "get_placement_group",
+            "inspect_serializability", "list_named_actors", "metrics", "multiprocessing",
+            "placement_group", "placement_group_table", "queue", "remove_placement_group",
             "scheduling_strategies", "state"]
 
 QUEUE_ALL = ["Empty", "Full", "Queue"]

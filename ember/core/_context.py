@@ -74,6 +74,14 @@ class RuntimeContext:
         ``Class.method`` for an actor call, as Ray names them (``None`` in the driver)."""
         return self.task_name
 
+    def get_placement_group_id(self) -> str | None:
+        """The id of the placement group the running task or actor is in (``None`` in the
+        driver and outside any group): ``get_current_placement_group().id``."""
+        from ember.core._placement import get_current_placement_group
+
+        group = get_current_placement_group()
+        return None if group is None else group.id
+
     def get_accelerator_ids(self) -> dict[str, list[str]]:
         """``{"GPU": ["0", ...]}``: the accelerators assigned to this task or actor."""
         return {k: list(v) for k, v in self.accelerator_ids.items()} or {"GPU": []}

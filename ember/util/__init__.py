@@ -8,7 +8,10 @@
   local backend); ``{f"node:{ip}": 0.01}`` in ``resources=`` pins work to that node.
 - ``placement_group``, ``remove_placement_group``, ``PlacementGroup`` and
   ``ember.util.scheduling_strategies`` (``PlacementGroupSchedulingStrategy``,
-  ``NodeAffinitySchedulingStrategy``): place bundles of resources together or not at all.
+  ``NodeAffinitySchedulingStrategy``): place bundles of resources together or not at all;
+  ``get_current_placement_group()``, ``get_placement_group(name)`` and
+  ``placement_group_table()`` find them again (also as ``ember.util.placement_group``'s, Ray's
+  module name).
 - ``create_gang``/``Gang`` and ``WorkerGroup``/``WorkerInfo``: N actors placed together, the
   worker group that ``ember.train`` and ``ember.rl`` both run on.
 - ``list_named_actors()``: the names of the live named actors (``all_namespaces=True``: with
@@ -35,7 +38,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ember.core._placement import PlacementGroup, placement_group, remove_placement_group
+    from ember.core._placement import (
+        PlacementGroup,
+        get_current_placement_group,
+        get_placement_group,
+        placement_group,
+        placement_group_table,
+        remove_placement_group,
+    )
     from ember.util import metrics, multiprocessing, queue, scheduling_strategies, state
     from ember.util._actor_pool import ActorPool
     from ember.util._gang import Gang, create_gang
@@ -51,12 +61,15 @@ __all__ = [
     "WorkerGroup",
     "WorkerInfo",
     "create_gang",
+    "get_current_placement_group",
     "get_node_ip_address",
+    "get_placement_group",
     "inspect_serializability",
     "list_named_actors",
     "metrics",
     "multiprocessing",
     "placement_group",
+    "placement_group_table",
     "queue",
     "remove_placement_group",
     "scheduling_strategies",
@@ -71,10 +84,13 @@ _WHERE = {
     "WorkerGroup": "ember.util._worker_group",
     "WorkerInfo": "ember.util._worker_group",
     "create_gang": "ember.util._gang",
+    "get_current_placement_group": "ember.core._placement",
+    "get_placement_group": "ember.core._placement",
     "get_node_ip_address": "ember.util._node",
     "inspect_serializability": "ember.util._serializability",
     "list_named_actors": "ember.util._named",
     "placement_group": "ember.core._placement",
+    "placement_group_table": "ember.core._placement",
     "remove_placement_group": "ember.core._placement",
 }
 

@@ -414,6 +414,68 @@ def test_impossible_actor_request_returns_a_handle_whose_calls_raise_at_once(cap
     ember.kill(greedy)  # a no-op, not an error
 
 
+def test_work_in_a_placement_group_sees_it_and_children_join_only_when_captured():
+    """Ray's ``get_current_placement_group()``: ``None`` in the driver and outside a group; the
+    group itself in a task or actor placed in it, and in the work they start when (and only
+    when) their strategy captures child tasks. A group is found by its name and listed by
+    ``placement_group_table`` until it is removed."""
+    from ember.util import (
+        get_current_placement_group,
+        get_placement_group,
+        placement_group,
+        placement_group_table,
+        remove_placement_group,
+    )
+    from ember.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    def current_id():
+        group = get_current_placement_group()
+        assert ember.get_runtime_context().get_placement_group_id() == (
+            None if group is None else group.id)
+        return None if group is None else group.id
+
+    group_id = ember.remote(num_cpus=0)(current_id)
+
+    @ember.remote(num_cpus=0)
+    def starts_a_child():
+        return current_id(), ember.get(group_id.remote())
+
+    @ember.remote(num_cpus=0)
+    class Member:
+        def ids(self):
+            return ember.get_runtime_context().get_placement_group_id(), ember.get(
+                group_id.remote())
+
+    name = unique("pg")
+    pg = placement_group([{"CPU": 1}], name=name)
+    get(pg.ready())
+    assert get_current_placement_group() is None
+    assert get(group_id.remote()) is None
+
+    def in_pg(capture=None):
+        return PlacementGroupSchedulingStrategy(
+            pg, placement_group_capture_child_tasks=capture)
+
+    assert get(group_id.options(scheduling_strategy=in_pg()).remote()) == pg.id
+    assert tuple(get(starts_a_child.options(scheduling_strategy=in_pg()).remote())) == (
+        pg.id, None)
+    assert tuple(get(starts_a_child.options(scheduling_strategy=in_pg(True)).remote())) == (
+        pg.id, pg.id)
+    member = Member.options(scheduling_strategy=in_pg(True)).remote()
+    assert tuple(get(member.ids.remote())) == (pg.id, pg.id)
+    ember.kill(member)
+
+    assert get_placement_group(name) == pg
+    row = placement_group_table(pg)
+    assert (row["name"], row["state"], row["bundles"]) == (name, "CREATED", {0: {"CPU": 1.0}})
+    assert pg.id in placement_group_table()
+    remove_placement_group(pg)
+    eventually(lambda: placement_group_table(pg)["state"] == "REMOVED", timeout=30,
+               what="the group to be removed")
+    with pytest.raises(ValueError, match=name):
+        get_placement_group(name)
+
+
 def test_memory_is_a_resource_that_limits_what_runs_at_once(wait_until_exists, tmp_path):
     """Ray's ``memory=`` (bytes) is a resource: the node has ``cluster_resources()["memory"]``,
     work that asks for more than half of it runs one at a time, and more than all of it can

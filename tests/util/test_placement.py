@@ -100,3 +100,20 @@ def test_a_gang_that_waits_says_what_for_after_the_grace_period_then_gives_up(
     assert "a gang of 2 Learner actors (2 x {'CPU': 1.0}, PACK) has waited 10 s" in warnings[0]
     assert "CPU 2 free of 2" in warnings[0] and "nothing is held meanwhile" in warnings[0]
     assert "has waited 100 s" in str(info.value) and "CPU 2 free of 2" in str(info.value)
+
+
+def test_ray_s_module_name_imports_and_the_function_still_makes_groups(ember_local):
+    # `from ray.util.placement_group import ...` is how Ray's docs import these; afterwards
+    # `ray.util.placement_group(...)` still makes a group (there the function shadows the
+    # module; here the module can be called).
+    import ember.util.placement_group as module
+    from ember.util.placement_group import get_current_placement_group, placement_group_table
+
+    assert get_current_placement_group is ember.util.get_current_placement_group
+    pg = ember.util.placement_group([{"CPU": 1}], name="by-module")
+    assert isinstance(pg, PlacementGroup) and module.get_placement_group("by-module") == pg
+    assert placement_group_table(pg)["state"] == "CREATED"
+    with pytest.raises(ValueError, match="non-empty"):
+        module.get_placement_group("")
+    with pytest.raises(TypeError, match="PlacementGroup"):
+        placement_group_table("by-module")

@@ -96,6 +96,8 @@ class Actors:
         actor.restarts_left = settings.get("max_restarts") or 0
         actor.pinned = bool(name) or settings.get("lifetime") == "detached"
         actor.env = settings.get("runtime_env")
+        group = settings.get("placement_group")
+        actor.group = group if isinstance(group, tuple) else None
         self.store.pin(stored)
         for dep in deps:
             self.store.incref(dep)

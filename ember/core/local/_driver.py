@@ -19,6 +19,7 @@ from typing import Any
 from ember.core import _runtime_env, _shm
 from ember.core import _serialization as ser
 from ember.core._context import RuntimeContext
+from ember.core._placement import NOT_SET, PlacementGroup, group_of, new_local_group
 from ember.core._refs import ObjectRef, ObjectRefGenerator
 from ember.core._remote import ActorClass, ActorHandle, RemoteFunction
 from ember.core._settings import (
@@ -137,6 +138,9 @@ class LocalBackend:
         self._check_open()
         request = local_request(options)
         env = _runtime_env.for_local(options.get("runtime_env"), f"task {fn._name}")
+        group = group_of(options)
+        if group == NOT_SET:  # the driver is in no group: nothing to capture
+            group = None
         stored, deps = self._serialize(fn._name, args, kwargs)
         fn_id = fn.function_id
         sched = self._sched
@@ -150,6 +154,8 @@ class LocalBackend:
             work = sched.submit_task(options.get("name") or fn._name, fn_id, stored, deps,
                                      num_returns, request, options["max_retries"],
                                      options["retry_exceptions"], env)
+            if group is not None:  # its worker asks for it once it runs: after this unlock
+                work.group = group
             return self._returns(work, num_returns)
         finally:
             self._unlock()
@@ -470,6 +476,32 @@ class LocalBackend:
     def cluster_resources(self) -> dict[str, float]:
         self._check_open()
         return self._sched.resources("total")
+
+    # -- placement groups: nothing to reserve on one node; kept for their names and table ------
+    def create_placement_group(self, bundles: list[dict[str, float]], strategy: str, name: str,
+                               lifetime: str | None) -> PlacementGroup:
+        self._check_open()
+        group = new_local_group(bundles, strategy, self._sched.resources("total"))
+        with self._lock:
+            self._sched.groups.add(group, name)
+        return group
+
+    def remove_placement_group(self, group: PlacementGroup) -> None:
+        with self._lock:
+            self._sched.groups.remove(group.id)
+
+    def get_placement_group(self, name: str) -> PlacementGroup | None:
+        self._check_open()
+        with self._lock:
+            return self._sched.groups.named(name)
+
+    def placement_group_table(self, group: PlacementGroup | None) -> dict[str, Any]:
+        self._check_open()
+        with self._lock:
+            return self._sched.groups.table(None if group is None else group.id)
+
+    def current_placement_group(self) -> None:
+        return None  # the driver runs in no group
 
     def available_resources(self) -> dict[str, float]:
         self._check_open()

@@ -34,8 +34,8 @@ class _Work:
 
     __slots__ = (
         "actor", "args", "backpressure", "cancelled", "deps", "env", "fn_id", "gen_id", "gpu_ids",
-        "id", "key", "method", "name", "parent", "request", "retries_left", "retry_exceptions",
-        "return_ids", "waiting",
+        "group", "id", "key", "method", "name", "parent", "request", "retries_left",
+        "retry_exceptions", "return_ids", "waiting",
     )
 
     def __init__(self) -> None:
@@ -58,6 +58,7 @@ class _Work:
         self.parent: int | None = None
         self.backpressure = DEFAULT_BACKPRESSURE
         self.env: dict[str, Any] | None = None  # its runtime_env, as the worker applies it
+        self.group: Any = None  # (placement group, captures its children) when placed in one
 
 
 class _Worker:
@@ -81,7 +82,7 @@ class _Worker:
 class _Actor:
     __slots__ = (
         "args", "class_code", "class_id", "death", "deps", "env", "error", "exited", "gpu_ids",
-        "handles", "holds", "id", "inflight", "max_concurrency", "max_task_retries", "meta",
+        "group", "handles", "holds", "id", "inflight", "max_concurrency", "max_task_retries", "meta",
         "name", "namespace", "no_restart", "pinned", "queue", "request", "restarts",
         "restarts_left", "state", "worker",
     )
@@ -112,6 +113,7 @@ class _Actor:
         self.gpu_ids: tuple[str, ...] = ()
         self.holds = False  # its resources are taken from the pool (it has been started)
         self.env: dict[str, Any] | None = None  # its runtime_env, applied for its whole life
+        self.group: Any = None  # (placement group, captures its children) when placed in one
         self.error: BaseException | None = None  # what its calls raise once it is dead
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ember.core._placement import NOT_SET, new_local_group
 from ember.core.local._protocol import RemoteFailure
 from ember.core.local._records import TIMER, _lost, _Worker
 from ember.errors import GetTimeoutError
@@ -50,6 +51,9 @@ class Requests:
                 self._generator_next(worker, rid, *payload)
             elif kind == "create_actor":
                 (actor_id, class_id, code, stored, deps, request, settings, meta) = payload
+                if settings.get("placement_group") == NOT_SET:
+                    running = worker.inflight[0].id if worker.inflight else None
+                    settings["placement_group"] = sched.placed_by(worker, running)
                 created = sched.create_actor(actor_id, class_id, code, stored, deps, request,
                                              settings, meta)
                 sched.actors[created].pinned = True
@@ -77,10 +81,36 @@ class Requests:
                     work = sched.tasks.get(payload) if payload is not None else None
                     request = work.request if work is not None else {}
                 sched.reply(worker, rid, dict(request))
+            elif kind == "placement_group":
+                sched.reply(worker, rid, self._placement_group(worker, *payload))
             else:  # pragma: no cover - a protocol bug
                 raise ValueError(f"unknown request {kind!r}")
         except Exception as exc:
             self._sched.reply(worker, rid, RemoteFailure(exc))
+
+    def _placement_group(self, worker: _Worker, op: str, *args: Any) -> Any:
+        """``ember.util``'s placement group functions called inside a worker."""
+        sched = self._sched
+        groups = sched.groups
+        if op == "create":
+            bundles, strategy, name = args
+            group = new_local_group(bundles, strategy, sched.resources("total"))
+            groups.add(group, name)
+            return group
+        if op == "remove":
+            groups.remove(args[0])
+            return None
+        if op == "named":
+            return groups.named(args[0])
+        if op == "table":
+            return groups.table(args[0])
+        # "current": the group of the worker's actor, or of its task args[0]
+        if worker.actor is not None:
+            placed = worker.actor.group
+        else:
+            work = sched.tasks.get(args[0]) if args[0] is not None else None
+            placed = work.group if work is not None else None
+        return None if placed is None else placed[0]
 
     def _get(self, worker: _Worker, rid: int, ids: list[int], timeout: float | None) -> None:
         store = self._sched.store

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from ember.core import _serialization as ser
+from ember.core._placement import NOT_SET, GroupRegistry
 from ember.core._remote import ActorMeta
 from ember.core.local._actors import Actors, interrupted
 from ember.core.local._protocol import COLLECT
@@ -58,7 +59,7 @@ from ember.core.local._records import (
     _Worker,
 )
 from ember.core.local._requests import Requests
-from ember.core.local._resources import ResourcePool
+from ember.core.local._resources import LOCAL_NODE_ID, ResourcePool
 from ember.core.local._store import ObjectTable
 from ember.core.local._streams import Streams
 from ember.errors import (
@@ -117,6 +118,7 @@ class Scheduler:
         self.pending_actors: deque[_Actor] = deque()  # waiting for resources, in order
         self.named: dict[tuple[str, str], int] = {}
         self.fn_code: dict[str, bytes] = {}
+        self.groups = GroupRegistry(LOCAL_NODE_ID)  # placement groups, by id
         self.fn_seconds: dict[str, float] = {}  # a moving average of each function's run time
         self.live_actors = 0  # actors not dead
         # Worker uid -> the non-detached actors its task or actor created (they die with it).
@@ -305,7 +307,7 @@ class Scheduler:
     def on_submit(self, worker: _Worker, spec: tuple[Any, ...]) -> None:
         """A task submitted inside a worker (its ids were allocated there)."""
         (task_id, fn_id, code, stored, deps, return_ids, gen_id, request, max_retries,
-         retry_exceptions, name, parent, collect, env) = spec
+         retry_exceptions, name, parent, collect, env, group) = spec
         if code is not None:
             self.fn_code[fn_id] = code
         work = self.new_work(name, stored, deps, None, worker, work_id=task_id,
@@ -319,7 +321,19 @@ class Scheduler:
         if collect:
             work.backpressure = COLLECT
         work.env = env
+        if group is not None:
+            work.group = self.placed_by(worker, parent) if group == NOT_SET else group
         self._enqueue_feasible(work, f"task {name}")
+
+    def placed_by(self, worker: _Worker, task_id: int | None) -> Any:
+        """The placement group that new work started by ``worker``'s task ``task_id`` (or by
+        its actor) runs in: its own, when its group captures child tasks."""
+        if worker.actor is not None:
+            group = worker.actor.group
+        else:
+            work = self.tasks.get(task_id) if task_id is not None else None
+            group = work.group if work is not None else None
+        return group if group is not None and group[1] else None
 
     def on_call(self, worker: _Worker, spec: tuple[Any, ...]) -> None:
         """An actor call made inside a worker."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ember.core import _runtime_env, _shm
 from ember.core import _serialization as ser
 from ember.core._context import RuntimeContext
+from ember.core._placement import group_of
 from ember.core._refs import ObjectRef, ObjectRefGenerator
 from ember.core._remote import ActorClass, ActorHandle, RemoteFunction, method_meta
 from ember.core._settings import LOCAL_NODE_IP
@@ -60,7 +61,9 @@ def _returns(rt: WorkerRuntime, return_ids: list[int], gen_id: int | None, num_r
 def _actor_settings(options: dict[str, Any]) -> dict[str, Any]:
     keys = ("name", "namespace", "lifetime", "max_restarts", "max_task_retries",
             "max_concurrency", "get_if_exists", "runtime_env")
-    return {k: options.get(k) for k in keys}
+    settings = {k: options.get(k) for k in keys}
+    settings["placement_group"] = group_of(options)
+    return settings
 
 
 
@@ -211,7 +214,7 @@ class ClientMixin:
         spec = (task_id, fn.function_id, self._code_once(fn.function_id, fn.pickled), stored,
                 deps, return_ids, gen_id, request, options["max_retries"],
                 options["retry_exceptions"], fn._name, self._parent(), num_returns == "dynamic",
-                env)
+                env, group_of(options))
         self._send([("submit", spec)])
         return _returns(self, return_ids, gen_id, num_returns)
 
@@ -311,6 +314,24 @@ class ClientMixin:
 
     def cluster_resources(self: WorkerRuntime) -> dict[str, float]:
         return dict(self._request("resources", "total"))
+
+    # -- placement groups: the driver keeps them ------------------------------------------------
+    def create_placement_group(self: WorkerRuntime, bundles: list[dict[str, float]],
+                               strategy: str, name: str, lifetime: str | None) -> Any:
+        return self._request("placement_group", ("create", bundles, strategy, name))
+
+    def remove_placement_group(self: WorkerRuntime, group: Any) -> None:
+        self._request("placement_group", ("remove", group.id))
+
+    def get_placement_group(self: WorkerRuntime, name: str) -> Any:
+        return self._request("placement_group", ("named", name))
+
+    def placement_group_table(self: WorkerRuntime, group: Any) -> dict[str, Any]:
+        return dict(self._request("placement_group",
+                                  ("table", None if group is None else group.id)))
+
+    def current_placement_group(self: WorkerRuntime) -> Any:
+        return self._request("placement_group", ("current", getattr(self._local, "task_id", None)))
 
     def available_resources(self: WorkerRuntime) -> dict[str, float]:
         return dict(self._request("resources", "available"))

@@ -579,8 +579,45 @@ class RayBackend:
     def remove_placement_group(self, group: Any) -> None:
         from ray.util.placement_group import remove_placement_group
 
-        if not self._closed:
+        if not self._closed and group._backend_group is not None:
             remove_placement_group(group._backend_group)
+
+    def _ember_group(self, group: Any) -> Any:
+        """An ember ``PlacementGroup`` for Ray's ``group`` (None stays None)."""
+        if group is None:
+            return None
+        from ray.util.placement_group import placement_group_table
+
+        from ember.core._placement import PlacementGroup
+
+        row = placement_group_table(group)
+        bundles = [dict(row["bundles"][i]) for i in sorted(row.get("bundles", {}))]
+        return PlacementGroup(group.id.hex(), bundles, row.get("strategy", "PACK"), group)
+
+    def current_placement_group(self) -> Any:
+        from ray.util.placement_group import get_current_placement_group
+
+        return self._ember_group(get_current_placement_group())
+
+    def get_placement_group(self, name: str) -> Any:
+        from ray.util.placement_group import get_placement_group
+
+        self._check_open()
+        try:
+            group = get_placement_group(name)
+        except ValueError:
+            return None
+        return self._ember_group(group)
+
+    def placement_group_table(self, group: Any) -> dict[str, Any]:
+        from ray.util.placement_group import placement_group_table
+
+        self._check_open()
+        if group is not None and group._backend_group is None:
+            raise ValueError(f"{group!r} was made by the local backend, not on this Ray cluster")
+        table: dict[str, Any] = placement_group_table(
+            None if group is None else group._backend_group)
+        return table
 
     def nodes(self) -> list[dict[str, Any]]:
         """The alive nodes, with what each has in all and free now (see ``ember.nodes``)."""
