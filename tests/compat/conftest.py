@@ -1,23 +1,27 @@
-"""Print the compatibility suite's pass rate per area at the end of a run that included it."""
+"""Print the compatibility suite's pass rate per area at the end of a run that included it.
+
+The outcomes are read from the test reports (``pytest_runtest_logreport``), which reach the
+process that prints the summary also when ``pytest-xdist`` runs the tests in other processes.
+"""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
 from tests.compat import _runner
 
 _outcomes: dict[str, str] = {}
+_PROGRAM_TEST = re.compile(r"test_compat\.py::test_ray_program_runs_on_ember\[(.+)\]$")
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    report = (yield).get_result()
-    program = getattr(item, "callspec", None) and item.callspec.params.get("program")
-    if not isinstance(program, _runner.Program):
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    match = _PROGRAM_TEST.search(report.nodeid)
+    if match is None:
         return
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        _outcomes[program.id] = {"passed": "passed", "failed": "failed",
-                                 "skipped": "skipped"}[report.outcome]
+        _outcomes[match.group(1)] = report.outcome  # "passed", "failed" or "skipped"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
