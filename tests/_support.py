@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from ember.core._shm import SegmentNames
 
 SHM_DIR = "/dev/shm"
 SEGMENT_PREFIX = "ember-"
@@ -47,6 +52,23 @@ def ember_segments(folder: str = SHM_DIR) -> set[str]:
         return {name for name in os.listdir(folder) if name.startswith(SEGMENT_PREFIX)}
     except FileNotFoundError:
         return set()
+
+
+@contextmanager
+def throwaway_session(spill_dir: str) -> Iterator[SegmentNames]:
+    """Segment names of a throwaway session, whose lock this process holds meanwhile (as a
+    runtime's processes do), so that other test processes running at the same time take its
+    segments for a live program's, not for leftovers, and never sweep them. Its segments,
+    spill files and lock file are removed afterwards."""
+    from ember.core import _shm
+
+    names = _shm.SegmentNames(f"test{os.urandom(4).hex()}", spill_dir)
+    lock = _shm.hold_session_lock(names)
+    try:
+        yield names
+    finally:
+        _shm.sweep(names)
+        os.close(lock)
 
 
 def settle(read: Callable[[], int], *, quiet: float = 0.5, timeout: float = 10.0) -> int:

@@ -6,8 +6,7 @@ import math
 import os
 import pickle
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
@@ -19,17 +18,12 @@ from ember.core import _serialization as ser
 from ember.core import _shm
 from ember.core._refs import ObjectRef
 from ember.errors import ObjectLostError, SerializationError
-from tests._support import ember_segments, mapped_file
+from tests._support import ember_segments, mapped_file, throwaway_session
 
 
-@contextmanager
-def session(spill_dir: str = "/tmp") -> Iterator[_shm.SegmentNames]:
+def session(spill_dir: str = "/tmp") -> AbstractContextManager[_shm.SegmentNames]:
     """Segment names of a throwaway session; every segment it made is removed afterwards."""
-    names = _shm.SegmentNames(f"test{os.urandom(4).hex()}", spill_dir)
-    try:
-        yield names
-    finally:
-        _shm.sweep(names)
+    return throwaway_session(spill_dir)
 
 
 def session_segments(names: _shm.SegmentNames) -> set[str]:

@@ -10,13 +10,13 @@ import pytest
 
 from ember.core import _shm
 from ember.errors import ObjectLostError
+from tests._support import throwaway_session
 
 
 @pytest.fixture
 def names(tmp_path) -> Iterator[_shm.SegmentNames]:
-    names = _shm.SegmentNames(f"test{os.urandom(4).hex()}", str(tmp_path))
-    yield names
-    _shm.sweep(names)
+    with throwaway_session(str(tmp_path)) as names:
+        yield names
 
 
 def write_segment(names, data: bytes) -> str:
@@ -106,20 +106,18 @@ def test_unlinked_segment_cannot_be_mapped(names):
 
 
 def test_sweep_removes_the_sessions_segments_only(names, tmp_path):
-    other = _shm.SegmentNames(f"test{os.urandom(4).hex()}", str(tmp_path))
-    mine = [write_segment(names, b"a"), write_segment(names, b"b")]
-    _shm.spill_segment(names, mine[1])
-    theirs = write_segment(other, b"c")
-    try:
+    with throwaway_session(str(tmp_path)) as other:
+        mine = [write_segment(names, b"a"), write_segment(names, b"b")]
+        _shm.spill_segment(names, mine[1])
+        theirs = write_segment(other, b"c")
         assert _shm.sweep(names) == 2
 
         assert not any(_shm.segment_exists(names, n) for n in mine)
         assert not os.path.exists(names.spill_folder())
         assert _shm.segment_exists(other, theirs)
-    finally:
-        _shm.sweep(other)
 
 
+@pytest.mark.alone
 def test_only_sessions_whose_processes_all_died_are_swept(tmp_path):
     dead = _shm.SegmentNames(f"testdead{os.urandom(4).hex()}", str(tmp_path))
     live = _shm.SegmentNames(f"testlive{os.urandom(4).hex()}", str(tmp_path))

@@ -383,6 +383,7 @@ def test_ctrl_c_in_a_driver_blocked_in_get_leaves_no_process_and_no_segment(tmp_
         driver.assert_nothing_left(processes)
 
 
+@pytest.mark.alone
 def test_a_runtime_killed_whole_is_cleaned_up_by_the_next_one(tmp_path, caplog):
     # Every process of a runtime SIGKILLed at once (a whole cgroup killed, the OOM killer):
     # none is left to clean up, so the next runtime on the machine removes what it left.
@@ -411,6 +412,7 @@ def test_a_runtime_killed_whole_is_cleaned_up_by_the_next_one(tmp_path, caplog):
             LeakCheck().check()
 
 
+@pytest.mark.alone
 def test_a_runtime_that_cannot_write_its_lock_file_still_runs_and_says_so(
         monkeypatch, caplog):
     from ember.core import _shm

@@ -16,15 +16,15 @@ from ember.core import _serialization as ser
 from ember.core import _shm
 from ember.core.local._store import ObjectStore
 from ember.errors import ObjectLostError
+from tests._support import throwaway_session
 
 MB = 1 << 20
 
 
 @pytest.fixture
 def names(tmp_path) -> Iterator[_shm.SegmentNames]:
-    names = _shm.SegmentNames(f"test{os.urandom(4).hex()}", str(tmp_path))
-    yield names
-    _shm.sweep(names)
+    with throwaway_session(str(tmp_path)) as names:
+        yield names
 
 
 def big(names, megabytes: float = 1, fill: int = 1) -> ser.Stored:
