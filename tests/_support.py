@@ -10,6 +10,7 @@ ships such nested functions by value, so workers never need to import the ``test
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -55,14 +56,15 @@ def ember_segments(folder: str = SHM_DIR) -> set[str]:
 
 
 @contextmanager
-def throwaway_session(spill_dir: str) -> Iterator[SegmentNames]:
+def throwaway_session(spill_dir: str | None = None) -> Iterator[SegmentNames]:
     """Segment names of a throwaway session, whose lock this process holds meanwhile (as a
     runtime's processes do), so that other test processes running at the same time take its
     segments for a live program's, not for leftovers, and never sweep them. Its segments,
-    spill files and lock file are removed afterwards."""
+    spill files and lock file are removed afterwards. Spill files go to ``spill_dir`` (the
+    temp folder by default)."""
     from ember.core import _shm
 
-    names = _shm.SegmentNames(f"test{os.urandom(4).hex()}", spill_dir)
+    names = _shm.SegmentNames(f"test{os.urandom(4).hex()}", spill_dir or tempfile.gettempdir())
     lock = _shm.hold_session_lock(names)
     try:
         yield names

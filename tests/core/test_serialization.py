@@ -6,7 +6,6 @@ import math
 import os
 import pickle
 import threading
-from contextlib import AbstractContextManager
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
@@ -19,11 +18,6 @@ from ember.core import _shm
 from ember.core._refs import ObjectRef
 from ember.errors import ObjectLostError, SerializationError
 from tests._support import ember_segments, mapped_file, throwaway_session
-
-
-def session(spill_dir: str = "/tmp") -> AbstractContextManager[_shm.SegmentNames]:
-    """Segment names of a throwaway session; every segment it made is removed afterwards."""
-    return throwaway_session(spill_dir)
 
 
 def session_segments(names: _shm.SegmentNames) -> set[str]:
@@ -74,7 +68,7 @@ def test_plain_values_round_trip_inline(value):
 
 @given(values, st.integers(min_value=0, max_value=1 << 20))
 def test_values_without_buffers_never_touch_shared_memory(value, threshold):
-    with session() as names:
+    with throwaway_session() as names:
         stored = ser.dumps(value, names, threshold)
 
         assert stored[1] == ()
@@ -84,7 +78,7 @@ def test_values_without_buffers_never_touch_shared_memory(value, threshold):
 
 @given(arrays, st.integers(min_value=0, max_value=512))
 def test_arrays_round_trip_through_shared_memory_or_inline(array, threshold):
-    with session() as names:
+    with throwaway_session() as names:
         stored = ser.dumps({"x": array, "meta": [1, 2]}, names, threshold)
         loaded = ser.loads(stored, names)
 
@@ -100,7 +94,7 @@ def test_arrays_round_trip_through_shared_memory_or_inline(array, threshold):
 
 def test_large_array_is_read_zero_copy_from_its_segment():
     array = np.arange(1 << 16, dtype=np.int64)
-    with session() as names:
+    with throwaway_session() as names:
         stored = ser.dumps(array, names, 1024)
         first = ser.loads(stored, names)
         second = ser.loads(stored, names)
@@ -114,7 +108,7 @@ def test_large_array_is_read_zero_copy_from_its_segment():
 
 
 def test_small_buffers_stay_inline_below_the_threshold():
-    with session() as names:
+    with throwaway_session() as names:
         stored = ser.dumps(np.zeros(10), names, 1024)
 
         assert stored[1] == ()
@@ -122,7 +116,7 @@ def test_small_buffers_stay_inline_below_the_threshold():
 
 
 def test_buffers_of_one_value_share_one_new_segment():
-    with session() as names:
+    with throwaway_session() as names:
         stored = ser.dumps([np.ones(1000), np.zeros(2000), b"x" * 10], names, 100)
 
         assert len(stored[1]) == 2
@@ -131,7 +125,7 @@ def test_buffers_of_one_value_share_one_new_segment():
 
 
 def test_array_already_in_shared_memory_is_referenced_not_copied():
-    with session() as names:
+    with throwaway_session() as names:
         first = ser.dumps(np.arange(10_000), names, 1024)
         loaded = ser.loads(first, names)
 
@@ -144,7 +138,7 @@ def test_array_already_in_shared_memory_is_referenced_not_copied():
 
 
 def test_slice_of_a_shared_array_is_referenced_at_its_offset():
-    with session() as names:
+    with throwaway_session() as names:
         loaded = ser.loads(ser.dumps(np.arange(10_000), names, 1024), names)
 
         again = ser.dumps(loaded[5000:], names, 1024)
@@ -154,7 +148,7 @@ def test_slice_of_a_shared_array_is_referenced_at_its_offset():
 
 
 def test_reading_a_freed_segment_raises_object_lost_error():
-    with session() as names:
+    with throwaway_session() as names:
         stored = ser.dumps(np.arange(10_000), names, 1024)
         for segment in ser.segments_of(stored):
             _shm.unlink_segment(names, segment)
@@ -184,7 +178,7 @@ def test_unpicklable_value_raises_serialization_error_naming_its_type():
 
 
 def test_failed_serialization_leaves_no_segment_behind():
-    with session() as names:
+    with throwaway_session() as names:
         with pytest.raises(SerializationError):
             ser.dumps([np.ones(10_000), threading.Lock()], names, 100)
 

@@ -19,7 +19,7 @@ from typing import Any
 from ember.core import _runtime_env, _shm
 from ember.core import _serialization as ser
 from ember.core._context import RuntimeContext
-from ember.core._placement import NOT_SET, PlacementGroup, group_of, new_local_group
+from ember.core._placement import NOT_SET, PlacementGroup, group_of
 from ember.core._refs import ObjectRef, ObjectRefGenerator
 from ember.core._remote import ActorClass, ActorHandle, RemoteFunction
 from ember.core._settings import (
@@ -481,10 +481,8 @@ class LocalBackend:
     def create_placement_group(self, bundles: list[dict[str, float]], strategy: str, name: str,
                                lifetime: str | None) -> PlacementGroup:
         self._check_open()
-        group = new_local_group(bundles, strategy, self._sched.resources("total"))
         with self._lock:
-            self._sched.groups.add(group, name)
-        return group
+            return self._sched.new_group(bundles, strategy, name)
 
     def remove_placement_group(self, group: PlacementGroup) -> None:
         with self._lock:

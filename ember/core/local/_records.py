@@ -82,8 +82,8 @@ class _Worker:
 class _Actor:
     __slots__ = (
         "args", "class_code", "class_id", "death", "deps", "env", "error", "exited", "gpu_ids",
-        "group", "handles", "holds", "id", "inflight", "max_concurrency", "max_task_retries", "meta",
-        "name", "namespace", "no_restart", "pinned", "queue", "request", "restarts",
+        "group", "handles", "holds", "id", "inflight", "max_concurrency", "max_task_retries",
+        "meta", "name", "namespace", "no_restart", "pinned", "queue", "request", "restarts",
         "restarts_left", "state", "worker",
     )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ember.core._placement import NOT_SET, new_local_group
+from ember.core._placement import NOT_SET
 from ember.core.local._protocol import RemoteFailure
 from ember.core.local._records import TIMER, _lost, _Worker
 from ember.errors import GetTimeoutError
@@ -91,25 +91,16 @@ class Requests:
     def _placement_group(self, worker: _Worker, op: str, *args: Any) -> Any:
         """``ember.util``'s placement group functions called inside a worker."""
         sched = self._sched
-        groups = sched.groups
         if op == "create":
-            bundles, strategy, name = args
-            group = new_local_group(bundles, strategy, sched.resources("total"))
-            groups.add(group, name)
-            return group
+            return sched.new_group(*args)
         if op == "remove":
-            groups.remove(args[0])
+            sched.groups.remove(args[0])
             return None
         if op == "named":
-            return groups.named(args[0])
+            return sched.groups.named(args[0])
         if op == "table":
-            return groups.table(args[0])
-        # "current": the group of the worker's actor, or of its task args[0]
-        if worker.actor is not None:
-            placed = worker.actor.group
-        else:
-            work = sched.tasks.get(args[0]) if args[0] is not None else None
-            placed = work.group if work is not None else None
+            return sched.groups.table(args[0])
+        placed = sched.running_group(worker, args[0])  # "current": args[0] is its task's id
         return None if placed is None else placed[0]
 
     def _get(self, worker: _Worker, rid: int, ids: list[int], timeout: float | None) -> None:

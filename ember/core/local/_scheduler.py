@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from ember.core import _serialization as ser
-from ember.core._placement import NOT_SET, GroupRegistry
+from ember.core._placement import NOT_SET, GroupRegistry, PlacementGroup, new_local_group
 from ember.core._remote import ActorMeta
 from ember.core.local._actors import Actors, interrupted
 from ember.core.local._protocol import COLLECT
@@ -325,15 +325,26 @@ class Scheduler:
             work.group = self.placed_by(worker, parent) if group == NOT_SET else group
         self._enqueue_feasible(work, f"task {name}")
 
-    def placed_by(self, worker: _Worker, task_id: int | None) -> Any:
-        """The placement group that new work started by ``worker``'s task ``task_id`` (or by
-        its actor) runs in: its own, when its group captures child tasks."""
+    def running_group(self, worker: _Worker, task_id: int | None) -> Any:
+        """``(placement group, captures child tasks)`` of what ``worker`` runs: its actor, or
+        its task ``task_id``; None when that is in no group."""
         if worker.actor is not None:
-            group = worker.actor.group
-        else:
-            work = self.tasks.get(task_id) if task_id is not None else None
-            group = work.group if work is not None else None
+            return worker.actor.group
+        work = self.tasks.get(task_id) if task_id is not None else None
+        return work.group if work is not None else None
+
+    def placed_by(self, worker: _Worker, task_id: int | None) -> Any:
+        """The group that new work started by ``worker``'s task ``task_id`` (or by its actor)
+        runs in: its own, when that group captures child tasks."""
+        group = self.running_group(worker, task_id)
         return group if group is not None and group[1] else None
+
+    def new_group(self, bundles: list[dict[str, float]], strategy: str, name: str
+                  ) -> PlacementGroup:
+        """A placement group on this one node (nothing to reserve), kept by name and id."""
+        group = new_local_group(bundles, strategy, self.resources("total"))
+        self.groups.add(group, name)
+        return group
 
     def on_call(self, worker: _Worker, spec: tuple[Any, ...]) -> None:
         """An actor call made inside a worker."""

@@ -595,7 +595,6 @@ class WorkerRuntime(ClientMixin, ActorHostMixin):
             self._local.task_id = None
             self._cancel_requested.discard(work_id)
         self._send([("done", work_id, results, error, time.perf_counter() - started)])
-        del value, keep
 
     def _stream(
         self, work_id: int, gen_id: int, fn: Callable[..., Any], a: tuple[Any, ...],

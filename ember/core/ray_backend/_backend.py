@@ -32,13 +32,14 @@ from ember.core.ray_backend._callables import (
     raise_error_streaming,
     runnable,
 )
+from ember.core.ray_backend._groups import PlacementGroupsMixin
 from ember.core.ray_backend._mapping import (
     GENERATOR_BACKPRESSURE,
     Unplaceable,
+    client_limit,
     infeasible_reason,
     is_streaming,
     meta_from_ray_handle,
-    placement_infeasible_reason,
     ray_actor_options,
     ray_task_options,
     translate_error,
@@ -72,7 +73,7 @@ def inside_ray_worker() -> bool:
         return False
 
 
-class RayBackend:
+class RayBackend(PlacementGroupsMixin):
     """The ``ray`` backend: every core API call maps onto the matching Ray Core call."""
 
     name = "ray"
@@ -335,7 +336,7 @@ class RayBackend:
         except TypeError as exc:
             raise self._argument_error(fn._name, args, kwargs, exc) from exc
         except RuntimeError as exc:
-            raise _client_limit(exc) from exc
+            raise client_limit(exc) from exc
         return self._wrap(result)
 
     def _task_variant(self, fn: RemoteFunction, options: dict[str, Any]) -> Any:
@@ -506,7 +507,7 @@ class RayBackend:
             raise self._argument_error(f"{handle._meta.class_name}.{method}", args, kwargs,
                                        exc) from exc
         except RuntimeError as exc:
-            raise _client_limit(exc) from exc
+            raise client_limit(exc) from exc
         return self._wrap(result)
 
     def kill(self, handle: ActorHandle, no_restart: bool) -> None:
@@ -546,79 +547,7 @@ class RayBackend:
                       for entry in list_named_actors(all_namespaces=True)
                       if not entry["namespace"].startswith("_ember"))
 
-    # -- placement groups and nodes ------------------------------------------------------------
-    def create_placement_group(self, bundles: list[dict[str, float]], strategy: str, name: str,
-                               lifetime: str | None) -> Any:
-        """A Ray placement group of ``bundles``; ``ResourceError`` at once when no set of alive
-        nodes can ever hold it (unless ``reject_infeasible=False``)."""
-        self._check_open()
-        from ray.util.placement_group import placement_group
-
-        from ember.core._placement import PlacementGroup
-
-        if self._reject_infeasible:
-            nodes = self._nodes = self._alive_nodes()
-            reason = placement_infeasible_reason(bundles, strategy, nodes)
-            if reason is not None:
-                raise ResourceError(
-                    f"a placement group of {len(bundles)} x {_bundle_text(bundles)} can never be "
-                    f"placed: {reason}. Ask for fewer or smaller bundles, use strategy='PACK', "
-                    "or add nodes"
-                )
-        try:
-            group = placement_group([dict(b) for b in bundles], strategy=strategy, name=name,
-                                    lifetime=lifetime)
-        except RuntimeError as exc:
-            raise _client_limit(exc) from exc
-        return PlacementGroup(group.id.hex(), bundles, strategy, group)
-
-    def placement_group_ready(self, group: Any) -> ObjectRef:
-        self._check_open()
-        return ObjectRef(group._backend_group.ready(), self, add_ref=False)
-
-    def remove_placement_group(self, group: Any) -> None:
-        from ray.util.placement_group import remove_placement_group
-
-        if not self._closed and group._backend_group is not None:
-            remove_placement_group(group._backend_group)
-
-    def _ember_group(self, group: Any) -> Any:
-        """An ember ``PlacementGroup`` for Ray's ``group`` (None stays None)."""
-        if group is None:
-            return None
-        from ray.util.placement_group import placement_group_table
-
-        from ember.core._placement import PlacementGroup
-
-        row = placement_group_table(group)
-        bundles = [dict(row["bundles"][i]) for i in sorted(row.get("bundles", {}))]
-        return PlacementGroup(group.id.hex(), bundles, row.get("strategy", "PACK"), group)
-
-    def current_placement_group(self) -> Any:
-        from ray.util.placement_group import get_current_placement_group
-
-        return self._ember_group(get_current_placement_group())
-
-    def get_placement_group(self, name: str) -> Any:
-        from ray.util.placement_group import get_placement_group
-
-        self._check_open()
-        try:
-            group = get_placement_group(name)
-        except ValueError:
-            return None
-        return self._ember_group(group)
-
-    def placement_group_table(self, group: Any) -> dict[str, Any]:
-        from ray.util.placement_group import placement_group_table
-
-        self._check_open()
-        if group is not None and group._backend_group is None:
-            raise ValueError(f"{group!r} was made by the local backend, not on this Ray cluster")
-        table: dict[str, Any] = placement_group_table(
-            None if group is None else group._backend_group)
-        return table
-
+    # -- nodes ---------------------------------------------------------------------------------
     def nodes(self) -> list[dict[str, Any]]:
         """The alive nodes, with what each has in all and free now (see ``ember.nodes``)."""
         self._check_open()
@@ -756,13 +685,6 @@ def _is_group_resource(name: str) -> bool:
     return "_group_" in name
 
 
-def _bundle_text(bundles: list[dict[str, float]]) -> str:
-    first = bundles[0]
-    if all(b == first for b in bundles):
-        return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(first.items())) + "}"
-    return "bundles " + repr(bundles)
-
-
 def _note_ignored(sizes: dict[str, Any], why: str) -> None:
     if sizes:
         logger.warning(
@@ -774,17 +696,6 @@ def _reconstructed(ctx: Any) -> bool:
     with warnings.catch_warnings():  # Ray's property uses its own deprecated API inside
         warnings.simplefilter("ignore")
         return bool(ctx.was_current_actor_reconstructed)
-
-
-def _client_limit(exc: RuntimeError) -> Exception:
-    """A ``BackendError`` for what the Ray client cannot do (``exc`` itself otherwise)."""
-    if "Ray Client" not in str(exc):
-        return exc
-    return BackendError(
-        f"{exc} ember cannot offer this through a ray:// address; run the driver on a node of "
-        "the cluster instead (ember.init(backend='ray', address='auto')), for example as a "
-        "Ray job (`ray job submit -- python main.py`)"
-    )
 
 
 def _actor_info(key: str) -> dict[str, Any] | None:

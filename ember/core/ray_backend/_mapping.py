@@ -357,3 +357,14 @@ def _remote_traceback(text: str) -> str:
     if not frames or frames.startswith("Traceback"):
         return text
     return f"{header}\nTraceback (most recent call last):\n{frames}"
+
+
+def client_limit(exc: RuntimeError) -> Exception:
+    """A ``BackendError`` for what the Ray client cannot do (``exc`` itself otherwise)."""
+    if "Ray Client" not in str(exc):
+        return exc
+    return BackendError(
+        f"{exc} ember cannot offer this through a ray:// address; run the driver on a node of "
+        "the cluster instead (ember.init(backend='ray', address='auto')), for example as a "
+        "Ray job (`ray job submit -- python main.py`)"
+    )
