@@ -116,6 +116,13 @@ class Service:
             selector.register(sock, selectors.EVENT_READ)
         selector.register(self._wake_r, selectors.EVENT_READ)
         next_sample = time.monotonic()
+        if self._session_path is not None:
+            # Programs killed before they could clean up leave their files behind; the CLI
+            # clears them when it looks, and so does every program that starts, off its path.
+            try:
+                _session.live_sessions()
+            except (OSError, SessionError) as exc:
+                logger.debug("ember: could not clear dead programs' session files: %s", exc)
         try:
             while not self._closed:
                 now = time.monotonic()

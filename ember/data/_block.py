@@ -38,17 +38,37 @@ def check_batch_format(batch_format: str | None) -> BatchFormat:
 
 
 # -- columns ------------------------------------------------------------------------------------
+# Numbers cross between numpy and Arrow here by their buffers, not by pa.array/to_numpy: those
+# two import pandas on first use (pyarrow checks for pandas objects), 0.2 s and ~40 MiB in
+# every process that touches a batch, for nothing pandas does.
+def _numbers_from_numpy(values: np.ndarray) -> pa.Array:
+    """A 1-D numpy array of numbers as an Arrow array over the same memory (contiguous) or a
+    contiguous copy."""
+    values = np.ascontiguousarray(values)
+    if values.dtype.byteorder == ">":  # Arrow is little-endian
+        values = values.astype(values.dtype.newbyteorder("<"))
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values),
+                                 [None, pa.py_buffer(values)])
+
+
+def _is_numbers(dtype: np.dtype) -> bool:
+    return dtype.kind in "iuf" and dtype.itemsize in (1, 2, 4, 8)
+
+
 def _array_from_numpy(values: np.ndarray) -> pa.Array:
     if values.ndim > 1:
         flat = np.ascontiguousarray(values).reshape(-1)
         storage_type = pa.from_numpy_dtype(values.dtype)
         tensor_type = pa.fixed_shape_tensor(storage_type, list(values.shape[1:]))
         storage = pa.FixedSizeListArray.from_arrays(
-            pa.array(flat, type=storage_type), int(np.prod(values.shape[1:]))
+            _numbers_from_numpy(flat) if _is_numbers(flat.dtype)
+            else pa.array(flat, type=storage_type), int(np.prod(values.shape[1:]))
         )
         return pa.ExtensionArray.from_storage(tensor_type, storage)
     if values.dtype == object:
         return pa.array(list(values))
+    if values.ndim == 1 and _is_numbers(values.dtype):
+        return _numbers_from_numpy(values)
     return pa.array(values)
 
 
@@ -87,6 +107,12 @@ def column_to_numpy(column: pa.ChunkedArray | pa.Array, owned: bool = False) -> 
     if isinstance(column.type, pa.FixedShapeTensorType):
         tensors: np.ndarray = column.to_numpy_ndarray()
         return tensors
+    numbers = _numbers_view(column)
+    if numbers is not None:
+        if owned and column.buffers()[1].is_mutable:
+            return numbers
+        numbers.flags.writeable = False  # Arrow's memory, maybe shared: as to_numpy gives it
+        return numbers
     try:
         values: np.ndarray = column.to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, NotImplementedError):
@@ -94,6 +120,18 @@ def column_to_numpy(column: pa.ChunkedArray | pa.Array, owned: bool = False) -> 
     if owned and not values.flags.writeable:
         return _writable_view(column, values)
     return values
+
+
+def _numbers_view(array: pa.Array) -> np.ndarray | None:
+    """A view of ``array``'s data when it is numbers without nulls (None otherwise)."""
+    kind = array.type
+    if array.null_count or not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        return None
+    data = array.buffers()[1]
+    if data is None:
+        return None
+    dtype = np.dtype(kind.to_pandas_dtype())
+    return np.frombuffer(data, dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
 
 
 def _writable_view(array: pa.Array, values: np.ndarray) -> np.ndarray:

@@ -53,7 +53,7 @@ def _splits(n: int, parts: int) -> list[tuple[int, int]]:
 def _range_block(start: int, end: int, shape: tuple[int, ...] | None) -> list[Block]:
     ids = np.arange(start, end, dtype=np.int64)
     if shape is None:
-        return [pa.table({"id": ids})]
+        return [_block.batch_to_block({"id": ids})]
     data = np.broadcast_to(ids.reshape((-1,) + (1,) * len(shape)), (len(ids), *shape))
     return [_block.batch_to_block({"data": np.ascontiguousarray(data)})]
 

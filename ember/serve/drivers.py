@@ -25,10 +25,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ember.serve._adapter_params import readers_for
 from ember.serve._deployment import deployment
 from ember.serve._graph import run_graph
 
@@ -101,12 +101,16 @@ DAGDriver = deployment(_DAGDriver, name="DAGDriver")
 def _bad_input() -> tuple[type[BaseException], ...]:
     import pydantic
 
+    from ember.serve._adapter_params import InvalidRequest
     from ember.serve.http_adapters import BadRequestBody
 
-    return (BadRequestBody, pydantic.ValidationError)
+    return (BadRequestBody, InvalidRequest, pydantic.ValidationError)
 
 
 def _detail(exc: BaseException) -> Any:
+    detail = getattr(exc, "detail", None)
+    if isinstance(detail, list):  # InvalidRequest: already FastAPI's shape
+        return detail
     errors = getattr(exc, "errors", None)
     if callable(errors):  # pydantic's ValidationError: FastAPI's shape of 422 details
         return json.loads(exc.json(include_url=False))  # type: ignore[attr-defined]
@@ -135,14 +139,18 @@ def make_adapter(spec: Any) -> Adapter:
     if not callable(spec):
         raise TypeError(f"http_adapter={spec!r} is not a function, an import path or a "
                         "pydantic model class")
-    readers = _readers(spec)
+    read = readers_for(spec)
 
     async def adapt(request: Any) -> Any:
-        values = [await read(request) for read in readers]
-        result = spec(*values)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        try:
+            result = spec(*await read(request))
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        finally:
+            close = getattr(request, "close", None)
+            if close is not None:
+                await close()  # a form's uploaded files, as FastAPI closes them
 
     return adapt
 
@@ -153,57 +161,3 @@ def _import(path: str) -> Any:
         raise ValueError(f"http_adapter={path!r} must be an import path such as "
                          "'ember.serve.http_adapters.json_request'")
     return getattr(importlib.import_module(module), name)
-
-
-def _readers(fn: Callable[..., Any]) -> list[Callable[[Any], Awaitable[Any]]]:
-    """For each parameter of adapter ``fn``, how to get its value from a request."""
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # annotations that do not evaluate here: read them as absent
-        hints = {}
-    readers = []
-    for param in inspect.signature(fn).parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        if param.default is not param.empty and param.name not in hints:
-            continue
-        readers.append(_reader(fn, param.name, hints.get(param.name, param.empty)))
-    return readers
-
-
-def _reader(fn: Callable[..., Any], name: str, annotation: Any
-            ) -> Callable[[Any], Awaitable[Any]]:
-    if annotation is inspect.Parameter.empty or annotation is Any or _is_request(annotation):
-        async def request_itself(request: Any) -> Any:
-            return request
-        return request_itself
-    if annotation is bytes:
-        async def body(request: Any) -> bytes:
-            return bytes(await request.body())
-        return body
-    import pydantic
-
-    schema = pydantic.TypeAdapter(annotation)
-
-    async def json_body(request: Any) -> Any:
-        from ember.serve.http_adapters import BadRequestBody
-
-        raw = await request.body()
-        try:
-            return schema.validate_json(raw)
-        except pydantic.ValidationError as exc:
-            if any(e.get("type") == "json_invalid" for e in exc.errors()):
-                raise BadRequestBody(
-                    f"the request body is not JSON; {getattr(fn, '__name__', fn)} reads its "
-                    f"{name!r} from a JSON body") from None
-            raise
-
-    return json_body
-
-
-def _is_request(annotation: Any) -> bool:
-    if not inspect.isclass(annotation):
-        return False
-    from starlette.requests import Request
-
-    return issubclass(annotation, Request) or issubclass(Request, annotation)

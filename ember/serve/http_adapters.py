@@ -1,12 +1,15 @@
 """Ray 2.5's HTTP adapters: functions that turn an HTTP request into the input of a deployment
 graph (``DAGDriver.bind(graph, http_adapter=json_request)``).
 
-The driver calls an adapter with what its parameters ask for, read from their annotations: a
-parameter annotated ``starlette.requests.Request`` (or not annotated) gets the request,
-``bytes`` the raw body, and any other annotation (a pydantic model, ``dict[str, NdArray]``,
-``list[float]``, ...) the JSON body validated against it. A body that is not JSON, or does not
-match, is answered ``422`` with what was wrong, as FastAPI does. (Ray resolved adapters with
-FastAPI's dependency injection; query and form parameters are not read here.)
+The driver calls an adapter with what its parameters ask for, by FastAPI's rules (Ray resolved
+adapters with FastAPI's dependency injection): a parameter annotated
+``starlette.requests.Request`` (or not annotated) gets the request, ``bytes`` the raw body (or
+the uploaded file of that name, for a multipart form), a scalar (``def parse_query_args(field_a:
+int, field_b: str)``) the query parameter of its name, and any other annotation (a pydantic
+model, ``dict[str, NdArray]``, ``list[float]``, ...) the JSON body validated against it;
+FastAPI's ``Query``, ``Header``, ``Cookie``, ``Body``, ``Form`` and ``File`` markers work too
+(``ember/serve/_adapter_params.py`` has the rules). A request that lacks a parameter, or whose
+body is not JSON or does not match, is answered ``422`` with what was wrong, as FastAPI does.
 
 This module needs pydantic (it comes with the ``serve`` extra); numpy, pandas and Pillow
 load when the adapter that needs them first runs.
@@ -103,8 +106,8 @@ async def pandas_read_json(raw_df: Any) -> Any:
 
 
 def image_to_ndarray(img: bytes) -> Any:
-    """The request body, an image file (PNG, JPEG, ...), as a numpy array (needs Pillow). Send
-    the image's bytes as the body (Ray's took a multipart form field)."""
+    """An image file (PNG, JPEG, ...) as a numpy array (needs Pillow): the form field ``img``
+    of a multipart upload, as Ray's took it (``curl -F img=@cat.png``), or the whole body."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 

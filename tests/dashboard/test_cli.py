@@ -104,3 +104,26 @@ def test_unknown_ids_and_missing_programs_are_explained(program, tmp_path):
     no_dashboard = cli("dashboard", "--no-browser", check=False)
     assert no_dashboard.returncode == 1
     assert "include_dashboard=True" in no_dashboard.stderr
+
+
+def test_a_starting_program_clears_the_files_of_programs_that_were_killed(tmp_path, monkeypatch):
+    folder = tmp_path / "runtime"
+    monkeypatch.setenv("EMBER_RUNTIME_DIR", str(folder))
+    folder.mkdir(mode=0o700)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    pid = int(gone.stdout)  # a process that has exited: what a SIGKILLed driver leaves behind
+    stale_json, stale_sock = folder / f"{pid}.json", folder / f"{pid}.sock"
+    stale_json.write_text(json.dumps({"pid": pid, "socket": str(stale_sock), "token": "x" * 48,
+                                      "dashboard_url": None, "started": 1.0,
+                                      "backend": "local", "argv": ["killed.py"]}))
+    stale_json.chmod(0o600)
+    stale_sock.write_bytes(b"")
+    ember.init(num_cpus=1)
+    try:
+        eventually(lambda: not stale_json.exists() and not stale_sock.exists(), timeout=30,
+                   what="the dead program's session files to be cleared")
+        assert (folder / f"{os.getpid()}.json").exists()  # its own stays
+    finally:
+        ember.shutdown()
+    assert not (folder / f"{os.getpid()}.json").exists()

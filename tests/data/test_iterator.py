@@ -163,3 +163,54 @@ def test_a_batch_within_one_chunk_is_converted_with_at_most_one_copy() -> None:
         expected = chunk[(i % 4) * 25:(i % 4 + 1) * 25]
         np.testing.assert_array_equal(view["x"], expected)
         np.testing.assert_array_equal(copy["id"], expected)
+
+
+def test_numbers_cross_between_numpy_and_arrow_by_their_buffers() -> None:
+    from ember.data._block import batch_to_block, block_to_batch
+
+    columns = {"i8": np.arange(-5, 5, dtype=np.int8), "u64": np.arange(10, dtype=np.uint64),
+               "f16": np.linspace(0, 1, 10).astype(np.float16),
+               "big": np.arange(10, dtype=">i4"),  # big-endian: Arrow holds little-endian
+               "strided": np.arange(20, dtype=np.float64)[::2],
+               "nan": np.array([np.nan, *range(9)], dtype=np.float32)}
+    block = batch_to_block(columns)
+    assert block.column("big").type == pa.int32() and block.column("nan").null_count == 0
+    back = block_to_batch(block, "numpy")
+    for name, values in columns.items():
+        np.testing.assert_array_equal(back[name], values)
+        assert back[name].dtype == values.dtype.newbyteorder("=")
+        assert back[name].flags.writeable
+    # a view of a block read elsewhere stays read-only: writing into it would change the block
+    shared = block_to_batch(block.slice(2, 5), "numpy", zero_copy=True)
+    assert not shared["u64"].flags.writeable and shared["u64"].tolist() == [2, 3, 4, 5, 6]
+    with_null = block_to_batch(pa.table({"x": pa.array([1.0, None])}), "numpy")
+    assert np.isnan(with_null["x"][1])
+
+
+def test_numeric_batches_never_import_pandas(tmp_path: Path) -> None:
+    # pyarrow's pa.array/to_numpy import pandas on first use: 0.2 s and tens of MiB in every
+    # process that touches a batch. Numbers from a pipeline must not need it, driver or worker.
+    import subprocess
+    import sys
+
+    script = tmp_path / "no_pandas.py"
+    script.write_text(
+        "import sys\n"
+        "import numpy as np\n"
+        "import ember, ember.data as ed\n"
+        "def add_one(batch):\n"
+        "    return {k: v + 1 for k, v in batch.items()}\n"
+        "def workers_pandas(batch):\n"
+        "    return {'pandas': np.full(len(batch['id']), int('pandas' in sys.modules))}\n"
+        "ember.init(num_cpus=2)\n"
+        "total = sum(int(b['id'].sum()) for b in ed.range(10_000).map_batches(add_one)"
+        ".iter_batches(batch_size=4096))\n"
+        "assert total == sum(range(1, 10_001)), total\n"
+        "used = ed.range(4000, override_num_blocks=4).map_batches(add_one)"
+        ".map_batches(workers_pandas).take_all()\n"
+        "print('driver', int('pandas' in sys.modules), 'workers', max(r['pandas'] for r in used))\n"
+        "ember.shutdown()\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["driver", "0", "workers", "0"], out.stdout
