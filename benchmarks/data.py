@@ -30,7 +30,9 @@ workloads; for the Parquet ones ``pyarrow.dataset`` (its threads use both cores)
 scanned as record batches, each mapped by the same numpy function and written by
 ``pyarrow.dataset.write_dataset``, and a plain ``to_batches(batch_size=4096)`` iterator turned
 into numpy. Targets: the Parquet pipeline at most 1.3x the limit's time, Parquet
-``iter_batches`` at most 1.2x.
+``iter_batches`` at most 1.2x. On those two rows ember and Ray Data run the same number of
+rounds as the limit, each reported by its best (the first round of a process pays its first
+imports, pandas by way of ``pyarrow.dataset`` among them, which the limit pays before timing).
 
 A workload that does not finish within its time limit counts as hung: its child is killed with
 everything it started, and a fresh child runs the remaining workloads. The printed Markdown table
@@ -90,12 +92,13 @@ class Sizes:
     rows: int  # N for the range workloads
     parquet_rows_per_file: int  # 16 files of one int64 and 7 float64 columns (64 B a row)
     workload_timeout_s: float
+    rounds: int  # of the limit, and of each framework on the rows the limit judges
 
     @classmethod
     def of(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(200_000, 2**15, 120.0)
-        return cls(2_000_000, 2**20, 600.0)
+            return cls(200_000, 2**15, 120.0, QUICK_LIMIT_ROUNDS)
+        return cls(2_000_000, 2**20, 600.0, LIMIT_ROUNDS)
 
 
 def add_one(batch: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +157,18 @@ def _emit(key: str, value: float, **extra: Any) -> None:
     print(RESULT_MARKER + json.dumps({"workload": key, "value": value, **extra}), flush=True)
 
 
+def _emit_best(key: str, rounds: int, fn: Callable[[], Any],
+               before: Callable[[], Any] | None = None) -> None:
+    """A workload compared with a limit: its best of ``rounds``, as the limit is measured (one
+    cold run against the limit's warm best measured a process's first imports, not the work)."""
+    times = []
+    for _ in range(rounds):
+        if before is not None:
+            before()
+        times.append(timed(fn))
+    _emit(key, min(times), rounds=times)
+
+
 def run_framework(name: str, sizes: Sizes, workdir: str, skip: int) -> None:
     """Run the workloads from index ``skip`` on, printing each result as soon as it is known."""
     start = time.perf_counter()
@@ -205,6 +220,7 @@ def run_framework(name: str, sizes: Sizes, workdir: str, skip: int) -> None:
               peak_mib=rss.peak / 2**20, before_mib=rss.start / 2**20)
 
     src, dst = os.path.join(workdir, "in"), os.path.join(workdir, f"out-{name}")
+    rounds = sizes.rounds
 
     def iterate_parquet() -> None:
         for _ in data.read_parquet(src).iter_batches(batch_size=4096):
@@ -219,9 +235,9 @@ def run_framework(name: str, sizes: Sizes, workdir: str, skip: int) -> None:
                       timed(lambda: data.range(n // 2).map_batches(Scale, **pool(1)).count())),
         lambda: _emit(WORKLOADS[4].key,
                       timed(lambda: data.range(n // 2).map_batches(Scale, **pool(2)).count())),
-        lambda: _emit(WORKLOADS[5].key, timed(
-            lambda: data.read_parquet(src).map_batches(add_one).write_parquet(dst))),
-        lambda: _emit(WORKLOADS[6].key, timed(iterate_parquet)),
+        lambda: _emit_best(WORKLOADS[5].key, rounds, lambda: data.read_parquet(src).map_batches(
+            add_one).write_parquet(dst), before=lambda: shutil.rmtree(dst, ignore_errors=True)),
+        lambda: _emit_best(WORKLOADS[6].key, rounds, iterate_parquet),
         stream_5x_budget,  # last: it lowers the memory budget
     ]
     for step in steps[max(skip, 1):]:
@@ -515,6 +531,8 @@ def main() -> int:
              "Parquet: pyarrow.dataset to_batches (pyarrow's threads) -> the same numpy "
              "add_one -> pyarrow.dataset.write_dataset (16 files, threads), and a plain "
              "to_batches(batch_size=4096) iterator turned into numpy",
+             f"parquet pipeline and parquet iter_batches 4096: ember and Ray Data also best of "
+             f"{sizes.rounds} rounds, as the limit; the other rows: one run each",
              *errors]
     from report import limit_verdict, merge_verdicts  # the report's own check of limit targets
 

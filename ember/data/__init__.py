@@ -272,13 +272,16 @@ def read_parquet(paths: Paths, *, columns: list[str] | None = None,
                         "e.g. pyarrow.dataset.field('x') > 5")
     fs, files = _read.resolve_files(paths, None, filesystem, selection)
     partitions = _read.partition_values(fs, files, selection.partitioning)
+    every_partition = partitions
     names = [name for name, _, _ in partitions[0]] if partitions else []
     target = _read.parquet_schema(fs, files, columns, schema, names)
     if partitions and columns is not None:  # the partition columns that columns names
         partitions = [tuple(p for p in values if p[0] in columns) for values in partitions]
         partitions = partitions if partitions[0] else None
-    reader = _read.parquet_reader(target, filter)
-    pieces = _read.parquet_pieces(target, row_filter=filter)
+    # a filter may name partition columns: each file's fragment knows its values
+    partitions_of = dict(zip(files, every_partition, strict=True)) if every_partition else None
+    reader = _read.parquet_reader(target, filter, partitions_of)
+    pieces = _read.parquet_pieces(target, row_filter=filter, partitions_of=partitions_of)
     if tensor_column_schema:
         reader = _read.tensor_columns(reader, dict(tensor_column_schema))
         pieces = _read.tensor_columns(pieces, dict(tensor_column_schema))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ember.data import _block
@@ -31,13 +30,26 @@ class InProcessReads:
     when it is done, or the exception it raised (size 0 for both)."""
 
     def __init__(self, threads: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max(1, threads),
-                                        thread_name_prefix="ember-data-read")
+        # Daemon threads of its own, not a ThreadPoolExecutor: the interpreter joins those at
+        # exit, and a reader waiting for a consumer that left without closing its iterator
+        # (``it = iter(ds.iter_batches()); next(it)`` in a script) would hang the exit.
+        self._tasks: queue.SimpleQueue[tuple[Any, ReadTask] | None] = queue.SimpleQueue()
         self._arrivals: queue.Queue[tuple[Any, Any, int]] = queue.Queue(maxsize=QUEUE_PIECES)
         self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._serve, name=f"ember-data-read_{i}",
+                                          daemon=True) for i in range(max(1, threads))]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, key: Any, task: ReadTask) -> None:
-        self._pool.submit(self._run, key, task)
+        self._tasks.put((key, task))
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            work = self._tasks.get()
+            if work is None or self._stop.is_set():
+                return
+            self._run(*work)
 
     def _run(self, key: Any, task: ReadTask) -> None:
         wall0, cpu0 = time.perf_counter(), time.thread_time()
@@ -72,7 +84,8 @@ class InProcessReads:
         """Stop: a reader ends at its next piece (a piece being decoded is finished first, off
         the consumer's thread), and what waited for the consumer is dropped."""
         self._stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for _ in self._threads:
+            self._tasks.put(None)  # wakes the threads waiting for work: they end
         while True:
             try:
                 self._arrivals.get_nowait()

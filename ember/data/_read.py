@@ -6,7 +6,7 @@ from __future__ import annotations
 import builtins
 import functools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -421,22 +421,47 @@ def _unify(files: Sequence[str], schemas: list[pa.Schema]) -> pa.Schema:
 PIECE_BYTES = 8 * 1024 * 1024
 
 
-def parquet_reader(schema: pa.Schema, row_filter: Any = None) -> Callable[[Any, str], Block]:
+def _filtered_fragment(f: Any, partitions: Partitions | None) -> tuple[Any, pa.Schema]:
+    """A Parquet file as a fragment to scan with a filter, and the schema the filter binds to:
+    the file's columns, and its partition columns, which the fragment knows by their values
+    (so a filter on them is decided without reading, and one that rules the file out skips
+    it)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    fmt = pads.ParquetFileFormat()
+    if not partitions:
+        fragment = fmt.make_fragment(f)
+        return fragment, fragment.physical_schema
+    guarantee = None
+    for name, value, kind in partitions:
+        term = (pc.field(name).is_null() if value is None
+                else pc.field(name) == pa.scalar(value, kind))
+        guarantee = term if guarantee is None else guarantee & term
+    fragment = fmt.make_fragment(f, partition_expression=guarantee)
+    physical = fragment.physical_schema
+    extra = [pa.field(name, kind) for name, _, kind in partitions if name not in physical.names]
+    return fragment, pa.schema([*physical, *extra])
+
+
+def parquet_reader(schema: pa.Schema, row_filter: Any = None,
+                   partitions_of: Mapping[str, Partitions] | None = None
+                   ) -> Callable[[Any, str], Block]:
     """Reads a file's columns of ``schema``, conformed to it: columns in its order, cast to its
     types, missing ones as nulls (the file is named if a value cannot be cast). ``row_filter``
     (a ``pyarrow.compute.Expression``, Ray's ``filter=``) keeps the rows it holds for; row
-    groups whose statistics rule it out are not read."""
+    groups whose statistics rule it out are not read. ``partitions_of`` (path -> the file's
+    partition values): the filter may name partition columns too."""
 
     def read(fs: Any, path: str) -> Block:
         import pyarrow.parquet as pq
 
         with _open_native(fs, path) as f:
             if row_filter is not None:
-                import pyarrow.dataset as pads
-
-                fragment = pads.ParquetFileFormat().make_fragment(f)
+                fragment, scan_schema = _filtered_fragment(f, (partitions_of or {}).get(path))
                 present = [n for n in schema.names if n in fragment.physical_schema.names]
-                table = fragment.to_table(columns=present, filter=row_filter)
+                table = fragment.to_table(schema=scan_schema, columns=present,
+                                          filter=row_filter)
             else:
                 file = pq.ParquetFile(f)
                 present = [name for name in schema.names if name in file.schema_arrow.names]
@@ -446,7 +471,8 @@ def parquet_reader(schema: pa.Schema, row_filter: Any = None) -> Callable[[Any, 
     return read
 
 
-def parquet_pieces(schema: pa.Schema, piece_bytes: int = PIECE_BYTES, row_filter: Any = None
+def parquet_pieces(schema: pa.Schema, piece_bytes: int = PIECE_BYTES, row_filter: Any = None,
+                   partitions_of: Mapping[str, Partitions] | None = None
                    ) -> Callable[[Any, str], Iterable[Block]]:
     """``parquet_reader``, a file read in blocks of about ``piece_bytes`` (from its row
     groups' uncompressed sizes) rather than in one, for a read in the consuming process.
@@ -460,7 +486,8 @@ def parquet_pieces(schema: pa.Schema, piece_bytes: int = PIECE_BYTES, row_filter
         import pyarrow.dataset as pads
 
         with _open_native(fs, path) as f:
-            fragment = pads.ParquetFileFormat().make_fragment(f)
+            fragment, scan_schema = _filtered_fragment(
+                f, (partitions_of or {}).get(path) if row_filter is not None else None)
             meta = fragment.metadata
             size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
             rows = max(64, piece_bytes * meta.num_rows // max(1, size))
@@ -468,7 +495,8 @@ def parquet_pieces(schema: pa.Schema, piece_bytes: int = PIECE_BYTES, row_filter
             # two pieces decoded ahead (pyarrow's default, 16, would hold 16 pieces a file)
             options = pads.ParquetFragmentScanOptions(
                 pre_buffer=False, use_buffered_stream=True, buffer_size=1024 * 1024)
-            for batch in fragment.to_batches(columns=present, batch_size=rows, batch_readahead=2,
+            for batch in fragment.to_batches(schema=scan_schema, columns=present,
+                                             batch_size=rows, batch_readahead=2,
                                              filter=row_filter, fragment_scan_options=options,
                                              memory_pool=piece_memory_pool()):
                 yield _conform(pa.Table.from_batches([batch]), schema, path)

@@ -271,6 +271,27 @@ def test_read_parquet_of_a_hive_folder_keeps_the_partition_column(
     assert [r["year"] for r in rows_of(typed)] == [2020, 2020, 2021]
 
 
+def test_read_parquet_filter_may_name_partition_columns(ember_local: Any, tmp_path: Path,
+                                                        rows_of: Any) -> None:
+    import pyarrow.dataset as pads
+
+    _hive_parquet(tmp_path)
+    year = pads.field("year")
+    assert rows_of(ed.read_parquet(str(tmp_path), filter=year == "2021")) == [
+        {"v": 3, "year": "2021"}]
+    both = (year == "2020") & (pads.field("v") > 1)
+    assert rows_of(ed.read_parquet(str(tmp_path), filter=both)) == [{"v": 2, "year": "2020"}]
+    # read in this process (iter_batches), by tasks, and projected away from the filter's
+    iterated = [int(v) for b in ed.read_parquet(str(tmp_path), filter=year >= "2020")
+                .iter_batches() for v in b["v"]]
+    assert sorted(iterated) == [1, 2, 3]
+    assert rows_of(ed.read_parquet(str(tmp_path), columns=["v"], filter=year != "2020")
+                   .map_batches(lambda b: b)) == [{"v": 3}]
+    typed = ed.read_parquet(str(tmp_path), filter=pads.field("year") == 2020,
+                            partitioning=Partitioning("hive", field_types={"year": int}))
+    assert rows_of(typed) == [{"v": 1, "year": 2020}, {"v": 2, "year": 2020}]
+
+
 def test_dir_partitioning_names_the_folders_and_a_files_own_column_is_checked(
         ember_local: Any, tmp_path: Path) -> None:
     for label, body in (("cat", "label,n\ncat,1\n"), ("dog", "label,n\ndog,2\n")):

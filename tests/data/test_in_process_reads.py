@@ -157,6 +157,31 @@ def test_leaving_a_local_read_early_stops_its_readers(ember_local: Any, tmp_path
     assert time.monotonic() - left < 5
 
 
+@pytest.mark.parametrize("shutdown", [True, False])
+def test_a_program_that_leaves_a_local_read_open_still_exits(tmp_path: Path,
+                                                             shutdown: bool) -> None:
+    # A script that keeps an iterator (a module global) and ends: the interpreter used to join
+    # the readers, blocked on a consumer that never comes back, and hung for ever.
+    import subprocess
+    import sys
+
+    (tmp_path / "in").mkdir()
+    for i in range(4):
+        pq.write_table(pa.table({"x": np.random.default_rng(i).random(200_000)}),
+                       tmp_path / "in" / f"{i}.parquet", row_group_size=10_000)
+    script = tmp_path / "leave_open.py"
+    script.write_text(
+        "import ember, ember.data as ed\n"
+        "ember.init(num_cpus=2)\n"
+        f"it = iter(ed.read_parquet({str(tmp_path / 'in')!r}).iter_batches(batch_size=100))\n"
+        "print(len(next(it)['x']), flush=True)\n"
+        + ("ember.shutdown()\n" if shutdown else ""))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["100"]
+
+
 def test_a_transform_after_a_local_read_runs_in_tasks(ember_local: Any, tmp_path: Path) -> None:
     _write_parquet(tmp_path / "in")
     ds = ed.read_parquet(str(tmp_path / "in")).map_batches(
