@@ -134,7 +134,7 @@ def _numbers_view(array: pa.Array, owned: bool) -> np.ndarray | None:
     if data is None:
         return None
     # np.ndarray over the buffer: half np.frombuffer's cost (this runs per column per batch)
-    view = np.ndarray((len(array),), dtype, data, array.offset * dtype.itemsize)
+    view: np.ndarray = np.ndarray((len(array),), dtype, data, array.offset * dtype.itemsize)
     if not (owned and data.is_mutable):
         view.setflags(write=False)  # Arrow's memory, maybe shared with other readers
     return view
