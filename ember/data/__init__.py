@@ -234,7 +234,7 @@ def read_parquet(paths: Paths, *, columns: list[str] | None = None,
     be unified raise a ``ValueError`` naming two of them. ``filter`` (a
     ``pyarrow.compute.Expression`` such as ``pyarrow.dataset.field("x") > 5``, as in Ray) keeps
     only the rows it holds for, skipping row groups whose statistics rule it out; it may name
-    columns that ``columns`` leaves out. ``tensor_column_schema`` (``{column: (dtype,
+    columns that ``columns`` leaves out, and partition columns (decided by each file's folder). ``tensor_column_schema`` (``{column: (dtype,
     shape)}``) reads binary columns of serialized arrays as tensors. Of Ray's other
     ``**arrow_parquet_args``, the scan hints ``batch_size``, ``batch_readahead``,
     ``fragment_readahead``, ``use_threads``, ``cache_metadata`` and ``meta_provider`` are
