@@ -170,6 +170,8 @@ INTERNAL_EXCEPTIONS = {
                                  "ends the actor and callers see ActorDiedError",
     "ember.core.local._actor_host._PartialReturns": "a num_returns=n generator that failed early; "
                                                 "the worker stores its items and the error",
+    "ember.serve._adapter_params._Problems": "one adapter parameter's problems; the reader "
+                                             "gathers them into one InvalidRequest (a 422)",
     "ember.serve._direct.FrameTooLarge": "serve's proxy-replica channel: the proxy answers the "
                                          "client itself",
     "ember.serve._direct.NotAuthenticated": "serve's proxy-replica channel: the proxy falls back "

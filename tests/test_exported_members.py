@@ -143,8 +143,9 @@ AIR_CONFIG_ALL = ["CheckpointConfig", "DatasetConfig", "FailureConfig", "RunConf
                   "ScalingConfig"]
 AIR_CHECKPOINT_ALL = ["Checkpoint"]
 AIR_SESSION_ALL = ["get_checkpoint", "get_dataset_shard", "get_experiment_name",
-                   "get_local_rank", "get_local_world_size", "get_node_rank", "get_trial_name",
-                   "get_world_rank", "get_world_size", "report"]
+                   "get_local_rank", "get_local_world_size", "get_node_rank", "get_trial_dir",
+                   "get_trial_id", "get_trial_name", "get_world_rank", "get_world_size",
+                   "report"]
 
 PINNED = [(ember, EMBER_ALL), (errors, ERRORS_ALL), (exceptions, EXCEPTIONS_ALL),
           (actor, ACTOR_ALL), (util, UTIL_ALL), (ember.util.queue, QUEUE_ALL),

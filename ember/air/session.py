@@ -26,6 +26,8 @@ __all__ = [
     "get_local_rank",
     "get_local_world_size",
     "get_node_rank",
+    "get_trial_dir",
+    "get_trial_id",
     "get_trial_name",
     "get_world_rank",
     "get_world_size",
@@ -73,7 +75,19 @@ def get_trial_name() -> str:
     """The run's name: ember runs one trial per ``fit()`` (Ray 2.5 named it after the
     trainer, ``TorchTrainer_<id>_00000``), so it is ``RunConfig.name``, as
     ``get_experiment_name()``."""
-    return _train.get_context().get_experiment_name()
+    return _train.get_context().get_trial_name()
+
+
+def get_trial_id() -> str:
+    """A short id of the run (``<hex>_00000``), the same on every rank and after a restart."""
+    return _train.get_context().get_trial_id()
+
+
+def get_trial_dir() -> str:
+    """A local folder of the run for the loop's own files: the run's folder when storage is
+    local, else ``~/ember_results/<name>`` on the worker's machine (Ray 2.5 synced its trial
+    folder to cloud storage; ember uploads checkpoints only)."""
+    return _train.get_context().get_trial_dir()
 
 
 def get_dataset_shard(dataset_name: str | None = None) -> Any:

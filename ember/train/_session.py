@@ -75,6 +75,36 @@ class TrainContext:
         """Where the run's checkpoints go (``RunConfig.storage_path``)."""
         return self.storage_path
 
+    def get_trial_name(self) -> str:
+        """The run's name: ember runs one trial per ``fit()``, so it is ``RunConfig.name``."""
+        return self.experiment_name
+
+    def get_trial_id(self) -> str:
+        """A short id of this run, the same on every rank and after a restart (Ray's trial ids
+        look alike: ``<hex>_00000``)."""
+        import hashlib
+
+        return hashlib.sha1(self.storage_path.encode()).hexdigest()[:8] + "_00000"
+
+    def get_trial_dir(self) -> str:
+        """A local folder of this run for the loop's own files (logs, TensorBoard): the run's
+        folder when storage is local, else ``~/ember_results/<name>`` on this machine. ember
+        uploads only checkpoints: files written here stay where they are."""
+        local = _local_path(self.storage_path)
+        folder = local if local is not None else os.path.join(
+            os.path.expanduser("~/ember_results"), self.experiment_name or self.get_trial_id())
+        os.makedirs(folder, exist_ok=True)
+        return folder
+
+
+def _local_path(url: str) -> str | None:
+    """The local path of a storage URL (a path, or ``file://``); None for a remote one."""
+    if url.startswith("file://"):
+        return url[len("file://"):]
+    if "://" in url:
+        return None
+    return os.path.expanduser(url)
+
 
 @dataclass(frozen=True)
 class ReportEvent:

@@ -141,7 +141,8 @@ def air_loop(config):
              "who": [session.get_world_rank(), session.get_world_size(),
                      session.get_local_rank(), session.get_local_world_size(),
                      session.get_node_rank()],
-             "names": [session.get_trial_name(), session.get_experiment_name()]},
+             "names": [session.get_trial_name(), session.get_experiment_name()],
+             "trial_id": session.get_trial_id()},
             checkpoint=Checkpoint.from_dict({"epoch": epoch, "rank": rank,
                                              "weights": [epoch * 0.5, rank]}))
 
@@ -164,11 +165,31 @@ def test_dict_checkpoints_restore_after_a_worker_dies_and_reach_the_driver(
     assert result.metrics is not None
     assert result.metrics["who"] == [0, 2, 0, 2, 0]
     assert result.metrics["names"] == ["air", "air"]
+    trial_ids = set(result.metrics_dataframe["trial_id"])
+    assert len(trial_ids) == 1 and next(iter(trial_ids)).endswith("_00000")  # across restarts
     assert result.checkpoint is not None
     assert result.checkpoint.to_dict() == {"epoch": 3, "rank": 0, "weights": [1.5, 0]}
     assert result.checkpoint.for_rank(1).to_dict() == {"epoch": 3, "rank": 1,
                                                        "weights": [1.5, 1]}
     assert result.path == f"{s3_bucket}/air"
+
+
+def test_the_trial_dir_of_a_local_run_is_its_folder_for_the_loops_own_files(
+        ember_local, tmp_path):
+    def loop():
+        from ember.air import session
+
+        folder = session.get_trial_dir()
+        with open(os.path.join(folder, f"log_{session.get_world_rank()}.txt"), "w") as f:
+            f.write("step 1")
+        session.report({"dir": folder, "id": session.get_trial_id()})
+
+    result = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=2),
+                          run_config=RunConfig(name="logs", storage_path=str(tmp_path))).fit()
+    assert result.metrics["dir"] == str(tmp_path / "logs")
+    assert sorted(p.name for p in (tmp_path / "logs").glob("log_*.txt")) == [
+        "log_0.txt", "log_1.txt"]
+    assert result.metrics["id"].endswith("_00000")
 
 
 def test_torch_checkpoint_reported_in_a_run_gives_the_model_back(ember_local, tmp_path):
