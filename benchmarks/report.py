@@ -388,7 +388,9 @@ def render(outcomes: list[Outcome], machine: dict[str, str], started: datetime.d
         lines += ["", "The rows with a target (for a benchmark without targets, its ratios to "
                   "Ray). ember vs Ray is how many times better ember is than Ray on the "
                   "workload (above 1: ember wins). The limit is the same work done with no "
-                  "framework, best of several rounds in the same run; ember / limit divides "
+                  "framework in the same run, several rounds summed up as each benchmark's notes "
+                  "say (its best, or the median where ember's side is a median); ember / "
+                  "limit divides "
                   "ember's number by it (for a time, 1.10x is 10% slower than the bare work; "
                   "for a rate, 0.80x is 80% of the bare rate).", ""]
         lines += _table(["benchmark", "workload", "ember", "Ray", "limit", "ember vs Ray",
