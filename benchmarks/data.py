@@ -153,6 +153,17 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def timed_rounds(fn: Callable[[], Any], rounds: int,
+                 before: Callable[[], Any] | None = None) -> list[float]:
+    """Seconds of each of ``rounds`` calls of ``fn`` (``before`` runs untimed ahead of each)."""
+    times = []
+    for _ in range(rounds):
+        if before is not None:
+            before()
+        times.append(timed(fn))
+    return times
+
+
 def _emit(key: str, value: float, **extra: Any) -> None:
     print(RESULT_MARKER + json.dumps({"workload": key, "value": value, **extra}), flush=True)
 
@@ -161,11 +172,7 @@ def _emit_best(key: str, rounds: int, fn: Callable[[], Any],
                before: Callable[[], Any] | None = None) -> None:
     """A workload compared with a limit: its best of ``rounds``, as the limit is measured (one
     cold run against the limit's warm best measured a process's first imports, not the work)."""
-    times = []
-    for _ in range(rounds):
-        if before is not None:
-            before()
-        times.append(timed(fn))
+    times = timed_rounds(fn, rounds, before)
     _emit(key, min(times), rounds=times)
 
 
@@ -304,7 +311,7 @@ def run_limits(sizes: Sizes, workdir: str, rounds: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for key, work in limit_workloads(sizes, workdir).items():
         work()
-        times = [timed(work) for _ in range(rounds)]
+        times = timed_rounds(work, rounds)
         results[key] = {"best": min(times), "rounds": times}
     shutil.rmtree(os.path.join(workdir, "out-limit"), ignore_errors=True)
     return results

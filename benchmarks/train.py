@@ -504,9 +504,7 @@ def protocol_rows(results: dict[str, Any], shard_mib: int) -> list[dict[str, Any
     time_speedup = ratio(ray_t, pw_t)
     time_ratio, mem_ratio = ratio(pw_t, g_t), ratio(pw_m, g_m)
     r0_time, r0_mem = ratio(pw_t, r0_t), ratio(pw_m, r0_m)
-    limit = results.get("limit-upload")
-    limit_t = statistics.median(limit["times_s"]) if limit else None
-    limit_m = max(limit["peak_rss_delta"]) / 2**20 if limit else None
+    limit_t, limit_m = time_of("limit-upload"), mem_of("limit-upload")
     return [
         {"workload": f"checkpoint to S3, 2 ranks x {shard_mib} MiB shards (per-worker upload)",
          "unit": "s", "ember": pw_t, "ray": ray_t, "better": "lower", "speedup": time_speedup,
@@ -629,7 +627,7 @@ def main() -> int:
     upload = results.get("limit-upload")
     if upload:
         time_of, _ = _summaries(results)
-        mid = statistics.median(upload["times_s"])
+        mid = time_of("limit-upload")
         print(f"\nlimit, per-worker checkpoint with no framework: {mid:.2f} s (median of "
               f"{len(upload['times_s'])}; best {min(upload['times_s']):.2f} s); ember per-worker "
               f"/ limit {_ratio(time_of('ember-per-worker'), mid)} (target <= 1.15x)")

@@ -234,8 +234,8 @@ def read_parquet(paths: Paths, *, columns: list[str] | None = None,
     be unified raise a ``ValueError`` naming two of them. ``filter`` (a
     ``pyarrow.compute.Expression`` such as ``pyarrow.dataset.field("x") > 5``, as in Ray) keeps
     only the rows it holds for, skipping row groups whose statistics rule it out; it may name
-    columns that ``columns`` leaves out, and partition columns (decided by each file's folder). ``tensor_column_schema`` (``{column: (dtype,
-    shape)}``) reads binary columns of serialized arrays as tensors. Of Ray's other
+    columns that ``columns`` leaves out, and partition columns (decided by each file's
+    folder). ``tensor_column_schema`` (``{column: (dtype, shape)}``) reads binary columns of serialized arrays as tensors. Of Ray's other
     ``**arrow_parquet_args``, the scan hints ``batch_size``, ``batch_readahead``,
     ``fragment_readahead``, ``use_threads``, ``cache_metadata`` and ``meta_provider`` are
     accepted and change nothing (ember sizes its reads itself); any other is a ``TypeError``.
@@ -272,14 +272,14 @@ def read_parquet(paths: Paths, *, columns: list[str] | None = None,
                         "e.g. pyarrow.dataset.field('x') > 5")
     fs, files = _read.resolve_files(paths, None, filesystem, selection)
     partitions = _read.partition_values(fs, files, selection.partitioning)
-    every_partition = partitions
+    # a filter may name partition columns: each file's fragment is told its values
+    partitions_of = (dict(zip(files, partitions, strict=True))
+                     if partitions and filter is not None else None)
     names = [name for name, _, _ in partitions[0]] if partitions else []
     target = _read.parquet_schema(fs, files, columns, schema, names)
     if partitions and columns is not None:  # the partition columns that columns names
         partitions = [tuple(p for p in values if p[0] in columns) for values in partitions]
         partitions = partitions if partitions[0] else None
-    # a filter may name partition columns: each file's fragment knows its values
-    partitions_of = dict(zip(files, every_partition, strict=True)) if every_partition else None
     reader = _read.parquet_reader(target, filter, partitions_of)
     pieces = _read.parquet_pieces(target, row_filter=filter, partitions_of=partitions_of)
     if tensor_column_schema:

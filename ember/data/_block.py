@@ -110,12 +110,10 @@ def column_to_numpy(column: pa.ChunkedArray | pa.Array, owned: bool = False) -> 
     numbers = _numbers_view(column, owned)
     if numbers is not None:
         return numbers
-    try:
+    try:  # the rest (strings, nulls, dates...) is no view of Arrow's memory that can be written
         values: np.ndarray = column.to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, NotImplementedError):
         return np.array(column.to_pylist(), dtype=object)
-    if owned and not values.flags.writeable:
-        return _writable_view(column, values)
     return values
 
 
@@ -137,21 +135,6 @@ def _numbers_view(array: pa.Array, owned: bool) -> np.ndarray | None:
     view: np.ndarray = np.ndarray((len(array),), dtype, data, array.offset * dtype.itemsize)
     if not (owned and data.is_mutable):
         view.setflags(write=False)  # Arrow's memory, maybe shared with other readers
-    return view
-
-
-def _writable_view(array: pa.Array, values: np.ndarray) -> np.ndarray:
-    """``values``, a read-only view of ``array``'s data, as a writable view of the same memory
-    when that buffer is mutable (numbers without nulls: the only arrays Arrow hands out as
-    views); else ``values`` as it is."""
-    if array.null_count or not (pa.types.is_integer(array.type)
-                                or pa.types.is_floating(array.type)):
-        return values
-    data = array.buffers()[1]
-    if data is None or not data.is_mutable:
-        return values
-    view: np.ndarray = np.frombuffer(data, dtype=values.dtype, count=len(array),
-                                     offset=array.offset * values.itemsize)
     return view
 
 

@@ -451,7 +451,7 @@ def parquet_reader(schema: pa.Schema, row_filter: Any = None,
     types, missing ones as nulls (the file is named if a value cannot be cast). ``row_filter``
     (a ``pyarrow.compute.Expression``, Ray's ``filter=``) keeps the rows it holds for; row
     groups whose statistics rule it out are not read. ``partitions_of`` (path -> the file's
-    partition values): the filter may name partition columns too."""
+    partition values, given with a filter): the filter may name partition columns too."""
 
     def read(fs: Any, path: str) -> Block:
         import pyarrow.parquet as pq
@@ -486,8 +486,7 @@ def parquet_pieces(schema: pa.Schema, piece_bytes: int = PIECE_BYTES, row_filter
         import pyarrow.dataset as pads
 
         with _open_native(fs, path) as f:
-            fragment, scan_schema = _filtered_fragment(
-                f, (partitions_of or {}).get(path) if row_filter is not None else None)
+            fragment, scan_schema = _filtered_fragment(f, (partitions_of or {}).get(path))
             meta = fragment.metadata
             size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
             rows = max(64, piece_bytes * meta.num_rows // max(1, size))

@@ -205,11 +205,9 @@ class _Problems(Exception):
 async def _value(p: _Param, request: Any, cache: dict[str, Any]) -> Any:
     if p.source == "request":
         return request
-    if p.source == "raw":
-        if _is_multipart(request):
-            return await _file_bytes(p, request, cache)
+    if p.source == "raw" and not _is_multipart(request):
         return bytes(await request.body())
-    if p.source == "file":
+    if p.source in ("raw", "file"):  # a bare bytes parameter of a form: its uploaded file
         upload = await _upload(p, request, cache)
         if upload is _MISSING:
             return _absent(p, "body")
@@ -228,8 +226,7 @@ def _pick(where: Any, p: _Param) -> Any:
     if _is_sequence(p.annotation) and hasattr(where, "getlist"):
         values = where.getlist(p.key)
         return values if values else _MISSING
-    value = where.get(p.key, _MISSING)
-    return value
+    return where.get(p.key, _MISSING)
 
 
 def _convert(p: _Param, raw: Any, location: str) -> Any:
@@ -306,15 +303,6 @@ async def _upload(p: _Param, request: Any, cache: dict[str, Any]) -> Any:
         raise _Problems([{"type": "value_error", "loc": ["body", p.key],
                           "msg": "Expected UploadFile, received: str", "input": value}])
     return value
-
-
-async def _file_bytes(p: _Param, request: Any, cache: dict[str, Any]) -> bytes:
-    upload = await _upload(p, request, cache)
-    if upload is _MISSING:
-        raise _Problems([{"type": "missing", "loc": ["body", p.key],
-                          "msg": f"Field required: send the file as the form field {p.key!r}",
-                          "input": None}])
-    return bytes(await upload.read())
 
 
 def _located(exc: Any, prefix: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -90,20 +90,11 @@ class TrainContext:
         """A local folder of this run for the loop's own files (logs, TensorBoard): the run's
         folder when storage is local, else ``~/ember_results/<name>`` on this machine. ember
         uploads only checkpoints: files written here stay where they are."""
-        local = _local_path(self.storage_path)
-        folder = local if local is not None else os.path.join(
+        run = Storage(self.storage_path)
+        folder = run.root if run.is_local else os.path.join(
             os.path.expanduser("~/ember_results"), self.experiment_name or self.get_trial_id())
         os.makedirs(folder, exist_ok=True)
         return folder
-
-
-def _local_path(url: str) -> str | None:
-    """The local path of a storage URL (a path, or ``file://``); None for a remote one."""
-    if url.startswith("file://"):
-        return url[len("file://"):]
-    if "://" in url:
-        return None
-    return os.path.expanduser(url)
 
 
 @dataclass(frozen=True)
