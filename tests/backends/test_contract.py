@@ -654,7 +654,10 @@ def test_cancel_right_after_submission_to_a_warm_worker_raises_at_once(force):
 
     @ember.remote(max_retries=0)
     def block():
-        for _ in range(60_000):  # short sleeps: Ray interrupts between bytecodes, not in C
+        # short sleeps: Ray interrupts between bytecodes, not in C. 30 s in all: longer than
+        # the get below waits (a lost cancel still fails this test), short enough that such a
+        # task does not hold its CPU through the tests after it.
+        for _ in range(3_000):
             time.sleep(0.01)
 
     @ember.remote
@@ -1835,7 +1838,10 @@ def test_ray_exception_names_catch_what_ember_raises(tmp_path, named_counters):
     @ember.remote
     def slow(started):
         open(started, "w").close()
-        for _ in range(60_000):  # short sleeps: Ray interrupts between bytecodes, not in C
+        # short sleeps: Ray interrupts between bytecodes, not in C. 30 s in all: longer than
+        # the get below waits (a lost cancel still fails this test), short enough that such a
+        # task does not hold its CPU through the tests after it.
+        for _ in range(3_000):
             time.sleep(0.01)
 
     with pytest.raises(rx.RayTaskError) as info:
