@@ -226,6 +226,7 @@ def run(
         raise DeploymentFailedError(f"application {name!r} failed to deploy: {outcome[15:]}")
     if outcome != "RUNNING":
         raise TimeoutError(f"application {name!r} was not running after {DEPLOY_TIMEOUT_S} s")
+    _handle.refresh_app(name)  # a redeploy: this process's next call reaches the new version
     for app in apps:
         _deployed[names[id(app)]] = (app.deployment, name)
     handle = DeploymentHandle(ingress, name)

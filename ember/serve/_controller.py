@@ -109,6 +109,10 @@ class Controller:
         self._saved: Any = None  # the shape of the last checkpoint (what changes it)
         self._saving: asyncio.Task[None] | None = None
         self._killed: list[Any] = []  # actors killed since the last checkpoint
+        # (app, deployment) replaced by a redeploy: its replicas serve until the new version's
+        # are all up, then drain (finish what they hold) and stop. Not checkpointed: a
+        # restarted controller stops them as strays.
+        self._retired: list[tuple[str, _Deployment]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -328,10 +332,12 @@ class Controller:
                 policy = AutoscalingPolicy(config.autoscaling_config)
             states[name] = _Deployment(name, target, args, kwargs, config,
                                        config.start_replicas, policy)
-        if old is not None:  # redeploy: replace every replica
+        if old is not None:  # redeploy: the old replicas serve until the new ones are up
             for dep in old.deployments.values():
-                for info in dep.replicas.values():
-                    self._drop_info(info)
+                for rid in [r for r, i in dep.replicas.items() if not i.running]:
+                    self._drop(dep, rid)  # still starting: never served, stop it now
+                if dep.replicas:
+                    self._retired.append((app_name, dep))
         self._apps[app_name] = _App(route_prefix, ingress, states)
         # Before any replica: a restarted controller then knows the app.
         await _await(self._keeper.save_app.remote(app_name, self._spec_of(self._apps[app_name])))
@@ -351,6 +357,7 @@ class Controller:
                           if d.status() == "DEPLOY_FAILED"]
                 return "DEPLOY_FAILED: " + "; ".join(failed)
             if all(s == "HEALTHY" for s in statuses):
+                await self._refresh_proxies(app_name)
                 return "RUNNING"
             await asyncio.sleep(0.02)
         return "DEPLOYING"
@@ -361,7 +368,9 @@ class Controller:
         if app is None:
             return
         await _await(self._keeper.save_app.remote(app_name, None))
-        for dep in app.deployments.values():
+        retired = [dep for name, dep in self._retired if name == app_name]
+        self._retired = [(name, dep) for name, dep in self._retired if name != app_name]
+        for dep in [*app.deployments.values(), *retired]:
             for info in dep.replicas.values():
                 self._drop_info(info)
         await self._push_routes()
@@ -425,15 +434,22 @@ class Controller:
         dep = None if app is None else app.deployments.get(deployment_name)
         if dep is None:
             return None
-        running = dep.running
+        live = {r: dep.replicas[r] for r in dep.running}
+        if dep.status() == "UPDATING":  # a redeploy: the old version serves beside the new
+            for old in self._serving_retired(app_name, deployment_name):
+                live.update((r, old.replicas[r]) for r in old.running)
         return {
             "version": self._version,
             "max_ongoing_requests": dep.config.max_ongoing_requests,
             "max_queued_requests": dep.config.max_queued_requests,
-            "replicas": {r: dep.replicas[r].actor for r in running},
-            "models": {r: dep.replicas[r].models for r in running},
-            "model_slots": {r: dep.replicas[r].model_slots for r in running},
+            "replicas": {r: info.actor for r, info in live.items()},
+            "models": {r: info.models for r, info in live.items()},
+            "model_slots": {r: info.model_slots for r, info in live.items()},
         }
+
+    def _serving_retired(self, app_name: str, deployment_name: str) -> list[_Deployment]:
+        return [dep for app, dep in self._retired
+                if app == app_name and dep.name == deployment_name]
 
     # -- the control loop --------------------------------------------------------------------
 
@@ -442,6 +458,14 @@ class Controller:
         if self._changed is not None:
             async with self._changed:
                 self._changed.notify_all()
+
+    async def _refresh_proxies(self, app_name: str) -> None:
+        """The proxies' routers take the new routing now (not at their long poll's next
+        answer): an HTTP request sent once ``serve.run`` returned reaches the new version."""
+        proxies = [proxy for proxy, _ in self._proxies.values()]
+        await asyncio.gather(*(asyncio.wait_for(_await(p.refresh.remote(app_name)),
+                                                PROXY_PING_TIMEOUT_S) for p in proxies),
+                             return_exceptions=True)  # a dead proxy: its restart routes anew
 
     async def _push_routes(self) -> None:
         routes = {app.route_prefix: (name, app.ingress)
@@ -470,10 +494,41 @@ class Controller:
                 changed |= await self._poll_replicas(dep)
                 changed |= self._autoscale(app_name, dep)
                 changed |= self._scale(app_name, dep)
+        changed |= await self._retire()
         if changed:
             await self._bump()
         self._views.maybe_publish(self._apps, force=changed)
         await self._checkpoint()
+
+    async def _retire(self) -> bool:
+        """Replicas of replaced versions. While the new version of their deployment comes up,
+        at most ``target - running - batch`` of them keep serving (``batch``: a fifth of the
+        target, at least one), so a redeploy never asks for much more than the target's
+        resources and progresses as new replicas start. The others leave routing and drain
+        as a scale-down does: they finish what they hold, then stop."""
+        changed = False
+        budgets: dict[tuple[str, str], int] = {}
+        for app_name, dep in list(self._retired):
+            key = (app_name, dep.name)
+            if key not in budgets:
+                app = self._apps.get(app_name)
+                new = None if app is None else app.deployments.get(dep.name)
+                budgets[key] = 0 if new is None or new.status() != "UPDATING" else max(
+                    0, new.target_replicas - len(new.running)
+                    - max(1, new.target_replicas // 5))
+            now = time.monotonic()
+            for info in dep.replicas.values():
+                if info.stopping_since is not None:
+                    continue
+                if budgets[key] > 0:
+                    budgets[key] -= 1
+                else:
+                    info.stopping_since = info.drain_checked = now
+                    changed = True
+            changed |= await self._poll_replicas(dep)
+            if not dep.replicas:
+                self._retired = [(a, d) for a, d in self._retired if d is not dep]
+        return changed
 
     async def _poll_replicas(self, dep: _Deployment) -> bool:
         changed = False

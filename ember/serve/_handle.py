@@ -124,7 +124,13 @@ class _RouterClient:
                 "no longer exists"
             ))
             return
+        self._apply(info)
+        self._poll()
+
+    def _apply(self, info: dict[str, Any]) -> None:
         with self._lock:
+            if info["version"] < self._version:  # an answer overtaken by a newer one
+                return
             if self._router is None:
                 cap = info["max_ongoing_requests"]
                 # A replica holding a hot model takes its requests until it is full; then
@@ -141,7 +147,16 @@ class _RouterClient:
             self._router.report_models(info["models"], time.monotonic())
         self._first_info.set()
         self._drain()
-        self._poll()
+
+    def refresh(self, timeout_s: float) -> None:
+        """Take the controller's routing now, without waiting for the long poll's news: after
+        a redeploy, this process's next call goes to the new version."""
+        if self.dead is not None:
+            return
+        info = ember.get(self._controller.routing_info.remote(
+            self.app_name, self.deployment_name, -1), timeout=timeout_s)
+        if info is not None:  # gone: the long poll says so
+            self._apply(info)
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
@@ -286,6 +301,15 @@ def forget_app(app_name: str) -> None:
         client._fail_all(DeploymentUnavailableError(
             f"deployment {client.deployment_name!r} of application {app_name!r} no longer exists"
         ))
+
+
+def refresh_app(app_name: str, timeout_s: float = 10.0) -> None:
+    """This process's routers of ``app_name`` take the controller's routing now."""
+    job = ember.get_runtime_context().get_job_id()
+    with _clients_lock:
+        clients = [c for key, c in _clients.items() if key[:2] == (job, app_name)]
+    for client in clients:
+        client.refresh(timeout_s)
 
 
 def forget_clients() -> None:

@@ -31,7 +31,7 @@ from ember.core import serve_direct_enabled
 from ember.errors import ActorDiedError
 from ember.serve import _direct
 from ember.serve._direct import DirectChannel, NotAuthenticated, ReplicaLost
-from ember.serve._handle import await_ref, router_client
+from ember.serve._handle import await_ref, refresh_app, router_client
 from ember.serve._http_protocol import CORK, DISCONNECTED, ON_DISCONNECT, http_protocol
 from ember.serve._multiplex import model_id_problem
 from ember.serve._replica import INTERNAL_REQUEST_KEY
@@ -147,6 +147,10 @@ class Proxy:
 
     def set_routes(self, routes: dict[str, tuple[str, str]]) -> None:
         self._routes = dict(routes)
+
+    async def refresh(self, app_name: str) -> None:
+        """Routers of ``app_name`` in this process take the controller's routing now."""
+        await asyncio.to_thread(refresh_app, app_name)
 
     def ping(self) -> str:
         """The controller's check: the node this proxy runs on, while its HTTP server runs;

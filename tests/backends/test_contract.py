@@ -2179,6 +2179,54 @@ def test_serve_keeps_serving_through_a_controller_killed_by_the_os_and_takes_it_
     assert pids("Replica") == pids("Proxy") == pids("Controller") == pids("Keeper") == []
 
 
+def test_a_redeploy_loses_no_call_and_then_serves_the_new_version(backend, tmp_path):
+    import httpx
+
+    from ember import serve
+
+    gate = tmp_path / "gate"
+
+    def version(v):
+        @serve.deployment(name="Versioned", num_replicas=2, ray_actor_options={"num_cpus": 0})
+        class Versioned:
+            async def __call__(self, request=None, hold=False):
+                while hold and not os.path.exists(gate):
+                    await asyncio.sleep(0.01)
+                return f"v{v}"
+
+        return Versioned
+
+    answers, errors, stop = [], [], threading.Event()
+
+    def call_all_along(handle):
+        while not stop.is_set():
+            try:
+                answers.append(handle.remote().result(timeout_s=60))
+            except BaseException as exc:
+                errors.append(exc)
+
+    try:
+        handle = serve.run(version(1).bind(), port=0)
+        held = handle.remote(hold=True)  # in a replica of the old version during the redeploy
+        caller = threading.Thread(target=call_all_along, args=(handle,))
+        caller.start()
+        eventually(lambda: len(answers) > 5, timeout=60, what="calls to the first version")
+        handle = serve.run(version(2).bind(), port=0)
+        port = serve.status().http_port
+        assert handle.remote().result(timeout_s=60) == "v2"  # at once: by handle, by HTTP
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).text == "v2"
+        seen = len(answers)
+        eventually(lambda: len(answers) > seen + 5, timeout=60, what="calls after it")
+        stop.set()
+        caller.join(60)
+        assert errors == [] and answers[-1] == "v2"
+        gate.touch()
+        assert held.result(timeout_s=60) == "v1"
+    finally:
+        stop.set()
+        serve.shutdown()
+
+
 def test_get_and_wait_take_serve_responses_as_ray_2_5_programs_wrote_them(backend):
     """``ray.get(handle.remote(x))`` (Ray 2.5's handles gave ObjectRefs) with ember for ray:
     ``ember.get`` and ``ember.wait`` resolve a DeploymentResponse on either backend."""

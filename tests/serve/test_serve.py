@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -411,6 +412,69 @@ def test_user_config_reaches_reconfigure_and_redeploy_replaces() -> None:
     handle = serve.run(Configured.options(user_config={"threshold": 7}).bind(), http=False)
     assert handle.get.remote().result(timeout_s=20) == 7
     assert serve.status().applications["default"].deployments["Configured"].replicas == 1
+
+
+def _versioned(version: int, gated: GatedCalls | None = None, **options: Any) -> Any:
+    """Deployment "Versioned" answering ``f"v{version}"``; with ``gated``, its calls first
+    wait at the gate (made in a function: it ships by value)."""
+
+    @serve.deployment(name="Versioned", **options)
+    class Versioned:
+        async def __call__(self, request: Any) -> str:
+            return await self.work()
+
+        async def work(self) -> str:
+            if gated is not None:
+                gated.started.touch()
+                await wait_until_exists(gated.gate)
+            return f"v{version}"
+
+    return Versioned
+
+
+def test_redeploy_finishes_what_the_old_version_holds_and_then_serves_the_new(
+    gated: GatedCalls,
+) -> None:
+    handle = serve.run(_versioned(1, gated).bind(), port=0)
+    held = handle.work.remote()
+    eventually(gated.started.exists, timeout=20, what="the call to reach the replica")
+    handle = serve.run(_versioned(2).bind(), port=0)
+    # Right after serve.run returns, every call reaches the new version: by handle, by HTTP.
+    with httpx.Client(timeout=TIMEOUT) as client:
+        for _ in range(5):
+            assert handle.work.remote().result(timeout_s=20) == "v2"
+            assert client.get(url("/")).text == "v2"
+    gated.gate.touch()
+    assert held.result(timeout_s=20) == "v1"  # the old replica finished it
+
+
+def test_a_redeploy_that_needs_the_old_replicas_cpus_completes_and_loses_no_call() -> None:
+    options = {"num_replicas": 2, "ray_actor_options": {"num_cpus": 1}}  # all of the 2 CPUs
+    handle = serve.run(_versioned(1, **options).bind(), http=False)
+    answers: list[str] = []
+    errors: list[BaseException] = []
+    stop = False
+
+    def call_all_along() -> None:
+        while not stop:
+            try:
+                answers.append(handle.work.remote().result(timeout_s=60))
+            except BaseException as exc:
+                errors.append(exc)
+
+    caller = threading.Thread(target=call_all_along)
+    caller.start()
+    try:
+        eventually(lambda: len(answers) > 5, timeout=20, what="calls to the first version")
+        serve.run(_versioned(2, **options).bind(), http=False)
+        seen = len(answers)
+        eventually(lambda: len(answers) > seen + 5, timeout=20, what="calls after the redeploy")
+    finally:
+        stop = True
+        caller.join(60)
+    assert errors == []
+    assert answers[0] == "v1" and answers[-1] == "v2"
+    assert serve.status().applications["default"].deployments["Versioned"].replicas == 2
 
 
 def test_handle_calls_beyond_the_cap_wait_for_a_slot(tmp_path: Path) -> None:
