@@ -45,6 +45,7 @@ from ember.core.ray_backend._mapping import (
     translate_error,
     uses_placement,
 )
+from ember.core.ray_backend._recancel import Recanceller
 from ember.errors import (
     BackendError,
     GetTimeoutError,
@@ -102,6 +103,7 @@ class RayBackend(PlacementGroupsMixin):
         self._raise: Any = None  # Ray tasks that raise a given error (see _failed)
         self._raise_streaming: Any = None
         self._drain: Any = None  # observe: see _state.DriverDrain
+        self._recancel = Recanceller(ray)
         if self._in_worker:  # observe: this worker's metrics and views go to the driver
             from ember.core import _observe
             from ember.core.ray_backend._state import worker_sender
@@ -208,6 +210,7 @@ class RayBackend(PlacementGroupsMixin):
         if self._closed:
             return
         self._closed = True
+        self._recancel.close()
         if self._drain is not None:
             self._drain.close()
         self._named.clear()
@@ -630,7 +633,10 @@ class RayBackend(PlacementGroupsMixin):
                 raise
             # Ray refuses force=True for actor calls; like the local backend, cancel the call
             # without killing the actor's process.
+            force = False
             self._ray.cancel(ref._id, force=False, recursive=recursive)
+        if isinstance(ref._id, self._ray_ref_type):  # Ray may lose it: see _recancel
+            self._recancel.watch(ref._id, force, recursive)
 
     def cluster_resources(self) -> dict[str, float]:
         self._check_open()
