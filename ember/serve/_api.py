@@ -297,11 +297,18 @@ def list_deployments(*, _notice: bool = True) -> dict[str, Deployment]:
 
 
 def delete(name: str, *, _blocking: bool = True) -> None:
-    """Stop an application and all its replicas."""
+    """Stop an application and all its replicas.
+
+    The application leaves routing at once (its route answers 404, its handles raise
+    ``DeploymentUnavailableError``); its replicas finish the calls they hold, each for at most
+    its ``graceful_shutdown_timeout_s``, then stop. ``_blocking=True`` (Ray's default) returns
+    once they have stopped."""
     controller = _controller(create=False)
     if controller is not None:
         ember.get(controller.delete.remote(name))
     _handle.forget_app(name)
+    if controller is not None and _blocking:
+        ember.get(controller.wait_deleted.remote(name, DEPLOY_TIMEOUT_S))
     for deployment_name, (_, app) in list(_deployed.items()):
         if app == name:
             del _deployed[deployment_name]

@@ -363,19 +363,39 @@ class Controller:
         return "DEPLOYING"
 
     async def delete(self, app_name: str) -> None:
+        """Take the application out of routing at once; its replicas finish what they hold,
+        then stop (``wait_deleted`` says when)."""
         await self._ready()
         app = self._apps.pop(app_name, None)
         if app is None:
             return
         await _await(self._keeper.save_app.remote(app_name, None))
-        retired = [dep for name, dep in self._retired if name == app_name]
+        now = time.monotonic()
+        old = [dep for name, dep in self._retired if name == app_name]
         self._retired = [(name, dep) for name, dep in self._retired if name != app_name]
-        for dep in [*app.deployments.values(), *retired]:
+        for dep in [*app.deployments.values(), *old]:
+            for rid in [r for r, i in dep.replicas.items() if not i.running]:
+                self._drop(dep, rid)  # still starting: never served, stop it now
             for info in dep.replicas.values():
-                self._drop_info(info)
+                if info.stopping_since is None:
+                    info.stopping_since = now
+                # No router sends here any more (the app is gone): look whether it is idle now.
+                info.drain_checked = now - dep.config.graceful_shutdown_wait_loop_s
+            if dep.replicas:
+                self._retired.append((app_name, dep))
         await self._push_routes()
         await self._bump()
         self._views.maybe_publish(self._apps, force=True)  # observe
+
+    async def wait_deleted(self, app_name: str, timeout_s: float) -> bool:
+        """Whether every replica of the deleted application stopped within ``timeout_s``."""
+        await self._ready()
+        deadline = time.monotonic() + timeout_s
+        while any(name == app_name for name, _ in self._retired):
+            if app_name in self._apps or time.monotonic() > deadline:  # deployed again
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def status(self) -> dict[str, Any]:
         await self._ready()

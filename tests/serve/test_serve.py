@@ -541,6 +541,48 @@ def test_http_request_on_a_crashing_replica_gets_500_not_a_hang() -> None:
         eventually(answers, timeout=20, what="the replacement replica to answer")
 
 
+def test_delete_lets_replicas_finish_the_calls_they_hold_then_stops_them(
+    gated: GatedCalls,
+) -> None:
+    from ember.util.state import list_actors
+
+    def replicas() -> int:
+        return sum(a.class_name == "Replica" and a.state == "ALIVE" for a in list_actors())
+
+    handle = serve.run(gated.deployment(num_replicas=2).bind(), port=0)
+    target = url("/")
+    held_call = handle.work.remote()
+    eventually(gated.started.exists, timeout=20, what="the handle call to reach a replica")
+    gated.started.unlink()  # made again when the HTTP request reaches one
+
+    async def delete_while_a_request_is_held() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+            request = await gated.get_until_running(client, target)
+            deleting = asyncio.create_task(asyncio.to_thread(serve.delete, "default"))
+            await asyncio.sleep(0.5)
+            assert not deleting.done()  # blocking: the replicas still hold two calls
+            assert (await client.get(target)).status_code == 404  # out of routing at once
+            gated.gate.touch()
+            await deleting
+            return await request
+
+    assert asyncio.run(delete_while_a_request_is_held()).text == "done"
+    assert held_call.result(timeout_s=20) == "done"
+    assert replicas() == 0  # serve.delete returned once they had stopped
+    assert "default" not in serve.status().applications
+
+
+def test_delete_of_an_idle_application_returns_at_once() -> None:
+    @serve.deployment(num_replicas=2)
+    def f(x: int) -> int:
+        return x
+
+    serve.run(f.bind(), http=False).remote(1).result(timeout_s=20)
+    start = time.monotonic()
+    serve.delete("default")
+    assert time.monotonic() - start < 1.5  # not a graceful_shutdown_wait_loop_s (2 s) per replica
+
+
 def test_handle_after_delete_fails_clearly() -> None:
     @serve.deployment
     def f(x: int) -> int:
