@@ -302,7 +302,7 @@ def delete(name: str, *, _blocking: bool = True) -> None:
     The application leaves routing at once (its route answers 404, its handles raise
     ``DeploymentUnavailableError``); its replicas finish the calls they hold, each for at most
     its ``graceful_shutdown_timeout_s``, then stop. ``_blocking=True`` (Ray's default) returns
-    once they have stopped."""
+    once they are done and have been told to stop."""
     controller = _controller(create=False)
     if controller is not None:
         ember.get(controller.delete.remote(name))
