@@ -235,10 +235,10 @@ def read_parquet(paths: Paths, *, columns: list[str] | None = None,
     ``pyarrow.compute.Expression`` such as ``pyarrow.dataset.field("x") > 5``, as in Ray) keeps
     only the rows it holds for, skipping row groups whose statistics rule it out; it may name
     columns that ``columns`` leaves out, and partition columns (decided by each file's
-    folder). ``tensor_column_schema`` (``{column: (dtype, shape)}``) reads binary columns of serialized arrays as tensors. Of Ray's other
-    ``**arrow_parquet_args``, the scan hints ``batch_size``, ``batch_readahead``,
-    ``fragment_readahead``, ``use_threads``, ``cache_metadata`` and ``meta_provider`` are
-    accepted and change nothing (ember sizes its reads itself); any other is a ``TypeError``.
+    folder). ``tensor_column_schema`` (``{column: (dtype, shape)}``) reads binary columns of
+    serialized arrays as tensors. Of Ray's other ``**arrow_parquet_args``, the scan hints
+    ``batch_size``, ``batch_readahead``, ``fragment_readahead``, ``use_threads``,
+    ``cache_metadata`` and ``meta_provider`` are accepted and change nothing (ember sizes its reads itself); any other is a ``TypeError``.
 
     Hive folders (``year=2024/part.parquet``) add their values as string columns
     (``partitioning``, as in Ray; ``columns=`` may name them; ``partitioning=None``: none).

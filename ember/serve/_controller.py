@@ -26,6 +26,7 @@ from ember.serve._deployment import DeploymentConfig
 from ember.serve._handle import CONTROLLER_NAMESPACE, await_ref
 from ember.serve._observe import ViewPublisher
 from ember.serve._proxy_policy import plan_proxies
+from ember.serve._rollout import old_replicas_serving
 
 logger = logging.getLogger("ember.serve")
 
@@ -109,9 +110,9 @@ class Controller:
         self._saved: Any = None  # the shape of the last checkpoint (what changes it)
         self._saving: asyncio.Task[None] | None = None
         self._killed: list[Any] = []  # actors killed since the last checkpoint
-        # (app, deployment) replaced by a redeploy: its replicas serve until the new version's
-        # are all up, then drain (finish what they hold) and stop. Not checkpointed: a
-        # restarted controller stops them as strays.
+        # (app, deployment) replaced by a redeploy or deleted: its replicas serve while the
+        # new version comes up (_rollout), then drain (finish what they hold) and stop. Not
+        # checkpointed: a restarted controller stops them as strays.
         self._retired: list[tuple[str, _Deployment]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -334,10 +335,7 @@ class Controller:
                                        config.start_replicas, policy)
         if old is not None:  # redeploy: the old replicas serve until the new ones are up
             for dep in old.deployments.values():
-                for rid in [r for r, i in dep.replicas.items() if not i.running]:
-                    self._drop(dep, rid)  # still starting: never served, stop it now
-                if dep.replicas:
-                    self._retired.append((app_name, dep))
+                self._retire_deployment(app_name, dep)
         self._apps[app_name] = _App(route_prefix, ingress, states)
         # Before any replica: a restarted controller then knows the app.
         await _await(self._keeper.save_app.remote(app_name, self._spec_of(self._apps[app_name])))
@@ -370,19 +368,15 @@ class Controller:
         if app is None:
             return
         await _await(self._keeper.save_app.remote(app_name, None))
+        for dep in app.deployments.values():
+            self._retire_deployment(app_name, dep)
         now = time.monotonic()
-        old = [dep for name, dep in self._retired if name == app_name]
-        self._retired = [(name, dep) for name, dep in self._retired if name != app_name]
-        for dep in [*app.deployments.values(), *old]:
-            for rid in [r for r, i in dep.replicas.items() if not i.running]:
-                self._drop(dep, rid)  # still starting: never served, stop it now
+        for dep in (d for name, d in self._retired if name == app_name):
             for info in dep.replicas.values():
                 if info.stopping_since is None:
                     info.stopping_since = now
                 # No router sends here any more (the app is gone): look whether it is idle now.
                 info.drain_checked = now - dep.config.graceful_shutdown_wait_loop_s
-            if dep.replicas:
-                self._retired.append((app_name, dep))
         await self._push_routes()
         await self._bump()
         self._views.maybe_publish(self._apps, force=True)  # observe
@@ -456,8 +450,9 @@ class Controller:
             return None
         live = {r: dep.replicas[r] for r in dep.running}
         if dep.status() == "UPDATING":  # a redeploy: the old version serves beside the new
-            for old in self._serving_retired(app_name, deployment_name):
-                live.update((r, old.replicas[r]) for r in old.running)
+            for name, old in self._retired:
+                if (name, old.name) == (app_name, deployment_name):
+                    live.update((r, old.replicas[r]) for r in old.running)
         return {
             "version": self._version,
             "max_ongoing_requests": dep.config.max_ongoing_requests,
@@ -466,10 +461,6 @@ class Controller:
             "models": {r: info.models for r, info in live.items()},
             "model_slots": {r: info.model_slots for r, info in live.items()},
         }
-
-    def _serving_retired(self, app_name: str, deployment_name: str) -> list[_Deployment]:
-        return [dep for app, dep in self._retired
-                if app == app_name and dep.name == deployment_name]
 
     # -- the control loop --------------------------------------------------------------------
 
@@ -520,12 +511,18 @@ class Controller:
         self._views.maybe_publish(self._apps, force=changed)
         await self._checkpoint()
 
+    def _retire_deployment(self, app_name: str, dep: _Deployment) -> None:
+        """A replaced or deleted deployment: replicas still starting stop now (they never
+        served); the others are left to ``_retire``."""
+        for rid in [r for r, i in dep.replicas.items() if not i.running]:
+            self._drop(dep, rid)
+        if dep.replicas:
+            self._retired.append((app_name, dep))
+
     async def _retire(self) -> bool:
-        """Replicas of replaced versions. While the new version of their deployment comes up,
-        at most ``target - running - batch`` of them keep serving (``batch``: a fifth of the
-        target, at least one), so a redeploy never asks for much more than the target's
-        resources and progresses as new replicas start. The others leave routing and drain
-        as a scale-down does: they finish what they hold, then stop."""
+        """Replicas of replaced versions: as many as ``old_replicas_serving`` allows keep
+        serving; the others leave routing and drain as a scale-down does (they finish what
+        they hold, then stop)."""
         changed = False
         budgets: dict[tuple[str, str], int] = {}
         for app_name, dep in list(self._retired):
@@ -533,9 +530,8 @@ class Controller:
             if key not in budgets:
                 app = self._apps.get(app_name)
                 new = None if app is None else app.deployments.get(dep.name)
-                budgets[key] = 0 if new is None or new.status() != "UPDATING" else max(
-                    0, new.target_replicas - len(new.running)
-                    - max(1, new.target_replicas // 5))
+                budgets[key] = 0 if new is None else old_replicas_serving(
+                    new.target_replicas, len(new.running), new.status() == "UPDATING")
             now = time.monotonic()
             for info in dep.replicas.values():
                 if info.stopping_since is not None:

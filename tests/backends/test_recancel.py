@@ -88,3 +88,8 @@ def test_a_ray_that_fails_on_wait_is_left_alone(quick):
     recancel.watch("x", False, True)
     eventually(lambda: recancel._thread is None, timeout=10, what="the thread to end")
     assert ray.cancels == []
+
+
+def test_the_resends_fall_2_6_and_14_s_after_the_cancel() -> None:
+    assert [_recancel._resend_at(100.0, sent) for sent in range(_recancel.RESENDS)] == [
+        102.0, 106.0, 114.0]

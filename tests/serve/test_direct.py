@@ -7,6 +7,7 @@ import os
 import pickle
 import socket
 import struct
+import sys
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -259,6 +260,63 @@ def test_a_peer_without_the_key_gets_nothing_unpickled(tmp_path: Path) -> None:
         server.close()
 
     asyncio.run(main())
+    assert not marker.exists()
+    assert called == []
+
+
+def _as_another_user(path: str, data: bytes) -> int:
+    """In a child process of uid 65534 (nobody): connect to ``path``, send ``data``, and
+    return how many bytes came back before the connection closed (-1: could not connect)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: socket calls only, then out
+        got = -1
+        try:
+            os.setuid(65534)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(10)
+                sock.connect(path)
+                got = 0
+                sock.sendall(data)
+                while chunk := sock.recv(4096):
+                    got += len(chunk)
+        except OSError:
+            pass
+        finally:
+            os.write(write_end, str(got).encode())
+            os._exit(0)
+    os.close(write_end)
+    try:
+        return int(os.read(read_end, 64))
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0
+                    or not sys.platform.startswith("linux"),
+                    reason="needs root (to connect as another user) and SO_PEERCRED")
+def test_another_local_user_is_refused_before_the_challenge(tmp_path: Path) -> None:
+    """The replica's socket is an abstract one: any local user can connect to it. A peer of
+    another uid gets the connection closed before a byte is sent to it or read from it."""
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_CreatesFile(str(marker)))
+    frame = struct.pack("!I", len(payload)) + payload
+    called = []
+
+    async def handler(scope: dict[str, Any], body: bytes, model_id: str, send: Send) -> None:
+        called.append(scope)
+
+    async def main() -> int:
+        server = DirectServer(handler)
+        _, path, _ = await server.start()
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(_as_another_user, path, os.urandom(64) + frame), 20)
+        finally:
+            server.close()
+
+    assert asyncio.run(main()) == 0  # it connected, and got not even the challenge
     assert not marker.exists()
     assert called == []
 

@@ -21,7 +21,12 @@ from typing import Any
 logger = logging.getLogger("ember")
 
 FIRST_RESEND_S = 2.0
-RESENDS = 3  # each after twice the wait before it
+RESENDS = 3  # each after twice the wait before it: 2, 6 and 14 s after the cancel
+
+
+def _resend_at(cancelled_at: float, sent: int) -> float:
+    """When the resend after ``sent`` earlier ones is due."""
+    return cancelled_at + FIRST_RESEND_S * float(2 ** (sent + 1) - 1)
 
 
 class Recanceller:
@@ -30,19 +35,20 @@ class Recanceller:
     def __init__(self, ray: Any) -> None:
         self._ray = ray
         self._cond = threading.Condition()
-        # (when to look, tie-breaker, ray ref, force, recursive, wait before, sends left)
-        self._due: list[tuple[float, int, Any, bool, bool, float, int]] = []
+        # (when due, tie-breaker, when cancelled, resends so far, ray ref, force, recursive)
+        self._due: list[tuple[float, int, float, int, Any, bool, bool]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
         self._closed = False
 
     def watch(self, ray_ref: Any, force: bool, recursive: bool) -> None:
         """Send the cancel of ``ray_ref`` again if it is still not done in a while."""
+        now = time.monotonic()
         with self._cond:
             if self._closed:
                 return
-            heapq.heappush(self._due, (time.monotonic() + FIRST_RESEND_S, next(self._order),
-                                       ray_ref, force, recursive, FIRST_RESEND_S, RESENDS))
+            heapq.heappush(self._due, (_resend_at(now, 0), next(self._order), now, 0, ray_ref,
+                                       force, recursive))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="ember-recancel",
                                                 daemon=True)
@@ -66,17 +72,18 @@ class Recanceller:
                     if wait <= 0:
                         break
                     self._cond.wait(wait)
-                _, _, ref, force, recursive, waited, left = heapq.heappop(self._due)
+                _, _, cancelled_at, sent, ref, force, recursive = heapq.heappop(self._due)
             try:
                 ready, _ = self._ray.wait([ref], timeout=0, fetch_local=False)
                 if ready:
                     continue
-                logger.debug("ember: a cancelled Ray task still runs %.0f s later; cancelling "
-                             "it again", waited)
+                logger.debug("ember: a cancelled Ray task still runs %.0f s after its cancel; "
+                             "cancelling it again", time.monotonic() - cancelled_at)
                 self._ray.cancel(ref, force=force, recursive=recursive)
             except Exception:  # Ray shut down, or the task went meanwhile: nothing to do
                 continue
-            if left > 1:
+            if sent + 1 < RESENDS:
                 with self._cond:
-                    heapq.heappush(self._due, (time.monotonic() + 2 * waited, next(self._order),
-                                               ref, force, recursive, 2 * waited, left - 1))
+                    heapq.heappush(self._due, (_resend_at(cancelled_at, sent + 1),
+                                               next(self._order), cancelled_at, sent + 1, ref,
+                                               force, recursive))
